@@ -1,0 +1,98 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from opscenter import __version__
+from opscenter.audit.router import router as audit_router
+from opscenter.auth.router import router as auth_router
+from opscenter.bootstrap import announce, bootstrap
+from opscenter.config import Settings, get_settings
+from opscenter.core.context import AppContext
+from opscenter.core.db import Database
+from opscenter.core.handlers import install_error_handlers
+from opscenter.core.logging import configure_logging
+from opscenter.core.middleware import (
+    BodyLimitMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+)
+from opscenter.core.ratelimit import RateLimiter
+from opscenter.core.security import Keyring
+from opscenter.ops.router import router as ops_router
+from opscenter.tokens.router import router as tokens_router
+from opscenter.users.router import router as users_router
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keyring = Keyring.load_or_create(settings.keys_dir, settings.jwt_secret)
+    ctx = AppContext(
+        settings=settings,
+        db=Database(settings.effective_database_url),
+        keyring=keyring,
+        limiter=RateLimiter(settings.redis_url, enabled=settings.rate_limit_enabled),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        announce(await bootstrap(settings, ctx.db))
+        yield
+        await ctx.db.dispose()
+
+    app = FastAPI(
+        title="opscenter",
+        version=__version__,
+        description="Self-hosted ops control center built around trustworthy database backups.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+    for router in (auth_router, users_router, tokens_router, audit_router):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(ops_router)
+
+    # Starlette runs the last added middleware first.
+    app.add_middleware(
+        RateLimitMiddleware,
+        limiter=ctx.limiter,
+        keyring=keyring,
+        default_rule=settings.rate_limit_default,
+        write_rule=settings.rate_limit_write,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "X-API-Key",
+            "X-CSRF-Token",
+            "X-Request-ID",
+            "Idempotency-Key",
+        ],
+        expose_headers=[
+            "X-Request-ID",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            "X-RateLimit-Reset",
+            "Retry-After",
+        ],
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,168 @@
+"""Read views over the one audit trail: seed 001's /audit/logs, 002's /audit/events and
+/audit/search, 004's /admin/audit-logs; plus export and chain verification."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from opscenter.audit import service
+from opscenter.audit.schemas import AuditLogOut, AuditPage, ChainReportOut
+from opscenter.auth.deps import require
+from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.errors import InvalidInput
+from opscenter.core.pagination import Paging, paginate
+from opscenter.core.principal import Principal
+
+router = APIRouter(tags=["Audit"])
+Reader = Annotated[Principal, Depends(require("read:audit"))]
+
+
+def audit_filters(
+    user_id: Annotated[int | None, Query(ge=1)] = None,
+    action: Annotated[str | None, Query(max_length=100)] = None,
+    resource_type: Annotated[str | None, Query(max_length=64)] = None,
+    resource_id: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Annotated[Literal["success", "failure", "denied"] | None, Query()] = None,
+    start_date: datetime | None = None,
+    end_date: datetime | None = None,
+    cursor: Annotated[int | None, Query(ge=1, description="Return rows older than this id")] = None,
+) -> service.AuditFilters:
+    if start_date and end_date and start_date > end_date:
+        raise InvalidInput("start_date must not be after end_date")
+    return service.AuditFilters(
+        user_id=user_id,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        outcome=outcome,
+        start=start_date,
+        end=end_date,
+        before_id=cursor,
+    )
+
+
+Filters = Annotated[service.AuditFilters, Depends(audit_filters)]
+
+
+async def _page(session: SessionDep, filters: service.AuditFilters, paging: Paging) -> AuditPage:
+    rows, total = await paginate(session, service.filtered(filters), paging)
+    items = [AuditLogOut.model_validate(r) for r in rows]
+    next_cursor = items[-1].id if len(items) == paging.limit else None
+    return AuditPage(
+        items=items, total=total, limit=paging.limit, offset=paging.offset, next_cursor=next_cursor
+    )
+
+
+@router.get("/audit/logs", response_model=AuditPage)
+async def list_logs(_: Reader, session: SessionDep, filters: Filters, paging: Paging) -> AuditPage:
+    return await _page(session, filters, paging)
+
+
+@router.get("/audit/events", response_model=AuditPage)
+async def list_events(
+    _: Reader, session: SessionDep, filters: Filters, paging: Paging
+) -> AuditPage:
+    return await _page(session, filters, paging)
+
+
+@router.get("/admin/audit-logs", response_model=AuditPage)
+async def admin_audit_logs(
+    _: Reader, session: SessionDep, filters: Filters, paging: Paging
+) -> AuditPage:
+    return await _page(session, filters, paging)
+
+
+@router.get("/audit/search", response_model=AuditPage)
+async def search(
+    _: Reader,
+    session: SessionDep,
+    filters: Filters,
+    paging: Paging,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+) -> AuditPage:
+    filters = service.AuditFilters(**{**filters.__dict__, "query": q})
+    return await _page(session, filters, paging)
+
+
+@router.get("/audit/verify", response_model=ChainReportOut)
+async def verify(_: Reader, session: SessionDep) -> ChainReportOut:
+    return ChainReportOut.model_validate(await service.verify_chain(session))
+
+
+CSV_COLUMNS = [
+    "id",
+    "created_at",
+    "user_id",
+    "username",
+    "api_key_id",
+    "action",
+    "resource_type",
+    "resource_id",
+    "outcome",
+    "ip_address",
+    "user_agent",
+    "request_id",
+    "details",
+    "hash",
+]
+
+
+@router.get(
+    "/audit/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+)
+async def export(
+    _: Reader,
+    ctx: Ctx,
+    filters: Filters,
+    format: Literal["csv", "json"] = "csv",
+) -> StreamingResponse:
+    """Streams the whole range, newest first, in constant memory."""
+
+    async def rows() -> AsyncIterator[AuditLogOut]:
+        async with ctx.db.read_session() as session:
+            async for row in service.iter_rows(session, service.filtered(filters)):
+                yield AuditLogOut.model_validate(row)
+
+    async def as_csv() -> AsyncIterator[str]:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(CSV_COLUMNS)
+        async for item in rows():
+            data = item.model_dump(mode="json")
+            data["details"] = json.dumps(data["details"], sort_keys=True)
+            writer.writerow([data[c] for c in CSV_COLUMNS])
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+        yield buf.getvalue()
+
+    async def as_json() -> AsyncIterator[str]:
+        yield "["
+        first = True
+        async for item in rows():
+            yield ("" if first else ",") + item.model_dump_json()
+            first = False
+        yield "]"
+
+    stamp = "audit-export"
+    if format == "csv":
+        return StreamingResponse(
+            as_csv(),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{stamp}.csv"'},
+        )
+    return StreamingResponse(
+        as_json(),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{stamp}.json"'},
+    )

@@ -1,0 +1,190 @@
+"""The audit trail: append-only rows, each chained to the previous by sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, String, cast, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.core.clock import isoformat_z, utcnow
+from opscenter.core.logging import redact
+from opscenter.core.principal import Principal
+from opscenter.models import AuditLog
+
+GENESIS = "0" * 64
+_PG_LOCK_KEY = 0x0A0D17  # one advisory lock serialises appends to the chain
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from."""
+
+    ip_address: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    user_id: int | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    outcome: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    query: str | None = None
+    before_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    valid: bool
+    checked: int
+    first_bad_id: int | None = None
+    problem: str | None = None
+    head_hash: str | None = None
+
+
+def _digest(row: AuditLog) -> str:
+    body = {
+        "created_at": isoformat_z(row.created_at),
+        "user_id": row.user_id,
+        "username": row.username,
+        "api_key_id": row.api_key_id,
+        "action": row.action,
+        "resource_type": row.resource_type,
+        "resource_id": row.resource_id,
+        "outcome": row.outcome,
+        "details": row.details,
+        "ip_address": row.ip_address,
+        "user_agent": row.user_agent,
+        "request_id": row.request_id,
+        "prev_hash": row.prev_hash,
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    action: str,
+    actor: Principal | None = None,
+    user_id: int | None = None,
+    username: str | None = None,
+    resource_type: str | None = None,
+    resource_id: object | None = None,
+    details: dict[str, Any] | None = None,
+    outcome: str = "success",
+    origin: Origin | None = None,
+) -> AuditLog:
+    """Append one row in the caller's transaction, so it commits or rolls back with the change.
+
+    The chain head is read under a lock: an advisory lock on PostgreSQL; on SQLite every
+    write transaction already holds the database's single write lock (BEGIN IMMEDIATE).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    prev = await session.scalar(select(AuditLog.hash).order_by(AuditLog.id.desc()).limit(1))
+    origin = origin or Origin()
+    row = AuditLog(
+        created_at=utcnow(),
+        user_id=actor.user_id if actor else user_id,
+        username=actor.username if actor else username,
+        api_key_id=actor.api_key_id if actor else None,
+        action=action,
+        resource_type=resource_type,
+        resource_id=None if resource_id is None else str(resource_id),
+        outcome=outcome,
+        details=redact(details or {}),
+        ip_address=origin.ip_address,
+        user_agent=(origin.user_agent or "")[:300] or None,
+        request_id=origin.request_id,
+        prev_hash=prev or GENESIS,
+    )
+    row.hash = _digest(row)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+def filtered(filters: AuditFilters) -> Select[AuditLog]:
+    stmt = select(AuditLog)
+    if filters.user_id is not None:
+        stmt = stmt.where(AuditLog.user_id == filters.user_id)
+    if filters.action:
+        stmt = stmt.where(AuditLog.action == filters.action)
+    if filters.resource_type:
+        stmt = stmt.where(AuditLog.resource_type == filters.resource_type)
+    if filters.resource_id:
+        stmt = stmt.where(AuditLog.resource_id == filters.resource_id)
+    if filters.outcome:
+        stmt = stmt.where(AuditLog.outcome == filters.outcome)
+    if filters.start:
+        stmt = stmt.where(AuditLog.created_at >= filters.start)
+    if filters.end:
+        stmt = stmt.where(AuditLog.created_at <= filters.end)
+    if filters.before_id is not None:
+        stmt = stmt.where(AuditLog.id < filters.before_id)
+    if filters.query:
+        pattern = f"%{filters.query.lower()}%"
+        stmt = stmt.where(
+            or_(
+                AuditLog.action.ilike(pattern),
+                AuditLog.username.ilike(pattern),
+                AuditLog.resource_type.ilike(pattern),
+                AuditLog.resource_id.ilike(pattern),
+                AuditLog.ip_address.ilike(pattern),
+                cast(AuditLog.details, String).ilike(pattern),
+            )
+        )
+    return stmt.order_by(AuditLog.id.desc())
+
+
+async def iter_rows(
+    session: AsyncSession, stmt: Select[AuditLog], batch: int = 500
+) -> AsyncIterator[AuditLog]:
+    """Keyset-paged iteration: constant memory however long the trail is."""
+    last_id: int | None = None
+    while True:
+        page = stmt if last_id is None else stmt.where(AuditLog.id < last_id)
+        rows = (await session.scalars(page.limit(batch))).all()
+        for row in rows:
+            yield row
+        if len(rows) < batch:
+            return
+        last_id = rows[-1].id
+
+
+async def verify_chain(session: AsyncSession, batch: int = 1000) -> ChainReport:
+    """Walk the chain oldest first: an edited row fails its hash, a removed one its link."""
+    prev_hash = GENESIS
+    checked = 0
+    last_id = 0
+    while True:
+        rows = (
+            await session.scalars(
+                select(AuditLog).where(AuditLog.id > last_id).order_by(AuditLog.id).limit(batch)
+            )
+        ).all()
+        for row in rows:
+            if row.prev_hash != prev_hash:
+                return ChainReport(
+                    False, checked, row.id, "a row before this one was removed or reordered"
+                )
+            if _digest(row) != row.hash:
+                return ChainReport(
+                    False, checked, row.id, "this row was edited after it was written"
+                )
+            prev_hash = row.hash
+            checked += 1
+            last_id = row.id
+        if len(rows) < batch:
+            return ChainReport(True, checked, head_hash=prev_hash if checked else None)

@@ -1,0 +1,74 @@
+"""The permission catalogue (`verb:resource`) and the built-in roles."""
+
+from __future__ import annotations
+
+from opscenter.core.principal import ALL_TEAMS
+
+RESOURCES = (
+    "users",
+    "teams",
+    "roles",
+    "tokens",
+    "audit",
+    "servers",
+    "backups",
+    "storage",
+    "schedules",
+    "retention",
+    "verification",
+    "jobs",
+    "notifications",
+    "integrations",
+    "commands",
+    "sops",
+    "incidents",
+    "tasks",
+    "security",
+    "finops",
+    "resources",
+    "compliance",
+    "reports",
+    "analytics",
+    "knowledge",
+    "ai_models",
+)
+EXECUTABLE = ("commands", "sops", "restores")
+
+PERMISSIONS: tuple[str, ...] = (
+    *(f"read:{r}" for r in RESOURCES),
+    *(f"write:{r}" for r in RESOURCES),
+    *(f"execute:{r}" for r in EXECUTABLE),
+    ALL_TEAMS,
+)
+
+_ADMIN_ONLY_RESOURCES = {"users", "teams", "roles", "tokens", "storage", "integrations"}
+_HIDDEN_FROM_VIEWERS = {"users", "tokens", "audit"}
+
+BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
+    "admin": ("Everything, across all teams", list(PERMISSIONS)),
+    "operator": (
+        "Runs backups, restores, runbooks and incidents for their teams",
+        [
+            *(f"read:{r}" for r in RESOURCES if r not in {"users", "tokens"}),
+            *(f"write:{r}" for r in RESOURCES if r not in _ADMIN_ONLY_RESOURCES | {"audit"}),
+            *(f"execute:{r}" for r in EXECUTABLE),
+        ],
+    ),
+    "viewer": (
+        "Read-only dashboards and API",
+        [f"read:{r}" for r in RESOURCES if r not in _HIDDEN_FROM_VIEWERS],
+    ),
+}
+
+DESCRIPTIONS = {
+    "read": "See {r}",
+    "write": "Create, change and delete {r}",
+    "execute": "Run {r}",
+}
+
+
+def describe(permission: str) -> str:
+    if permission == ALL_TEAMS:
+        return "See and change the resources of every team, not only one's own"
+    verb, resource = permission.split(":", 1)
+    return DESCRIPTIONS[verb].format(r=resource.replace("_", " "))

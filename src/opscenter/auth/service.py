@@ -1,0 +1,148 @@
+"""Login, refresh-token rotation with reuse detection, logout."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.auth.deps import load_user
+from opscenter.config import Settings
+from opscenter.core.clock import utcnow
+from opscenter.core.security import Keyring, new_token, sha256_hex, verify_password
+from opscenter.models import RefreshToken, User
+
+REFRESH_PREFIX = "ocr_"
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    user: User
+    access_token: str
+    access_expires_at: datetime
+    session_token: str  # the browser cookie
+    refresh_token: str
+    refresh_expires_at: datetime
+    csrf_token: str
+    family_id: str
+
+
+class LoginFailed(Exception):
+    def __init__(self, reason: str, user: User | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.user = user
+
+
+class RefreshRejected(Exception):
+    def __init__(self, reason: str, *, reused: bool = False, user_id: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.reused = reused
+        self.user_id = user_id
+
+
+async def authenticate_password(session: AsyncSession, identifier: str, password: str) -> User:
+    """The password is always checked, against a dummy hash for unknown users, so the
+    time taken does not reveal whether an account exists."""
+    user = await session.scalar(
+        select(User).where(
+            or_(func.lower(User.username) == identifier, func.lower(User.email) == identifier)
+        )
+    )
+    ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not ok:
+        raise LoginFailed("bad_credentials", user)
+    if not user.is_active:
+        raise LoginFailed("disabled", user)
+    return user
+
+
+async def start_session(
+    session: AsyncSession, keyring: Keyring, settings: Settings, user: User
+) -> IssuedSession:
+    user.last_login = utcnow()
+    family = str(uuid.uuid4())
+    return await _issue(session, keyring, settings, user.id, family)
+
+
+async def _issue(
+    session: AsyncSession, keyring: Keyring, settings: Settings, user_id: int, family: str
+) -> IssuedSession:
+    user = await load_user(session, user_id)
+    assert user is not None
+    now = utcnow()
+    refresh = new_token(REFRESH_PREFIX)
+    refresh_ttl = timedelta(hours=settings.jwt_expiration_hours)
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family,
+            token_hash=sha256_hex(refresh),
+            issued_at=now,
+            expires_at=now + refresh_ttl,
+        )
+    )
+    claims = {
+        "sub": str(user.id),
+        "sv": user.session_version,
+        "sid": family,
+        "role": user.role.name,
+    }
+    access, access_exp = keyring.issue_jwt(
+        {**claims, "typ": "access"}, timedelta(minutes=settings.access_token_minutes)
+    )
+    cookie, _ = keyring.issue_jwt({**claims, "typ": "session"}, refresh_ttl)
+    await session.flush()
+    return IssuedSession(
+        user=user,
+        access_token=access,
+        access_expires_at=access_exp,
+        session_token=cookie,
+        refresh_token=refresh,
+        refresh_expires_at=now + refresh_ttl,
+        csrf_token=keyring.sign(f"csrf:{family}"),
+        family_id=family,
+    )
+
+
+async def rotate_refresh(
+    session: AsyncSession, keyring: Keyring, settings: Settings, raw_token: str
+) -> IssuedSession:
+    """Exchange a refresh token for a new pair. Presenting one that was already used means
+    it leaked: the whole family (that login session) is revoked."""
+    token = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(raw_token))
+    )
+    now = utcnow()
+    if token is None:
+        raise RefreshRejected("unknown")
+    if token.revoked_at is not None:
+        raise RefreshRejected("revoked", user_id=token.user_id)
+    if token.used_at is not None:
+        await revoke_family(session, token.family_id)
+        raise RefreshRejected("reused", reused=True, user_id=token.user_id)
+    if token.expires_at <= now:
+        raise RefreshRejected("expired", user_id=token.user_id)
+    user = await load_user(session, token.user_id)
+    if user is None or not user.is_active:
+        raise RefreshRejected("user_disabled", user_id=token.user_id)
+    token.used_at = now
+    return await _issue(session, keyring, settings, user.id, token.family_id)
+
+
+async def revoke_family(session: AsyncSession, family_id: str) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def family_of(session: AsyncSession, raw_token: str) -> str | None:
+    return await session.scalar(
+        select(RefreshToken.family_id).where(RefreshToken.token_hash == sha256_hex(raw_token))
+    )

@@ -1,0 +1,1 @@
+"""Shared plumbing: database, errors, schemas, security primitives. Never imports a domain."""

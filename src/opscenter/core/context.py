@@ -1,0 +1,45 @@
+"""Per-application state and the request-scoped dependencies every router uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.config import Settings
+from opscenter.core.db import Database, session_scope
+from opscenter.core.ratelimit import RateLimiter
+from opscenter.core.security import Keyring
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    keyring: Keyring
+    limiter: RateLimiter
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    db = get_ctx(request).db
+    factory = db.read_session if request.method in SAFE_METHODS else db.write_session
+    async for session in session_scope(factory):
+        yield session
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

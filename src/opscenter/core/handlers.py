@@ -1,0 +1,84 @@
+"""Every error, whatever raised it, leaves in the one format."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from opscenter.core.clock import isoformat_z, utcnow
+from opscenter.core.errors import AppError
+from opscenter.core.logging import get_logger
+
+log = get_logger("opscenter.errors")
+
+_STATUS_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def error_response(
+    status: int, code: str, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"detail": detail, "code": code, "timestamp": isoformat_z(utcnow())}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    """Pydantic's list without echoing the input back (it may hold a password) and
+    reduced to JSON-safe values."""
+    cleaned = []
+    for err in errors:
+        item = {
+            "loc": list(err.get("loc", ())),
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        cleaned.append(json.loads(json.dumps(item, default=str)))
+    return cleaned
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return error_response(exc.status_code, exc.code, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "VALIDATION_ERROR", _clean_validation_errors(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
+        detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
+        return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "unhandled error",
+            path=request.url.path,
+            error=type(exc).__name__,
+            request_id=getattr(request.state, "request_id", None),
+        )
+        return error_response(
+            500,
+            "INTERNAL_ERROR",
+            "Internal error; the request id in X-Request-ID locates it in the log",
+        )

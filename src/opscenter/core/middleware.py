@@ -1,0 +1,210 @@
+"""Pure ASGI middleware: request ids, logs and metrics, deferred work, body limit, rate limit."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from opscenter.core.clock import isoformat_z, utcnow
+from opscenter.core.logging import get_logger
+from opscenter.core.metrics import LATENCY, REQUESTS
+from opscenter.core.ratelimit import RateLimiter, Verdict
+from opscenter.core.security import InvalidToken, Keyring, sha256_hex
+
+log = get_logger("opscenter.http")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+AfterTask = Callable[[], Awaitable[None]]
+
+
+async def send_error(
+    send: Send, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    body = json.dumps({"detail": detail, "code": code, "timestamp": isoformat_z(utcnow())}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def defer(scope_state: Any, task: AfterTask) -> None:
+    """Run `task` once the request (and its database session) has finished.
+
+    Used for writes that must survive the request's rollback: security events of a
+    refused request. Runs after the response, outside the request's transaction.
+    """
+    tasks: list[AfterTask] = getattr(scope_state, "after_response", None) or []
+    tasks.append(task)
+    scope_state.after_response = tasks
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            LATENCY.labels(scope["method"], route).observe(elapsed)
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=route,
+                status=status,
+                ms=round(elapsed * 1000, 1),
+                request_id=request_id,
+            )
+            for task in state.get("after_response", []):
+                try:
+                    await task()
+                except Exception:
+                    log.exception("after_response task failed", request_id=request_id)
+
+
+class BodyLimitMiddleware:
+    """413 before parsing: by Content-Length, and by counting a chunked body as it arrives."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt_prefixes = exempt_prefixes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        too_big = f"Request body larger than {self.max_bytes} bytes"
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await send_error(send, 413, "PAYLOAD_TOO_LARGE", too_big)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await send_error(send, 413, "PAYLOAD_TOO_LARGE", too_big)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RateLimitMiddleware:
+    """Per caller (user, API key, or address when anonymous): a general limit on every
+    request and a stricter one on writes. Headers on every response, 429 + Retry-After."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: RateLimiter,
+        keyring: Keyring,
+        default_rule: str,
+        write_rule: str,
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.keyring = keyring
+        self.default_rule = default_rule
+        self.write_rule = write_rule
+
+    def _caller(self, scope: Scope) -> str:
+        headers = dict(scope["headers"])
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        token = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if not token:
+            cookies = headers.get(b"cookie", b"").decode("latin-1")
+            match = re.search(r"(?:^|;\s*)session_token=([^;]+)", cookies)
+            token = match.group(1) if match else ""
+        if token:
+            try:
+                return "user:" + str(self.keyring.decode_jwt(token)["sub"])
+            except InvalidToken:
+                pass
+        api_key = headers.get(b"x-api-key")
+        if api_key:
+            return "key:" + sha256_hex(api_key.decode("latin-1"))[:24]
+        client = scope.get("client")
+        return "ip:" + (client[0] if client else "unknown")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        caller = self._caller(scope)
+        verdict = await self.limiter.hit(self.default_rule, "all", caller)
+        if verdict.allowed and scope["method"] not in {"GET", "HEAD", "OPTIONS"}:
+            write = await self.limiter.hit(self.write_rule, "write", caller)
+            verdict = write if not write.allowed else verdict
+        if not verdict.allowed:
+            await _send_limited(send, verdict)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [
+                    (k.lower().encode(), v.encode())
+                    for k, v in verdict.headers().items()
+                    if k.lower().encode() not in present
+                ]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+async def _send_limited(send: Send, verdict: Verdict) -> None:
+    await send_error(
+        send,
+        429,
+        "RATE_LIMITED",
+        f"Too many requests; retry in {verdict.retry_after} s",
+        {**verdict.headers(), "Retry-After": str(verdict.retry_after)},
+    )

@@ -1,0 +1,18 @@
+"""All ORM models, a module per domain, imported here so metadata is complete."""
+
+from opscenter.models.audit import AuditLog
+from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
+from opscenter.models.base import Base, IdMixin, TimestampMixin
+
+__all__ = [
+    "ApiKey",
+    "AuditLog",
+    "Base",
+    "IdMixin",
+    "RefreshToken",
+    "Role",
+    "Team",
+    "TimestampMixin",
+    "User",
+    "team_members",
+]

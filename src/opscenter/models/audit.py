@@ -1,0 +1,30 @@
+"""The append-only, hash-chained audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from opscenter.models.base import Base, IdMixin
+
+
+class AuditLog(IdMixin, Base):
+    __tablename__ = "audit_logs"
+
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    user_id: Mapped[int | None] = mapped_column(index=True)  # no FK: the trail outlives users
+    username: Mapped[str | None] = mapped_column(String(64))
+    api_key_id: Mapped[int | None]
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    resource_type: Mapped[str | None] = mapped_column(String(64), index=True)
+    resource_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16), default="success")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

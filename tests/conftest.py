@@ -1,0 +1,140 @@
+"""Shared fixtures: a running app per metadata backend (SQLite file and real PostgreSQL),
+clients logged in with each built-in role, and helpers that create users."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from opscenter.app import create_app
+from opscenter.config import Settings
+
+ADMIN_PASSWORD = "admin-password-for-tests"
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qAt", "-c", sql],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, dropped at the end."""
+    name = f"oc_test_{uuid.uuid4().hex[:10]}"
+    _psql(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "OPSCENTER_ENVIRONMENT": "test",
+        "OPSCENTER_DATA_DIR": data_dir,
+        "OPSCENTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "OPSCENTER_ADMIN_EMAIL": "admin@example.com",
+        "OPSCENTER_RATE_LIMIT_ENABLED": False,
+        "OPSCENTER_LOG_LEVEL": "WARNING",
+        "DATABASE_URL": database_url,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Api:
+    """A running app and ways to talk to it."""
+
+    app: FastAPI
+    backend: str
+    settings: Settings
+
+    def client(self, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app, client=("127.0.0.1", 50000))
+        return httpx.AsyncClient(
+            transport=transport, base_url="http://testserver", headers=headers or {}
+        )
+
+    async def login(self, username: str, password: str) -> dict[str, Any]:
+        async with self.client() as c:
+            r = await c.post(
+                "/api/v1/auth/login", json={"username": username, "password": password}
+            )
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    async def headers_for(self, username: str, password: str) -> dict[str, str]:
+        data = await self.login(username, password)
+        return {"Authorization": f"Bearer {data['access_token']}"}
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+async def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Api]:
+    data_dir = tmp_path_factory.mktemp(f"data-{request.param}")
+    url = request.getfixturevalue("pg_database") if request.param == "postgres" else None
+    settings = make_settings(data_dir, url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield Api(app, request.param, settings)
+
+
+@pytest.fixture(scope="session")
+async def admin_headers(api: Api) -> dict[str, str]:
+    return await api.headers_for("admin", ADMIN_PASSWORD)
+
+
+@pytest.fixture
+async def admin(api: Api, admin_headers: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with api.client(admin_headers) as client:
+        yield client
+
+
+@dataclass
+class CreatedUser:
+    id: int
+    username: str
+    password: str
+    headers: dict[str, str]
+
+    def client(self, api: Api) -> httpx.AsyncClient:
+        return api.client(self.headers)
+
+
+UserFactory = Callable[..., Awaitable[CreatedUser]]
+
+
+@pytest.fixture
+def make_user(api: Api, admin_headers: dict[str, str]) -> UserFactory:
+    """Create a user through the API (as admin) and log them in."""
+
+    async def factory(role: str = "viewer", **fields: Any) -> CreatedUser:
+        username = fields.pop("username", f"u{uuid.uuid4().hex[:10]}")
+        password = fields.pop("password", f"pw-{uuid.uuid4().hex}")
+        body = {
+            "username": username,
+            "email": f"{username}@example.com",
+            "password": password,
+            "role": role,
+            **fields,
+        }
+        async with api.client(admin_headers) as c:
+            r = await c.post("/api/v1/users", json=body)
+        assert r.status_code == 201, r.text
+        headers = await api.headers_for(username, password)
+        return CreatedUser(r.json()["id"], username, password, headers)
+
+    return factory
