@@ -15,7 +15,7 @@ from opscenter.bootstrap import announce, bootstrap
 from opscenter.config import Settings, get_settings
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
-from opscenter.core.handlers import install_error_handlers
+from opscenter.core.handlers import install_error_handlers, use_error_body_for_validation
 from opscenter.core.logging import configure_logging
 from opscenter.core.middleware import (
     BodyLimitMiddleware,
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     install_error_handlers(app)
+    use_error_body_for_validation(app)
 
     api = APIRouter(prefix=API_PREFIX)
     for router in (auth_router, users_router, tokens_router, audit_router):

@@ -18,22 +18,25 @@ from opscenter.audit.schemas import AuditLogOut, AuditPage, ChainReportOut
 from opscenter.auth.deps import require
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import InvalidInput
-from opscenter.core.pagination import Paging, paginate
+from opscenter.core.pagination import Paging, QueryId, paginate
 from opscenter.core.principal import Principal
+from opscenter.core.schemas import MAX_ID
 
 router = APIRouter(tags=["Audit"])
 Reader = Annotated[Principal, Depends(require("read:audit"))]
 
 
 def audit_filters(
-    user_id: Annotated[int | None, Query(ge=1)] = None,
+    user_id: QueryId = None,
     action: Annotated[str | None, Query(max_length=100)] = None,
     resource_type: Annotated[str | None, Query(max_length=64)] = None,
     resource_id: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[Literal["success", "failure", "denied"] | None, Query()] = None,
     start_date: datetime | None = None,
     end_date: datetime | None = None,
-    cursor: Annotated[int | None, Query(ge=1, description="Return rows older than this id")] = None,
+    cursor: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Return rows older than this id")
+    ] = None,
 ) -> service.AuditFilters:
     if start_date and end_date and start_date > end_date:
         raise InvalidInput("start_date must not be after end_date")

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opscenter.core.clock import isoformat_z, utcnow
-from opscenter.core.errors import AppError
+from opscenter.core.errors import AppError, ErrorBody
 from opscenter.core.logging import get_logger
 
 log = get_logger("opscenter.errors")
@@ -82,3 +82,25 @@ def install_error_handlers(app: FastAPI) -> None:
             "INTERNAL_ERROR",
             "Internal error; the request id in X-Request-ID locates it in the log",
         )
+
+
+def use_error_body_for_validation(app: FastAPI) -> None:
+    """FastAPI documents 422 as its own `HTTPValidationError`; we answer with ErrorBody
+    (detail, code, timestamp), so the schema says that."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "HTTPValidationError" in components:
+            error_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            error_schema["title"] = "HTTPValidationError"
+            components["HTTPValidationError"] = error_schema
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

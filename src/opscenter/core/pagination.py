@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, Query
+from fastapi import Depends, Path, Query
 from pydantic import BaseModel
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.core.schemas import MAX_ID
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000_000
@@ -41,6 +43,8 @@ def page_params(
 
 
 Paging = Annotated[PageParams, Depends(page_params)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
 async def paginate(

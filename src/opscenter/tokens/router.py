@@ -10,7 +10,7 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.context import SessionDep
 from opscenter.core.errors import Forbidden, InvalidInput, NotFound, responses
-from opscenter.core.pagination import Page, Paging, paginate
+from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.tokens import service
 from opscenter.tokens.schemas import TokenCreate, TokenCreated, TokenOut
@@ -56,7 +56,7 @@ async def create_token(
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(NotFound))
 async def revoke_token(
-    token_id: int, principal: WriteTokens, session: SessionDep, request: Request
+    token_id: PathId, principal: WriteTokens, session: SessionDep, request: Request
 ) -> None:
     key = await service.revoke_key(session, token_id)
     await audit.record(

@@ -11,7 +11,7 @@ from opscenter.auth.deps import origin_of, require
 from opscenter.auth.permissions import PERMISSIONS, describe
 from opscenter.core.context import SessionDep
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
-from opscenter.core.pagination import Page, Paging, paginate
+from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.users import service
 from opscenter.users.schemas import (
@@ -69,7 +69,7 @@ async def create_team(
 
 @router.put("/teams/{team_id}/members", response_model=TeamOut, responses=WRITE_ERRORS)
 async def set_team_members(
-    team_id: int,
+    team_id: PathId,
     body: TeamMembersUpdate,
     principal: WriteTeams,
     session: SessionDep,
@@ -166,13 +166,13 @@ async def create_user(
 
 
 @router.get("/{user_id}", response_model=UserOut, responses=responses(NotFound))
-async def get_user(user_id: int, _: ReadUsers, session: SessionDep) -> UserOut:
+async def get_user(user_id: PathId, _: ReadUsers, session: SessionDep) -> UserOut:
     return service.user_out(await service.get_user(session, user_id))
 
 
 @router.put("/{user_id}", response_model=UserOut, responses=WRITE_ERRORS)
 async def update_user(
-    user_id: int, body: UserUpdate, principal: WriteUsers, session: SessionDep, request: Request
+    user_id: PathId, body: UserUpdate, principal: WriteUsers, session: SessionDep, request: Request
 ) -> UserOut:
     user, changed = await service.update_user(session, principal, user_id, body)
     await audit.record(
@@ -189,7 +189,7 @@ async def update_user(
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=WRITE_ERRORS)
 async def delete_user(
-    user_id: int, principal: WriteUsers, session: SessionDep, request: Request
+    user_id: PathId, principal: WriteUsers, session: SessionDep, request: Request
 ) -> None:
     user = await service.delete_user(session, principal, user_id)
     await audit.record(

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field, StringConstraints, field_validator
 
-from opscenter.core.schemas import InputModel, Name, OutputModel, Text, UtcDatetime
+from opscenter.core.schemas import Id, InputModel, Name, OutputModel, Text, UtcDatetime
 
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -41,7 +41,7 @@ class UserCreate(InputModel):
     password: Password
     full_name: Annotated[str, StringConstraints(max_length=200)] = ""
     role: RoleName = "viewer"
-    team_ids: list[int] | None = Field(None, max_length=100)
+    team_ids: list[Id] | None = Field(None, max_length=100)
     is_active: bool = True
 
 
@@ -50,7 +50,7 @@ class UserUpdate(InputModel):
     password: Password | None = None
     full_name: Annotated[str, StringConstraints(max_length=200)] | None = None
     role: RoleName | None = None
-    team_ids: list[int] | None = Field(None, max_length=100)
+    team_ids: list[Id] | None = Field(None, max_length=100)
     is_active: bool | None = None
 
 
@@ -71,11 +71,11 @@ class TeamMemberOut(OutputModel):
 class TeamCreate(InputModel):
     name: Name
     description: Text = ""
-    member_ids: list[int] = Field(default_factory=list, max_length=1000)
+    member_ids: list[Id] = Field(default_factory=list, max_length=1000)
 
 
 class TeamMembersUpdate(InputModel):
-    member_ids: list[int] = Field(max_length=1000)
+    member_ids: list[Id] = Field(max_length=1000)
 
     @field_validator("member_ids")
     @classmethod

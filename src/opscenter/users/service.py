@@ -242,10 +242,9 @@ async def create_team(session: AsyncSession, data: TeamCreate) -> Team:
 
 async def set_team_members(session: AsyncSession, team_id: int, member_ids: list[int]) -> Team:
     team = await get_team(session, team_id)
-    team.members = await users_by_ids(session, member_ids)
+    team.members = sorted(await users_by_ids(session, member_ids), key=lambda u: u.id)
     await session.flush()
-    session.expire(team)
-    return await get_team(session, team.id)
+    return team
 
 
 # -- roles -------------------------------------------------------------------------------
