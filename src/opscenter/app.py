@@ -15,6 +15,7 @@ from opscenter.bootstrap import announce, bootstrap
 from opscenter.config import Settings, get_settings
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
+from opscenter.core.events import EventBus
 from opscenter.core.handlers import install_error_handlers, use_error_body_for_validation
 from opscenter.core.logging import configure_logging
 from opscenter.core.middleware import (
@@ -25,6 +26,7 @@ from opscenter.core.middleware import (
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
 from opscenter.ops.router import router as ops_router
+from opscenter.servers.router import router as servers_router
 from opscenter.tokens.router import router as tokens_router
 from opscenter.users.router import router as users_router
 
@@ -41,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db=Database(settings.effective_database_url),
         keyring=keyring,
         limiter=RateLimiter(settings.redis_url, enabled=settings.rate_limit_enabled),
+        events=EventBus(),
     )
 
     @asynccontextmanager
@@ -60,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     use_error_body_for_validation(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (auth_router, users_router, tokens_router, audit_router):
+    for router in (auth_router, users_router, tokens_router, audit_router, servers_router):
         api.include_router(router)
     app.include_router(api)
     app.include_router(ops_router)

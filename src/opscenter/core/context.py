@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.config import Settings
 from opscenter.core.db import Database, session_scope
+from opscenter.core.events import EventBus
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
 
@@ -23,6 +24,7 @@ class AppContext:
     db: Database
     keyring: Keyring
     limiter: RateLimiter
+    events: EventBus
 
 
 def get_ctx(request: Request) -> AppContext:

@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opscenter.core.clock import isoformat_z, utcnow
@@ -54,6 +56,20 @@ def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
+# Unique and foreign-key violations (PostgreSQL SQLSTATE, SQLite message): a concurrent
+# request won the race a service's own check could not see; the caller gets the 409 the
+# check would have given. Any other integrity error is a bug and stays a 500.
+_CONFLICT_SQLSTATES = frozenset({"23505", "23503"})
+_CONFLICT_SQLITE = ("UNIQUE constraint failed", "FOREIGN KEY constraint failed")
+
+
+def _is_conflict(exc: IntegrityError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:
+        return str(sqlstate) in _CONFLICT_SQLSTATES
+    return str(exc.orig).startswith(_CONFLICT_SQLITE)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -69,18 +85,35 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
         return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
 
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        if not _is_conflict(exc):
+            raise exc  # a bug: on to the 500 handler
+        return error_response(
+            409, "CONFLICT", "This conflicts with existing data (it may have just been created)"
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        # The database's constraints are the last line; a race past a service's own check
+        # still ends as a conflict, not a 500.
+        return error_response(409, "CONFLICT", "This conflicts with an existing record")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", None)
         log.error(
             "unhandled error",
             path=request.url.path,
             error=type(exc).__name__,
-            request_id=getattr(request.state, "request_id", None),
+            request_id=request_id,
         )
+        # Sent by Starlette's outermost middleware, outside the one that adds the header.
         return error_response(
             500,
             "INTERNAL_ERROR",
             "Internal error; the request id in X-Request-ID locates it in the log",
+            {"X-Request-ID": request_id} if request_id else None,
         )
 
 

@@ -3,6 +3,7 @@
 from opscenter.models.audit import AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
 from opscenter.models.base import Base, IdMixin, TimestampMixin
+from opscenter.models.servers import Server
 
 __all__ = [
     "ApiKey",
@@ -11,6 +12,7 @@ __all__ = [
     "IdMixin",
     "RefreshToken",
     "Role",
+    "Server",
     "Team",
     "TimestampMixin",
     "User",

@@ -55,12 +55,12 @@ def filter_users(
     if is_active is not None:
         stmt = stmt.where(User.is_active == is_active)
     if q:
-        pattern = f"%{q.lower()}%"
+        # autoescape: a `%` or `_` typed by the caller is a character, not a wildcard.
         stmt = stmt.where(
             or_(
-                User.username.ilike(pattern),
-                User.email.ilike(pattern),
-                User.full_name.ilike(pattern),
+                User.username.icontains(q, autoescape=True),
+                User.email.icontains(q, autoescape=True),
+                User.full_name.icontains(q, autoescape=True),
             )
         )
     return stmt
@@ -103,9 +103,9 @@ async def _ensure_unique(
 ) -> None:
     clauses = []
     if username:
-        clauses.append(func.lower(User.username) == username.lower())
+        clauses.append(func.lower(User.username) == func.lower(username))
     if email:
-        clauses.append(func.lower(User.email) == email.lower())
+        clauses.append(func.lower(User.email) == func.lower(email))
     if not clauses:
         return
     stmt = select(User.id).where(or_(*clauses))
@@ -228,7 +228,7 @@ async def users_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[User]:
 
 
 async def create_team(session: AsyncSession, data: TeamCreate) -> Team:
-    if await session.scalar(select(Team.id).where(func.lower(Team.name) == data.name.lower())):
+    if await session.scalar(select(Team.id).where(func.lower(Team.name) == func.lower(data.name))):
         raise Conflict(f"A team named '{data.name}' already exists")
     team = Team(
         name=data.name,

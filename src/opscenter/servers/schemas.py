@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, model_validator
+
+from opscenter.core.schemas import Id, InputModel, Name, OutputModel, Text, UtcDatetime
+
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+Hostname = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:\[\]-]+$")
+]
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+TagValue = Annotated[str, StringConstraints(max_length=256)]
+FilePath = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/")]
+
+
+class ServerType(StrEnum):
+    POSTGRESQL = "postgresql"
+    MYSQL = "mysql"
+    SQLITE = "sqlite"
+    LOCAL = "local"
+
+
+class Environment(StrEnum):
+    PRODUCTION = "production"
+    STAGING = "staging"
+    DEVELOPMENT = "development"
+    TEST = "test"
+
+
+DEFAULT_PORTS = {ServerType.POSTGRESQL: 5432, ServerType.MYSQL: 3306}
+NETWORKED = {ServerType.POSTGRESQL, ServerType.MYSQL}
+
+
+class Credentials(InputModel):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    password: Secret | None = None
+    ssh_key: Secret | None = None
+    db_username: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    db_password: Secret | None = None
+
+
+class ServerCreate(InputModel):
+    name: Name
+    description: Text = ""
+    type: ServerType
+    environment: Environment = Environment.DEVELOPMENT
+    host: Hostname | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    paths: list[FilePath] = Field(default_factory=list, max_length=100)
+    credentials: Credentials | None = None
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
+    team_id: Id | None = Field(None, description="Defaults to the caller's first team")
+
+    @model_validator(mode="after")
+    def _shape(self) -> ServerCreate:
+        if self.type in NETWORKED and not self.host:
+            raise ValueError(f"a {self.type.value} server needs a host")
+        if self.type == ServerType.SQLITE and not self.paths:
+            raise ValueError("a sqlite server needs the database files in paths")
+        return self
+
+
+class ServerUpdate(InputModel):
+    name: Name | None = None
+    description: Text | None = None
+    environment: Environment | None = None
+    host: Hostname | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    paths: list[FilePath] | None = Field(None, max_length=100)
+    credentials: Credentials | None = Field(
+        None, description="Replaces the stored credentials as a whole"
+    )
+    tags: dict[TagKey, TagValue] | None = Field(None, max_length=50)
+
+
+class CredentialsOut(OutputModel):
+    username: str | None
+    has_password: bool
+    has_ssh_key: bool
+    has_db_password: bool
+
+
+class ServerOut(OutputModel):
+    id: int
+    team_id: int
+    name: str
+    description: str
+    type: str
+    environment: str
+    host: str
+    port: int | None
+    paths: list[str]
+    tags: dict[str, str]
+    credentials: CredentialsOut
+    health_status: str
+    health_message: str | None
+    last_heartbeat: UtcDatetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class ConnectionTest(OutputModel):
+    success: bool
+    message: str
+    latency_ms: int
+    code: str | None = None
+    version: str | None = None
+
+
+class DatabaseInfo(OutputModel):
+    name: str
+    size_mb: float
+    type: str
+
+
+class DatabaseList(OutputModel):
+    databases: list[DatabaseInfo]

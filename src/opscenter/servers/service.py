@@ -1,0 +1,189 @@
+"""Servers: team-owned, credentials encrypted at rest and bound to their row."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.core.clock import utcnow
+from opscenter.core.errors import Conflict, InvalidInput
+from opscenter.core.principal import Principal
+from opscenter.core.scoping import check_team_access, get_readable, readable
+from opscenter.core.security import Keyring
+from opscenter.models import Server
+from opscenter.servers import connect
+from opscenter.servers.schemas import (
+    DEFAULT_PORTS,
+    NETWORKED,
+    Credentials,
+    CredentialsOut,
+    ServerCreate,
+    ServerOut,
+    ServerType,
+    ServerUpdate,
+)
+
+
+def server_out(server: Server) -> ServerOut:
+    fields = set(server.credential_fields)
+    return ServerOut.model_validate(
+        {
+            **{c: getattr(server, c) for c in ServerOut.model_fields if hasattr(server, c)},
+            "credentials": CredentialsOut(
+                username=server.credential_username,
+                has_password="password" in fields,
+                has_ssh_key="ssh_key" in fields,
+                has_db_password="db_password" in fields,
+            ),
+        }
+    )
+
+
+def servers_query(principal: Principal) -> Select[Server]:
+    return readable(select(Server), Server, principal).order_by(Server.id)
+
+
+def filter_servers(
+    stmt: Select[Server],
+    *,
+    type: str | None,
+    environment: str | None,
+    health: str | None,
+    q: str | None,
+) -> Select[Server]:
+    if type:
+        stmt = stmt.where(Server.type == type)
+    if environment:
+        stmt = stmt.where(Server.environment == environment)
+    if health:
+        stmt = stmt.where(Server.health_status == health)
+    if q:
+        stmt = stmt.where(func.lower(Server.name).contains(q.lower()))
+    return stmt
+
+
+async def get_server(session: AsyncSession, principal: Principal, server_id: int) -> Server:
+    return await get_readable(session, Server, server_id, principal, name="Server")
+
+
+def _context(server_id: int) -> str:
+    return f"servers.credentials:{server_id}"
+
+
+def _store_credentials(keyring: Keyring, server: Server, creds: Credentials | None) -> None:
+    values = {k: v for k, v in (creds.model_dump() if creds else {}).items() if v is not None}
+    server.credential_fields = sorted(values)
+    server.credential_username = values.get("db_username") or values.get("username")
+    server.credentials_encrypted = (
+        keyring.encrypt_secret(json.dumps(values), context=_context(server.id)) if values else None
+    )
+
+
+def credentials_of(keyring: Keyring, server: Server) -> dict[str, Any]:
+    if not server.credentials_encrypted:
+        return {}
+    data: dict[str, Any] = json.loads(
+        keyring.decrypt_secret(server.credentials_encrypted, context=_context(server.id))
+    )
+    return data
+
+
+def target_of(keyring: Keyring, server: Server) -> connect.Target:
+    creds = credentials_of(keyring, server)
+    return connect.Target(
+        type=ServerType(server.type),
+        host=server.host,
+        port=server.port,
+        paths=tuple(server.paths),
+        username=creds.get("db_username") or creds.get("username"),
+        password=creds.get("db_password") or creds.get("password"),
+    )
+
+
+async def _ensure_unique_name(
+    session: AsyncSession, team_id: int, name: str, exclude_id: int | None = None
+) -> None:
+    stmt = select(Server.id).where(
+        Server.team_id == team_id, func.lower(Server.name) == func.lower(name)
+    )
+    if exclude_id is not None:
+        stmt = stmt.where(Server.id != exclude_id)
+    if await session.scalar(stmt.limit(1)) is not None:
+        raise Conflict(f"A server named '{name}' already exists in this team")
+
+
+async def create_server(
+    session: AsyncSession, keyring: Keyring, principal: Principal, data: ServerCreate
+) -> Server:
+    team_id = data.team_id or min(principal.team_ids, default=None)
+    if team_id is None:
+        raise InvalidInput("You belong to no team; give team_id or ask an admin to add you")
+    check_team_access(principal, team_id)
+    await _ensure_unique_name(session, team_id, data.name)
+    server = Server(
+        team_id=team_id,
+        name=data.name,
+        description=data.description,
+        type=data.type.value,
+        environment=data.environment.value,
+        host=data.host or ("localhost" if data.type not in NETWORKED else ""),
+        port=data.port or DEFAULT_PORTS.get(data.type),
+        paths=list(data.paths),
+        tags=dict(data.tags),
+    )
+    session.add(server)
+    await session.flush()  # the id binds the credentials' ciphertext to this row
+    _store_credentials(keyring, server, data.credentials)
+    await session.flush()
+    return server
+
+
+async def update_server(
+    session: AsyncSession,
+    keyring: Keyring,
+    principal: Principal,
+    server_id: int,
+    data: ServerUpdate,
+) -> tuple[Server, list[str]]:
+    server = await get_server(session, principal, server_id)
+    changed = []
+    for field in ("name", "description", "host", "port", "paths", "tags"):
+        value = getattr(data, field)
+        if value is not None and value != getattr(server, field):
+            if field == "name":
+                await _ensure_unique_name(session, server.team_id, value, server.id)
+            setattr(server, field, value)
+            changed.append(field)
+    if data.environment is not None and data.environment.value != server.environment:
+        server.environment = data.environment.value
+        changed.append("environment")
+    if "credentials" in data.model_fields_set:
+        _store_credentials(keyring, server, data.credentials)
+        changed.append("credentials")
+    if server.type == ServerType.SQLITE and not server.paths:
+        raise InvalidInput("a sqlite server needs the database files in paths")
+    if changed:
+        server.health_status = "unknown"
+    await session.flush()
+    return server, changed
+
+
+async def delete_server(session: AsyncSession, principal: Principal, server_id: int) -> Server:
+    server = await get_server(session, principal, server_id)
+    await session.delete(server)
+    await session.flush()
+    return server
+
+
+async def record_health(session: AsyncSession, server: Server, result: connect.Probe) -> bool:
+    """Store a probe's outcome; True when the health status changed."""
+    status = "healthy" if result.success else "unhealthy"
+    changed = status != server.health_status
+    server.health_status = status
+    server.health_message = result.message[:2000]
+    server.last_heartbeat = utcnow()
+    await session.flush()
+    return changed
