@@ -46,6 +46,7 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         "OPSCENTER_ADMIN_EMAIL": "admin@example.com",
         "OPSCENTER_RATE_LIMIT_ENABLED": False,
         "OPSCENTER_LOG_LEVEL": "WARNING",
+        "OPSCENTER_HEALTH_INTERVAL": 0,
         "DATABASE_URL": database_url,
     }
     values.update(overrides)

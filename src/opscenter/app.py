@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,11 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from opscenter import __version__
 from opscenter.audit.router import router as audit_router
 from opscenter.auth.router import router as auth_router
-from opscenter.bootstrap import announce, bootstrap
+from opscenter.backups.router import router as backups_router
+from opscenter.bootstrap import announce
 from opscenter.config import Settings, get_settings
-from opscenter.core.context import AppContext
-from opscenter.core.db import Database
-from opscenter.core.events import EventBus
 from opscenter.core.handlers import install_error_handlers, use_error_body_for_validation
 from opscenter.core.logging import configure_logging
 from opscenter.core.middleware import (
@@ -23,10 +22,12 @@ from opscenter.core.middleware import (
     RateLimitMiddleware,
     RequestContextMiddleware,
 )
-from opscenter.core.ratelimit import RateLimiter
-from opscenter.core.security import Keyring
+from opscenter.jobs.router import router as jobs_router
 from opscenter.ops.router import router as ops_router
+from opscenter.runtime import build_context, running
+from opscenter.servers.health import run_forever as run_health_checks
 from opscenter.servers.router import router as servers_router
+from opscenter.storage.router import router as storage_router
 from opscenter.tokens.router import router as tokens_router
 from opscenter.users.router import router as users_router
 
@@ -36,21 +37,20 @@ API_PREFIX = "/api/v1"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    keyring = Keyring.load_or_create(settings.keys_dir, settings.jwt_secret)
-    ctx = AppContext(
-        settings=settings,
-        db=Database(settings.effective_database_url),
-        keyring=keyring,
-        limiter=RateLimiter(settings.redis_url, enabled=settings.rate_limit_enabled),
-        events=EventBus(),
-    )
+    ctx = build_context(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        announce(await bootstrap(settings, ctx.db))
-        yield
-        await ctx.db.dispose()
+        async with running(ctx) as first_start:
+            announce(first_start)
+            health = None
+            if settings.health_interval_seconds > 0:
+                health = asyncio.create_task(
+                    run_health_checks(ctx, settings.health_interval_seconds)
+                )
+            yield
+            if health is not None:
+                health.cancel()
 
     app = FastAPI(
         title="opscenter",
@@ -63,7 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     use_error_body_for_validation(app)
 
     api = APIRouter(prefix=API_PREFIX)
-    for router in (auth_router, users_router, tokens_router, audit_router, servers_router):
+    for router in (
+        auth_router,
+        users_router,
+        tokens_router,
+        audit_router,
+        servers_router,
+        storage_router,
+        backups_router,
+        jobs_router,
+    ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(ops_router)
@@ -72,11 +81,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RateLimitMiddleware,
         limiter=ctx.limiter,
-        keyring=keyring,
+        keyring=ctx.keyring,
         default_rule=settings.rate_limit_default,
         write_rule=settings.rate_limit_write,
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Artifact uploads stream to storage and are bounded by their manifest instead.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        exempt_prefixes=(f"{API_PREFIX}/backups/import",),
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,

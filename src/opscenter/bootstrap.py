@@ -16,6 +16,7 @@ from opscenter.config import Settings
 from opscenter.core.db import Database
 from opscenter.core.security import hash_password
 from opscenter.models import Role, User
+from opscenter.storage import service as storage
 from opscenter.users import service as users
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -46,6 +47,7 @@ async def bootstrap(settings: Settings, db: Database) -> BootstrapResult:
     async with db.write_session() as session:
         await users.sync_builtin_roles(session)
         team = await users.ensure_default_team(session)
+        await storage.ensure_default_provider(session, team.id, settings.data_dir)
         generated = None
         created = False
         if not await session.scalar(select(func.count(User.id))):

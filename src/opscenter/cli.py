@@ -9,6 +9,7 @@ import sys
 import typer
 import uvicorn
 
+from opscenter.cli_backups import backup_app, decrypt, keys_app
 from opscenter.config import get_settings
 
 app = typer.Typer(
@@ -18,6 +19,9 @@ user_app = typer.Typer(help="Manage users", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(audit_app, name="audit")
+app.add_typer(backup_app, name="backup")
+app.add_typer(keys_app, name="keys")
+app.command("decrypt")(decrypt)
 
 
 @app.command()

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         "20/minute", validation_alias="OPSCENTER_RATE_LIMIT_LOGIN_ADDRESS"
     )
     rate_limit_enabled: bool = Field(True, validation_alias="OPSCENTER_RATE_LIMIT_ENABLED")
+    job_concurrency: int = Field(2, ge=1, le=64, validation_alias="OPSCENTER_JOB_CONCURRENCY")
+    # Seconds between server health checks; 0 turns the periodic check off.
+    health_interval_seconds: float = Field(
+        60, ge=0, le=86400, validation_alias="OPSCENTER_HEALTH_INTERVAL"
+    )
     log_level: str = Field("INFO", validation_alias="OPSCENTER_LOG_LEVEL")
     secure_cookies: bool = Field(False, validation_alias="OPSCENTER_SECURE_COOKIES")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,9 @@ from opscenter.core.db import Database, session_scope
 from opscenter.core.events import EventBus
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
+
+if TYPE_CHECKING:
+    from opscenter.jobs.runner import JobRunner
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -25,6 +28,7 @@ class AppContext:
     keyring: Keyring
     limiter: RateLimiter
     events: EventBus
+    runner: JobRunner
 
 
 def get_ctx(request: Request) -> AppContext:

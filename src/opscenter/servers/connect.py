@@ -206,3 +206,77 @@ def _tree_size(path: str, limit: int = 200_000) -> int:
         if seen > limit:
             break
     return total
+
+
+async def database_state(target: Target, name: str, runner: CommandRunner | None = None) -> str:
+    """`missing`, `empty` or `non_empty`: what a restore into `name` would meet."""
+    runner = runner or LocalRunner()
+    if target.type == ServerType.POSTGRESQL:
+        num, _ = await probe_pg_server(runner, target.pg())
+        psql = (await select_pg_tool(runner, "psql", num // 10000)).path
+        exists = await runner.run(
+            psql_command(
+                psql, target.pg(), f"select 1 from pg_database where datname = {pg_literal(name)}"
+            ),
+            limit_seconds=60,
+        )
+        if not _rows_text(exists.returncode, exists.stdout, exists.stderr):
+            return "missing"
+        count = await runner.run(
+            psql_command(psql, target.pg(name), PG_RELATIONS_SQL), limit_seconds=60
+        )
+        return (
+            "non_empty"
+            if int(_rows_text(count.returncode, count.stdout, count.stderr) or 0)
+            else "empty"
+        )
+    if target.type == ServerType.MYSQL:
+        client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+        literal = mysql_literal(name)
+        sql = (
+            "SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA "
+            f"WHERE SCHEMA_NAME = {literal}), (SELECT COUNT(*) FROM information_schema.TABLES "
+            f"WHERE TABLE_SCHEMA = {literal})"
+        )
+        res = await runner.run(
+            mysql_client_command(
+                client, target.mysql(), "--batch", "--skip-column-names", "-e", sql
+            ),
+            limit_seconds=60,
+        )
+        schemas, _, tables = _rows_text(res.returncode, res.stdout, res.stderr).partition("\t")
+        if not int(schemas or 0):
+            return "missing"
+        return "non_empty" if int(tables or 0) else "empty"
+    return await asyncio.to_thread(_path_state, name)
+
+
+PG_RELATIONS_SQL = (
+    "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+    "where c.relkind in ('r','v','m','S','f','p') "
+    "and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%'"
+)
+
+
+def pg_literal(value: str) -> str:
+    """A PostgreSQL string literal (standard_conforming_strings: only quotes double)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def mysql_literal(value: str) -> str:
+    """A MySQL/MariaDB string literal (backslash is an escape there)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _rows_text(returncode: int, stdout: bytes, stderr: str) -> str:
+    if returncode != 0:
+        raise BackupError(ErrorCode.DUMP_FAILED, "inspecting the target failed", detail=stderr)
+    return stdout.decode("utf-8", "replace").strip()
+
+
+def _path_state(path: str) -> str:
+    if not os.path.exists(path):
+        return "missing"
+    if os.path.isdir(path):
+        return "non_empty" if os.listdir(path) else "empty"
+    return "non_empty" if os.path.getsize(path) else "empty"

@@ -1,0 +1,262 @@
+"""Backup pipeline benchmark: our pipeline against the dump tool alone and the usual recipes.
+
+Creates its own database on 127.0.0.1:5432 (user postgres, trust): ``pgbench -i`` at
+``--scale`` (80, the default, gives a plain dump of about 1 GB) plus a table of text and JSON.
+Then, alternating the contenders in each round:
+
+* floor: ``pg_dump -Fc -Z0 > /dev/null`` (the dump tool alone)
+* ours: zstd-3 + age + sha256 + local storage (``run_backup``)
+* ``pg_dump -Fc`` (built-in compression) to a file
+* ``pg_dump | gzip`` to a file
+
+It prints medians and ratios against the floor, sizes against the gzip output, the
+restore time of our artifact against ``pg_restore`` from an uncompressed local file,
+and the peak RSS of this Python process during our backup at two dump sizes.
+The database is dropped at the end.
+
+    .venv/bin/python bench/backup.py --scale 5 --rounds 3     # quick
+    .venv/bin/python bench/backup.py                          # ~1 GB dump
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from opscenter.backups.crypto import generate_identity, recipient_of
+from opscenter.backups.manifest import read_manifest
+from opscenter.backups.pipeline import BackupOptions, run_backup
+from opscenter.backups.restore import PostgresTarget, run_restore
+from opscenter.backups.sources import PgConnection, PostgresSource
+from opscenter.storage.backends import LocalStorage
+
+HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
+PG = ["-h", HOST, "-p", str(PORT), "-U", USER]
+
+
+def psql(db: str, sql: str) -> str:
+    res = subprocess.run(
+        ["psql", *PG, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return res.stdout.strip()
+
+
+def shell(cmd: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], check=True)
+    return time.perf_counter() - t0
+
+
+def pgbench_init(db: str, scale: int) -> None:
+    subprocess.run(
+        ["pgbench", *PG, "-i", "-q", "-s", str(scale), db], check=True, capture_output=True
+    )
+
+
+def drop_database(name: str) -> None:
+    subprocess.run(
+        [
+            "psql",
+            *PG,
+            "-X",
+            "-q",
+            "-d",
+            "postgres",
+            "-c",
+            f"drop database if exists {name} with (force)",
+        ],
+        check=False,
+    )
+
+
+class RssSampler:
+    """Peak resident set size of this process, sampled every 5 ms from /proc."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(0.005)
+
+    def __enter__(self) -> RssSampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--scale", type=int, default=80, help="pgbench scale (80 ~ 1.1 GB plain dump)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the database")
+    args = ap.parse_args()
+
+    db = f"oc_bench_{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="oc-bench-"))
+    identity = generate_identity()
+    recipient = recipient_of(identity)
+    conn = PgConnection(HOST, db, PORT, USER)
+    print(f"database {db}, scale {args.scale}, {args.rounds} rounds, cores {os.cpu_count()}")
+    psql("postgres", f"create database {db}")
+    restored: list[str] = []
+    try:
+        t0 = time.perf_counter()
+        pgbench_init(db, args.scale)
+        psql(
+            db,
+            # Less compressible than pgbench's blank-padded rows: hashes, numbers, JSON.
+            "create table docs as select g as id, "
+            "md5(random()::text) || ' ' || md5(g::text) || ' user' || (g % 1000) || "
+            "' lorem ipsum dolor ' || (random() * 1e6)::int as body, "
+            "jsonb_build_object('id', g, 'tags', jsonb_build_array('a', 'b', g % 97), "
+            "'score', round((random() * 1000)::numeric, 3), 'ref', md5(random()::text), "
+            "'at', now() - random() * interval '900 days') as doc "
+            f"from generate_series(1, {args.scale * 10000}) g",
+        )
+        psql(db, "vacuum analyze")
+        print(
+            f"dataset ready in {time.perf_counter() - t0:.1f} s; "
+            f"database size {psql(db, f'select pg_size_pretty(pg_database_size({db!r}))')}"
+        )
+
+        plain = work / "plain.sql"
+        shell(f"pg_dump {' '.join(PG)} {db} > {plain}")
+        plain_size = plain.stat().st_size
+        plain.unlink()
+        print(f"plain dump: {mb(plain_size)}")
+
+        store = LocalStorage(work / "store")
+        fc_file, gz_file, raw_file = work / "fc.dump", work / "plain.sql.gz", work / "raw.dump"
+        sizes: dict[str, int] = {}
+        times: dict[str, list[float]] = {k: [] for k in ("floor", "ours", "pg_dump -Fc", "gzip")}
+        ours_key = ""
+
+        async def ours() -> float:
+            nonlocal ours_key
+            if ours_key:
+                await store.delete(ours_key)
+                await store.delete(ours_key + ".manifest.json")
+            t = time.perf_counter()
+            res = await run_backup(
+                PostgresSource(conn), store, options=BackupOptions(recipients=(recipient,))
+            )
+            ours_key = res.key
+            sizes["ours"] = res.size_bytes
+            sizes["raw -Fc -Z0"] = res.original_size_bytes
+            return time.perf_counter() - t
+
+        async def run_shell(cmd: str) -> float:
+            return await asyncio.to_thread(shell, cmd)
+
+        contenders: dict[str, Callable[[], Awaitable[float]]] = {
+            "floor": lambda: run_shell(f"pg_dump {' '.join(PG)} -Fc -Z0 {db} > /dev/null"),
+            "ours": ours,
+            "pg_dump -Fc": lambda: run_shell(f"pg_dump {' '.join(PG)} -Fc {db} > {fc_file}"),
+            "gzip": lambda: run_shell(f"pg_dump {' '.join(PG)} {db} | gzip > {gz_file}"),
+        }
+        for r in range(args.rounds):
+            order = list(contenders)
+            if r % 2:
+                order.reverse()
+            for name in order:
+                times[name].append(await contenders[name]())
+            print(f"round {r + 1}: " + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in contenders))
+        sizes["pg_dump -Fc"] = fc_file.stat().st_size
+        sizes["gzip"] = gz_file.stat().st_size
+
+        floor = statistics.median(times["floor"])
+        print("\nbackup (median of rounds)        time    vs floor   size        vs gzip")
+        for name in contenders:
+            med = statistics.median(times[name])
+            size = sizes.get(name)
+            size_txt = f"{mb(size):>11}  {size / sizes['gzip']:.2f}x" if size else ""
+            print(f"  {name:<30} {med:6.2f}s  {med / floor:6.2f}x  {size_txt}")
+        print(f"  raw custom-format dump size: {mb(sizes['raw -Fc -Z0'])}")
+
+        # Restore: our artifact vs pg_restore from an uncompressed local file.
+        shell(f"pg_dump {' '.join(PG)} -Fc -Z0 {db} > {raw_file}")
+        r1 = f"{db}_r1"
+        restored.append(r1)
+        manifest = await read_manifest(store, ours_key)
+        t = time.perf_counter()
+        await run_restore(
+            store,
+            manifest,
+            PostgresTarget(conn.with_database(r1), create=True),
+            identities=[identity],
+        )
+        ours_restore = time.perf_counter() - t
+        r2 = f"{db}_r2"
+        restored.append(r2)
+        psql("postgres", f"create database {r2}")
+        plain_restore = shell(
+            f"pg_restore {' '.join(PG)} --exit-on-error --single-transaction -d {r2} {raw_file}"
+        )
+        print("\nrestore")
+        print(
+            f"  ours (storage→sha256→age→zstd→pg_restore)  {ours_restore:6.2f}s  "
+            f"{ours_restore / plain_restore:.2f}x"
+        )
+        print(f"  pg_restore from uncompressed local file     {plain_restore:6.2f}s  1.00x")
+
+        # Peak RSS of this process during our backup at two dump sizes.
+        print("\npeak RSS of the Python process during our backup")
+        for label, extra in (
+            ("small (no pgbench_accounts data)", ("--exclude-table-data=pgbench_accounts",)),
+            ("full", ()),
+        ):
+            base = RssSampler.rss()
+            with RssSampler() as sampler:
+                res = await run_backup(
+                    PostgresSource(conn, extra_args=extra),
+                    store,
+                    options=BackupOptions(recipients=(recipient,), write_manifest=False),
+                )
+            await store.delete(res.key)
+            print(
+                f"  {label:<34} dump {mb(res.original_size_bytes):>11}: peak RSS "
+                f"{mb(sampler.peak)} (before: {mb(base)})"
+            )
+    finally:
+        for name in [*restored, *([] if args.keep else [db])]:
+            drop_database(name)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

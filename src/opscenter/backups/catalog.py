@@ -1,0 +1,127 @@
+"""Rebuilding the catalog from storage alone (disaster recovery after losing the
+metadata database), and taking in an uploaded artifact with its manifest."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.backups.errors import BackupError
+from opscenter.backups.manifest import Manifest, read_manifest, write_manifest
+from opscenter.core.clock import as_utc
+from opscenter.core.errors import Conflict, InvalidInput
+from opscenter.core.principal import Principal
+from opscenter.models import Backup, Server, StorageProvider
+from opscenter.storage import service as storage_service
+from opscenter.storage.backends import StorageError
+
+
+def _when(text: str) -> datetime:
+    return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+async def backup_from_manifest(
+    session: AsyncSession, principal: Principal, provider: StorageProvider, manifest: Manifest
+) -> Backup:
+    """A catalog row for an artifact already committed in `provider`."""
+    server_id: int | None = None
+    label = manifest.labels.get("server_id", "")
+    if label.isdigit():
+        server = await session.get(Server, int(label))
+        if server is not None and server.team_id == provider.team_id:
+            server_id = server.id
+    created = _when(manifest.created_at)
+    started = _when(manifest.started_at)
+    backup = Backup(
+        team_id=provider.team_id,
+        server_id=server_id,
+        storage_id=provider.id,
+        database_name=manifest.database,
+        db_type=manifest.engine,
+        backup_type="full",
+        status="completed",
+        storage_key=manifest.key,
+        size_bytes=manifest.size_bytes,
+        original_size_bytes=manifest.original_size_bytes,
+        checksum=f"sha256:{manifest.sha256}",
+        is_encrypted=manifest.encrypted,
+        compression_type=manifest.compression,
+        encryption_key_ids=[r["key_id"] for r in manifest.encryption.recipients]
+        if manifest.encryption
+        else [],
+        row_counts=dict(manifest.row_counts.tables) if manifest.row_counts else {},
+        server_version=manifest.server_version,
+        started_at=started,
+        completed_at=created,
+        duration_seconds=manifest.duration_seconds,
+        created_by=principal.user_id or None,
+    )
+    session.add(backup)
+    await session.flush()
+    return backup
+
+
+async def import_from_storage(
+    session: AsyncSession, principal: Principal, provider: StorageProvider
+) -> tuple[list[Backup], list[tuple[str, str]]]:
+    """Adopt every artifact whose manifest is valid and which the catalog lacks."""
+    scan = await storage_service.scan(storage_service.backend(provider))
+    known = await storage_service.catalog_keys(session, provider.id)
+    adopted = [
+        await backup_from_manifest(session, principal, provider, m)
+        for m in scan.manifests
+        if m.key not in known
+    ]
+    return adopted, scan.invalid
+
+
+async def import_upload(
+    session: AsyncSession,
+    principal: Principal,
+    provider: StorageProvider,
+    manifest: Manifest,
+    body: AsyncIterator[bytes],
+) -> Backup:
+    """Stream an uploaded artifact into storage, checking its size and sha256 against the
+    manifest before committing; then the manifest, then the catalog row."""
+    known = select(Backup.id).where(
+        Backup.storage_id == provider.id, Backup.storage_key == manifest.key
+    )
+    if await session.scalar(known):
+        raise Conflict(f"The catalog already holds {manifest.key}")
+    storage = storage_service.backend(provider)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        writer = await storage.open_writer(manifest.key)
+        async with writer:
+            async for chunk in body:
+                size += len(chunk)
+                if size > manifest.size_bytes:
+                    break
+                digest.update(chunk)
+                await writer.write(chunk)
+            if size != manifest.size_bytes or digest.hexdigest() != manifest.sha256:
+                await writer.abort()
+                raise InvalidInput(
+                    f"The upload does not match its manifest (got {size} bytes, expected "
+                    f"{manifest.size_bytes}, or a different sha256); nothing was stored"
+                )
+            await writer.commit()
+        await write_manifest(storage, manifest)
+    except StorageError as err:
+        if err.code == "exists":
+            raise Conflict(f"{manifest.key} already exists in this storage") from None
+        raise InvalidInput(f"The storage refused the upload: {err}") from None
+    return await backup_from_manifest(session, principal, provider, manifest)
+
+
+async def manifest_of(provider: StorageProvider, key: str) -> Manifest:
+    try:
+        return await read_manifest(storage_service.backend(provider), key)
+    except BackupError as err:
+        raise InvalidInput(str(err)) from None

@@ -1,0 +1,262 @@
+"""The job handlers: run a backup, run a restore. Each turns the engine's classified
+errors into a failed job with the same code, and keeps the catalog row in step."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from opscenter.audit import service as audit
+from opscenter.backups import keys as backup_keys
+from opscenter.backups.errors import BackupError
+from opscenter.backups.manifest import read_manifest
+from opscenter.backups.masking import mask_mysql, mask_postgres, salt_for
+from opscenter.backups.pipeline import BackupOptions, BackupProgress, run_backup
+from opscenter.backups.restore import (
+    DirectoryTarget,
+    MySQLTarget,
+    PostgresTarget,
+    RestoreProgress,
+    RestoreTarget,
+    SqliteTarget,
+    run_restore,
+)
+from opscenter.backups.runner import LocalRunner
+from opscenter.backups.sources import (
+    DirectorySource,
+    DumpSource,
+    MySQLSource,
+    PostgresSource,
+    SqliteSource,
+)
+from opscenter.backups.streams import Compression
+from opscenter.core.clock import utcnow
+from opscenter.core.context import AppContext
+from opscenter.core.events import Event
+from opscenter.core.logging import get_logger
+from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
+from opscenter.models import Backup, Server, StorageProvider
+from opscenter.servers import connect
+from opscenter.servers import service as servers
+from opscenter.servers.schemas import ServerType
+from opscenter.storage import service as storage_service
+
+log = get_logger("opscenter.backups")
+
+
+def _source(target: connect.Target, database: str) -> DumpSource:
+    if target.type == ServerType.POSTGRESQL:
+        return PostgresSource(target.pg(database))
+    if target.type == ServerType.MYSQL:
+        return MySQLSource(target.mysql(database))
+    if target.type == ServerType.SQLITE:
+        return SqliteSource(database)
+    return DirectorySource(database)
+
+
+def _restore_target(
+    target: connect.Target, database: str, *, state: str, drop: bool
+) -> RestoreTarget:
+    if target.type == ServerType.POSTGRESQL:
+        return PostgresTarget(
+            target.pg(database), create=state == "missing", clean=drop and state != "missing"
+        )
+    if target.type == ServerType.MYSQL:
+        return MySQLTarget(target.mysql(database), create=state == "missing", allow_non_empty=drop)
+    if target.type == ServerType.SQLITE:
+        return SqliteTarget(database, overwrite=drop)
+    return DirectoryTarget(database)
+
+
+def _failed(err: BackupError) -> JobFailed:
+    return JobFailed(err.code.value, connect.explain(err))
+
+
+class BackupJobs:
+    """Registers the backup and restore job kinds on the runner."""
+
+    def __init__(self, app: AppContext) -> None:
+        self.app = app
+        self.keys = backup_keys.load_or_create(app.keyring, app.settings.keys_dir)
+
+    def register(self, runner: JobRunner) -> None:
+        runner.register("backup", self.run_backup, self.finish_backup)
+        runner.register("restore", self.run_restore)
+
+    # -- backup --------------------------------------------------------------------------
+    async def _load(self, backup_id: int) -> tuple[Backup, Server | None, StorageProvider]:
+        async with self.app.db.read_session() as session:
+            backup = await session.get(Backup, backup_id)
+            if backup is None:
+                raise JobFailed("not_found", f"backup {backup_id} no longer exists")
+            server = await session.get(Server, backup.server_id) if backup.server_id else None
+            provider = await session.get(StorageProvider, backup.storage_id)
+        if provider is None:
+            raise JobFailed("not_found", "the backup's storage provider no longer exists")
+        return backup, server, provider
+
+    async def _update_backup(self, backup_id: int, **values: Any) -> None:
+        async with self.app.db.write_session() as session:
+            backup = await session.get(Backup, backup_id)
+            if backup is not None:
+                for name, value in values.items():
+                    setattr(backup, name, value)
+            await session.commit()
+
+    async def run_backup(self, ctx: JobContext) -> dict[str, Any]:
+        backup_id = int(ctx.params["backup_id"])
+        backup, server, provider = await self._load(backup_id)
+        if server is None:
+            raise JobFailed("not_found", "the backup's server no longer exists")
+        target = servers.target_of(self.app.keyring, server)
+        await self._update_backup(backup_id, status="running", started_at=utcnow())
+        await ctx.progress(phase="dumping", bytes_done=0)
+        loop = asyncio.get_running_loop()
+
+        def on_progress(p: BackupProgress) -> None:
+            loop.call_soon_threadsafe(
+                lambda: loop.create_task(ctx.progress(bytes_done=p.bytes_read))
+            )
+
+        options = BackupOptions(
+            compression=Compression(backup.compression_type),
+            recipients=(self.keys.recipient,) if backup.is_encrypted else (),
+            on_progress=on_progress,
+            row_counts=target.type in {ServerType.POSTGRESQL, ServerType.MYSQL},
+            labels={
+                "backup_id": str(backup.id),
+                "server_id": str(server.id),
+                "server": server.name,
+                "team_id": str(backup.team_id),
+            },
+        )
+        try:
+            result = await run_backup(
+                _source(target, backup.database_name),
+                storage_service.backend(provider),
+                options=options,
+                runner=LocalRunner(),
+            )
+        except BackupError as err:
+            raise _failed(err) from None
+        manifest = result.manifest
+        await self._update_backup(
+            backup_id,
+            status="completed",
+            storage_key=result.key,
+            size_bytes=result.size_bytes,
+            original_size_bytes=result.original_size_bytes,
+            checksum=f"sha256:{result.sha256}",
+            encryption_key_ids=list(result.recipient_key_ids),
+            completed_at=result.finished_at,
+            duration_seconds=round(result.duration_seconds, 3),
+            row_counts=dict(manifest.row_counts.tables) if manifest and manifest.row_counts else {},
+            server_version=manifest.server_version if manifest else None,
+        )
+        return {
+            "storage_key": result.key,
+            "size_bytes": result.size_bytes,
+            "original_size_bytes": result.original_size_bytes,
+            "sha256": result.sha256,
+        }
+
+    async def finish_backup(
+        self, ctx: JobContext, status: str, code: str | None, message: str | None
+    ) -> None:
+        backup_id = int(ctx.params["backup_id"])
+        backup_status = {
+            "succeeded": "completed",
+            "cancelled": "cancelled",
+            "interrupted": "interrupted",
+        }.get(status, "failed")
+        if backup_status != "completed":
+            await self._update_backup(
+                backup_id,
+                status=backup_status,
+                error_code=code,
+                error_message=message,
+                completed_at=utcnow(),
+            )
+        self.app.events.publish(
+            Event(
+                f"backup.{backup_status}",
+                {
+                    "backup_id": backup_id,
+                    "job_id": ctx.job_id,
+                    "status": backup_status,
+                    "error_code": code,
+                    "error": message,
+                },
+                team_id=ctx.team_id,
+            )
+        )
+        if status == "interrupted":  # the process died mid-write: clear its temp files
+            _, _, provider = await self._load(backup_id)
+            removed = await storage_service.backend(provider).cleanup_partials()
+            async with self.app.db.write_session() as session:
+                await audit.record(
+                    session,
+                    action="backup.interrupted",
+                    username="system",
+                    resource_type="backup",
+                    resource_id=backup_id,
+                    details={"job_id": ctx.job_id, "partial_files_removed": removed},
+                )
+                await session.commit()
+            log.warning("interrupted backup reconciled", backup_id=backup_id, removed=removed)
+
+    # -- restore -------------------------------------------------------------------------
+    async def run_restore(self, ctx: JobContext) -> dict[str, Any]:
+        params = ctx.params
+        backup, _, provider = await self._load(int(params["backup_id"]))
+        async with self.app.db.read_session() as session:
+            server = await session.get(Server, int(params["target_server_id"]))
+        if server is None or not backup.storage_key:
+            raise JobFailed("not_found", "the target server or the backup's artifact is gone")
+        target = servers.target_of(self.app.keyring, server)
+        database = str(params["target_database"])
+        storage = storage_service.backend(provider)
+        runner = LocalRunner()
+        try:
+            manifest = await read_manifest(storage, backup.storage_key)
+            await ctx.progress(phase="checking target")
+            state = await connect.database_state(target, database, runner)
+            loop = asyncio.get_running_loop()
+
+            def on_progress(p: RestoreProgress) -> None:
+                percent = (
+                    100.0 * p.bytes_read / manifest.size_bytes if manifest.size_bytes else None
+                )
+                loop.call_soon_threadsafe(
+                    lambda: loop.create_task(ctx.progress(bytes_done=p.bytes_read, percent=percent))
+                )
+
+            await ctx.progress(phase="restoring", bytes_total=manifest.size_bytes)
+            result = await run_restore(
+                storage,
+                manifest,
+                _restore_target(target, database, state=state, drop=bool(params["drop_existing"])),
+                identities=(self.keys.identity,),
+                runner=runner,
+                on_progress=on_progress,
+            )
+            masked: dict[str, Any] = {}
+            rules: dict[str, str] = params.get("masking_rules") or {}
+            if rules:
+                await ctx.progress(phase="masking")
+                salt = salt_for(self.keys.identity)
+                if target.type == ServerType.POSTGRESQL:
+                    report = await mask_postgres(runner, target.pg(database), rules, salt)
+                else:
+                    report = await mask_mysql(runner, target.mysql(database), rules, salt)
+                masked = {"columns": report.columns, "rows_updated": report.rows_updated}
+        except BackupError as err:
+            raise _failed(err) from None
+        return {
+            "target_server_id": server.id,
+            "target_database": database,
+            "bytes_read": result.bytes_read,
+            "bytes_restored": result.bytes_restored,
+            "duration_seconds": round(result.duration_seconds, 3),
+            "masked": masked,
+        }

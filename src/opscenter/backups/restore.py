@@ -1,0 +1,862 @@
+"""Restore and verification of artifacts.
+
+::
+
+    storage reader ─> [event loop] ─channel─> [thread 1] sha256 + size check, age decrypt
+        ─channel─> [thread 2] decompress, hold back the tail ─pipe─> pg_restore | mariadb
+                                                                    | sqlite file | tar -x
+
+Nothing downstream can complete on a damaged artifact: the sha256 and size are
+checked when the stored object ends, age authenticates every chunk and the final
+one, zstd/gzip completeness is checked, and the last 64 KiB of the dump are handed
+to the tool only after all of that passed. On any failure the tool's process group
+is killed before its input is closed, so ``pg_restore --single-transaction`` rolls
+back; SQLite and directory restores are staged beside the target and renamed into
+place only on success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from opscenter.backups.crypto import decrypt_stream, parse_identities
+from opscenter.backups.errors import BackupError, ErrorCode, scrub
+from opscenter.backups.manifest import Manifest
+from opscenter.backups.pipeline import storage_error
+from opscenter.backups.runner import Command, CommandRunner, LocalRunner, RunningCommand
+from opscenter.backups.sources import (
+    MySQLConnection,
+    PgConnection,
+    classify_mysql_error,
+    classify_pg_error,
+    mysql_client_command,
+    psql_command,
+    resolve_mysql_tool,
+    select_pg_tool,
+)
+from opscenter.backups.stages import ProcessExit, RunFacts, StageRunner
+from opscenter.backups.streams import (
+    BLOCK_SIZE,
+    Aborted,
+    BlockWriter,
+    Channel,
+    Decompressor,
+    HashingReader,
+)
+from opscenter.storage.backends import StorageBackend, StorageError
+
+__all__ = [
+    "DirectoryTarget",
+    "MySQLTarget",
+    "PostgresTarget",
+    "RestoreProgress",
+    "RestoreResult",
+    "RestoreTarget",
+    "SqliteTarget",
+    "VerifyResult",
+    "deep_verify",
+    "quick_verify",
+    "run_restore",
+]
+
+#: Bytes of the dump withheld from the restore tool until the artifact is proven whole.
+HOLD_BACK = 64 * 1024
+MYSQL_TRAILER = b"-- Dump completed"
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresTarget:
+    conn: PgConnection
+    #: ``--clean --if-exists``: drop objects of the dump before recreating them.
+    clean: bool = False
+    #: All-or-nothing (a failure rolls everything back). Keep it on.
+    single_transaction: bool = True
+    no_owner: bool = False
+    #: Restoring over a non-empty database needs this (or ``clean``).
+    allow_non_empty: bool = False
+    #: Create the database first (it must not exist).
+    create: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MySQLTarget:
+    conn: MySQLConnection
+    allow_non_empty: bool = False
+    create: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SqliteTarget:
+    path: str
+    overwrite: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryTarget:
+    """Extract into ``path``, which must not exist or be empty."""
+
+    path: str
+
+
+RestoreTarget = PostgresTarget | MySQLTarget | SqliteTarget | DirectoryTarget
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreProgress:
+    bytes_read: int  # stored bytes read
+    bytes_restored: int  # dump bytes handed on
+    elapsed_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    key: str
+    target: str
+    bytes_read: int
+    bytes_restored: int
+    sha256: str
+    duration_seconds: float
+    tool: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    key: str
+    level: str  # "quick" | "deep"
+    size_bytes: int
+    sha256: str
+    dump_bytes: int | None
+    duration_seconds: float
+    detail: str = ""
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+class _Sink(Protocol):
+    name: str
+    process: RunningCommand | None
+
+    async def start(self, runner: CommandRunner) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close_input(self) -> None: ...
+
+    async def finish(self) -> None: ...
+
+    async def fail(self) -> None: ...
+
+    def error_for(self, rc: int) -> BackupError: ...
+
+
+def _error_lines(stderr: str, limit: int = 25) -> str:
+    keep = [
+        ln
+        for ln in stderr.splitlines()
+        if any(k in ln for k in ("error", "ERROR", "FATAL", "Command was", "DETAIL", "HINT"))
+    ]
+    return "\n".join((keep or stderr.splitlines())[-limit:])
+
+
+class _ProcessSink:
+    """Feeds a tool's stdin; its exit status decides."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Command,
+        classify: Callable[[str], ErrorCode | None],
+        *,
+        failure_code: ErrorCode = ErrorCode.RESTORE_FAILED,
+        trailer: bytes | None = None,
+    ) -> None:
+        self.name = name
+        self.command = command
+        self.classify = classify
+        self.failure_code = failure_code
+        self.trailer = trailer
+        self.process: RunningCommand | None = None
+        self._wfd: int | None = None
+        self._tail = b""
+
+    async def start(self, runner: CommandRunner) -> None:
+        rfd, wfd = os.pipe()
+        try:
+            self.process = await runner.start(self.command, stdin=rfd)
+        except FileNotFoundError as exc:
+            os.close(wfd)
+            raise BackupError(
+                ErrorCode.TOOL_MISSING, f"{self.command.tool} is not installed", stage=self.name
+            ) from exc
+        except BaseException:
+            os.close(wfd)
+            raise
+        finally:
+            os.close(rfd)
+        self._wfd = wfd
+
+    def write(self, data: bytes) -> None:
+        assert self._wfd is not None
+        if self.trailer is not None:
+            self._tail = (self._tail + data[-512:])[-512:]
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._wfd, view) :]
+
+    def close_input(self) -> None:
+        if self.trailer is not None and self.trailer not in self._tail:
+            raise BackupError(
+                ErrorCode.VERIFY_FAILED,
+                f"the dump does not end with {self.trailer.decode()!r}: it is incomplete",
+                stage=self.name,
+            )
+        if self._wfd is not None:
+            os.close(self._wfd)
+            self._wfd = None
+
+    async def finish(self) -> None:
+        return None
+
+    async def fail(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+        if self._wfd is not None:
+            os.close(self._wfd)
+            self._wfd = None
+
+    def error_for(self, rc: int) -> BackupError:
+        stderr = self.process.stderr_tail(20000) if self.process else ""
+        code = self.classify(stderr) or self.failure_code
+        return BackupError(
+            code,
+            f"{self.command.tool} failed with exit status {rc}",
+            stage=self.name,
+            detail=scrub(_error_lines(stderr), self.command.secrets),
+        )
+
+
+class _SqliteSink:
+    """Writes a staged copy, checks ``PRAGMA integrity_check``, renames into place."""
+
+    def __init__(self, final: Path | None, *, overwrite: bool = False) -> None:
+        self.name = "sqlite"
+        self.process: RunningCommand | None = None
+        self.final = final
+        self.overwrite = overwrite
+        directory = final.parent if final is not None else Path(tempfile.gettempdir())
+        self._directory = directory
+        self._tmp: Path | None = None
+        self._fd: int | None = None
+
+    async def start(self, runner: CommandRunner) -> None:
+        if self.final is not None and self.final.exists() and not self.overwrite:
+            raise BackupError(
+                ErrorCode.TARGET_NOT_EMPTY, f"{self.final} exists (overwrite not requested)"
+            )
+        self._directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=".opscenter-restore-", suffix=".partial", dir=self._directory
+        )
+        self._fd, self._tmp = fd, Path(tmp)
+
+    def write(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def close_input(self) -> None:
+        assert self._fd is not None
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+
+    def _check_and_commit(self) -> None:
+        assert self._tmp is not None
+        con = sqlite3.connect(f"file:{self._tmp}?mode=ro", uri=True)
+        try:
+            rows = con.execute("PRAGMA integrity_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(
+                ErrorCode.VERIFY_FAILED, f"not a valid SQLite database: {exc}", stage="sqlite"
+            ) from exc
+        finally:
+            con.close()
+        if rows != [("ok",)]:
+            raise BackupError(
+                ErrorCode.VERIFY_FAILED,
+                "SQLite integrity_check failed: " + "; ".join(str(r[0]) for r in rows[:5]),
+                stage="sqlite",
+            )
+        if self.final is None:
+            self._tmp.unlink()
+        else:
+            os.replace(self._tmp, self.final)
+            dfd = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        self._tmp = None
+
+    async def finish(self) -> None:
+        try:
+            await asyncio.to_thread(self._check_and_commit)
+        except BaseException:
+            await self.fail()
+            raise
+
+    async def fail(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+            self._tmp = None
+
+    def error_for(self, rc: int) -> BackupError:
+        return BackupError(ErrorCode.RESTORE_FAILED, "sqlite restore failed", stage="sqlite")
+
+
+class _TarSink(_ProcessSink):
+    """``tar -x`` into a staging directory beside the target, renamed on success."""
+
+    def __init__(self, runner_tar: str, final: Path) -> None:
+        self.final = final
+        self.staging = final.parent / f".{final.name}.restore-{os.urandom(4).hex()}.partial"
+        super().__init__(
+            "tar",
+            Command(
+                (
+                    runner_tar,
+                    "--extract",
+                    "--file=-",
+                    "--preserve-permissions",
+                    "--numeric-owner",
+                    f"--directory={self.staging}",
+                )
+            ),
+            lambda _s: None,
+        )
+
+    async def start(self, runner: CommandRunner) -> None:
+        if self.final.exists() and (not self.final.is_dir() or any(self.final.iterdir())):
+            raise BackupError(
+                ErrorCode.TARGET_NOT_EMPTY, f"{self.final} exists and is not an empty directory"
+            )
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir(mode=0o700)
+        try:
+            await super().start(runner)
+        except BaseException:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            raise
+
+    async def finish(self) -> None:
+        def _commit() -> None:
+            if self.final.exists():
+                self.final.rmdir()  # empty, checked at start
+            os.replace(self.staging, self.final)
+
+        try:
+            await asyncio.to_thread(_commit)
+        except BaseException:
+            await self.fail()
+            raise
+
+    async def fail(self) -> None:
+        await super().fail()
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.process.wait(), 10)
+        await asyncio.to_thread(shutil.rmtree, self.staging, True)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class _Stream:
+    """storage -> verify -> decrypt -> decompress -> sink, as one StageRunner run."""
+
+    def __init__(
+        self,
+        storage: StorageBackend,
+        manifest: Manifest,
+        sink: _Sink,
+        identities: Sequence[str],
+        *,
+        stall_timeout: float | None,
+        time_limit: float | None,
+        on_progress: Callable[[RestoreProgress], None] | None,
+    ) -> None:
+        self.storage = storage
+        self.manifest = manifest
+        self.sink = sink
+        self.identities = tuple(identities)
+        self.on_progress = on_progress
+        self.bytes_read = 0
+        self.bytes_out = 0
+        self.stages = StageRunner(
+            stall_timeout=stall_timeout, time_limit=time_limit, on_tick=self._report
+        )
+        self.reader: HashingReader | None = None
+        self._last_report = 0.0
+
+    def _report(self) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if now - self._last_report < 1.0:
+            return
+        self._last_report = now
+        with contextlib.suppress(Exception):
+            self.on_progress(
+                RestoreProgress(self.bytes_read, self.bytes_out, now - self.stages.started)
+            )
+
+    async def _pump(self, out: Channel) -> None:
+        reader = await self.storage.open_reader(self.manifest.key)
+        async with reader:
+            while True:
+                chunk = await reader.read(BLOCK_SIZE)
+                if not chunk:
+                    break
+                self.bytes_read += len(chunk)
+                self.stages.activity()
+                await self.stages.in_thread(lambda c=chunk: out.put(c))  # type: ignore[misc]
+        out.close()
+
+    def _decrypt(self, inp: Channel, out: Channel) -> None:
+        m = self.manifest
+        reader = HashingReader(inp, expected_sha256=m.sha256, expected_size=m.size_bytes)
+        self.reader = reader
+        bw = BlockWriter(out.put)
+        if m.encrypted:
+            try:
+                decrypt_stream(reader, bw, self.identities)
+            except BackupError:
+                if reader.mismatch is not None:
+                    raise reader.mismatch from None
+                if reader.error is not None:
+                    raise reader.error from None
+                if bw.error is not None:
+                    raise bw.error from None
+                raise
+        else:
+            while chunk := reader.read(BLOCK_SIZE):
+                bw.write(chunk)
+        if reader.mismatch is not None:
+            raise reader.mismatch
+        bw.finish()
+        out.close()
+
+    def _decompress(self, inp: Channel) -> None:
+        held = bytearray()
+
+        def emit(block: bytes) -> None:
+            nonlocal held
+            held += block
+            if len(held) > HOLD_BACK:
+                self.sink.write(bytes(held[:-HOLD_BACK]))
+                self.bytes_out += len(held) - HOLD_BACK
+                held = held[-HOLD_BACK:]
+                self.stages.activity()
+
+        dec = Decompressor(self.manifest.compression_kind, emit)
+        while (block := inp.get()) is not None:
+            dec.feed(block)
+        dec.finish()
+        # Everything upstream is proven whole: release the tail, then end the input.
+        if held:
+            self.sink.write(bytes(held))
+            self.bytes_out += len(held)
+        self.sink.close_input()
+
+    async def run(self, runner: CommandRunner) -> None:
+        st = self.stages
+        raw = st.channel(4)
+        plain = st.channel(4)
+        await self.sink.start(runner)
+        try:
+            if self.sink.process is not None:
+                st.process(self.sink.name, self.sink.process)
+            st.task("read", self._pump(raw))
+            st.thread("decrypt", lambda: self._decrypt(raw, plain))
+            st.thread("decompress", lambda: self._decompress(plain))
+            facts = await st.run()
+            error = self._error_from(facts)
+            if error is not None:
+                raise error
+            await self.sink.finish()
+        except BaseException:
+            await self.sink.fail()
+            raise
+
+    def _error_from(self, facts: RunFacts) -> BackupError | None:
+        if facts.abort_reason is ErrorCode.STALLED:
+            return BackupError(ErrorCode.STALLED, "no data moved; the restore was stopped")
+        if facts.abort_reason is ErrorCode.TIME_LIMIT:
+            return BackupError(ErrorCode.TIME_LIMIT, "the restore exceeded its time limit")
+        if self.reader is not None and self.reader.mismatch is not None:
+            return self.reader.mismatch
+        for _name, exc in facts.failures:
+            if isinstance(exc, BackupError):
+                return exc
+        for _name, exc in facts.failures:
+            if isinstance(exc, ProcessExit) and not (facts.killed and exc.returncode < 0):
+                return self.sink.error_for(exc.returncode)
+            if isinstance(exc, StorageError):
+                return storage_error(exc, "read")
+        first = facts.first_failure()
+        if first is not None:
+            name, exc = first
+            return BackupError(
+                ErrorCode.PIPELINE_FAILED, f"stage {name} failed: {exc!r}", stage=name
+            )
+        if facts.failures and all(isinstance(e, Aborted) for _, e in facts.failures):
+            return BackupError(ErrorCode.PIPELINE_FAILED, "the pipeline was aborted")
+        return None
+
+
+def _absolute(path: str) -> Path:
+    return Path(os.path.abspath(path))  # pure string operation, no I/O
+
+
+def _check_format(manifest: Manifest, target: RestoreTarget) -> None:
+    expected = {
+        PostgresTarget: "pg_custom",
+        MySQLTarget: "mysql_sql",
+        SqliteTarget: "sqlite_db",
+        DirectoryTarget: "tar",
+    }[type(target)]
+    if manifest.dump_format != expected:
+        raise BackupError(
+            ErrorCode.INVALID_CONFIG,
+            f"a {manifest.dump_format} artifact cannot be restored into a {type(target).__name__}",
+        )
+
+
+def _quote_conninfo(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def _pg_query(runner: CommandRunner, conn: PgConnection, sql: str, stage: str) -> str:
+    psql = (await select_pg_tool(runner, "psql", None)).path
+    res = await runner.run(psql_command(psql, conn, sql), limit_seconds=conn.connect_timeout + 60)
+    if res.returncode != 0:
+        raise BackupError(
+            classify_pg_error(res.stderr) or ErrorCode.RESTORE_FAILED,
+            f"query on {conn.host}:{conn.port}/{conn.database} failed",
+            stage=stage,
+            detail=_error_lines(res.stderr),
+        )
+    return res.stdout.decode().strip()
+
+
+async def _pg_sink(runner: CommandRunner, target: PostgresTarget) -> _ProcessSink:
+    conn = target.conn
+    if target.create:
+        await _pg_query(
+            runner,
+            conn.with_database("postgres"),
+            f"CREATE DATABASE {_quote_ident(conn.database)}",
+            "create",
+        )
+    elif not (target.clean or target.allow_non_empty):
+        n = await _pg_query(
+            runner,
+            conn,
+            "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+            "where c.relkind in ('r','v','m','S','f','p') "
+            "and n.nspname not in ('pg_catalog','information_schema') "
+            "and n.nspname not like 'pg\\_toast%'",
+            "check",
+        )
+        if int(n or 0) > 0:
+            raise BackupError(
+                ErrorCode.TARGET_NOT_EMPTY,
+                f"database {conn.database!r} already has {n} relations; restore into a new "
+                "database, or choose clean (drop and recreate the dump's objects)",
+                stage="check",
+            )
+    tool = await select_pg_tool(runner, "pg_restore", None)
+    argv = [
+        tool.path,
+        *conn.args(),
+        f"--dbname=dbname={_quote_conninfo(conn.database)}",
+        "--exit-on-error",
+    ]
+    if target.single_transaction:
+        argv.append("--single-transaction")
+    if target.clean:
+        argv += ["--clean", "--if-exists"]
+    if target.no_owner:
+        argv.append("--no-owner")
+    return _ProcessSink(
+        "pg_restore",
+        Command(tuple(argv), env=conn.env(), secrets=conn.secrets()),
+        classify_pg_error,
+    )
+
+
+async def _mysql_sink(runner: CommandRunner, target: MySQLTarget) -> _ProcessSink:
+    conn = target.conn
+    client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+
+    async def query(sql: str, database: str | None) -> str:
+        args = ["--batch", "--skip-column-names", "-e", sql]
+        if database:
+            args.append(database)
+        res = await runner.run(
+            mysql_client_command(client, conn, *args), limit_seconds=conn.connect_timeout + 60
+        )
+        if res.returncode != 0:
+            raise BackupError(
+                classify_mysql_error(res.stderr) or ErrorCode.RESTORE_FAILED,
+                f"query on {conn.host}:{conn.port} failed",
+                stage="check",
+                detail=res.stderr.strip()[-2000:],
+            )
+        return res.stdout.decode().strip()
+
+    name = "`" + conn.database.replace("`", "``") + "`"
+    if target.create:
+        await query(f"CREATE DATABASE {name} CHARACTER SET utf8mb4", None)
+    elif not target.allow_non_empty:
+        n = await query(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
+            conn.database,
+        )
+        if int(n or 0) > 0:
+            raise BackupError(
+                ErrorCode.TARGET_NOT_EMPTY,
+                f"database {conn.database!r} already has {n} tables; restore into a new "
+                "database or allow restoring over it",
+                stage="check",
+            )
+    cmd = mysql_client_command(client, conn, "--binary-mode", "--batch", conn.database)
+    return _ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
+
+
+async def _tar_path(runner: CommandRunner) -> str:
+    tar = await runner.which("tar")
+    if not tar:
+        raise BackupError(ErrorCode.TOOL_MISSING, "tar is not installed")
+    return tar
+
+
+async def _run_stream(
+    storage: StorageBackend,
+    manifest: Manifest,
+    sink: _Sink,
+    identities: Sequence[str],
+    runner: CommandRunner,
+    stall_timeout: float | None,
+    time_limit: float | None,
+    on_progress: Callable[[RestoreProgress], None] | None,
+) -> _Stream:
+    if manifest.encrypted:
+        parse_identities(identities)
+    try:
+        info = await storage.stat(manifest.key)
+    except StorageError as exc:
+        raise storage_error(exc, "read") from exc
+    if info.size != manifest.size_bytes:
+        raise BackupError(
+            ErrorCode.CHECKSUM_MISMATCH,
+            f"stored object is {info.size} bytes, the manifest says {manifest.size_bytes}",
+            stage="verify",
+        )
+    stream = _Stream(
+        storage,
+        manifest,
+        sink,
+        identities,
+        stall_timeout=stall_timeout,
+        time_limit=time_limit,
+        on_progress=on_progress,
+    )
+    await stream.run(runner)
+    return stream
+
+
+async def _drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
+    """A database this restore created is dropped again when the restore fails."""
+    with contextlib.suppress(BaseException):
+        if isinstance(target, PostgresTarget) and target.create:
+            await _pg_query(
+                runner,
+                target.conn.with_database("postgres"),
+                f"DROP DATABASE IF EXISTS {_quote_ident(target.conn.database)} WITH (FORCE)",
+                "cleanup",
+            )
+        elif isinstance(target, MySQLTarget) and target.create:
+            client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+            name = "`" + target.conn.database.replace("`", "``") + "`"
+            await runner.run(
+                mysql_client_command(client, target.conn, "-e", f"DROP DATABASE IF EXISTS {name}")
+            )
+
+
+async def run_restore(
+    storage: StorageBackend,
+    manifest: Manifest,
+    target: RestoreTarget,
+    *,
+    identities: Sequence[str] = (),
+    runner: CommandRunner | None = None,
+    stall_timeout: float | None = 600.0,
+    time_limit: float | None = None,
+    on_progress: Callable[[RestoreProgress], None] | None = None,
+) -> RestoreResult:
+    """Restore the artifact described by ``manifest`` into ``target``.
+
+    Raises a classified :class:`BackupError`; a restore never reports success on a
+    damaged artifact.
+    """
+    runner = runner or LocalRunner()
+    t0 = time.monotonic()
+    _check_format(manifest, target)
+    sink: _Sink
+    if isinstance(target, PostgresTarget):
+        sink = await _pg_sink(runner, target)
+        label = f"postgresql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
+    elif isinstance(target, MySQLTarget):
+        sink = await _mysql_sink(runner, target)
+        label = f"mysql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
+    elif isinstance(target, SqliteTarget):
+        sink = _SqliteSink(_absolute(target.path), overwrite=target.overwrite)
+        label = target.path
+    else:
+        sink = _TarSink(await _tar_path(runner), _absolute(target.path))
+        label = target.path
+    try:
+        stream = await _run_stream(
+            storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
+        )
+    except BaseException:
+        await _drop_created(runner, target)
+        raise
+    return RestoreResult(
+        key=manifest.key,
+        target=label,
+        bytes_read=stream.bytes_read,
+        bytes_restored=stream.bytes_out,
+        sha256=manifest.sha256,
+        duration_seconds=time.monotonic() - t0,
+        tool=sink.name,
+    )
+
+
+async def deep_verify(
+    storage: StorageBackend,
+    manifest: Manifest,
+    *,
+    identities: Sequence[str] = (),
+    runner: CommandRunner | None = None,
+    stall_timeout: float | None = 600.0,
+    time_limit: float | None = None,
+) -> VerifyResult:
+    """Read, check sha256, decrypt, decompress and parse the whole dump.
+
+    PostgreSQL: ``pg_restore -f /dev/null`` reads every data block (``--list`` would
+    pass on a half file). MySQL: the ``-- Dump completed`` trailer. SQLite:
+    ``PRAGMA integrity_check`` of a temp copy. tar: ``tar --list`` of the whole stream.
+    """
+    runner = runner or LocalRunner()
+    t0 = time.monotonic()
+    sink: _Sink
+    fmt = manifest.dump_format
+    if fmt == "pg_custom":
+        tool = await select_pg_tool(runner, "pg_restore", None)
+        sink = _ProcessSink(
+            "pg_restore",
+            Command((tool.path, "--file=/dev/null")),
+            lambda _s: None,
+            failure_code=ErrorCode.VERIFY_FAILED,
+        )
+    elif fmt == "mysql_sql":
+        sink = _ProcessSink(
+            "trailer",
+            Command(("cat",)),
+            lambda _s: None,
+            failure_code=ErrorCode.VERIFY_FAILED,
+            trailer=MYSQL_TRAILER,
+        )
+    elif fmt == "sqlite_db":
+        sink = _SqliteSink(None)
+    elif fmt == "tar":
+        sink = _ProcessSink(
+            "tar",
+            Command((await _tar_path(runner), "--list", "--file=-")),
+            lambda _s: None,
+            failure_code=ErrorCode.VERIFY_FAILED,
+        )
+    else:
+        raise BackupError(ErrorCode.INVALID_CONFIG, f"unknown dump format {fmt!r}")
+    stream = await _run_stream(
+        storage, manifest, sink, identities, runner, stall_timeout, time_limit, None
+    )
+    return VerifyResult(
+        key=manifest.key,
+        level="deep",
+        size_bytes=stream.bytes_read,
+        sha256=manifest.sha256,
+        dump_bytes=stream.bytes_out,
+        duration_seconds=time.monotonic() - t0,
+        detail=f"{sink.name}: whole dump parsed",
+    )
+
+
+async def quick_verify(storage: StorageBackend, manifest: Manifest) -> VerifyResult:
+    """The object exists with the recorded size, and its sha256 re-read from storage matches."""
+    t0 = time.monotonic()
+    try:
+        info = await storage.stat(manifest.key)
+        if info.size != manifest.size_bytes:
+            raise BackupError(
+                ErrorCode.CHECKSUM_MISMATCH,
+                f"stored object is {info.size} bytes, the manifest says {manifest.size_bytes}",
+                stage="verify",
+            )
+        digest = hashlib.sha256()
+        size = 0
+        reader = await storage.open_reader(manifest.key)
+        async with reader:
+            while chunk := await reader.read(BLOCK_SIZE):
+                await asyncio.to_thread(digest.update, chunk)
+                size += len(chunk)
+    except StorageError as exc:
+        raise storage_error(exc, "verify") from exc
+    if size != manifest.size_bytes or digest.hexdigest() != manifest.sha256:
+        raise BackupError(
+            ErrorCode.CHECKSUM_MISMATCH,
+            f"sha256 of the stored object is {digest.hexdigest()}, "
+            f"the manifest says {manifest.sha256}",
+            stage="verify",
+        )
+    return VerifyResult(
+        key=manifest.key,
+        level="quick",
+        size_bytes=size,
+        sha256=manifest.sha256,
+        dump_bytes=None,
+        duration_seconds=time.monotonic() - t0,
+    )

@@ -1,0 +1,358 @@
+"""Backups (seed 001): run, list, inspect, download, restore, delete."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from opscenter.audit import service as audit
+from opscenter.auth.deps import origin_of, require
+from opscenter.backups import catalog, service
+from opscenter.backups.errors import BackupError
+from opscenter.backups.manifest import Manifest, manifest_key
+from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, RestoreRequest
+from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.middleware import defer
+from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
+from opscenter.core.principal import Principal
+from opscenter.jobs.schemas import Accepted
+from opscenter.models import Backup
+from opscenter.servers import connect
+from opscenter.servers import service as servers
+from opscenter.storage import service as storage_service
+from opscenter.storage.backends import StorageError
+
+router = APIRouter(prefix="/backups", tags=["Backups"])
+ReadBackups = Annotated[Principal, Depends(require("read:backups"))]
+WriteBackups = Annotated[Principal, Depends(require("write:backups"))]
+Restorer = Annotated[Principal, Depends(require("execute:restores"))]
+BackupStatus = Annotated[
+    str | None, Query(pattern="^(pending|running|completed|failed|cancelled|interrupted)$")
+]
+
+
+class RangeNotSatisfiable(AppError):
+    status_code = 416
+    code = "RANGE_NOT_SATISFIABLE"
+
+
+def _accepted(request: Request, ctx: Ctx, job_id: int, ident: int, message: str) -> Accepted:
+    """Answer 202; the job reaches the runner only once this request's transaction commits."""
+
+    async def submit() -> None:
+        ctx.runner.submit(job_id)
+
+    defer(request.state, submit)
+    return Accepted(
+        id=ident,
+        status="pending",
+        message=message,
+        task_id=str(job_id),
+        job_id=job_id,
+        status_url=f"/api/v1/jobs/{job_id}",
+    )
+
+
+@router.post(
+    "",
+    response_model=Accepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=responses(NotFound, InvalidInput),
+)
+async def create_backup(
+    body: BackupCreate, principal: WriteBackups, session: SessionDep, ctx: Ctx, request: Request
+) -> Accepted:
+    """Queues a backup job: dump -> compress -> encrypt -> sha256 -> storage, streaming."""
+    backup, job = await service.create_backup(session, principal, body)
+    await audit.record(
+        session,
+        action="backup.create",
+        actor=principal,
+        resource_type="backup",
+        resource_id=backup.id,
+        details={
+            "server_id": backup.server_id,
+            "database": backup.database_name,
+            "storage_id": backup.storage_id,
+            "compression": backup.compression_type,
+            "encrypted": backup.is_encrypted,
+        },
+        origin=origin_of(request),
+    )
+    return _accepted(request, ctx, job.id, backup.id, "Backup job queued")
+
+
+@router.get("", response_model=Page[BackupOut])
+async def list_backups(
+    principal: ReadBackups,
+    session: SessionDep,
+    paging: Paging,
+    server_id: QueryId = None,
+    schedule_id: QueryId = None,
+    db_type: Annotated[str | None, Query(max_length=20)] = None,
+    status: BackupStatus = None,
+    database_name: Annotated[str | None, Query(max_length=4096)] = None,
+    start_date: datetime | None = None,
+    end_date: datetime | None = None,
+) -> Page[BackupOut]:
+    stmt = service.filter_backups(
+        service.backups_query(principal),
+        server_id=server_id,
+        db_type=db_type,
+        status=status,
+        database_name=database_name,
+        schedule_id=schedule_id,
+        start=start_date,
+        end=end_date,
+    )
+    rows, total = await paginate(session, stmt, paging)
+    return Page(
+        items=[service.backup_out(b) for b in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.get("/{backup_id}", response_model=BackupOut, responses=responses(NotFound))
+async def get_backup(backup_id: PathId, principal: ReadBackups, session: SessionDep) -> BackupOut:
+    return service.backup_out(await service.get_backup(session, principal, backup_id))
+
+
+@router.delete(
+    "/{backup_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(NotFound, Conflict)
+)
+async def delete_backup(
+    backup_id: PathId, principal: WriteBackups, session: SessionDep, request: Request
+) -> None:
+    """Removes the artifact, then its manifest, then the catalog row (409 while in use)."""
+    backup = await service.delete_backup(session, principal, backup_id)
+    if backup.storage_key:
+        storage = storage_service.backend(await service.provider_of(session, backup))
+        try:
+            await storage.delete(backup.storage_key)
+            await storage.delete(manifest_key(backup.storage_key))
+        except StorageError as err:
+            raise Conflict(
+                f"The storage refused the deletion ({err}); nothing was removed from the catalog"
+            ) from None
+    await session.delete(backup)
+    await audit.record(
+        session,
+        action="backup.delete",
+        actor=principal,
+        resource_type="backup",
+        resource_id=backup_id,
+        details={"database": backup.database_name, "storage_key": backup.storage_key},
+        origin=origin_of(request),
+    )
+
+
+@router.post(
+    "/{backup_id}/download", response_model=DownloadLink, responses=responses(NotFound, Conflict)
+)
+async def download_link(
+    backup_id: PathId, principal: ReadBackups, session: SessionDep, ctx: Ctx, request: Request
+) -> DownloadLink:
+    """A signed link, valid for 15 minutes, that streams the stored artifact."""
+    backup = await service.get_backup(session, principal, backup_id)
+    if backup.status != "completed":
+        raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups download")
+    expires_at = service.download_expiry()
+    expires = int(expires_at.timestamp())
+    signature = service.download_signature(ctx.keyring, backup.id, expires)
+    await audit.record(
+        session,
+        action="backup.download_link",
+        actor=principal,
+        resource_type="backup",
+        resource_id=backup.id,
+        origin=origin_of(request),
+    )
+    return DownloadLink(
+        download_url=f"/api/v1/backups/{backup.id}/file?expires={expires}&signature={signature}",
+        expires_at=expires_at,
+    )
+
+
+@router.get(
+    "/{backup_id}/file",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+        **responses(Forbidden, NotFound, RangeNotSatisfiable),
+    },
+)
+async def download_file(
+    backup_id: PathId,
+    session: SessionDep,
+    ctx: Ctx,
+    expires: Annotated[int, Query(ge=0, le=2**40)],
+    signature: Annotated[str, Query(max_length=200)],
+    range_header: Annotated[str | None, Header(alias="Range", max_length=100)] = None,
+) -> StreamingResponse:
+    """The artifact itself; the signed query string is the authorization. Supports Range."""
+    if expires < time.time() or not ctx.keyring.verify_signature(
+        f"download:{backup_id}:{expires}", signature
+    ):
+        raise Forbidden("This download link is invalid or has expired; request a new one")
+    backup = await session.get(Backup, backup_id)
+    if backup is None or not backup.storage_key or backup.size_bytes is None:
+        raise NotFound("Backup", backup_id)
+    storage = storage_service.backend(await service.provider_of(session, backup))
+    size = backup.size_bytes
+    start, end = 0, size - 1
+    status_code = 200
+    if range_header:
+        start, end = _parse_range(range_header, size)
+        status_code = 206
+    reader = await storage.open_reader(backup.storage_key, offset=start, length=end - start + 1)
+
+    async def body() -> AsyncIterator[bytes]:
+        async with reader:
+            while chunk := await reader.read():
+                yield chunk
+
+    headers = {
+        "Content-Length": str(end - start + 1),
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{backup.storage_key.rsplit("/", 1)[-1]}"',
+        "X-Checksum-SHA256": (backup.checksum or "").removeprefix("sha256:"),
+    }
+    if status_code == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(
+        body(), status_code=status_code, headers=headers, media_type="application/octet-stream"
+    )
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int]:
+    unit, _, spec = value.partition("=")
+    first, _, last = spec.strip().partition("-")
+    try:
+        if unit.strip() != "bytes" or "," in spec:
+            raise ValueError
+        if first == "":  # suffix: the last N bytes
+            start, end = max(0, size - int(last)), size - 1
+        else:
+            start, end = int(first), (int(last) if last else size - 1)
+    except ValueError:
+        raise RangeNotSatisfiable("Only a single bytes=start-end range is supported") from None
+    end = min(end, size - 1)
+    if start > end or start >= size:
+        raise RangeNotSatisfiable(f"The artifact has {size} bytes")
+    return start, end
+
+
+@router.post(
+    "/{backup_id}/restore",
+    response_model=Accepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=responses(NotFound, Conflict, InvalidInput),
+)
+async def restore_backup(
+    backup_id: PathId,
+    body: RestoreRequest,
+    principal: Restorer,
+    session: SessionDep,
+    ctx: Ctx,
+    request: Request,
+) -> Accepted:
+    """Into a new or empty database; a non-empty one needs `drop_existing`, a production
+    server also `confirm` equal to the database name. Masking runs in the target."""
+    if not principal.can("write:backups") and body.force:
+        raise Forbidden("Forcing the restore of a corrupt backup needs write:backups")
+    backup, job = await service.create_restore(session, principal, backup_id, body)
+    target_server = await servers.get_server(session, principal, job.params["target_server_id"])
+    try:
+        state = await connect.database_state(
+            servers.target_of(ctx.keyring, target_server), body.target_database
+        )
+    except BackupError as err:
+        raise Conflict(f"Cannot inspect the target: {connect.explain(err)}") from None
+    if state == "non_empty" and not body.drop_existing:
+        raise Conflict(
+            f"{body.target_database} on {target_server.name} is not empty: restore "
+            "into a new database, or set drop_existing to replace its contents"
+        )
+    await audit.record(
+        session,
+        action="backup.restore",
+        actor=principal,
+        resource_type="backup",
+        resource_id=backup.id,
+        details={
+            "target_server_id": target_server.id,
+            "target_database": body.target_database,
+            "target_state": state,
+            "drop_existing": body.drop_existing,
+            "masking_rules": body.masking_rules,
+        },
+        origin=origin_of(request),
+    )
+    return _accepted(request, ctx, job.id, backup.id, "Restore job queued")
+
+
+@router.post(
+    "/import",
+    response_model=BackupOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(NotFound, Conflict, InvalidInput),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def import_backup(
+    request: Request,
+    principal: WriteBackups,
+    session: SessionDep,
+    manifest_header: Annotated[
+        str,
+        Header(
+            alias="X-Backup-Manifest",
+            max_length=65536,
+            description="The artifact's manifest JSON, base64",
+        ),
+    ],
+    storage_id: QueryId = None,
+) -> BackupOut:
+    """Upload an artifact (the raw bytes as the body) with its manifest, for example to
+    restore on a new installation. Size and sha256 are checked before anything commits."""
+    try:
+        manifest = Manifest.from_json(base64.b64decode(manifest_header, validate=True))
+    except (ValueError, BackupError) as err:
+        raise InvalidInput(f"X-Backup-Manifest is not a base64 manifest: {err}") from None
+    team_id = min(principal.team_ids, default=None)
+    if storage_id is not None:
+        provider = await storage_service.get_provider(session, principal, storage_id)
+    elif team_id is not None:
+        provider = await service.default_storage(session, team_id)
+    else:
+        raise InvalidInput("Give storage_id: you belong to no team with a default storage")
+    backup = await catalog.import_upload(session, principal, provider, manifest, request.stream())
+    await audit.record(
+        session,
+        action="backup.import",
+        actor=principal,
+        resource_type="backup",
+        resource_id=backup.id,
+        details={"storage_key": backup.storage_key, "size_bytes": backup.size_bytes},
+        origin=origin_of(request),
+    )
+    return service.backup_out(backup)

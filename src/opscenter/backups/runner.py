@@ -1,0 +1,316 @@
+"""The transport seam: where and how a dump/restore command runs.
+
+A source never starts a process itself. It describes a :class:`Command` (argv, extra
+environment, secret files it needs, secrets to scrub from messages) and a
+:class:`CommandRunner` runs it. :class:`LocalRunner` runs it as a local subprocess in
+its own process group. An SSH or ``docker exec`` runner can be added later by
+wrapping ``argv`` (``ssh host -- <shlex.join(argv)>``), passing ``env`` through a
+remote ``env`` wrapper fed on stdin, and materialising ``secret_files`` on the remote
+side with mode 0600; sources and the pipeline do not change.
+
+Secret files are referenced in ``argv`` by their placeholder (``SecretFile.ref``);
+the runner writes each file with mode 0600 in a private directory, substitutes the
+real path, and deletes it when the process has exited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from opscenter.backups.errors import scrub
+
+__all__ = [
+    "Command",
+    "CommandRunner",
+    "CompletedCommand",
+    "LocalProcess",
+    "LocalRunner",
+    "RunningCommand",
+    "SecretFile",
+]
+
+_STDERR_TAIL = 64 * 1024
+# Variables that would silently change what a client tool connects to or how it
+# authenticates; the command's own env sets what it needs explicitly.
+_STRIPPED_ENV_PREFIXES = ("PG", "MYSQL", "OPSCENTER_")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretFile:
+    """A file with secret content that a command needs (e.g. a MySQL defaults file)."""
+
+    name: str
+    content: bytes
+
+    @property
+    def ref(self) -> str:
+        """Placeholder to put in argv; the runner replaces it with the file's path."""
+        return f"@@secret-file:{self.name}@@"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_files: tuple[SecretFile, ...] = ()
+    #: Values that must never appear in messages derived from this command's output.
+    secrets: tuple[str, ...] = ()
+    #: Directory to run in (``None``: the runner's default).
+    cwd: str | None = None
+
+    @property
+    def tool(self) -> str:
+        return os.path.basename(self.argv[0]) if self.argv else ""
+
+    def display(self) -> str:
+        """The argv for logs: secret-file placeholders kept, secrets scrubbed."""
+        return scrub(" ".join(self.argv), self.secrets)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedCommand:
+    returncode: int
+    stdout: bytes
+    stderr: str  # scrubbed
+
+
+@runtime_checkable
+class RunningCommand(Protocol):
+    """A started command. ``stdout``/``stdin`` are the file descriptors given to start()."""
+
+    command: Command
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int:
+        """Wait for exit (and for stderr to be drained); clean up secret files."""
+        ...
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the whole process group; no error if it is already gone."""
+        ...
+
+    def stderr_tail(self, limit: int = 4000) -> str:
+        """The last ``limit`` characters of stderr, scrubbed of the command's secrets."""
+        ...
+
+
+@runtime_checkable
+class CommandRunner(Protocol):
+    async def start(
+        self,
+        command: Command,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = None,
+    ) -> RunningCommand:
+        """Start ``command``; ``stdin``/``stdout`` are fds (``None``: /dev/null)."""
+        ...
+
+    async def run(
+        self, command: Command, *, input: bytes | None = None, limit_seconds: float = 60.0
+    ) -> CompletedCommand:
+        """Run a short command to completion and capture its (small) output."""
+        ...
+
+    async def which(self, name: str) -> str | None:
+        """Path of an executable on the runner's host, or ``None``."""
+        ...
+
+    async def glob(self, pattern: str) -> list[str]:
+        """Paths matching ``pattern`` on the runner's host."""
+        ...
+
+
+def _base_env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_STRIPPED_ENV_PREFIXES)}
+    # English, stable messages so failures can be classified; UTF-8 for file names.
+    env["LC_ALL"] = "C.UTF-8"
+    env["LANG"] = "C.UTF-8"
+    env.update(extra)
+    return env
+
+
+class _SecretDir:
+    def __init__(self, files: Sequence[SecretFile]) -> None:
+        self.path: Path | None = None
+        self.paths: dict[str, str] = {}
+        if files:
+            self.path = Path(tempfile.mkdtemp(prefix="opscenter-secret-"))
+            os.chmod(self.path, 0o700)
+            for f in files:
+                p = self.path / f"{f.name}.cnf"
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(f.content)
+                self.paths[f.ref] = str(p)
+
+    def substitute(self, argv: Sequence[str]) -> list[str]:
+        out = []
+        for arg in argv:
+            for ref, path in self.paths.items():
+                arg = arg.replace(ref, path)
+            out.append(arg)
+        return out
+
+    def remove(self) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None
+
+
+class LocalProcess:
+    def __init__(
+        self, command: Command, proc: asyncio.subprocess.Process, secret_dir: _SecretDir
+    ) -> None:
+        self.command = command
+        self._proc = proc
+        self._secret_dir = secret_dir
+        self._stderr: deque[bytes] = deque()
+        self._stderr_len = 0
+        self._stderr_task = asyncio.ensure_future(self._drain_stderr())
+        self._pgid = proc.pid  # start_new_session=True: the child leads its own group
+
+    async def _drain_stderr(self) -> None:
+        stream = self._proc.stderr
+        if stream is None:
+            return
+        while True:
+            chunk = await stream.read(8192)
+            if not chunk:
+                return
+            self._stderr.append(chunk)
+            self._stderr_len += len(chunk)
+            while self._stderr_len - len(self._stderr[0]) > _STDERR_TAIL:
+                self._stderr_len -= len(self._stderr.popleft())
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait(self) -> int:
+        try:
+            rc = await self._proc.wait()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), timeout=5)
+            return rc
+        finally:
+            self._secret_dir.remove()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._pgid, sig)
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(sig)
+
+    def stderr_tail(self, limit: int = 4000) -> str:
+        text = b"".join(self._stderr).decode("utf-8", "replace")
+        return scrub(text, self.command.secrets)[-limit:].strip()
+
+    def cleanup_now(self) -> None:
+        self._secret_dir.remove()
+
+
+class LocalRunner:
+    """Runs commands as local subprocesses, each in a new process group."""
+
+    name = "local"
+
+    def __init__(self, *, extra_path: Sequence[str] = ()) -> None:
+        self._extra_path = list(extra_path)
+
+    def _env(self, command: Command) -> dict[str, str]:
+        env = _base_env(command.env)
+        if self._extra_path:
+            env["PATH"] = os.pathsep.join([*self._extra_path, env.get("PATH", "")])
+        return env
+
+    async def start(
+        self,
+        command: Command,
+        *,
+        stdin: int | None = None,
+        stdout: int | None = None,
+    ) -> LocalProcess:
+        secret_dir = _SecretDir(command.secret_files)
+        try:
+            argv = secret_dir.substitute(command.argv)
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=self._env(command),
+                cwd=command.cwd,
+                start_new_session=True,
+            )
+        except BaseException:
+            secret_dir.remove()
+            raise
+        return LocalProcess(command, proc, secret_dir)
+
+    async def run(
+        self, command: Command, *, input: bytes | None = None, limit_seconds: float = 60.0
+    ) -> CompletedCommand:
+        secret_dir = _SecretDir(command.secret_files)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *secret_dir.substitute(command.argv),
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env(command),
+                cwd=command.cwd,
+                start_new_session=True,
+            )
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(input), limit_seconds)
+            except BaseException:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(proc.wait(), 5)
+                raise
+            assert proc.returncode is not None
+            return CompletedCommand(
+                proc.returncode, out, scrub(err.decode("utf-8", "replace"), command.secrets)
+            )
+        finally:
+            secret_dir.remove()
+
+    async def which(self, name: str) -> str | None:
+        path = os.environ.get("PATH", "")
+        if self._extra_path:
+            path = os.pathsep.join([*self._extra_path, path])
+        return shutil.which(name, path=path)
+
+    async def glob(self, pattern: str) -> list[str]:
+        return sorted(glob.glob(pattern))
+
+
+if TYPE_CHECKING:  # static proof that the local runner satisfies the protocols
+
+    def _conforms(r: LocalRunner, p: LocalProcess) -> None:
+        _r: CommandRunner = r
+        _p: RunningCommand = p

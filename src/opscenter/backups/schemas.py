@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, model_validator
+
+from opscenter.core.schemas import Id, InputModel, OutputModel, UtcDatetime
+
+DatabaseName = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+ColumnRef = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$",
+    ),
+]
+
+
+class CompressionType(StrEnum):
+    ZSTD = "zstd"
+    GZIP = "gzip"
+    NONE = "none"
+
+
+class BackupCreate(InputModel):
+    server_id: Id
+    database_name: DatabaseName | None = Field(
+        None, description="Database to dump; for `sqlite` a file and for `local` a path"
+    )
+    source_path: DatabaseName | None = Field(
+        None, description="Seed 000's name for a file or directory to back up"
+    )
+    db_type: str | None = Field(
+        None, max_length=20, description="Checked against the server's type"
+    )
+    backup_type: str = Field("full", pattern="^full$")
+    compress: bool = True
+    compression_type: CompressionType = CompressionType.ZSTD
+    encrypt: bool = True
+    storage_id: Id | None = Field(None, description="Default: the team's default storage")
+
+    @model_validator(mode="after")
+    def _target(self) -> BackupCreate:
+        if (self.database_name is None) == (self.source_path is None):
+            raise ValueError("give database_name, or source_path for files and directories")
+        return self
+
+    @property
+    def target(self) -> str:
+        return self.database_name or self.source_path or ""
+
+    @property
+    def compression(self) -> CompressionType:
+        return self.compression_type if self.compress else CompressionType.NONE
+
+
+class BackupOut(OutputModel):
+    id: int
+    team_id: int
+    server_id: int | None
+    storage_id: int
+    schedule_id: int | None
+    job_id: int | None
+    database_name: str
+    db_type: str
+    backup_type: str
+    status: str
+    size_bytes: int | None
+    original_size_bytes: int | None
+    storage_path: str | None
+    is_encrypted: bool
+    is_compressed: bool
+    compression_type: str
+    checksum: str | None
+    encryption_key_ids: list[str]
+    row_counts: dict[str, int]
+    server_version: str | None
+    verification_status: str
+    error_code: str | None
+    error_message: str | None
+    started_at: UtcDatetime | None
+    completed_at: UtcDatetime | None
+    duration_seconds: float | None
+    created_at: UtcDatetime
+
+
+class MaskingRule(StrEnum):
+    HASH = "hash"
+    RANDOMIZE = "randomize"
+    NULL = "null"
+
+
+class RestoreRequest(InputModel):
+    target_server_id: Id | None = Field(None, description="Default: the backup's own server")
+    target_database: DatabaseName
+    drop_existing: bool = Field(False, description="Restore over a non-empty database")
+    confirm: str | None = Field(
+        None, max_length=4096, description="The database name, for production targets"
+    )
+    mask_sensitive_data: bool = False
+    masking_rules: dict[
+        ColumnRef, Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    ] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="column or table.column -> hash | randomize | null | fixed:<value>",
+    )
+    force: bool = Field(False, description="Restore a backup whose verification found it corrupt")
+
+    @model_validator(mode="after")
+    def _rules(self) -> RestoreRequest:
+        for column, rule in self.masking_rules.items():
+            if rule not in {r.value for r in MaskingRule} and not rule.startswith("fixed:"):
+                raise ValueError(
+                    f"masking rule for {column} must be hash, randomize, null or fixed:<value>"
+                )
+        if self.masking_rules and not self.mask_sensitive_data:
+            raise ValueError("masking_rules given but mask_sensitive_data is false")
+        return self
+
+
+class DownloadLink(OutputModel):
+    download_url: str
+    expires_at: UtcDatetime

@@ -1,0 +1,252 @@
+"""Backups: the catalog, and the jobs that create, restore and delete artifacts."""
+
+from __future__ import annotations
+
+import posixpath
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
+from opscenter.core.clock import utcnow
+from opscenter.core.errors import Conflict, InvalidInput, NotFound
+from opscenter.core.principal import Principal
+from opscenter.core.scoping import get_readable, readable
+from opscenter.core.security import Keyring
+from opscenter.jobs import service as jobs
+from opscenter.models import Backup, Job, Server, StorageProvider
+from opscenter.servers import service as servers
+from opscenter.servers.schemas import ServerType
+from opscenter.storage import service as storage
+
+ENGINE_OF = {"postgresql": "postgresql", "mysql": "mysql", "sqlite": "sqlite", "local": "files"}
+ACTIVE = ("pending", "running")
+
+
+def backup_out(backup: Backup) -> BackupOut:
+    return BackupOut(
+        id=backup.id,
+        team_id=backup.team_id,
+        server_id=backup.server_id,
+        storage_id=backup.storage_id,
+        schedule_id=backup.schedule_id,
+        job_id=backup.job_id,
+        database_name=backup.database_name,
+        db_type=backup.db_type,
+        backup_type=backup.backup_type,
+        status=backup.status,
+        size_bytes=backup.size_bytes,
+        original_size_bytes=backup.original_size_bytes,
+        storage_path=backup.storage_key,
+        is_encrypted=backup.is_encrypted,
+        is_compressed=backup.compression_type != "none",
+        compression_type=backup.compression_type,
+        checksum=backup.checksum,
+        encryption_key_ids=backup.encryption_key_ids,
+        row_counts=backup.row_counts,
+        server_version=backup.server_version,
+        verification_status=backup.verification_status,
+        error_code=backup.error_code,
+        error_message=backup.error_message,
+        started_at=backup.started_at,
+        completed_at=backup.completed_at,
+        duration_seconds=backup.duration_seconds,
+        created_at=backup.created_at,
+    )
+
+
+def backups_query(principal: Principal) -> Select[Backup]:
+    return readable(select(Backup), Backup, principal).order_by(Backup.id.desc())
+
+
+def filter_backups(
+    stmt: Select[Backup],
+    *,
+    server_id: int | None,
+    db_type: str | None,
+    status: str | None,
+    database_name: str | None,
+    schedule_id: int | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> Select[Backup]:
+    if server_id is not None:
+        stmt = stmt.where(Backup.server_id == server_id)
+    if db_type:
+        stmt = stmt.where(Backup.db_type == db_type)
+    if status:
+        stmt = stmt.where(Backup.status == status)
+    if database_name:
+        stmt = stmt.where(Backup.database_name == database_name)
+    if schedule_id is not None:
+        stmt = stmt.where(Backup.schedule_id == schedule_id)
+    if start:
+        stmt = stmt.where(Backup.created_at >= start)
+    if end:
+        stmt = stmt.where(Backup.created_at <= end)
+    return stmt
+
+
+async def get_backup(session: AsyncSession, principal: Principal, backup_id: int) -> Backup:
+    return await get_readable(session, Backup, backup_id, principal, name="Backup")
+
+
+async def default_storage(session: AsyncSession, team_id: int) -> StorageProvider:
+    provider = await session.scalar(
+        select(StorageProvider)
+        .where(StorageProvider.team_id == team_id, StorageProvider.is_active.is_(True))
+        .order_by(StorageProvider.is_default.desc(), StorageProvider.id)
+        .limit(1)
+    )
+    if provider is None:
+        raise InvalidInput(
+            "This team has no active storage provider; add one under /storage/providers"
+        )
+    return provider
+
+
+def check_target(server: Server, target: str) -> None:
+    """The thing to back up must be something this server serves."""
+    kind = ServerType(server.type)
+    if kind == ServerType.SQLITE and target not in server.paths:
+        raise InvalidInput(f"{target} is not one of this server's database files: {server.paths}")
+    if kind == ServerType.LOCAL:
+        if not target.startswith("/") or ".." in target.split("/"):
+            raise InvalidInput("source_path must be an absolute path without '..'")
+        roots = [p.rstrip("/") for p in server.paths]
+        norm = posixpath.normpath(target)
+        if roots and not any(norm == r or norm.startswith(r + "/") for r in roots):
+            raise InvalidInput(f"{target} is outside this server's paths: {server.paths}")
+
+
+def lock_key(server_id: int, target: str) -> str:
+    return f"server:{server_id}/db:{target}"[:300]
+
+
+async def create_backup(
+    session: AsyncSession,
+    principal: Principal,
+    data: BackupCreate,
+    *,
+    schedule_id: int | None = None,
+) -> tuple[Backup, Job]:
+    server = await servers.get_server(session, principal, data.server_id)
+    engine = ENGINE_OF[server.type]
+    if data.db_type and data.db_type not in {server.type, engine}:
+        raise InvalidInput(f"db_type {data.db_type} does not match the server's type {server.type}")
+    check_target(server, data.target)
+    provider = (
+        await storage.get_provider(session, principal, data.storage_id)
+        if data.storage_id is not None
+        else await default_storage(session, server.team_id)
+    )
+    if not provider.is_active:
+        raise InvalidInput(f"Storage provider {provider.name} is disabled")
+    backup = Backup(
+        team_id=server.team_id,
+        server_id=server.id,
+        storage_id=provider.id,
+        schedule_id=schedule_id,
+        database_name=data.target,
+        db_type=engine,
+        backup_type=data.backup_type,
+        status="pending",
+        is_encrypted=data.encrypt,
+        compression_type=data.compression.value,
+        created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
+    )
+    session.add(backup)
+    await session.flush()
+    job = await jobs.create_job(
+        session,
+        principal,
+        kind="backup",
+        team_id=server.team_id,
+        lock_key=lock_key(server.id, data.target),
+        resource_type="backup",
+        resource_id=backup.id,
+        params={"backup_id": backup.id},
+    )
+    backup.job_id = job.id
+    await session.flush()
+    return backup, job
+
+
+async def create_restore(
+    session: AsyncSession, principal: Principal, backup_id: int, data: RestoreRequest
+) -> tuple[Backup, Job]:
+    backup = await get_backup(session, principal, backup_id)
+    if backup.status != "completed" or not backup.storage_key:
+        raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups restore")
+    if backup.verification_status == "corrupt" and not data.force:
+        raise Conflict("Verification found this backup corrupt; pass force=true to try anyway")
+    target_id = data.target_server_id or backup.server_id
+    if target_id is None:
+        raise InvalidInput("The backup's server was removed; give target_server_id")
+    target = await servers.get_server(session, principal, target_id)
+    if ENGINE_OF[target.type] != backup.db_type:
+        raise InvalidInput(
+            f"A {backup.db_type} backup cannot be restored into a {target.type} server"
+        )
+    if target.environment == "production" and data.confirm != data.target_database:
+        raise Conflict(
+            f"{target.name} is a production server: set confirm to "
+            f"'{data.target_database}' to restore"
+        )
+    if data.masking_rules and backup.db_type not in {"postgresql", "mysql"}:
+        raise InvalidInput("Masking applies to PostgreSQL and MySQL restores")
+    job = await jobs.create_job(
+        session,
+        principal,
+        kind="restore",
+        team_id=target.team_id,
+        lock_key=lock_key(target.id, data.target_database),
+        resource_type="backup",
+        resource_id=backup.id,
+        params={
+            "backup_id": backup.id,
+            "target_server_id": target.id,
+            "target_database": data.target_database,
+            "drop_existing": data.drop_existing,
+            "masking_rules": data.masking_rules if data.mask_sensitive_data else {},
+        },
+    )
+    return backup, job
+
+
+async def delete_backup(session: AsyncSession, principal: Principal, backup_id: int) -> Backup:
+    backup = await get_backup(session, principal, backup_id)
+    if backup.status in ACTIVE:
+        raise Conflict(f"Backup {backup_id} is {backup.status}; cancel its job first")
+    busy = await session.scalar(
+        select(Job.id)
+        .where(
+            Job.resource_type == "backup",
+            Job.resource_id == backup.id,
+            Job.status.in_(("queued", "running")),
+        )
+        .limit(1)
+    )
+    if busy is not None:
+        raise Conflict(f"Job {busy} is using backup {backup_id}; wait for it or cancel it")
+    return backup
+
+
+async def provider_of(session: AsyncSession, backup: Backup) -> StorageProvider:
+    provider = await session.get(StorageProvider, backup.storage_id)
+    if provider is None:
+        raise NotFound("Storage provider", backup.storage_id)
+    return provider
+
+
+def download_signature(keyring: Keyring, backup_id: int, expires: int) -> str:
+    return keyring.sign(f"download:{backup_id}:{expires}")
+
+
+def download_expiry(minutes: int = 15) -> datetime:
+    return utcnow() + timedelta(minutes=minutes)
+
+
+def compression_of(backup: Backup) -> CompressionType:
+    return CompressionType(backup.compression_type)

@@ -1,0 +1,298 @@
+"""The in-process job runner (embedded mode): bounded concurrency, one job per target
+lock at a time, heartbeats, cancellation, and reconciliation at start-up.
+
+The `jobs` table is the truth; the runner only carries "run job N" to a coroutine.
+A distributed engine can replace it behind the same `submit` / `cancel` interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+
+from opscenter.core.clock import utcnow
+from opscenter.core.db import Database
+from opscenter.core.events import Event, EventBus
+from opscenter.core.logging import get_logger
+from opscenter.models import Job
+
+log = get_logger("opscenter.jobs")
+HEARTBEAT_SECONDS = 10.0
+PROGRESS_WRITE_SECONDS = 1.0
+TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+
+
+class JobFailed(Exception):
+    """A handler's classified failure: the job ends `failed` with this code and message."""
+
+    def __init__(self, code: str, message: str, result: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.result = result or {}
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: its job, and a way to report progress."""
+
+    job_id: int
+    kind: str
+    team_id: int
+    params: dict[str, Any]
+    runner: JobRunner
+    _last_write: float = 0.0
+    _pending: dict[str, Any] = field(default_factory=dict)
+
+    async def progress(
+        self,
+        *,
+        phase: str | None = None,
+        bytes_done: int | None = None,
+        bytes_total: int | None = None,
+        percent: float | None = None,
+    ) -> None:
+        values: dict[str, Any] = {}
+        if phase is not None:
+            values["phase"] = phase
+        if bytes_done is not None:
+            values["bytes_done"] = bytes_done
+        if bytes_total is not None:
+            values["bytes_total"] = bytes_total
+        if percent is not None:
+            values["progress"] = round(max(0.0, min(100.0, percent)), 1)
+        self._pending.update(values)
+        now = asyncio.get_running_loop().time()
+        if phase is not None or now - self._last_write >= PROGRESS_WRITE_SECONDS:
+            self._last_write = now
+            await self.runner.write(self.job_id, **self._pending)
+            self.runner.publish(self, "job.progress", dict(self._pending))
+            self._pending.clear()
+
+
+Handler = Callable[[JobContext], Coroutine[Any, Any, dict[str, Any]]]
+Finalizer = Callable[[JobContext, str, str | None, str | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    run: Handler
+    # Called once the job ended, whatever the outcome: (ctx, status, error_code, message).
+    finish: Finalizer | None = None
+
+
+class JobRunner:
+    def __init__(self, db: Database, events: EventBus, *, concurrency: int = 2) -> None:
+        self.db = db
+        self.events = events
+        self.concurrency = concurrency
+        self.kinds: dict[str, JobKind] = {}
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._running: dict[int, asyncio.Task[dict[str, Any]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def register(self, kind: str, run: Handler, finish: Finalizer | None = None) -> None:
+        self.kinds[kind] = JobKind(run, finish)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.reconcile()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"job-worker-{i}")
+            for i in range(self.concurrency)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._running.values():
+            task.cancel()
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, *self._running.values(), return_exceptions=True)
+        self._workers.clear()
+
+    async def reconcile(self) -> None:
+        """Jobs that were running when the last process died are `interrupted` (their
+        finishers clean up); queued ones are taken up again."""
+        async with self.db.write_session() as session:
+            stale = (await session.scalars(select(Job).where(Job.status == "running"))).all()
+            queued = (
+                await session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.id))
+            ).all()
+            for job in stale:
+                job.status = "interrupted"
+                job.error_code = "interrupted"
+                job.error_message = "opscenter stopped while this job was running"
+                job.finished_at = utcnow()
+            await session.commit()
+        for job in stale:
+            kind = self.kinds.get(job.kind)
+            if kind and kind.finish:
+                ctx = JobContext(job.id, job.kind, job.team_id, job.params, self)
+                try:
+                    await kind.finish(ctx, "interrupted", "interrupted", job.error_message)
+                except Exception:
+                    log.exception("reconcile finisher failed", job_id=job.id)
+            log.warning("job interrupted by restart", job_id=job.id, kind=job.kind)
+        for job_id in queued:
+            self.submit(job_id)
+
+    # -- API ---------------------------------------------------------------------------------
+    def submit(self, job_id: int) -> None:
+        """Call after the transaction that created the job committed."""
+        self._queue.put_nowait(job_id)
+
+    async def signal_cancel(self, job_id: int) -> None:
+        """After a transaction marked the job `cancel_requested` (see jobs.service): stop it
+        if it runs here; if it was still queued (now `cancelled`), run its finisher."""
+        task = self._running.get(job_id)
+        if task is not None:
+            task.cancel()
+            return
+        async with self.db.read_session() as session:
+            job = await session.get(Job, job_id)
+        if job is not None and job.status == "cancelled" and job.started_at is None:
+            await self._finish(job_id, "cancelled", "cancelled", job.error_message)
+
+    async def wait(self, job_id: int, limit_seconds: float = 300) -> Job:
+        """Poll until the job ends (tests and the CLI)."""
+        deadline = asyncio.get_running_loop().time() + limit_seconds
+        while True:
+            async with self.db.read_session() as session:
+                job = await session.get(Job, job_id)
+            if job is not None and job.status in TERMINAL:
+                return job
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status if job else 'missing'}")
+            await asyncio.sleep(0.1)
+
+    async def write(self, job_id: int, **values: Any) -> None:
+        async with self.db.write_session() as session:
+            await session.execute(update(Job).where(Job.id == job_id).values(**values))
+            await session.commit()
+
+    def publish(self, ctx: JobContext, type_: str, data: dict[str, Any]) -> None:
+        self.events.publish(
+            Event(type_, {"job_id": ctx.job_id, "kind": ctx.kind, **data}, team_id=ctx.team_id)
+        )
+
+    # -- internals -------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            try:
+                await self._run_one(job_id)
+            except Exception:
+                log.exception("job runner error", job_id=job_id)
+
+    async def _claim(self, job_id: int) -> Job | None:
+        async with self.db.write_session() as session:
+            now = utcnow()
+            claimed = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(
+                    status="running",
+                    worker=self.worker_id,
+                    started_at=now,
+                    heartbeat_at=now,
+                    phase="starting",
+                )
+            )
+            await session.commit()
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return await session.get(Job, job_id)
+
+    async def _run_one(self, job_id: int) -> None:
+        async with self.db.read_session() as session:
+            job = await session.get(Job, job_id)
+        if job is None or job.status != "queued":
+            return
+        lock = self._locks.setdefault(job.lock_key or f"job:{job_id}", asyncio.Lock())
+        async with lock:  # one job per target: later ones wait here, still `queued`
+            claimed = await self._claim(job_id)
+            if claimed is None:
+                return
+            kind = self.kinds.get(claimed.kind)
+            ctx = JobContext(claimed.id, claimed.kind, claimed.team_id, claimed.params, self)
+            if kind is None:
+                await self._end(ctx, "failed", "unknown_kind", f"no handler for '{claimed.kind}'")
+                return
+            self.publish(ctx, "job.started", {"status": "running"})
+            heartbeat = asyncio.create_task(self._heartbeat(job_id))
+            task = asyncio.create_task(kind.run(ctx))
+            self._running[job_id] = task
+            try:
+                result = await task
+            except asyncio.CancelledError:
+                if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise  # the runner itself is stopping
+                await self._end(ctx, "cancelled", "cancelled", "cancelled by request")
+            except JobFailed as failed:
+                await self._end(ctx, "failed", failed.code, failed.message, failed.result)
+            except Exception as exc:
+                log.exception("job crashed", job_id=job_id, kind=claimed.kind)
+                await self._end(
+                    ctx,
+                    "failed",
+                    "internal_error",
+                    f"unexpected error ({type(exc).__name__}); see the server log",
+                )
+            else:
+                await self._end(ctx, "succeeded", None, None, result)
+            finally:
+                self._running.pop(job_id, None)
+                heartbeat.cancel()
+
+    async def _heartbeat(self, job_id: int) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await self.write(job_id, heartbeat_at=utcnow())
+
+    async def _end(
+        self,
+        ctx: JobContext,
+        status: str,
+        code: str | None,
+        message: str | None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        values: dict[str, Any] = {
+            "status": status,
+            "error_code": code,
+            "error_message": message,
+            "finished_at": utcnow(),
+            "phase": status,
+        }
+        if status == "succeeded":
+            values["progress"] = 100.0
+        if result is not None:
+            values["result"] = result
+        await self.write(ctx.job_id, **values)
+        await self._finish(ctx.job_id, status, code, message)
+
+    async def _finish(
+        self, job_id: int, status: str, code: str | None, message: str | None
+    ) -> None:
+        async with self.db.read_session() as session:
+            job = await session.get(Job, job_id)
+        if job is None:
+            return
+        ctx = JobContext(job.id, job.kind, job.team_id, job.params, self)
+        kind = self.kinds.get(job.kind)
+        if kind and kind.finish:
+            try:
+                await kind.finish(ctx, status, code, message)
+            except Exception:
+                log.exception("job finisher failed", job_id=job_id)
+        self.publish(
+            ctx, f"job.{status}", {"status": status, "error_code": code, "error_message": message}
+        )

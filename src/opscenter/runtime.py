@@ -1,0 +1,45 @@
+"""Assembling the running system: one context for the API server and the CLI alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from opscenter.backups.execute import BackupJobs
+from opscenter.bootstrap import BootstrapResult, bootstrap
+from opscenter.config import Settings
+from opscenter.core.context import AppContext
+from opscenter.core.db import Database
+from opscenter.core.events import EventBus
+from opscenter.core.ratelimit import RateLimiter
+from opscenter.core.security import Keyring
+from opscenter.jobs.runner import JobRunner
+
+
+def build_context(settings: Settings) -> AppContext:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keyring = Keyring.load_or_create(settings.keys_dir, settings.jwt_secret)
+    db = Database(settings.effective_database_url)
+    events = EventBus()
+    ctx = AppContext(
+        settings=settings,
+        db=db,
+        keyring=keyring,
+        limiter=RateLimiter(settings.redis_url, enabled=settings.rate_limit_enabled),
+        events=events,
+        runner=JobRunner(db, events, concurrency=settings.job_concurrency),
+    )
+    BackupJobs(ctx).register(ctx.runner)
+    return ctx
+
+
+@asynccontextmanager
+async def running(ctx: AppContext) -> AsyncIterator[BootstrapResult]:
+    """Migrate and seed, start the job runner; stop it and close the database after."""
+    result = await bootstrap(ctx.settings, ctx.db)
+    await ctx.runner.start()
+    try:
+        yield result
+    finally:
+        await ctx.runner.stop()
+        await ctx.db.dispose()

@@ -1,0 +1,207 @@
+"""Storage providers (seed 000): CRUD, test, space, and what the storage holds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+
+from opscenter.audit import service as audit
+from opscenter.auth.deps import origin_of, require
+from opscenter.backups import catalog
+from opscenter.core.context import SessionDep
+from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
+from opscenter.core.pagination import Page, Paging, PathId, paginate
+from opscenter.core.principal import Principal
+from opscenter.storage import service
+from opscenter.storage.schemas import (
+    ImportResult,
+    SpaceOut,
+    StorageCreate,
+    StorageOut,
+    StorageTest,
+    StorageTestResult,
+    StorageType,
+    StorageUpdate,
+    StoredArtifact,
+    StoredArtifacts,
+)
+
+router = APIRouter(prefix="/storage", tags=["Storage"])
+ReadStorage = Annotated[Principal, Depends(require("read:storage"))]
+WriteStorage = Annotated[Principal, Depends(require("write:storage"))]
+WRITE_ERRORS = responses(Conflict, InvalidInput, NotFound)
+
+
+@router.get("/providers", response_model=Page[StorageOut])
+async def list_providers(
+    principal: ReadStorage, session: SessionDep, paging: Paging
+) -> Page[StorageOut]:
+    rows, total = await paginate(session, service.providers_query(principal), paging)
+    return Page(
+        items=[service.storage_out(p) for p in rows],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.post(
+    "/providers",
+    response_model=StorageOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=WRITE_ERRORS,
+)
+async def create_provider(
+    body: StorageCreate, principal: WriteStorage, session: SessionDep, request: Request
+) -> StorageOut:
+    provider = await service.create_provider(session, principal, body)
+    await audit.record(
+        session,
+        action="storage.create",
+        actor=principal,
+        resource_type="storage",
+        resource_id=provider.id,
+        details={"name": provider.name, "type": provider.type, "config": provider.config},
+        origin=origin_of(request),
+    )
+    return service.storage_out(provider)
+
+
+@router.get("/providers/{provider_id}", response_model=StorageOut, responses=responses(NotFound))
+async def get_provider(
+    provider_id: PathId, principal: ReadStorage, session: SessionDep
+) -> StorageOut:
+    return service.storage_out(await service.get_provider(session, principal, provider_id))
+
+
+@router.put("/providers/{provider_id}", response_model=StorageOut, responses=WRITE_ERRORS)
+async def update_provider(
+    provider_id: PathId,
+    body: StorageUpdate,
+    principal: WriteStorage,
+    session: SessionDep,
+    request: Request,
+) -> StorageOut:
+    provider, changed = await service.update_provider(session, principal, provider_id, body)
+    await audit.record(
+        session,
+        action="storage.update",
+        actor=principal,
+        resource_type="storage",
+        resource_id=provider.id,
+        details={"changed": changed},
+        origin=origin_of(request),
+    )
+    return service.storage_out(provider)
+
+
+@router.delete(
+    "/providers/{provider_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=responses(NotFound, Conflict),
+)
+async def delete_provider(
+    provider_id: PathId, principal: WriteStorage, session: SessionDep, request: Request
+) -> None:
+    provider = await service.delete_provider(session, principal, provider_id)
+    await audit.record(
+        session,
+        action="storage.delete",
+        actor=principal,
+        resource_type="storage",
+        resource_id=provider_id,
+        details={"name": provider.name},
+        origin=origin_of(request),
+    )
+
+
+@router.post("/test", response_model=StorageTestResult, responses=responses(NotFound, InvalidInput))
+async def test_storage(
+    body: StorageTest, principal: WriteStorage, session: SessionDep
+) -> StorageTestResult:
+    """Writes, reads back and deletes a small object, on a saved provider or a configuration."""
+    if body.provider_id is not None:
+        provider = await service.get_provider(session, principal, body.provider_id)
+        return await service.probe(service.backend(provider))
+    assert body.type is not None and body.config is not None
+    service.check_config(StorageType(body.type), body.config)
+    return await service.probe(service.backend_for(body.type, body.config.model_dump()))
+
+
+@router.get("/{provider_id}/space", response_model=SpaceOut, responses=responses(NotFound))
+async def space(provider_id: PathId, principal: ReadStorage, session: SessionDep) -> SpaceOut:
+    provider = await service.get_provider(session, principal, provider_id)
+    storage = service.backend(provider)
+    info = await storage.space()
+    used = count = 0
+    async for obj in storage.list():
+        used += obj.size
+        count += 1
+    return SpaceOut(
+        provider_id=provider.id,
+        total_bytes=info.total_bytes,
+        used_bytes=info.used_bytes,
+        free_bytes=info.free_bytes,
+        used_by_backups_bytes=used,
+        object_count=count,
+    )
+
+
+@router.get("/{provider_id}/backups", response_model=StoredArtifacts, responses=responses(NotFound))
+async def stored_backups(
+    provider_id: PathId, principal: ReadStorage, session: SessionDep
+) -> StoredArtifacts:
+    """Every artifact found in the storage by its manifest, known to the catalog or not."""
+    provider = await service.get_provider(session, principal, provider_id)
+    scan = await service.scan(service.backend(provider))
+    known = await service.catalog_keys(session, provider.id)
+    items = [
+        StoredArtifact(
+            key=m.key,
+            engine=m.engine,
+            database=m.database,
+            size_bytes=m.size_bytes,
+            sha256=m.sha256,
+            compression=m.compression,
+            encrypted=m.encrypted,
+            created_at=m.created_at,
+            in_catalog=m.key in known,
+            backup_id=known.get(m.key),
+        )
+        for m in scan.manifests
+    ]
+    return StoredArtifacts(
+        items=items,
+        total=len(items),
+        invalid=[{"key": k, "reason": r} for k, r in scan.invalid],
+        orphans=scan.orphans,
+    )
+
+
+@router.post(
+    "/{provider_id}/import",
+    response_model=ImportResult,
+    responses=responses(NotFound, InvalidInput),
+)
+async def import_catalog(
+    provider_id: PathId, principal: WriteStorage, session: SessionDep, request: Request
+) -> ImportResult:
+    """Rebuild catalog entries from the manifests in this storage (after losing the
+    metadata database). Artifacts the catalog already knows are left alone."""
+    provider = await service.get_provider(session, principal, provider_id)
+    adopted, invalid = await catalog.import_from_storage(session, principal, provider)
+    await audit.record(
+        session,
+        action="storage.import",
+        actor=principal,
+        resource_type="storage",
+        resource_id=provider.id,
+        details={"adopted": [b.id for b in adopted], "invalid": [k for k, _ in invalid]},
+        origin=origin_of(request),
+    )
+    return ImportResult(
+        imported=len(adopted),
+        backup_ids=[b.id for b in adopted],
+        invalid=[{"key": k, "reason": r} for k, r in invalid],
+    )

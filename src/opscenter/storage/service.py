@@ -1,0 +1,234 @@
+"""Storage providers: configuration, a backend for each, and what is stored in them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.backups.errors import BackupError
+from opscenter.backups.manifest import CatalogScan, scan_catalog
+from opscenter.core.errors import Conflict, InvalidInput
+from opscenter.core.principal import Principal
+from opscenter.core.scoping import check_team_access, get_readable, readable
+from opscenter.models import Backup, StorageProvider
+from opscenter.storage.backends import LocalStorage, StorageBackend, StorageError
+from opscenter.storage.schemas import (
+    StorageConfig,
+    StorageCreate,
+    StorageOut,
+    StorageTestResult,
+    StorageType,
+    StorageUpdate,
+)
+
+DEFAULT_NAME = "local"
+_UNC = re.compile(r"^(\\\\|//)[^\\/]+[\\/][^\\/]+")
+
+
+def storage_out(provider: StorageProvider) -> StorageOut:
+    return StorageOut(
+        id=provider.id,
+        team_id=provider.team_id,
+        name=provider.name,
+        type=provider.type,
+        config=provider.config,
+        has_credentials=bool(provider.secret_fields),
+        is_default=provider.is_default,
+        is_active=provider.is_active,
+        created_at=provider.created_at,
+        updated_at=provider.updated_at,
+    )
+
+
+def check_config(type: StorageType, config: StorageConfig) -> None:
+    """Reject what cannot work, with what to do instead."""
+    if _UNC.match(config.path):
+        raise InvalidInput(
+            f"{config.path} is a network share name, not a mounted path: mount it on this "
+            "host first (for example `mount -t cifs //server/share /mnt/backups`) and give "
+            "the mount point"
+        )
+    if not config.path.startswith("/"):
+        raise InvalidInput("path must be absolute")
+    if ".." in Path(config.path).parts:
+        raise InvalidInput("path must not contain '..'")
+    if type == StorageType.NETWORK and not os.path.ismount(config.path):
+        raise InvalidInput(
+            f"{config.path} is not a mount point: mount the network share there first"
+        )
+
+
+def backend_for(type: str, config: dict[str, str]) -> StorageBackend:
+    root = Path(config["path"])
+    prefix = config.get("prefix", "").strip("/")
+    return LocalStorage(root / prefix if prefix else root)
+
+
+def backend(provider: StorageProvider) -> StorageBackend:
+    return backend_for(provider.type, provider.config)
+
+
+def providers_query(principal: Principal) -> Select[StorageProvider]:
+    return readable(select(StorageProvider), StorageProvider, principal).order_by(
+        StorageProvider.id
+    )
+
+
+async def get_provider(
+    session: AsyncSession, principal: Principal, provider_id: int
+) -> StorageProvider:
+    return await get_readable(
+        session, StorageProvider, provider_id, principal, name="Storage provider"
+    )
+
+
+async def _unset_other_defaults(session: AsyncSession, provider: StorageProvider) -> None:
+    await session.execute(
+        update(StorageProvider)
+        .where(StorageProvider.team_id == provider.team_id, StorageProvider.id != provider.id)
+        .values(is_default=False)
+    )
+
+
+async def _ensure_unique_name(
+    session: AsyncSession, team_id: int, name: str, exclude: int | None = None
+) -> None:
+    stmt = select(StorageProvider.id).where(
+        StorageProvider.team_id == team_id, StorageProvider.name == name
+    )
+    if exclude is not None:
+        stmt = stmt.where(StorageProvider.id != exclude)
+    if await session.scalar(stmt.limit(1)) is not None:
+        raise Conflict(f"A storage provider named '{name}' already exists in this team")
+
+
+async def create_provider(
+    session: AsyncSession, principal: Principal, data: StorageCreate
+) -> StorageProvider:
+    team_id = data.team_id or min(principal.team_ids, default=None)
+    if team_id is None:
+        raise InvalidInput("You belong to no team; give team_id")
+    check_team_access(principal, team_id)
+    check_config(data.type, data.config)
+    await _ensure_unique_name(session, team_id, data.name)
+    provider = StorageProvider(
+        team_id=team_id,
+        name=data.name,
+        type=data.type.value,
+        config=data.config.model_dump(),
+        is_default=data.is_default,
+    )
+    session.add(provider)
+    await session.flush()
+    if provider.is_default:
+        await _unset_other_defaults(session, provider)
+    return provider
+
+
+async def update_provider(
+    session: AsyncSession, principal: Principal, provider_id: int, data: StorageUpdate
+) -> tuple[StorageProvider, list[str]]:
+    provider = await get_provider(session, principal, provider_id)
+    changed = []
+    if data.name is not None and data.name != provider.name:
+        await _ensure_unique_name(session, provider.team_id, data.name, provider.id)
+        provider.name = data.name
+        changed.append("name")
+    if data.config is not None:
+        check_config(StorageType(provider.type), data.config)
+        provider.config = data.config.model_dump()
+        changed.append("config")
+    if data.is_active is not None and data.is_active != provider.is_active:
+        provider.is_active = data.is_active
+        changed.append("is_active")
+    if data.is_default is not None and data.is_default != provider.is_default:
+        provider.is_default = data.is_default
+        changed.append("is_default")
+        if data.is_default:
+            await _unset_other_defaults(session, provider)
+    await session.flush()
+    return provider, changed
+
+
+async def delete_provider(
+    session: AsyncSession, principal: Principal, provider_id: int
+) -> StorageProvider:
+    provider = await get_provider(session, principal, provider_id)
+    await session.delete(provider)
+    await session.flush()
+    return provider
+
+
+async def probe(storage: StorageBackend) -> StorageTestResult:
+    """Write, read back and delete a small object: what a backup needs, end to end."""
+    started = time.perf_counter()
+    key = f".opscenter-probe/{uuid.uuid4().hex}"
+    payload = os.urandom(4096)
+    try:
+        async with await storage.open_writer(key) as writer:
+            await writer.write(payload)
+            await writer.commit()
+        async with await storage.open_reader(key) as reader:
+            echoed = await reader.read(len(payload) + 1)
+        await storage.delete(key)
+    except StorageError as err:
+        return StorageTestResult(
+            success=False,
+            message=str(err),
+            code=err.code,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+        )
+    ok = echoed == payload
+    return StorageTestResult(
+        success=ok,
+        message="Wrote, read back and deleted a test object"
+        if ok
+        else "The object read back differs from what was written",
+        latency_ms=round((time.perf_counter() - started) * 1000),
+        code=None if ok else "corrupt",
+    )
+
+
+async def scan(storage: StorageBackend) -> CatalogScan:
+    try:
+        return await scan_catalog(storage)
+    except BackupError as err:
+        raise InvalidInput(str(err)) from None
+
+
+async def ensure_default_provider(session: AsyncSession, team_id: int, data_dir: Path) -> None:
+    """First start: a local provider under the data dir, so backups work out of the box."""
+    exists = await session.scalar(
+        select(StorageProvider.id).where(StorageProvider.team_id == team_id).limit(1)
+    )
+    if exists is not None:
+        return
+    root = (data_dir / "backups").resolve()
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    session.add(
+        StorageProvider(
+            team_id=team_id,
+            name=DEFAULT_NAME,
+            type=StorageType.LOCAL.value,
+            config={"path": str(root), "prefix": ""},
+            is_default=True,
+        )
+    )
+    await session.flush()
+
+
+async def catalog_keys(session: AsyncSession, provider_id: int) -> dict[str, int]:
+    """Storage key -> backup id of what the catalog knows in this storage."""
+    rows = await session.execute(
+        select(Backup.storage_key, Backup.id).where(
+            Backup.storage_id == provider_id, Backup.storage_key.is_not(None)
+        )
+    )
+    return {key: backup_id for key, backup_id in rows.all() if key}

@@ -1,0 +1,150 @@
+"""Test doubles that wrap the real runner and storage (fault injection, observation)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from opscenter.backups.errors import ErrorCode
+from opscenter.backups.runner import Command, CommandRunner, LocalProcess, LocalRunner
+from opscenter.backups.sources import DumpPlan, Engine
+from opscenter.storage.backends import LocalStorage, StorageError
+
+
+class RecordingRunner(LocalRunner):
+    """A LocalRunner that remembers every process it started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[LocalProcess] = []
+        self.commands: list[Command] = []
+
+    async def start(
+        self, command: Command, *, stdin: int | None = None, stdout: int | None = None
+    ) -> LocalProcess:
+        self.commands.append(command)
+        proc = await super().start(command, stdin=stdin, stdout=stdout)
+        self.started.append(proc)
+        return proc
+
+
+class _HookedWriter:
+    def __init__(self, inner: Any, storage: HookedStorage) -> None:
+        self._inner = inner
+        self._storage = storage
+        self.key = inner.key
+
+    @property
+    def bytes_written(self) -> int:
+        return int(self._inner.bytes_written)
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        s = self._storage
+        if s.fail_after is not None and self._inner.bytes_written + len(data) > s.fail_after:
+            raise StorageError("disk_full", "injected: no space left on device")
+        if s.delay:
+            await asyncio.sleep(s.delay)
+        await self._inner.write(data)
+        if s.on_write is not None:
+            s.on_write(self._inner.bytes_written)
+
+    async def commit(self) -> Any:
+        return await self._inner.commit()
+
+    async def abort(self) -> None:
+        await self._inner.abort()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._inner.__aexit__(et, e, tb)
+
+
+class HookedStorage(LocalStorage):
+    """LocalStorage whose writers can be slowed, observed, or made to fail."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.delay = 0.0
+        self.on_write: Callable[[int], None] | None = None
+        self.fail_after: int | None = None
+
+    async def open_writer(self, key: str, *, overwrite: bool = False) -> Any:  # type: ignore[override]
+        inner = await super().open_writer(key, overwrite=overwrite)
+        if key.endswith(".manifest.json"):
+            return inner
+        return _HookedWriter(inner, self)
+
+
+@dataclass(frozen=True)
+class ShellSource:
+    """A fake dump source running a shell snippet (slow, stalling or failing dumps)."""
+
+    script: str
+    engine: Engine = Engine.FILES
+
+    @property
+    def label(self) -> str:
+        return "shell"
+
+    async def plan(self, runner: CommandRunner) -> DumpPlan:
+        return DumpPlan(
+            command=Command(("sh", "-c", self.script)),
+            engine=self.engine,
+            database="shell",
+            tool="sh",
+            tool_version="sh",
+            server_version=None,
+            extension="tar",
+            dump_format="tar",
+        )
+
+    def classify_failure(self, returncode: int, stderr: str) -> ErrorCode:
+        return ErrorCode.DUMP_FAILED
+
+
+def process_gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc."""
+    import os
+
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        state, pg = fields[0], int(fields[2])
+        if pg == pgid and state not in ("Z", "X"):
+            out.append(int(entry))
+    return out
+
+
+def group_gone(pgid: int, wait: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + wait
+    while group_members(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -1,0 +1,293 @@
+"""Storage, tool selection, runner secrets, codecs: no database needed."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from opscenter.backups.crypto import (
+    generate_identity,
+    key_id,
+    load_identity_file,
+    recipient_of,
+    write_identity_file,
+)
+from opscenter.backups.errors import BackupError, ErrorCode, scrub
+from opscenter.backups.runner import Command, LocalRunner, SecretFile
+from opscenter.backups.sources import (
+    MySQLConnection,
+    classify_mysql_error,
+    classify_pg_error,
+    select_pg_tool,
+)
+from opscenter.backups.streams import (
+    Aborted,
+    Channel,
+    Compression,
+    Decompressor,
+    ZstdFrameTracker,
+    make_compressor,
+)
+from opscenter.storage.backends import LocalStorage, StorageError, validate_key
+
+# ------------------------------------------------------------------ storage
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "/abs",
+        "a/../b",
+        "..",
+        "a//b",
+        "a/./b",
+        "a\\b",
+        "x\x00",
+        ".hidden",
+        "a/b.partial",
+        "-x",
+        "a/ b",
+    ],
+)
+def test_invalid_keys_refused(key):
+    with pytest.raises(StorageError) as info:
+        validate_key(key)
+    assert info.value.code == "invalid_key"
+
+
+async def test_local_storage_atomic_write_abort_and_list(tmp_path):
+    st = LocalStorage(tmp_path)
+    w = await st.open_writer("pg/db/one.dump")
+    await w.write(b"hello ")
+    await w.write(b"world")
+    assert not (tmp_path / "pg/db/one.dump").exists()  # invisible until commit
+    assert next(p.name for p in (tmp_path / "pg/db").iterdir()).endswith(".partial")
+    info = await w.commit()
+    assert info.size == 11 and (tmp_path / "pg/db/one.dump").read_bytes() == b"hello world"
+
+    w2 = await st.open_writer("pg/db/two.dump")
+    await w2.write(b"partial")
+    await w2.abort()
+    assert sorted(p.name for p in (tmp_path / "pg/db").iterdir()) == ["one.dump"]
+
+    with pytest.raises(StorageError) as exc:
+        await st.open_writer("pg/db/one.dump")
+    assert exc.value.code == "exists"
+
+    async with await st.open_writer("pg/db/three.dump") as w3:
+        await w3.write(b"x")
+        with pytest.raises(RuntimeError):
+            async with w3:
+                raise RuntimeError("boom")
+    assert not (tmp_path / "pg/db/three.dump").exists()
+
+    keys = [i.key async for i in st.list("pg/")]
+    assert keys == ["pg/db/one.dump"]
+    assert [i.key async for i in st.list("pg/db/o")] == ["pg/db/one.dump"]
+    assert [i.key async for i in st.list("other/")] == []
+
+    r = await st.open_reader("pg/db/one.dump", offset=6, length=3)
+    async with r:
+        assert await r.read() == b"wor"
+        assert await r.read() == b""
+    assert (await st.stat("pg/db/one.dump")).size == 11
+    await st.delete("pg/db/one.dump")
+    await st.delete("pg/db/one.dump")  # idempotent
+    assert not await st.exists("pg/db/one.dump")
+    space = await st.space()
+    assert space.free_bytes and space.total_bytes and space.free_bytes <= space.total_bytes
+
+
+async def test_cleanup_partials(tmp_path):
+    st = LocalStorage(tmp_path)
+    w = await st.open_writer("a/b")
+    await w.write(b"x")
+    # Simulate a crash: the writer is never committed or aborted.
+    assert await st.cleanup_partials() == 1
+    assert list((tmp_path / "a").iterdir()) == []
+
+
+async def test_symlinked_dir_cannot_escape_root(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "evil").symlink_to(outside)
+    st = LocalStorage(root)
+    with pytest.raises(StorageError) as info:
+        await st.open_writer("evil/x")
+    assert info.value.code == "invalid_key"
+
+
+# ------------------------------------------------------------------ tool selection
+
+
+def _fake_pg(bindir: Path, name: str, version: str) -> None:
+    bindir.mkdir(parents=True, exist_ok=True)
+    exe = bindir / name
+    exe.write_text(f"#!/bin/sh\necho '{name} (PostgreSQL) {version}'\n")
+    exe.chmod(0o755)
+
+
+class _NoPathRunner(LocalRunner):
+    async def which(self, name: str) -> str | None:
+        return None
+
+
+async def test_select_newest_pg_dump_at_least_server(tmp_path):
+    for v in ("13.9", "15.4", "16.2"):
+        _fake_pg(tmp_path / v.split(".")[0] / "bin", "pg_dump", v)
+    globs = (str(tmp_path / "*" / "bin"),)
+    runner = _NoPathRunner()
+    tool = await select_pg_tool(runner, "pg_dump", 15, globs)
+    assert tool.major == 16 and tool.path.endswith("16/bin/pg_dump")
+    with pytest.raises(BackupError) as info:
+        await select_pg_tool(runner, "pg_dump", 17, globs)
+    assert info.value.code is ErrorCode.TOOL_VERSION
+    assert "PostgreSQL 17" in info.value.message and "16" in info.value.message
+    with pytest.raises(BackupError) as info:
+        await select_pg_tool(runner, "pg_dump", 15, (str(tmp_path / "none" / "*"),))
+    assert info.value.code is ErrorCode.TOOL_MISSING
+
+
+def test_error_classification():
+    assert (
+        classify_pg_error(
+            'pg_dump: error: connection to server at "127.0.0.1", port 5432 failed: '
+            'FATAL:  password authentication failed for user "x"'
+        )
+        is ErrorCode.AUTH_FAILED
+    )
+    assert (
+        classify_pg_error('connection to server at "127.0.0.1", port 1 failed: Connection refused')
+        is ErrorCode.UNREACHABLE
+    )
+    assert classify_pg_error('FATAL:  database "nope" does not exist') is (
+        ErrorCode.DATABASE_MISSING
+    )
+    assert (
+        classify_pg_error("pg_dump: error: aborting because of server version mismatch")
+        is ErrorCode.TOOL_VERSION
+    )
+    assert (
+        classify_mysql_error(
+            "Got error: 1045: Access denied for user 'u'@'h' (using password: YES)"
+        )
+        is ErrorCode.AUTH_FAILED
+    )
+    assert classify_mysql_error("Got error: 1049: \"Unknown database 'x'\"") is (
+        ErrorCode.DATABASE_MISSING
+    )
+
+
+def test_scrub():
+    text = "failed: postgresql://u:hunter2@h/db password=hunter3 PGPASSWORD='x y' s3kr1t"
+    out = scrub(text, ["s3kr1t"])
+    for secret in ("hunter2", "hunter3", "x y", "s3kr1t"):
+        assert secret not in out
+    ident = generate_identity()
+    assert ident not in scrub(f"oops {ident}")
+
+
+# ------------------------------------------------------------------ runner secrets
+
+
+async def test_secret_file_is_private_and_removed():
+    conn = MySQLConnection("127.0.0.1", "db", password='pa"ss\\word')
+    f = conn.defaults_file()
+    assert b'password="pa\\"ss\\\\word"' in f.content
+    runner = LocalRunner()
+    cmd = Command(("sh", "-c", 'stat -c %a "$0"; cat "$0"', f.ref), secret_files=(f,))
+    res = await runner.run(cmd)
+    mode, _, content = res.stdout.decode().partition("\n")
+    assert mode == "600" and "password=" in content
+    # The file is gone after the run.
+    path_line = await runner.run(Command(("sh", "-c", 'echo "$0"', f.ref), secret_files=(f,)))
+    assert not os.path.exists(path_line.stdout.decode().strip())
+    assert 'pa"ss' not in Command(("x", f.ref), secret_files=(f,), secrets=('pa"ss',)).display()
+    _ = SecretFile
+
+
+def test_identity_file_roundtrip(tmp_path):
+    ident = generate_identity()
+    p = write_identity_file(ident, tmp_path / "key.txt")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert load_identity_file(p) == ident
+    assert recipient_of(ident) in p.read_text()
+    assert key_id(recipient_of(ident)).startswith("age-x25519:")
+    with pytest.raises(FileExistsError):
+        write_identity_file(ident, p)
+
+
+# ------------------------------------------------------------------ codecs and channels
+
+
+@pytest.mark.parametrize("kind", list(Compression))
+def test_codec_roundtrip_and_truncation(kind):
+    data = b"".join(b"row %d some text\n" % i for i in range(200_000)) + os.urandom(200_000)
+    comp = make_compressor(kind)
+    blob = b"".join(comp.compress(data[i : i + 65536]) for i in range(0, len(data), 65536))
+    blob += comp.flush()
+    out: list[bytes] = []
+    dec = Decompressor(kind, out.append)
+    for i in range(0, len(blob), 10_000):
+        dec.feed(blob[i : i + 10_000])
+    dec.finish()
+    assert b"".join(out) == data
+    assert max(len(b) for b in out) <= 1 << 20
+    if kind is not Compression.NONE:
+        dec = Decompressor(kind, lambda b: None)
+        dec.feed(blob[:-3])
+        with pytest.raises(BackupError) as info:
+            dec.finish()
+        assert info.value.code is ErrorCode.DECOMPRESS_FAILED
+
+
+def test_zstd_frame_tracker_every_cut():
+    comp = make_compressor(Compression.ZSTD)
+    blob = comp.compress(os.urandom(300_000) + bytes(300_000)) + comp.flush()
+    whole = ZstdFrameTracker()
+    whole.feed(blob)
+    assert whole.complete
+    for cut in range(1, len(blob), max(1, len(blob) // 200)):
+        t = ZstdFrameTracker()
+        t.feed(blob[:cut])
+        assert not t.complete, cut
+
+
+def test_channel_abort_wakes_blocked_threads():
+    import threading
+
+    ch = Channel(1)
+    ch.put(b"a")
+    errors: list[BaseException] = []
+
+    def producer() -> None:
+        try:
+            ch.put(b"b")  # blocks: channel full
+        except Aborted as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=producer)
+    t.start()
+    ch.abort()
+    t.join(2)
+    assert not t.is_alive() and errors
+
+
+async def test_concurrent_writers_same_key_one_wins(tmp_path):
+    st = LocalStorage(tmp_path)
+    a = await st.open_writer("k/x")
+    b = await st.open_writer("k/x")
+    await a.write(b"a")
+    await b.write(b"b")
+    await a.commit()
+    with pytest.raises(StorageError) as info:
+        await b.commit()
+    assert info.value.code == "exists"
+    assert (tmp_path / "k/x").read_bytes() == b"a"
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["x"]
