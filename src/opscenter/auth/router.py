@@ -66,8 +66,9 @@ async def login(
     body: LoginRequest, request: Request, response: Response, ctx: Ctx, session: SessionDep
 ) -> TokenPair:
     """Log in by `username` or `email`. Returns a token pair and sets the session cookie."""
+    account = await service.login_limit_key(session, body.identifier)
     for rule, scope in (
-        (ctx.settings.rate_limit_login_account, f"account:{body.identifier}"),
+        (ctx.settings.rate_limit_login_account, f"account:{account}"),
         (ctx.settings.rate_limit_login_address, f"address:{client_ip(request)}"),
     ):
         verdict = await ctx.limiter.hit(rule, "login", scope)

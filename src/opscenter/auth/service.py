@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.auth.deps import load_user
@@ -16,6 +17,18 @@ from opscenter.core.security import Keyring, new_token, sha256_hex, verify_passw
 from opscenter.models import RefreshToken, User
 
 REFRESH_PREFIX = "ocr_"
+
+
+def _new_refresh_token(session_version: int) -> str:
+    """`ocr_<session version>_<random>`. The stored digest covers the version, so it cannot
+    be edited: a token issued before a password change, role change or disable (each bumps
+    the user's session version) can no longer be exchanged, like the access tokens."""
+    return new_token(f"{REFRESH_PREFIX}{session_version}_")
+
+
+def _session_version_of(raw_token: str) -> int | None:
+    version, sep, _ = raw_token.removeprefix(REFRESH_PREFIX).partition("_")
+    return int(version) if sep and version.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -45,15 +58,24 @@ class RefreshRejected(Exception):
         self.user_id = user_id
 
 
+def _named(identifier: str) -> ColumnElement[bool]:
+    return or_(func.lower(User.username) == identifier, func.lower(User.email) == identifier)
+
+
+async def login_limit_key(session: AsyncSession, identifier: str) -> str:
+    """The per-account login rate-limit bucket: one per account, whether it is named by
+    username or by email (a name that matches no account has its own)."""
+    user_id = await session.scalar(select(User.id).where(_named(identifier)).limit(1))
+    return f"user:{user_id}" if user_id is not None else f"name:{identifier}"
+
+
 async def authenticate_password(session: AsyncSession, identifier: str, password: str) -> User:
     """The password is always checked, against a dummy hash for unknown users, so the
     time taken does not reveal whether an account exists."""
-    user = await session.scalar(
-        select(User).where(
-            or_(func.lower(User.username) == identifier, func.lower(User.email) == identifier)
-        )
-    )
-    ok = verify_password(user.password_hash if user else None, password)
+    user = await session.scalar(select(User).where(_named(identifier)))
+    # argon2 takes a few hundred ms of CPU: off the event loop, or every login stalls
+    # every other request of this process.
+    ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
     if user is None or not ok:
         raise LoginFailed("bad_credentials", user)
     if not user.is_active:
@@ -75,7 +97,7 @@ async def _issue(
     user = await load_user(session, user_id)
     assert user is not None
     now = utcnow()
-    refresh = new_token(REFRESH_PREFIX)
+    refresh = _new_refresh_token(user.session_version)
     refresh_ttl = timedelta(hours=settings.jwt_expiration_hours)
     session.add(
         RefreshToken(
@@ -130,7 +152,19 @@ async def rotate_refresh(
     user = await load_user(session, token.user_id)
     if user is None or not user.is_active:
         raise RefreshRejected("user_disabled", user_id=token.user_id)
-    token.used_at = now
+    if _session_version_of(raw_token) != user.session_version:
+        raise RefreshRejected("session_ended", user_id=token.user_id)
+    # Claim the token atomically: of concurrent requests presenting it, exactly one wins
+    # (PostgreSQL re-checks the condition after the winner commits); the others are reuse.
+    claimed = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == token.id, RefreshToken.used_at.is_(None))
+        .values(used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        await revoke_family(session, token.family_id)
+        raise RefreshRejected("reused", reused=True, user_id=token.user_id)
     return await _issue(session, keyring, settings, user.id, token.family_id)
 
 

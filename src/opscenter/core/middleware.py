@@ -170,14 +170,21 @@ class RateLimitMiddleware:
         api_key = headers.get(b"x-api-key")
         if api_key:
             return "key:" + sha256_hex(api_key.decode("latin-1"))[:24]
-        client = scope.get("client")
-        return "ip:" + (client[0] if client else "unknown")
+        return _address(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
         caller = self._caller(scope)
+        address = _address(scope)
+        # An API key is only checked after this middleware, so each made-up key would get a
+        # fresh budget: keys that fail authentication count against the address, and once
+        # they have spent its budget, unverified keys from there are limited as the address.
+        if caller.startswith("key:") and not await self.limiter.test(
+            self.default_rule, "all", address
+        ):
+            caller = address
         verdict = await self.limiter.hit(self.default_rule, "all", caller)
         if verdict.allowed and scope["method"] not in {"GET", "HEAD", "OPTIONS"}:
             write = await self.limiter.hit(self.write_rule, "write", caller)
@@ -186,8 +193,12 @@ class RateLimitMiddleware:
             await _send_limited(send, verdict)
             return
 
+        status = 0
+
         async def with_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [
                     (k.lower().encode(), v.encode())
@@ -198,6 +209,13 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+        if status == 401 and caller.startswith("key:"):
+            await self.limiter.hit(self.default_rule, "all", address)
+
+
+def _address(scope: Scope) -> str:
+    client = scope.get("client")
+    return "ip:" + (client[0] if client else "unknown")
 
 
 async def _send_limited(send: Send, verdict: Verdict) -> None:

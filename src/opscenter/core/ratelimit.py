@@ -49,5 +49,11 @@ class RateLimiter:
         stats = await self._strategy.get_window_stats(item, *identifiers)
         return Verdict(allowed, item.amount, max(0, stats.remaining), int(stats.reset_time) + 1)
 
+    async def test(self, rule: str, *identifiers: str) -> bool:
+        """Whether a hit would be allowed now, without counting one."""
+        if not self.enabled:
+            return True
+        return await self._strategy.test(parse(rule), *identifiers)
+
     async def reset(self) -> None:
         await self.storage.reset()

@@ -8,8 +8,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from opscenter.core.clock import utcnow
-from opscenter.core.errors import InvalidInput, NotFound
+from opscenter.core.clock import as_utc, utcnow
+from opscenter.core.errors import Forbidden, InvalidInput, NotFound
 from opscenter.core.principal import Principal
 from opscenter.core.security import new_token, sha256_hex
 from opscenter.models import ApiKey, User
@@ -53,13 +53,15 @@ async def create_key(
     session: AsyncSession, actor: Principal, data: TokenCreate
 ) -> tuple[ApiKey, str]:
     if actor.api_key_id is not None:
-        raise InvalidInput("An API key cannot create API keys; log in as a user")
+        raise Forbidden("An API key cannot create API keys; log in as a user")
     owner = await session.get(User, actor.user_id)
     assert owner is not None
     role = await role_by_name(session, data.role or actor.role)
     ensure_grantable(actor, role)
     now = utcnow()
-    expires_at = data.expires_at
+    # An offset-less timestamp is read as UTC (like every timestamp of this API) instead of
+    # failing the comparison below and the UTC column with a 500.
+    expires_at = as_utc(data.expires_at) if data.expires_at is not None else None
     if data.expires_in_days is not None:
         if expires_at is not None:
             raise InvalidInput("Give expires_at or expires_in_days, not both")
