@@ -195,7 +195,7 @@ def backup_verify(backup_id: int) -> None:
         if not backup.storage_key:
             err.print(f"[red]backup {backup_id} has no artifact ({backup.status})[/red]")
             return 1
-        storage = storage_service.backend(provider)
+        storage = storage_service.backend(provider, ctx.keyring)
         keys = backup_keys.load_or_create(ctx.keyring, ctx.settings.keys_dir)
         with err.status(f"verifying backup #{backup_id}"):
             manifest = await read_manifest(storage, backup.storage_key)

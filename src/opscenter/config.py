@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_env("ALLOWED_ORIGINS")
     )
 
+    # Hosts or networks (CIDR) that outgoing connections may reach although internal.
+    outbound_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="OPSCENTER_OUTBOUND_ALLOWLIST"
+    )
     admin_email: str = Field("admin@localhost", validation_alias="OPSCENTER_ADMIN_EMAIL")
     admin_password: str | None = Field(None, validation_alias="OPSCENTER_ADMIN_PASSWORD")
 
@@ -65,7 +69,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias="OPSCENTER_LOG_LEVEL")
     secure_cookies: bool = Field(False, validation_alias="OPSCENTER_SECURE_COOKIES")
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "outbound_allowlist", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -11,6 +11,7 @@ from opscenter.config import Settings
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
 from opscenter.core.events import EventBus
+from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
 from opscenter.jobs.runner import JobRunner
@@ -28,6 +29,7 @@ def build_context(settings: Settings) -> AppContext:
         limiter=RateLimiter(settings.redis_url, enabled=settings.rate_limit_enabled),
         events=events,
         runner=JobRunner(db, events, concurrency=settings.job_concurrency),
+        outbound=OutboundPolicy(settings.outbound_allowlist),
     )
     BackupJobs(ctx).register(ctx.runner)
     return ctx

@@ -10,11 +10,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.backups.errors import BackupError
-from opscenter.backups.manifest import Manifest, read_manifest, write_manifest
+from opscenter.backups.manifest import Manifest, write_manifest
 from opscenter.core.clock import as_utc
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
+from opscenter.core.security import Keyring
 from opscenter.models import Backup, Server, StorageProvider
 from opscenter.storage import service as storage_service
 from opscenter.storage.backends import StorageError
@@ -66,10 +66,10 @@ async def backup_from_manifest(
 
 
 async def import_from_storage(
-    session: AsyncSession, principal: Principal, provider: StorageProvider
+    session: AsyncSession, keyring: Keyring, principal: Principal, provider: StorageProvider
 ) -> tuple[list[Backup], list[tuple[str, str]]]:
     """Adopt every artifact whose manifest is valid and which the catalog lacks."""
-    scan = await storage_service.scan(storage_service.backend(provider))
+    scan = await storage_service.scan(storage_service.backend(provider, keyring))
     known = await storage_service.catalog_keys(session, provider.id)
     adopted = [
         await backup_from_manifest(session, principal, provider, m)
@@ -81,6 +81,7 @@ async def import_from_storage(
 
 async def import_upload(
     session: AsyncSession,
+    keyring: Keyring,
     principal: Principal,
     provider: StorageProvider,
     manifest: Manifest,
@@ -93,7 +94,7 @@ async def import_upload(
     )
     if await session.scalar(known):
         raise Conflict(f"The catalog already holds {manifest.key}")
-    storage = storage_service.backend(provider)
+    storage = storage_service.backend(provider, keyring)
     digest = hashlib.sha256()
     size = 0
     try:
@@ -118,10 +119,3 @@ async def import_upload(
             raise Conflict(f"{manifest.key} already exists in this storage") from None
         raise InvalidInput(f"The storage refused the upload: {err}") from None
     return await backup_from_manifest(session, principal, provider, manifest)
-
-
-async def manifest_of(provider: StorageProvider, key: str) -> Manifest:
-    try:
-        return await read_manifest(storage_service.backend(provider), key)
-    except BackupError as err:
-        raise InvalidInput(str(err)) from None

@@ -133,7 +133,7 @@ class BackupJobs:
         try:
             result = await run_backup(
                 _source(target, backup.database_name),
-                storage_service.backend(provider),
+                storage_service.backend(provider, self.app.keyring),
                 options=options,
                 runner=LocalRunner(),
             )
@@ -192,7 +192,7 @@ class BackupJobs:
         )
         if status == "interrupted":  # the process died mid-write: clear its temp files
             _, _, provider = await self._load(backup_id)
-            removed = await storage_service.backend(provider).cleanup_partials()
+            removed = await storage_service.backend(provider, self.app.keyring).cleanup_partials()
             async with self.app.db.write_session() as session:
                 await audit.record(
                     session,
@@ -215,7 +215,7 @@ class BackupJobs:
             raise JobFailed("not_found", "the target server or the backup's artifact is gone")
         target = servers.target_of(self.app.keyring, server)
         database = str(params["target_database"])
-        storage = storage_service.backend(provider)
+        storage = storage_service.backend(provider, self.app.keyring)
         runner = LocalRunner()
         try:
             manifest = await read_manifest(storage, backup.storage_key)

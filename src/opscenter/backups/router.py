@@ -28,6 +28,7 @@ from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.storage import service as storage_service
 from opscenter.storage.backends import StorageError
+from opscenter.storage.s3 import S3Storage
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
 ReadBackups = Annotated[Principal, Depends(require("read:backups"))]
@@ -130,12 +131,12 @@ async def get_backup(backup_id: PathId, principal: ReadBackups, session: Session
     "/{backup_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(NotFound, Conflict)
 )
 async def delete_backup(
-    backup_id: PathId, principal: WriteBackups, session: SessionDep, request: Request
+    backup_id: PathId, principal: WriteBackups, session: SessionDep, ctx: Ctx, request: Request
 ) -> None:
     """Removes the artifact, then its manifest, then the catalog row (409 while in use)."""
     backup = await service.delete_backup(session, principal, backup_id)
     if backup.storage_key:
-        storage = storage_service.backend(await service.provider_of(session, backup))
+        storage = storage_service.backend(await service.provider_of(session, backup), ctx.keyring)
         try:
             await storage.delete(backup.storage_key)
             await storage.delete(manifest_key(backup.storage_key))
@@ -161,13 +162,23 @@ async def delete_backup(
 async def download_link(
     backup_id: PathId, principal: ReadBackups, session: SessionDep, ctx: Ctx, request: Request
 ) -> DownloadLink:
-    """A signed link, valid for 15 minutes, that streams the stored artifact."""
+    """A signed link, valid for 15 minutes: the storage's own presigned URL where it offers
+    one (S3), else ours, which streams the artifact through this server with Range support."""
     backup = await service.get_backup(session, principal, backup_id)
-    if backup.status != "completed":
+    if backup.status != "completed" or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups download")
     expires_at = service.download_expiry()
     expires = int(expires_at.timestamp())
-    signature = service.download_signature(ctx.keyring, backup.id, expires)
+    storage = storage_service.backend(await service.provider_of(session, backup), ctx.keyring)
+    if isinstance(storage, S3Storage):
+        url = await storage.presigned_url(
+            backup.storage_key,
+            int(expires - time.time()),
+            download_name=backup.storage_key.rsplit("/", 1)[-1],
+        )
+    else:
+        signature = service.download_signature(ctx.keyring, backup.id, expires)
+        url = f"/api/v1/backups/{backup.id}/file?expires={expires}&signature={signature}"
     await audit.record(
         session,
         action="backup.download_link",
@@ -176,10 +187,7 @@ async def download_link(
         resource_id=backup.id,
         origin=origin_of(request),
     )
-    return DownloadLink(
-        download_url=f"/api/v1/backups/{backup.id}/file?expires={expires}&signature={signature}",
-        expires_at=expires_at,
-    )
+    return DownloadLink(download_url=url, expires_at=expires_at)
 
 
 @router.get(
@@ -210,7 +218,7 @@ async def download_file(
     backup = await session.get(Backup, backup_id)
     if backup is None or not backup.storage_key or backup.size_bytes is None:
         raise NotFound("Backup", backup_id)
-    storage = storage_service.backend(await service.provider_of(session, backup))
+    storage = storage_service.backend(await service.provider_of(session, backup), ctx.keyring)
     size = backup.size_bytes
     start, end = 0, size - 1
     status_code = 200
@@ -322,6 +330,7 @@ async def import_backup(
     request: Request,
     principal: WriteBackups,
     session: SessionDep,
+    ctx: Ctx,
     manifest_header: Annotated[
         str,
         Header(
@@ -345,7 +354,9 @@ async def import_backup(
         provider = await service.default_storage(session, team_id)
     else:
         raise InvalidInput("Give storage_id: you belong to no team with a default storage")
-    backup = await catalog.import_upload(session, principal, provider, manifest, request.stream())
+    backup = await catalog.import_upload(
+        session, ctx.keyring, principal, provider, manifest, request.stream()
+    )
     await audit.record(
         session,
         action="backup.import",

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opscenter.config import Settings
 from opscenter.core.db import Database, session_scope
 from opscenter.core.events import EventBus
+from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
 
@@ -29,6 +30,7 @@ class AppContext:
     limiter: RateLimiter
     events: EventBus
     runner: JobRunner
+    outbound: OutboundPolicy
 
 
 def get_ctx(request: Request) -> AppContext:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, status
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.backups import catalog
-from opscenter.core.context import SessionDep
+from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
@@ -53,9 +53,10 @@ async def list_providers(
     responses=WRITE_ERRORS,
 )
 async def create_provider(
-    body: StorageCreate, principal: WriteStorage, session: SessionDep, request: Request
+    body: StorageCreate, principal: WriteStorage, session: SessionDep, ctx: Ctx, request: Request
 ) -> StorageOut:
-    provider = await service.create_provider(session, principal, body)
+    """Credentials are encrypted at rest and never returned (`has_credentials`)."""
+    provider = await service.create_provider(session, ctx.keyring, ctx.outbound, principal, body)
     await audit.record(
         session,
         action="storage.create",
@@ -82,8 +83,11 @@ async def update_provider(
     principal: WriteStorage,
     session: SessionDep,
     request: Request,
+    ctx: Ctx,
 ) -> StorageOut:
-    provider, changed = await service.update_provider(session, principal, provider_id, body)
+    provider, changed = await service.update_provider(
+        session, ctx.keyring, ctx.outbound, principal, provider_id, body
+    )
     await audit.record(
         session,
         action="storage.update",
@@ -118,21 +122,28 @@ async def delete_provider(
 
 @router.post("/test", response_model=StorageTestResult, responses=responses(NotFound, InvalidInput))
 async def test_storage(
-    body: StorageTest, principal: WriteStorage, session: SessionDep
+    body: StorageTest, principal: WriteStorage, session: SessionDep, ctx: Ctx
 ) -> StorageTestResult:
     """Writes, reads back and deletes a small object, on a saved provider or a configuration."""
     if body.provider_id is not None:
         provider = await service.get_provider(session, principal, body.provider_id)
-        return await service.probe(service.backend(provider))
-    assert body.type is not None and body.config is not None
-    service.check_config(StorageType(body.type), body.config)
-    return await service.probe(service.backend_for(body.type, body.config.model_dump()))
+        return await service.probe(service.backend(provider, ctx.keyring))
+    if body.provider is None:
+        raise InvalidInput("Give provider_id, or provider with type and config")
+    config = service.validated_config(
+        StorageType(body.provider.type), body.provider.config.model_dump(), ctx.outbound
+    )
+    credentials = getattr(body.provider, "credentials", None)
+    secrets = credentials.model_dump() if credentials else {}
+    return await service.probe(service.backend_for(body.provider.type, config, secrets))
 
 
 @router.get("/{provider_id}/space", response_model=SpaceOut, responses=responses(NotFound))
-async def space(provider_id: PathId, principal: ReadStorage, session: SessionDep) -> SpaceOut:
+async def space(
+    provider_id: PathId, principal: ReadStorage, session: SessionDep, ctx: Ctx
+) -> SpaceOut:
     provider = await service.get_provider(session, principal, provider_id)
-    storage = service.backend(provider)
+    storage = service.backend(provider, ctx.keyring)
     info = await storage.space()
     used = count = 0
     async for obj in storage.list():
@@ -150,11 +161,11 @@ async def space(provider_id: PathId, principal: ReadStorage, session: SessionDep
 
 @router.get("/{provider_id}/backups", response_model=StoredArtifacts, responses=responses(NotFound))
 async def stored_backups(
-    provider_id: PathId, principal: ReadStorage, session: SessionDep
+    provider_id: PathId, principal: ReadStorage, session: SessionDep, ctx: Ctx
 ) -> StoredArtifacts:
     """Every artifact found in the storage by its manifest, known to the catalog or not."""
     provider = await service.get_provider(session, principal, provider_id)
-    scan = await service.scan(service.backend(provider))
+    scan = await service.scan(service.backend(provider, ctx.keyring))
     known = await service.catalog_keys(session, provider.id)
     items = [
         StoredArtifact(
@@ -185,12 +196,12 @@ async def stored_backups(
     responses=responses(NotFound, InvalidInput),
 )
 async def import_catalog(
-    provider_id: PathId, principal: WriteStorage, session: SessionDep, request: Request
+    provider_id: PathId, principal: WriteStorage, session: SessionDep, ctx: Ctx, request: Request
 ) -> ImportResult:
     """Rebuild catalog entries from the manifests in this storage (after losing the
     metadata database). Artifacts the catalog already knows are left alone."""
     provider = await service.get_provider(session, principal, provider_id)
-    adopted, invalid = await catalog.import_from_storage(session, principal, provider)
+    adopted, invalid = await catalog.import_from_storage(session, ctx.keyring, principal, provider)
     await audit.record(
         session,
         action="storage.import",

@@ -1,38 +1,73 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints
 
 from opscenter.core.schemas import Id, InputModel, Name, OutputModel, UtcDatetime
 
 AbsPath = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Prefix = Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9._/-]*$")]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 
 
 class StorageType(StrEnum):
     LOCAL = "local"
     NETWORK = "network"
+    S3 = "s3"
 
 
-class StorageConfig(InputModel):
-    """Where the artifacts go. `local`: a directory; `network`: a mounted share's path."""
+class PathConfig(InputModel):
+    """`local`: a directory; `network`: the mount point of a network share."""
 
     path: AbsPath
-    prefix: Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9._/-]*$")] = ""
+    prefix: Prefix = ""
 
 
-class StorageCreate(InputModel):
+class S3Config(InputModel):
+    bucket: Annotated[
+        str,
+        StringConstraints(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$"),
+    ]
+    endpoint_url: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="Any S3-compatible endpoint; empty for AWS"
+    )
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "us-east-1"
+    prefix: Prefix = ""
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    verify_tls: bool = True
+
+
+class S3Credentials(InputModel):
+    access_key_id: Secret
+    secret_access_key: Secret
+
+
+class PathStorageCreate(InputModel):
     name: Name
-    type: StorageType
-    config: StorageConfig
+    type: Literal[StorageType.LOCAL, StorageType.NETWORK]
+    config: PathConfig
     is_default: bool = False
     team_id: Id | None = None
 
 
+class S3StorageCreate(InputModel):
+    name: Name
+    type: Literal[StorageType.S3]
+    config: S3Config
+    credentials: S3Credentials | None = None
+    is_default: bool = False
+    team_id: Id | None = None
+
+
+StorageCreate = Annotated[PathStorageCreate | S3StorageCreate, Field(discriminator="type")]
+
+
 class StorageUpdate(InputModel):
     name: Name | None = None
-    config: StorageConfig | None = None
+    config: dict[str, Any] | None = Field(None, description="The type's whole config")
+    credentials: dict[str, Secret] | None = Field(None, description="Replaces stored ones")
     is_default: bool | None = None
     is_active: bool | None = None
 
@@ -41,14 +76,7 @@ class StorageTest(InputModel):
     """Test a saved provider (`provider_id`) or a configuration before saving it."""
 
     provider_id: Id | None = None
-    type: StorageType | None = None
-    config: StorageConfig | None = None
-
-    @model_validator(mode="after")
-    def _one_of(self) -> StorageTest:
-        if (self.provider_id is None) == (self.type is None or self.config is None):
-            raise ValueError("give provider_id, or type and config")
-        return self
+    provider: StorageCreate | None = None
 
 
 class StorageOut(OutputModel):

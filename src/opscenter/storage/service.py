@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Select, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import CatalogScan, scan_catalog
 from opscenter.core.errors import Conflict, InvalidInput
+from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
+from opscenter.core.security import Keyring
 from opscenter.models import Backup, StorageProvider
 from opscenter.storage.backends import LocalStorage, StorageBackend, StorageError
+from opscenter.storage.s3 import S3Storage
 from opscenter.storage.schemas import (
-    StorageConfig,
+    PathConfig,
+    S3Config,
+    S3Credentials,
     StorageCreate,
     StorageOut,
     StorageTestResult,
@@ -47,7 +55,7 @@ def storage_out(provider: StorageProvider) -> StorageOut:
     )
 
 
-def check_config(type: StorageType, config: StorageConfig) -> None:
+def check_path_config(type: StorageType, config: PathConfig) -> None:
     """Reject what cannot work, with what to do instead."""
     if _UNC.match(config.path):
         raise InvalidInput(
@@ -65,14 +73,64 @@ def check_config(type: StorageType, config: StorageConfig) -> None:
         )
 
 
-def backend_for(type: str, config: dict[str, str]) -> StorageBackend:
+def validated_config(
+    type: StorageType, config: dict[str, Any], policy: OutboundPolicy
+) -> dict[str, Any]:
+    """The type's config, validated; remote endpoints pass the outbound address policy."""
+    try:
+        if type == StorageType.S3:
+            s3 = S3Config.model_validate(config)
+            if s3.endpoint_url:
+                policy.check_url(s3.endpoint_url)
+            return s3.model_dump()
+        path = PathConfig.model_validate(config)
+    except ValidationError as err:
+        raise InvalidInput(f"Invalid {type.value} config: {err.errors()[0]['msg']}") from None
+    check_path_config(type, path)
+    return path.model_dump()
+
+
+def _secret_context(provider_id: int) -> str:
+    return f"storage_providers.secrets:{provider_id}"
+
+
+def store_credentials(keyring: Keyring, provider: StorageProvider, values: dict[str, str]) -> None:
+    provider.secret_fields = sorted(values)
+    provider.secrets_encrypted = (
+        keyring.encrypt_secret(json.dumps(values), context=_secret_context(provider.id))
+        if values
+        else None
+    )
+
+
+def credentials_of(keyring: Keyring, provider: StorageProvider) -> dict[str, str]:
+    if not provider.secrets_encrypted:
+        return {}
+    data: dict[str, str] = json.loads(
+        keyring.decrypt_secret(provider.secrets_encrypted, context=_secret_context(provider.id))
+    )
+    return data
+
+
+def backend_for(type: str, config: dict[str, Any], secrets: dict[str, str]) -> StorageBackend:
+    if type == StorageType.S3:
+        return S3Storage(
+            bucket=config["bucket"],
+            endpoint_url=config.get("endpoint_url"),
+            region=config.get("region", "us-east-1"),
+            prefix=config.get("prefix", ""),
+            access_key_id=secrets.get("access_key_id"),
+            secret_access_key=secrets.get("secret_access_key"),
+            addressing_style=config.get("addressing_style", "auto"),
+            verify_tls=config.get("verify_tls", True),
+        )
     root = Path(config["path"])
-    prefix = config.get("prefix", "").strip("/")
+    prefix = str(config.get("prefix", "")).strip("/")
     return LocalStorage(root / prefix if prefix else root)
 
 
-def backend(provider: StorageProvider) -> StorageBackend:
-    return backend_for(provider.type, provider.config)
+def backend(provider: StorageProvider, keyring: Keyring) -> StorageBackend:
+    return backend_for(provider.type, provider.config, credentials_of(keyring, provider))
 
 
 def providers_query(principal: Principal) -> Select[StorageProvider]:
@@ -110,22 +168,29 @@ async def _ensure_unique_name(
 
 
 async def create_provider(
-    session: AsyncSession, principal: Principal, data: StorageCreate
+    session: AsyncSession,
+    keyring: Keyring,
+    policy: OutboundPolicy,
+    principal: Principal,
+    data: StorageCreate,
 ) -> StorageProvider:
     team_id = data.team_id or min(principal.team_ids, default=None)
     if team_id is None:
         raise InvalidInput("You belong to no team; give team_id")
     check_team_access(principal, team_id)
-    check_config(data.type, data.config)
+    config = validated_config(StorageType(data.type), data.config.model_dump(), policy)
     await _ensure_unique_name(session, team_id, data.name)
     provider = StorageProvider(
         team_id=team_id,
         name=data.name,
-        type=data.type.value,
-        config=data.config.model_dump(),
+        type=StorageType(data.type).value,
+        config=config,
         is_default=data.is_default,
     )
     session.add(provider)
+    await session.flush()  # the id binds the credentials' ciphertext to this row
+    credentials = getattr(data, "credentials", None)
+    store_credentials(keyring, provider, credentials.model_dump() if credentials else {})
     await session.flush()
     if provider.is_default:
         await _unset_other_defaults(session, provider)
@@ -133,7 +198,12 @@ async def create_provider(
 
 
 async def update_provider(
-    session: AsyncSession, principal: Principal, provider_id: int, data: StorageUpdate
+    session: AsyncSession,
+    keyring: Keyring,
+    policy: OutboundPolicy,
+    principal: Principal,
+    provider_id: int,
+    data: StorageUpdate,
 ) -> tuple[StorageProvider, list[str]]:
     provider = await get_provider(session, principal, provider_id)
     changed = []
@@ -142,9 +212,16 @@ async def update_provider(
         provider.name = data.name
         changed.append("name")
     if data.config is not None:
-        check_config(StorageType(provider.type), data.config)
-        provider.config = data.config.model_dump()
+        provider.config = validated_config(StorageType(provider.type), data.config, policy)
         changed.append("config")
+    if data.credentials is not None:
+        if provider.type == StorageType.S3:
+            try:
+                S3Credentials.model_validate(data.credentials)
+            except ValidationError as err:
+                raise InvalidInput(f"Invalid credentials: {err.errors()[0]['msg']}") from None
+        store_credentials(keyring, provider, dict(data.credentials))
+        changed.append("credentials")
     if data.is_active is not None and data.is_active != provider.is_active:
         provider.is_active = data.is_active
         changed.append("is_active")
@@ -169,7 +246,7 @@ async def delete_provider(
 async def probe(storage: StorageBackend) -> StorageTestResult:
     """Write, read back and delete a small object: what a backup needs, end to end."""
     started = time.perf_counter()
-    key = f".opscenter-probe/{uuid.uuid4().hex}"
+    key = f"opscenter-probe/{uuid.uuid4().hex}"
     payload = os.urandom(4096)
     try:
         async with await storage.open_writer(key) as writer:
