@@ -179,6 +179,11 @@ async def test_backup_into_s3_and_restore(
         keys = {o["Key"] for o in raw_s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
         assert backup["storage_path"] in keys and backup["storage_path"] + ".manifest.json" in keys
 
+        link = (await client.post(f"/api/v1/backups/{backup['id']}/download")).json()
+        assert link["download_url"].startswith(s3_endpoint)  # presigned by the storage
+        body = httpx.get(link["download_url"]).content
+        assert "sha256:" + hashlib.sha256(body).hexdigest() == backup["checksum"]
+
         restore = (
             await client.post(
                 f"/api/v1/backups/{backup['id']}/restore", json={"target_database": target}
