@@ -9,6 +9,8 @@ command -v pg_dump >/dev/null || need+=(postgresql-client)
 command -v mariadb >/dev/null || need+=(mariadb-client)
 command -v zstd >/dev/null || need+=(zstd)
 command -v age >/dev/null || need+=(age)
+command -v tar >/dev/null || need+=(tar)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"

@@ -567,6 +567,11 @@ class _FileSink(_Sink):
         if fd is not None:
             os.close(fd)
 
+    def abort(self) -> None:
+        # Never close under a write in flight (the fd number could be reused): the
+        # forwarder stops writing and closes when the channel ends.
+        return None
+
 
 async def _open_sink(fd: int) -> _Sink:
     mode = os.fstat(fd).st_mode
@@ -681,8 +686,13 @@ class SshProcess:
         with contextlib.suppress(Exception):
             # The channel, not the process: its cleanup would wait for our sinks.
             await self._proc.channel.wait_closed()
+        stderr_task, stdout_task = self._tasks
+        # Never cancel the stdout forwarder: bytes still on their way to a slow reader
+        # are part of the output (a local process's exit does not drop its pipe either);
+        # the reader sees EOF once they are delivered. Captured output must be complete.
+        waits = [stderr_task, stdout_task] if isinstance(self._sink, _BufferSink) else [stderr_task]
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 10)
+            await asyncio.wait(waits, timeout=10)
         self._returncode = self._compute_returncode()
 
     def _compute_returncode(self) -> int:
