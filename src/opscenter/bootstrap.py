@@ -60,7 +60,7 @@ async def bootstrap(settings: Settings, db: Database) -> BootstrapResult:
                     username="admin",
                     email=settings.admin_email.lower(),
                     full_name="Administrator",
-                    password_hash=hash_password(password),
+                    password_hash=await asyncio.to_thread(hash_password, password),
                     role=admin_role,
                     teams=[team],
                 )

@@ -60,9 +60,10 @@ async def test_new_installation_adopts_artifacts_and_uploads(
 
     # A fresh installation whose storage provider points at the same directory.
     fresh = create_app(make_settings(tmp_path / "fresh"))
-    async with fresh.router.lifespan_context(fresh), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=fresh), base_url="http://t"
-    ) as c:
+    async with (
+        fresh.router.lifespan_context(fresh),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=fresh), base_url="http://t") as c,
+    ):
         login = await c.post(
             "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
         )

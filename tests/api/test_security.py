@@ -380,11 +380,6 @@ async def test_nobody_grants_more_than_they_hold(
         assert r.status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="users/service.update_user and delete_user do not check that the actor holds the "
-    "target's permissions: a user manager can reset an admin's password and take the account",
-)
 async def test_user_manager_cannot_take_over_a_higher_account(
     api: Api, admin: httpx.AsyncClient, user_manager: tuple[str, dict[str, str]]
 ) -> None:

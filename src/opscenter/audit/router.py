@@ -16,6 +16,7 @@ from fastapi.responses import StreamingResponse
 from opscenter.audit import service
 from opscenter.audit.schemas import AuditLogOut, AuditPage, ChainReportOut
 from opscenter.auth.deps import require
+from opscenter.core.clock import as_utc
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import InvalidInput
 from opscenter.core.pagination import Paging, QueryId, paginate
@@ -38,6 +39,9 @@ def audit_filters(
         int | None, Query(ge=1, le=MAX_ID, description="Return rows older than this id")
     ] = None,
 ) -> service.AuditFilters:
+    # A date without an offset is read as UTC, like every timestamp of the API.
+    start_date = as_utc(start_date) if start_date else None
+    end_date = as_utc(end_date) if end_date else None
     if start_date and end_date and start_date > end_date:
         raise InvalidInput("start_date must not be after end_date")
     return service.AuditFilters(
@@ -121,7 +125,20 @@ CSV_COLUMNS = [
 @router.get(
     "/audit/export",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+    responses={
+        200: {
+            "description": "The rows of the range, newest first (CSV with a header, or JSON)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/AuditLogOut"},
+                    }
+                },
+            },
+        }
+    },
 )
 async def export(
     _: Reader,

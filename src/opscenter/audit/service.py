@@ -134,15 +134,16 @@ def filtered(filters: AuditFilters) -> Select[AuditLog]:
     if filters.before_id is not None:
         stmt = stmt.where(AuditLog.id < filters.before_id)
     if filters.query:
-        pattern = f"%{filters.query.lower()}%"
+        # autoescape: a `%` or `_` typed by the caller is a character, not a wildcard.
+        term = filters.query
         stmt = stmt.where(
             or_(
-                AuditLog.action.ilike(pattern),
-                AuditLog.username.ilike(pattern),
-                AuditLog.resource_type.ilike(pattern),
-                AuditLog.resource_id.ilike(pattern),
-                AuditLog.ip_address.ilike(pattern),
-                cast(AuditLog.details, String).ilike(pattern),
+                AuditLog.action.icontains(term, autoescape=True),
+                AuditLog.username.icontains(term, autoescape=True),
+                AuditLog.resource_type.icontains(term, autoescape=True),
+                AuditLog.resource_id.icontains(term, autoescape=True),
+                AuditLog.ip_address.icontains(term, autoescape=True),
+                cast(AuditLog.details, String).icontains(term, autoescape=True),
             )
         )
     return stmt.order_by(AuditLog.id.desc())

@@ -21,7 +21,7 @@ from opscenter.backups.restore import (
     SqliteTarget,
     run_restore,
 )
-from opscenter.backups.runner import LocalRunner
+from opscenter.backups.runner import CommandRunner
 from opscenter.backups.sources import (
     DirectorySource,
     DumpSource,
@@ -29,6 +29,7 @@ from opscenter.backups.sources import (
     PostgresSource,
     SqliteSource,
 )
+from opscenter.backups.ssh import SshRunner
 from opscenter.backups.streams import Compression
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
@@ -38,32 +39,31 @@ from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
 from opscenter.models import Backup, Server, StorageProvider
 from opscenter.servers import connect
 from opscenter.servers import service as servers
-from opscenter.servers.schemas import ServerType
 from opscenter.storage import service as storage_service
 
 log = get_logger("opscenter.backups")
 
 
-def _source(target: connect.Target, database: str) -> DumpSource:
-    if target.type == ServerType.POSTGRESQL:
+def _source(target: connect.Target, engine: str, database: str) -> DumpSource:
+    if engine == "postgresql":
         return PostgresSource(target.pg(database))
-    if target.type == ServerType.MYSQL:
+    if engine == "mysql":
         return MySQLSource(target.mysql(database))
-    if target.type == ServerType.SQLITE:
+    if engine == "sqlite":
         return SqliteSource(database)
     return DirectorySource(database)
 
 
 def _restore_target(
-    target: connect.Target, database: str, *, state: str, drop: bool
+    target: connect.Target, engine: str, database: str, *, state: str, drop: bool
 ) -> RestoreTarget:
-    if target.type == ServerType.POSTGRESQL:
+    if engine == "postgresql":
         return PostgresTarget(
             target.pg(database), create=state == "missing", clean=drop and state != "missing"
         )
-    if target.type == ServerType.MYSQL:
+    if engine == "mysql":
         return MySQLTarget(target.mysql(database), create=state == "missing", allow_non_empty=drop)
-    if target.type == ServerType.SQLITE:
+    if engine == "sqlite":
         return SqliteTarget(database, overwrite=drop)
     return DirectoryTarget(database)
 
@@ -103,6 +103,16 @@ class BackupJobs:
                     setattr(backup, name, value)
             await session.commit()
 
+    async def _pin(self, server_id: int, runner: CommandRunner) -> None:
+        """SSH hosts: connect first (the pinned key is checked), pin the key on first use."""
+        if not isinstance(runner, SshRunner):
+            return
+        seen = await runner.connect()
+        async with self.app.db.write_session() as session:
+            server = await session.get(Server, server_id)
+            if server is not None and servers.pin_host_key(server, seen):
+                await session.commit()
+
     async def run_backup(self, ctx: JobContext) -> dict[str, Any]:
         backup_id = int(ctx.params["backup_id"])
         backup, server, provider = await self._load(backup_id)
@@ -122,7 +132,7 @@ class BackupJobs:
             compression=Compression(backup.compression_type),
             recipients=(self.keys.recipient,) if backup.is_encrypted else (),
             on_progress=on_progress,
-            row_counts=target.type in {ServerType.POSTGRESQL, ServerType.MYSQL},
+            row_counts=backup.db_type in {"postgresql", "mysql"},
             labels={
                 "backup_id": str(backup.id),
                 "server_id": str(server.id),
@@ -131,12 +141,14 @@ class BackupJobs:
             },
         )
         try:
-            result = await run_backup(
-                _source(target, backup.database_name),
-                storage_service.backend(provider, self.app.keyring),
-                options=options,
-                runner=LocalRunner(),
-            )
+            async with connect.open_runner(target) as runner:
+                await self._pin(server.id, runner)
+                result = await run_backup(
+                    _source(target, backup.db_type, backup.database_name),
+                    storage_service.backend(provider, self.app.keyring),
+                    options=options,
+                    runner=runner,
+                )
         except BackupError as err:
             raise _failed(err) from None
         manifest = result.manifest
@@ -216,11 +228,11 @@ class BackupJobs:
         target = servers.target_of(self.app.keyring, server)
         database = str(params["target_database"])
         storage = storage_service.backend(provider, self.app.keyring)
-        runner = LocalRunner()
+        engine = backup.db_type
         try:
             manifest = await read_manifest(storage, backup.storage_key)
             await ctx.progress(phase="checking target")
-            state = await connect.database_state(target, database, runner)
+            state = await connect.database_state(target, database, engine)
             loop = asyncio.get_running_loop()
 
             def on_progress(p: RestoreProgress) -> None:
@@ -232,24 +244,28 @@ class BackupJobs:
                 )
 
             await ctx.progress(phase="restoring", bytes_total=manifest.size_bytes)
-            result = await run_restore(
-                storage,
-                manifest,
-                _restore_target(target, database, state=state, drop=bool(params["drop_existing"])),
-                identities=(self.keys.identity,),
-                runner=runner,
-                on_progress=on_progress,
-            )
-            masked: dict[str, Any] = {}
-            rules: dict[str, str] = params.get("masking_rules") or {}
-            if rules:
-                await ctx.progress(phase="masking")
-                salt = salt_for(self.keys.identity)
-                if target.type == ServerType.POSTGRESQL:
-                    report = await mask_postgres(runner, target.pg(database), rules, salt)
-                else:
-                    report = await mask_mysql(runner, target.mysql(database), rules, salt)
-                masked = {"columns": report.columns, "rows_updated": report.rows_updated}
+            async with connect.open_runner(target) as runner:
+                await self._pin(server.id, runner)
+                result = await run_restore(
+                    storage,
+                    manifest,
+                    _restore_target(
+                        target, engine, database, state=state, drop=bool(params["drop_existing"])
+                    ),
+                    identities=(self.keys.identity,),
+                    runner=runner,
+                    on_progress=on_progress,
+                )
+                masked: dict[str, Any] = {}
+                rules: dict[str, str] = params.get("masking_rules") or {}
+                if rules:
+                    await ctx.progress(phase="masking")
+                    salt = salt_for(self.keys.identity)
+                    if engine == "postgresql":
+                        report = await mask_postgres(runner, target.pg(database), rules, salt)
+                    else:
+                        report = await mask_mysql(runner, target.mysql(database), rules, salt)
+                    masked = {"columns": report.columns, "rows_updated": report.rows_updated}
         except BackupError as err:
             raise _failed(err) from None
         return {

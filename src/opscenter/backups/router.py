@@ -285,7 +285,7 @@ async def restore_backup(
     target_server = await servers.get_server(session, principal, job.params["target_server_id"])
     try:
         state = await connect.database_state(
-            servers.target_of(ctx.keyring, target_server), body.target_database
+            servers.target_of(ctx.keyring, target_server), body.target_database, backup.db_type
         )
     except BackupError as err:
         raise Conflict(f"Cannot inspect the target: {connect.explain(err)}") from None

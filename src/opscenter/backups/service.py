@@ -17,10 +17,10 @@ from opscenter.core.security import Keyring
 from opscenter.jobs import service as jobs
 from opscenter.models import Backup, Job, Server, StorageProvider
 from opscenter.servers import service as servers
-from opscenter.servers.schemas import ServerType
+from opscenter.servers.schemas import HOSTS, ServerType
 from opscenter.storage import service as storage
 
-ENGINE_OF = {"postgresql": "postgresql", "mysql": "mysql", "sqlite": "sqlite", "local": "files"}
+ENGINES = ("postgresql", "mysql", "sqlite", "files")
 ACTIVE = ("pending", "running")
 
 
@@ -106,18 +106,48 @@ async def default_storage(session: AsyncSession, team_id: int) -> StorageProvide
     return provider
 
 
-def check_target(server: Server, target: str) -> None:
+def engine_for(server: Server, data: BackupCreate) -> str:
+    """A database server has one engine; a host (local, ssh) runs what the request says:
+    its `db_engine` for a database name, `files` for a source path, or `db_type`."""
+    kind = ServerType(server.type)
+    if kind not in HOSTS:
+        if data.db_type and data.db_type != kind.value:
+            raise InvalidInput(
+                f"db_type {data.db_type} does not match the server's type {kind.value}"
+            )
+        if data.source_path is not None:
+            raise InvalidInput(f"A {kind.value} server backs up databases: give database_name")
+        return kind.value
+    if data.db_type:
+        if data.db_type not in ENGINES:
+            raise InvalidInput(f"db_type must be one of {', '.join(ENGINES)}")
+        return data.db_type
+    if data.source_path is not None:
+        return "files"
+    if not server.db_engine:
+        raise InvalidInput("This host has no db_engine: set it on the server, or give db_type")
+    return server.db_engine
+
+
+def check_target(server: Server, engine: str, target: str) -> None:
     """The thing to back up must be something this server serves."""
     kind = ServerType(server.type)
     if kind == ServerType.SQLITE and target not in server.paths:
         raise InvalidInput(f"{target} is not one of this server's database files: {server.paths}")
-    if kind == ServerType.LOCAL:
+    if kind in HOSTS and engine in ("files", "sqlite"):
         if not target.startswith("/") or ".." in target.split("/"):
             raise InvalidInput("source_path must be an absolute path without '..'")
         roots = [p.rstrip("/") for p in server.paths]
         norm = posixpath.normpath(target)
         if roots and not any(norm == r or norm.startswith(r + "/") for r in roots):
             raise InvalidInput(f"{target} is outside this server's paths: {server.paths}")
+
+
+def can_restore_into(server: Server, engine: str) -> bool:
+    kind = ServerType(server.type)
+    if kind in HOSTS:
+        return engine in ("files", "sqlite") or engine == server.db_engine
+    return kind.value == engine
 
 
 def lock_key(server_id: int, target: str) -> str:
@@ -132,10 +162,8 @@ async def create_backup(
     schedule_id: int | None = None,
 ) -> tuple[Backup, Job]:
     server = await servers.get_server(session, principal, data.server_id)
-    engine = ENGINE_OF[server.type]
-    if data.db_type and data.db_type not in {server.type, engine}:
-        raise InvalidInput(f"db_type {data.db_type} does not match the server's type {server.type}")
-    check_target(server, data.target)
+    engine = engine_for(server, data)
+    check_target(server, engine, data.target)
     provider = (
         await storage.get_provider(session, principal, data.storage_id)
         if data.storage_id is not None
@@ -185,7 +213,7 @@ async def create_restore(
     if target_id is None:
         raise InvalidInput("The backup's server was removed; give target_server_id")
     target = await servers.get_server(session, principal, target_id)
-    if ENGINE_OF[target.type] != backup.db_type:
+    if not can_restore_into(target, backup.db_type):
         raise InvalidInput(
             f"A {backup.db_type} backup cannot be restored into a {target.type} server"
         )

@@ -9,7 +9,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opscenter.core.clock import isoformat_z, utcnow
@@ -70,6 +69,9 @@ def _is_conflict(exc: IntegrityError) -> bool:
     return str(exc.orig).startswith(_CONFLICT_SQLITE)
 
 
+_NOT_UTF8 = [{"loc": ["body"], "msg": "Body is not valid UTF-8 JSON", "type": "json_invalid"}]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -81,6 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a body that is not UTF-8 with a bare 400; it is malformed
+            # JSON like any other, and malformed JSON is a 422.
+            return error_response(422, "VALIDATION_ERROR", _NOT_UTF8)
         code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
         return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
@@ -92,12 +98,6 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             409, "CONFLICT", "This conflicts with existing data (it may have just been created)"
         )
-
-    @app.exception_handler(IntegrityError)
-    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
-        # The database's constraints are the last line; a race past a service's own check
-        # still ends as a conflict, not a 500.
-        return error_response(409, "CONFLICT", "This conflicts with an existing record")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

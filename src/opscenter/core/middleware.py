@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opscenter.core.clock import isoformat_z, utcnow
@@ -117,7 +118,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(too_big)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -132,8 +133,12 @@ class BodyLimitMiddleware:
                 await send_error(send, 413, "PAYLOAD_TOO_LARGE", too_big)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from receive(); an HTTPException, so FastAPI's body parsing lets it through
+    as a 413 instead of wrapping it into a 400."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
 
 
 class RateLimitMiddleware:

@@ -53,7 +53,9 @@ class OutputModel(BaseModel):
 
 
 UtcDatetime = Annotated[datetime, PlainSerializer(isoformat_z, return_type=str, when_used="json")]
-Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_no_control_chars)]
+# For text types sized to a column: Annotated[str, StringConstraints(...), NoControlChars].
+NoControlChars = AfterValidator(_no_control_chars)
+Text = Annotated[str, StringConstraints(max_length=10_000), NoControlChars]
 Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200, strip_whitespace=True),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -25,8 +26,12 @@ ISSUER = "opscenter"
 AUDIENCE = "opscenter-api"
 
 _hasher = PasswordHasher()  # argon2id with the library's RFC 9106 low-memory profile
-# Verified against for unknown users, so a miss costs the same time as a hit.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against for unknown users, so a miss costs the same time as a hit."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -35,7 +40,9 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return (
+            _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
+        )
     except (VerificationError, InvalidHashError):
         return False
 
@@ -117,11 +124,11 @@ class Keyring:
 
     def verify_signature(self, message: str, signature: str) -> bool:
         return any(
-            hmac.compare_digest(
-                base64.urlsafe_b64encode(hmac.new(k, message.encode(), hashlib.sha256).digest())
-                .decode()
-                .rstrip("="),
-                signature,
+            hmac.compare_digest(  # bytes: a non-ASCII signature is just wrong, not an error
+                base64.urlsafe_b64encode(
+                    hmac.new(k, message.encode(), hashlib.sha256).digest()
+                ).rstrip(b"="),
+                signature.encode("utf-8", "replace"),
             )
             for k in self.jwt_keys.values()
         )

@@ -28,6 +28,10 @@ class Server(IdMixin, TimestampMixin, Base):
     # Which credential fields are set, so responses can say `has_password` without decrypting.
     credential_fields: Mapped[list[str]] = mapped_column(JSON, default=list)
     credential_username: Mapped[str | None] = mapped_column(String(200))
+    db_engine: Mapped[str | None] = mapped_column(String(20))
+    db_port: Mapped[int | None]
+    # OpenSSH public key line, pinned on first connection; a different key fails closed.
+    ssh_host_key: Mapped[str | None] = mapped_column(String(2000))
     health_status: Mapped[str] = mapped_column(String(20), default="unknown")
     health_message: Mapped[str | None] = mapped_column(String(2000))
     last_heartbeat: Mapped[datetime | None]

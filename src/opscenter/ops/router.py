@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -15,6 +16,9 @@ from opscenter.core.context import Ctx
 from opscenter.core.metrics import REGISTRY
 
 router = APIRouter(tags=["Operations"])
+# A check that hangs (a stalled network, a database that accepts but never answers) is a
+# failed check: a load balancer wants an answer within its own timeout, not in a minute.
+CHECK_TIMEOUT_SECONDS = 5.0
 
 
 class HealthOut(BaseModel):
@@ -26,7 +30,7 @@ class HealthOut(BaseModel):
 
 async def _check_database(ctx: Ctx) -> str | None:
     try:
-        async with ctx.db.engine.connect() as conn:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), ctx.db.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:
         return type(exc).__name__
@@ -35,7 +39,8 @@ async def _check_database(ctx: Ctx) -> str | None:
 
 async def _check_rate_limit_store(ctx: Ctx) -> str | None:
     try:
-        ok = await ctx.limiter.storage.check()
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            ok = await ctx.limiter.storage.check()
     except Exception as exc:
         return type(exc).__name__
     return None if ok else "unreachable"
@@ -62,7 +67,14 @@ async def health(ctx: Ctx) -> Any:
 
 
 @router.get(
-    "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        }
+    },
 )
 async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -3,13 +3,13 @@ tools and command runner the backups use, so a green test means a backup can con
 
 from __future__ import annotations
 
-import asyncio
-import os
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.runner import CommandRunner, LocalRunner
+from opscenter.backups.runner import Command, CommandRunner, LocalRunner
 from opscenter.backups.sources import (
     MySQLConnection,
     PgConnection,
@@ -20,7 +20,8 @@ from opscenter.backups.sources import (
     resolve_mysql_tool,
     select_pg_tool,
 )
-from opscenter.servers.schemas import DEFAULT_PORTS, ServerType
+from opscenter.backups.ssh import HostKeyInfo, SshConfig, SshRunner
+from opscenter.servers.schemas import DEFAULT_PORTS, HOSTS, ServerType
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CONNECT_TIMEOUT = 10
@@ -38,33 +39,76 @@ HINTS = {
 
 @dataclass(frozen=True)
 class Target:
-    """What it takes to reach a server, with its secrets decrypted (never persisted)."""
+    """What it takes to reach a server, with its secrets decrypted (never persisted).
+
+    A `postgresql`/`mysql` server is the database itself, reached from here. A `local` or
+    `ssh` host runs its tools there: its database (`db_engine`, on `db_port`) is reached
+    as 127.0.0.1 from the host, with `db_username`/`db_password`.
+    """
 
     type: ServerType
     host: str
     port: int | None
-    paths: tuple[str, ...]
-    username: str | None
-    password: str | None
+    paths: tuple[str, ...] = ()
+    username: str | None = None
+    password: str | None = None
+    ssh_key: str | None = None
+    host_key: str | None = None
+    db_engine: str | None = None
+    db_port: int | None = None
+    db_username: str | None = None
+    db_password: str | None = None
+
+    @property
+    def is_host(self) -> bool:
+        return self.type in HOSTS
+
+    def engine(self, requested: str | None = None) -> str:
+        """The engine of an operation: fixed for database servers, chosen on hosts."""
+        if self.type in (ServerType.POSTGRESQL, ServerType.MYSQL, ServerType.SQLITE):
+            return self.type.value
+        return requested or self.db_engine or "files"
+
+    def _db(self, engine: ServerType) -> tuple[str, int, str | None, str | None]:
+        if self.type == engine:
+            return self.host, self.port or DEFAULT_PORTS[engine], self.username, self.password
+        return (
+            "127.0.0.1",
+            self.db_port or DEFAULT_PORTS[engine],
+            self.db_username,
+            self.db_password,
+        )
 
     def pg(self, database: str = "postgres") -> PgConnection:
+        host, port, user, password = self._db(ServerType.POSTGRESQL)
         return PgConnection(
-            host=self.host,
+            host=host,
             database=database,
-            port=self.port or DEFAULT_PORTS[ServerType.POSTGRESQL],
-            user=self.username or "postgres",
-            password=self.password,
+            port=port,
+            user=user or "postgres",
+            password=password,
             connect_timeout=CONNECT_TIMEOUT,
         )
 
     def mysql(self, database: str = "information_schema") -> MySQLConnection:
+        host, port, user, password = self._db(ServerType.MYSQL)
         return MySQLConnection(
-            host=self.host,
+            host=host,
             database=database,
-            port=self.port or DEFAULT_PORTS[ServerType.MYSQL],
-            user=self.username or "root",
-            password=self.password,
+            port=port,
+            user=user or "root",
+            password=password,
             connect_timeout=CONNECT_TIMEOUT,
+        )
+
+    def ssh(self) -> SshConfig:
+        return SshConfig(
+            host=self.host,
+            port=self.port or 22,
+            username=self.username or "root",
+            password=self.password,
+            private_key=self.ssh_key,
+            host_key=self.host_key,
         )
 
 
@@ -75,6 +119,7 @@ class Probe:
     latency_ms: int
     code: str | None = None
     version: str | None = None
+    host_key: HostKeyInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -92,50 +137,79 @@ def explain(err: BackupError) -> str:
     return f"{text}; {hint}" if hint else text
 
 
-async def probe(target: Target, runner: CommandRunner | None = None) -> Probe:
-    runner = runner or LocalRunner()
+@asynccontextmanager
+async def open_runner(target: Target) -> AsyncIterator[CommandRunner]:
+    """Where the tools run: this host, or the SSH host (one connection, closed after)."""
+    if target.type != ServerType.SSH:
+        yield LocalRunner()
+        return
+    runner = SshRunner(target.ssh())
+    try:
+        yield runner
+    finally:
+        await runner.close()
+
+
+async def probe(target: Target) -> Probe:
     started = time.perf_counter()
 
     def elapsed() -> int:
         return round((time.perf_counter() - started) * 1000)
 
+    host_key: HostKeyInfo | None = None
     try:
-        version = await _version(target, runner)
+        async with open_runner(target) as runner:
+            if isinstance(runner, SshRunner):
+                host_key = await runner.connect()
+            version = await _version(target, runner)
     except BackupError as err:
-        return Probe(False, explain(err), elapsed(), code=err.code.value)
-    return Probe(True, f"Connection successful: {version}", elapsed(), version=version)
+        return Probe(False, explain(err), elapsed(), code=err.code.value, host_key=host_key)
+    return Probe(
+        True, f"Connection successful: {version}", elapsed(), version=version, host_key=host_key
+    )
 
 
 async def _version(target: Target, runner: CommandRunner) -> str:
-    if target.type == ServerType.POSTGRESQL:
-        conn = target.pg()
-        num, version = await probe_pg_server(runner, conn)
+    parts = (
+        [f"SSH {target.username or 'root'}@{target.host}"] if target.type == ServerType.SSH else []
+    )
+    engine = target.engine()
+    if engine == "postgresql":
+        num, version = await probe_pg_server(runner, target.pg())
         await select_pg_tool(runner, "pg_dump", num // 10000)  # a usable pg_dump is part of "works"
-        return f"PostgreSQL {version}"
-    if target.type == ServerType.MYSQL:
-        return f"MySQL/MariaDB {await probe_mysql_server(runner, target.mysql())}"
-    return await asyncio.to_thread(_check_local_paths, target)
-
-
-def _check_local_paths(target: Target) -> str:
-    if target.type == ServerType.SQLITE:
+        parts.append(f"PostgreSQL {version}")
+    elif engine == "mysql":
+        parts.append(f"MySQL/MariaDB {await probe_mysql_server(runner, target.mysql())}")
+    elif target.type == ServerType.SQLITE:
         for path in target.paths:
-            _check_sqlite_file(path)
-        return f"{len(target.paths)} SQLite database file(s) readable"
-    missing = [p for p in target.paths if not os.path.exists(p)]
+            await _check_sqlite_file(runner, path)
+        parts.append(f"{len(target.paths)} SQLite database file(s) readable")
+    missing = [p for p in target.paths if not await _exists(runner, p)]
     if missing:
         raise BackupError(ErrorCode.SOURCE_MISSING, f"paths not found: {', '.join(missing)}")
-    return "local host reachable"
+    if target.is_host and target.paths:
+        parts.append(f"{len(target.paths)} path(s) present")
+    return ", ".join(parts) or "local host reachable"
 
 
-def _check_sqlite_file(path: str) -> None:
-    try:
-        with open(path, "rb") as fh:
-            header = fh.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise BackupError(ErrorCode.SOURCE_MISSING, f"cannot read {path}: {exc.strerror}") from None
-    if header != SQLITE_MAGIC:
+async def _exists(runner: CommandRunner, path: str) -> bool:
+    return (await runner.run(Command(("test", "-e", path)), limit_seconds=30)).returncode == 0
+
+
+async def _check_sqlite_file(runner: CommandRunner, path: str) -> None:
+    res = await runner.run(
+        Command(("head", "-c", str(len(SQLITE_MAGIC)), "--", path)), limit_seconds=30
+    )
+    if res.returncode != 0:
+        raise BackupError(ErrorCode.SOURCE_MISSING, f"cannot read {path}", detail=res.stderr)
+    if res.stdout != SQLITE_MAGIC:
         raise BackupError(ErrorCode.SOURCE_MISSING, f"{path} is not an SQLite database")
+
+
+async def _size(runner: CommandRunner, path: str) -> int:
+    res = await runner.run(Command(("du", "-sb", "--", path)), limit_seconds=120)
+    head = res.stdout.decode("utf-8", "replace").split("\t", 1)[0]
+    return int(head) if res.returncode == 0 and head.isdigit() else 0
 
 
 PG_DATABASES_SQL = (
@@ -151,35 +225,35 @@ MYSQL_DATABASES_SQL = (
 )
 
 
-async def list_databases(target: Target, runner: CommandRunner | None = None) -> list[Database]:
+async def list_databases(target: Target) -> list[Database]:
     """Read from the server itself. Raises BackupError (classified) when it can't."""
-    runner = runner or LocalRunner()
-    if target.type == ServerType.POSTGRESQL:
-        conn = target.pg()
-        num, _ = await probe_pg_server(runner, conn)
-        psql = (await select_pg_tool(runner, "psql", num // 10000)).path
-        res = await runner.run(psql_command(psql, conn, PG_DATABASES_SQL), limit_seconds=60)
-        return [
-            Database(n, s, "postgresql") for n, s in _rows(res.returncode, res.stdout, res.stderr)
-        ]
-    if target.type == ServerType.MYSQL:
-        client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-        cmd = mysql_client_command(
-            client, target.mysql(), "--batch", "--skip-column-names", "-e", MYSQL_DATABASES_SQL
-        )
-        res = await runner.run(cmd, limit_seconds=60)
-        return [Database(n, s, "mysql") for n, s in _rows(res.returncode, res.stdout, res.stderr)]
-    return await asyncio.to_thread(_local_databases, target)
-
-
-def _local_databases(target: Target) -> list[Database]:
-    if target.type == ServerType.SQLITE:
-        found = []
+    found: list[Database] = []
+    async with open_runner(target) as runner:
+        engine = target.engine()
+        if engine == "postgresql":
+            conn = target.pg()
+            num, _ = await probe_pg_server(runner, conn)
+            psql = (await select_pg_tool(runner, "psql", num // 10000)).path
+            res = await runner.run(psql_command(psql, conn, PG_DATABASES_SQL), limit_seconds=60)
+            rows = _rows(res.returncode, res.stdout, res.stderr)
+            found += [Database(n, s, "postgresql") for n, s in rows]
+        elif engine == "mysql":
+            client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+            cmd = mysql_client_command(
+                client, target.mysql(), "--batch", "--skip-column-names", "-e", MYSQL_DATABASES_SQL
+            )
+            res = await runner.run(cmd, limit_seconds=60)
+            found += [
+                Database(n, s, "mysql") for n, s in _rows(res.returncode, res.stdout, res.stderr)
+            ]
         for path in target.paths:
-            _check_sqlite_file(path)
-            found.append(Database(path, os.path.getsize(path), "sqlite"))
-        return found
-    return [Database(p, _tree_size(p), "files") for p in target.paths if os.path.exists(p)]
+            if target.type == ServerType.SQLITE:
+                await _check_sqlite_file(runner, path)
+            elif not await _exists(runner, path):
+                continue
+            kind = "sqlite" if target.type == ServerType.SQLITE else "files"
+            found.append(Database(path, await _size(runner, path), kind))
+    return found
 
 
 def _rows(returncode: int, stdout: bytes, stderr: str) -> list[tuple[str, int]]:
@@ -192,63 +266,48 @@ def _rows(returncode: int, stdout: bytes, stderr: str) -> list[tuple[str, int]]:
     return rows
 
 
-def _tree_size(path: str, limit: int = 200_000) -> int:
-    """Bytes under a path, giving up (with the partial sum) after `limit` entries."""
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    total = 0
-    for seen, (root, _dirs, files) in enumerate(os.walk(path)):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue
-        if seen > limit:
-            break
-    return total
-
-
-async def database_state(target: Target, name: str, runner: CommandRunner | None = None) -> str:
+async def database_state(target: Target, name: str, engine: str) -> str:
     """`missing`, `empty` or `non_empty`: what a restore into `name` would meet."""
-    runner = runner or LocalRunner()
-    if target.type == ServerType.POSTGRESQL:
-        num, _ = await probe_pg_server(runner, target.pg())
-        psql = (await select_pg_tool(runner, "psql", num // 10000)).path
-        exists = await runner.run(
-            psql_command(
-                psql, target.pg(), f"select 1 from pg_database where datname = {pg_literal(name)}"
-            ),
-            limit_seconds=60,
-        )
-        if not _rows_text(exists.returncode, exists.stdout, exists.stderr):
-            return "missing"
-        count = await runner.run(
-            psql_command(psql, target.pg(name), PG_RELATIONS_SQL), limit_seconds=60
-        )
-        return (
-            "non_empty"
-            if int(_rows_text(count.returncode, count.stdout, count.stderr) or 0)
-            else "empty"
-        )
-    if target.type == ServerType.MYSQL:
-        client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-        literal = mysql_literal(name)
-        sql = (
-            "SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA "
-            f"WHERE SCHEMA_NAME = {literal}), (SELECT COUNT(*) FROM information_schema.TABLES "
-            f"WHERE TABLE_SCHEMA = {literal})"
-        )
-        res = await runner.run(
-            mysql_client_command(
+    async with open_runner(target) as runner:
+        if engine == "postgresql":
+            num, _ = await probe_pg_server(runner, target.pg())
+            psql = (await select_pg_tool(runner, "psql", num // 10000)).path
+            sql = f"select 1 from pg_database where datname = {pg_literal(name)}"
+            exists = await runner.run(psql_command(psql, target.pg(), sql), limit_seconds=60)
+            if not _rows_text(exists.returncode, exists.stdout, exists.stderr):
+                return "missing"
+            count = await runner.run(
+                psql_command(psql, target.pg(name), PG_RELATIONS_SQL), limit_seconds=60
+            )
+            relations = int(_rows_text(count.returncode, count.stdout, count.stderr) or 0)
+            return "non_empty" if relations else "empty"
+        if engine == "mysql":
+            client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+            literal = mysql_literal(name)
+            sql = (
+                "SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA "
+                f"WHERE SCHEMA_NAME = {literal}), (SELECT COUNT(*) FROM information_schema.TABLES "
+                f"WHERE TABLE_SCHEMA = {literal})"
+            )
+            cmd = mysql_client_command(
                 client, target.mysql(), "--batch", "--skip-column-names", "-e", sql
-            ),
-            limit_seconds=60,
-        )
-        schemas, _, tables = _rows_text(res.returncode, res.stdout, res.stderr).partition("\t")
-        if not int(schemas or 0):
+            )
+            res = await runner.run(cmd, limit_seconds=60)
+            schemas, _, tables = _rows_text(res.returncode, res.stdout, res.stderr).partition("\t")
+            if not int(schemas or 0):
+                return "missing"
+            return "non_empty" if int(tables or 0) else "empty"
+        if not await _exists(runner, name):
             return "missing"
-        return "non_empty" if int(tables or 0) else "empty"
-    return await asyncio.to_thread(_path_state, name)
+        listing = await runner.run(
+            Command(("find", name, "-maxdepth", "1", "-mindepth", "1")), limit_seconds=60
+        )
+        is_file = (
+            await runner.run(Command(("test", "-f", name)), limit_seconds=30)
+        ).returncode == 0
+        if is_file:
+            return "non_empty" if await _size(runner, name) else "empty"
+        return "non_empty" if listing.stdout.strip() else "empty"
 
 
 PG_RELATIONS_SQL = (
@@ -272,11 +331,3 @@ def _rows_text(returncode: int, stdout: bytes, stderr: str) -> str:
     if returncode != 0:
         raise BackupError(ErrorCode.DUMP_FAILED, "inspecting the target failed", detail=stderr)
     return stdout.decode("utf-8", "replace").strip()
-
-
-def _path_state(path: str) -> str:
-    if not os.path.exists(path):
-        return "missing"
-    if os.path.isdir(path):
-        return "non_empty" if os.listdir(path) else "empty"
-    return "non_empty" if os.path.getsize(path) else "empty"

@@ -158,6 +158,7 @@ async def test_connection(
         latency_ms=result.latency_ms,
         code=result.code,
         version=result.version,
+        host_key_fingerprint=result.host_key.fingerprint if result.host_key else None,
     )
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -21,6 +21,7 @@ class ServerType(StrEnum):
     MYSQL = "mysql"
     SQLITE = "sqlite"
     LOCAL = "local"
+    SSH = "ssh"
 
 
 class Environment(StrEnum):
@@ -31,7 +32,10 @@ class Environment(StrEnum):
 
 
 DEFAULT_PORTS = {ServerType.POSTGRESQL: 5432, ServerType.MYSQL: 3306}
-NETWORKED = {ServerType.POSTGRESQL, ServerType.MYSQL}
+NETWORKED = {ServerType.POSTGRESQL, ServerType.MYSQL, ServerType.SSH}
+# Hosts run the dump tools themselves (for their `db_engine`, their files and SQLite files).
+HOSTS = {ServerType.LOCAL, ServerType.SSH}
+DbEngine = Literal["postgresql", "mysql"]
 
 
 class Credentials(InputModel):
@@ -53,6 +57,13 @@ class ServerCreate(InputModel):
     credentials: Credentials | None = None
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=50)
     team_id: Id | None = Field(None, description="Defaults to the caller's first team")
+    db_engine: DbEngine | None = Field(
+        None, description="local/ssh hosts: the database engine running there"
+    )
+    db_port: int | None = Field(None, ge=1, le=65535, description="local/ssh: its port")
+    ssh_host_key: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="ssh: the expected host key; empty = pinned on first connection"
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> ServerCreate:
@@ -60,6 +71,10 @@ class ServerCreate(InputModel):
             raise ValueError(f"a {self.type.value} server needs a host")
         if self.type == ServerType.SQLITE and not self.paths:
             raise ValueError("a sqlite server needs the database files in paths")
+        if self.type not in HOSTS and (self.db_engine or self.db_port):
+            raise ValueError("db_engine and db_port apply to local and ssh hosts")
+        if self.type != ServerType.SSH and self.ssh_host_key:
+            raise ValueError("ssh_host_key applies to ssh servers")
         return self
 
 
@@ -74,6 +89,11 @@ class ServerUpdate(InputModel):
         None, description="Replaces the stored credentials as a whole"
     )
     tags: dict[TagKey, TagValue] | None = Field(None, max_length=50)
+    db_engine: DbEngine | None = None
+    db_port: int | None = Field(None, ge=1, le=65535)
+    reset_host_key: bool = Field(
+        False, description="ssh: forget the pinned host key; the next connection pins anew"
+    )
 
 
 class CredentialsOut(OutputModel):
@@ -95,6 +115,9 @@ class ServerOut(OutputModel):
     paths: list[str]
     tags: dict[str, str]
     credentials: CredentialsOut
+    db_engine: str | None
+    db_port: int | None
+    ssh_host_key: str | None
     health_status: str
     health_message: str | None
     last_heartbeat: UtcDatetime | None
@@ -108,6 +131,7 @@ class ConnectionTest(OutputModel):
     latency_ms: int
     code: str | None = None
     version: str | None = None
+    host_key_fingerprint: str | None = None
 
 
 class DatabaseInfo(OutputModel):

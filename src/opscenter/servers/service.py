@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.backups.ssh import HostKeyInfo
 from opscenter.core.clock import utcnow
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
@@ -17,6 +18,7 @@ from opscenter.models import Server
 from opscenter.servers import connect
 from opscenter.servers.schemas import (
     DEFAULT_PORTS,
+    HOSTS,
     NETWORKED,
     Credentials,
     CredentialsOut,
@@ -93,14 +95,35 @@ def credentials_of(keyring: Keyring, server: Server) -> dict[str, Any]:
 
 def target_of(keyring: Keyring, server: Server) -> connect.Target:
     creds = credentials_of(keyring, server)
+    kind = ServerType(server.type)
+    direct = kind in (ServerType.POSTGRESQL, ServerType.MYSQL)
     return connect.Target(
-        type=ServerType(server.type),
+        type=kind,
         host=server.host,
         port=server.port,
         paths=tuple(server.paths),
-        username=creds.get("db_username") or creds.get("username"),
-        password=creds.get("db_password") or creds.get("password"),
+        # A database server's login is the database's; a host's is the host's (SSH).
+        username=(creds.get("db_username") or creds.get("username"))
+        if direct
+        else creds.get("username"),
+        password=(creds.get("db_password") or creds.get("password"))
+        if direct
+        else creds.get("password"),
+        ssh_key=creds.get("ssh_key"),
+        host_key=server.ssh_host_key,
+        db_engine=server.db_engine,
+        db_port=server.db_port,
+        db_username=creds.get("db_username"),
+        db_password=creds.get("db_password"),
     )
+
+
+def pin_host_key(server: Server, seen: HostKeyInfo | None) -> bool:
+    """Trust on first use: remember the key an SSH host showed the first time."""
+    if seen is None or server.ssh_host_key:
+        return False
+    server.ssh_host_key = seen.public_key
+    return True
 
 
 async def _ensure_unique_name(
@@ -133,6 +156,9 @@ async def create_server(
         port=data.port or DEFAULT_PORTS.get(data.type),
         paths=list(data.paths),
         tags=dict(data.tags),
+        db_engine=data.db_engine,
+        db_port=data.db_port,
+        ssh_host_key=data.ssh_host_key,
     )
     session.add(server)
     await session.flush()  # the id binds the credentials' ciphertext to this row
@@ -150,7 +176,12 @@ async def update_server(
 ) -> tuple[Server, list[str]]:
     server = await get_server(session, principal, server_id)
     changed = []
-    for field in ("name", "description", "host", "port", "paths", "tags"):
+    if data.reset_host_key and server.ssh_host_key:
+        server.ssh_host_key = None
+        changed.append("ssh_host_key")
+    if server.type not in HOSTS and (data.db_engine or data.db_port):
+        raise InvalidInput("db_engine and db_port apply to local and ssh hosts")
+    for field in ("name", "description", "host", "port", "paths", "tags", "db_engine", "db_port"):
         value = getattr(data, field)
         if value is not None and value != getattr(server, field):
             if field == "name":
@@ -182,6 +213,8 @@ async def record_health(session: AsyncSession, server: Server, result: connect.P
     """Store a probe's outcome; True when the health status changed."""
     status = "healthy" if result.success else "unhealthy"
     changed = status != server.health_status
+    if result.success:
+        pin_host_key(server, result.host_key)
     server.health_status = status
     server.health_message = result.message[:2000]
     server.last_heartbeat = utcnow()

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import EmailStr, Field, StringConstraints, field_validator
 
-from opscenter.core.schemas import Id, InputModel, Name, OutputModel, Text, UtcDatetime
+from opscenter.core.schemas import Id, InputModel, NoControlChars, OutputModel, UtcDatetime
 
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -13,6 +13,12 @@ Password = Annotated[str, StringConstraints(min_length=12, max_length=256)]
 RoleName = Annotated[
     str, StringConstraints(min_length=2, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
 ]
+# Sized to their columns (teams.name, teams/roles.description): longer is a 422, not a
+# database error.
+TeamName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True), NoControlChars
+]
+Description = Annotated[str, StringConstraints(max_length=500), NoControlChars]
 
 
 class TeamRef(OutputModel):
@@ -69,8 +75,8 @@ class TeamMemberOut(OutputModel):
 
 
 class TeamCreate(InputModel):
-    name: Name
-    description: Text = ""
+    name: TeamName
+    description: Description = ""
     member_ids: list[Id] = Field(default_factory=list, max_length=1000)
 
 
@@ -94,7 +100,7 @@ class RoleOut(OutputModel):
 
 class RoleCreate(InputModel):
     name: RoleName
-    description: Text = ""
+    description: Description = ""
     permissions: list[str] = Field(min_length=1, max_length=200)
 
 

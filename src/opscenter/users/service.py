@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy import Select, func, or_, select
@@ -127,7 +128,7 @@ async def create_user(session: AsyncSession, actor: Principal, data: UserCreate)
         username=data.username,
         email=str(data.email).lower(),
         full_name=data.full_name,
-        password_hash=hash_password(data.password),
+        password_hash=await asyncio.to_thread(hash_password, data.password),
         role=role,
         teams=teams,
         is_active=data.is_active,
@@ -153,6 +154,10 @@ async def update_user(
 ) -> tuple[User, list[str]]:
     """Returns the user and the names of the fields that changed (for the audit trail)."""
     user = await get_user(session, user_id)
+    if user.id != actor.user_id:
+        # Managing an account needs every permission it holds: a user manager must not
+        # reset an admin's password and take the account.
+        ensure_grantable(actor, user.role)
     changed: list[str] = []
     revoke_sessions = False
     is_self = user.id == actor.user_id
@@ -180,7 +185,7 @@ async def update_user(
         changed.append("is_active")
         revoke_sessions = True
     if data.password is not None:
-        user.password_hash = hash_password(data.password)
+        user.password_hash = await asyncio.to_thread(hash_password, data.password)
         changed.append("password")
         revoke_sessions = True
     if data.team_ids is not None:
@@ -199,6 +204,7 @@ async def delete_user(session: AsyncSession, actor: Principal, user_id: int) -> 
     user = await get_user(session, user_id)
     if user.id == actor.user_id:
         raise Conflict("You cannot delete your own account")
+    ensure_grantable(actor, user.role)
     if user.role.name == "admin" and user.is_active and await _active_admins(session) <= 1:
         raise Conflict("This is the last active admin; make someone else admin first")
     await session.delete(user)

@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_logs")),
         sa.UniqueConstraint("hash", name=op.f("uq_audit_logs_hash")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("audit_logs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_logs_action"), ["action"], unique=False)
@@ -81,6 +82,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_roles")),
         sa.UniqueConstraint("name", name=op.f("uq_roles_name")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "teams",
@@ -91,6 +93,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_teams")),
         sa.UniqueConstraint("name", name=op.f("uq_teams_name")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "users",
@@ -111,6 +114,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
         sa.UniqueConstraint("username", name=op.f("uq_users_username")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_users_role_id"), ["role_id"], unique=False)
@@ -136,6 +140,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_api_keys_prefix"), ["prefix"], unique=False)
@@ -159,6 +164,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refresh_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_refresh_tokens_token_hash")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
         batch_op.create_index(

@@ -43,6 +43,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_servers")),
         sa.UniqueConstraint("team_id", "name", name=op.f("uq_servers_team_id_name")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("servers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_servers_team_id"), ["team_id"], unique=False)

@@ -39,6 +39,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_storage_providers")),
         sa.UniqueConstraint("team_id", "name", name=op.f("uq_storage_providers_team_id_name")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("storage_providers", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_storage_providers_team_id"), ["team_id"], unique=False)
@@ -75,6 +76,7 @@ def upgrade() -> None:
             ["team_id"], ["teams.id"], name=op.f("fk_jobs_team_id_teams"), ondelete="RESTRICT"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_jobs_lock_key"), ["lock_key"], unique=False)
@@ -139,6 +141,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "storage_id", "storage_key", name=op.f("uq_backups_storage_id_storage_key")
         ),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("backups", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_backups_status"), ["status"], unique=False)

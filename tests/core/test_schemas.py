@@ -1,0 +1,83 @@
+"""Input rules of the base schemas and the paging parameters (core/schemas.py,
+core/pagination.py), below the HTTP layer."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated, Any
+
+import pytest
+from pydantic import BaseModel, StringConstraints, ValidationError
+
+from opscenter.core.pagination import MAX_LIMIT, page_params
+from opscenter.core.schemas import InputModel, Name, NoControlChars, Text, UtcDatetime
+
+
+class Sample(InputModel):
+    name: Name
+    note: Text = ""
+    ratio: float = 1.0
+    labels: dict[str, Any] = {}
+    short: Annotated[str, StringConstraints(max_length=5), NoControlChars] = ""
+
+
+class Stamped(BaseModel):
+    at: UtcDatetime
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"name": "ok", "extra": 1},
+        {"name": "ok", "ratio": math.nan},
+        {"name": "ok", "ratio": math.inf},
+        {"name": "ok", "ratio": -math.inf},
+        {"name": "nul\x00"},
+        {"name": "ok", "note": "esc\x1b"},
+        {"name": "ok", "labels": {"k": "bell\x07"}},
+        {"name": "ok", "labels": {"k\x00": "v"}},
+        {"name": "ok", "labels": {"deep": [{"x": "\x7f"}]}},
+        {"name": "ok", "short": "sixsix"},
+        {"name": "ok", "short": "\x01"},
+        {"name": "   "},
+        {"name": "x" * 201},
+    ],
+)
+def test_input_model_rejects(values: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Sample(**values)
+
+
+def test_input_model_accepts_ordinary_text() -> None:
+    s = Sample(name="  trimmed  ", note="line\nnext\ttab\r\n", labels={"a": ["b", {"c": 1}]})
+    assert s.name == "trimmed" and s.note.endswith("\r\n")
+
+
+def test_utc_datetimes_leave_with_z() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    assert Stamped(at=datetime(2030, 1, 1, 2, 0, tzinfo=plus_two)).model_dump(mode="json") == {
+        "at": "2030-01-01T00:00:00Z"
+    }
+    assert Stamped(at=datetime(2030, 1, 1, tzinfo=UTC)).model_dump_json() == (
+        '{"at":"2030-01-01T00:00:00Z"}'
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "limit", "offset"),
+    [
+        ({}, 100, 0),
+        ({"limit": 10}, 10, 0),
+        ({"limit": 10, "offset": 30}, 10, 30),
+        ({"page": 3, "page_size": 10}, 10, 20),
+        ({"page": 2}, 100, 100),
+        ({"page_size": 5}, 5, 0),
+        ({"limit": 7, "page": 3}, 7, 14),  # limit is the page size when both are given
+        ({"page": 3, "page_size": 10, "offset": 4}, 10, 4),  # an explicit offset wins
+        ({"limit": MAX_LIMIT}, MAX_LIMIT, 0),
+    ],
+)
+def test_page_params(kwargs: dict[str, int], limit: int, offset: int) -> None:
+    params = page_params(**kwargs)  # type: ignore[arg-type]
+    assert (params.limit, params.offset) == (limit, offset)
