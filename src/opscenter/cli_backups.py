@@ -29,7 +29,6 @@ from opscenter.core.security import Keyring
 from opscenter.jobs.runner import TERMINAL
 from opscenter.models import Backup, Job
 from opscenter.runtime import build_context, running
-from opscenter.storage import service as storage_service
 
 backup_app = typer.Typer(help="Run, list, restore and verify backups", no_args_is_help=True)
 keys_app = typer.Typer(help="The installation's backup encryption key", no_args_is_help=True)
@@ -195,7 +194,7 @@ def backup_verify(backup_id: int) -> None:
         if not backup.storage_key:
             err.print(f"[red]backup {backup_id} has no artifact ({backup.status})[/red]")
             return 1
-        storage = storage_service.backend(provider, ctx.keyring)
+        storage = ctx.storages.get(provider)
         keys = backup_keys.load_or_create(ctx.keyring, ctx.settings.keys_dir)
         with err.status(f"verifying backup #{backup_id}"):
             manifest = await read_manifest(storage, backup.storage_key)

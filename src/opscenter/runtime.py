@@ -15,6 +15,7 @@ from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
 from opscenter.jobs.runner import JobRunner
+from opscenter.storage.service import StoragePool
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -30,6 +31,7 @@ def build_context(settings: Settings) -> AppContext:
         events=events,
         runner=JobRunner(db, events, concurrency=settings.job_concurrency),
         outbound=OutboundPolicy(settings.outbound_allowlist),
+        storages=StoragePool(keyring),
     )
     BackupJobs(ctx).register(ctx.runner)
     return ctx
@@ -44,4 +46,5 @@ async def running(ctx: AppContext) -> AsyncIterator[BootstrapResult]:
         yield result
     finally:
         await ctx.runner.stop()
+        await ctx.storages.close()
         await ctx.db.dispose()

@@ -14,10 +14,9 @@ from opscenter.backups.manifest import Manifest, write_manifest
 from opscenter.core.clock import as_utc
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
-from opscenter.core.security import Keyring
 from opscenter.models import Backup, Server, StorageProvider
 from opscenter.storage import service as storage_service
-from opscenter.storage.backends import StorageError
+from opscenter.storage.backends import StorageBackend, StorageError
 
 
 def _when(text: str) -> datetime:
@@ -66,10 +65,13 @@ async def backup_from_manifest(
 
 
 async def import_from_storage(
-    session: AsyncSession, keyring: Keyring, principal: Principal, provider: StorageProvider
+    session: AsyncSession,
+    storage: StorageBackend,
+    principal: Principal,
+    provider: StorageProvider,
 ) -> tuple[list[Backup], list[tuple[str, str]]]:
     """Adopt every artifact whose manifest is valid and which the catalog lacks."""
-    scan = await storage_service.scan(storage_service.backend(provider, keyring))
+    scan = await storage_service.scan(storage)
     known = await storage_service.catalog_keys(session, provider.id)
     adopted = [
         await backup_from_manifest(session, principal, provider, m)
@@ -81,7 +83,7 @@ async def import_from_storage(
 
 async def import_upload(
     session: AsyncSession,
-    keyring: Keyring,
+    storage: StorageBackend,
     principal: Principal,
     provider: StorageProvider,
     manifest: Manifest,
@@ -94,7 +96,6 @@ async def import_upload(
     )
     if await session.scalar(known):
         raise Conflict(f"The catalog already holds {manifest.key}")
-    storage = storage_service.backend(provider, keyring)
     digest = hashlib.sha256()
     size = 0
     try:

@@ -140,17 +140,22 @@ class BackupJobs:
                 "team_id": str(backup.team_id),
             },
         )
+        storage = self.app.storages.get(provider)
         try:
             async with connect.open_runner(target) as runner:
                 await self._pin(server.id, runner)
                 result = await run_backup(
                     _source(target, backup.db_type, backup.database_name),
-                    storage_service.backend(provider, self.app.keyring),
+                    storage,
                     options=options,
                     runner=runner,
                 )
         except BackupError as err:
             raise _failed(err) from None
+        async with self.app.db.write_session() as session:
+            row = await session.get(StorageProvider, provider.id)
+            if row is not None and storage_service.pin_host_key(row, storage):
+                await session.commit()
         manifest = result.manifest
         await self._update_backup(
             backup_id,
@@ -204,7 +209,7 @@ class BackupJobs:
         )
         if status == "interrupted":  # the process died mid-write: clear its temp files
             _, _, provider = await self._load(backup_id)
-            removed = await storage_service.backend(provider, self.app.keyring).cleanup_partials()
+            removed = await self.app.storages.get(provider).cleanup_partials()
             async with self.app.db.write_session() as session:
                 await audit.record(
                     session,
@@ -227,7 +232,7 @@ class BackupJobs:
             raise JobFailed("not_found", "the target server or the backup's artifact is gone")
         target = servers.target_of(self.app.keyring, server)
         database = str(params["target_database"])
-        storage = storage_service.backend(provider, self.app.keyring)
+        storage = self.app.storages.get(provider)
         engine = backup.db_type
         try:
             manifest = await read_manifest(storage, backup.storage_key)

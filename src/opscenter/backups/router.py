@@ -136,7 +136,7 @@ async def delete_backup(
     """Removes the artifact, then its manifest, then the catalog row (409 while in use)."""
     backup = await service.delete_backup(session, principal, backup_id)
     if backup.storage_key:
-        storage = storage_service.backend(await service.provider_of(session, backup), ctx.keyring)
+        storage = ctx.storages.get(await service.provider_of(session, backup))
         try:
             await storage.delete(backup.storage_key)
             await storage.delete(manifest_key(backup.storage_key))
@@ -169,7 +169,7 @@ async def download_link(
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups download")
     expires_at = service.download_expiry()
     expires = int(expires_at.timestamp())
-    storage = storage_service.backend(await service.provider_of(session, backup), ctx.keyring)
+    storage = ctx.storages.get(await service.provider_of(session, backup))
     if isinstance(storage, S3Storage):
         url = await storage.presigned_url(
             backup.storage_key,
@@ -218,7 +218,7 @@ async def download_file(
     backup = await session.get(Backup, backup_id)
     if backup is None or not backup.storage_key or backup.size_bytes is None:
         raise NotFound("Backup", backup_id)
-    storage = storage_service.backend(await service.provider_of(session, backup), ctx.keyring)
+    storage = ctx.storages.get(await service.provider_of(session, backup))
     size = backup.size_bytes
     start, end = 0, size - 1
     status_code = 200
@@ -355,7 +355,7 @@ async def import_backup(
     else:
         raise InvalidInput("Give storage_id: you belong to no team with a default storage")
     backup = await catalog.import_upload(
-        session, ctx.keyring, principal, provider, manifest, request.stream()
+        session, ctx.storages.get(provider), principal, provider, manifest, request.stream()
     )
     await audit.record(
         session,

@@ -18,6 +18,7 @@ from opscenter.core.security import Keyring
 
 if TYPE_CHECKING:
     from opscenter.jobs.runner import JobRunner
+    from opscenter.storage.service import StoragePool
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -31,6 +32,7 @@ class AppContext:
     events: EventBus
     runner: JobRunner
     outbound: OutboundPolicy
+    storages: StoragePool
 
 
 def get_ctx(request: Request) -> AppContext:

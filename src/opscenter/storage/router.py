@@ -127,7 +127,11 @@ async def test_storage(
     """Writes, reads back and deletes a small object, on a saved provider or a configuration."""
     if body.provider_id is not None:
         provider = await service.get_provider(session, principal, body.provider_id)
-        return await service.probe(service.backend(provider, ctx.keyring))
+        storage = service.backend(provider, ctx.keyring)
+        result = await service.probe(storage)
+        if result.success:
+            service.pin_host_key(provider, storage)
+        return result
     if body.provider is None:
         raise InvalidInput("Give provider_id, or provider with type and config")
     config = service.validated_config(
@@ -201,7 +205,9 @@ async def import_catalog(
     """Rebuild catalog entries from the manifests in this storage (after losing the
     metadata database). Artifacts the catalog already knows are left alone."""
     provider = await service.get_provider(session, principal, provider_id)
-    adopted, invalid = await catalog.import_from_storage(session, ctx.keyring, principal, provider)
+    adopted, invalid = await catalog.import_from_storage(
+        session, ctx.storages.get(provider), principal, provider
+    )
     await audit.record(
         session,
         action="storage.import",

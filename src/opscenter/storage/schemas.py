@@ -16,6 +16,7 @@ class StorageType(StrEnum):
     LOCAL = "local"
     NETWORK = "network"
     S3 = "s3"
+    SFTP = "sftp"
 
 
 class PathConfig(InputModel):
@@ -44,6 +45,24 @@ class S3Credentials(InputModel):
     secret_access_key: Secret
 
 
+class SftpConfig(InputModel):
+    host: Annotated[
+        str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:-]+$")
+    ]
+    port: int = Field(22, ge=1, le=65535)
+    username: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    path: AbsPath = Field(description="Directory on the server that holds the artifacts")
+    host_key: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="Expected host key; empty = pinned on first connection"
+    )
+
+
+class SftpCredentials(InputModel):
+    password: Secret | None = None
+    private_key: Secret | None = None
+    passphrase: Secret | None = None
+
+
 class PathStorageCreate(InputModel):
     name: Name
     type: Literal[StorageType.LOCAL, StorageType.NETWORK]
@@ -61,7 +80,18 @@ class S3StorageCreate(InputModel):
     team_id: Id | None = None
 
 
-StorageCreate = Annotated[PathStorageCreate | S3StorageCreate, Field(discriminator="type")]
+class SftpStorageCreate(InputModel):
+    name: Name
+    type: Literal[StorageType.SFTP]
+    config: SftpConfig
+    credentials: SftpCredentials
+    is_default: bool = False
+    team_id: Id | None = None
+
+
+StorageCreate = Annotated[
+    PathStorageCreate | S3StorageCreate | SftpStorageCreate, Field(discriminator="type")
+]
 
 
 class StorageUpdate(InputModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -17,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import CatalogScan, scan_catalog
+from opscenter.backups.ssh import SshConfig
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.principal import Principal
+from opscenter.core.schemas import InputModel
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.core.security import Keyring
 from opscenter.models import Backup, StorageProvider
@@ -29,12 +32,15 @@ from opscenter.storage.schemas import (
     PathConfig,
     S3Config,
     S3Credentials,
+    SftpConfig,
+    SftpCredentials,
     StorageCreate,
     StorageOut,
     StorageTestResult,
     StorageType,
     StorageUpdate,
 )
+from opscenter.storage.sftp import SftpStorage
 
 DEFAULT_NAME = "local"
 _UNC = re.compile(r"^(\\\\|//)[^\\/]+[\\/][^\\/]+")
@@ -83,6 +89,10 @@ def validated_config(
             if s3.endpoint_url:
                 policy.check_url(s3.endpoint_url)
             return s3.model_dump()
+        if type == StorageType.SFTP:
+            sftp = SftpConfig.model_validate(config)
+            policy.check_host(sftp.host, sftp.port)
+            return sftp.model_dump()
         path = PathConfig.model_validate(config)
     except ValidationError as err:
         raise InvalidInput(f"Invalid {type.value} config: {err.errors()[0]['msg']}") from None
@@ -124,6 +134,17 @@ def backend_for(type: str, config: dict[str, Any], secrets: dict[str, str]) -> S
             addressing_style=config.get("addressing_style", "auto"),
             verify_tls=config.get("verify_tls", True),
         )
+    if type == StorageType.SFTP:
+        ssh = SshConfig(
+            host=config["host"],
+            port=int(config.get("port", 22)),
+            username=config["username"],
+            password=secrets.get("password"),
+            private_key=secrets.get("private_key"),
+            passphrase=secrets.get("passphrase"),
+            host_key=config.get("host_key"),
+        )
+        return SftpStorage(ssh, config["path"])
     root = Path(config["path"])
     prefix = str(config.get("prefix", "")).strip("/")
     return LocalStorage(root / prefix if prefix else root)
@@ -131,6 +152,45 @@ def backend_for(type: str, config: dict[str, Any], secrets: dict[str, str]) -> S
 
 def backend(provider: StorageProvider, keyring: Keyring) -> StorageBackend:
     return backend_for(provider.type, provider.config, credentials_of(keyring, provider))
+
+
+class StoragePool:
+    """One long-lived backend per provider (an S3 client, an SFTP connection), rebuilt
+    when the provider changes and closed at shutdown."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self._backends: dict[int, tuple[object, StorageBackend]] = {}
+
+    def get(self, provider: StorageProvider) -> StorageBackend:
+        version = (
+            provider.updated_at,
+            provider.type,
+            json.dumps(provider.config, sort_keys=True),
+            provider.secrets_encrypted,
+        )
+        cached = self._backends.get(provider.id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if cached is not None:
+            self._retire(cached[1])
+        storage = backend(provider, self.keyring)
+        self._backends[provider.id] = (version, storage)
+        return storage
+
+    def _retire(self, storage: StorageBackend) -> None:
+        close = getattr(storage, "close", None)
+        if close is not None:
+            task = asyncio.ensure_future(close())
+            task.add_done_callback(lambda t: t.exception())
+
+    async def close(self) -> None:
+        for _, storage in self._backends.values():
+            close = getattr(storage, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        self._backends.clear()
 
 
 def providers_query(principal: Principal) -> Select[StorageProvider]:
@@ -215,9 +275,14 @@ async def update_provider(
         provider.config = validated_config(StorageType(provider.type), data.config, policy)
         changed.append("config")
     if data.credentials is not None:
-        if provider.type == StorageType.S3:
+        schemas: dict[StorageType, type[InputModel]] = {
+            StorageType.S3: S3Credentials,
+            StorageType.SFTP: SftpCredentials,
+        }
+        schema = schemas.get(StorageType(provider.type))
+        if schema is not None:
             try:
-                S3Credentials.model_validate(data.credentials)
+                schema.model_validate(data.credentials)
             except ValidationError as err:
                 raise InvalidInput(f"Invalid credentials: {err.errors()[0]['msg']}") from None
         store_credentials(keyring, provider, dict(data.credentials))
@@ -309,3 +374,12 @@ async def catalog_keys(session: AsyncSession, provider_id: int) -> dict[str, int
         )
     )
     return {key: backup_id for key, backup_id in rows.all() if key}
+
+
+def pin_host_key(provider: StorageProvider, storage: StorageBackend) -> bool:
+    """SFTP: remember the host key seen on first use; a different one then fails closed."""
+    seen = getattr(storage, "host_key", None)
+    if not isinstance(storage, SftpStorage) or seen is None or provider.config.get("host_key"):
+        return False
+    provider.config = {**provider.config, "host_key": seen.public_key}
+    return True
