@@ -63,6 +63,18 @@ class Settings(BaseSettings):
         "20/minute", validation_alias="OPSCENTER_RATE_LIMIT_LOGIN_ADDRESS"
     )
     rate_limit_enabled: bool = Field(True, validation_alias="OPSCENTER_RATE_LIMIT_ENABLED")
+    # A backup that moves no byte for this long fails as `stalled`; 0 = no wall-clock limit.
+    backup_stall_seconds: float = Field(
+        600, gt=0, validation_alias="OPSCENTER_BACKUP_STALL_SECONDS"
+    )
+    backup_time_limit_seconds: float = Field(
+        0, ge=0, validation_alias="OPSCENTER_BACKUP_TIME_LIMIT_SECONDS"
+    )
+    # Transient failures are retried this many times, after 30 s, 2 min, 8 min, ...
+    backup_retries: int = Field(2, ge=0, le=10, validation_alias="OPSCENTER_BACKUP_RETRIES")
+    backup_retry_seconds: float = Field(
+        30, ge=0, le=3600, validation_alias="OPSCENTER_BACKUP_RETRY_SECONDS"
+    )
     job_concurrency: int = Field(2, ge=1, le=64, validation_alias="OPSCENTER_JOB_CONCURRENCY")
     # Seconds between server health checks; 0 turns the periodic check off.
     health_interval_seconds: float = Field(

@@ -190,6 +190,32 @@ async def test_failed_backup_says_why_and_leaves_nothing(
     assert not [k for k in listed["orphans"] if "no_such_db_here" in k]
 
 
+async def test_transient_failures_are_retried_a_bounded_number_of_times(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    server = await make_server(admin, port=1)  # nothing listens: unreachable, transient
+    job = await run_job(
+        api,
+        admin,
+        await admin.post("/api/v1/backups", json={"server_id": server["id"], "database_name": "x"}),
+    )
+    assert job["status"] == "failed" and job["error_code"] == "unreachable", job
+    assert job["result"]["attempts"] == 1 + api.settings.backup_retries == 3
+    # a permanent failure is not retried
+    job = await run_job(
+        api,
+        admin,
+        await admin.post(
+            "/api/v1/backups",
+            json={
+                "server_id": (await make_server(admin))["id"],
+                "database_name": "no_such_db_at_all",
+            },
+        ),
+    )
+    assert job["error_code"] == "database_missing" and job["result"]["attempts"] == 1
+
+
 async def test_production_target_needs_confirmation(
     api: Api, admin: httpx.AsyncClient, source_db: str, scratch_names: list[str]
 ) -> None:

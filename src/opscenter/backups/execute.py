@@ -8,7 +8,7 @@ from typing import Any
 
 from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
-from opscenter.backups.errors import BackupError
+from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import read_manifest
 from opscenter.backups.masking import mask_mysql, mask_postgres, salt_for
 from opscenter.backups.pipeline import BackupOptions, BackupProgress, run_backup
@@ -66,6 +66,13 @@ def _restore_target(
     if engine == "sqlite":
         return SqliteTarget(database, overwrite=drop)
     return DirectoryTarget(database)
+
+
+def _worth_retrying(err: BackupError) -> bool:
+    """Transient failures (unreachable, storage hiccups, a stall, a killed dump) get a
+    bounded number of retries; permanent ones (auth, missing database, full disk, ...)
+    and the wall-clock limit do not."""
+    return err.retryable and err.code != ErrorCode.TIME_LIMIT
 
 
 def _failed(err: BackupError) -> JobFailed:
@@ -132,6 +139,8 @@ class BackupJobs:
             compression=Compression(backup.compression_type),
             recipients=(self.keys.recipient,) if backup.is_encrypted else (),
             on_progress=on_progress,
+            stall_timeout=self.app.settings.backup_stall_seconds,
+            time_limit=self.app.settings.backup_time_limit_seconds or None,
             row_counts=backup.db_type in {"postgresql", "mysql"},
             labels={
                 "backup_id": str(backup.id),
@@ -141,17 +150,33 @@ class BackupJobs:
             },
         )
         storage = self.app.storages.get(provider)
-        try:
-            async with connect.open_runner(target) as runner:
-                await self._pin(server.id, runner)
-                result = await run_backup(
-                    _source(target, backup.db_type, backup.database_name),
-                    storage,
-                    options=options,
-                    runner=runner,
+        attempts = 1 + self.app.settings.backup_retries
+        for attempt in range(1, attempts + 1):
+            try:
+                async with connect.open_runner(target) as runner:
+                    await self._pin(server.id, runner)
+                    result = await run_backup(
+                        _source(target, backup.db_type, backup.database_name),
+                        storage,
+                        options=options,
+                        runner=runner,
+                    )
+                break
+            except BackupError as err:
+                if not _worth_retrying(err) or attempt == attempts:
+                    raise JobFailed(
+                        err.code.value, connect.explain(err), {"attempts": attempt}
+                    ) from None
+                delay = self.app.settings.backup_retry_seconds * 4 ** (attempt - 1)
+                log.warning(
+                    "backup attempt failed, retrying",
+                    backup_id=backup_id,
+                    attempt=attempt,
+                    code=err.code.value,
+                    delay=delay,
                 )
-        except BackupError as err:
-            raise _failed(err) from None
+                await ctx.progress(phase=f"retrying in {delay:g} s ({err.code.value})")
+                await asyncio.sleep(delay)
         async with self.app.db.write_session() as session:
             row = await session.get(StorageProvider, provider.id)
             if row is not None and storage_service.pin_host_key(row, storage):
@@ -260,6 +285,8 @@ class BackupJobs:
                     identities=(self.keys.identity,),
                     runner=runner,
                     on_progress=on_progress,
+                    stall_timeout=self.app.settings.backup_stall_seconds,
+                    time_limit=self.app.settings.backup_time_limit_seconds or None,
                 )
                 masked: dict[str, Any] = {}
                 rules: dict[str, str] = params.get("masking_rules") or {}
