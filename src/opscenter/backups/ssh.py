@@ -56,8 +56,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 from asyncssh.public_key import get_default_public_key_algs
@@ -70,6 +69,7 @@ from opscenter.backups.runner import (
     RunningCommand,
     SecretFile,
 )
+from opscenter.storage.backends import ClosesOnExit
 
 __all__ = [
     "HostKeyInfo",
@@ -816,7 +816,7 @@ _GLOB_SCRIPT = (
 )
 
 
-class SshRunner:
+class SshRunner(ClosesOnExit):
     """Runs commands on ``config.host`` over one (re)used SSH connection."""
 
     name = "ssh"
@@ -878,17 +878,6 @@ class SshRunner:
             conn.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), 5)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _control(self, script: str) -> None:
         """A short secret-free control command (kill, cleanup) on its own channel."""

@@ -186,6 +186,38 @@ class StorageBackend(Protocol):
         ...
 
 
+class ClosesOnExit:
+    """`async with` closes it (readers, connections)."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class AbortsUnlessCommitted:
+    """`async with` aborts a writer that is left on an error or without a commit."""
+
+    @property
+    def finished(self) -> bool:
+        """Committed or aborted."""
+        raise NotImplementedError
+
+    async def abort(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is not None or not self.finished:
+            await self.abort()
+
+
 def _os_error(exc: OSError, what: str) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageError("disk_full", f"{what}: no space left on the storage device")
@@ -204,7 +236,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class _LocalWriter:
+class _LocalWriter(AbortsUnlessCommitted):
     def __init__(self, storage: LocalStorage, key: str, final: Path, overwrite: bool) -> None:
         self.key = key
         self._storage = storage
@@ -301,20 +333,12 @@ class _LocalWriter:
         # Synchronous on purpose: abort must complete even inside a cancelled task.
         self._abort_sync()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None or not self._done:
-            await self.abort()
+    @property
+    def finished(self) -> bool:
+        return self._done
 
 
-class _LocalReader:
+class _LocalReader(ClosesOnExit):
     def __init__(self, key: str, path: Path, offset: int, length: int | None) -> None:
         self.key = key
         self._path = path
@@ -350,17 +374,6 @@ class _LocalReader:
         if self._fh is not None:
             os.close(self._fh)
             self._fh = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class LocalStorage:

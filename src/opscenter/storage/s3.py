@@ -35,8 +35,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import botocore.session
@@ -61,6 +60,8 @@ from botocore.exceptions import (
 from opscenter.core.logging import get_logger
 from opscenter.storage.backends import (
     PARTIAL_SUFFIX,
+    AbortsUnlessCommitted,
+    ClosesOnExit,
     ObjectInfo,
     SpaceInfo,
     StorageError,
@@ -187,7 +188,7 @@ class S3CheckResult:
     message: str
 
 
-class _S3Writer:
+class _S3Writer(AbortsUnlessCommitted):
     """A multipart upload, started lazily when the first part is full.
 
     At most one part is being uploaded (in a worker thread) while the next one fills;
@@ -425,20 +426,12 @@ class _S3Writer:
                 error=str(self._storage.error_from(exc, "aborting the upload")),
             )
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None or not self._closed:
-            await self.abort()
+    @property
+    def finished(self) -> bool:
+        return self._closed
 
 
-class _S3Reader:
+class _S3Reader(ClosesOnExit):
     """A GetObject body, read in worker threads; resumes with a Range GET pinned to
     the object's ETag (``If-Match``) when the stream breaks mid-way."""
 
@@ -513,19 +506,8 @@ class _S3Reader:
         self._closed = True
         self._close_body()
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class S3Storage:
+class S3Storage(ClosesOnExit):
     """Objects in ``bucket`` under ``prefix``; key ``a/b`` is the S3 key ``<prefix>a/b``.
 
     ``access_key_id``/``secret_access_key`` may be omitted to use botocore's default

@@ -27,8 +27,7 @@ import secrets
 import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncssh
 
@@ -36,6 +35,8 @@ from opscenter.backups.errors import BackupError, ErrorCode, scrub
 from opscenter.backups.ssh import HostKeyInfo, HostKeyMismatch, SshConfig, connect_ssh
 from opscenter.storage.backends import (
     PARTIAL_SUFFIX,
+    AbortsUnlessCommitted,
+    ClosesOnExit,
     ObjectInfo,
     SpaceInfo,
     StorageBackend,
@@ -76,7 +77,7 @@ def _is_disk_full(exc: BaseException) -> bool:
     )
 
 
-class _SftpWriter:
+class _SftpWriter(AbortsUnlessCommitted):
     def __init__(
         self,
         storage: SftpStorage,
@@ -183,20 +184,12 @@ class _SftpWriter:
         # (If the connection is gone, cleanup_partials removes it later.)
         await asyncio.shield(self._abort_remote())
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None or not self._done:
-            await self.abort()
+    @property
+    def finished(self) -> bool:
+        return self._done
 
 
-class _SftpReader:
+class _SftpReader(ClosesOnExit):
     def __init__(
         self,
         storage: SftpStorage,
@@ -234,17 +227,6 @@ class _SftpReader:
             with contextlib.suppress(Exception):
                 await fh.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
 
 async def _exists(sftp: asyncssh.SFTPClient, path: str) -> bool:
     try:
@@ -262,7 +244,7 @@ def _is_dir(attrs: asyncssh.SFTPAttrs) -> bool:
     return attrs.permissions is not None and stat.S_ISDIR(attrs.permissions)
 
 
-class SftpStorage:
+class SftpStorage(ClosesOnExit):
     """Objects as files under ``root`` on an SFTP server (one reused connection)."""
 
     name = "sftp"
@@ -347,17 +329,6 @@ class SftpStorage:
             conn.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.wait_closed(), 5)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ errors
     async def _failure(self, exc: BaseException, what: str, *, need: int = 0) -> StorageError:
