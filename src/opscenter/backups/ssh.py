@@ -317,6 +317,14 @@ class ProbeResult:
     latency_seconds: float
 
 
+async def close_connection(conn: asyncssh.SSHClientConnection | None) -> None:
+    """Close and wait a little for the other side; a dead peer does not hold us up."""
+    if conn is not None:
+        conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.wait_closed(), 5)
+
+
 async def probe_host(config: SshConfig) -> ProbeResult:
     """A "test connection": connect, authenticate, run a no-op; report the host key seen.
 
@@ -874,10 +882,7 @@ class SshRunner(ClosesOnExit):
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 5)
+        await close_connection(conn)
 
     async def _control(self, script: str) -> None:
         """A short secret-free control command (kill, cleanup) on its own channel."""

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, TypeVar
 import asyncssh
 
 from opscenter.backups.errors import BackupError, ErrorCode, scrub
-from opscenter.backups.ssh import HostKeyInfo, HostKeyMismatch, SshConfig, connect_ssh
+from opscenter.backups.ssh import (
+    HostKeyInfo,
+    HostKeyMismatch,
+    SshConfig,
+    close_connection,
+    connect_ssh,
+)
 from opscenter.storage.backends import (
     PARTIAL_SUFFIX,
     AbortsUnlessCommitted,
@@ -325,10 +331,7 @@ class SftpStorage(ClosesOnExit):
 
     async def close(self) -> None:
         conn, self._conn, self._sftp = self._conn, None, None
-        if conn is not None:
-            conn.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 5)
+        await close_connection(conn)
 
     # ------------------------------------------------------------------ errors
     async def _failure(self, exc: BaseException, what: str, *, need: int = 0) -> StorageError:
