@@ -3,11 +3,6 @@ end `interrupted`, the partial file is removed, and older backups are untouched.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,69 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "OPSCENTER_DATA_DIR": str(data_dir),
-            "OPSCENTER_PORT": str(self.port),
-            "OPSCENTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "OPSCENTER_HEALTH_INTERVAL": "0",
-            "OPSCENTER_RATE_LIMIT_ENABLED": "false",
-            "OPSCENTER_LOG_LEVEL": "WARNING",
-        }
-        self.env.pop("DATABASE_URL", None)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "opscenter", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        for _ in range(150):
-            try:
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its dump tools, no cleanup
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-
-    def client(self) -> httpx.Client:
-        token = httpx.post(
-            f"{self.base}/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        ).json()["access_token"]
-        return httpx.Client(
-            base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
+from tests.live import LiveServer
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "data")
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    srv = LiveServer(tmp_path / "data")
     yield srv
     srv.stop()
 
@@ -94,7 +32,7 @@ def _wait_job(
     raise AssertionError(f"job {job_id} never reached {until}")
 
 
-def test_killed_server_reconciles_on_restart(server: Server, tmp_path: Path) -> None:
+def test_killed_server_reconciles_on_restart(server: LiveServer, tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.mkdir()
     (small / "a.txt").write_text("keep me")

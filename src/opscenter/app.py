@@ -24,7 +24,11 @@ from opscenter.core.middleware import (
 )
 from opscenter.jobs.router import router as jobs_router
 from opscenter.ops.router import router as ops_router
+from opscenter.realtime.router import router as realtime_router
+from opscenter.retention.router import router as retention_router
 from opscenter.runtime import build_context, running
+from opscenter.schedules.router import policies_router as backup_policies_router
+from opscenter.schedules.router import router as schedules_router
 from opscenter.servers.health import run_forever as run_health_checks
 from opscenter.servers.router import router as servers_router
 from opscenter.storage.router import router as storage_router
@@ -41,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with running(ctx) as first_start:
+        async with running(ctx, scheduler=True) as first_start:
             announce(first_start)
             health = None
             if settings.health_interval_seconds > 0:
@@ -72,10 +76,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         storage_router,
         backups_router,
         jobs_router,
+        schedules_router,
+        backup_policies_router,
+        retention_router,
     ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(ops_router)
+    app.include_router(realtime_router)
 
     # Starlette runs the last added middleware first.
     app.add_middleware(

@@ -75,10 +75,17 @@ class Settings(BaseSettings):
     backup_retry_seconds: float = Field(
         30, ge=0, le=3600, validation_alias="OPSCENTER_BACKUP_RETRY_SECONDS"
     )
+    ws_keepalive_seconds: float = Field(
+        30, gt=0, le=3600, validation_alias="OPSCENTER_WS_KEEPALIVE"
+    )
     job_concurrency: int = Field(2, ge=1, le=64, validation_alias="OPSCENTER_JOB_CONCURRENCY")
     # Seconds between server health checks; 0 turns the periodic check off.
     health_interval_seconds: float = Field(
         60, ge=0, le=86400, validation_alias="OPSCENTER_HEALTH_INTERVAL"
+    )
+    # Seconds between scheduler rounds (due schedules, daily retention); 0 turns it off.
+    scheduler_interval_seconds: float = Field(
+        15, ge=0, le=3600, validation_alias="OPSCENTER_SCHEDULER_INTERVAL"
     )
     log_level: str = Field("INFO", validation_alias="OPSCENTER_LOG_LEVEL")
     secure_cookies: bool = Field(False, validation_alias="OPSCENTER_SECURE_COOKIES")

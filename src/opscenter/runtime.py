@@ -15,6 +15,7 @@ from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
 from opscenter.jobs.runner import JobRunner
+from opscenter.schedules.scheduler import Scheduler
 from opscenter.storage.service import StoragePool
 
 
@@ -38,13 +39,19 @@ def build_context(settings: Settings) -> AppContext:
 
 
 @asynccontextmanager
-async def running(ctx: AppContext) -> AsyncIterator[BootstrapResult]:
-    """Migrate and seed, start the job runner; stop it and close the database after."""
+async def running(ctx: AppContext, *, scheduler: bool = False) -> AsyncIterator[BootstrapResult]:
+    """Migrate and seed, start the job runner (and, for the server, the scheduler loop);
+    stop them and close the database after. CLI commands leave the scheduler off: a
+    short-lived process must not claim slots whose jobs it would not live to run."""
     result = await bootstrap(ctx.settings, ctx.db)
     await ctx.runner.start()
+    loop = Scheduler(ctx)
+    if scheduler:
+        loop.start()
     try:
         yield result
     finally:
+        await loop.stop()
         await ctx.runner.stop()
         await ctx.storages.close()
         await ctx.db.dispose()

@@ -150,6 +150,24 @@ async def authenticate(
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 
 
+async def principal_from(
+    ctx: AppContext,
+    session: AsyncSession,
+    *,
+    token: str | None = None,
+    cookie: str | None = None,
+    api_key: str | None = None,
+) -> Principal:
+    """The same checks as a request's, for callers that are not requests (WebSockets)."""
+    if token:
+        return await _from_jwt(ctx, session, token, via_cookie=False)
+    if api_key:
+        return await _from_api_key(session, api_key)
+    if cookie:
+        return await _from_jwt(ctx, session, cookie, via_cookie=True)
+    raise Unauthorized()
+
+
 def require(permission: str) -> Callable[..., Awaitable[Principal]]:
     """Dependency factory: the caller must hold `permission`; a refusal is audited."""
 

@@ -37,6 +37,7 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
 from opscenter.models import Backup, Server, StorageProvider
+from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.storage import service as storage_service
@@ -246,6 +247,7 @@ class BackupJobs:
                 )
                 await session.commit()
             log.warning("interrupted backup reconciled", backup_id=backup_id, removed=removed)
+        await retention.after_backup(self.app, backup_id, status)
 
     # -- restore -------------------------------------------------------------------------
     async def run_restore(self, ctx: JobContext) -> dict[str, Any]:

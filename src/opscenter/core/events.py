@@ -24,6 +24,7 @@ class EventBus:
     def __init__(self, queue_size: int = 1000) -> None:
         self._queues: set[asyncio.Queue[Event]] = set()
         self._queue_size = queue_size
+        self._overflowed: set[int] = set()
         self.dropped = 0
 
     def publish(self, event: Event) -> None:
@@ -32,12 +33,18 @@ class EventBus:
                 queue.put_nowait(event)
             except asyncio.QueueFull:
                 self.dropped += 1  # the subscriber is too slow; it loses this event
+                self._overflowed.add(id(queue))
+
+    def overflowed(self, queue: asyncio.Queue[Event]) -> bool:
+        """Whether this subscriber has lost events for being too slow."""
+        return id(queue) in self._overflowed
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:
-        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
+    async def subscribe(self, queue_size: int | None = None) -> AsyncIterator[asyncio.Queue[Event]]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(queue_size or self._queue_size)
         self._queues.add(queue)
         try:
             yield queue
         finally:
             self._queues.discard(queue)
+            self._overflowed.discard(id(queue))

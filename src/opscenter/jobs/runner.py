@@ -179,8 +179,13 @@ class JobRunner:
             await session.commit()
 
     def publish(self, ctx: JobContext, type_: str, data: dict[str, Any]) -> None:
+        subject = {k: ctx.params[k] for k in ("backup_id",) if k in ctx.params}
         self.events.publish(
-            Event(type_, {"job_id": ctx.job_id, "kind": ctx.kind, **data}, team_id=ctx.team_id)
+            Event(
+                type_,
+                {"job_id": ctx.job_id, "kind": ctx.kind, **subject, **data},
+                team_id=ctx.team_id,
+            )
         )
 
     # -- internals -------------------------------------------------------------------------

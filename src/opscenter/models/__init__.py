@@ -4,6 +4,7 @@ from opscenter.models.audit import AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
 from opscenter.models.backups import Backup, Job
 from opscenter.models.base import Base, IdMixin, TimestampMixin
+from opscenter.models.schedules import RetentionPolicy, Schedule, ScheduleRun
 from opscenter.models.servers import Server
 from opscenter.models.storage import StorageProvider
 
@@ -15,7 +16,10 @@ __all__ = [
     "IdMixin",
     "Job",
     "RefreshToken",
+    "RetentionPolicy",
     "Role",
+    "Schedule",
+    "ScheduleRun",
     "Server",
     "StorageProvider",
     "Team",

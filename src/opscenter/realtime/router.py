@@ -1,0 +1,150 @@
+"""The WebSocket stream `/ws` (seeds 001 and 004): authenticate, subscribe to channels,
+receive events as they happen; ping/pong and a server keep-alive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from opscenter.auth.deps import SESSION_COOKIE, principal_from
+from opscenter.core.context import AppContext
+from opscenter.core.errors import AppError
+from opscenter.core.principal import Principal
+from opscenter.realtime import service
+
+router = APIRouter(tags=["Real-time"])
+POLICY_VIOLATION, TOO_BIG, TRY_AGAIN_LATER = 1008, 1009, 1013
+MAX_FRAME = 64 * 1024
+CLIENT_QUEUE = 256
+AUTH_WAIT_SECONDS = 10
+
+
+class _Closed(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def _receive(websocket: WebSocket) -> dict[str, Any]:
+    text = await websocket.receive_text()
+    if len(text) > MAX_FRAME:
+        raise _Closed(TOO_BIG, f"frames are limited to {MAX_FRAME} bytes")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+async def _authenticate(ctx: AppContext, credentials: dict[str, str]) -> Principal:
+    try:
+        async with ctx.db.read_session() as session:
+            return await principal_from(ctx, session, **credentials)
+    except AppError as err:
+        raise _Closed(POLICY_VIOLATION, err.detail) from None
+
+
+@router.websocket("/ws")
+async def stream(websocket: WebSocket) -> None:
+    """Auth by `?token=`, the session cookie, or a first `{"type": "auth", "token": ...}`.
+    Then `{"type": "subscribe" | "unsubscribe", "channels": [...]}` and `{"type": "ping"}`."""
+    ctx: AppContext = websocket.app.state.ctx
+    await websocket.accept()
+    try:
+        credentials = {
+            "token": websocket.query_params.get("token") or "",
+            "cookie": websocket.cookies.get(SESSION_COOKIE) or "",
+        }
+        if not any(credentials.values()):
+            first = await asyncio.wait_for(_receive(websocket), AUTH_WAIT_SECONDS)
+            if first.get("type") != "auth":
+                raise _Closed(POLICY_VIOLATION, 'authenticate first: {"type": "auth", ...}')
+            credentials = {
+                "token": str(first.get("token") or ""),
+                "api_key": str(first.get("api_key") or ""),
+            }
+        credentials = {k: v for k, v in credentials.items() if v}
+        principal = await _authenticate(ctx, credentials)
+        await websocket.send_json(
+            {"type": "connected", "user": principal.username, "role": principal.role}
+        )
+        await _serve(websocket, ctx, principal, credentials)
+    except _Closed as closed:
+        await websocket.close(closed.code, closed.reason[:120])
+    except TimeoutError:
+        await websocket.close(POLICY_VIOLATION, "no authentication received")
+    except WebSocketDisconnect:
+        return
+
+
+async def _serve(
+    websocket: WebSocket, ctx: AppContext, principal: Principal, credentials: dict[str, str]
+) -> None:
+    subscriptions: set[str] = set()
+    async with ctx.events.subscribe(CLIENT_QUEUE) as queue:
+
+        async def receive() -> None:
+            while True:
+                msg = await _receive(websocket)
+                kind = msg.get("type")
+                if kind == "ping":
+                    await websocket.send_json({"type": "pong"})
+                elif kind in ("subscribe", "unsubscribe"):
+                    channels = msg.get("channels")
+                    if not isinstance(channels, list) or not all(
+                        isinstance(c, str) and service.CHANNEL.match(c) for c in channels
+                    ):
+                        await websocket.send_json(
+                            {
+                                "type": "error",
+                                "code": "VALIDATION_ERROR",
+                                "detail": "channels: a list of channel names",
+                            }
+                        )
+                        continue
+                    if kind == "subscribe":
+                        subscriptions.update(channels)
+                        if len(subscriptions) > service.MAX_CHANNELS:
+                            raise _Closed(POLICY_VIOLATION, "too many subscriptions")
+                    else:
+                        subscriptions.difference_update(channels)
+                    await websocket.send_json(
+                        {"type": f"{kind}d", "channels": sorted(subscriptions)}
+                    )
+                else:
+                    await websocket.send_json(
+                        {
+                            "type": "error",
+                            "code": "UNKNOWN_MESSAGE",
+                            "detail": "expected ping, subscribe or unsubscribe",
+                        }
+                    )
+
+        async def send() -> None:
+            keepalive = ctx.settings.ws_keepalive_seconds
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), keepalive)
+                except TimeoutError:
+                    # Keep-alive, and a re-check: a revoked token or disabled user is cut off.
+                    await _authenticate(ctx, credentials)
+                    await websocket.send_json({"type": "ping"})
+                    continue
+                if ctx.events.overflowed(queue):
+                    raise _Closed(TRY_AGAIN_LATER, "too slow: events were lost; reconnect")
+                if service.visible(event, principal) and service.channels_of(event) & subscriptions:
+                    await websocket.send_json(service.message(event))
+
+        tasks = [asyncio.create_task(receive()), asyncio.create_task(send())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

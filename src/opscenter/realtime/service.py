@@ -1,0 +1,82 @@
+"""What a WebSocket client receives: events it may see (team scope), on the channels it
+subscribed to, in seed 001's shapes and seed 004's envelope at once."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from opscenter.core.events import Event
+from opscenter.core.principal import Principal
+
+CHANNEL = re.compile(r"^[a-z_]+(:[A-Za-z0-9_.-]{1,64})?$")
+MAX_CHANNELS = 100
+
+# The event's type prefix -> its channel, and the resource id that makes `channel:id`.
+_CHANNELS = {
+    "backup": ("backups", "backup_id"),
+    "restore": ("backups", "backup_id"),
+    "job": ("jobs", "job_id"),
+    "server": ("servers", "server_id"),
+    "notification": ("notifications", None),
+    "incident": ("incidents", "incident_id"),
+    "task": ("tasks", "task_id"),
+    "asset": ("assets", "asset_id"),
+}
+
+
+def visible(event: Event, principal: Principal) -> bool:
+    return event.team_id is None or principal.sees_all_teams or event.team_id in principal.team_ids
+
+
+def channels_of(event: Event) -> set[str]:
+    """Every channel name that carries this event."""
+    prefix = event.type.split(".", 1)[0]
+    channel, id_field = _CHANNELS.get(prefix, (prefix, None))
+    names = {channel}
+    if event.data.get("kind") == "backup":  # a backup's job is news on `backups` too
+        names.add("backups")
+    for field in filter(None, (id_field, "backup_id", "job_id", "server_id")):
+        if field in event.data:
+            names.add(f"{field.removesuffix('_id')}:{event.data[field]}")
+    if environment := event.data.get("environment"):
+        names.add(str(environment))
+    return names
+
+
+def message(event: Event) -> dict[str, Any]:
+    """Seed 004's envelope (type, action, data, timestamp) plus seed 001's flat fields."""
+    prefix, _, action = event.type.partition(".")
+    body: dict[str, Any] = {
+        "type": prefix,
+        "action": action or prefix,
+        "data": event.data,
+        "timestamp": event.timestamp,
+    }
+    data = event.data
+    if prefix == "job" and data.get("kind") == "backup" and "backup_id" in data:
+        total, done = data.get("bytes_total"), data.get("bytes_done")
+        progress = data.get("progress")
+        if progress is None and total and done is not None:
+            progress = round(100.0 * done / total, 1)
+        body.update(
+            type="backup_progress",
+            backup_id=data["backup_id"],
+            progress=progress,
+            status=data.get("status", "in_progress"),
+            bytes_done=done,
+        )
+    elif prefix == "server" and action == "health_changed":
+        body.update(
+            type="server_health",
+            server_id=data.get("server_id"),
+            health_status=data.get("health_status"),
+        )
+    elif prefix == "backup" and action in ("failed", "interrupted"):
+        body.update(
+            type="notification",
+            level="error",
+            message=f"Backup {data.get('backup_id')} {action}: {data.get('error')}",
+            details=data,
+        )
+    return body

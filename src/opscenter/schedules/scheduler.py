@@ -1,0 +1,133 @@
+"""The scheduler loop: every `interval` seconds, run the schedules whose next_run has come.
+
+Safe with any number of processes on one database: each due slot is claimed by INSERTing
+its `schedule_runs` row (UNIQUE schedule_id + scheduled_for) in the transaction that
+creates the backup and its job and advances next_run, with the schedule's row locked.
+Whoever loses the race finds the slot no longer due, or gets the IntegrityError, and
+skips it. Jobs reach the runner only after that transaction commits.
+
+Misfires: after downtime, a schedule whose slots passed gets ONE coalesced catch-up run
+(trigger `catch_up`, `missed` = how many later slots it stands for), then resumes at its
+next future slot; with misfire_policy 'skip' the missed slot is recorded as skipped.
+
+Retention: once a day (and after every successful backup of a schedule, from the backup
+job's finisher) every schedule's policy is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from opscenter.core.clock import utcnow
+from opscenter.core.context import AppContext
+from opscenter.core.db import Database
+from opscenter.core.logging import get_logger
+from opscenter.models import Schedule
+from opscenter.retention import service as retention
+from opscenter.schedules import service
+from opscenter.schedules.service import Fired
+
+log = get_logger("opscenter.scheduler")
+RETENTION_EVERY = timedelta(days=1)
+MIN_GRACE = timedelta(minutes=5)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        app: AppContext,
+        *,
+        db: Database | None = None,
+        interval_seconds: float | None = None,
+        submit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.app = app
+        self.db = db or app.db
+        self.interval = (
+            app.settings.scheduler_interval_seconds
+            if interval_seconds is None
+            else interval_seconds
+        )
+        self.submit = submit or app.runner.submit
+        # A slot later than this counts as missed (a tick may come up to one interval late).
+        self.grace = max(MIN_GRACE, timedelta(seconds=2 * self.interval))
+        self.last_retention: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- one round ---------------------------------------------------------------------------
+    async def tick(
+        self, now: datetime | None = None, *, schedule_ids: Collection[int] | None = None
+    ) -> list[Fired]:
+        """Run every due schedule once. `now` is injectable (tests); `schedule_ids` limits
+        the round to some schedules."""
+        now = now or utcnow()
+        stmt = (
+            select(Schedule.id)
+            .where(Schedule.enabled.is_(True), Schedule.next_run <= now)
+            .order_by(Schedule.priority.desc(), Schedule.next_run, Schedule.id)
+        )
+        if schedule_ids is not None:
+            stmt = stmt.where(Schedule.id.in_(list(schedule_ids)))
+        async with self.db.read_session() as session:
+            due = list((await session.scalars(stmt)).all())
+        fired: list[Fired] = []
+        for schedule_id in due:
+            try:
+                result = await self._fire(schedule_id, now)
+            except Exception:
+                log.exception("schedule run failed", schedule_id=schedule_id)
+                continue
+            if result is not None:
+                fired.append(result)
+        return fired
+
+    async def _fire(self, schedule_id: int, now: datetime) -> Fired | None:
+        async with self.db.write_session() as session:
+            try:
+                result = await service.fire(session, schedule_id, now, grace=self.grace)
+            except IntegrityError:
+                await session.rollback()
+                log.info("slot already claimed elsewhere", schedule_id=schedule_id)
+                await service.pass_claimed(session, schedule_id, now)
+                await session.commit()
+                return None
+            await session.commit()
+        if result is not None and result.job_id is not None:
+            self.submit(result.job_id)
+        return result
+
+    async def retention_pass(
+        self, now: datetime | None = None, *, schedule_ids: Collection[int] | None = None
+    ) -> None:
+        """The daily pass: apply every schedule's retention policy."""
+        now = now or utcnow()
+        self.last_retention = now
+        await retention.daily_pass(self.app, now, schedule_ids=schedule_ids)
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.tick()
+                now = utcnow()
+                if self.last_retention is None or now - self.last_retention >= RETENTION_EVERY:
+                    await self.retention_pass(now)
+            except Exception:
+                log.exception("scheduler round failed")
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        """Start the loop (interval 0: disabled)."""
+        if self.interval > 0 and self._task is None:
+            self._task = asyncio.create_task(self.run_forever(), name="scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None

@@ -1,0 +1,261 @@
+"""The scheduler, with an injected clock and no waiting: DST days, misfires, overlap,
+and two scheduler processes racing for the same slot on one database."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from opscenter.core.db import Database
+from opscenter.models import Backup, ScheduleRun
+from opscenter.schedules.scheduler import Scheduler
+from opscenter.schedules.service import Fired
+from tests.conftest import Api
+from tests.schedules.helpers import (
+    disable,
+    end_job,
+    make_schedule,
+    make_server,
+    set_next_run,
+    uid,
+)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+class Collector:
+    """Jobs the scheduler submits, kept from the runner (these backups need not run)."""
+
+    def __init__(self) -> None:
+        self.jobs: list[int] = []
+
+    def __call__(self, job_id: int) -> None:
+        self.jobs.append(job_id)
+
+
+async def walk(
+    api: Api, scheduler: Scheduler, schedule_id: int, start: datetime, end: datetime
+) -> list[Fired]:
+    """Tick every 15 minutes from start to end; end each started job before the next tick."""
+    fired: list[Fired] = []
+    now = start
+    while now <= end:
+        for result in await scheduler.tick(now, schedule_ids=[schedule_id]):
+            fired.append(result)
+            if result.job_id is not None:
+                await end_job(api, result.job_id)
+        now += timedelta(minutes=15)
+    return fired
+
+
+async def test_daily_schedule_across_dst_runs_once_per_local_date(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    server = await make_server(admin)
+    schedule = await make_schedule(
+        admin, server["id"], cron_expression="30 2 * * *", timezone="Europe/Berlin"
+    )
+    # interval 900 s: a tick every 15 minutes is on time (grace = 2 intervals)
+    scheduler = Scheduler(api.app.state.ctx, interval_seconds=900, submit=Collector())
+    try:
+        # Europe/Berlin 2021: 02:00 -> 03:00 on March 28, 03:00 -> 02:00 on October 31.
+        await set_next_run(api, schedule["id"], utc(2021, 3, 26))
+        spring = await walk(api, scheduler, schedule["id"], utc(2021, 3, 26), utc(2021, 3, 30))
+        await set_next_run(api, schedule["id"], utc(2021, 10, 29))
+        autumn = await walk(api, scheduler, schedule["id"], utc(2021, 10, 29), utc(2021, 11, 2))
+    finally:
+        await disable(api, schedule["id"])
+    assert [f.scheduled_for for f in spring] == [
+        utc(2021, 3, 26, 1, 30),
+        utc(2021, 3, 27, 1, 30),
+        utc(2021, 3, 28, 1, 0),  # 02:30 does not exist that night: 03:00 CEST, once
+        utc(2021, 3, 29, 0, 30),
+    ]
+    assert [f.scheduled_for for f in autumn] == [
+        utc(2021, 10, 29, 0, 30),
+        utc(2021, 10, 30, 0, 30),
+        utc(2021, 10, 31, 0, 30),  # 02:30 happens twice that night: once, the first
+        utc(2021, 11, 1, 1, 30),
+    ]
+    assert {(f.trigger, f.status) for f in spring + autumn} == {("scheduled", "started")}
+    runs = (await admin.get(f"/api/v1/schedules/{schedule['id']}/runs")).json()
+    assert runs["total"] == 8
+    executions = (await admin.get(f"/api/v1/schedules/{schedule['id']}/executions")).json()
+    assert executions["total"] == 8
+    assert {b["status"] for b in executions["items"]} == {"cancelled"}
+
+
+async def test_two_schedulers_racing_run_each_slot_exactly_once(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    """Two processes (here: two engines, two sessions) tick at the same moment, over and
+    over; every slot runs once. On PostgreSQL both really run in parallel."""
+    server = await make_server(admin)
+    schedule = await make_schedule(admin, server["id"], cron_expression="*/5 * * * *")
+    ctx = api.app.state.ctx
+    first = await set_next_run(api, schedule["id"], utc(2022, 6, 1))
+    engines = [Database(api.settings.effective_database_url) for _ in range(2)]
+    submitted = Collector()
+    schedulers = [Scheduler(ctx, db=db, submit=submitted) for db in engines]
+    fired: list[Fired] = []
+    try:
+        for n in range(6):
+            now = first + timedelta(minutes=5 * n, seconds=1)
+            rounds = await asyncio.gather(
+                *(s.tick(now, schedule_ids=[schedule["id"]]) for s in schedulers)
+            )
+            assert sum(len(r) for r in rounds) == 1, rounds
+            fired += [f for r in rounds for f in r]
+            for job_id in submitted.jobs[len(fired) - 1 :]:
+                await end_job(api, job_id)
+        # A slot already claimed is never run again, even if next_run is rewound to it.
+        await set_next_run(api, schedule["id"], first - timedelta(seconds=1))
+        assert await schedulers[0].tick(first + timedelta(seconds=2)) == []
+        async with ctx.db.read_session() as session:
+            slots = (
+                await session.scalars(
+                    select(ScheduleRun.scheduled_for)
+                    .where(ScheduleRun.schedule_id == schedule["id"])
+                    .order_by(ScheduleRun.scheduled_for)
+                )
+            ).all()
+            backups = await session.scalar(
+                select(func.count()).where(Backup.schedule_id == schedule["id"])
+            )
+        after_rewind = (await admin.get(f"/api/v1/schedules/{schedule['id']}")).json()
+    finally:
+        await disable(api, schedule["id"])
+        for db in engines:
+            await db.dispose()
+    assert list(slots) == [first + timedelta(minutes=5 * n) for n in range(6)]
+    assert backups == 6 and len(submitted.jobs) == 6
+    assert [f.scheduled_for for f in fired] == list(slots)
+    # ...and the schedule moved past the claimed slot instead of retrying it forever.
+    assert first == utc(2022, 6, 1, 0, 5)
+    assert after_rewind["next_run"] == "2022-06-01T00:10:00Z"
+
+
+async def test_a_slot_is_skipped_while_the_previous_run_is_still_going(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    server = await make_server(admin)
+    schedule = await make_schedule(admin, server["id"], cron_expression="*/10 * * * *")
+    scheduler = Scheduler(api.app.state.ctx, submit=Collector())
+    try:
+        slot = await set_next_run(api, schedule["id"], utc(2022, 7, 1))
+        [started] = await scheduler.tick(slot, schedule_ids=[schedule["id"]])
+        assert started.status == "started" and started.job_id is not None
+        # its job is still queued: the next slot is recorded as skipped, nothing starts
+        [skipped] = await scheduler.tick(
+            slot + timedelta(minutes=10), schedule_ids=[schedule["id"]]
+        )
+        assert skipped.status == "skipped" and skipped.backup_id is None
+        assert f"job {started.job_id}" in (skipped.reason or "")
+        # a manual run is refused too
+        r = await admin.post(f"/api/v1/schedules/{schedule['id']}/run", json={})
+        assert r.status_code == 409 and r.json()["code"] == "CONFLICT"
+        assert "in progress" in r.json()["detail"]
+        await end_job(api, started.job_id)
+        [again] = await scheduler.tick(slot + timedelta(minutes=20), schedule_ids=[schedule["id"]])
+        assert again.status == "started" and again.job_id is not None
+        await end_job(api, again.job_id)
+    finally:
+        await disable(api, schedule["id"])
+    runs = (await admin.get(f"/api/v1/schedules/{schedule['id']}/runs")).json()["items"]
+    assert [(r["status"], r["trigger"]) for r in runs] == [
+        ("started", "scheduled"),
+        ("skipped", "scheduled"),
+        ("started", "scheduled"),
+    ]
+    assert runs[1]["reason"] and runs[1]["backup_id"] is None
+
+
+async def test_missed_runs_coalesce_into_one_catch_up_run(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    server = await make_server(admin)
+    hourly = await make_schedule(admin, server["id"], cron_expression="0 * * * *")
+    skipper = await make_schedule(
+        admin, server["id"], cron_expression="0 * * * *", misfire_policy="skip"
+    )
+    scheduler = Scheduler(api.app.state.ctx, submit=Collector())
+    ids = [hourly["id"], skipper["id"]]
+    try:
+        for schedule_id in ids:
+            await set_next_run(api, schedule_id, utc(2022, 8, 1))
+        # down from before 01:00 until 06:10: slots 01:00 .. 06:00 were missed
+        fired = {
+            f.schedule_id: f for f in await scheduler.tick(utc(2022, 8, 1, 6, 10), schedule_ids=ids)
+        }
+        # the next round finds nothing due: the schedules resumed at 07:00
+        assert await scheduler.tick(utc(2022, 8, 1, 6, 20), schedule_ids=ids) == []
+        states = [(await admin.get(f"/api/v1/schedules/{i}")).json() for i in ids]
+        job_id = fired[hourly["id"]].job_id
+        assert job_id is not None
+        await end_job(api, job_id)
+    finally:
+        for schedule_id in ids:
+            await disable(api, schedule_id)
+    catch_up, skipped = fired[hourly["id"]], fired[skipper["id"]]
+    assert catch_up.scheduled_for == utc(2022, 8, 1, 1)
+    assert (catch_up.trigger, catch_up.status) == ("catch_up", "started")
+    assert (skipped.trigger, skipped.status, skipped.backup_id) == ("catch_up", "skipped", None)
+    assert "misfire_policy" in (skipped.reason or "")
+    for state in states:
+        assert state["next_run"] == "2022-08-01T07:00:00Z"
+    assert states[0]["last_run"] == "2022-08-01T06:10:00Z" and states[1]["last_run"] is None
+    runs = (await admin.get(f"/api/v1/schedules/{hourly['id']}/runs")).json()["items"]
+    assert runs[0]["missed"] == 5  # 02:00 .. 06:00 coalesced into the 01:00 run
+
+
+async def test_runs_use_the_first_storage_and_a_failed_start_is_recorded(
+    api: Api, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    r = await admin.post(
+        "/api/v1/storage/providers",
+        json={"name": uid("dir-"), "type": "local", "config": {"path": str(tmp_path)}},
+    )
+    assert r.status_code == 201, r.text
+    provider = r.json()
+    server = await make_server(admin)
+    schedule = await make_schedule(
+        admin, server["id"], cron_expression="0 * * * *", storage_ids=[provider["id"]]
+    )
+    scheduler = Scheduler(api.app.state.ctx, submit=Collector())
+    ids = [schedule["id"]]
+    try:
+        slot = await set_next_run(api, schedule["id"], utc(2022, 9, 1))
+        [ok] = await scheduler.tick(slot, schedule_ids=ids)
+        assert ok.job_id is not None and ok.backup_id is not None
+        backup = (await admin.get(f"/api/v1/backups/{ok.backup_id}")).json()
+        assert backup["storage_id"] == provider["id"] and backup["schedule_id"] == schedule["id"]
+        await end_job(api, ok.job_id)
+        r = await admin.put(
+            f"/api/v1/storage/providers/{provider['id']}", json={"is_active": False}
+        )
+        assert r.status_code == 200, r.text
+        [failed] = await scheduler.tick(slot + timedelta(hours=1), schedule_ids=ids)
+        state = (await admin.get(f"/api/v1/schedules/{schedule['id']}")).json()
+    finally:
+        await disable(api, schedule["id"])
+    assert (failed.status, failed.backup_id, failed.job_id) == ("failed", None, None)
+    assert "disabled" in (failed.reason or "")
+    assert state["next_run"] == "2022-09-01T03:00:00Z"  # it moved on all the same
+    executions = (await admin.get(f"/api/v1/schedules/{schedule['id']}/executions")).json()
+    assert executions["total"] == 1  # the failed start left no backup behind
+    logs = (
+        await admin.get(
+            "/api/v1/audit/logs",
+            params={"action": "schedule.run", "resource_id": schedule["id"]},
+        )
+    ).json()["items"]
+    assert [(i["outcome"], i["details"]["status"]) for i in logs] == [
+        ("failure", "failed"),
+        ("success", "started"),
+    ]
