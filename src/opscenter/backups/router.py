@@ -35,7 +35,8 @@ ReadBackups = Annotated[Principal, Depends(require("read:backups"))]
 WriteBackups = Annotated[Principal, Depends(require("write:backups"))]
 Restorer = Annotated[Principal, Depends(require("execute:restores"))]
 BackupStatus = Annotated[
-    str | None, Query(pattern="^(pending|running|completed|failed|cancelled|interrupted)$")
+    str | None,
+    Query(pattern="^(pending|running|completed|failed|cancelled|interrupted|deleting)$"),
 ]
 
 

@@ -54,7 +54,7 @@ class Backup(IdMixin, TimestampMixin, Base):
     storage_id: Mapped[int] = mapped_column(
         ForeignKey("storage_providers.id", ondelete="RESTRICT"), index=True
     )
-    schedule_id: Mapped[int | None]
+    schedule_id: Mapped[int | None] = mapped_column(index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     database_name: Mapped[str] = mapped_column(String(4096))
     db_type: Mapped[str] = mapped_column(String(20))
