@@ -7,9 +7,7 @@ Create Date: 2026-11-25 20:49:04.392607
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
-
 
 revision: str = "0006"
 down_revision: str | None = "0005"
