@@ -53,6 +53,7 @@ import shlex
 import signal
 import stat
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -461,13 +462,13 @@ def _signal_number(name: str) -> int | None:
         return None
 
 
-class _Sink:
+class _Sink(ABC):
     """Where the remote stdout goes: a local fd (pipe or file), a buffer, or nowhere."""
 
-    async def write(self, data: bytes) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def write(self, data: bytes) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (nothing to flush unless a sink says so)
         """End of the stream: flush what is buffered, then close."""
 
     def abort(self) -> None:

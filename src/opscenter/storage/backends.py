@@ -25,6 +25,7 @@ import re
 import secrets
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,11 +187,11 @@ class StorageBackend(Protocol):
         ...
 
 
-class ClosesOnExit:
+class ClosesOnExit(ABC):
     """`async with` closes it (readers, connections)."""
 
-    async def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def close(self) -> None: ...
 
     async def __aenter__(self) -> Self:
         return self
@@ -199,16 +200,16 @@ class ClosesOnExit:
         await self.close()
 
 
-class AbortsUnlessCommitted:
+class AbortsUnlessCommitted(ABC):
     """`async with` aborts a writer that is left on an error or without a commit."""
 
     @property
+    @abstractmethod
     def finished(self) -> bool:
         """Committed or aborted."""
-        raise NotImplementedError
 
-    async def abort(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def abort(self) -> None: ...
 
     async def __aenter__(self) -> Self:
         return self
