@@ -10,8 +10,11 @@ Then, alternating the contenders in each round:
 * ``pg_dump | gzip`` to a file
 
 It prints medians and ratios against the floor, sizes against the gzip output, the
-restore time of our artifact against ``pg_restore`` from an uncompressed local file,
-and the peak RSS of this Python process during our backup at two dump sizes.
+restore time of our artifact against ``pg_restore`` from an uncompressed local file
+(both into an empty database, alternating, medians of the rounds), and the peak RSS
+of this Python process during our backup at two dump sizes. ``ours`` is the default
+product path: it includes the cluster globals saved beside the dump. Wall times on a
+shared machine move with its load: the load average is printed with every round.
 The database is dropped at the end.
 
     .venv/bin/python bench/backup.py --scale 5 --rounds 3     # quick
@@ -82,6 +85,7 @@ def drop_database(name: str) -> None:
             f"drop database if exists {name} with (force)",
         ],
         check=False,
+        capture_output=True,
     )
 
 
@@ -195,7 +199,11 @@ async def main() -> None:
                 order.reverse()
             for name in order:
                 times[name].append(await contenders[name]())
-            print(f"round {r + 1}: " + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in contenders))
+            print(
+                f"round {r + 1}: "
+                + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in contenders)
+                + f" (load {os.getloadavg()[0]:.2f})"
+            )
         sizes["pg_dump -Fc"] = fc_file.stat().st_size
         sizes["gzip"] = gz_file.stat().st_size
 
@@ -208,26 +216,48 @@ async def main() -> None:
             print(f"  {name:<30} {med:6.2f}s  {med / floor:6.2f}x  {size_txt}")
         print(f"  raw custom-format dump size: {mb(sizes['raw -Fc -Z0'])}")
 
-        # Restore: our artifact vs pg_restore from an uncompressed local file.
+        # Restore: our artifact vs pg_restore from an uncompressed local file, each into
+        # a freshly created empty database (creation not timed), alternating like the
+        # backups; medians of the rounds.
         shell(f"pg_dump {' '.join(PG)} -Fc -Z0 {db} > {raw_file}")
-        r1 = f"{db}_r1"
-        restored.append(r1)
+        os.sync()  # its write-back would otherwise land on the first restore timed
         manifest = await read_manifest(store, ours_key)
-        t = time.perf_counter()
-        await run_restore(
-            store,
-            manifest,
-            PostgresTarget(conn.with_database(r1), create=True),
-            identities=[identity],
-        )
-        ours_restore = time.perf_counter() - t
-        r2 = f"{db}_r2"
-        restored.append(r2)
-        psql("postgres", f"create database {r2}")
-        plain_restore = shell(
-            f"pg_restore {' '.join(PG)} --exit-on-error --single-transaction -d {r2} {raw_file}"
-        )
-        print("\nrestore")
+        rtimes: dict[str, list[float]] = {"ours": [], "pg_restore": []}
+
+        async def restore_ours(target: str) -> float:
+            t = time.perf_counter()
+            await run_restore(
+                store, manifest, PostgresTarget(conn.with_database(target)), identities=[identity]
+            )
+            return time.perf_counter() - t
+
+        async def restore_plain(target: str) -> float:
+            cmd = f"pg_restore {' '.join(PG)} --exit-on-error --single-transaction -d {target}"
+            return await asyncio.to_thread(shell, f"{cmd} {raw_file}")
+
+        restorers: dict[str, Callable[[str], Awaitable[float]]] = {
+            "ours": restore_ours,
+            "pg_restore": restore_plain,
+        }
+        for r in range(args.rounds):
+            order = list(restorers)
+            if r % 2:
+                order.reverse()
+            for name in order:
+                target = f"{db}_r"
+                drop_database(target)
+                restored.append(target)
+                psql("postgres", f"create database {target}")
+                rtimes[name].append(await restorers[name](target))
+                drop_database(target)
+            print(
+                f"restore round {r + 1}: "
+                + ", ".join(f"{k} {rtimes[k][-1]:.2f}s" for k in restorers)
+                + f" (load {os.getloadavg()[0]:.2f})"
+            )
+        ours_restore = statistics.median(rtimes["ours"])
+        plain_restore = statistics.median(rtimes["pg_restore"])
+        print("\nrestore (median of rounds, into an empty database)")
         print(
             f"  ours (storage→sha256→age→zstd→pg_restore)  {ours_restore:6.2f}s  "
             f"{ours_restore / plain_restore:.2f}x"
@@ -253,7 +283,7 @@ async def main() -> None:
                 f"{mb(sampler.peak)} (before: {mb(base)})"
             )
     finally:
-        for name in [*restored, *([] if args.keep else [db])]:
+        for name in [*dict.fromkeys(restored), *([] if args.keep else [db])]:
             drop_database(name)
         shutil.rmtree(work, ignore_errors=True)
 

@@ -171,10 +171,12 @@ async def test_password_travels_in_env_not_argv(pg_db, storage):
     runner = RecordingRunner()
     conn = PgConnection("127.0.0.1", db, password="not-in-argv-123")
     await run_backup(PostgresSource(conn), storage, runner=runner)
-    (cmd,) = runner.commands
-    assert not any("not-in-argv-123" in a for a in cmd.argv)
-    assert cmd.env["PGPASSWORD"] == "not-in-argv-123"
-    assert "not-in-argv-123" not in cmd.display()
+    # pg_dump, and pg_dumpall for the cluster globals beside it.
+    assert sorted(c.tool for c in runner.commands) == ["pg_dump", "pg_dumpall"]
+    for cmd in runner.commands:
+        assert not any("not-in-argv-123" in a for a in cmd.argv)
+        assert cmd.env["PGPASSWORD"] == "not-in-argv-123"
+        assert "not-in-argv-123" not in cmd.display()
 
 
 async def test_unreachable(storage):
@@ -304,6 +306,39 @@ async def test_time_limit_and_row_counts_estimates(big_db, pg_conn, tmp_path):
         )
     assert info.value.code is ErrorCode.TIME_LIMIT
     assert all_files(storage.root) == []
+
+
+async def test_database_dropped_mid_dump(big_db, pg_conn, tmp_path, age_recipient):
+    """DROP DATABASE ... WITH (FORCE) while pg_dump streams: a classified failure that
+    says what happened, nothing left in storage, the older backup untouched."""
+    storage = HookedStorage(tmp_path / "store")
+    options = BackupOptions(compression=Compression.NONE, recipients=(age_recipient,))
+    old = await run_backup(PostgresSource(pg_conn(big_db)), storage, options=options)
+    before = {p: storage.path_for(p).read_bytes() for p in all_files(storage.root)}
+    assert len(before) == 3  # artifact, cluster globals, manifest
+
+    # Slow the storage down so the dump takes seconds, and drop the database once
+    # pg_dump is well into the table data.
+    storage.delay = 0.05
+    midway = asyncio.Event()
+    storage.on_write = lambda total: midway.set() if total > 2 << 20 else None
+    task = asyncio.create_task(
+        run_backup(PostgresSource(pg_conn(big_db)), storage, options=options)
+    )
+    await asyncio.wait_for(midway.wait(), 30)
+    assert not task.done()
+    await asyncio.to_thread(psql, "postgres", f'DROP DATABASE "{big_db}" WITH (FORCE)')
+    with pytest.raises(BackupError) as info:
+        await task
+    err = info.value
+    assert err.code is ErrorCode.DATABASE_MISSING, err
+    assert not err.retryable
+    assert "was dropped while pg_dump was running" in err.message
+    assert err.stage == "dump"
+    # Nothing of the failed run is left; the older backup is byte for byte the same
+    # and still verifies.
+    assert {p: storage.path_for(p).read_bytes() for p in all_files(storage.root)} == before
+    await quick_verify(storage, await read_manifest(storage, old.key))
 
 
 # ------------------------------------------------------------------------ damaged artifacts

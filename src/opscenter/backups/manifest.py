@@ -1,13 +1,16 @@
 """The JSON manifest written beside each artifact; storage describes itself.
 
-Commit order: the object is committed, then ``<key>.manifest.json`` is written, then
-the caller marks the backup completed. An object without a manifest is never shown
-as usable (:func:`scan_catalog` reports it as an orphan), so the catalog can be rebuilt
-from storage alone.
+Commit order: the object (and, for PostgreSQL, the cluster globals beside it) is
+committed, then ``<key>.manifest.json`` is written, then the caller marks the backup
+completed. An object without a manifest is never shown as usable (:func:`scan_catalog`
+reports it as an orphan), so the catalog can be rebuilt from storage alone. The objects
+of one backup are listed by :func:`backup_object_keys` and removed, manifest last, by
+:func:`delete_backup_objects`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from dataclasses import asdict, dataclass, field
@@ -37,10 +40,15 @@ __all__ = [
     "MANIFEST_SUFFIX",
     "CatalogScan",
     "EncryptionInfo",
+    "GlobalsInfo",
     "Manifest",
     "RowCounts",
+    "backup_object_keys",
     "build_manifest",
     "collect_row_counts",
+    "delete_backup_objects",
+    "globals_key",
+    "globals_restore_command",
     "manifest_key",
     "read_manifest",
     "restore_command",
@@ -50,6 +58,8 @@ __all__ = [
 
 MANIFEST_FORMAT = "opscenter.backup-manifest.v1"
 MANIFEST_SUFFIX = ".manifest.json"
+#: Replaces the ``.dump`` of a PostgreSQL artifact's name for its cluster globals.
+GLOBALS_INFIX = ".globals.sql"
 _MAX_MANIFEST = 4 << 20
 #: Tables with up to this many (estimated) rows get an exact count(*).
 EXACT_COUNT_MAX_ROWS = 2_000_000
@@ -74,6 +84,55 @@ class EncryptionInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class GlobalsInfo:
+    """The PostgreSQL cluster globals (``pg_dumpall --globals-only``) saved beside a dump.
+
+    ``status`` is ``saved`` (the object ``key`` holds them), ``skipped`` (the account
+    may not read them; ``reason`` says why) or ``failed`` (``reason`` has the error;
+    the backup itself succeeded and reported a warning).
+    """
+
+    status: str
+    key: str | None = None
+    size_bytes: int | None = None
+    original_size_bytes: int | None = None
+    sha256: str | None = None
+    #: False when dumped with ``--no-role-passwords`` (the account is not a superuser).
+    role_passwords: bool | None = None
+    tool_version: str = ""
+    reason: str = ""
+    restore_command: str = ""
+
+    @property
+    def saved(self) -> bool:
+        return self.status == "saved" and self.key is not None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GlobalsInfo:
+        status = _str(raw, "status")
+        if status not in ("saved", "skipped", "failed"):
+            raise ValueError(f"unknown globals status {status!r}")
+        info = cls(
+            status=status,
+            key=_opt_str(raw, "key"),
+            size_bytes=_opt_int(raw, "size_bytes"),
+            original_size_bytes=_opt_int(raw, "original_size_bytes"),
+            sha256=None if raw.get("sha256") is None else _sha(raw),
+            role_passwords=None
+            if raw.get("role_passwords") is None
+            else bool(raw["role_passwords"]),
+            tool_version=str(raw.get("tool_version", "")),
+            reason=str(raw.get("reason", "")),
+            restore_command=str(raw.get("restore_command", "")),
+        )
+        if info.status == "saved" and (
+            info.key is None or info.size_bytes is None or info.sha256 is None
+        ):
+            raise ValueError("saved globals need key, size_bytes and sha256")
+        return info
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     key: str
     engine: str
@@ -93,6 +152,8 @@ class Manifest:
     restore_command: str
     row_counts: RowCounts | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: PostgreSQL only: the cluster globals saved beside the dump (or why not).
+    globals: GlobalsInfo | None = None
     format: str = MANIFEST_FORMAT
 
     @property
@@ -114,6 +175,7 @@ class Manifest:
                 raise ValueError(f"unknown manifest format {raw.get('format')!r}")
             enc = raw.get("encryption")
             rc = raw.get("row_counts")
+            gl = raw.get("globals")
             m = cls(
                 key=_str(raw, "key"),
                 engine=Engine(_str(raw, "engine")).value,
@@ -147,6 +209,7 @@ class Manifest:
                     collected_at=str(rc.get("collected_at", "")),
                 ),
                 labels={str(k): str(v) for k, v in raw.get("labels", {}).items()},
+                globals=None if gl is None else GlobalsInfo.from_dict(gl),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BackupError(
@@ -175,6 +238,14 @@ def _int(raw: dict[str, Any], name: str) -> int:
     return v
 
 
+def _opt_str(raw: dict[str, Any], name: str) -> str | None:
+    return None if raw.get(name) is None else _str(raw, name)
+
+
+def _opt_int(raw: dict[str, Any], name: str) -> int | None:
+    return None if raw.get(name) is None else _int(raw, name)
+
+
 def _sha(raw: dict[str, Any]) -> str:
     v = _str(raw, "sha256").lower()
     if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
@@ -184,6 +255,74 @@ def _sha(raw: dict[str, Any]) -> str:
 
 def manifest_key(artifact_key: str) -> str:
     return artifact_key + MANIFEST_SUFFIX
+
+
+def _dump_token(name: str) -> int:
+    """Index of the ``.dump`` extension in an object name, or -1."""
+    i = name.rfind(".dump")
+    while i >= 0:
+        end = i + len(".dump")
+        if end == len(name) or name[end] == ".":
+            return i
+        i = name.rfind(".dump", 0, i)
+    return -1
+
+
+def globals_key(
+    artifact_key: str, compression: Compression | None = None, encrypted: bool = False
+) -> str:
+    """Key of the cluster globals beside a PostgreSQL artifact.
+
+    ``.../20240501T030000Z-1a2b3c4d.dump.zst.age`` ->
+    ``.../20240501T030000Z-1a2b3c4d.globals.sql.zst.age``. For a key without a
+    ``.dump`` extension the codec suffixes are appended after ``.globals.sql``.
+    """
+    head, sep, name = artifact_key.rpartition("/")
+    i = _dump_token(name)
+    if i >= 0:
+        name = name[:i] + GLOBALS_INFIX + name[i + len(".dump") :]
+    else:
+        name += GLOBALS_INFIX + (compression.suffix if compression else "")
+        name += ".age" if encrypted else ""
+    return head + sep + name
+
+
+def backup_object_keys(artifact_key: str, manifest: Manifest | None = None) -> list[str]:
+    """Every object that belongs to the backup of ``artifact_key``, its manifest last:
+    the artifact, the cluster globals beside it (as recorded, and where the naming
+    scheme puts them), the manifest."""
+    keys = [artifact_key]
+    if manifest is not None and manifest.globals is not None and manifest.globals.key:
+        keys.append(manifest.globals.key)
+    if _dump_token(artifact_key.rpartition("/")[2]) >= 0:
+        keys.append(globals_key(artifact_key))
+    keys.append(manifest_key(artifact_key))
+    return list(dict.fromkeys(keys))
+
+
+async def delete_backup_objects(storage: StorageBackend, artifact_key: str) -> list[str]:
+    """Delete every object of one backup, the manifest last (so an interruption leaves
+    a manifest whose artifact is missing, reported as invalid, never an orphan that
+    looks like data). Absent objects are not an error. Returns the keys deleted."""
+    manifest: Manifest | None = None
+    with contextlib.suppress(BackupError):
+        manifest = await read_manifest(storage, artifact_key)
+    keys = backup_object_keys(artifact_key, manifest)
+    for key in keys:
+        await storage.delete(key)
+    return keys
+
+
+def globals_restore_command(*, key: str, compression: Compression, encrypted: bool) -> str:
+    """The one-line restore of the cluster globals with standard tools."""
+    name = shlex.quote(key.rsplit("/", 1)[-1])
+    parts = [f"age -d -i key.txt {name}"] if encrypted else [f"cat {name}"]
+    if compression is Compression.ZSTD:
+        parts.append("zstd -d")
+    elif compression is Compression.GZIP:
+        parts.append("gzip -d")
+    parts.append("psql -v ON_ERROR_STOP=0 --dbname=postgres")
+    return " | ".join(parts)
 
 
 def restore_command(
@@ -221,6 +360,7 @@ def build_manifest(
     tool_versions: dict[str, str],
     row_counts: RowCounts | None = None,
     labels: dict[str, str] | None = None,
+    globals_info: GlobalsInfo | None = None,
 ) -> Manifest:
     encryption = (
         EncryptionInfo(
@@ -255,6 +395,7 @@ def build_manifest(
         ),
         row_counts=row_counts,
         labels=dict(labels or {}),
+        globals=globals_info,
     )
 
 
@@ -295,6 +436,9 @@ class CatalogScan:
     invalid: list[tuple[str, str]]
     #: Objects without a manifest (interrupted before the manifest, or foreign files).
     orphans: list[str]
+    #: (object key, problem) for usable backups whose auxiliary object (cluster
+    #: globals) is missing or has the wrong size.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
 async def scan_catalog(storage: StorageBackend, prefix: str = "") -> CatalogScan:
@@ -308,15 +452,18 @@ async def scan_catalog(storage: StorageBackend, prefix: str = "") -> CatalogScan
             objects[info.key] = info.size
     good: list[Manifest] = []
     invalid: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
     described: set[str] = set()
     for mkey in manifests:
         artifact = mkey[: -len(MANIFEST_SUFFIX)]
-        described.add(artifact)
         try:
             m = await read_manifest(storage, artifact)
         except BackupError as exc:
+            # Whatever the naming scheme puts beside it is still part of this backup.
+            described.update(backup_object_keys(artifact))
             invalid.append((mkey, exc.message))
             continue
+        described.update(backup_object_keys(artifact, m))
         size = objects.get(artifact)
         if size is None:
             invalid.append((mkey, "the artifact is missing"))
@@ -324,9 +471,18 @@ async def scan_catalog(storage: StorageBackend, prefix: str = "") -> CatalogScan
             invalid.append((mkey, f"the artifact is {size} bytes, expected {m.size_bytes}"))
         else:
             good.append(m)
+            g = m.globals
+            if g is not None and g.saved and g.key is not None:
+                gsize = objects.get(g.key)
+                if gsize is None:
+                    warnings.append((g.key, "the cluster globals object is missing"))
+                elif gsize != g.size_bytes:
+                    warnings.append(
+                        (g.key, f"the cluster globals are {gsize} bytes, expected {g.size_bytes}")
+                    )
     good.sort(key=lambda m: m.created_at)
     orphans = sorted(k for k in objects if k not in described)
-    return CatalogScan(good, invalid, orphans)
+    return CatalogScan(good, invalid, orphans, warnings)
 
 
 # --------------------------------------------------------------------------- row counts

@@ -2,26 +2,37 @@
 
 ::
 
-    dump process stdout ─pipe─> [thread 1] read + compress (zstd, its own worker threads)
-        ─channel─> [thread 2] age encrypt + sha256 of the stored bytes
-        ─channel─> [event loop] storage writer (temp name, fsync, atomic rename)
+    dump process stdout ─pipe (4 MiB)─> [read] into a pool of reused 1 MiB buffers
+        ─channel─> [compress] zstd (or gzip) ─channel─> [encrypt] age + sha256 of the
+        stored bytes ─channel─> [event loop] storage writer (temp name, fsync, rename)
 
 Every buffer is bounded (a few MiB in total whatever the dump size) and nothing is
 staged on disk. The dump runs in its own process group; compression, encryption and
 hashing run in C/Rust code that releases the GIL, so the wall time approaches that of
-the dump tool alone.
+the dump tool alone. On a small machine the CPU is the limit: the compress and
+encrypt threads run at a lower priority (``BackupOptions.nice``) so the dump tool and
+the database are never the ones waiting for a core, and the buffers absorb the lag;
+zstd runs single-threaded on its own stage thread by default (its worker threads cost
+more CPU than they save when the dump tool is the bottleneck anyway).
 
 The object is committed only when the dump exited 0, every stage finished and the
 storage confirmed the whole object; then the manifest is written beside it. Any
 failure or cancel kills the dump's process group and removes the partial object.
+
+PostgreSQL: the cluster globals (roles, tablespaces; ``pg_dumpall --globals-only``)
+go through the same stages, concurrently, into a small second object beside the dump,
+recorded in the manifest; commit order: both objects, then the manifest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import fcntl
+import dataclasses
+import functools
 import hashlib
 import os
+import posixpath
 import re
 import secrets
 import signal
@@ -36,25 +47,36 @@ import zstandard
 from opscenter.backups.crypto import encrypt_stream, key_id, parse_recipients
 from opscenter.backups.errors import BackupError, ErrorCode, scrub
 from opscenter.backups.manifest import (
+    GlobalsInfo,
     Manifest,
     RowCounts,
     build_manifest,
     collect_row_counts,
+    globals_key,
+    globals_restore_command,
     write_manifest,
 )
 from opscenter.backups.runner import CommandRunner, LocalRunner
-from opscenter.backups.sources import DumpPlan, DumpSource
+from opscenter.backups.sources import DumpPlan, DumpSource, PgGlobalsSource, PostgresSource
 from opscenter.backups.stages import ProcessExit, RunFacts, StageRunner
 from opscenter.backups.streams import (
     BLOCK_SIZE,
     Aborted,
     BlockWriter,
+    BufferPool,
     Channel,
     ChannelReader,
     Compression,
+    enlarge_pipe,
     make_compressor,
 )
-from opscenter.storage.backends import StorageBackend, StorageError, StorageWriter, validate_key
+from opscenter.storage.backends import (
+    ObjectInfo,
+    StorageBackend,
+    StorageError,
+    StorageWriter,
+    validate_key,
+)
 
 __all__ = [
     "BackupOptions",
@@ -65,6 +87,18 @@ __all__ = [
     "run_backup",
     "storage_error",
 ]
+
+#: zstd levels fast enough on one thread to keep up with a dump tool (~400 MB/s at 3).
+_SINGLE_THREAD_MAX_LEVEL = 5
+#: Read buffers in flight between the dump's pipe and the compressor.
+_READ_BUFFERS = 4
+#: A buffer goes to the compressor once less than this is left free in it.
+_READ_SLACK = 128 << 10
+#: Dump tools write in 4-8 KiB pieces: reading as soon as anything is there costs a
+#: wake-up, a syscall and a trip through the interpreter per piece (100k per GB).
+#: After a read that found the pipe far from full, the reader pauses so the next
+#: read takes a few hundred KiB; the pause adapts so the pipe never fills up.
+_PAUSE_MIN, _PAUSE_START, _PAUSE_MAX = 0.000_25, 0.001, 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +116,10 @@ class BackupOptions:
     compression: Compression = Compression.ZSTD
     #: zstd 3 / gzip 6 when ``None``.
     compression_level: int | None = None
-    #: zstd worker threads: 0 = one per core, -1 = single-threaded.
-    compression_threads: int = 0
+    #: zstd worker threads: -1 = none (zstd runs on the compress stage's own thread: the
+    #: least CPU per byte), 0 = one per core, N = N workers. ``None``: none up to level
+    #: 5 (one thread outruns a single dump tool), one per core above.
+    compression_threads: int | None = None
     #: age X25519 recipients (``age1...``); empty = not encrypted.
     recipients: tuple[str, ...] = ()
     #: Fail with ``stalled`` when no byte moved for this long (seconds).
@@ -98,6 +134,12 @@ class BackupOptions:
     write_manifest: bool = True
     #: Free-form labels copied into the manifest (target id, schedule, ...).
     labels: dict[str, str] = field(default_factory=dict)
+    #: PostgreSQL: also save the cluster globals (roles, tablespaces) beside the dump,
+    #: recorded in the manifest (needs ``write_manifest``).
+    pg_globals: bool = True
+    #: Niceness added to the compress and encrypt threads (Linux, per thread): the
+    #: dump tool and the database keep first call on the CPU. 0 = same priority.
+    nice: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +158,19 @@ class BackupResult:
     plan: DumpPlan
     manifest: Manifest | None
     manifest_key: str | None
+    #: PostgreSQL: the cluster globals saved beside the dump (or why not).
+    globals: GlobalsInfo | None = None
+    #: Problems that did not fail the backup (e.g. the globals could not be dumped).
+    warnings: tuple[str, ...] = ()
 
 
+@functools.cache
 def _lib_versions() -> dict[str, str]:
     out = {"zstd": ".".join(map(str, zstandard.ZSTD_VERSION))}
     for dist in ("zstandard", "pyrage"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
-    return out
+    return dict(out)
 
 
 def artifact_key(
@@ -145,13 +192,6 @@ def storage_error(exc: StorageError, stage: str = "storage") -> BackupError:
     if exc.code == "invalid_key":
         code = ErrorCode.INVALID_CONFIG
     return BackupError(code, exc.message, stage=stage)
-
-
-def _set_pipe_size(fd: int, size: int = BLOCK_SIZE) -> None:
-    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setpipe is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, setpipe, size)
 
 
 class _Backup:
@@ -195,29 +235,65 @@ class _Backup:
         with contextlib.suppress(Exception):
             cb(BackupProgress(state[0], state[1], now - self.stages.started))
 
-    # -- thread 1: dump stdout -> compress -> channel
-    def _read_compress(self, fd: int, out: Channel) -> None:
-        opts = self.options
-        comp = make_compressor(opts.compression, opts.compression_level, opts.compression_threads)
+    # -- thread 1: dump stdout -> pooled buffers (few large reads, nothing allocated)
+    def _read(
+        self, fd: int, pipe_size: int, pool: BufferPool, out: Channel[tuple[bytearray, int]]
+    ) -> None:
+        # Pausing is only safe with a pipe big enough to take what arrives meanwhile.
+        pause = _PAUSE_START if pipe_size >= (1 << 20) else 0.0
+        eof = False
         try:
-            while True:
-                data = os.read(fd, BLOCK_SIZE)
-                if not data:
-                    break
-                self.bytes_read += len(data)
-                self.stages.activity()
-                block = comp.compress(data)
-                if block:
-                    out.put(block)
-            tail = comp.flush()
-            if tail:
-                out.put(tail)
+            while not eof:
+                buf = pool.take()
+                filled = 0
+                with memoryview(buf) as view:
+                    while len(buf) - filled >= _READ_SLACK:
+                        n = os.readv(fd, [view[filled:]])
+                        if not n:
+                            eof = True
+                            break
+                        filled += n
+                        self.bytes_read += n
+                        self.stages.activity()
+                        if not pause:
+                            continue
+                        if n >= pipe_size // 2:  # the pipe was half full: pause less
+                            pause = max(_PAUSE_MIN, pause / 2)
+                            continue
+                        if n < pipe_size // 16:
+                            pause = min(_PAUSE_MAX, pause * 1.5)
+                        time.sleep(pause)
+                if filled:
+                    out.put((buf, filled))
+                else:
+                    pool.give(buf)
             out.close()
         finally:
             os.close(fd)
 
-    # -- thread 2: channel -> encrypt -> sha256 -> channel
-    def _encrypt_hash(self, inp: Channel, out: Channel) -> None:
+    # -- thread 2: compress (the codec copies the input into its window; the buffer goes back)
+    def _compress(
+        self, inp: Channel[tuple[bytearray, int]], pool: BufferPool, out: Channel[bytes]
+    ) -> None:
+        opts = self.options
+        threads = opts.compression_threads
+        if threads is None:
+            threads = -1 if (opts.compression_level or 3) <= _SINGLE_THREAD_MAX_LEVEL else 0
+        comp = make_compressor(opts.compression, opts.compression_level, threads)
+        while (item := inp.get()) is not None:
+            buf, n = item
+            with memoryview(buf) as view:
+                block = comp.compress(view[:n])
+            pool.give(buf)
+            if block:
+                out.put(block)
+        tail = comp.flush()
+        if tail:
+            out.put(tail)
+        out.close()
+
+    # -- thread 3: encrypt -> sha256 of the stored bytes -> channel
+    def _encrypt_hash(self, inp: Channel[bytes], out: Channel[bytes]) -> None:
         digest = hashlib.sha256()
 
         def emit(block: bytes) -> None:
@@ -241,7 +317,7 @@ class _Backup:
         out.close()
 
     # -- event loop: channel -> storage
-    async def _store(self, inp: Channel) -> None:
+    async def _store(self, inp: Channel[bytes]) -> None:
         while True:
             block = await self.stages.in_thread(inp.get)
             if block is None:
@@ -252,7 +328,7 @@ class _Backup:
 
     async def run(self) -> RunFacts:
         rfd, wfd = os.pipe()
-        _set_pipe_size(wfd)
+        pipe_size = enlarge_pipe(wfd)
         try:
             try:
                 proc = await self.runner.start(self.plan.command, stdout=wfd)
@@ -268,11 +344,18 @@ class _Backup:
             raise
         self.proc = proc
         st = self.stages
-        compressed = st.channel(4)
+        nice = self.options.nice
+        pool = BufferPool(_READ_BUFFERS, BLOCK_SIZE)
+        st.on_abort(pool.abort)
+        raw = st.channel(_READ_BUFFERS)
+        compressed = st.channel(16)
         stored = st.channel(4)
         st.process("dump", proc)
-        st.thread("compress", lambda: self._read_compress(rfd, compressed))
-        st.thread("encrypt", lambda: self._encrypt_hash(compressed, stored))
+        # The reader keeps normal priority: it only moves bytes, and a drained pipe
+        # is what lets the dump tool run on.
+        st.thread("read", lambda: self._read(rfd, pipe_size, pool, raw))
+        st.thread("compress", lambda: self._compress(raw, pool, compressed), nice=nice)
+        st.thread("encrypt", lambda: self._encrypt_hash(compressed, stored), nice=nice)
         st.task("store", self._store(stored))
         facts = await st.run()
         self._report(force=True)
@@ -340,6 +423,131 @@ class _Backup:
         return None
 
 
+async def _diagnose(source: DumpSource, runner: CommandRunner, error: BackupError) -> BackupError:
+    """Let the source refine a dump failure it can explain better (``diagnose`` hook)."""
+    hook = getattr(source, "diagnose", None)
+    if hook is None:
+        return error
+    try:
+        refined = await hook(runner, error)
+    except Exception:  # the diagnosis is a courtesy: never hide the original error
+        return error
+    return refined if isinstance(refined, BackupError) else error
+
+
+async def _dump_object(
+    source: DumpSource,
+    plan: DumpPlan,
+    storage: StorageBackend,
+    key: str,
+    options: BackupOptions,
+    runner: CommandRunner,
+) -> tuple[ObjectInfo, _Backup]:
+    """Stream one dump into one committed object; nothing is left behind on failure."""
+    try:
+        writer = await storage.open_writer(key)
+    except StorageError as exc:
+        raise storage_error(exc) from exc
+    backup = _Backup(source, plan, writer, options, runner)
+    try:
+        facts = await backup.run()
+        error = backup.error_from(facts)
+        if error is None:
+            try:
+                info = await writer.commit()
+            except StorageError as exc:
+                raise storage_error(exc, "commit") from exc
+    except BaseException:
+        await writer.abort()
+        raise
+    if error is not None:
+        await writer.abort()
+        raise await _diagnose(source, runner, error)
+    if info.size != backup.bytes_stored:
+        await storage.delete(key)
+        raise BackupError(
+            ErrorCode.STORAGE_FAILED,
+            f"storage reports {info.size} bytes, {backup.bytes_stored} were written",
+            stage="commit",
+        )
+    return info, backup
+
+
+def _first_line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+
+
+async def _backup_globals(
+    source: PostgresSource,
+    plan: DumpPlan,
+    storage: StorageBackend,
+    key: str,
+    options: BackupOptions,
+    runner: CommandRunner,
+) -> tuple[GlobalsInfo, str | None]:
+    """The cluster globals beside a PostgreSQL dump: ``(what the manifest records, warning)``.
+
+    Never raises a :class:`BackupError`: an account that may not read the globals is
+    recorded as ``skipped``; any other failure as ``failed`` plus a warning.
+    """
+    gsource = PgGlobalsSource(
+        source.conn,
+        tool_dir=posixpath.dirname(plan.command.argv[0]),
+        tool_version=plan.tool_version,
+        server_version=plan.server_version,
+        bin_globs=source.bin_globs,
+    )
+    gkey = globals_key(key, options.compression, bool(options.recipients))
+    gopts = dataclasses.replace(
+        options, on_progress=None, row_counts=False, pg_globals=False, labels={}
+    )
+    try:
+        gplan, role_passwords = await gsource.plan_with_access(runner)
+        info, dumped = await _dump_object(gsource, gplan, storage, gkey, gopts, runner)
+    except BackupError as exc:
+        reason = exc.message
+        if exc.detail:
+            reason += f": {_first_line(exc.detail)}"
+        if PgGlobalsSource.lacks_privilege(exc):
+            return GlobalsInfo(
+                status="skipped", reason=f"the account may not read them ({reason})"
+            ), None
+        return GlobalsInfo(status="failed", reason=reason), f"cluster globals not saved: {reason}"
+    except Exception as exc:
+        reason = scrub(repr(exc), source.conn.secrets())
+        return GlobalsInfo(status="failed", reason=reason), f"cluster globals not saved: {reason}"
+    return (
+        GlobalsInfo(
+            status="saved",
+            key=gkey,
+            size_bytes=info.size,
+            original_size_bytes=dumped.bytes_read,
+            sha256=dumped.sha256,
+            role_passwords=role_passwords,
+            tool_version=gplan.tool_version,
+            reason="" if role_passwords else "dumped without role passwords (not a superuser)",
+            restore_command=globals_restore_command(
+                key=gkey, compression=options.compression, encrypted=bool(options.recipients)
+            ),
+        ),
+        None,
+    )
+
+
+async def _discard_globals(
+    task: asyncio.Task[tuple[GlobalsInfo, str | None]] | None, storage: StorageBackend, key: str
+) -> None:
+    """The main dump failed: stop the globals dump and remove whatever it committed."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    with contextlib.suppress(Exception):
+        await storage.delete(key)
+
+
 async def run_backup(
     source: DumpSource,
     storage: StorageBackend,
@@ -352,7 +560,7 @@ async def run_backup(
     """Dump ``source`` into ``storage`` under ``key`` (default: :func:`artifact_key`).
 
     Raises :class:`BackupError` (classified; nothing left in storage) or
-    ``asyncio.CancelledError`` (process group killed, partial object removed).
+    ``asyncio.CancelledError`` (process group killed, partial objects removed).
     """
     options = options or BackupOptions()
     runner = runner or LocalRunner()
@@ -365,30 +573,24 @@ async def run_backup(
     if options.row_counts:
         counts = await collect_row_counts(source, runner)
     key = validate_key(key) if key else artifact_key(plan, options, prefix=prefix)
-    try:
-        writer = await storage.open_writer(key)
-    except StorageError as exc:
-        raise storage_error(exc) from exc
-    backup = _Backup(source, plan, writer, options, runner)
-    try:
-        facts = await backup.run()
-        error = backup.error_from(facts)
-        if error is not None:
-            raise error
-        try:
-            info = await writer.commit()
-        except StorageError as exc:
-            raise storage_error(exc, "commit") from exc
-    except BaseException:
-        await writer.abort()
-        raise
-    if info.size != backup.bytes_stored:
-        await storage.delete(key)
-        raise BackupError(
-            ErrorCode.STORAGE_FAILED,
-            f"storage reports {info.size} bytes, {backup.bytes_stored} were written",
-            stage="commit",
+    gkey = globals_key(key, options.compression, bool(options.recipients))
+    globals_task: asyncio.Task[tuple[GlobalsInfo, str | None]] | None = None
+    if options.pg_globals and options.write_manifest and isinstance(source, PostgresSource):
+        # Small and quick: it runs beside the main dump instead of before it.
+        globals_task = asyncio.ensure_future(
+            _backup_globals(source, plan, storage, key, options, runner)
         )
+    try:
+        info, backup = await _dump_object(source, plan, storage, key, options, runner)
+        globals_info: GlobalsInfo | None = None
+        warnings: list[str] = []
+        if globals_task is not None:
+            globals_info, warning = await globals_task
+            if warning:
+                warnings.append(warning)
+    except BaseException:
+        await _discard_globals(globals_task, storage, gkey)
+        raise
     finished_at = datetime.now(UTC)
     tool_versions = {plan.tool: plan.tool_version, **_lib_versions()}
     key_ids = tuple(key_id(r) for r in options.recipients)
@@ -409,13 +611,17 @@ async def run_backup(
             tool_versions=tool_versions,
             row_counts=counts,
             labels=options.labels,
+            globals_info=globals_info,
         )
         try:
             manifest_key = await write_manifest(storage, manifest)
         except BaseException as exc:
-            # Nothing without a manifest is ever usable: remove the object too.
+            # Nothing without a manifest is ever usable: remove the objects too.
             with contextlib.suppress(Exception):
                 await storage.delete(key)
+            if globals_info is not None and globals_info.key:
+                with contextlib.suppress(Exception):
+                    await storage.delete(globals_info.key)
             if isinstance(exc, StorageError):
                 raise storage_error(exc, "manifest") from exc
             raise
@@ -434,4 +640,6 @@ async def run_backup(
         plan=plan,
         manifest=manifest,
         manifest_key=manifest_key,
+        globals=globals_info,
+        warnings=tuple(warnings),
     )

@@ -3,13 +3,14 @@
 ::
 
     storage reader ─> [event loop] ─channel─> [thread 1] sha256 + size check, age decrypt
-        ─channel─> [thread 2] decompress, hold back the tail ─pipe─> pg_restore | mariadb
-                                                                    | sqlite file | tar -x
+        ─channel─> [thread 2] decompress, hold back the tail ─pipe (4 MiB)─> pg_restore
+                                                  | mariadb | psql | sqlite file | tar -x
 
 Nothing downstream can complete on a damaged artifact: the sha256 and size are
 checked when the stored object ends, age authenticates every chunk and the final
-one, zstd/gzip completeness is checked, and the last 64 KiB of the dump are handed
-to the tool only after all of that passed. On any failure the tool's process group
+one, zstd/gzip completeness is checked, and at least the last 64 KiB of the dump are
+handed to the tool only after all of that passed (the decompressed blocks are queued
+by reference, so holding the tail back copies nothing). On any failure the tool's process group
 is killed before its input is closed, so ``pg_restore --single-transaction`` rolls
 back; SQLite and directory restores are staged beside the target and renamed into
 place only on success.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -32,7 +34,7 @@ from typing import Protocol
 
 from opscenter.backups.crypto import decrypt_stream, parse_identities
 from opscenter.backups.errors import BackupError, ErrorCode, scrub
-from opscenter.backups.manifest import Manifest
+from opscenter.backups.manifest import GlobalsInfo, Manifest
 from opscenter.backups.pipeline import storage_error
 from opscenter.backups.runner import Command, CommandRunner, LocalRunner, RunningCommand
 from opscenter.backups.sources import (
@@ -42,6 +44,7 @@ from opscenter.backups.sources import (
     classify_pg_error,
     mysql_client_command,
     psql_command,
+    quote_conninfo,
     resolve_mysql_tool,
     select_pg_tool,
 )
@@ -53,6 +56,9 @@ from opscenter.backups.streams import (
     Channel,
     Decompressor,
     HashingReader,
+    HoldBack,
+    enlarge_pipe,
+    write_all,
 )
 from opscenter.storage.backends import StorageBackend, StorageError
 
@@ -87,6 +93,10 @@ class PostgresTarget:
     allow_non_empty: bool = False
     #: Create the database first (it must not exist).
     create: bool = False
+    #: Also restore the cluster globals saved beside the dump (roles, tablespaces),
+    #: before the dump, with ``psql -v ON_ERROR_STOP=0``: existing roles are an
+    #: error psql reports and skips; every such error is in ``RestoreResult.warnings``.
+    restore_globals: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +138,9 @@ class RestoreResult:
     sha256: str
     duration_seconds: float
     tool: str
+    #: Problems that did not fail the restore (e.g. roles that already existed).
+    warnings: tuple[str, ...] = ()
+    globals_restored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +206,7 @@ class _ProcessSink:
 
     async def start(self, runner: CommandRunner) -> None:
         rfd, wfd = os.pipe()
+        enlarge_pipe(wfd)
         try:
             self.process = await runner.start(self.command, stdin=rfd)
         except FileNotFoundError as exc:
@@ -211,9 +225,7 @@ class _ProcessSink:
         assert self._wfd is not None
         if self.trailer is not None:
             self._tail = (self._tail + data[-512:])[-512:]
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._wfd, view) :]
+        write_all(self._wfd, data)
 
     def close_input(self) -> None:
         if self.trailer is not None and self.trailer not in self._tail:
@@ -273,9 +285,7 @@ class _SqliteSink:
 
     def write(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, data)
 
     def close_input(self) -> None:
         assert self._fd is not None
@@ -427,7 +437,7 @@ class _Stream:
                 RestoreProgress(self.bytes_read, self.bytes_out, now - self.stages.started)
             )
 
-    async def _pump(self, out: Channel) -> None:
+    async def _pump(self, out: Channel[bytes]) -> None:
         reader = await self.storage.open_reader(self.manifest.key)
         async with reader:
             while True:
@@ -439,7 +449,7 @@ class _Stream:
                 await self.stages.in_thread(lambda c=chunk: out.put(c))  # type: ignore[misc]
         out.close()
 
-    def _decrypt(self, inp: Channel, out: Channel) -> None:
+    def _decrypt(self, inp: Channel[bytes], out: Channel[bytes]) -> None:
         m = self.manifest
         reader = HashingReader(inp, expected_sha256=m.sha256, expected_size=m.size_bytes)
         self.reader = reader
@@ -463,26 +473,18 @@ class _Stream:
         bw.finish()
         out.close()
 
-    def _decompress(self, inp: Channel) -> None:
-        held = bytearray()
+    def _decompress(self, inp: Channel[bytes]) -> None:
+        def written(n: int) -> None:
+            self.bytes_out += n
+            self.stages.activity()
 
-        def emit(block: bytes) -> None:
-            nonlocal held
-            held += block
-            if len(held) > HOLD_BACK:
-                self.sink.write(bytes(held[:-HOLD_BACK]))
-                self.bytes_out += len(held) - HOLD_BACK
-                held = held[-HOLD_BACK:]
-                self.stages.activity()
-
-        dec = Decompressor(self.manifest.compression_kind, emit)
+        tail = HoldBack(self.sink.write, HOLD_BACK, written)
+        dec = Decompressor(self.manifest.compression_kind, tail.push)
         while (block := inp.get()) is not None:
             dec.feed(block)
         dec.finish()
         # Everything upstream is proven whole: release the tail, then end the input.
-        if held:
-            self.sink.write(bytes(held))
-            self.bytes_out += len(held)
+        tail.release()
         self.sink.close_input()
 
     async def run(self, runner: CommandRunner) -> None:
@@ -549,10 +551,6 @@ def _check_format(manifest: Manifest, target: RestoreTarget) -> None:
         )
 
 
-def _quote_conninfo(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -600,7 +598,7 @@ async def _pg_sink(runner: CommandRunner, target: PostgresTarget) -> _ProcessSin
     argv = [
         tool.path,
         *conn.args(),
-        f"--dbname=dbname={_quote_conninfo(conn.database)}",
+        f"--dbname=dbname={quote_conninfo(conn.database)}",
         "--exit-on-error",
     ]
     if target.single_transaction:
@@ -734,7 +732,10 @@ async def run_restore(
     runner = runner or LocalRunner()
     t0 = time.monotonic()
     _check_format(manifest, target)
+    if isinstance(target, PostgresTarget) and target.restore_globals:
+        _globals_manifest(manifest)  # refuse early, before creating anything
     sink: _Sink
+    warnings: list[str] = []
     if isinstance(target, PostgresTarget):
         sink = await _pg_sink(runner, target)
         label = f"postgresql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
@@ -748,6 +749,11 @@ async def run_restore(
         sink = _TarSink(await _tar_path(runner), _absolute(target.path))
         label = target.path
     try:
+        if isinstance(target, PostgresTarget) and target.restore_globals:
+            # Roles first, so the dump's owners and grants find them.
+            warnings += await _restore_globals(
+                storage, manifest, target, identities, runner, stall_timeout, time_limit
+            )
         stream = await _run_stream(
             storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
         )
@@ -762,7 +768,64 @@ async def run_restore(
         sha256=manifest.sha256,
         duration_seconds=time.monotonic() - t0,
         tool=sink.name,
+        warnings=tuple(warnings),
+        globals_restored=isinstance(target, PostgresTarget) and target.restore_globals,
     )
+
+
+def _globals_manifest(manifest: Manifest) -> Manifest:
+    """A manifest for the globals object, to stream it through the same checks."""
+    g: GlobalsInfo | None = manifest.globals
+    if g is None or not g.saved or g.key is None or g.size_bytes is None or g.sha256 is None:
+        why = f" ({g.status}: {g.reason})" if g is not None and g.reason else ""
+        raise BackupError(
+            ErrorCode.INVALID_CONFIG,
+            f"this backup has no saved cluster globals to restore{why}",
+            stage="globals",
+        )
+    return dataclasses.replace(
+        manifest,
+        key=g.key,
+        size_bytes=g.size_bytes,
+        original_size_bytes=g.original_size_bytes or 0,
+        sha256=g.sha256,
+        dump_format="pg_globals_sql",
+        row_counts=None,
+        globals=None,
+    )
+
+
+async def _restore_globals(
+    storage: StorageBackend,
+    manifest: Manifest,
+    target: PostgresTarget,
+    identities: Sequence[str],
+    runner: CommandRunner,
+    stall_timeout: float | None,
+    time_limit: float | None,
+) -> list[str]:
+    """Feed the verified globals to ``psql -v ON_ERROR_STOP=0``; its errors are returned
+    as warnings (typically roles that already exist). psql failing to run fails."""
+    gmanifest = _globals_manifest(manifest)
+    psql = (await select_pg_tool(runner, "psql", None)).path
+    conn = target.conn
+    command = Command(
+        (
+            psql,
+            *conn.args(),
+            "--no-psqlrc",
+            "--quiet",
+            "--set=ON_ERROR_STOP=0",
+            f"--dbname=dbname={quote_conninfo(conn.database)}",
+            "--file=-",
+        ),
+        env=conn.env(),
+        secrets=conn.secrets(),
+    )
+    sink = _ProcessSink("psql", command, classify_pg_error)
+    await _run_stream(storage, gmanifest, sink, identities, runner, stall_timeout, time_limit, None)
+    stderr = sink.process.stderr_tail(60_000) if sink.process is not None else ""
+    return [f"globals: {ln.strip()}" for ln in stderr.splitlines() if "ERROR" in ln]
 
 
 async def deep_verify(

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opscenter.backups.errors import scrub
 
@@ -42,6 +42,12 @@ __all__ = [
 ]
 
 _STDERR_TAIL = 64 * 1024
+#: Each command leads its own process group (so a kill reaches everything it started)
+#: but stays in our session: with autogroup scheduling (Linux's default on most
+#: distributions) a new session is a new scheduling group competing with the database
+#: for the CPU on equal terms; in ours, the dump tool keeps priority over our own
+#: lower-priority compression threads.
+_OWN_GROUP: dict[str, Any] = {"process_group": 0}
 # Variables that would silently change what a client tool connects to or how it
 # authenticates; the command's own env sets what it needs explicitly.
 _STRIPPED_ENV_PREFIXES = ("PG", "MYSQL", "OPSCENTER_")
@@ -185,7 +191,7 @@ class LocalProcess:
         self._stderr: deque[bytes] = deque()
         self._stderr_len = 0
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
-        self._pgid = proc.pid  # start_new_session=True: the child leads its own group
+        self._pgid = proc.pid  # process_group=0: the child leads its own group
 
     async def _drain_stderr(self) -> None:
         stream = self._proc.stderr
@@ -221,8 +227,11 @@ class LocalProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._pgid, sig)
         if self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(sig)
+            # In case the leader left its group. Not Popen.send_signal(): it polls with
+            # waitpid() and can reap the child behind asyncio's child watcher, which
+            # then reports exit status 255 instead of the signal (a wrong root cause).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self._proc.pid, sig)
 
     def stderr_tail(self, limit: int = 4000) -> str:
         text = b"".join(self._stderr).decode("utf-8", "replace")
@@ -263,7 +272,7 @@ class LocalRunner:
                 stderr=subprocess.PIPE,
                 env=self._env(command),
                 cwd=command.cwd,
-                start_new_session=True,
+                **_OWN_GROUP,
             )
         except BaseException:
             secret_dir.remove()
@@ -282,7 +291,7 @@ class LocalRunner:
                 stderr=subprocess.PIPE,
                 env=self._env(command),
                 cwd=command.cwd,
-                start_new_session=True,
+                **_OWN_GROUP,
             )
             try:
                 out, err = await asyncio.wait_for(proc.communicate(input), limit_seconds)

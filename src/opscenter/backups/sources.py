@@ -9,6 +9,9 @@ that the runner deletes after the process exits.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import posixpath
 import re
 import sys
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ __all__ = [
     "MySQLConnection",
     "MySQLSource",
     "PgConnection",
+    "PgGlobalsSource",
     "PgTool",
     "PostgresSource",
     "SqliteSource",
@@ -35,9 +39,11 @@ __all__ = [
     "classify_pg_error",
     "find_pg_tools",
     "mysql_client_command",
+    "pg_can_read_authid",
     "probe_mysql_server",
     "probe_pg_server",
     "psql_command",
+    "quote_conninfo",
     "resolve_mysql_tool",
     "select_pg_tool",
 ]
@@ -206,21 +212,20 @@ async def find_pg_tools(
     on_path = await runner.which(name)
     if on_path:
         paths.append(on_path)
-    tools: list[PgTool] = []
-    seen: set[str] = set()
-    for path in paths:
-        if path in seen:
-            continue
-        seen.add(path)
+    paths = list(dict.fromkeys(paths))
+
+    async def version_of(path: str) -> PgTool | None:
         try:
             res = await runner.run(Command((path, "--version")), limit_seconds=PROBE_TIMEOUT)
         except (FileNotFoundError, PermissionError, NotADirectoryError):
-            continue
+            return None
         if res.returncode != 0:
-            continue
+            return None
         parsed = _parse_pg_version(res.stdout.decode("utf-8", "replace"))
-        if parsed:
-            tools.append(PgTool(path, parsed[0], parsed[1]))
+        return PgTool(path, parsed[0], parsed[1]) if parsed else None
+
+    # The candidates answer concurrently (the PATH entry is often a Perl wrapper).
+    tools = [t for t in await asyncio.gather(*map(version_of, paths)) if t is not None]
     # Newest first; on a tie prefer the versioned directory over the PATH wrapper.
     tools.sort(key=lambda t: (t.major, t.path != on_path), reverse=True)
     return tools
@@ -233,7 +238,12 @@ async def select_pg_tool(
     globs: tuple[str, ...] = PG_BIN_GLOBS,
 ) -> PgTool:
     """The newest installed ``name`` whose major version is >= the server's."""
-    tools = await find_pg_tools(runner, name, globs)
+    return _newest_fitting(await find_pg_tools(runner, name, globs), name, server_major, globs)
+
+
+def _newest_fitting(
+    tools: list[PgTool], name: str, server_major: int | None, globs: tuple[str, ...]
+) -> PgTool:
     if not tools:
         raise BackupError(
             ErrorCode.TOOL_MISSING,
@@ -251,6 +261,11 @@ async def select_pg_tool(
             stage="plan",
         )
     return best
+
+
+def quote_conninfo(value: str) -> str:
+    """A libpq connection-string value, quoted (``dbname=`` + this is never re-parsed)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def psql_command(psql: str, conn: PgConnection, sql: str) -> Command:
@@ -328,10 +343,19 @@ class PostgresSource:
     async def plan(self, runner: CommandRunner) -> DumpPlan:
         server_version: str | None = None
         num = self.server_version_num
-        if num is None:
-            num, server_version = await probe_pg_server(runner, self.conn, globs=self.bin_globs)
+        # The server probe and the search for pg_dump run concurrently.
+        tools_task = asyncio.ensure_future(find_pg_tools(runner, "pg_dump", self.bin_globs))
+        try:
+            if num is None:
+                num, server_version = await probe_pg_server(runner, self.conn, globs=self.bin_globs)
+            tools = await tools_task
+        finally:
+            if not tools_task.done():
+                tools_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await tools_task
         server_major = num // 10000
-        tool = await select_pg_tool(runner, "pg_dump", server_major, self.bin_globs)
+        tool = _newest_fitting(tools, "pg_dump", server_major, self.bin_globs)
         argv = (
             tool.path,
             *self.conn.args(),
@@ -353,6 +377,114 @@ class PostgresSource:
 
     def classify_failure(self, returncode: int, stderr: str) -> ErrorCode:
         return classify_pg_error(stderr) or ErrorCode.DUMP_FAILED
+
+    async def diagnose(self, runner: CommandRunner, error: BackupError) -> BackupError:
+        """A dump that lost its connection: was the database dropped under it?
+
+        ``DROP DATABASE ... WITH (FORCE)`` terminates pg_dump's session, which then
+        reports a closed connection; a fresh probe tells that from a network failure.
+        """
+        if error.code not in (ErrorCode.UNREACHABLE, ErrorCode.DUMP_FAILED):
+            return error
+        try:
+            await probe_pg_server(runner, self.conn, globs=self.bin_globs)
+        except BackupError as probe_error:
+            if probe_error.code is ErrorCode.DATABASE_MISSING:
+                return BackupError(
+                    ErrorCode.DATABASE_MISSING,
+                    f"database {self.conn.database!r} was dropped while pg_dump was running; "
+                    "nothing was stored",
+                    stage="dump",
+                    detail=error.detail,
+                )
+        return error
+
+
+async def pg_can_read_authid(runner: CommandRunner, psql: str, conn: PgConnection) -> bool:
+    """Whether the account may read ``pg_authid`` (role passwords): superusers may."""
+    sql = "select has_table_privilege('pg_catalog.pg_authid', 'SELECT')"
+    try:
+        res = await runner.run(
+            psql_command(psql, conn, sql),
+            limit_seconds=conn.connect_timeout + PROBE_TIMEOUT,
+        )
+    except TimeoutError as exc:
+        raise BackupError(
+            ErrorCode.UNREACHABLE, f"PostgreSQL at {conn.host}:{conn.port} did not answer"
+        ) from exc
+    if res.returncode != 0:
+        raise BackupError(
+            classify_pg_error(res.stderr) or ErrorCode.DUMP_FAILED,
+            f"cannot query PostgreSQL {conn.host}:{conn.port}/{conn.database}",
+            stage="globals",
+            detail=res.stderr.strip()[-2000:],
+        )
+    return res.stdout.decode().strip() == "t"
+
+
+@dataclass(frozen=True, slots=True)
+class PgGlobalsSource:
+    """``pg_dumpall --globals-only``: roles, memberships, role and database settings,
+    tablespaces; saved beside a database's dump.
+
+    Role passwords are included only when the account may read ``pg_authid``
+    (superuser); otherwise ``--no-role-passwords`` dumps the rest.
+    """
+
+    conn: PgConnection
+    #: Directory of the pg_dump chosen for the main dump: pg_dumpall there has its version.
+    tool_dir: str
+    tool_version: str = ""
+    server_version: str | None = None
+    bin_globs: tuple[str, ...] = PG_BIN_GLOBS
+    engine: Engine = Engine.POSTGRESQL
+
+    @property
+    def label(self) -> str:
+        return self.conn.database
+
+    async def plan(self, runner: CommandRunner) -> DumpPlan:
+        return (await self.plan_with_access(runner))[0]
+
+    async def plan_with_access(self, runner: CommandRunner) -> tuple[DumpPlan, bool]:
+        """The plan, and whether role passwords are included."""
+        psql = posixpath.join(self.tool_dir, "psql")
+        try:
+            readable = await pg_can_read_authid(runner, psql, self.conn)
+        except (FileNotFoundError, PermissionError):
+            readable = await pg_can_read_authid(
+                runner, await _find_psql(runner, self.bin_globs), self.conn
+            )
+        argv = [
+            posixpath.join(self.tool_dir, "pg_dumpall"),
+            *self.conn.args(),
+            # pg_dumpall ignores PGDATABASE; connect where the account surely may.
+            f"--database=dbname={quote_conninfo(self.conn.database)}",
+            "--globals-only",
+        ]
+        if not readable:
+            argv.append("--no-role-passwords")
+        version = self.tool_version.replace("pg_dump ", "pg_dumpall ", 1)
+        plan = DumpPlan(
+            command=Command(tuple(argv), env=self.conn.env(), secrets=self.conn.secrets()),
+            engine=self.engine,
+            database=self.conn.database,
+            tool="pg_dumpall",
+            tool_version=version or "pg_dumpall",
+            server_version=self.server_version,
+            extension="globals.sql",
+            dump_format="pg_globals_sql",
+        )
+        return plan, readable
+
+    def classify_failure(self, returncode: int, stderr: str) -> ErrorCode:
+        return classify_pg_error(stderr) or ErrorCode.DUMP_FAILED
+
+    @staticmethod
+    def lacks_privilege(error: BackupError) -> bool:
+        """The account may not read some catalog pg_dumpall needs (not a fault)."""
+        text = f"{error.message}\n{error.detail}".lower()
+        return "permission denied" in text or "must be superuser" in text
 
 
 # --------------------------------------------------------------------------- MySQL / MariaDB
@@ -624,6 +756,10 @@ class DirectorySource:
 if TYPE_CHECKING:  # static proof that every source satisfies the protocol
 
     def _conforms(
-        a: PostgresSource, b: MySQLSource, c: SqliteSource, d: DirectorySource
+        a: PostgresSource,
+        b: MySQLSource,
+        c: SqliteSource,
+        d: DirectorySource,
+        e: PgGlobalsSource,
     ) -> list[DumpSource]:
-        return [a, b, c, d]
+        return [a, b, c, d, e]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,22 @@ from opscenter.backups.errors import ErrorCode
 from opscenter.backups.runner import RunningCommand
 from opscenter.backups.streams import Aborted, Channel
 
-__all__ = ["ProcessExit", "RunFacts", "StageRunner"]
+__all__ = ["ProcessExit", "RunFacts", "StageRunner", "lower_thread_priority"]
 
 _CLEANUP_TIMEOUT = 30.0
+#: Long-running stage threads plus the short ``in_thread`` calls, with room to spare
+#: (a stage queued behind a full executor would deadlock the run).
+_MAX_THREADS = 8
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Add ``nice`` to the calling thread's niceness (Linux: a per-thread attribute;
+    threads it starts, such as zstd's workers, inherit it). Best effort."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, current + nice))
 
 
 class ProcessExit(Exception):
@@ -67,15 +81,19 @@ class StageRunner:
         self.facts = RunFacts()
         self.started = time.monotonic()
         self.last_activity = self.started
-        self._channels: list[Channel] = []
+        self._channels: list[Channel[Any]] = []
         self._procs: list[RunningCommand] = []
         self._futures: dict[asyncio.Future[Any], str] = {}
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="opscenter-stage")
+        # Dedicated to this run (and shut down after it): a thread lowered in priority
+        # never serves anyone else.
+        self._executor = ThreadPoolExecutor(
+            max_workers=_MAX_THREADS, thread_name_prefix="opscenter-stage"
+        )
         self._abort_hooks: list[Callable[[], None]] = []
 
     # ----------------------------------------------------------------- registration
-    def channel(self, maxsize: int = 4) -> Channel:
-        ch = Channel(maxsize)
+    def channel(self, maxsize: int = 4) -> Channel[Any]:
+        ch: Channel[Any] = Channel(maxsize)
         self._channels.append(ch)
         return ch
 
@@ -86,8 +104,14 @@ class StageRunner:
     def on_abort(self, hook: Callable[[], None]) -> None:
         self._abort_hooks.append(hook)
 
-    def thread(self, name: str, fn: Callable[[], Any]) -> asyncio.Future[Any]:
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    def thread(self, name: str, fn: Callable[[], Any], *, nice: int = 0) -> asyncio.Future[Any]:
+        """Run ``fn`` on a thread of this run; ``nice`` lowers that thread's CPU priority."""
+
+        def body() -> Any:
+            lower_thread_priority(nice)
+            return fn()
+
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, body)
         self._futures[fut] = name
         return fut
 

@@ -1,20 +1,28 @@
 """Bounded plumbing between pipeline stages, and the compression codecs.
 
-Stages run on worker threads and hand ``bytes`` blocks to each other through a
-:class:`Channel` (bounded: the producer blocks when the consumer is slow, so memory
-stays constant whatever the dump size). Aborting a channel wakes every thread
-blocked on it, which is how a failure or a cancel stops the whole pipeline.
+Stages run on worker threads and hand blocks to each other through a :class:`Channel`
+(bounded: the producer blocks when the consumer is slow, so memory stays constant
+whatever the dump size). Aborting a channel wakes every thread blocked on it, which is
+how a failure or a cancel stops the whole pipeline.
+
+Copies are kept to what the codecs need: the dump is read into a small pool of reused
+buffers (:class:`BufferPool`), the compressor copies from them into its own window, and
+every later stage passes the ``bytes`` objects it was given along without re-slicing
+them (:class:`ChannelReader`, :class:`BlockWriter`, :class:`HoldBack`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 import threading
 import zlib
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
-from typing import IO, Final, cast
+from typing import IO, Any, Final, Generic, TypeVar, cast
 
 import zstandard
 
@@ -22,35 +30,68 @@ from opscenter.backups.errors import BackupError, ErrorCode
 
 __all__ = [
     "BLOCK_SIZE",
+    "PIPE_SIZES",
     "Aborted",
+    "BlockWriter",
+    "BufferPool",
     "Channel",
     "ChannelReader",
     "Compression",
     "Compressor",
     "Decompressor",
     "HashingReader",
+    "HoldBack",
     "ZstdFrameTracker",
+    "enlarge_pipe",
     "make_compressor",
+    "write_all",
 ]
 
 BLOCK_SIZE: Final = 1 << 20
+#: Kernel buffer sizes tried for the pipes to and from the tools, largest first. Above
+#: ``/proc/sys/fs/pipe-max-size`` (1 MiB by default) only a privileged process succeeds.
+PIPE_SIZES: Final = (4 << 20, 1 << 20)
+
+T = TypeVar("T")
+
+
+def enlarge_pipe(fd: int, sizes: tuple[int, ...] = PIPE_SIZES) -> int:
+    """Grow a pipe's kernel buffer to the first of ``sizes`` allowed; return the new size.
+
+    The default 64 KiB makes the dump tool and our reader take turns every 64 KiB; a
+    few MiB let the tool run ahead while a stage is descheduled (Linux only; 0 elsewhere).
+    """
+    setpipe = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setpipe is None:
+        return 0
+    for size in sizes:
+        with contextlib.suppress(OSError):
+            return int(fcntl.fcntl(fd, setpipe, size))
+    return 0
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """``os.write`` until everything is written (pipes take partial writes)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class Aborted(Exception):
     """The pipeline was aborted (failure elsewhere, cancel, stall, time limit)."""
 
 
-class Channel:
-    """A bounded, closeable, abortable FIFO of byte blocks between threads."""
+class Channel(Generic[T]):
+    """A bounded, closeable, abortable FIFO between threads."""
 
     def __init__(self, maxsize: int = 8) -> None:
-        self._items: deque[bytes] = deque()
+        self._items: deque[T] = deque()
         self._maxsize = maxsize
         self._cond = threading.Condition()
         self._closed = False
         self._aborted = False
 
-    def put(self, item: bytes) -> None:
+    def put(self, item: T) -> None:
         with self._cond:
             while len(self._items) >= self._maxsize and not self._aborted:
                 self._cond.wait()
@@ -67,7 +108,7 @@ class Channel:
             self._closed = True
             self._cond.notify_all()
 
-    def get(self) -> bytes | None:
+    def get(self) -> T | None:
         with self._cond:
             while not self._items and not self._closed and not self._aborted:
                 self._cond.wait()
@@ -90,12 +131,35 @@ class Channel:
         return self._aborted
 
 
-class ChannelReader:
-    """A file-like ``read(n)`` over a channel (what pyrage's ``*_io`` pulls from)."""
+class BufferPool:
+    """``count`` reusable buffers of ``size`` bytes: the reader fills one while the
+    compressor works on another, and nothing is allocated per block."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, count: int = 4, size: int = BLOCK_SIZE) -> None:
+        self._free: Channel[bytearray] = Channel(count)
+        for _ in range(count):
+            self._free.put(bytearray(size))
+
+    def take(self) -> bytearray:
+        buf = self._free.get()
+        assert buf is not None  # the free list is never closed
+        return buf
+
+    def give(self, buf: bytearray) -> None:
+        self._free.put(buf)
+
+    def abort(self) -> None:
+        self._free.abort()
+
+
+class ChannelReader:
+    """A file-like ``read(n)`` over a channel of ``bytes`` (what pyrage's ``*_io`` pulls
+    from). A read that takes a whole block returns it as is (no copy)."""
+
+    def __init__(self, channel: Channel[bytes]) -> None:
         self._channel = channel
-        self._buf = memoryview(b"")
+        self._item = b""
+        self._pos = 0
         self._eof = False
         self.error: BaseException | None = None
 
@@ -104,22 +168,24 @@ class ChannelReader:
 
     def read(self, size: int = -1, /) -> bytes:
         try:
-            while not self._buf and not self._eof:
+            while self._pos >= len(self._item) and not self._eof:
                 item = self._next()
                 if item is None:
                     self._eof = True
                 else:
-                    self._buf = memoryview(item)
+                    self._item, self._pos = item, 0
         except BaseException as exc:
             self.error = exc
             raise OSError(f"pipeline input aborted: {exc!r}") from exc
-        if not self._buf:
+        item, pos = self._item, self._pos
+        left = len(item) - pos
+        if left <= 0:
             return b""
-        if size < 0 or size >= len(self._buf):
-            out, self._buf = self._buf, memoryview(b"")
-        else:
-            out, self._buf = self._buf[:size], self._buf[size:]
-        return bytes(out)
+        if size < 0 or size >= left:
+            self._item, self._pos = b"", 0
+            return item if pos == 0 else item[pos:]
+        self._pos = pos + size
+        return item[pos : pos + size]
 
     def readable(self) -> bool:
         return True
@@ -135,7 +201,7 @@ class HashingReader(ChannelReader):
 
     def __init__(
         self,
-        channel: Channel,
+        channel: Channel[bytes],
         *,
         expected_sha256: str | None = None,
         expected_size: int | None = None,
@@ -188,7 +254,8 @@ class BlockWriter:
 
     def __init__(self, emit: Callable[[bytes], None], block_size: int = BLOCK_SIZE) -> None:
         self._emit = emit
-        self._buf = bytearray()
+        self._parts: list[bytes] = []
+        self._pending = 0
         self._block = block_size
         self.error: BaseException | None = None
         self.size = 0
@@ -196,14 +263,18 @@ class BlockWriter:
     def write(self, data: bytes, /) -> int:
         if self.error is not None:
             raise OSError("pipeline output failed") from self.error
-        self._buf += data
-        self.size += len(data)
-        if len(self._buf) >= self._block:
+        n = len(data)
+        # The producer may reuse its buffer after write() returns: keep only bytes.
+        self._parts.append(data if type(data) is bytes else bytes(data))
+        self._pending += n
+        self.size += n
+        if self._pending >= self._block:
             self._push()
-        return len(data)
+        return n
 
     def _push(self) -> None:
-        block, self._buf = bytes(self._buf), bytearray()
+        parts, self._parts, self._pending = self._parts, [], 0
+        block = parts[0] if len(parts) == 1 else b"".join(parts)
         try:
             self._emit(block)
         except BaseException as exc:
@@ -219,10 +290,53 @@ class BlockWriter:
     def finish(self) -> None:
         if self.error is not None:
             raise self.error
-        if self._buf:
+        if self._parts:
             self._push()
         if self.error is not None:
             raise self.error
+
+
+class HoldBack:
+    """Passes blocks to ``write`` while always withholding at least the last ``keep``
+    bytes, which :meth:`release` hands over once the whole input is proven good.
+
+    Blocks are queued by reference (no copying); at most ``keep`` plus one block is
+    held. ``on_written`` is told the size of every block handed over.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[bytes], None],
+        keep: int,
+        on_written: Callable[[int], None] | None = None,
+    ) -> None:
+        self._write = write
+        self._keep = keep
+        self._on_written = on_written
+        self._held: deque[bytes] = deque()
+        self._held_bytes = 0
+
+    def push(self, block: bytes) -> None:
+        if not block:
+            return
+        self._held.append(block)
+        self._held_bytes += len(block)
+        while self._held_bytes - len(self._held[0]) >= self._keep:
+            self._hand_over(self._held.popleft())
+
+    def _hand_over(self, block: bytes) -> None:
+        self._held_bytes -= len(block)
+        self._write(block)
+        if self._on_written is not None:
+            self._on_written(len(block))
+
+    def release(self) -> None:
+        while self._held:
+            self._hand_over(self._held.popleft())
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held_bytes
 
 
 # --------------------------------------------------------------------------- codecs
@@ -241,7 +355,7 @@ class Compression(StrEnum):
 class Compressor:
     """``compress(block) -> bytes`` and ``flush() -> bytes``; the C code releases the GIL."""
 
-    def __init__(self, compress: Callable[[bytes], bytes], flush: Callable[[], bytes]) -> None:
+    def __init__(self, compress: Callable[[Any], bytes], flush: Callable[[], bytes]) -> None:
         self.compress = compress
         self.flush = flush
 
@@ -259,7 +373,8 @@ def make_compressor(kind: Compression, level: int | None = None, threads: int = 
     if kind is Compression.GZIP:
         zobj = zlib.compressobj(6 if level is None else level, zlib.DEFLATED, 31)
         return Compressor(zobj.compress, zobj.flush)
-    return Compressor(lambda b: b, lambda: b"")
+    # The caller may reuse its buffer: the identity "compressor" must copy.
+    return Compressor(bytes, lambda: b"")
 
 
 class ZstdFrameTracker:
