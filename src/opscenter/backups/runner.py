@@ -42,12 +42,20 @@ __all__ = [
 ]
 
 _STDERR_TAIL = 64 * 1024
-#: Each command leads its own process group (so a kill reaches everything it started)
-#: but stays in our session: with autogroup scheduling (Linux's default on most
-#: distributions) a new session is a new scheduling group competing with the database
-#: for the CPU on equal terms; in ours, the dump tool keeps priority over our own
-#: lower-priority compression threads.
-_OWN_GROUP: dict[str, Any] = {"process_group": 0}
+
+
+def _own_group() -> dict[str, Any]:
+    """Each command leads its own process group (so a kill reaches everything it started)
+    but stays in our session: with autogroup scheduling (Linux's default on most
+    distributions) a new session is a new scheduling group competing with the database
+    for the CPU on equal terms; in ours, the dump tool keeps priority over our own
+    lower-priority compression threads. uvloop (the server's loop) has no
+    `process_group`, so there each command gets a new session instead."""
+    if type(asyncio.get_running_loop()).__module__.startswith("uvloop"):
+        return {"start_new_session": True}
+    return {"process_group": 0}
+
+
 # Variables that would silently change what a client tool connects to or how it
 # authenticates; the command's own env sets what it needs explicitly.
 _STRIPPED_ENV_PREFIXES = ("PG", "MYSQL", "OPSCENTER_")
@@ -272,7 +280,7 @@ class LocalRunner:
                 stderr=subprocess.PIPE,
                 env=self._env(command),
                 cwd=command.cwd,
-                **_OWN_GROUP,
+                **_own_group(),
             )
         except BaseException:
             secret_dir.remove()
@@ -291,7 +299,7 @@ class LocalRunner:
                 stderr=subprocess.PIPE,
                 env=self._env(command),
                 cwd=command.cwd,
-                **_OWN_GROUP,
+                **_own_group(),
             )
             try:
                 out, err = await asyncio.wait_for(proc.communicate(input), limit_seconds)
