@@ -48,6 +48,8 @@ class _HookedWriter:
             raise StorageError("disk_full", "injected: no space left on device")
         if s.delay:
             await asyncio.sleep(s.delay)
+        if s.paused is not None:
+            await s.paused.wait()
         await self._inner.write(data)
         if s.on_write is not None:
             s.on_write(self._inner.bytes_written)
@@ -75,6 +77,8 @@ class HookedStorage(LocalStorage):
         self.delay = 0.0
         self.on_write: Callable[[int], None] | None = None
         self.fail_after: int | None = None
+        #: When set, writes wait until it is set again (the pipeline backs up to the dump).
+        self.paused: asyncio.Event | None = None
 
     async def open_writer(self, key: str, *, overwrite: bool = False) -> Any:  # type: ignore[override]
         inner = await super().open_writer(key, overwrite=overwrite)

@@ -317,17 +317,25 @@ async def test_database_dropped_mid_dump(big_db, pg_conn, tmp_path, age_recipien
     before = {p: storage.path_for(p).read_bytes() for p in all_files(storage.root)}
     assert len(before) == 3  # artifact, cluster globals, manifest
 
-    # Slow the storage down so the dump takes seconds, and drop the database once
-    # pg_dump is well into the table data.
-    storage.delay = 0.05
+    # Once pg_dump is well into the table data, stop the storage: the pipeline's
+    # bounded buffers fill and pg_dump blocks with most of the table still unread on
+    # the server. Drop the database then, and let the storage go on.
+    resume = asyncio.Event()
     midway = asyncio.Event()
-    storage.on_write = lambda total: midway.set() if total > 2 << 20 else None
+
+    def on_write(total: int) -> None:
+        if total > 2 << 20 and not midway.is_set():
+            storage.paused = resume
+            midway.set()
+
+    storage.on_write = on_write
     task = asyncio.create_task(
         run_backup(PostgresSource(pg_conn(big_db)), storage, options=options)
     )
     await asyncio.wait_for(midway.wait(), 30)
     assert not task.done()
     await asyncio.to_thread(psql, "postgres", f'DROP DATABASE "{big_db}" WITH (FORCE)')
+    resume.set()
     with pytest.raises(BackupError) as info:
         await task
     err = info.value
