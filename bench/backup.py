@@ -119,6 +119,54 @@ class RssSampler:
         self._t.join()
 
 
+def cpu_busy(interval: float = 1.0) -> float | None:
+    """Share of the machine's CPU time spent busy over ``interval`` (Linux), else None."""
+
+    def snap() -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:]]
+        return sum(vals), vals[3] + vals[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = snap()
+        time.sleep(interval)
+        total1, idle1 = snap()
+    except OSError:
+        return None
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+class Quiet:
+    """Before each timed run, wait (bounded) until the machine is idle, so other work on
+    a shared machine does not land on one contender; report what was waited for."""
+
+    def __init__(self, max_wait: float, threshold: float = 0.08) -> None:
+        self.max_wait = max_wait
+        self.threshold = threshold
+        self.waited = 0.0
+        self.busy_starts = 0
+
+    def wait(self) -> None:
+        if self.max_wait <= 0:
+            return
+        t0 = time.monotonic()
+        while True:
+            busy = cpu_busy()
+            if busy is None or busy < self.threshold:
+                break
+            if time.monotonic() - t0 > self.max_wait:
+                self.busy_starts += 1
+                break
+            time.sleep(2)
+        self.waited += time.monotonic() - t0
+
+    def summary(self) -> str:
+        text = f"waited {self.waited:.0f} s in total for an idle machine"
+        if self.busy_starts:
+            text += f"; {self.busy_starts} runs started busy (gave up after {self.max_wait:g} s)"
+        return text
+
+
 def mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
@@ -128,6 +176,12 @@ async def main() -> None:
     ap.add_argument("--scale", type=int, default=80, help="pgbench scale (80 ~ 1.1 GB plain dump)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the database")
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="before each timed run wait up to this many seconds for an idle machine (0: no)",
+    )
     args = ap.parse_args()
 
     db = f"oc_bench_{uuid.uuid4().hex[:8]}"
@@ -165,6 +219,7 @@ async def main() -> None:
         print(f"plain dump: {mb(plain_size)}")
 
         store = LocalStorage(work / "store")
+        quiet = Quiet(args.quiet_wait)
         fc_file, gz_file, raw_file = work / "fc.dump", work / "plain.sql.gz", work / "raw.dump"
         sizes: dict[str, int] = {}
         times: dict[str, list[float]] = {k: [] for k in ("floor", "ours", "pg_dump -Fc", "gzip")}
@@ -198,6 +253,7 @@ async def main() -> None:
             if r % 2:
                 order.reverse()
             for name in order:
+                quiet.wait()
                 times[name].append(await contenders[name]())
             print(
                 f"round {r + 1}: "
@@ -215,6 +271,7 @@ async def main() -> None:
             size_txt = f"{mb(size):>11}  {size / sizes['gzip']:.2f}x" if size else ""
             print(f"  {name:<30} {med:6.2f}s  {med / floor:6.2f}x  {size_txt}")
         print(f"  raw custom-format dump size: {mb(sizes['raw -Fc -Z0'])}")
+        print(f"  {quiet.summary()}")
 
         # Restore: our artifact vs pg_restore from an uncompressed local file, each into
         # a freshly created empty database (creation not timed), alternating like the
@@ -248,6 +305,8 @@ async def main() -> None:
                 drop_database(target)
                 restored.append(target)
                 psql("postgres", f"create database {target}")
+                psql("postgres", "checkpoint")  # the same start for both contenders
+                quiet.wait()
                 rtimes[name].append(await restorers[name](target))
                 drop_database(target)
             print(
@@ -263,6 +322,7 @@ async def main() -> None:
             f"{ours_restore / plain_restore:.2f}x"
         )
         print(f"  pg_restore from uncompressed local file     {plain_restore:6.2f}s  1.00x")
+        print(f"  {quiet.summary()}")
 
         # Peak RSS of this process during our backup at two dump sizes.
         print("\npeak RSS of the Python process during our backup")

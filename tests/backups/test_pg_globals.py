@@ -19,7 +19,7 @@ from opscenter.backups.manifest import (
     scan_catalog,
 )
 from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import PostgresTarget, run_restore
+from opscenter.backups.restore import PostgresTarget, deep_verify, quick_verify, run_restore
 from opscenter.backups.runner import LocalRunner
 from opscenter.backups.sources import PgConnection, PostgresSource, find_pg_tools
 
@@ -73,6 +73,11 @@ async def test_globals_saved_beside_dump_and_restored_on_request(
         assert f"CREATE ROLE {role};" in sql
         assert "SCRAM-SHA-256$" in sql  # a superuser's dump keeps the password hashes
         assert len(sql) == g.original_size_bytes
+
+        # Verification covers it too.
+        assert (await quick_verify(storage, manifest)).detail == "with the cluster globals"
+        verified = await deep_verify(storage, manifest, identities=[age_identity])
+        assert "cluster globals complete" in verified.detail
 
         # Part of the backup, not an orphan; deleting the backup removes all of it.
         scan = await scan_catalog(storage)
@@ -179,3 +184,33 @@ async def test_globals_failure_does_not_fail_the_backup(fault, pg_db, pg_conn, s
     manifest = await read_manifest(storage, result.key)
     assert manifest.globals == g
     assert sorted(all_files(storage.root)) == sorted([result.key, result.key + ".manifest.json"])
+
+
+async def test_damaged_globals_fail_verification(pg_db, pg_conn, storage, age_identity):
+    from opscenter.backups.crypto import recipient_of
+    from opscenter.backups.errors import BackupError, ErrorCode
+
+    db = pg_db()
+    result = await run_backup(
+        PostgresSource(pg_conn(db)),
+        storage,
+        options=BackupOptions(recipients=(recipient_of(age_identity),)),
+    )
+    manifest = await read_manifest(storage, result.key)
+    assert manifest.globals is not None and manifest.globals.key is not None
+    path = storage.path_for(manifest.globals.key)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(BackupError) as info:
+        await quick_verify(storage, manifest)
+    assert info.value.code is ErrorCode.CHECKSUM_MISMATCH
+    assert manifest.globals.key in info.value.message
+    with pytest.raises(BackupError) as info:
+        await deep_verify(storage, manifest, identities=[age_identity])
+    assert info.value.code in (ErrorCode.CHECKSUM_MISMATCH, ErrorCode.DECRYPT_FAILED)
+    # A missing globals object: the backup stays usable, the scan says what is wrong.
+    path.unlink()
+    scan = await scan_catalog(storage)
+    assert [m.key for m in scan.manifests] == [result.key] and scan.orphans == []
+    assert scan.warnings == [(manifest.globals.key, "the cluster globals object is missing")]

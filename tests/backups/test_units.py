@@ -154,6 +154,31 @@ async def test_select_newest_pg_dump_at_least_server(tmp_path):
     assert info.value.code is ErrorCode.TOOL_MISSING
 
 
+async def test_debian_pg_wrapper_is_asked_only_as_a_last_resort(tmp_path):
+    from opscenter.backups.sources import find_pg_tools
+
+    share = tmp_path / "share"
+    share.mkdir()
+    wrapper = share / "pg_wrapper"
+    marker = tmp_path / "wrapper-ran"
+    wrapper.write_text(f"#!/bin/sh\ntouch {marker}\necho 'pg_dump (PostgreSQL) 15.9'\n")
+    wrapper.chmod(0o755)
+    (tmp_path / "usr-bin").mkdir()
+    (tmp_path / "usr-bin" / "pg_dump").symlink_to(wrapper)
+
+    class _WrapperOnPath(LocalRunner):
+        async def which(self, name: str) -> str | None:
+            return str(tmp_path / "usr-bin" / name)
+
+    _fake_pg(tmp_path / "15" / "bin", "pg_dump", "15.9")
+    tools = await find_pg_tools(_WrapperOnPath(), "pg_dump", (str(tmp_path / "*" / "bin"),))
+    assert [t.path for t in tools] == [str(tmp_path / "15" / "bin" / "pg_dump")]
+    assert not marker.exists()  # not even started
+    tools = await find_pg_tools(_WrapperOnPath(), "pg_dump", (str(tmp_path / "none" / "*"),))
+    assert [t.path for t in tools] == [str(tmp_path / "usr-bin" / "pg_dump")]
+    assert marker.exists()
+
+
 def test_error_classification():
     assert (
         classify_pg_error(

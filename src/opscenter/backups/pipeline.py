@@ -2,18 +2,27 @@
 
 ::
 
-    dump process stdout ─pipe (4 MiB)─> [read] into a pool of reused 1 MiB buffers
-        ─channel─> [compress] zstd (or gzip) ─channel─> [encrypt] age + sha256 of the
-        stored bytes ─channel─> [event loop] storage writer (temp name, fsync, rename)
+    dump process stdout ─pipe (4 MiB)─> [read] few large reads into a pool of reused
+        1 MiB buffers ─channel─> [compress] zstd (or gzip) ─channel─> [encrypt] age +
+        sha256 of the stored bytes ─channel─> [event loop] storage writer (temp name,
+        fsync, rename)
 
 Every buffer is bounded (a few MiB in total whatever the dump size) and nothing is
 staged on disk. The dump runs in its own process group; compression, encryption and
 hashing run in C/Rust code that releases the GIL, so the wall time approaches that of
-the dump tool alone. On a small machine the CPU is the limit: the compress and
-encrypt threads run at a lower priority (``BackupOptions.nice``) so the dump tool and
-the database are never the ones waiting for a core, and the buffers absorb the lag;
-zstd runs single-threaded on its own stage thread by default (its worker threads cost
-more CPU than they save when the dump tool is the bottleneck anyway).
+the dump tool alone.
+
+On a small machine the CPU is the limit (the dump tool and the database take more
+than a core between them), so the pipeline spends as little of it as it can: dump
+tools write 4 KiB at a time, and the reader pauses briefly after a read that found
+the pipe far from full, so it takes a few hundred KiB per read instead of waking per
+write (~4k reads per GB instead of ~100k); zstd runs single-threaded on its own
+thread for the fast levels (its worker threads cost CPU for nothing when one thread
+outruns the dump tool); the compress and encrypt threads run at a lower priority
+(``BackupOptions.nice``) so the dump tool never waits for a core behind them, and the
+buffers absorb the lag. (The dump tool stays in our session where the event loop
+allows, see ``runner``: with autogroup scheduling a session of its own would take
+its CPU share independently of our priorities.)
 
 The object is committed only when the dump exited 0, every stage finished and the
 storage confirmed the whole object; then the manifest is written beside it. Any
@@ -91,7 +100,7 @@ __all__ = [
 #: zstd levels fast enough on one thread to keep up with a dump tool (~400 MB/s at 3).
 _SINGLE_THREAD_MAX_LEVEL = 5
 #: Read buffers in flight between the dump's pipe and the compressor.
-_READ_BUFFERS = 4
+_READ_BUFFERS = 8
 #: A buffer goes to the compressor once less than this is left free in it.
 _READ_SLACK = 128 << 10
 #: Dump tools write in 4-8 KiB pieces: reading as soon as anything is there costs a
@@ -348,7 +357,7 @@ class _Backup:
         pool = BufferPool(_READ_BUFFERS, BLOCK_SIZE)
         st.on_abort(pool.abort)
         raw = st.channel(_READ_BUFFERS)
-        compressed = st.channel(16)
+        compressed = st.channel(8)
         stored = st.channel(4)
         st.process("dump", proc)
         # The reader keeps normal priority: it only moves bytes, and a drained pipe

@@ -79,6 +79,8 @@ __all__ = [
 #: Bytes of the dump withheld from the restore tool until the artifact is proven whole.
 HOLD_BACK = 64 * 1024
 MYSQL_TRAILER = b"-- Dump completed"
+#: The last line pg_dumpall writes.
+PG_GLOBALS_TRAILER = b"PostgreSQL database cluster dump complete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -840,8 +842,9 @@ async def deep_verify(
     """Read, check sha256, decrypt, decompress and parse the whole dump.
 
     PostgreSQL: ``pg_restore -f /dev/null`` reads every data block (``--list`` would
-    pass on a half file). MySQL: the ``-- Dump completed`` trailer. SQLite:
-    ``PRAGMA integrity_check`` of a temp copy. tar: ``tar --list`` of the whole stream.
+    pass on a half file), and the cluster globals beside it must end with pg_dumpall's
+    trailer. MySQL: the ``-- Dump completed`` trailer. SQLite: ``PRAGMA
+    integrity_check`` of a temp copy. tar: ``tar --list`` of the whole stream.
     """
     runner = runner or LocalRunner()
     t0 = time.monotonic()
@@ -877,6 +880,28 @@ async def deep_verify(
     stream = await _run_stream(
         storage, manifest, sink, identities, runner, stall_timeout, time_limit, None
     )
+    detail = f"{sink.name}: whole dump parsed"
+    g = manifest.globals
+    if g is not None and g.saved:
+        # The globals beside it: checked, decrypted, decompressed, and complete.
+        gsink = _ProcessSink(
+            "globals",
+            Command(("cat",)),
+            lambda _s: None,
+            failure_code=ErrorCode.VERIFY_FAILED,
+            trailer=PG_GLOBALS_TRAILER,
+        )
+        await _run_stream(
+            storage,
+            _globals_manifest(manifest),
+            gsink,
+            identities,
+            runner,
+            stall_timeout,
+            time_limit,
+            None,
+        )
+        detail += "; cluster globals complete"
     return VerifyResult(
         key=manifest.key,
         level="deep",
@@ -884,37 +909,48 @@ async def deep_verify(
         sha256=manifest.sha256,
         dump_bytes=stream.bytes_out,
         duration_seconds=time.monotonic() - t0,
-        detail=f"{sink.name}: whole dump parsed",
+        detail=detail,
     )
 
 
-async def quick_verify(storage: StorageBackend, manifest: Manifest) -> VerifyResult:
-    """The object exists with the recorded size, and its sha256 re-read from storage matches."""
-    t0 = time.monotonic()
+async def _check_object(storage: StorageBackend, key: str, size_bytes: int, sha256: str) -> int:
+    """Re-read ``key``: its size and sha256 must be the recorded ones."""
     try:
-        info = await storage.stat(manifest.key)
-        if info.size != manifest.size_bytes:
+        info = await storage.stat(key)
+        if info.size != size_bytes:
             raise BackupError(
                 ErrorCode.CHECKSUM_MISMATCH,
-                f"stored object is {info.size} bytes, the manifest says {manifest.size_bytes}",
+                f"stored object {key} is {info.size} bytes, the manifest says {size_bytes}",
                 stage="verify",
             )
         digest = hashlib.sha256()
         size = 0
-        reader = await storage.open_reader(manifest.key)
+        reader = await storage.open_reader(key)
         async with reader:
             while chunk := await reader.read(BLOCK_SIZE):
                 await asyncio.to_thread(digest.update, chunk)
                 size += len(chunk)
     except StorageError as exc:
         raise storage_error(exc, "verify") from exc
-    if size != manifest.size_bytes or digest.hexdigest() != manifest.sha256:
+    if size != size_bytes or digest.hexdigest() != sha256:
         raise BackupError(
             ErrorCode.CHECKSUM_MISMATCH,
-            f"sha256 of the stored object is {digest.hexdigest()}, "
-            f"the manifest says {manifest.sha256}",
+            f"sha256 of the stored object {key} is {digest.hexdigest()}, "
+            f"the manifest says {sha256}",
             stage="verify",
         )
+    return size
+
+
+async def quick_verify(storage: StorageBackend, manifest: Manifest) -> VerifyResult:
+    """The object exists with the recorded size, and its sha256 re-read from storage
+    matches; so do the cluster globals saved beside it, if any."""
+    t0 = time.monotonic()
+    size = await _check_object(storage, manifest.key, manifest.size_bytes, manifest.sha256)
+    g = manifest.globals
+    if g is not None and g.saved:
+        gm = _globals_manifest(manifest)
+        await _check_object(storage, gm.key, gm.size_bytes, gm.sha256)
     return VerifyResult(
         key=manifest.key,
         level="quick",
@@ -922,4 +958,5 @@ async def quick_verify(storage: StorageBackend, manifest: Manifest) -> VerifyRes
         sha256=manifest.sha256,
         dump_bytes=None,
         duration_seconds=time.monotonic() - t0,
+        detail="with the cluster globals" if g is not None and g.saved else "",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import posixpath
 import re
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.runner import Command, CommandRunner, SecretFile
+from opscenter.backups.runner import Command, CommandRunner, LocalRunner, SecretFile
 
 __all__ = [
     "PG_BIN_GLOBS",
@@ -210,7 +211,11 @@ async def find_pg_tools(
         for bindir in await runner.glob(pattern):
             paths.append(f"{bindir.rstrip('/')}/{name}")
     on_path = await runner.which(name)
-    if on_path:
+    # Debian's PATH entry is a Perl dispatcher into the very directories globbed above:
+    # asking it for its version costs a Perl start and tells nothing new (asked only
+    # if nothing else answers).
+    wrapper = on_path if on_path and paths and _is_local_pg_wrapper(runner, on_path) else None
+    if on_path and not wrapper:
         paths.append(on_path)
     paths = list(dict.fromkeys(paths))
 
@@ -224,11 +229,20 @@ async def find_pg_tools(
         parsed = _parse_pg_version(res.stdout.decode("utf-8", "replace"))
         return PgTool(path, parsed[0], parsed[1]) if parsed else None
 
-    # The candidates answer concurrently (the PATH entry is often a Perl wrapper).
+    # The candidates answer concurrently.
     tools = [t for t in await asyncio.gather(*map(version_of, paths)) if t is not None]
+    if not tools and wrapper:
+        tools = [t for t in [await version_of(wrapper)] if t is not None]
     # Newest first; on a tie prefer the versioned directory over the PATH wrapper.
     tools.sort(key=lambda t: (t.major, t.path != on_path), reverse=True)
     return tools
+
+
+def _is_local_pg_wrapper(runner: CommandRunner, path: str) -> bool:
+    """``path`` is postgresql-common's ``pg_wrapper`` on this machine."""
+    return isinstance(runner, LocalRunner) and (
+        os.path.basename(os.path.realpath(path)) == "pg_wrapper"
+    )
 
 
 async def select_pg_tool(
