@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from opscenter.core.clock import isoformat_z, utcnow
 
@@ -21,14 +21,33 @@ class Event:
 
 
 class EventBus:
+    """Delivers each event to every subscriber in this process, and, with a relay
+    attached (``core.event_relay``), to the subscribers of the other server processes
+    that opted in with ``include_remote`` (the WebSocket layer). Subscribers with side
+    effects (notifications, webhooks) see only their own process's events, so a
+    cluster sends each message once."""
+
     def __init__(self, queue_size: int = 1000) -> None:
-        self._queues: set[asyncio.Queue[Event]] = set()
+        # Each subscriber's queue, and whether it takes events from other processes.
+        self._queues: dict[asyncio.Queue[Event], bool] = {}
         self._queue_size = queue_size
         self._overflowed: set[int] = set()
         self.dropped = 0
+        self.relay: EventSink | None = None
 
     def publish(self, event: Event) -> None:
-        for queue in list(self._queues):
+        self._deliver(event, remote=False)
+        if self.relay is not None:
+            self.relay.send(event)
+
+    def deliver_remote(self, event: Event) -> None:
+        """An event raised by another server process, brought by the relay."""
+        self._deliver(event, remote=True)
+
+    def _deliver(self, event: Event, *, remote: bool) -> None:
+        for queue, include_remote in list(self._queues.items()):
+            if remote and not include_remote:
+                continue
             try:
                 queue.put_nowait(event)
             except asyncio.QueueFull:
@@ -40,11 +59,19 @@ class EventBus:
         return id(queue) in self._overflowed
 
     @asynccontextmanager
-    async def subscribe(self, queue_size: int | None = None) -> AsyncIterator[asyncio.Queue[Event]]:
+    async def subscribe(
+        self, queue_size: int | None = None, *, include_remote: bool = False
+    ) -> AsyncIterator[asyncio.Queue[Event]]:
         queue: asyncio.Queue[Event] = asyncio.Queue(queue_size or self._queue_size)
-        self._queues.add(queue)
+        self._queues[queue] = include_remote
         try:
             yield queue
         finally:
-            self._queues.discard(queue)
+            self._queues.pop(queue, None)
             self._overflowed.discard(id(queue))
+
+
+class EventSink(Protocol):
+    """Where the bus hands every local event for the other processes; never blocks."""
+
+    def send(self, event: Event) -> None: ...

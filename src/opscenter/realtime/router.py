@@ -85,7 +85,7 @@ async def _serve(
     websocket: WebSocket, ctx: AppContext, principal: Principal, credentials: dict[str, str]
 ) -> None:
     subscriptions: set[str] = set()
-    async with ctx.events.subscribe(CLIENT_QUEUE) as queue:
+    async with ctx.events.subscribe(CLIENT_QUEUE, include_remote=True) as queue:
 
         async def receive() -> None:
             while True:
