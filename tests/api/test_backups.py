@@ -166,6 +166,28 @@ async def test_backup_restore_download_delete(
     assert job["status"] == "succeeded", job
     assert table_hash(target, "customers") == table_hash(source_db, "customers")
 
+    # a parallel restore (pg_restore --jobs from a staged file) into another new database
+    parallel = f"oc_dst_{uuid.uuid4().hex[:8]}"
+    scratch_names.append(parallel)
+    for bad in (0, 17, "two"):
+        r = await admin.post(
+            f"/api/v1/backups/{backup['id']}/restore",
+            json={"target_database": parallel, "parallel_jobs": bad},
+        )
+        assert r.status_code == 422 and r.json()["code"] == "VALIDATION_ERROR"
+    job = await run_job(
+        api,
+        admin,
+        await admin.post(
+            f"/api/v1/backups/{backup['id']}/restore",
+            json={"target_database": parallel, "parallel_jobs": 2},
+        ),
+    )
+    assert job["status"] == "succeeded", job
+    for table in ("customers", "orders"):
+        assert table_hash(parallel, table) == table_hash(source_db, table)
+    assert not list((api.settings.data_dir / "tmp").glob(".opscenter-restore-*"))
+
     # delete removes object and manifest, then the row
     r = await admin.delete(f"/api/v1/backups/{backup['id']}")
     assert r.status_code == 204

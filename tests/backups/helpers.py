@@ -10,18 +10,25 @@ from types import TracebackType
 from typing import Any, Self
 
 from opscenter.backups.errors import ErrorCode
-from opscenter.backups.runner import Command, CommandRunner, LocalProcess, LocalRunner
+from opscenter.backups.runner import (
+    Command,
+    CommandRunner,
+    CompletedCommand,
+    LocalProcess,
+    LocalRunner,
+)
 from opscenter.backups.sources import DumpPlan, Engine
 from opscenter.storage.backends import LocalStorage, StorageError
 
 
 class RecordingRunner(LocalRunner):
-    """A LocalRunner that remembers every process it started."""
+    """A LocalRunner that remembers every process it started or ran."""
 
     def __init__(self) -> None:
         super().__init__()
         self.started: list[LocalProcess] = []
         self.commands: list[Command] = []
+        self.ran: list[Command] = []  # short commands run to completion
 
     async def start(
         self, command: Command, *, stdin: int | None = None, stdout: int | None = None
@@ -30,6 +37,12 @@ class RecordingRunner(LocalRunner):
         proc = await super().start(command, stdin=stdin, stdout=stdout)
         self.started.append(proc)
         return proc
+
+    async def run(
+        self, command: Command, *, input: bytes | None = None, limit_seconds: float = 60.0
+    ) -> CompletedCommand:
+        self.ran.append(command)
+        return await super().run(command, input=input, limit_seconds=limit_seconds)
 
 
 class _HookedWriter:

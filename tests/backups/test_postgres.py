@@ -503,3 +503,74 @@ async def test_checksum_gate_withholds_tail_from_pg_restore(pg_db, pg_conn, stor
         await run_restore(storage, manifest, PostgresTarget(pg_conn(target)))
     assert info.value.code is ErrorCode.CHECKSUM_MISMATCH
     assert psql(target, "select count(*) from pg_tables where schemaname = 'public'") == "0"
+
+
+# ------------------------------------------------------------------------ parallel restore
+
+
+async def test_parallel_restore_equals_source_and_leaves_no_staging_file(
+    pg_db, pg_conn, storage, age_identity, age_recipient, tmp_path
+):
+    src_db = pg_db()
+    psql(src_db, VARIED_SCHEMA)
+    result = await run_backup(
+        PostgresSource(pg_conn(src_db)), storage, options=BackupOptions(recipients=(age_recipient,))
+    )
+    manifest = await read_manifest(storage, result.key)
+    staging = tmp_path / "staging"
+    dst_db = pg_db(create=False)
+    runner = RecordingRunner()
+    await run_restore(
+        storage,
+        manifest,
+        PostgresTarget(pg_conn(dst_db), create=True, jobs=2, staging_dir=str(staging)),
+        identities=[age_identity],
+        runner=runner,
+    )
+    assert pg_table_hashes(dst_db) == pg_table_hashes(src_db)
+    assert _objects(dst_db) == _objects(src_db)
+    assert list(staging.iterdir()) == []
+    # pg_restore read a staged file with two jobs, not its stdin.
+    (restore_cmd,) = [c for c in runner.ran if c.tool == "pg_restore" and len(c.argv) > 2]
+    assert "--jobs=2" in restore_cmd.argv and "--single-transaction" not in restore_cmd.argv
+    assert restore_cmd.argv[-1].startswith(str(staging))
+
+
+@pytest.mark.parametrize("damage", ["bitflip", "missing_table_data"])
+async def test_parallel_restore_failure_drops_the_new_database(
+    damage, pg_db, pg_conn, storage, age_identity, age_recipient, tmp_path
+):
+    _db, _old, new = await _two_backups(pg_db, pg_conn, storage, age_recipient)
+    manifest = await read_manifest(storage, new.key)
+    staging = tmp_path / "staging"
+    dst_db = pg_db(create=False)
+    if damage == "bitflip":
+        data = bytearray(storage.path_for(new.key).read_bytes())
+        data[len(data) // 2] ^= 0x01
+        manifest = await _rewrite(storage, manifest, bytes(data), fix_manifest=False)
+        expected = {ErrorCode.CHECKSUM_MISMATCH, ErrorCode.DECRYPT_FAILED}
+    else:
+        # A role the dump's ACLs name does not exist in the target: pg_restore itself
+        # fails (--exit-on-error), after the staging, mid-restore.
+        psql(_db, "create role oc_gone_role; grant select on t to oc_gone_role")
+        try:
+            again = await run_backup(
+                PostgresSource(pg_conn(_db)),
+                storage,
+                options=BackupOptions(recipients=(age_recipient,)),
+            )
+        finally:
+            psql(_db, "revoke all on t from oc_gone_role")
+            psql("postgres", "drop role oc_gone_role")
+        manifest = await read_manifest(storage, again.key)
+        expected = {ErrorCode.RESTORE_FAILED}
+    with pytest.raises(BackupError) as info:
+        await run_restore(
+            storage,
+            manifest,
+            PostgresTarget(pg_conn(dst_db), create=True, jobs=2, staging_dir=str(staging)),
+            identities=[age_identity],
+        )
+    assert info.value.code in expected, info.value
+    assert psql("postgres", f"select count(*) from pg_database where datname = '{dst_db}'") == "0"
+    assert not staging.exists() or list(staging.iterdir()) == []

@@ -194,6 +194,16 @@ def test_error_classification():
     assert classify_pg_error('FATAL:  database "nope" does not exist') is (
         ErrorCode.DATABASE_MISSING
     )
+    assert classify_pg_error('failed: FATAL:  role "nobody" does not exist') is (
+        ErrorCode.AUTH_FAILED
+    )
+    # A GRANT to a role the target lacks is a restore error, not a login problem.
+    assert (
+        classify_pg_error(
+            'pg_restore: error: could not execute query: ERROR:  role "app_ro" does not exist'
+        )
+        is None
+    )
     assert (
         classify_pg_error("pg_dump: error: aborting because of server version mismatch")
         is ErrorCode.TOOL_VERSION

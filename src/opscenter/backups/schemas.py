@@ -108,6 +108,14 @@ class RestoreRequest(InputModel):
         description="column or table.column -> hash | randomize | null | fixed:<value>",
     )
     force: bool = Field(False, description="Restore a backup whose verification found it corrupt")
+    parallel_jobs: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="PostgreSQL: pg_restore --jobs. Above 1 the verified dump is staged in a "
+        "temp file on this server first (its size on disk) and the restore is no longer one "
+        "transaction; into a new database a failure still drops it",
+    )
 
     @model_validator(mode="after")
     def _rules(self) -> RestoreRequest:

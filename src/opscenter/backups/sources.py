@@ -180,7 +180,9 @@ _PG_UNREACHABLE = (
 def classify_pg_error(stderr: str) -> ErrorCode | None:
     """Classify a libpq/pg_dump/pg_restore/psql error text, or ``None`` if unknown."""
     low = stderr.lower()
-    if any(s in low for s in _PG_AUTH) or re.search(r'role "[^"]*" does not exist', low):
+    # A missing login role fails the connection (FATAL); a missing role named by a
+    # GRANT in the dump is an ordinary restore error (ERROR), not a credentials problem.
+    if any(s in low for s in _PG_AUTH) or re.search(r'fatal:\s+role "[^"]*" does not exist', low):
         return ErrorCode.AUTH_FAILED
     if re.search(r'database "[^"]*" does not exist', low):
         return ErrorCode.DATABASE_MISSING
