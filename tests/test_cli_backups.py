@@ -95,6 +95,11 @@ async def test_cli_backup_and_standard_tools_restore(
 
     verify = cli(tmp_path, "backup", "verify", backup_id)
     assert verify.returncode == 0, verify.stderr
+    assert "verification_status deep_ok" in verify.stderr
+    listing = cli(tmp_path, "backup", "list")
+    assert "deep_ok" in listing.stdout  # recorded, as through the API
+    bad = cli(tmp_path, "backup", "verify", backup_id, "--type", "thorough")
+    assert bad.returncode == 2 and "checksum, deep or restore" in bad.stderr
 
     exported = cli(tmp_path, "keys", "export")
     assert exported.returncode == 0 and "AGE-SECRET-KEY-1" in exported.stdout

@@ -18,8 +18,6 @@ from opscenter.backups import keys as backup_keys
 from opscenter.backups import service
 from opscenter.backups.crypto import decrypt_stream, identity_file_text
 from opscenter.backups.errors import BackupError
-from opscenter.backups.manifest import read_manifest
-from opscenter.backups.restore import deep_verify
 from opscenter.backups.schemas import BackupCreate, CompressionType, RestoreRequest
 from opscenter.cli_actions import SYSTEM
 from opscenter.config import get_settings
@@ -29,6 +27,8 @@ from opscenter.core.security import Keyring
 from opscenter.jobs.runner import TERMINAL
 from opscenter.models import Backup, Job
 from opscenter.runtime import build_context, running
+from opscenter.verify import service as verify
+from opscenter.verify.schemas import VerifyRequest
 
 backup_app = typer.Typer(help="Run, list, restore and verify backups", no_args_is_help=True)
 keys_app = typer.Typer(help="The installation's backup encryption key", no_args_is_help=True)
@@ -184,23 +184,33 @@ def backup_restore(
 
 
 @backup_app.command("verify")
-def backup_verify(backup_id: int) -> None:
-    """Deep verification: re-read, check sha256, decrypt, decompress and parse the dump."""
+def backup_verify(
+    backup_id: int,
+    test_type: str = typer.Option(
+        "deep",
+        "--type",
+        help="checksum (re-read, sha256), deep (decrypt, decompress, parse the whole dump) "
+        "or restore (into a scratch database, row counts compared, then dropped)",
+    ),
+    sandbox: int | None = typer.Option(None, help="restore tests: server for the scratch db"),
+) -> None:
+    """Verify a backup now and wait, with a progress bar; the result is recorded on the
+    backup (verification_status) exactly as through the API."""
+    if test_type not in ("checksum", "deep", "restore"):
+        raise typer.BadParameter("checksum, deep or restore", param_hint="--type")
 
     async def work(ctx: AppContext) -> int:
+        async with ctx.db.write_session() as session:
+            data = VerifyRequest(test_type=test_type, target_server_id=sandbox)
+            run, job = await verify.create_verification(session, SYSTEM, backup_id, data)
+            await session.commit()
+        ctx.runner.submit(job.id)
+        done = await _follow(ctx, job.id, f"{test_type} check of #{backup_id}")
         async with ctx.db.read_session() as session:
-            backup = await service.get_backup(session, SYSTEM, backup_id)
-            provider = await service.provider_of(session, backup)
-        if not backup.storage_key:
-            err.print(f"[red]backup {backup_id} has no artifact ({backup.status})[/red]")
-            return 1
-        storage = ctx.storages.get(provider)
-        keys = backup_keys.load_or_create(ctx.keyring, ctx.settings.keys_dir)
-        with err.status(f"verifying backup #{backup_id}"):
-            manifest = await read_manifest(storage, backup.storage_key)
-            result = await deep_verify(storage, manifest, identities=(keys.identity,))
-        err.print(f"[green]backup #{backup_id} is whole[/green]: {result}")
-        return 0
+            row = await session.get(Backup, backup_id)
+        if row is not None:
+            err.print(f"backup #{backup_id}: verification_status {row.verification_status}")
+        return _outcome(done, f"{test_type} verification (run {run.id})")
 
     _run(work)
 

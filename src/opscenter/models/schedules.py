@@ -61,6 +61,11 @@ class Schedule(IdMixin, TimestampMixin, Base):
     notify_on_success: Mapped[bool] = mapped_column(default=False)
     notify_on_failure: Mapped[bool] = mapped_column(default=True)
     misfire_policy: Mapped[str] = mapped_column(String(16), default="run_once")
+    # Automatic verification: of every new backup (none | checksum | deep), and a restore
+    # test of the newest completed backup every N days (None: never).
+    verify_after: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    restore_test_every_days: Mapped[int | None]
+    last_restore_test_at: Mapped[datetime | None]
     last_run: Mapped[datetime | None]
     next_run: Mapped[datetime | None]
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

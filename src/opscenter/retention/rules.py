@@ -9,7 +9,8 @@ The rules are a union, like restic's `forget`: a backup kept by any rule is kept
   each of the last N days / ISO weeks / months / years *that have backups*, in the given
   timezone.
 * `min_keep`: at least this many of the newest completed backups, whatever the rules say.
-* Safety floor, always: the newest completed backup, and the newest verified one.
+* Safety floor, always: the newest completed backup, the newest verified one, and the
+  newest one not found corrupt (so a corrupt newest backup never costs the last good one).
 
 Only completed backups are ever deleted. Pending and running ones are in progress and
 never touched; failed, cancelled and interrupted ones hold no artifact and are left for
@@ -33,6 +34,7 @@ class Item:
     created_at: datetime  # aware
     status: str
     verified: bool = False
+    corrupt: bool = False  # verification found it damaged
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ def decide(items: Iterable[Item], rules: Rules, now: datetime, tz: tzinfo = UTC)
     verified = [i for i in completed if i.verified]
     if verified:
         decision._keep(verified[0].id, "safety floor: newest verified backup")
+    sound = [i for i in completed if not i.corrupt]
+    if sound and sound[0] is not completed[0]:  # the newest is corrupt: keep the last good
+        decision._keep(sound[0].id, "safety floor: newest backup not found corrupt")
     for rank, item in enumerate(completed[: rules.min_keep], start=1):
         decision._keep(item.id, f"min_keep: {rank} of the newest {rules.min_keep}")
 

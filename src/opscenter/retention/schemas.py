@@ -16,8 +16,9 @@ POLICY_DOC = (
     "keep_daily/weekly/monthly/yearly the newest backup of each of the last N days, ISO "
     "weeks, months or years that have backups (in the schedule's timezone, else UTC); "
     "min_keep at least that many of the newest. Whatever the rules say, the newest "
-    "completed backup (and the newest verified one) of a target is never deleted, pending "
-    "and running backups are never touched, and only completed backups are deleted."
+    "completed backup of a target is never deleted, nor the newest verified one (deep_ok or "
+    "restore_verified), nor, when the newest is corrupt, the newest one not found corrupt; "
+    "pending and running backups are never touched, and only completed backups are deleted."
 )
 
 

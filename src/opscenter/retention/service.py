@@ -45,7 +45,11 @@ from opscenter.storage.backends import StorageError
 from opscenter.storage.service import StoragePool
 
 log = get_logger("opscenter.retention")
-VERIFIED = "verified"
+# A backup counts as verified once a check read its whole dump: deep_ok (decrypted,
+# decompressed, parsed) or restore_verified. checksum_ok only proves the stored bytes are
+# the ones written, not that the dump in them is complete, so it does not count.
+VERIFIED = frozenset({"deep_ok", "restore_verified"})
+CORRUPT = "corrupt"
 # Retention acts for no user; it may look at every team's backups of the scope it is given.
 RETENTION = Principal(
     user_id=0,
@@ -270,7 +274,8 @@ async def load_items(session: AsyncSession, scope: Scope) -> list[tuple[Item, Ba
                 id=b.id,
                 created_at=b.created_at,
                 status=b.status,
-                verified=b.verification_status == VERIFIED,
+                verified=b.verification_status in VERIFIED,
+                corrupt=b.verification_status == CORRUPT,
             ),
             b,
         )

@@ -10,6 +10,9 @@ Misfires: after downtime, a schedule whose slots passed gets ONE coalesced catch
 (trigger `catch_up`, `missed` = how many later slots it stands for), then resumes at its
 next future slot; with misfire_policy 'skip' the missed slot is recorded as skipped.
 
+Restore tests: every round, the schedules with `restore_test_every_days` whose period has
+passed get a restore test of their newest completed backup (verify.automatic).
+
 Retention: once a day (and after every successful backup of a schedule, from the backup
 job's finisher) every schedule's policy is applied.
 """
@@ -31,6 +34,7 @@ from opscenter.models import Schedule
 from opscenter.retention import service as retention
 from opscenter.schedules import service
 from opscenter.schedules.service import Fired
+from opscenter.verify import automatic as verify_automatic
 
 log = get_logger("opscenter.scheduler")
 RETENTION_EVERY = timedelta(days=1)
@@ -109,6 +113,12 @@ class Scheduler:
         self.last_retention = now
         await retention.daily_pass(self.app, now, schedule_ids=schedule_ids)
 
+    async def restore_test_pass(
+        self, now: datetime | None = None, *, schedule_ids: Collection[int] | None = None
+    ) -> list[int]:
+        """Queue the restore tests that schedules' `restore_test_every_days` make due."""
+        return await verify_automatic.restore_test_pass(self.app, now, schedule_ids=schedule_ids)
+
     # -- the loop ----------------------------------------------------------------------------
     async def run_forever(self) -> None:
         while True:
@@ -117,6 +127,7 @@ class Scheduler:
                 now = utcnow()
                 if self.last_retention is None or now - self.last_retention >= RETENTION_EVERY:
                     await self.retention_pass(now)
+                await self.restore_test_pass(now)
             except Exception:
                 log.exception("scheduler round failed")
             await asyncio.sleep(self.interval)

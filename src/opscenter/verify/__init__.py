@@ -1,0 +1,1 @@
+"""Backup verification: checksum, deep and restore tests, and the recovery-tests view."""
