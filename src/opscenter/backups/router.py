@@ -15,19 +15,16 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.backups import catalog, service
 from opscenter.backups.errors import BackupError
-from opscenter.backups.manifest import Manifest, manifest_key
+from opscenter.backups.manifest import Manifest
 from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, RestoreRequest
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
+from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
 from opscenter.models import Backup
-from opscenter.servers import connect
-from opscenter.servers import service as servers
 from opscenter.storage import service as storage_service
-from opscenter.storage.backends import StorageError
 from opscenter.storage.s3 import S3Storage
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
@@ -43,23 +40,6 @@ BackupStatus = Annotated[
 class RangeNotSatisfiable(AppError):
     status_code = 416
     code = "RANGE_NOT_SATISFIABLE"
-
-
-def _accepted(request: Request, ctx: Ctx, job_id: int, ident: int, message: str) -> Accepted:
-    """Answer 202; the job reaches the runner only once this request's transaction commits."""
-
-    async def submit() -> None:
-        ctx.runner.submit(job_id)
-
-    defer(request.state, submit)
-    return Accepted(
-        id=ident,
-        status="pending",
-        message=message,
-        task_id=str(job_id),
-        job_id=job_id,
-        status_url=f"/api/v1/jobs/{job_id}",
-    )
 
 
 @router.post(
@@ -88,7 +68,7 @@ async def create_backup(
         },
         origin=origin_of(request),
     )
-    return _accepted(request, ctx, job.id, backup.id, "Backup job queued")
+    return accepted(request, job.id, backup.id, "Backup job queued")
 
 
 @router.get("", response_model=Page[BackupOut])
@@ -135,26 +115,7 @@ async def delete_backup(
     backup_id: PathId, principal: WriteBackups, session: SessionDep, ctx: Ctx, request: Request
 ) -> None:
     """Removes the artifact, then its manifest, then the catalog row (409 while in use)."""
-    backup = await service.delete_backup(session, principal, backup_id)
-    if backup.storage_key:
-        storage = ctx.storages.get(await service.provider_of(session, backup))
-        try:
-            await storage.delete(backup.storage_key)
-            await storage.delete(manifest_key(backup.storage_key))
-        except StorageError as err:
-            raise Conflict(
-                f"The storage refused the deletion ({err}); nothing was removed from the catalog"
-            ) from None
-    await session.delete(backup)
-    await audit.record(
-        session,
-        action="backup.delete",
-        actor=principal,
-        resource_type="backup",
-        resource_id=backup_id,
-        details={"database": backup.database_name, "storage_key": backup.storage_key},
-        origin=origin_of(request),
-    )
+    await service.remove_backup(session, principal, ctx.storages, backup_id, origin_of(request))
 
 
 @router.post(
@@ -280,37 +241,10 @@ async def restore_backup(
 ) -> Accepted:
     """Into a new or empty database; a non-empty one needs `drop_existing`, a production
     server also `confirm` equal to the database name. Masking runs in the target."""
-    if not principal.can("write:backups") and body.force:
-        raise Forbidden("Forcing the restore of a corrupt backup needs write:backups")
-    backup, job = await service.create_restore(session, principal, backup_id, body)
-    target_server = await servers.get_server(session, principal, job.params["target_server_id"])
-    try:
-        state = await connect.database_state(
-            servers.target_of(ctx.keyring, target_server), body.target_database, backup.db_type
-        )
-    except BackupError as err:
-        raise Conflict(f"Cannot inspect the target: {connect.explain(err)}") from None
-    if state == "non_empty" and not body.drop_existing:
-        raise Conflict(
-            f"{body.target_database} on {target_server.name} is not empty: restore "
-            "into a new database, or set drop_existing to replace its contents"
-        )
-    await audit.record(
-        session,
-        action="backup.restore",
-        actor=principal,
-        resource_type="backup",
-        resource_id=backup.id,
-        details={
-            "target_server_id": target_server.id,
-            "target_database": body.target_database,
-            "target_state": state,
-            "drop_existing": body.drop_existing,
-            "masking_rules": body.masking_rules,
-        },
-        origin=origin_of(request),
+    backup, job = await service.queue_restore(
+        session, principal, ctx.keyring, backup_id, body, origin_of(request)
     )
-    return _accepted(request, ctx, job.id, backup.id, "Restore job queued")
+    return accepted(request, job.id, backup.id, "Restore job queued")
 
 
 @router.post(
