@@ -26,6 +26,8 @@ _CHANNELS = {
 
 
 def visible(event: Event, principal: Principal) -> bool:
+    if event.type.startswith("notification.") and "user_id" in event.data:
+        return bool(event.data["user_id"] == principal.user_id)  # one user's own inbox
     return event.team_id is None or principal.sees_all_teams or event.team_id in principal.team_ids
 
 
@@ -71,6 +73,14 @@ def message(event: Event) -> dict[str, Any]:
             type="server_health",
             server_id=data.get("server_id"),
             health_status=data.get("health_status"),
+        )
+    elif prefix == "notification" and action == "created":
+        body.update(
+            type="notification",
+            id=data.get("notification_id"),
+            level=data.get("level"),
+            message=data.get("message"),
+            details=data.get("details", {}),
         )
     elif prefix == "backup" and action in ("failed", "interrupted"):
         body.update(
