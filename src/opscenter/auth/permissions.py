@@ -12,6 +12,7 @@ RESOURCES = (
     "audit",
     "servers",
     "backups",
+    "encryption",
     "storage",
     "schedules",
     "retention",
@@ -41,7 +42,15 @@ PERMISSIONS: tuple[str, ...] = (
     ALL_TEAMS,
 )
 
-_ADMIN_ONLY_RESOURCES = {"users", "teams", "roles", "tokens", "storage", "integrations"}
+_ADMIN_ONLY_RESOURCES = {
+    "users",
+    "teams",
+    "roles",
+    "tokens",
+    "storage",
+    "integrations",
+    "encryption",
+}
 _HIDDEN_FROM_VIEWERS = {"users", "tokens", "audit"}
 
 BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {

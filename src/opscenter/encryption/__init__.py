@@ -1,0 +1,1 @@
+"""Backup encryption keys: the installation's recipient and offline escrow recipients."""
