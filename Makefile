@@ -13,7 +13,20 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-install: $(STAMP)
+# The web UI's front-end packages (package-lock.json), from the npm registry, copied into
+# the package's static/vendor dir (gitignored); redone when the lock changes.
+VENDOR_DIR := src/opscenter/web/static/vendor
+VENDOR := $(VENDOR_DIR)/.installed-$(shell sha256sum package-lock.json | cut -c1-12)
+
+$(VENDOR): package-lock.json package.json
+	@command -v npm >/dev/null || { echo "npm is needed for the web UI's assets (apt-get install npm)" >&2; exit 1; }
+	npm ci --omit=dev --no-audit --no-fund --loglevel=error
+	@rm -rf $(VENDOR_DIR) && mkdir -p $(VENDOR_DIR)
+	cp node_modules/htmx.org/dist/htmx.min.js node_modules/chart.js/dist/chart.umd.min.js \
+	   node_modules/@picocss/pico/css/pico.classless.min.css $(VENDOR_DIR)/
+	@touch $@
+
+install: $(STAMP) $(VENDOR)
 
 run: install
 	$(BIN)/opscenter serve

@@ -11,6 +11,7 @@ command -v zstd >/dev/null || need+=(zstd)
 command -v age >/dev/null || need+=(age)
 command -v tar >/dev/null || need+=(tar)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"

@@ -11,6 +11,7 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.backups import service as backups
 from opscenter.backups.schemas import BackupOut
+from opscenter.core.clock import utcnow
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
 from opscenter.core.middleware import defer
@@ -19,6 +20,8 @@ from opscenter.core.principal import Principal
 from opscenter.jobs.schemas import Accepted
 from opscenter.schedules import service
 from opscenter.schedules.schemas import (
+    CronPreview,
+    CronPreviewRequest,
     RunRequest,
     ScheduleCreate,
     ScheduleOut,
@@ -76,6 +79,13 @@ async def list_schedules(
         limit=paging.limit,
         offset=paging.offset,
     )
+
+
+@router.post("/preview", response_model=CronPreview)
+async def preview_schedule(body: CronPreviewRequest, principal: ReadSchedules) -> CronPreview:
+    """The next runs of a cron expression in a timezone, and the expression in words;
+    nothing is saved. Invalid expressions and unknown timezones are a 422."""
+    return service.preview(body.cron_expression, body.timezone, body.count, utcnow())
 
 
 @router.post(

@@ -34,6 +34,13 @@ Weekday = Annotated[int, Field(ge=0, le=6, description="0 = Sunday ... 6 = Satur
 MonthDay = Annotated[int, Field(ge=1, le=28, description="1..28 (use cron 'L' for the last)")]
 Priority = Annotated[int, Field(ge=1, le=10, description="1..10; higher runs first in a tick")]
 MisfirePolicy = Literal["run_once", "skip"]
+VerifyAfter = Literal["none", "checksum", "deep"]
+RestoreTestDays = Annotated[int, Field(ge=1, le=366)]
+VERIFY_AFTER_DOC = "Check each new backup: none, checksum (size + sha256), deep (whole dump)"
+RESTORE_TEST_DOC = (
+    "Restore-test the newest completed backup every N days into a scratch database "
+    "(PostgreSQL and MySQL); null: never"
+)
 StorageIds = Annotated[list[Id], Field(min_length=1, max_length=10)]
 
 
@@ -104,6 +111,8 @@ class ScheduleCreate(_TimeFields):
     notify_on_success: bool = False
     notify_on_failure: bool = True
     misfire_policy: MisfirePolicy = "run_once"
+    verify_after: VerifyAfter = Field("none", description=VERIFY_AFTER_DOC)
+    restore_test_every_days: RestoreTestDays | None = Field(None, description=RESTORE_TEST_DOC)
 
     @model_validator(mode="after")
     def _create_shape(self) -> ScheduleCreate:
@@ -138,6 +147,8 @@ class ScheduleUpdate(_TimeFields):
     notify_on_success: bool | None = None
     notify_on_failure: bool | None = None
     misfire_policy: MisfirePolicy | None = None
+    verify_after: VerifyAfter | None = Field(None, description=VERIFY_AFTER_DOC)
+    restore_test_every_days: RestoreTestDays | None = Field(None, description=RESTORE_TEST_DOC)
 
     @model_validator(mode="after")
     def _update_shape(self) -> ScheduleUpdate:
@@ -181,6 +192,9 @@ class ScheduleOut(OutputModel):
     notify_on_success: bool
     notify_on_failure: bool
     misfire_policy: str
+    verify_after: str = Field(description=VERIFY_AFTER_DOC)
+    restore_test_every_days: int | None = Field(description=RESTORE_TEST_DOC)
+    last_restore_test_at: UtcDatetime | None
     last_run: UtcDatetime | None
     next_run: UtcDatetime | None
     created_at: UtcDatetime
@@ -206,3 +220,29 @@ class ScheduleRunOut(OutputModel):
     backup_id: int | None
     job_id: int | None
     created_at: UtcDatetime
+
+
+class CronPreviewRequest(InputModel):
+    """A cron expression and timezone to explain before saving a schedule."""
+
+    cron_expression: CronText
+    timezone: TimezoneName = "UTC"
+    count: int = Field(5, ge=1, le=50)
+
+    @field_validator("cron_expression")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return cron.normalize(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        cron.zone(value)
+        return value
+
+
+class CronPreview(OutputModel):
+    cron_expression: str
+    timezone: str
+    description: str = Field(description="The expression in English words")
+    next_runs: list[UtcDatetime] = Field(description="The next runs, in UTC, DST rules applied")

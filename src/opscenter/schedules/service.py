@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import cron_descriptor
 from pydantic import ValidationError
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +26,7 @@ from opscenter.models import Backup, Job, Schedule, ScheduleRun, Server
 from opscenter.retention import service as retention
 from opscenter.schedules import cron
 from opscenter.schedules.schemas import (
+    CronPreview,
     RunRequest,
     ScheduleCreate,
     ScheduleOut,
@@ -39,6 +41,7 @@ MISSED_CAP = 10_000
 ACTIVE_JOB = ("queued", "running")
 SCHEDULER_NAME = "system (scheduler)"
 _SEED000 = ("schedule_type", "schedule_time", "day_of_week", "day_of_month")
+RESTORE_TEST_ENGINES = ("postgresql", "mysql")
 
 
 # -- rendering and queries ------------------------------------------------------------------
@@ -69,6 +72,9 @@ def schedule_out(schedule: Schedule) -> ScheduleOut:
         notify_on_success=schedule.notify_on_success,
         notify_on_failure=schedule.notify_on_failure,
         misfire_policy=schedule.misfire_policy,
+        verify_after=schedule.verify_after,
+        restore_test_every_days=schedule.restore_test_every_days,
+        last_restore_test_at=schedule.last_restore_test_at,
         last_run=schedule.last_run,
         next_run=schedule.next_run,
         created_at=schedule.created_at,
@@ -137,6 +143,11 @@ def _check_target(server: Server, schedule: Schedule) -> None:
         raise InvalidInput(err.errors()[0]["msg"]) from None
     engine = backups.engine_for(server, request)
     backups.check_target(server, engine, request.target)
+    if schedule.restore_test_every_days is not None and engine not in RESTORE_TEST_ENGINES:
+        raise InvalidInput(
+            f"Restore tests need a PostgreSQL or MySQL target (this one is {engine}); "
+            "use verify_after 'deep' instead"
+        )
 
 
 async def _check_storages(
@@ -178,6 +189,23 @@ def _next_run(schedule: Schedule, after: datetime) -> datetime | None:
     return cron.next_after(schedule.cron_expression, cron.zone(schedule.timezone), after)
 
 
+def preview(expr: str, timezone: str, count: int, after: datetime) -> CronPreview:
+    """The next `count` runs of an expression (already validated) and its description."""
+    tz = cron.zone(timezone)
+    runs: list[datetime] = []
+    moment: datetime | None = after
+    while moment is not None and len(runs) < count:
+        moment = cron.next_after(expr, tz, moment)
+        if moment is not None:
+            runs.append(moment)
+    return CronPreview(
+        cron_expression=expr,
+        timezone=timezone,
+        description=cron_descriptor.get_description(expr),
+        next_runs=runs,
+    )
+
+
 async def create_schedule(
     session: AsyncSession,
     principal: Principal,
@@ -214,6 +242,8 @@ async def create_schedule(
         notify_on_success=data.notify_on_success,
         notify_on_failure=data.notify_on_failure,
         misfire_policy=data.misfire_policy,
+        verify_after=data.verify_after,
+        restore_test_every_days=data.restore_test_every_days,
         created_by=principal.user_id or None,
     )
     _check_target(server, schedule)
@@ -239,6 +269,7 @@ _NOT_NULL = frozenset(
         "notify_on_success",
         "notify_on_failure",
         "misfire_policy",
+        "verify_after",
         "cron_expression",
         "timezone",
         "database_name",
@@ -255,6 +286,8 @@ _PLAIN = (
     "notify_on_success",
     "notify_on_failure",
     "misfire_policy",
+    "verify_after",
+    "restore_test_every_days",
 )
 
 
@@ -340,7 +373,14 @@ async def update_schedule(
         put("enabled", enabled)
     if changed & {"cron_expression", "timezone", "enabled"}:
         schedule.next_run = _next_run(schedule, now)
-    if changed & {"server_id", "database_name", "source_path", "db_type", "backup_type"}:
+    if changed & {
+        "server_id",
+        "database_name",
+        "source_path",
+        "db_type",
+        "backup_type",
+        "restore_test_every_days",
+    }:
         _check_target(server, schedule)
     if "name" in changed:
         await _ensure_unique_name(session, schedule.team_id, schedule.name, schedule.id)

@@ -84,6 +84,25 @@ async def create_server(
     return service.server_out(server)
 
 
+def _connection_test(result: connect.Probe) -> ConnectionTest:
+    return ConnectionTest(
+        success=result.success,
+        message=result.message,
+        latency_ms=result.latency_ms,
+        code=result.code,
+        version=result.version,
+        host_key_fingerprint=result.host_key.fingerprint if result.host_key else None,
+    )
+
+
+# Declared before the `/{server_id}` routes, so the literal path is never read as an id.
+@router.post("/test-connection", response_model=ConnectionTest, responses=responses(NotFound))
+async def test_unsaved_connection(body: ServerCreate, principal: WriteServers) -> ConnectionTest:
+    """Test before saving: the body of `POST /servers`, probed as it is; nothing is stored
+    (the credentials are used in memory only) and nothing is audited."""
+    return _connection_test(await service.probe_unsaved(principal, body))
+
+
 @router.get("/{server_id}", response_model=ServerOut, responses=responses(NotFound))
 async def get_server(server_id: PathId, principal: ReadServers, session: SessionDep) -> ServerOut:
     return service.server_out(await service.get_server(session, principal, server_id))
@@ -152,14 +171,7 @@ async def test_connection(
                 team_id=server.team_id,
             )
         )
-    return ConnectionTest(
-        success=result.success,
-        message=result.message,
-        latency_ms=result.latency_ms,
-        code=result.code,
-        version=result.version,
-        host_key_fingerprint=result.host_key.fingerprint if result.host_key else None,
-    )
+    return _connection_test(result)
 
 
 @router.get(

@@ -93,15 +93,23 @@ def credentials_of(keyring: Keyring, server: Server) -> dict[str, Any]:
     return data
 
 
-def target_of(keyring: Keyring, server: Server) -> connect.Target:
-    creds = credentials_of(keyring, server)
-    kind = ServerType(server.type)
+def _target(
+    *,
+    kind: ServerType,
+    host: str,
+    port: int | None,
+    paths: tuple[str, ...],
+    creds: dict[str, Any],
+    host_key: str | None,
+    db_engine: str | None,
+    db_port: int | None,
+) -> connect.Target:
     direct = kind in (ServerType.POSTGRESQL, ServerType.MYSQL)
     return connect.Target(
         type=kind,
-        host=server.host,
-        port=server.port,
-        paths=tuple(server.paths),
+        host=host,
+        port=port,
+        paths=paths,
         # A database server's login is the database's; a host's is the host's (SSH).
         username=(creds.get("db_username") or creds.get("username"))
         if direct
@@ -110,12 +118,48 @@ def target_of(keyring: Keyring, server: Server) -> connect.Target:
         if direct
         else creds.get("password"),
         ssh_key=creds.get("ssh_key"),
-        host_key=server.ssh_host_key,
-        db_engine=server.db_engine,
-        db_port=server.db_port,
+        host_key=host_key,
+        db_engine=db_engine,
+        db_port=db_port,
         db_username=creds.get("db_username"),
         db_password=creds.get("db_password"),
     )
+
+
+def target_of(keyring: Keyring, server: Server) -> connect.Target:
+    return _target(
+        kind=ServerType(server.type),
+        host=server.host,
+        port=server.port,
+        paths=tuple(server.paths),
+        creds=credentials_of(keyring, server),
+        host_key=server.ssh_host_key,
+        db_engine=server.db_engine,
+        db_port=server.db_port,
+    )
+
+
+def unsaved_target(principal: Principal, data: ServerCreate) -> connect.Target:
+    """The Target a `create_server` of `data` would give, built in memory: the credentials
+    are used as sent, never encrypted, stored or logged."""
+    if data.team_id is not None:
+        check_team_access(principal, data.team_id)
+    creds = data.credentials.model_dump(exclude_none=True) if data.credentials else {}
+    return _target(
+        kind=data.type,
+        host=data.host or ("localhost" if data.type not in NETWORKED else ""),
+        port=data.port or DEFAULT_PORTS.get(data.type),
+        paths=tuple(data.paths),
+        creds=creds,
+        host_key=data.ssh_host_key,
+        db_engine=data.db_engine,
+        db_port=data.db_port,
+    )
+
+
+async def probe_unsaved(principal: Principal, data: ServerCreate) -> connect.Probe:
+    """Test before saving: the same probe as a stored server's, with nothing written."""
+    return await connect.probe(unsaved_target(principal, data))
 
 
 def pin_host_key(server: Server, seen: HostKeyInfo | None) -> bool:
