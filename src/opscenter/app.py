@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from opscenter import __version__
+from opscenter import __version__, web
 from opscenter.audit.router import router as audit_router
 from opscenter.auth.router import router as auth_router
 from opscenter.backups.router import router as backups_router
@@ -22,9 +22,17 @@ from opscenter.core.middleware import (
     RateLimitMiddleware,
     RequestContextMiddleware,
 )
+from opscenter.encryption.router import router as encryption_router
+from opscenter.external_jobs.router import legacy_router as external_reports_legacy_router
+from opscenter.external_jobs.router import router as external_jobs_router
+from opscenter.external_jobs.watch import run_forever as watch_external_jobs
+from opscenter.integrations.router import router as integrations_router
 from opscenter.jobs.router import router as jobs_router
+from opscenter.notifications.router import router as notifications_router
 from opscenter.ops.router import router as ops_router
 from opscenter.realtime.router import router as realtime_router
+from opscenter.recovery.router import points_router as recovery_points_router
+from opscenter.recovery.router import status_router as backup_status_router
 from opscenter.retention.router import router as retention_router
 from opscenter.runtime import build_context, running
 from opscenter.schedules.router import policies_router as backup_policies_router
@@ -34,6 +42,8 @@ from opscenter.servers.router import router as servers_router
 from opscenter.storage.router import router as storage_router
 from opscenter.tokens.router import router as tokens_router
 from opscenter.users.router import router as users_router
+from opscenter.verify.router import recovery_tests_router
+from opscenter.verify.router import router as verify_router
 
 API_PREFIX = "/api/v1"
 
@@ -52,9 +62,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 health = asyncio.create_task(
                     run_health_checks(ctx, settings.health_interval_seconds)
                 )
+            watch = None
+            if settings.external_jobs_check_seconds > 0:
+                watch = asyncio.create_task(
+                    watch_external_jobs(ctx, settings.external_jobs_check_seconds)
+                )
             yield
             if health is not None:
                 health.cancel()
+            if watch is not None:
+                watch.cancel()
 
     app = FastAPI(
         title="opscenter",
@@ -75,15 +92,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         servers_router,
         storage_router,
         backups_router,
+        encryption_router,
         jobs_router,
         schedules_router,
         backup_policies_router,
         retention_router,
+        backup_status_router,
+        recovery_points_router,
+        external_jobs_router,
+        verify_router,
+        recovery_tests_router,
+        integrations_router,
+        notifications_router,
     ):
         api.include_router(router)
     app.include_router(api)
+    # Seed 000's legacy report path for backup scripts, outside the versioned API.
+    app.include_router(external_reports_legacy_router)
     app.include_router(ops_router)
     app.include_router(realtime_router)
+    # The browser UI last: its pages are exact paths, so it never shadows an API route.
+    web.install(app)
 
     # Starlette runs the last added middleware first.
     app.add_middleware(

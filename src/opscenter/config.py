@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./data"), validation_alias="OPSCENTER_DATA_DIR")
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    # How events reach the other server processes: not at all (one process), Redis
+    # pub/sub at REDIS_URL, or LISTEN/NOTIFY on the PostgreSQL metadata database.
+    event_bus: Literal["memory", "redis", "postgres"] = Field(
+        "memory", validation_alias="OPSCENTER_EVENT_BUS"
+    )
 
     jwt_secret: str | None = Field(None, validation_alias=_env("JWT_SECRET"))
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
@@ -87,6 +92,30 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = Field(
         15, ge=0, le=3600, validation_alias="OPSCENTER_SCHEDULER_INTERVAL"
     )
+    # Seconds between checks for external jobs whose report is overdue; 0 turns it off.
+    external_jobs_check_seconds: float = Field(
+        60, ge=0, le=3600, validation_alias="OPSCENTER_EXTERNAL_JOBS_INTERVAL"
+    )
+    # Integration deliveries: delays before each retry (seconds, comma-separated), and the
+    # number of failed attempts in a row after which an integration is disabled.
+    integration_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0],
+        validation_alias="OPSCENTER_INTEGRATION_RETRY_SCHEDULE",
+    )
+    integration_disable_after: int = Field(
+        20, ge=1, le=10_000, validation_alias="OPSCENTER_INTEGRATION_DISABLE_AFTER"
+    )
+    integration_timeout_seconds: float = Field(
+        10, gt=0, le=300, validation_alias="OPSCENTER_INTEGRATION_TIMEOUT"
+    )
+    # Notification channels: the longest one send may take, and how often a channel or user
+    # hears about the same event of the same subject when no alert policy set a window.
+    notify_timeout_seconds: float = Field(
+        20, gt=0, le=300, validation_alias="OPSCENTER_NOTIFY_TIMEOUT"
+    )
+    notify_default_throttle_seconds: float = Field(
+        300, ge=0, le=86400, validation_alias="OPSCENTER_NOTIFY_DEFAULT_THROTTLE"
+    )
     log_level: str = Field("INFO", validation_alias="OPSCENTER_LOG_LEVEL")
     secure_cookies: bool = Field(False, validation_alias="OPSCENTER_SECURE_COOKIES")
 
@@ -95,6 +124,33 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _event_bus_needs_its_transport(self) -> Settings:
+        if self.event_bus == "redis" and not self.redis_url:
+            raise ValueError("OPSCENTER_EVENT_BUS=redis needs OPSCENTER_REDIS_URL")
+        if self.event_bus == "postgres" and not self.effective_database_url.startswith(
+            "postgresql+asyncpg://"
+        ):
+            raise ValueError(
+                "OPSCENTER_EVENT_BUS=postgres needs a PostgreSQL DATABASE_URL; "
+                "with the embedded SQLite there is one process and nothing to relay"
+            )
+        return self
+
+    @field_validator("integration_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(item) for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("integration_retry_schedule")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if len(value) > 20 or any(not 0 <= delay <= 86400 for delay in value):
+            raise ValueError("at most 20 delays, each 0..86400 seconds")
         return value
 
     @model_validator(mode="after")

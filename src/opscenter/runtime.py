@@ -10,13 +10,17 @@ from opscenter.bootstrap import BootstrapResult, bootstrap
 from opscenter.config import Settings
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
+from opscenter.core.event_relay import relay_for
 from opscenter.core.events import EventBus
 from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
+from opscenter.integrations.delivery import DeliveryWorker
 from opscenter.jobs.runner import JobRunner
+from opscenter.notifications.dispatch import NotificationDispatcher
 from opscenter.schedules.scheduler import Scheduler
 from opscenter.storage.service import StoragePool
+from opscenter.verify.execute import VerifyJobs
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -35,6 +39,7 @@ def build_context(settings: Settings) -> AppContext:
         storages=StoragePool(keyring),
     )
     BackupJobs(ctx).register(ctx.runner)
+    VerifyJobs(ctx).register(ctx.runner)
     return ctx
 
 
@@ -44,7 +49,21 @@ async def running(ctx: AppContext, *, scheduler: bool = False) -> AsyncIterator[
     stop them and close the database after. CLI commands leave the scheduler off: a
     short-lived process must not claim slots whose jobs it would not live to run."""
     result = await bootstrap(ctx.settings, ctx.db)
+    settings = ctx.settings
+    relay = relay_for(
+        settings.event_bus,
+        redis_url=settings.redis_url,
+        database_url=settings.effective_database_url,
+    )
+    if relay is not None:
+        await relay.start(ctx.events)
     await ctx.runner.start()
+    # Alerts from this process's own events (a CLI backup that fails alerts too).
+    notifier = NotificationDispatcher(ctx)
+    await notifier.start()
+    # Events become queued deliveries in every process; only the server sends them.
+    deliveries = DeliveryWorker(ctx)
+    await deliveries.start(send=scheduler)
     loop = Scheduler(ctx)
     if scheduler:
         loop.start()
@@ -52,6 +71,10 @@ async def running(ctx: AppContext, *, scheduler: bool = False) -> AsyncIterator[
         yield result
     finally:
         await loop.stop()
+        await deliveries.stop()
         await ctx.runner.stop()
+        await notifier.stop()
+        if relay is not None:
+            await relay.stop()
         await ctx.storages.close()
         await ctx.db.dispose()

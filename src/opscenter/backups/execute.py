@@ -35,12 +35,14 @@ from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
+from opscenter.encryption import service as encryption
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
 from opscenter.models import Backup, Server, StorageProvider
 from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.storage import service as storage_service
+from opscenter.verify import automatic as verify_automatic
 
 log = get_logger("opscenter.backups")
 
@@ -56,11 +58,22 @@ def _source(target: connect.Target, engine: str, database: str) -> DumpSource:
 
 
 def _restore_target(
-    target: connect.Target, engine: str, database: str, *, state: str, drop: bool
+    target: connect.Target,
+    engine: str,
+    database: str,
+    *,
+    state: str,
+    drop: bool,
+    jobs: int = 1,
+    staging_dir: str | None = None,
 ) -> RestoreTarget:
     if engine == "postgresql":
         return PostgresTarget(
-            target.pg(database), create=state == "missing", clean=drop and state != "missing"
+            target.pg(database),
+            create=state == "missing",
+            clean=drop and state != "missing",
+            jobs=jobs,
+            staging_dir=staging_dir,
         )
     if engine == "mysql":
         return MySQLTarget(target.mysql(database), create=state == "missing", allow_non_empty=drop)
@@ -121,6 +134,13 @@ class BackupJobs:
             if server is not None and servers.pin_host_key(server, seen):
                 await session.commit()
 
+    async def _recipients(self) -> tuple[str, ...]:
+        """The installation's key and every escrow recipient, read at the start of
+        each backup so an added or removed escrow key applies from the next one."""
+        async with self.app.db.read_session() as session:
+            escrow = await encryption.escrow_recipients(session)
+        return (self.keys.recipient, *(r.recipient for r in escrow))
+
     async def run_backup(self, ctx: JobContext) -> dict[str, Any]:
         backup_id = int(ctx.params["backup_id"])
         backup, server, provider = await self._load(backup_id)
@@ -138,7 +158,7 @@ class BackupJobs:
 
         options = BackupOptions(
             compression=Compression(backup.compression_type),
-            recipients=(self.keys.recipient,) if backup.is_encrypted else (),
+            recipients=await self._recipients() if backup.is_encrypted else (),
             on_progress=on_progress,
             stall_timeout=self.app.settings.backup_stall_seconds,
             time_limit=self.app.settings.backup_time_limit_seconds or None,
@@ -248,6 +268,8 @@ class BackupJobs:
                 await session.commit()
             log.warning("interrupted backup reconciled", backup_id=backup_id, removed=removed)
         await retention.after_backup(self.app, backup_id, status)
+        # The check the backup's schedule asks for (verify_after), queued after commit.
+        await verify_automatic.after_backup(self.app, backup_id, status)
 
     # -- restore -------------------------------------------------------------------------
     async def run_restore(self, ctx: JobContext) -> dict[str, Any]:
@@ -282,7 +304,13 @@ class BackupJobs:
                     storage,
                     manifest,
                     _restore_target(
-                        target, engine, database, state=state, drop=bool(params["drop_existing"])
+                        target,
+                        engine,
+                        database,
+                        state=state,
+                        drop=bool(params["drop_existing"]),
+                        jobs=int(params.get("parallel_jobs", 1)),
+                        staging_dir=str(self.app.settings.data_dir / "tmp"),
                     ),
                     identities=(self.keys.identity,),
                     runner=runner,

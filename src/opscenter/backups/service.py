@@ -8,17 +8,23 @@ from datetime import datetime, timedelta
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.audit import service as audit
+from opscenter.audit.service import Origin
+from opscenter.backups.errors import BackupError
+from opscenter.backups.manifest import manifest_key
 from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
 from opscenter.core.clock import utcnow
-from opscenter.core.errors import Conflict, InvalidInput, NotFound
+from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
 from opscenter.jobs import service as jobs
 from opscenter.models import Backup, Job, Server, StorageProvider
+from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.servers.schemas import HOSTS, ServerType
 from opscenter.storage import service as storage
+from opscenter.storage.backends import StorageError
 
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
 ACTIVE = ("pending", "running")
@@ -224,6 +230,11 @@ async def create_restore(
         )
     if data.masking_rules and backup.db_type not in {"postgresql", "mysql"}:
         raise InvalidInput("Masking applies to PostgreSQL and MySQL restores")
+    if data.parallel_jobs > 1 and (backup.db_type != "postgresql" or target.type == "ssh"):
+        raise InvalidInput(
+            "parallel_jobs applies to PostgreSQL restores run by this server's own "
+            "pg_restore (not through SSH)"
+        )
     job = await jobs.create_job(
         session,
         principal,
@@ -237,6 +248,7 @@ async def create_restore(
             "target_server_id": target.id,
             "target_database": data.target_database,
             "drop_existing": data.drop_existing,
+            "parallel_jobs": data.parallel_jobs,
             "masking_rules": data.masking_rules if data.mask_sensitive_data else {},
         },
     )
@@ -278,3 +290,77 @@ def download_expiry(minutes: int = 15) -> datetime:
 
 def compression_of(backup: Backup) -> CompressionType:
     return CompressionType(backup.compression_type)
+
+
+async def queue_restore(
+    session: AsyncSession,
+    principal: Principal,
+    keyring: Keyring,
+    backup_id: int,
+    data: RestoreRequest,
+    origin: Origin | None,
+) -> tuple[Backup, Job]:
+    """Check the request and the target database's state, queue the restore job and
+    audit it (`POST /backups/{id}/restore` and seed 002's recovery points)."""
+    if not principal.can("write:backups") and data.force:
+        raise Forbidden("Forcing the restore of a corrupt backup needs write:backups")
+    backup, job = await create_restore(session, principal, backup_id, data)
+    target_server = await servers.get_server(session, principal, job.params["target_server_id"])
+    try:
+        state = await connect.database_state(
+            servers.target_of(keyring, target_server), data.target_database, backup.db_type
+        )
+    except BackupError as err:
+        raise Conflict(f"Cannot inspect the target: {connect.explain(err)}") from None
+    if state == "non_empty" and not data.drop_existing:
+        raise Conflict(
+            f"{data.target_database} on {target_server.name} is not empty: restore "
+            "into a new database, or set drop_existing to replace its contents"
+        )
+    await audit.record(
+        session,
+        action="backup.restore",
+        actor=principal,
+        resource_type="backup",
+        resource_id=backup.id,
+        details={
+            "target_server_id": target_server.id,
+            "target_database": data.target_database,
+            "target_state": state,
+            "drop_existing": data.drop_existing,
+            "masking_rules": data.masking_rules,
+        },
+        origin=origin,
+    )
+    return backup, job
+
+
+async def remove_backup(
+    session: AsyncSession,
+    principal: Principal,
+    storages: storage.StoragePool,
+    backup_id: int,
+    origin: Origin | None,
+) -> None:
+    """The artifact, then its manifest, then the catalog row (409 while in use); the
+    row stays when the storage refuses, so nothing is lost track of."""
+    backup = await delete_backup(session, principal, backup_id)
+    if backup.storage_key:
+        store = storages.get(await provider_of(session, backup))
+        try:
+            await store.delete(backup.storage_key)
+            await store.delete(manifest_key(backup.storage_key))
+        except StorageError as err:
+            raise Conflict(
+                f"The storage refused the deletion ({err}); nothing was removed from the catalog"
+            ) from None
+    await session.delete(backup)
+    await audit.record(
+        session,
+        action="backup.delete",
+        actor=principal,
+        resource_type="backup",
+        resource_id=backup_id,
+        details={"database": backup.database_name, "storage_key": backup.storage_key},
+        origin=origin,
+    )

@@ -4,17 +4,35 @@ from opscenter.models.audit import AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
 from opscenter.models.backups import Backup, Job
 from opscenter.models.base import Base, IdMixin, TimestampMixin
+from opscenter.models.encryption import EscrowRecipient
+from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
+from opscenter.models.integrations import Integration, WebhookDelivery
+from opscenter.models.notifications import (
+    AlertPolicy,
+    Notification,
+    NotificationChannel,
+    NotificationPreference,
+)
 from opscenter.models.schedules import RetentionPolicy, Schedule, ScheduleRun
 from opscenter.models.servers import Server
 from opscenter.models.storage import StorageProvider
+from opscenter.models.verification import VerificationRun
 
 __all__ = [
+    "AlertPolicy",
     "ApiKey",
     "AuditLog",
     "Backup",
     "Base",
+    "EscrowRecipient",
+    "ExternalJob",
+    "ExternalJobReport",
     "IdMixin",
+    "Integration",
     "Job",
+    "Notification",
+    "NotificationChannel",
+    "NotificationPreference",
     "RefreshToken",
     "RetentionPolicy",
     "Role",
@@ -25,5 +43,7 @@ __all__ = [
     "Team",
     "TimestampMixin",
     "User",
+    "VerificationRun",
+    "WebhookDelivery",
     "team_members",
 ]
