@@ -54,6 +54,7 @@ lock:
 bench: install
 	@bash scripts/ensure-system.sh
 	$(BIN)/python bench/backup.py
+	$(BIN)/python bench/backup_mysql.py --mb 1000
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
