@@ -430,3 +430,35 @@ async def test_last_active_admin_cannot_be_demoted_disabled_or_deleted(
 
             r = await c.get("/api/v1/audit/verify")
             assert r.json()["valid"] is True, r.json()
+
+
+async def test_user_changes_are_announced_to_user_admins_only(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    from opscenter.core.principal import Principal
+    from opscenter.realtime.service import visible
+
+    ctx = api.app.state.ctx
+    name = f"ev{uid()}"
+    async with ctx.events.subscribe() as queue:
+        created = await admin.post(
+            "/api/v1/users",
+            json={"username": name, "email": f"{name}@example.com", "password": "pw-" + uid() * 2},
+        )
+        assert created.status_code == 201, created.text
+        user_id = created.json()["id"]
+        assert (await admin.put(f"/api/v1/users/{user_id}", json={"is_active": False})).is_success
+        assert (await admin.delete(f"/api/v1/users/{user_id}")).status_code == 204
+        refused = await admin.post("/api/v1/users", json={"username": name})
+        assert refused.status_code == 422
+        await asyncio.sleep(0.05)  # published after each response
+        events = [queue.get_nowait() for _ in range(queue.qsize())]
+    mine = [(e.type, e.data["user_id"]) for e in events if e.type.startswith("user.")]
+    assert mine == [("user.created", user_id), ("user.updated", user_id), ("user.deleted", user_id)]
+
+    def principal(*permissions: str) -> Principal:
+        return Principal(1, "p", "r", frozenset(permissions), frozenset({1}))
+
+    created_event = next(e for e in events if e.type == "user.created")
+    assert visible(created_event, principal("read:users"))
+    assert not visible(created_event, principal("read:backups"))

@@ -28,6 +28,8 @@ _CHANNELS = {
 def visible(event: Event, principal: Principal) -> bool:
     if event.type.startswith("notification.") and "user_id" in event.data:
         return bool(event.data["user_id"] == principal.user_id)  # one user's own inbox
+    if event.type.startswith("user."):
+        return principal.can("read:users")  # accounts are news for user admins only
     return event.team_id is None or principal.sees_all_teams or event.team_id in principal.team_ids
 
 

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.auth.permissions import PERMISSIONS, describe
-from opscenter.core.context import SessionDep
+from opscenter.core.context import SessionDep, get_ctx
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.events import Event
+from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.users import service
@@ -143,6 +145,17 @@ async def list_users(
     )
 
 
+def _announce(request: Request, action: str, user_id: int, username: str) -> None:
+    """`user.<action>` on the event bus, once the request has finished."""
+    events = get_ctx(request).events
+    event = Event(f"user.{action}", {"user_id": user_id, "username": username})
+
+    async def publish() -> None:
+        events.publish(event)
+
+    defer(request.state, publish)
+
+
 @router.post(
     "", response_model=UserOut, status_code=status.HTTP_201_CREATED, responses=WRITE_ERRORS
 )
@@ -162,6 +175,7 @@ async def create_user(
         details={"username": user.username, "role": user.role.name},
         origin=origin_of(request),
     )
+    _announce(request, "created", user.id, user.username)
     return service.user_out(user)
 
 
@@ -184,6 +198,7 @@ async def update_user(
         details={"changed": changed, "role": user.role.name, "is_active": user.is_active},
         origin=origin_of(request),
     )
+    _announce(request, "updated", user.id, user.username)
     return service.user_out(user)
 
 
@@ -201,3 +216,4 @@ async def delete_user(
         details={"username": user.username},
         origin=origin_of(request),
     )
+    _announce(request, "deleted", user_id, user.username)
