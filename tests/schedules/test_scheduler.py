@@ -190,9 +190,12 @@ async def test_missed_runs_coalesce_into_one_catch_up_run(
         for schedule_id in ids:
             await set_next_run(api, schedule_id, utc(2022, 8, 1))
         # down from before 01:00 until 06:10: slots 01:00 .. 06:00 were missed
-        fired = {
-            f.schedule_id: f for f in await scheduler.tick(utc(2022, 8, 1, 6, 10), schedule_ids=ids)
-        }
+        async with api.app.state.ctx.events.subscribe() as queue:
+            fired = {
+                f.schedule_id: f
+                for f in await scheduler.tick(utc(2022, 8, 1, 6, 10), schedule_ids=ids)
+            }
+            events = [queue.get_nowait() for _ in range(queue.qsize())]
         # the next round finds nothing due: the schedules resumed at 07:00
         assert await scheduler.tick(utc(2022, 8, 1, 6, 20), schedule_ids=ids) == []
         states = [(await admin.get(f"/api/v1/schedules/{i}")).json() for i in ids]
@@ -212,6 +215,12 @@ async def test_missed_runs_coalesce_into_one_catch_up_run(
     assert states[0]["last_run"] == "2022-08-01T06:10:00Z" and states[1]["last_run"] is None
     runs = (await admin.get(f"/api/v1/schedules/{hourly['id']}/runs")).json()["items"]
     assert runs[0]["missed"] == 5  # 02:00 .. 06:00 coalesced into the 01:00 run
+    # both misses are announced, each with what became of the slot
+    missed = {e.data["schedule_id"]: e.data for e in events if e.type == "schedule.missed"}
+    assert missed[hourly["id"]]["status"] == "started"
+    assert "catch-up" in missed[hourly["id"]]["message"]
+    assert missed[skipper["id"]]["status"] == "skipped"
+    assert missed[skipper["id"]]["scheduled_for"].startswith("2022-08-01T01:00")
 
 
 async def test_runs_use_the_first_storage_and_a_failed_start_is_recorded(

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
+from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.models import Schedule
 from opscenter.retention import service as retention
@@ -103,7 +104,35 @@ class Scheduler:
             await session.commit()
         if result is not None and result.job_id is not None:
             self.submit(result.job_id)
+        if result is not None and result.trigger == "catch_up":
+            await self._announce_missed(result)
         return result
+
+    async def _announce_missed(self, fired: Fired) -> None:
+        """`schedule.missed`: a slot passed while nothing ran it (downtime)."""
+        async with self.db.read_session() as session:
+            schedule = await session.get(Schedule, fired.schedule_id)
+        if schedule is None:
+            return
+        what = "ran late as a catch-up" if fired.status == "started" else f"was {fired.status}"
+        self.app.events.publish(
+            Event(
+                "schedule.missed",
+                {
+                    "schedule_id": schedule.id,
+                    "schedule": schedule.name,
+                    "server_id": schedule.server_id,
+                    "database_name": schedule.database_name,
+                    "scheduled_for": fired.scheduled_for.isoformat(),
+                    "status": fired.status,
+                    "reason": fired.reason,
+                    "severity": "warning",
+                    "message": f"Schedule {schedule.name}: the run due at "
+                    f"{fired.scheduled_for:%Y-%m-%d %H:%M} UTC {what}",
+                },
+                team_id=schedule.team_id,
+            )
+        )
 
     async def retention_pass(
         self, now: datetime | None = None, *, schedule_ids: Collection[int] | None = None
