@@ -89,6 +89,11 @@ def _worth_retrying(err: BackupError) -> bool:
     return err.retryable and err.code != ErrorCode.TIME_LIMIT
 
 
+def _copy_ids(ctx: JobContext) -> list[int]:
+    """The copy rows a backup job writes beside its primary (``storage_ids``)."""
+    return [int(i) for i in ctx.params.get("copy_ids") or []]
+
+
 def _failed(err: BackupError) -> JobFailed:
     return JobFailed(err.code.value, connect.explain(err))
 
@@ -115,6 +120,31 @@ class BackupJobs:
         if provider is None:
             raise JobFailed("not_found", "the backup's storage provider no longer exists")
         return backup, server, provider
+
+    async def _load_copies(
+        self, ctx: JobContext, primary: Backup
+    ) -> list[tuple[Backup, StorageProvider]]:
+        """The copy rows of this job whose storage can take them; the others fail now."""
+        out = []
+        for copy_id in _copy_ids(ctx):
+            async with self.app.db.read_session() as session:
+                row = await session.get(Backup, copy_id)
+                provider = await session.get(StorageProvider, row.storage_id) if row else None
+            if row is None or row.copy_of_id != primary.id:
+                continue
+            if provider is None or not provider.is_active:
+                await self._update_backup(
+                    copy_id,
+                    status="failed",
+                    error_code="not_found" if provider is None else "storage_disabled",
+                    error_message="the copy's storage provider no longer exists"
+                    if provider is None
+                    else f"storage provider {provider.name} is disabled",
+                    completed_at=utcnow(),
+                )
+                continue
+            out.append((row, provider))
+        return out
 
     async def _update_backup(self, backup_id: int, **values: Any) -> None:
         async with self.app.db.write_session() as session:
@@ -147,7 +177,9 @@ class BackupJobs:
         if server is None:
             raise JobFailed("not_found", "the backup's server no longer exists")
         target = servers.target_of(self.app.keyring, server)
-        await self._update_backup(backup_id, status="running", started_at=utcnow())
+        copies = await self._load_copies(ctx, backup)
+        for b in (backup, *(c for c, _ in copies)):
+            await self._update_backup(b.id, status="running", started_at=utcnow())
         await ctx.progress(phase="dumping", bytes_done=0)
         loop = asyncio.get_running_loop()
 
@@ -181,6 +213,7 @@ class BackupJobs:
                         storage,
                         options=options,
                         runner=runner,
+                        copies=[self.app.storages.get(p) for _, p in copies],
                     )
                 break
             except BackupError as err:
@@ -203,25 +236,59 @@ class BackupJobs:
             if row is not None and storage_service.pin_host_key(row, storage):
                 await session.commit()
         manifest = result.manifest
-        await self._update_backup(
-            backup_id,
-            status="completed",
-            storage_key=result.key,
-            size_bytes=result.size_bytes,
-            original_size_bytes=result.original_size_bytes,
-            checksum=f"sha256:{result.sha256}",
-            encryption_key_ids=list(result.recipient_key_ids),
-            completed_at=result.finished_at,
-            duration_seconds=round(result.duration_seconds, 3),
-            row_counts=dict(manifest.row_counts.tables) if manifest and manifest.row_counts else {},
-            server_version=manifest.server_version if manifest else None,
-        )
-        return {
+        completed = {
+            "status": "completed",
+            "storage_key": result.key,
+            "size_bytes": result.size_bytes,
+            "original_size_bytes": result.original_size_bytes,
+            "checksum": f"sha256:{result.sha256}",
+            "encryption_key_ids": list(result.recipient_key_ids),
+            "completed_at": result.finished_at,
+            "duration_seconds": round(result.duration_seconds, 3),
+            "row_counts": dict(manifest.row_counts.tables)
+            if manifest and manifest.row_counts
+            else {},
+            "server_version": manifest.server_version if manifest else None,
+        }
+        await self._update_backup(backup_id, **completed)
+        copy_results = []
+        for (copy_row, _), outcome in zip(copies, result.copies, strict=True):
+            if outcome.committed:
+                await self._update_backup(copy_row.id, **completed)
+            else:
+                copy_err = outcome.error or BackupError(
+                    ErrorCode.STORAGE_FAILED, "copy not written"
+                )
+                log.warning(
+                    "backup copy failed",
+                    backup_id=copy_row.id,
+                    copy_of=backup_id,
+                    code=copy_err.code.value,
+                )
+                await self._update_backup(
+                    copy_row.id,
+                    status="failed",
+                    error_code=copy_err.code.value,
+                    error_message=connect.explain(copy_err),
+                    completed_at=utcnow(),
+                )
+            copy_results.append(
+                {
+                    "backup_id": copy_row.id,
+                    "storage_id": copy_row.storage_id,
+                    "status": "completed" if outcome.committed else "failed",
+                    "error_code": outcome.error.code.value if outcome.error else None,
+                }
+            )
+        out: dict[str, Any] = {
             "storage_key": result.key,
             "size_bytes": result.size_bytes,
             "original_size_bytes": result.original_size_bytes,
             "sha256": result.sha256,
         }
+        if copy_results:
+            out["copies"] = copy_results
+        return out
 
     async def finish_backup(
         self, ctx: JobContext, status: str, code: str | None, message: str | None
@@ -240,21 +307,54 @@ class BackupJobs:
                 error_message=message,
                 completed_at=utcnow(),
             )
-        self.app.events.publish(
-            Event(
-                f"backup.{backup_status}",
-                {
-                    "backup_id": backup_id,
-                    "job_id": ctx.job_id,
-                    "status": backup_status,
-                    "error_code": code,
-                    "error": message,
-                },
-                team_id=ctx.team_id,
+        # Copies: those the run settled keep their own outcome; the others share the
+        # primary's (the one dump failed, was cancelled or interrupted).
+        copies: list[tuple[int, str, str | None, str | None]] = []
+        for copy_id in _copy_ids(ctx):
+            async with self.app.db.write_session() as session:
+                row = await session.get(Backup, copy_id)
+                if row is None:
+                    continue
+                if row.status in ("pending", "running"):
+                    row.status, row.error_code, row.error_message = backup_status, code, message
+                    row.completed_at = utcnow()
+                copies.append((row.id, row.status, row.error_code, row.error_message))
+                await session.commit()
+        for row_id, row_status, row_code, row_message in (
+            (backup_id, backup_status, code, message),
+            *copies,
+        ):
+            self.app.events.publish(
+                Event(
+                    f"backup.{row_status}",
+                    {
+                        "backup_id": row_id,
+                        "job_id": ctx.job_id,
+                        "status": row_status,
+                        "error_code": row_code,
+                        "error": row_message,
+                        **({"copy_of_id": backup_id} if row_id != backup_id else {}),
+                    },
+                    team_id=ctx.team_id,
+                )
             )
-        )
         if status == "interrupted":  # the process died mid-write: clear its temp files
-            _, _, provider = await self._load(backup_id)
+            await self._cleanup_interrupted(ctx, backup_id)
+        # Per completed row (primary and each copy): retention, and the check the
+        # backup's schedule asks for (verify_after), queued after commit.
+        for row_id, row_status, _, _ in ((backup_id, backup_status, code, message), *copies):
+            if row_status == "completed":
+                await retention.after_backup(self.app, row_id, "succeeded")
+                await verify_automatic.after_backup(self.app, row_id, "succeeded")
+
+    async def _cleanup_interrupted(self, ctx: JobContext, backup_id: int) -> None:
+        async with self.app.db.read_session() as session:
+            rows = [await session.get(Backup, i) for i in (backup_id, *_copy_ids(ctx))]
+            provider_ids = sorted({r.storage_id for r in rows if r is not None})
+            providers = [await session.get(StorageProvider, i) for i in provider_ids]
+        for provider in providers:
+            if provider is None:
+                continue
             removed = await self.app.storages.get(provider).cleanup_partials()
             async with self.app.db.write_session() as session:
                 await audit.record(
@@ -263,13 +363,19 @@ class BackupJobs:
                     username="system",
                     resource_type="backup",
                     resource_id=backup_id,
-                    details={"job_id": ctx.job_id, "partial_files_removed": removed},
+                    details={
+                        "job_id": ctx.job_id,
+                        "storage_id": provider.id,
+                        "partial_files_removed": removed,
+                    },
                 )
                 await session.commit()
-            log.warning("interrupted backup reconciled", backup_id=backup_id, removed=removed)
-        await retention.after_backup(self.app, backup_id, status)
-        # The check the backup's schedule asks for (verify_after), queued after commit.
-        await verify_automatic.after_backup(self.app, backup_id, status)
+            log.warning(
+                "interrupted backup reconciled",
+                backup_id=backup_id,
+                storage_id=provider.id,
+                removed=removed,
+            )
 
     # -- restore -------------------------------------------------------------------------
     async def run_restore(self, ctx: JobContext) -> dict[str, Any]:

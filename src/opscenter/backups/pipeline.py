@@ -31,6 +31,12 @@ failure or cancel kills the dump's process group and removes the partial object.
 PostgreSQL: the cluster globals (roles, tablespaces; ``pg_dumpall --globals-only``)
 go through the same stages, concurrently, into a small second object beside the dump,
 recorded in the manifest; commit order: both objects, then the manifest.
+
+Copies (``run_backup(copies=...)``): the stored byte stream also goes to the writer of
+every extra destination, block by block, so the dump runs once and every copy has the
+same bytes, sha256 and key. A copy whose storage fails (open, write, commit, manifest)
+is aborted, its partial object removed, and reported in ``BackupResult.copies``; it
+never fails the primary. The primary failing fails the backup and aborts every copy.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -91,6 +97,7 @@ __all__ = [
     "BackupOptions",
     "BackupProgress",
     "BackupResult",
+    "CopyOutcome",
     "ProgressCallback",
     "artifact_key",
     "run_backup",
@@ -152,6 +159,15 @@ class BackupOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class CopyOutcome:
+    """What became of one extra destination of :func:`run_backup`."""
+
+    index: int  # position in ``copies``
+    committed: bool  # the object and its manifest are in that storage
+    error: BackupError | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BackupResult:
     key: str
     size_bytes: int
@@ -171,6 +187,8 @@ class BackupResult:
     globals: GlobalsInfo | None = None
     #: Problems that did not fail the backup (e.g. the globals could not be dumped).
     warnings: tuple[str, ...] = ()
+    #: One per extra destination, in the order given (same key, bytes and sha256).
+    copies: tuple[CopyOutcome, ...] = ()
 
 
 @functools.cache
@@ -203,6 +221,83 @@ def storage_error(exc: StorageError, stage: str = "storage") -> BackupError:
     return BackupError(code, exc.message, stage=stage)
 
 
+def _copy_error(exc: Exception, stage: str) -> BackupError:
+    if isinstance(exc, BackupError):
+        return exc
+    if isinstance(exc, StorageError):
+        return storage_error(exc, stage)
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return BackupError(ErrorCode.DISK_FULL, str(exc), stage=stage)
+    return BackupError(ErrorCode.STORAGE_FAILED, f"{stage} failed: {exc!r}", stage=stage)
+
+
+@dataclass(slots=True)
+class _Copy:
+    """One extra destination of the stored stream. Its failures are recorded, never
+    raised: the writer is aborted at once (nothing partial stays) and the copy drops out."""
+
+    index: int
+    storage: StorageBackend
+    writer: StorageWriter | None = None
+    error: BackupError | None = None
+    committed: bool = False
+    bytes_stored: int = 0
+
+    async def open(self, key: str) -> None:
+        try:
+            self.writer = await self.storage.open_writer(key)
+        except Exception as exc:
+            self.error = _copy_error(exc, "storage")
+
+    async def write(self, block: bytes) -> None:
+        if self.writer is None:
+            return
+        try:
+            await self.writer.write(block)
+        except Exception as exc:
+            self.error = _copy_error(exc, "storage")
+            await self.abort()
+        else:
+            self.bytes_stored += len(block)
+
+    async def commit(self, key: str) -> None:
+        writer = self.writer
+        if writer is None:
+            return
+        try:
+            info = await writer.commit()
+        except BaseException as exc:
+            await self.abort()
+            if not isinstance(exc, Exception):
+                raise
+            self.error = _copy_error(exc, "commit")
+            return
+        self.writer = None
+        if info.size != self.bytes_stored:
+            with contextlib.suppress(Exception):
+                await self.storage.delete(key)
+            self.error = BackupError(
+                ErrorCode.STORAGE_FAILED,
+                f"storage reports {info.size} bytes, {self.bytes_stored} were written",
+                stage="commit",
+            )
+            return
+        self.committed = True
+
+    async def abort(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                await writer.abort()
+
+    async def discard(self, *keys: str) -> None:
+        """Remove what this copy committed (the primary failed after all)."""
+        self.committed = False
+        for key in keys:
+            with contextlib.suppress(Exception):
+                await self.storage.delete(key)
+
+
 class _Backup:
     def __init__(
         self,
@@ -211,10 +306,12 @@ class _Backup:
         writer: StorageWriter,
         options: BackupOptions,
         runner: CommandRunner,
+        copies: Sequence[StorageBackend] = (),
     ) -> None:
         self.source = source
         self.plan = plan
         self.writer = writer
+        self.copies = [_Copy(i, s) for i, s in enumerate(copies)]
         self.options = options
         self.runner = runner
         self.bytes_read = 0
@@ -325,15 +422,39 @@ class _Backup:
         self.sha256 = digest.hexdigest()
         out.close()
 
-    # -- event loop: channel -> storage
+    # -- event loop: channel -> storage (and every copy's storage, concurrently)
     async def _store(self, inp: Channel[bytes]) -> None:
         while True:
             block = await self.stages.in_thread(inp.get)
             if block is None:
                 return
-            await self.writer.write(block)
+            live = [c for c in self.copies if c.writer is not None]
+            if live:
+                # Copies never raise; the primary's failure is the stage's failure.
+                done = await asyncio.gather(
+                    self.writer.write(block),
+                    *(c.write(block) for c in live),
+                    return_exceptions=True,
+                )
+                if isinstance(done[0], BaseException):
+                    raise done[0]
+            else:
+                await self.writer.write(block)
             self.bytes_stored += len(block)
             self.stages.activity()
+
+    async def open_copies(self, key: str) -> None:
+        await asyncio.gather(*(c.open(key) for c in self.copies))
+
+    async def commit_copies(self, key: str) -> None:
+        try:
+            await asyncio.gather(*(c.commit(key) for c in self.copies))
+        except BaseException:
+            await self.abort_copies()
+            raise
+
+    async def abort_copies(self) -> None:
+        await asyncio.gather(*(c.abort() for c in self.copies))
 
     async def run(self) -> RunFacts:
         rfd, wfd = os.pipe()
@@ -451,14 +572,17 @@ async def _dump_object(
     key: str,
     options: BackupOptions,
     runner: CommandRunner,
+    copies: Sequence[StorageBackend] = (),
 ) -> tuple[ObjectInfo, _Backup]:
-    """Stream one dump into one committed object; nothing is left behind on failure."""
+    """Stream one dump into one committed object (and the same bytes into each of
+    ``copies``, see ``_Backup.copies``); nothing is left behind on failure."""
     try:
         writer = await storage.open_writer(key)
     except StorageError as exc:
         raise storage_error(exc) from exc
-    backup = _Backup(source, plan, writer, options, runner)
+    backup = _Backup(source, plan, writer, options, runner, copies)
     try:
+        await backup.open_copies(key)
         facts = await backup.run()
         error = backup.error_from(facts)
         if error is None:
@@ -468,17 +592,29 @@ async def _dump_object(
                 raise storage_error(exc, "commit") from exc
     except BaseException:
         await writer.abort()
+        await backup.abort_copies()
         raise
     if error is not None:
         await writer.abort()
+        await backup.abort_copies()
         raise await _diagnose(source, runner, error)
     if info.size != backup.bytes_stored:
         await storage.delete(key)
+        await backup.abort_copies()
         raise BackupError(
             ErrorCode.STORAGE_FAILED,
             f"storage reports {info.size} bytes, {backup.bytes_stored} were written",
             stage="commit",
         )
+    try:
+        await backup.commit_copies(key)
+    except BaseException:  # cancelled while committing: take everything back
+        with contextlib.suppress(Exception):
+            await storage.delete(key)
+        for c in backup.copies:
+            if c.committed:
+                await c.discard(key)
+        raise
     return info, backup
 
 
@@ -493,12 +629,15 @@ async def _backup_globals(
     key: str,
     options: BackupOptions,
     runner: CommandRunner,
-) -> tuple[GlobalsInfo, str | None]:
-    """The cluster globals beside a PostgreSQL dump: ``(what the manifest records, warning)``.
+    copies: Sequence[StorageBackend] = (),
+) -> tuple[GlobalsInfo, str | None, tuple[bool, ...]]:
+    """The cluster globals beside a PostgreSQL dump: ``(what the manifest records,
+    warning, whether each of copies holds them too)``.
 
     Never raises a :class:`BackupError`: an account that may not read the globals is
     recorded as ``skipped``; any other failure as ``failed`` plus a warning.
     """
+    none = (False,) * len(copies)
     gsource = PgGlobalsSource(
         source.conn,
         tool_dir=posixpath.dirname(plan.command.argv[0]),
@@ -512,19 +651,29 @@ async def _backup_globals(
     )
     try:
         gplan, role_passwords = await gsource.plan_with_access(runner)
-        info, dumped = await _dump_object(gsource, gplan, storage, gkey, gopts, runner)
+        info, dumped = await _dump_object(gsource, gplan, storage, gkey, gopts, runner, copies)
     except BackupError as exc:
         reason = exc.message
         if exc.detail:
             reason += f": {_first_line(exc.detail)}"
         if PgGlobalsSource.lacks_privilege(exc):
-            return GlobalsInfo(
-                status="skipped", reason=f"the account may not read them ({reason})"
-            ), None
-        return GlobalsInfo(status="failed", reason=reason), f"cluster globals not saved: {reason}"
+            return (
+                GlobalsInfo(status="skipped", reason=f"the account may not read them ({reason})"),
+                None,
+                none,
+            )
+        return (
+            GlobalsInfo(status="failed", reason=reason),
+            f"cluster globals not saved: {reason}",
+            none,
+        )
     except Exception as exc:
         reason = scrub(repr(exc), source.conn.secrets())
-        return GlobalsInfo(status="failed", reason=reason), f"cluster globals not saved: {reason}"
+        return (
+            GlobalsInfo(status="failed", reason=reason),
+            f"cluster globals not saved: {reason}",
+            none,
+        )
     return (
         GlobalsInfo(
             status="saved",
@@ -540,11 +689,15 @@ async def _backup_globals(
             ),
         ),
         None,
+        tuple(c.committed for c in dumped.copies),
     )
 
 
+_GlobalsTask = asyncio.Task[tuple[GlobalsInfo, str | None, tuple[bool, ...]]]
+
+
 async def _discard_globals(
-    task: asyncio.Task[tuple[GlobalsInfo, str | None]] | None, storage: StorageBackend, key: str
+    task: _GlobalsTask | None, storages: Sequence[StorageBackend], key: str
 ) -> None:
     """The main dump failed: stop the globals dump and remove whatever it committed."""
     if task is None:
@@ -553,8 +706,9 @@ async def _discard_globals(
         task.cancel()
     with contextlib.suppress(BaseException):
         await task
-    with contextlib.suppress(Exception):
-        await storage.delete(key)
+    for storage in storages:
+        with contextlib.suppress(Exception):
+            await storage.delete(key)
 
 
 async def run_backup(
@@ -565,11 +719,14 @@ async def run_backup(
     prefix: str = "",
     options: BackupOptions | None = None,
     runner: CommandRunner | None = None,
+    copies: Sequence[StorageBackend] = (),
 ) -> BackupResult:
-    """Dump ``source`` into ``storage`` under ``key`` (default: :func:`artifact_key`).
+    """Dump ``source`` into ``storage`` under ``key`` (default: :func:`artifact_key`), and
+    the same stored bytes under the same key into each of ``copies`` (one dump).
 
-    Raises :class:`BackupError` (classified; nothing left in storage) or
-    ``asyncio.CancelledError`` (process group killed, partial objects removed).
+    Raises :class:`BackupError` (classified; nothing left in any storage) or
+    ``asyncio.CancelledError`` (process group killed, partial objects removed). A copy
+    that fails does not raise: see ``BackupResult.copies``.
     """
     options = options or BackupOptions()
     runner = runner or LocalRunner()
@@ -583,22 +740,30 @@ async def run_backup(
         counts = await collect_row_counts(source, runner)
     key = validate_key(key) if key else artifact_key(plan, options, prefix=prefix)
     gkey = globals_key(key, options.compression, bool(options.recipients))
-    globals_task: asyncio.Task[tuple[GlobalsInfo, str | None]] | None = None
+    globals_task: _GlobalsTask | None = None
     if options.pg_globals and options.write_manifest and isinstance(source, PostgresSource):
         # Small and quick: it runs beside the main dump instead of before it.
         globals_task = asyncio.ensure_future(
-            _backup_globals(source, plan, storage, key, options, runner)
+            _backup_globals(source, plan, storage, key, options, runner, copies)
         )
+    backup: _Backup | None = None
     try:
-        info, backup = await _dump_object(source, plan, storage, key, options, runner)
+        info, backup = await _dump_object(source, plan, storage, key, options, runner, copies)
         globals_info: GlobalsInfo | None = None
+        globals_in = (False,) * len(copies)
         warnings: list[str] = []
         if globals_task is not None:
-            globals_info, warning = await globals_task
+            globals_info, warning, globals_in = await globals_task
             if warning:
                 warnings.append(warning)
     except BaseException:
-        await _discard_globals(globals_task, storage, gkey)
+        await _discard_globals(globals_task, [storage, *copies], gkey)
+        if backup is not None:  # committed, then cancelled while waiting for the globals
+            with contextlib.suppress(Exception):
+                await storage.delete(key)
+            for c in backup.copies:
+                if c.committed:
+                    await c.discard(key)
         raise
     finished_at = datetime.now(UTC)
     tool_versions = {plan.tool: plan.tool_version, **_lib_versions()}
@@ -606,6 +771,10 @@ async def run_backup(
     manifest: Manifest | None = None
     manifest_key: str | None = None
     duration = time.monotonic() - t0
+    saved_globals = globals_info is not None and globals_info.saved
+    for c in backup.copies:  # a copy without its dump keeps no globals either
+        if not c.committed and globals_in[c.index]:
+            await c.discard(gkey)
     if options.write_manifest:
         manifest = build_manifest(
             key=key,
@@ -628,12 +797,30 @@ async def run_backup(
             # Nothing without a manifest is ever usable: remove the objects too.
             with contextlib.suppress(Exception):
                 await storage.delete(key)
-            if globals_info is not None and globals_info.key:
+            if saved_globals:
                 with contextlib.suppress(Exception):
-                    await storage.delete(globals_info.key)
+                    await storage.delete(gkey)
+            for c in backup.copies:
+                if c.committed:
+                    await c.discard(key, gkey)
             if isinstance(exc, StorageError):
                 raise storage_error(exc, "manifest") from exc
             raise
+
+        async def copy_manifest(c: _Copy, m: Manifest) -> None:
+            if saved_globals and not globals_in[c.index]:
+                reason = "the globals were saved in the primary storage but not in this one"
+                m = dataclasses.replace(m, globals=GlobalsInfo(status="failed", reason=reason))
+                warnings.append(f"copy {c.index}: cluster globals not saved: {reason}")
+            try:
+                await write_manifest(c.storage, m)
+            except BaseException as exc:
+                await c.discard(key, gkey)
+                if not isinstance(exc, Exception):
+                    raise
+                c.error = _copy_error(exc, "manifest")
+
+        await asyncio.gather(*(copy_manifest(c, manifest) for c in backup.copies if c.committed))
     return BackupResult(
         key=key,
         size_bytes=info.size,
@@ -651,4 +838,5 @@ async def run_backup(
         manifest_key=manifest_key,
         globals=globals_info,
         warnings=tuple(warnings),
+        copies=tuple(CopyOutcome(c.index, c.committed, c.error) for c in backup.copies),
     )

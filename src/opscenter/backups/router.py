@@ -51,23 +51,27 @@ class RangeNotSatisfiable(AppError):
 async def create_backup(
     body: BackupCreate, principal: WriteBackups, session: SessionDep, ctx: Ctx, request: Request
 ) -> Accepted:
-    """Queues a backup job: dump -> compress -> encrypt -> sha256 -> storage, streaming."""
+    """Queues a backup job: dump -> compress -> encrypt -> sha256 -> storage, streaming.
+    With `storage_ids`, the one dump is written to each storage: the answer's `id` is the
+    primary backup (the first storage); each other one gets a copy with `copy_of_id`."""
     backup, job = await service.create_backup(session, principal, body)
-    await audit.record(
-        session,
-        action="backup.create",
-        actor=principal,
-        resource_type="backup",
-        resource_id=backup.id,
-        details={
-            "server_id": backup.server_id,
-            "database": backup.database_name,
-            "storage_id": backup.storage_id,
-            "compression": backup.compression_type,
-            "encrypted": backup.is_encrypted,
-        },
-        origin=origin_of(request),
-    )
+    for row in (backup, *await service.copies_of(session, backup)):
+        await audit.record(
+            session,
+            action="backup.create",
+            actor=principal,
+            resource_type="backup",
+            resource_id=row.id,
+            details={
+                "server_id": row.server_id,
+                "database": row.database_name,
+                "storage_id": row.storage_id,
+                "copy_of_id": row.copy_of_id,
+                "compression": row.compression_type,
+                "encrypted": row.is_encrypted,
+            },
+            origin=origin_of(request),
+        )
     return accepted(request, job.id, backup.id, "Backup job queued")
 
 

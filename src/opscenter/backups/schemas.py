@@ -18,6 +18,10 @@ ColumnRef = Annotated[
 ]
 
 
+#: Destinations of one backup (the primary and its copies).
+MAX_DESTINATIONS = 5
+
+
 class CompressionType(StrEnum):
     ZSTD = "zstd"
     GZIP = "gzip"
@@ -40,11 +44,23 @@ class BackupCreate(InputModel):
     compression_type: CompressionType = CompressionType.ZSTD
     encrypt: bool = True
     storage_id: Id | None = Field(None, description="Default: the team's default storage")
+    storage_ids: list[Id] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_DESTINATIONS,
+        description="Several destinations (instead of storage_id): one dump, written to "
+        "each; the first is the primary backup, every other one a copy (its own backup, "
+        "with copy_of_id) that fails on its own without failing the primary",
+    )
 
     @model_validator(mode="after")
     def _target(self) -> BackupCreate:
         if (self.database_name is None) == (self.source_path is None):
             raise ValueError("give database_name, or source_path for files and directories")
+        if self.storage_id is not None and self.storage_ids is not None:
+            raise ValueError("give storage_id or storage_ids, not both")
+        if self.storage_ids is not None and len(set(self.storage_ids)) != len(self.storage_ids):
+            raise ValueError("storage_ids lists a storage provider twice")
         return self
 
     @property
@@ -63,6 +79,9 @@ class BackupOut(OutputModel):
     storage_id: int
     schedule_id: int | None
     job_id: int | None
+    copy_of_id: int | None = Field(
+        description="A copy of that backup: the same dump, written to another storage"
+    )
     database_name: str
     db_type: str
     backup_type: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +39,7 @@ def backup_out(backup: Backup) -> BackupOut:
         storage_id=backup.storage_id,
         schedule_id=backup.schedule_id,
         job_id=backup.job_id,
+        copy_of_id=backup.copy_of_id,
         database_name=backup.database_name,
         db_type=backup.db_type,
         backup_type=backup.backup_type,
@@ -160,6 +162,24 @@ def lock_key(server_id: int, target: str) -> str:
     return f"server:{server_id}/db:{target}"[:300]
 
 
+async def check_storages(
+    session: AsyncSession, principal: Principal, team_id: int, storage_ids: list[int]
+) -> list[StorageProvider]:
+    """Destinations of a backup (or a schedule's): each once, readable by the caller,
+    of the server's team. A 404 for one the caller may not see, else a 422."""
+    if len(set(storage_ids)) != len(storage_ids):
+        raise InvalidInput("storage_ids lists a storage provider twice")
+    providers = []
+    for storage_id in storage_ids:
+        provider = await storage.get_provider(session, principal, storage_id)
+        if provider.team_id != team_id:
+            raise InvalidInput(
+                f"Storage provider {storage_id} belongs to another team than the server"
+            )
+        providers.append(provider)
+    return providers
+
+
 async def create_backup(
     session: AsyncSession,
     principal: Principal,
@@ -167,31 +187,49 @@ async def create_backup(
     *,
     schedule_id: int | None = None,
 ) -> tuple[Backup, Job]:
+    """The backup row, a pending copy row per extra destination (``storage_ids``), and
+    the one job that writes them all. Returns the primary."""
     server = await servers.get_server(session, principal, data.server_id)
     engine = engine_for(server, data)
     check_target(server, engine, data.target)
-    provider = (
-        await storage.get_provider(session, principal, data.storage_id)
-        if data.storage_id is not None
-        else await default_storage(session, server.team_id)
-    )
-    if not provider.is_active:
-        raise InvalidInput(f"Storage provider {provider.name} is disabled")
-    backup = Backup(
-        team_id=server.team_id,
-        server_id=server.id,
-        storage_id=provider.id,
-        schedule_id=schedule_id,
-        database_name=data.target,
-        db_type=engine,
-        backup_type=data.backup_type,
-        status="pending",
-        is_encrypted=data.encrypt,
-        compression_type=data.compression.value,
-        created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
-    )
+    if data.storage_ids:
+        try:
+            providers = await check_storages(session, principal, server.team_id, data.storage_ids)
+        except NotFound as err:  # an id in the body, not in the path: the body is invalid
+            raise InvalidInput(err.detail) from None
+    elif data.storage_id is not None:
+        providers = [await storage.get_provider(session, principal, data.storage_id)]
+    else:
+        providers = [await default_storage(session, server.team_id)]
+    for provider in providers:
+        if not provider.is_active:
+            raise InvalidInput(f"Storage provider {provider.name} is disabled")
+
+    def row(provider: StorageProvider, copy_of: Backup | None) -> Backup:
+        return Backup(
+            team_id=server.team_id,
+            server_id=server.id,
+            storage_id=provider.id,
+            schedule_id=schedule_id,
+            copy_of_id=copy_of.id if copy_of is not None else None,
+            database_name=data.target,
+            db_type=engine,
+            backup_type=data.backup_type,
+            status="pending",
+            is_encrypted=data.encrypt,
+            compression_type=data.compression.value,
+            created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
+        )
+
+    backup = row(providers[0], None)
     session.add(backup)
     await session.flush()
+    copies = [row(provider, backup) for provider in providers[1:]]
+    session.add_all(copies)
+    await session.flush()
+    params: dict[str, Any] = {"backup_id": backup.id}
+    if copies:
+        params["copy_ids"] = [c.id for c in copies]
     job = await jobs.create_job(
         session,
         principal,
@@ -200,11 +238,22 @@ async def create_backup(
         lock_key=lock_key(server.id, data.target),
         resource_type="backup",
         resource_id=backup.id,
-        params={"backup_id": backup.id},
+        params=params,
     )
-    backup.job_id = job.id
+    for b in (backup, *copies):
+        b.job_id = job.id
     await session.flush()
     return backup, job
+
+
+async def copies_of(session: AsyncSession, backup: Backup) -> list[Backup]:
+    return list(
+        (
+            await session.scalars(
+                select(Backup).where(Backup.copy_of_id == backup.id).order_by(Backup.id)
+            )
+        ).all()
+    )
 
 
 async def create_restore(

@@ -56,6 +56,10 @@ class Backup(IdMixin, TimestampMixin, Base):
     )
     schedule_id: Mapped[int | None] = mapped_column(index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # A copy written from the same dump into another storage: the primary backup's id.
+    copy_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("backups.id", ondelete="SET NULL"), index=True
+    )
     database_name: Mapped[str] = mapped_column(String(4096))
     db_type: Mapped[str] = mapped_column(String(20))
     backup_type: Mapped[str] = mapped_column(String(20), default="full")

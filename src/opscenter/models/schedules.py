@@ -54,7 +54,7 @@ class Schedule(IdMixin, TimestampMixin, Base):
         ForeignKey("retention_policies.id", ondelete="RESTRICT"), index=True
     )
     retention_days: Mapped[int | None]
-    # Destinations, in order; runs write to the first (multi-copy needs the pipeline).
+    # Destinations, in order: each run dumps once into the first and copies to the others.
     storage_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     priority: Mapped[int] = mapped_column(default=5)
     enabled: Mapped[bool] = mapped_column(default=True)

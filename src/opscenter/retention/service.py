@@ -283,6 +283,23 @@ async def load_items(session: AsyncSession, scope: Scope) -> list[tuple[Item, Ba
     ]
 
 
+def decide_per_storage(
+    items: list[tuple[Item, Backup]], rules: Rules, now: datetime, tz: tzinfo
+) -> Decision:
+    """The rules apply in each storage on its own: with copies (one dump written to
+    several storages), keep_last_n 7 keeps the last 7 dumps in every storage, and each
+    storage keeps its own newest completed and verified backups."""
+    by_storage: dict[int, list[Item]] = {}
+    for item, backup in items:
+        by_storage.setdefault(backup.storage_id, []).append(item)
+    merged = Decision()
+    for group in by_storage.values():
+        part = decide(group, rules, now, tz)
+        merged.keep.update(part.keep)
+        merged.delete.update(part.delete)
+    return merged
+
+
 def _listing(
     decision: Decision, items: list[tuple[Item, Backup]]
 ) -> tuple[list[RetainedBackup], list[RetainedBackup]]:
@@ -321,7 +338,7 @@ async def preview(
     scope = await resolve_scope(session, principal, policy, body)
     now = now or utcnow()
     items = await load_items(session, scope)
-    decision = decide([i for i, _ in items], rules_of(policy), now, scope.tz)
+    decision = decide_per_storage(items, rules_of(policy), now, scope.tz)
     keep, remove = _listing(decision, items)
     return RetentionPreview(
         policy_id=policy.id,
@@ -350,7 +367,7 @@ async def apply(
     now = now or utcnow()
     async with db.read_session() as session:
         items = await load_items(session, scope)
-    decision = decide([i for i, _ in items], rules, now, scope.tz)
+    decision = decide_per_storage(items, rules, now, scope.tz)
     keep, remove = _listing(decision, items)
     deleted: list[int] = []
     failed: dict[int, str] = {}
@@ -375,10 +392,10 @@ async def apply(
     )
 
 
-async def _newest_completed(session: AsyncSession, scope: Scope) -> int | None:
+async def _newest_completed(session: AsyncSession, scope: Scope, storage_id: int) -> int | None:
     return await session.scalar(
         select(Backup.id)
-        .where(*scope.where(), Backup.status == "completed")
+        .where(*scope.where(), Backup.storage_id == storage_id, Backup.status == "completed")
         .order_by(Backup.created_at.desc(), Backup.id.desc())
         .limit(1)
     )
@@ -402,7 +419,7 @@ async def _delete_one(
         key, storage_id = backup.storage_key, backup.storage_id
         provider = await session.get(StorageProvider, storage_id)
         if backup.status == "completed":
-            if await _newest_completed(session, scope) == backup.id:
+            if await _newest_completed(session, scope, storage_id) == backup.id:
                 return False
             await backups.delete_backup(session, RETENTION, backup.id)  # 409 if a job uses it
             backup.status = DELETING

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from opscenter.backups.schemas import DatabaseName
+from opscenter.backups.schemas import MAX_DESTINATIONS, DatabaseName
 from opscenter.core.schemas import Id, InputModel, Name, NoControlChars, OutputModel, UtcDatetime
 from opscenter.schedules import cron
 
@@ -41,7 +41,7 @@ RESTORE_TEST_DOC = (
     "Restore-test the newest completed backup every N days into a scratch database "
     "(PostgreSQL and MySQL); null: never"
 )
-StorageIds = Annotated[list[Id], Field(min_length=1, max_length=10)]
+StorageIds = Annotated[list[Id], Field(min_length=1, max_length=MAX_DESTINATIONS)]
 
 
 class _TimeFields(InputModel):
@@ -102,7 +102,8 @@ class ScheduleCreate(_TimeFields):
     )
     storage_ids: StorageIds | None = Field(
         None,
-        description="Destinations; runs write to the first (multi-copy is not there yet). "
+        description="Destinations: each run dumps once and writes the backup to the first "
+        "and a copy to each other one (tracked and verified on its own). "
         "Default: the team's default storage",
     )
     priority: Priority = 5

@@ -34,7 +34,6 @@ from opscenter.schedules.schemas import (
     ScheduleUpdate,
 )
 from opscenter.servers import service as servers
-from opscenter.storage import service as storage
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MISSED_CAP = 10_000
@@ -125,22 +124,24 @@ async def runs_query(session: AsyncSession, principal: Principal, schedule_id: i
 
 # -- create, update, delete -----------------------------------------------------------------
 def backup_request(schedule: Schedule, backup_type: str | None = None) -> BackupCreate:
-    return BackupCreate(
-        server_id=schedule.server_id,
-        database_name=schedule.database_name,
-        source_path=schedule.source_path,
-        db_type=schedule.db_type,
-        backup_type=backup_type or schedule.backup_type,
-        storage_id=schedule.storage_ids[0] if schedule.storage_ids else None,
-    )
+    """The backup a run of this schedule makes: one dump, written to every one of its
+    storages (the first holds the primary, the others copies)."""
+    try:
+        return BackupCreate(
+            server_id=schedule.server_id,
+            database_name=schedule.database_name,
+            source_path=schedule.source_path,
+            db_type=schedule.db_type,
+            backup_type=backup_type or schedule.backup_type,
+            storage_ids=list(schedule.storage_ids) or None,
+        )
+    except ValidationError as err:  # e.g. more storages than a backup takes, stored earlier
+        raise InvalidInput(err.errors()[0]["msg"]) from None
 
 
 def _check_target(server: Server, schedule: Schedule) -> None:
     """The same checks a backup of this target gets, now rather than at 02:00."""
-    try:
-        request = backup_request(schedule)
-    except ValidationError as err:
-        raise InvalidInput(err.errors()[0]["msg"]) from None
+    request = backup_request(schedule)
     engine = backups.engine_for(server, request)
     backups.check_target(server, engine, request.target)
     if schedule.restore_test_every_days is not None and engine not in RESTORE_TEST_ENGINES:
@@ -153,14 +154,7 @@ def _check_target(server: Server, schedule: Schedule) -> None:
 async def _check_storages(
     session: AsyncSession, principal: Principal, team_id: int, storage_ids: list[int]
 ) -> None:
-    if len(set(storage_ids)) != len(storage_ids):
-        raise InvalidInput("storage_ids lists a storage provider twice")
-    for storage_id in storage_ids:
-        provider = await storage.get_provider(session, principal, storage_id)
-        if provider.team_id != team_id:
-            raise InvalidInput(
-                f"Storage provider {storage_id} belongs to another team than the server"
-            )
+    await backups.check_storages(session, principal, team_id, storage_ids)
 
 
 async def _check_policy(

@@ -113,6 +113,8 @@ async def build(session: AsyncSession, principal: Principal, now: datetime) -> D
         if t.schedule is None or (schedule.enabled and not t.schedule.enabled):
             t.schedule = schedule
     for backup in rows:  # newest first
+        if backup.copy_of_id is not None:  # the same dump in another storage
+            continue
         t = target(backup.server_id, backup.database_name)
         t.last_status = t.last_status or backup.status
         if backup.status == "completed":

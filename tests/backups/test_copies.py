@@ -1,0 +1,178 @@
+"""One dump, several destinations: every copy gets the same bytes from a single pass of
+the pipeline; a failing copy is removed without failing the backup, a failing primary
+leaves nothing anywhere. Real PostgreSQL, real local storage, moto's S3 server."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opscenter.backups.errors import BackupError, ErrorCode
+from opscenter.backups.manifest import globals_key, read_manifest
+from opscenter.backups.pipeline import BackupOptions, CopyOutcome, run_backup
+from opscenter.backups.restore import PostgresTarget, quick_verify, run_restore
+from opscenter.backups.sources import PostgresSource
+from opscenter.backups.streams import Compression
+from opscenter.storage.backends import LocalStorage, StorageBackend
+from tests.storage import conftest as s3_fixtures
+
+from .conftest import all_files, pg_table_hashes, psql
+from .helpers import HookedStorage, RecordingRunner
+
+pytestmark = pytest.mark.postgres
+
+# moto's S3 server on loopback, shared with tests/storage.
+s3_endpoint = s3_fixtures.s3_endpoint
+raw_s3 = s3_fixtures.raw_s3
+bucket = s3_fixtures.bucket
+make_s3 = s3_fixtures.make_s3
+
+
+async def read_all(storage: StorageBackend, key: str) -> bytes:
+    out = bytearray()
+    reader = await storage.open_reader(key)
+    async with reader:
+        while chunk := await reader.read():
+            out += chunk
+    return bytes(out)
+
+
+def bucket_is_empty(raw: Any, name: str) -> bool:
+    objects = raw.list_objects_v2(Bucket=name).get("Contents", [])
+    uploads = raw.list_multipart_uploads(Bucket=name).get("Uploads", [])
+    return not objects and not uploads
+
+
+def dumps_started(runner: RecordingRunner, tool: str = "pg_dump") -> int:
+    return sum(1 for c in runner.commands if posixpath.basename(c.argv[0]) == tool)
+
+
+@pytest.fixture
+def src_db(pg_db: Any) -> str:
+    """~3 MB of poorly compressible rows plus a small table."""
+    db: str = pg_db()
+    psql(
+        db,
+        "create table big as select g, repeat(md5(g::text), 20) as filler "
+        "from generate_series(1, 4000) g;"
+        "create table small (id int primary key, name text);"
+        "insert into small values (1, 'one'), (2, 'zwei'), (3, 'trois');",
+    )
+    return db
+
+
+async def test_one_dump_every_copy_identical_and_restorable(
+    src_db: str,
+    pg_db: Any,
+    pg_conn: Any,
+    tmp_path: Path,
+    make_s3: Any,
+    age_identity: str,
+    age_recipient: str,
+) -> None:
+    primary = LocalStorage(tmp_path / "a")
+    second = LocalStorage(tmp_path / "b")
+    s3 = make_s3()
+    runner = RecordingRunner()
+    result = await run_backup(
+        PostgresSource(pg_conn(src_db)),
+        primary,
+        runner=runner,
+        copies=[second, s3],
+        options=BackupOptions(recipients=(age_recipient,), row_counts=True),
+    )
+    assert result.copies == (CopyOutcome(0, True), CopyOutcome(1, True))
+    assert dumps_started(runner) == 1  # the dump ran once for three destinations
+    assert dumps_started(runner, "pg_dumpall") == 1  # and so did the globals
+
+    stored = [await read_all(s, result.key) for s in (primary, second, s3)]
+    assert stored[0] == stored[1] == stored[2]
+    assert len(stored[0]) == result.size_bytes
+    assert hashlib.sha256(stored[0]).hexdigest() == result.sha256
+    gkey = globals_key(result.key, Compression.ZSTD, encrypted=True)
+    for storage in (primary, second, s3):
+        manifest = await read_manifest(storage, result.key)
+        assert manifest.sha256 == result.sha256 and manifest.size_bytes == result.size_bytes
+        assert manifest.globals is not None and manifest.globals.saved
+        assert manifest.globals.key == gkey and await storage.exists(gkey)
+        await quick_verify(storage, manifest)
+
+    # Restore from the S3 copy, by its own manifest.
+    dst = pg_db(create=False)
+    await run_restore(
+        s3,
+        await read_manifest(s3, result.key),
+        PostgresTarget(pg_conn(dst), create=True),
+        identities=[age_identity],
+    )
+    assert pg_table_hashes(dst) == pg_table_hashes(src_db)
+
+
+async def test_copy_failing_mid_write_is_removed_and_the_backup_commits(
+    src_db: str, pg_conn: Any, tmp_path: Path
+) -> None:
+    primary = LocalStorage(tmp_path / "a")
+    good = LocalStorage(tmp_path / "b")
+    failing = HookedStorage(tmp_path / "c")
+    failing.fail_after = 512 << 10  # the dump is several MiB: it fails mid-stream
+    result = await run_backup(
+        PostgresSource(pg_conn(src_db)),
+        primary,
+        copies=[failing, good],
+        options=BackupOptions(compression=Compression.NONE),
+    )
+    bad, ok = result.copies
+    assert not bad.committed and bad.error is not None
+    assert bad.error.code is ErrorCode.DISK_FULL
+    assert ok == CopyOutcome(1, True)
+    assert result.size_bytes > failing.fail_after
+    # Nothing is left in the failed copy's storage: no partial, no globals, no manifest.
+    assert all_files(failing.root) == []
+    for storage in (primary, good):
+        manifest = await read_manifest(storage, result.key)
+        await quick_verify(storage, manifest)
+    assert await read_all(primary, result.key) == await read_all(good, result.key)
+
+
+async def test_primary_failing_leaves_nothing_anywhere(
+    src_db: str, pg_conn: Any, tmp_path: Path, make_s3: Any, raw_s3: Any, bucket: str
+) -> None:
+    primary = HookedStorage(tmp_path / "a")
+    primary.fail_after = 512 << 10
+    copy = LocalStorage(tmp_path / "b")
+    runner = RecordingRunner()
+    with pytest.raises(BackupError) as info:
+        await run_backup(
+            PostgresSource(pg_conn(src_db)),
+            primary,
+            runner=runner,
+            copies=[copy, make_s3()],
+            options=BackupOptions(compression=Compression.NONE),
+        )
+    assert info.value.code is ErrorCode.DISK_FULL
+    assert all_files(primary.root) == [] and all_files(copy.root) == []
+    assert bucket_is_empty(raw_s3, bucket)
+    assert dumps_started(runner) == 1
+
+
+async def test_copy_storage_that_cannot_open_is_reported(
+    src_db: str, pg_conn: Any, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the copy's directory should be")
+    primary = LocalStorage(tmp_path / "a")
+    result = await run_backup(
+        PostgresSource(pg_conn(src_db)),
+        primary,
+        copies=[LocalStorage(blocker)],
+        options=BackupOptions(compression=Compression.NONE),
+    )
+    [outcome] = result.copies
+    assert not outcome.committed and outcome.error is not None
+    assert outcome.error.code in (ErrorCode.STORAGE_FAILED, ErrorCode.INVALID_CONFIG)
+    await quick_verify(primary, await read_manifest(primary, result.key))
+    assert blocker.read_text().startswith("a file")
