@@ -288,8 +288,13 @@ async def test_applying_retention_to_real_backups(
     async with ctx.db.read_session() as session:
         storage = ctx.storages.get(await session.get(StorageProvider, made[1]["storage_id"]))
     await storage.delete(made[1]["storage_path"])  # it died after the first storage delete
-    await Scheduler(ctx).retention_pass(schedule_ids=[s["id"]])
+    async with ctx.events.subscribe() as queue:
+        await Scheduler(ctx).retention_pass(schedule_ids=[s["id"]])
+        events = [queue.get_nowait() for _ in range(queue.qsize())]
     assert (await admin.get(f"/api/v1/backups/{made[1]['id']}")).status_code == 404
+    (deleted,) = [e for e in events if e.type == "retention.deleted"]
+    assert deleted.data["backup_ids"] == [made[1]["id"]] and deleted.data["schedule_id"] == s["id"]
+    assert deleted.team_id == s["team_id"]
     assert await stored(api, made[1]) == (False, False)
 
     # a policy that keeps nothing any more still never deletes the newest backup

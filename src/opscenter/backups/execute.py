@@ -107,7 +107,7 @@ class BackupJobs:
 
     def register(self, runner: JobRunner) -> None:
         runner.register("backup", self.run_backup, self.finish_backup)
-        runner.register("restore", self.run_restore)
+        runner.register("restore", self.run_restore, self.finish_restore)
 
     # -- backup --------------------------------------------------------------------------
     async def _load(self, backup_id: int) -> tuple[Backup, Server | None, StorageProvider]:
@@ -180,6 +180,20 @@ class BackupJobs:
         copies = await self._load_copies(ctx, backup)
         for b in (backup, *(c for c, _ in copies)):
             await self._update_backup(b.id, status="running", started_at=utcnow())
+        self.app.events.publish(
+            Event(
+                "backup.started",
+                {
+                    "backup_id": backup.id,
+                    "job_id": ctx.job_id,
+                    "server_id": server.id,
+                    "database_name": backup.database_name,
+                    "schedule_id": backup.schedule_id,
+                    "copies": [c.id for c, _ in copies],
+                },
+                team_id=ctx.team_id,
+            )
+        )
         await ctx.progress(phase="dumping", bytes_done=0)
         loop = asyncio.get_running_loop()
 
@@ -378,6 +392,34 @@ class BackupJobs:
             )
 
     # -- restore -------------------------------------------------------------------------
+    def _publish_restore(self, ctx: JobContext, action: str, extra: dict[str, Any]) -> None:
+        params = ctx.params
+        self.app.events.publish(
+            Event(
+                f"restore.{action}",
+                {
+                    "backup_id": params["backup_id"],
+                    "job_id": ctx.job_id,
+                    "target_server_id": params["target_server_id"],
+                    "target_database": params["target_database"],
+                    **extra,
+                },
+                team_id=ctx.team_id,
+            )
+        )
+
+    async def finish_restore(
+        self, ctx: JobContext, status: str, code: str | None, message: str | None
+    ) -> None:
+        """`restore.completed` / `restore.failed` (also cancelled, interrupted)."""
+        action = {"succeeded": "completed", "cancelled": "cancelled"}.get(status, "failed")
+        if status == "interrupted":
+            action = "interrupted"
+        extra: dict[str, Any] = {"status": action, "error_code": code, "error": message}
+        if action == "failed":
+            extra["severity"] = "error"
+        self._publish_restore(ctx, action, extra)
+
     async def run_restore(self, ctx: JobContext) -> dict[str, Any]:
         params = ctx.params
         backup, _, provider = await self._load(int(params["backup_id"]))
@@ -389,6 +431,7 @@ class BackupJobs:
         database = str(params["target_database"])
         storage = self.app.storages.get(provider)
         engine = backup.db_type
+        self._publish_restore(ctx, "started", {"server_name": server.name})
         try:
             manifest = await read_manifest(storage, backup.storage_key)
             await ctx.progress(phase="checking target")

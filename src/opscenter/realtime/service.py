@@ -16,6 +16,9 @@ MAX_CHANNELS = 100
 _CHANNELS = {
     "backup": ("backups", "backup_id"),
     "restore": ("backups", "backup_id"),
+    "verification": ("backups", "backup_id"),
+    "retention": ("backups", None),
+    "schedule": ("schedules", "schedule_id"),
     "job": ("jobs", "job_id"),
     "server": ("servers", "server_id"),
     "notification": ("notifications", None),

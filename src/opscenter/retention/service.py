@@ -24,6 +24,7 @@ from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
 from opscenter.core.errors import AppError, Conflict, InvalidInput, NotFound
+from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.core.principal import ALL_TEAMS, Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
@@ -460,6 +461,28 @@ async def _delete_one(
     return True
 
 
+def announce(app: AppContext, result: RetentionApplied, team_id: int) -> None:
+    """`retention.deleted` once per pass that deleted something."""
+    if not result.deleted:
+        return
+    app.events.publish(
+        Event(
+            "retention.deleted",
+            {
+                "schedule_id": result.schedule_id,
+                "server_id": result.server_id,
+                "database_name": result.database_name,
+                "policy_id": result.policy_id or None,
+                "backup_ids": list(result.deleted),
+                "count": len(result.deleted),
+                "message": f"Retention deleted {len(result.deleted)} backup(s) of "
+                f"{result.database_name or 'a target'}",
+            },
+            team_id=team_id,
+        )
+    )
+
+
 async def after_backup(app: AppContext, backup_id: int, status: str) -> None:
     """Hook for the backup job's finisher: after a successful backup of a schedule with a
     policy, apply that policy to the schedule's backups. Never raises."""
@@ -477,7 +500,10 @@ async def after_backup(app: AppContext, backup_id: int, status: str) -> None:
         if schedule is None or found is None:
             return
         rules, policy_id = found
-        await apply(app.db, app.storages, rules, schedule_scope(schedule), policy_id=policy_id)
+        result = await apply(
+            app.db, app.storages, rules, schedule_scope(schedule), policy_id=policy_id
+        )
+        announce(app, result, schedule.team_id)
     except Exception:
         log.exception("retention after backup failed", backup_id=backup_id)
 
@@ -509,6 +535,7 @@ async def daily_pass(
                 policy_id=found[1],
                 now=now,
             )
+            announce(app, results[schedule.id], schedule.team_id)
         except Exception:
             log.exception("daily retention failed", schedule_id=schedule.id)
     return results
