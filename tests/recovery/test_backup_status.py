@@ -211,3 +211,18 @@ def test_judge_with_a_fixed_clock() -> None:
         judge(last_good=None, allowed=allowed, watched_since=now - 2 * day, now=now) == "breached"
     )
     assert judge(last_good=stale, allowed=None, watched_since=None, now=now) == "unscheduled"
+
+
+async def test_copies_are_one_recovery_point_but_all_use_storage(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    server = await make_server(admin)
+    (original,) = await add_backups(api, server, "copied", [(timedelta(hours=1), "completed", 100)])
+    (copy,) = await add_backups(api, server, "copied", [(timedelta(hours=1), "completed", 100)])
+    async with api.app.state.ctx.db.write_session() as session:
+        row = await session.get(Backup, copy)
+        assert row is not None
+        row.copy_of_id = original
+        await session.commit()
+    target = by_database((await admin.get(STATUS)).json(), server["id"])["copied"]
+    assert (target["recovery_points"], target["storage_used_bytes"]) == (1, 200)

@@ -190,7 +190,9 @@ async def _platform_targets(
             *key_cols,
             func.sum(case((recent_failure, 1), else_=0)),
             func.sum(case((completed, func.coalesce(Backup.size_bytes, 0)), else_=0)),
-            func.sum(case((completed, 1), else_=0)),
+            # Copies of one dump in other storages are one recovery point (a copy whose
+            # original was deleted has lost its copy_of_id and counts on its own).
+            func.sum(case((and_(completed, Backup.copy_of_id.is_(None)), 1), else_=0)),
         ).group_by(*key_cols)
     )
     for team_id, server_id, name, failures, storage, points in totals.all():
