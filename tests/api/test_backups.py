@@ -326,6 +326,8 @@ async def test_cancel_a_running_backup_removes_partial_output(
         json={"name": f"files-{uuid.uuid4().hex[:6]}", "type": "local", "paths": [str(source)]},
     )
     server = r.json()
+    storage_root = Path(api.settings.data_dir) / "backups"
+    before = {p for p in storage_root.rglob("*") if p.is_file()}
     r = await admin.post(
         "/api/v1/backups", json={"server_id": server["id"], "source_path": str(source)}
     )
@@ -343,7 +345,7 @@ async def test_cancel_a_running_backup_removes_partial_output(
     assert job_row.status == "cancelled"
     backup = (await admin.get(f"/api/v1/backups/{backup_id}")).json()
     assert backup["status"] == "cancelled" and backup["storage_path"] is None
-    storage_root = Path(api.settings.data_dir) / "backups"
-    assert not [p for p in storage_root.rglob("*") if p.is_file() and "files" in p.parts]
+    # nothing of it is left: the storage holds exactly what it held before
+    assert {p for p in storage_root.rglob("*") if p.is_file()} == before
     r = await admin.post(f"/api/v1/jobs/{job_id}/cancel")
     assert r.status_code == 409 and r.json()["code"] == "CONFLICT"
