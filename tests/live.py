@@ -62,7 +62,10 @@ class LiveServer:
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=20)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:  # a connection held the graceful shutdown
+                self.kill()
 
     def client(self) -> httpx.Client:
         token = httpx.post(
