@@ -4,6 +4,7 @@ it sends for one event. Secrets (tokens, chat webhook URLs) live in `credentials
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
@@ -105,18 +106,18 @@ def alert_of(event_type: str, data: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-class Provider:
+class Provider(ABC):
     name: ClassVar[str]
     config_model: ClassVar[type[InputModel]]
     credentials_model: ClassVar[type[InputModel] | None] = None
     signed: ClassVar[bool] = False  # has a Standard Webhooks signing secret
 
+    @abstractmethod
     def urls(self, config: dict[str, Any], credentials: dict[str, str]) -> list[str]:
         """Every URL this integration sends to, for the outbound address policy."""
-        raise NotImplementedError
 
-    async def send(self, http: OutboundClient, message: Message) -> Sent:
-        raise NotImplementedError
+    @abstractmethod
+    async def send(self, http: OutboundClient, message: Message) -> Sent: ...
 
 
 # -- generic webhook ---------------------------------------------------------------------
