@@ -12,6 +12,7 @@ command -v age >/dev/null || need+=(age)
 command -v tar >/dev/null || need+=(tar)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v dockerd >/dev/null || need+=(docker.io)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"
@@ -32,6 +33,16 @@ fi
 if ! port_open 6379 && command -v redis-server >/dev/null; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+fi
+# The Docker engine, for the `docker` server type's tests. No systemd here: started by
+# hand with the vfs driver and no iptables (the test containers use --network none).
+if command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
+  setsid -f dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs \
+    >/var/log/dockerd-ci.log 2>&1 </dev/null || true
+  for _ in $(seq 1 30); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
 fi
 for _ in $(seq 1 30); do
   port_open 5432 && break

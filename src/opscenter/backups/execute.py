@@ -29,7 +29,6 @@ from opscenter.backups.sources import (
     PostgresSource,
     SqliteSource,
 )
-from opscenter.backups.ssh import SshRunner
 from opscenter.backups.streams import Compression
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
@@ -156,9 +155,10 @@ class BackupJobs:
 
     async def _pin(self, server_id: int, runner: CommandRunner) -> None:
         """SSH hosts: connect first (the pinned key is checked), pin the key on first use."""
-        if not isinstance(runner, SshRunner):
+        ssh = connect.ssh_of(runner)
+        if ssh is None:
             return
-        seen = await runner.connect()
+        seen = await ssh.connect()
         async with self.app.db.write_session() as session:
             server = await session.get(Server, server_id)
             if server is not None and servers.pin_host_key(server, seen):

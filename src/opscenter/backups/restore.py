@@ -23,7 +23,6 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-import shutil
 import sqlite3
 import tempfile
 import time
@@ -282,6 +281,13 @@ class _SqliteSink:
         self._fd: int | None = None
 
     async def start(self, runner: CommandRunner) -> None:
+        if self.final is not None and not isinstance(runner, LocalRunner):
+            raise BackupError(
+                ErrorCode.INVALID_CONFIG,
+                "an SQLite restore writes the file on this host: restore into a local or "
+                "sqlite server",
+                stage=self.name,
+            )
         if self.final is not None and self.final.exists() and not self.overwrite:
             raise BackupError(
                 ErrorCode.TARGET_NOT_EMPTY, f"{self.final} exists (overwrite not requested)"
@@ -416,11 +422,15 @@ class _StagedPgSink:
 
 
 class _TarSink(_ProcessSink):
-    """``tar -x`` into a staging directory beside the target, renamed on success."""
+    """``tar -x`` into a staging directory beside the target, renamed on success.
+
+    The directory work runs through the runner too: the target is on the runner's host
+    (this one, an SSH host or a container)."""
 
     def __init__(self, runner_tar: str, final: Path) -> None:
         self.final = final
         self.staging = final.parent / f".{final.name}.restore-{os.urandom(4).hex()}.partial"
+        self._runner: CommandRunner | None = None
         super().__init__(
             "tar",
             Command(
@@ -436,27 +446,40 @@ class _TarSink(_ProcessSink):
             lambda _s: None,
         )
 
-    async def start(self, runner: CommandRunner) -> None:
-        if self.final.exists() and (not self.final.is_dir() or any(self.final.iterdir())):
+    async def _sh(self, script: str, what: str) -> None:
+        assert self._runner is not None
+        command = Command(("sh", "-c", script, "sh", str(self.staging), str(self.final)))
+        res = await self._runner.run(command, limit_seconds=600)
+        if res.returncode == 3:
             raise BackupError(
                 ErrorCode.TARGET_NOT_EMPTY, f"{self.final} exists and is not an empty directory"
             )
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir(mode=0o700)
+        if res.returncode != 0:
+            raise BackupError(
+                ErrorCode.RESTORE_FAILED, f"{what} failed", stage=self.name, detail=res.stderr
+            )
+
+    async def start(self, runner: CommandRunner) -> None:
+        self._runner = runner
+        await self._sh(
+            '{ [ ! -e "$2" ] && [ ! -L "$2" ]; } || '
+            '{ [ -d "$2" ] && [ -z "$(ls -A -- "$2")" ]; } || exit 3; '
+            'mkdir -p -- "${1%/*}" && mkdir -m 700 -- "$1"',
+            f"creating {self.staging}",
+        )
         try:
             await super().start(runner)
         except BaseException:
-            shutil.rmtree(self.staging, ignore_errors=True)
+            await self._remove_staging()
             raise
 
     async def finish(self) -> None:
-        def _commit() -> None:
-            if self.final.exists():
-                self.final.rmdir()  # empty, checked at start
-            os.replace(self.staging, self.final)
-
         try:
-            await asyncio.to_thread(_commit)
+            # The target was checked empty at start: rmdir refuses it if that changed.
+            await self._sh(
+                '{ [ ! -d "$2" ] || rmdir -- "$2"; } && mv -T -- "$1" "$2"',
+                f"moving the restored files into {self.final}",
+            )
         except BaseException:
             await self.fail()
             raise
@@ -466,7 +489,11 @@ class _TarSink(_ProcessSink):
         if self.process is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.process.wait(), 10)
-        await asyncio.to_thread(shutil.rmtree, self.staging, True)
+        await self._remove_staging()
+
+    async def _remove_staging(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._sh('rm -rf -- "$1"', "removing the staging directory")
 
 
 # --------------------------------------------------------------------------- engine

@@ -115,7 +115,7 @@ async def default_storage(session: AsyncSession, team_id: int) -> StorageProvide
 
 
 def engine_for(server: Server, data: BackupCreate) -> str:
-    """A database server has one engine; a host (local, ssh) runs what the request says:
+    """A database server has one engine; a host (local, ssh, docker) runs what it is asked:
     its `db_engine` for a database name, `files` for a source path, or `db_type`."""
     kind = ServerType(server.type)
     if kind not in HOSTS:
@@ -277,12 +277,18 @@ async def create_restore(
             f"{target.name} is a production server: set confirm to "
             f"'{data.target_database}' to restore"
         )
+    if backup.db_type == "sqlite" and target.type in ("ssh", "docker"):
+        raise InvalidInput(
+            "An SQLite restore writes the file on this host: restore into a local or sqlite server"
+        )
     if data.masking_rules and backup.db_type not in {"postgresql", "mysql"}:
         raise InvalidInput("Masking applies to PostgreSQL and MySQL restores")
-    if data.parallel_jobs > 1 and (backup.db_type != "postgresql" or target.type == "ssh"):
+    if data.parallel_jobs > 1 and (
+        backup.db_type != "postgresql" or target.type in ("ssh", "docker")
+    ):
         raise InvalidInput(
             "parallel_jobs applies to PostgreSQL restores run by this server's own "
-            "pg_restore (not through SSH)"
+            "pg_restore (not through SSH or in a container)"
         )
     job = await jobs.create_job(
         session,

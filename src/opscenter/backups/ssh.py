@@ -47,8 +47,6 @@ import base64
 import contextlib
 import errno
 import os
-import re
-import secrets
 import shlex
 import signal
 import stat
@@ -68,7 +66,15 @@ from opscenter.backups.runner import (
     CommandRunner,
     CompletedCommand,
     RunningCommand,
-    SecretFile,
+)
+from opscenter.backups.shell import (
+    GLOB_SCRIPT,
+    Marker,
+    boot_loop,
+    kill_script,
+    new_sentinel,
+    parse_marker,
+    wrapper_script,
 )
 from opscenter.storage.backends import ClosesOnExit
 
@@ -93,9 +99,6 @@ _CIPHERS = (
     "aes128-ctr",
     "aes256-ctr",
 )
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-_STRIPPED_ENV = ("PG", "MYSQL", "OPSCENTER_")
 
 
 # --------------------------------------------------------------------------- config
@@ -353,108 +356,6 @@ async def probe_host(config: SshConfig) -> ProbeResult:
 # --------------------------------------------------------------------------- process
 
 
-@dataclass(frozen=True, slots=True)
-class _Marker:
-    state: str  # ok | missing | nocwd | nosecret | none
-    pid: int | None = None
-    pgid: int | None = None
-    secret_dir: str | None = None
-
-
-def _bootstrap(sentinel: str) -> str:
-    boot = (
-        "s=; while IFS= read -r l || exit 125; "
-        f'[ "$l" != {sentinel} ]; do s="$s$l\n"; done; eval "$s"'
-    )
-    return "exec /bin/sh -c " + shlex.quote(boot)
-
-
-def _octal(content: bytes) -> str:
-    return "".join(f"\\{b:03o}" for b in content)
-
-
-def _secret_path(f: SecretFile) -> str:
-    if not _FILE_NAME.match(f.name):
-        raise ValueError(f"invalid secret file name {f.name!r}")
-    return f"{f.name}.cnf"
-
-
-def _shell_word(arg: str, files: Sequence[SecretFile]) -> str:
-    """``arg`` as one shell word, secret-file placeholders replaced by ``"$d"/name``."""
-    parts: list[str] = []
-    rest = arg
-    while True:
-        hits = [(rest.find(f.ref), f) for f in files if f.ref in rest]
-        if not hits:
-            break
-        idx, f = min(hits, key=lambda h: h[0])
-        if idx:
-            parts.append(shlex.quote(rest[:idx]))
-        parts.append('"$d"/' + shlex.quote(_secret_path(f)))
-        rest = rest[idx + len(f.ref) :]
-    if rest or not parts:
-        parts.append(shlex.quote(rest))
-    return "".join(parts)
-
-
-def _script(
-    command: Command,
-    sentinel: str,
-    *,
-    stdin_null: bool,
-    stdout_null: bool,
-    extra_path: Sequence[str],
-) -> bytes:
-    if not command.argv:
-        raise ValueError("empty argv")
-
-    def fail(state: str, status: int = 125) -> str:
-        return f"{{ printf '%s {state}\\n' {sentinel} >&2; exit {status}; }}"
-
-    lines = [
-        "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
-        "u=$(umask); umask 077; d=",
-        "for v in $(env 2>/dev/null | sed -n"
-        + "".join(f" -e 's/^\\({p}[A-Za-z0-9_]*\\)=.*/\\1/p'" for p in _STRIPPED_ENV)
-        + ' 2>/dev/null); do unset "$v"; done',
-    ]
-    env = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8", **command.env}
-    for name, value in env.items():
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"invalid environment variable name {name!r}")
-        if "\x00" in value:
-            raise ValueError(f"NUL in environment variable {name}")
-        lines.append(f"export {name}={shlex.quote(value)}")
-    if extra_path:
-        lines.append(f'PATH={shlex.quote(":".join(extra_path))}:"$PATH"; export PATH')
-    if command.secret_files:
-        lines.append(
-            'd=$(mktemp -d "${TMPDIR:-/tmp}/opscenter-secret.XXXXXXXXXX") && [ -n "$d" ] || '
-            + fail("nosecret")
-        )
-        lines.append("trap 'rm -rf -- \"$d\"' EXIT")
-        for f in command.secret_files:
-            target = '"$d"/' + shlex.quote(_secret_path(f))
-            lines.append(
-                f"printf {shlex.quote(_octal(f.content))} > {target} || " + fail("nosecret")
-            )
-    lines.append('umask "$u"')
-    if command.cwd:
-        lines.append(f"cd -- {shlex.quote(command.cwd)} || " + fail("nocwd"))
-    tool = shlex.quote(command.argv[0])
-    lines.append(
-        f"case {tool} in */*) [ -f {tool} ] && [ -x {tool} ] ;; "
-        f"*) command -v {tool} >/dev/null 2>&1 ;; esac || " + fail("missing", 127)
-    )
-    lines.append("g=$$; [ -r /proc/$$/stat ] && read -r _ _ _ _ g _ < /proc/$$/stat")
-    lines.append(f'printf \'%s ok %s %s :%s\\n\' {sentinel} "$$" "$g" "$d" >&2')
-    argv = " ".join(_shell_word(a, command.secret_files) for a in command.argv)
-    redirects = (" </dev/null" if stdin_null else "") + (" >/dev/null" if stdout_null else "")
-    lines.append(f"{argv}{redirects}; exit $?")
-    lines.append(sentinel)
-    return ("\n".join(lines) + "\n").encode()
-
-
 def _signal_number(name: str) -> int | None:
     try:
         return int(signal.Signals[f"SIG{name}"])
@@ -610,7 +511,7 @@ class SshProcess:
         self._stderr: deque[bytes] = deque()
         self._stderr_len = 0
         self._head = bytearray()
-        self._marker: asyncio.Future[_Marker] = asyncio.get_running_loop().create_future()
+        self._marker: asyncio.Future[Marker] = asyncio.get_running_loop().create_future()
         self._sink = sink
         self._stdout_broken = False
         self._returncode: int | None = None
@@ -639,18 +540,11 @@ class SshProcess:
                 return
             line = bytes(self._head[: nl + 1])
             del self._head[: nl + 1]
-            if not line.startswith(self._sentinel + b" "):
+            marker = parse_marker(line, self._sentinel)
+            if marker is None:
                 self._add_stderr(line)  # e.g. a login script's noise
                 continue
-            fields = line[len(self._sentinel) + 1 :].decode("utf-8", "replace").split()
-            state = fields[0] if fields else "none"
-            if state == "ok" and len(fields) >= 4:
-                pid = int(fields[1]) if fields[1].isdigit() else None
-                pgid = int(fields[2]) if fields[2].isdigit() else None
-                sdir = fields[3][1:] if fields[3].startswith(":") else ""
-                self._marker.set_result(_Marker("ok", pid, pgid, sdir or None))
-            else:
-                self._marker.set_result(_Marker(state))
+            self._marker.set_result(marker)
             self._add_stderr(bytes(self._head))
             self._head.clear()
 
@@ -671,7 +565,7 @@ class SshProcess:
             if not self._marker.done():
                 self._add_stderr(bytes(self._head))
                 self._head.clear()
-                self._marker.set_result(_Marker("none"))
+                self._marker.set_result(Marker("none"))
 
     async def _forward_stdout(self) -> None:
         try:
@@ -736,7 +630,7 @@ class SshProcess:
     def returncode(self) -> int | None:
         return self._returncode
 
-    async def marker(self, limit: float) -> _Marker:
+    async def marker(self, limit: float) -> Marker:
         return await asyncio.wait_for(asyncio.shield(self._marker), limit)
 
     async def wait(self) -> int:
@@ -763,22 +657,13 @@ class SshProcess:
 
     async def _remote_kill(self, sig: int) -> None:
         timeout = self._runner.kill_timeout
-        marker: _Marker | None = None
+        marker: Marker | None = None
         with contextlib.suppress(Exception):
             marker = await self.marker(timeout)
         if marker is not None and marker.state == "ok" and marker.pid and not self._monitor.done():
-            name = signal.Signals(sig).name[3:]
-            pid, pgid = marker.pid, marker.pgid
-            if pgid == pid:
-                script = f"kill -s {name} -- -{pgid} || kill -s {name} {pid}"
-            else:  # not a group leader: never signal someone else's group
-                script = f"pkill -{name} -P {pid}; kill -s {name} {pid}"
-            if marker.secret_dir:
-                script += f"; rm -rf -- {shlex.quote(marker.secret_dir)}"
+            script = kill_script(marker, signal.Signals(sig).name[3:])
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self._runner._control(f"{{ {script}; }} >/dev/null 2>&1; exit 0"), timeout
-                )
+                await asyncio.wait_for(self._runner._control(script), timeout)
         if sig != signal.SIGKILL:
             return
         # The group is dead. Output still buffered for a reader that stopped reading
@@ -818,11 +703,6 @@ class SshProcess:
 
 
 # --------------------------------------------------------------------------- runner
-
-
-_GLOB_SCRIPT = (
-    'IFS=; for p in $1; do if [ -e "$p" ] || [ -L "$p" ]; then printf "%s\\000" "$p"; fi; done'
-)
 
 
 class SshRunner(ClosesOnExit):
@@ -920,8 +800,8 @@ class SshRunner(ClosesOnExit):
         capture: bool,
         input: bytes | None = None,
     ) -> SshProcess:
-        sentinel = "OPSCENTER_" + secrets.token_hex(16)
-        script = _script(
+        sentinel = new_sentinel()
+        script = wrapper_script(
             command,
             sentinel,
             stdin_null=stdin is None and input is None,
@@ -936,7 +816,9 @@ class SshRunner(ClosesOnExit):
         else:
             sink = _NullSink()
         try:
-            conn, proc = await self._open_session(_bootstrap(sentinel))
+            conn, proc = await self._open_session(
+                "exec /bin/sh -c " + shlex.quote(boot_loop(sentinel))
+            )
         except BaseException:
             sink.abort()
             raise
@@ -1017,7 +899,7 @@ class SshRunner(ClosesOnExit):
         return path if res.returncode == 0 and path.startswith("/") else None
 
     async def glob(self, pattern: str) -> list[str]:
-        res = await self.run(Command(("sh", "-c", _GLOB_SCRIPT, "sh", pattern)), limit_seconds=30)
+        res = await self.run(Command(("sh", "-c", GLOB_SCRIPT, "sh", pattern)), limit_seconds=30)
         if res.returncode != 0:
             return []
         return sorted(p for p in res.stdout.decode("utf-8", "replace").split("\0") if p)

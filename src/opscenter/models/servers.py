@@ -32,6 +32,8 @@ class Server(IdMixin, TimestampMixin, Base):
     db_port: Mapped[int | None]
     # OpenSSH public key line, pinned on first connection; a different key fails closed.
     ssh_host_key: Mapped[str | None] = mapped_column(String(2000))
+    #: docker: the container the tools run in.
+    container: Mapped[str | None] = mapped_column(String(128))
     health_status: Mapped[str] = mapped_column(String(20), default="unknown")
     health_message: Mapped[str | None] = mapped_column(String(2000))
     last_heartbeat: Mapped[datetime | None]

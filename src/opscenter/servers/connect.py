@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from opscenter.backups.docker import DockerRunner
 from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.runner import Command, CommandRunner, LocalRunner
 from opscenter.backups.sources import (
@@ -21,7 +22,7 @@ from opscenter.backups.sources import (
     select_pg_tool,
 )
 from opscenter.backups.ssh import HostKeyInfo, SshConfig, SshRunner
-from opscenter.servers.schemas import DEFAULT_PORTS, HOSTS, ServerType
+from opscenter.servers.schemas import DEFAULT_PORTS, HOSTS, ServerType, over_ssh
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CONNECT_TIMEOUT = 10
@@ -42,8 +43,8 @@ class Target:
     """What it takes to reach a server, with its secrets decrypted (never persisted).
 
     A `postgresql`/`mysql` server is the database itself, reached from here. A `local` or
-    `ssh` host runs its tools there: its database (`db_engine`, on `db_port`) is reached
-    as 127.0.0.1 from the host, with `db_username`/`db_password`.
+    `ssh` host, or a `docker` container, runs its tools there: its database (`db_engine`,
+    on `db_port`) is reached as 127.0.0.1 from there, with `db_username`/`db_password`.
     """
 
     type: ServerType
@@ -58,6 +59,7 @@ class Target:
     db_port: int | None = None
     db_username: str | None = None
     db_password: str | None = None
+    container: str | None = None
 
     @property
     def is_host(self) -> bool:
@@ -101,6 +103,10 @@ class Target:
             connect_timeout=CONNECT_TIMEOUT,
         )
 
+    @property
+    def over_ssh(self) -> bool:
+        return over_ssh(self.type, self.host)
+
     def ssh(self) -> SshConfig:
         return SshConfig(
             host=self.host,
@@ -139,15 +145,25 @@ def explain(err: BackupError) -> str:
 
 @asynccontextmanager
 async def open_runner(target: Target) -> AsyncIterator[CommandRunner]:
-    """Where the tools run: this host, or the SSH host (one connection, closed after)."""
-    if target.type != ServerType.SSH:
-        yield LocalRunner()
-        return
-    runner = SshRunner(target.ssh())
+    """Where the tools run: this host, the SSH host (one connection, closed after), or a
+    container on either."""
+    host: CommandRunner = SshRunner(target.ssh()) if target.over_ssh else LocalRunner()
     try:
-        yield runner
+        if target.type == ServerType.DOCKER:
+            assert target.container
+            yield DockerRunner(host, target.container)
+        else:
+            yield host
     finally:
-        await runner.close()
+        if isinstance(host, SshRunner):
+            await host.close()
+
+
+def ssh_of(runner: CommandRunner) -> SshRunner | None:
+    """The SSH connection under a runner, if any (its host key is checked and pinned)."""
+    if isinstance(runner, DockerRunner):
+        runner = runner.host
+    return runner if isinstance(runner, SshRunner) else None
 
 
 async def probe(target: Target) -> Probe:
@@ -159,8 +175,8 @@ async def probe(target: Target) -> Probe:
     host_key: HostKeyInfo | None = None
     try:
         async with open_runner(target) as runner:
-            if isinstance(runner, SshRunner):
-                host_key = await runner.connect()
+            if (ssh := ssh_of(runner)) is not None:
+                host_key = await ssh.connect()
             version = await _version(target, runner)
     except BackupError as err:
         return Probe(False, explain(err), elapsed(), code=err.code.value, host_key=host_key)
@@ -170,9 +186,9 @@ async def probe(target: Target) -> Probe:
 
 
 async def _version(target: Target, runner: CommandRunner) -> str:
-    parts = (
-        [f"SSH {target.username or 'root'}@{target.host}"] if target.type == ServerType.SSH else []
-    )
+    parts = [f"SSH {target.username or 'root'}@{target.host}"] if target.over_ssh else []
+    if target.type == ServerType.DOCKER:
+        parts.append(f"container {target.container}")
     engine = target.engine()
     if engine == "postgresql":
         num, version = await probe_pg_server(runner, target.pg())

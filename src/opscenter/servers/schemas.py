@@ -14,6 +14,9 @@ Hostname = Annotated[
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TagValue = Annotated[str, StringConstraints(max_length=256)]
 FilePath = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/")]
+ContainerName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+]
 
 
 class ServerType(StrEnum):
@@ -22,6 +25,7 @@ class ServerType(StrEnum):
     SQLITE = "sqlite"
     LOCAL = "local"
     SSH = "ssh"
+    DOCKER = "docker"
 
 
 class Environment(StrEnum):
@@ -34,7 +38,8 @@ class Environment(StrEnum):
 DEFAULT_PORTS = {ServerType.POSTGRESQL: 5432, ServerType.MYSQL: 3306}
 NETWORKED = {ServerType.POSTGRESQL, ServerType.MYSQL, ServerType.SSH}
 # Hosts run the dump tools themselves (for their `db_engine`, their files and SQLite files).
-HOSTS = {ServerType.LOCAL, ServerType.SSH}
+# A docker container is one (reached through this host, or through an SSH `host`).
+HOSTS = {ServerType.LOCAL, ServerType.SSH, ServerType.DOCKER}
 DbEngine = Literal["postgresql", "mysql"]
 
 
@@ -64,6 +69,12 @@ class ServerCreate(InputModel):
     ssh_host_key: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
         None, description="ssh: the expected host key; empty = pinned on first connection"
     )
+    container: ContainerName | None = Field(
+        None,
+        description="docker: the container's name or id. Without `host` it runs on this "
+        "host; with `host` on that SSH host (`port`, `credentials.username/password/"
+        "ssh_key` are the SSH login there)",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> ServerCreate:
@@ -72,10 +83,21 @@ class ServerCreate(InputModel):
         if self.type == ServerType.SQLITE and not self.paths:
             raise ValueError("a sqlite server needs the database files in paths")
         if self.type not in HOSTS and (self.db_engine or self.db_port):
-            raise ValueError("db_engine and db_port apply to local and ssh hosts")
-        if self.type != ServerType.SSH and self.ssh_host_key:
-            raise ValueError("ssh_host_key applies to ssh servers")
+            raise ValueError("db_engine and db_port apply to local, ssh and docker hosts")
+        if self.ssh_host_key and not over_ssh(self.type, self.host):
+            raise ValueError("ssh_host_key applies to ssh servers and docker on an SSH host")
+        if (self.type == ServerType.DOCKER) != bool(self.container):
+            raise ValueError(
+                "a docker server needs its container"
+                if self.type == ServerType.DOCKER
+                else "container applies to docker servers"
+            )
         return self
+
+
+def over_ssh(kind: ServerType, host: str | None) -> bool:
+    """Whether the server is reached through SSH (an ssh host, or docker on an SSH host)."""
+    return kind == ServerType.SSH or (kind == ServerType.DOCKER and bool(host))
 
 
 class ServerUpdate(InputModel):
@@ -94,6 +116,7 @@ class ServerUpdate(InputModel):
     reset_host_key: bool = Field(
         False, description="ssh: forget the pinned host key; the next connection pins anew"
     )
+    container: ContainerName | None = None
 
 
 class CredentialsOut(OutputModel):
@@ -118,6 +141,7 @@ class ServerOut(OutputModel):
     db_engine: str | None
     db_port: int | None
     ssh_host_key: str | None
+    container: str | None
     health_status: str
     health_message: str | None
     last_heartbeat: UtcDatetime | None

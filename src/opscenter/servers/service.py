@@ -103,6 +103,7 @@ def _target(
     host_key: str | None,
     db_engine: str | None,
     db_port: int | None,
+    container: str | None,
 ) -> connect.Target:
     direct = kind in (ServerType.POSTGRESQL, ServerType.MYSQL)
     return connect.Target(
@@ -123,6 +124,7 @@ def _target(
         db_port=db_port,
         db_username=creds.get("db_username"),
         db_password=creds.get("db_password"),
+        container=container,
     )
 
 
@@ -136,7 +138,21 @@ def target_of(keyring: Keyring, server: Server) -> connect.Target:
         host_key=server.ssh_host_key,
         db_engine=server.db_engine,
         db_port=server.db_port,
+        container=server.container,
     )
+
+
+def _host(data: ServerCreate) -> str:
+    # A docker server's host is where docker runs: none is this host, one is an SSH host.
+    if data.type in NETWORKED or data.type == ServerType.DOCKER:
+        return data.host or ""
+    return data.host or "localhost"
+
+
+def _port(data: ServerCreate) -> int | None:
+    if data.type == ServerType.DOCKER and data.host:
+        return data.port or 22
+    return data.port or DEFAULT_PORTS.get(data.type)
 
 
 def unsaved_target(principal: Principal, data: ServerCreate) -> connect.Target:
@@ -147,13 +163,14 @@ def unsaved_target(principal: Principal, data: ServerCreate) -> connect.Target:
     creds = data.credentials.model_dump(exclude_none=True) if data.credentials else {}
     return _target(
         kind=data.type,
-        host=data.host or ("localhost" if data.type not in NETWORKED else ""),
-        port=data.port or DEFAULT_PORTS.get(data.type),
+        host=_host(data),
+        port=_port(data),
         paths=tuple(data.paths),
         creds=creds,
         host_key=data.ssh_host_key,
         db_engine=data.db_engine,
         db_port=data.db_port,
+        container=data.container,
     )
 
 
@@ -196,13 +213,14 @@ async def create_server(
         description=data.description,
         type=data.type.value,
         environment=data.environment.value,
-        host=data.host or ("localhost" if data.type not in NETWORKED else ""),
-        port=data.port or DEFAULT_PORTS.get(data.type),
+        host=_host(data),
+        port=_port(data),
         paths=list(data.paths),
         tags=dict(data.tags),
         db_engine=data.db_engine,
         db_port=data.db_port,
         ssh_host_key=data.ssh_host_key,
+        container=data.container,
     )
     session.add(server)
     await session.flush()  # the id binds the credentials' ciphertext to this row
@@ -224,8 +242,11 @@ async def update_server(
         server.ssh_host_key = None
         changed.append("ssh_host_key")
     if server.type not in HOSTS and (data.db_engine or data.db_port):
-        raise InvalidInput("db_engine and db_port apply to local and ssh hosts")
-    for field in ("name", "description", "host", "port", "paths", "tags", "db_engine", "db_port"):
+        raise InvalidInput("db_engine and db_port apply to local, ssh and docker hosts")
+    if data.container and server.type != ServerType.DOCKER:
+        raise InvalidInput("container applies to docker servers")
+    fields = ("name", "description", "host", "port", "paths", "tags", "db_engine", "db_port")
+    for field in (*fields, "container"):
         value = getattr(data, field)
         if value is not None and value != getattr(server, field):
             if field == "name":

@@ -1,0 +1,231 @@
+"""A `docker` server through the API: a container on this host and one on an SSH host,
+its PostgreSQL (reachable only inside) and its files backed up by tools run in the
+container, restored into the container and into another server, equal to the source;
+bad input refused with nothing written."""
+
+from __future__ import annotations
+
+import getpass
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opscenter.app import create_app
+from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.ssh.conftest import SshServer
+
+from .conftest import PgContainer
+
+DIGEST = "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t"
+
+
+def host_psql(sql: str, db: str = "postgres") -> str:
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(tmp_path))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
+            c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+            c.app = app  # type: ignore[attr-defined]
+            yield c
+
+
+async def _run(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = await client.post(path, json=body)
+    assert r.status_code == 202, r.text
+    runner = client.app.state.ctx.runner  # type: ignore[attr-defined]
+    job = await runner.wait(r.json()["job_id"], limit_seconds=120)
+    assert job.status == "succeeded", job.error_message
+    return dict(r.json())
+
+
+def _docker_server(container: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": f"docker-{uuid.uuid4().hex[:6]}",
+        "type": "docker",
+        "container": container,
+        "credentials": {"db_username": "postgres", "db_password": "in-container-pw"},
+        "db_engine": "postgresql",
+        "paths": ["/srv"],
+        **extra,
+    }
+
+
+async def test_container_on_this_host_end_to_end(
+    client: httpx.AsyncClient, pg_container: PgContainer
+) -> None:
+    r = await client.post("/api/v1/servers", json=_docker_server(pg_container.name))
+    assert r.status_code == 201, r.text
+    server = r.json()
+    assert server["container"] == pg_container.name and server["host"] == ""
+    assert "in-container-pw" not in r.text and server["credentials"]["has_db_password"]
+
+    result = (await client.post(f"/api/v1/servers/{server['id']}/test-connection")).json()
+    assert result["success"] is True, result
+    assert f"container {pg_container.name}" in result["message"]
+    assert "PostgreSQL 15" in result["message"]
+
+    source, copy = f"oc_dk_{uuid.uuid4().hex[:8]}", f"oc_dk_{uuid.uuid4().hex[:8]}"
+    pg_container.psql(f'CREATE DATABASE "{source}"')
+    pg_container.psql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 3000) g",
+        source,
+    )
+    dbs = (await client.get(f"/api/v1/servers/{server['id']}/databases")).json()["databases"]
+    assert source in {d["name"] for d in dbs}
+
+    backup = await _run(
+        client, "/api/v1/backups", {"server_id": server["id"], "database_name": source}
+    )
+    detail = (await client.get(f"/api/v1/backups/{backup['id']}")).json()
+    assert detail["db_type"] == "postgresql" and detail["status"] == "completed"
+
+    # into the container itself, under a new name
+    await _run(client, f"/api/v1/backups/{backup['id']}/restore", {"target_database": copy})
+    assert pg_container.psql(DIGEST, copy) == pg_container.psql(DIGEST, source)
+
+    # into another server: this host's PostgreSQL
+    r = await client.post(
+        "/api/v1/servers",
+        json={"name": f"pg-{uuid.uuid4().hex[:6]}", "type": "postgresql", "host": "127.0.0.1",
+              "credentials": {"username": "postgres"}},
+    )  # fmt: skip
+    other = r.json()
+    try:
+        await _run(
+            client,
+            f"/api/v1/backups/{backup['id']}/restore",
+            {"target_server_id": other["id"], "target_database": copy},
+        )
+        assert host_psql(DIGEST, copy) == pg_container.psql(DIGEST, source)
+    finally:
+        host_psql(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+
+    # a directory in the container, with modes and a symlink
+    pg_container.sh(
+        "mkdir -p /srv/data/sub && printf 'hello\\n' > /srv/data/a.txt && "
+        "head -c 100000 /dev/urandom > /srv/data/sub/b.bin && chmod 640 /srv/data/a.txt && "
+        "ln -s ../a.txt /srv/data/sub/link"
+    )
+    files = await _run(
+        client, "/api/v1/backups", {"server_id": server["id"], "source_path": "/srv/data"}
+    )
+    await _run(
+        client, f"/api/v1/backups/{files['id']}/restore", {"target_database": "/srv/restored"}
+    )
+    listing = (
+        "cd {} && find . -printf '%p %m %y %l\\n' | sort && "
+        "find . -type f -exec sha256sum {{}} + | sort"
+    )
+    assert (
+        pg_container.sh(listing.format("/srv/restored")).stdout
+        == pg_container.sh(listing.format("/srv/data")).stdout
+    )
+
+
+async def test_container_on_an_ssh_host(
+    client: httpx.AsyncClient, pg_container: PgContainer, sshd: SshServer
+) -> None:
+    body = _docker_server(
+        pg_container.name,
+        host="127.0.0.1",
+        port=sshd.port,
+        credentials={
+            "username": getpass.getuser(),
+            "ssh_key": sshd.client_key.read_text(),
+            "db_username": "postgres",
+        },
+    )
+    r = await client.post("/api/v1/servers", json=body)
+    assert r.status_code == 201, r.text
+    server = r.json()
+    assert "PRIVATE KEY" not in r.text
+
+    result = (await client.post(f"/api/v1/servers/{server['id']}/test-connection")).json()
+    assert result["success"] is True, result
+    assert f"SSH {getpass.getuser()}@127.0.0.1, container" in result["message"]
+    assert f"container {pg_container.name}" in result["message"]
+    assert result["host_key_fingerprint"] == sshd.host_fingerprint
+    pinned = (await client.get(f"/api/v1/servers/{server['id']}")).json()["ssh_host_key"]
+    assert pinned == sshd.host_key_line
+
+    source, copy = f"oc_dks_{uuid.uuid4().hex[:8]}", f"oc_dks_{uuid.uuid4().hex[:8]}"
+    pg_container.psql(f'CREATE DATABASE "{source}"')
+    pg_container.psql(
+        "CREATE TABLE t AS SELECT g AS id, repeat(md5(g::text), 5) AS v "
+        "FROM generate_series(1, 20000) g",
+        source,
+    )
+    backup = await _run(
+        client, "/api/v1/backups", {"server_id": server["id"], "database_name": source}
+    )
+    await _run(client, f"/api/v1/backups/{backup['id']}/restore", {"target_database": copy})
+    assert pg_container.psql(DIGEST, copy) == pg_container.psql(DIGEST, source)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"type": "docker"}, "needs its container"),
+        ({"type": "docker", "container": "-bad"}, "container"),
+        ({"type": "docker", "container": "a b"}, "container"),
+        ({"type": "docker", "container": "x" * 129}, "container"),
+        ({"type": "docker", "container": "c", "ssh_host_key": "SHA256:abc"}, "ssh_host_key"),
+        ({"type": "local", "container": "c"}, "container applies"),
+        ({"type": "postgresql", "host": "127.0.0.1", "container": "c"}, "container applies"),
+    ],
+)
+async def test_bad_docker_servers_are_refused(
+    client: httpx.AsyncClient, body: dict[str, Any], says: str
+) -> None:
+    before = (await client.get("/api/v1/servers")).json()["total"]
+    r = await client.post("/api/v1/servers", json={"name": f"bad-{uuid.uuid4().hex[:6]}", **body})
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "VALIDATION_ERROR" and says in r.text
+    assert (await client.get("/api/v1/servers")).json()["total"] == before
+
+
+async def test_missing_container_fails_the_test_and_the_backup_clearly(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.post("/api/v1/servers", json=_docker_server("oc-test-no-such-container"))
+    server = r.json()
+    result = (await client.post(f"/api/v1/servers/{server['id']}/test-connection")).json()
+    assert result["success"] is False and result["code"] == "unreachable"
+    assert "oc-test-no-such-container" in result["message"] and "running" in result["message"]
+    assert "in-container-pw" not in str(result)
+
+    r = await client.post(
+        "/api/v1/backups", json={"server_id": server["id"], "database_name": "whatever"}
+    )
+    runner = client.app.state.ctx.runner  # type: ignore[attr-defined]
+    job = await runner.wait(r.json()["job_id"], limit_seconds=60)
+    assert job.status == "failed" and "running" in (job.error_message or "")
+    backup = (await client.get(f"/api/v1/backups/{r.json()['id']}")).json()
+    assert backup["status"] == "failed" and backup["storage_path"] is None
+
+    # a container on a docker server can be changed; on another type it cannot
+    r = await client.put(f"/api/v1/servers/{server['id']}", json={"container": "other.one"})
+    assert r.status_code == 200 and r.json()["container"] == "other.one"
+    r = await client.post(
+        "/api/v1/servers", json={"name": f"l-{uuid.uuid4().hex[:6]}", "type": "local"}
+    )
+    r = await client.put(f"/api/v1/servers/{r.json()['id']}", json={"container": "x"})
+    assert r.status_code == 422 and r.json()["code"] == "VALIDATION_ERROR"
