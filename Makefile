@@ -40,7 +40,7 @@ typecheck: install
 
 pytest: install
 	@bash scripts/ensure-system.sh
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: lint typecheck pytest
 

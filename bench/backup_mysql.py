@@ -8,6 +8,8 @@ contenders in each round (medians printed with ratios against the floor):
 * ours: zstd-3 + age + sha256 + local storage (``run_backup``, the product's flags:
   also ``--routines --triggers --events``)
 * ``mariadb-dump | gzip`` to a file (what scripts usually run)
+* with ``--levels 3,1,-1``: ours at each zstd level (``ours-z1`` ...), and
+  ``mariadb-dump | zstd -N -T1 > /dev/null`` beside it (the C tools at the same level)
 
 MySQL dumps are text and compress about 4:1, so compression, not the dump tool, is
 where the time goes. The database is dropped at the end.
@@ -63,6 +65,7 @@ async def main() -> None:
     ap.add_argument("--mb", type=int, default=300, help="approximate plain dump size")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quiet-wait", type=float, default=60.0)
+    ap.add_argument("--levels", default="", help="extra zstd levels to compare, e.g. 1,-1")
     args = ap.parse_args()
 
     db = f"oc_bench_{uuid.uuid4().hex[:8]}"
@@ -96,29 +99,39 @@ async def main() -> None:
         quiet = Quiet(args.quiet_wait)
         gz_file = work / "plain.sql.gz"
         sizes: dict[str, int] = {}
-        times: dict[str, list[float]] = {k: [] for k in ("floor", "ours", "gzip")}
-        ours_key = ""
         conn = MySQLConnection("127.0.0.1", db)
 
-        async def ours() -> float:
-            nonlocal ours_key
-            if ours_key:
-                await store.delete(ours_key)
-                await store.delete(ours_key + ".manifest.json")
-            t = time.perf_counter()
-            res = await run_backup(
-                MySQLSource(conn), store, options=BackupOptions(recipients=(recipient,))
-            )
-            ours_key = res.key
-            sizes["ours"], sizes["plain"] = res.size_bytes, res.original_size_bytes
-            return time.perf_counter() - t
+        def ours(name: str, level: int | None) -> Callable[[], Awaitable[float]]:
+            async def run() -> float:
+                t = time.perf_counter()
+                res = await run_backup(
+                    MySQLSource(conn),
+                    store,
+                    options=BackupOptions(recipients=(recipient,), compression_level=level),
+                )
+                elapsed = time.perf_counter() - t
+                sizes[name], sizes["plain"] = res.size_bytes, res.original_size_bytes
+                await store.delete(res.key)
+                await store.delete(res.key + ".manifest.json")
+                return elapsed
+
+            return run
+
+        def cli(command: str) -> Callable[[], Awaitable[float]]:
+            return lambda: asyncio.to_thread(shell, command)
 
         flags = f"{' '.join(MY)} --single-transaction --quick {db}"
         contenders: dict[str, Callable[[], Awaitable[float]]] = {
             "floor": lambda: asyncio.to_thread(shell, f"{tool} {flags} > /dev/null"),
-            "ours": ours,
+            "ours": ours("ours", None),
             "gzip": lambda: asyncio.to_thread(shell, f"{tool} {flags} | gzip > {gz_file}"),
         }
+        for level in (int(x) for x in args.levels.split(",") if x.strip()):
+            tag = f"z{level}" if level >= 0 else f"z-fast{-level}"
+            zflag = f"-{level}" if level > 0 else f"--fast={max(1, -level)}"
+            contenders[f"ours-{tag}"] = ours(f"ours-{tag}", level)
+            contenders[f"zstd-cli-{tag}"] = cli(f"{tool} {flags} | zstd -q {zflag} -T1 > /dev/null")
+        times: dict[str, list[float]] = {k: [] for k in contenders}
         for r in range(args.rounds):
             order = list(contenders)
             if r % 2:

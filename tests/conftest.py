@@ -3,6 +3,7 @@ clients logged in with each built-in role, and helpers that create users."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,13 +30,22 @@ def _psql(sql: str) -> None:
     )
 
 
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A new PostgreSQL database (its SQLAlchemy URL), dropped afterwards."""
+    name = f"oc_test_{uuid.uuid4().hex[:10]}"
+    _psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped at the end."""
-    name = f"oc_test_{uuid.uuid4().hex[:10]}"
-    _psql(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database() as url:
+        yield url
 
 
 def make_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
@@ -87,12 +97,16 @@ class Api:
 async def api(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Api]:
+    # pytest may set a session-scoped parameter up more than once (when the order of the
+    # tests, e.g. under xdist, switches between them): each instance gets its own data
+    # dir *and* metadata database, as a real installation has them together.
     data_dir = tmp_path_factory.mktemp(f"data-{request.param}")
-    url = request.getfixturevalue("pg_database") if request.param == "postgres" else None
-    settings = make_settings(data_dir, url)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        yield Api(app, request.param, settings)
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(fresh_pg_database()) if request.param == "postgres" else None
+        settings = make_settings(data_dir, url)
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            yield Api(app, request.param, settings)
 
 
 @pytest.fixture(scope="session")
@@ -141,3 +155,10 @@ def make_user(api: Api, admin_headers: dict[str, str]) -> UserFactory:
         return CreatedUser(r.json()["id"], username, password, headers)
 
     return factory
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest test (the schema fuzzing, minutes) first: under xdist one worker takes
+    it at the start while the other works through the rest, instead of it running alone
+    at the end."""
+    items.sort(key=lambda item: item.path.name != "test_schemathesis.py")

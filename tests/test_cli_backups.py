@@ -73,9 +73,10 @@ async def test_cli_backup_and_standard_tools_restore(
                     "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
                 )
             ).json()
+            auth = {"Authorization": f"Bearer {token['access_token']}"}
             r = await c.post(
                 "/api/v1/servers",
-                headers={"Authorization": f"Bearer {token['access_token']}"},
+                headers=auth,
                 json={
                     "name": "pg",
                     "type": "postgresql",
@@ -84,6 +85,18 @@ async def test_cli_backup_and_standard_tools_restore(
                 },
             )
             server_id = r.json()["id"]
+            providers = (await c.get("/api/v1/storage/providers", headers=auth)).json()["items"]
+            (tmp_path / "second").mkdir()
+            r = await c.post(
+                "/api/v1/storage/providers",
+                headers=auth,
+                json={
+                    "name": "second",
+                    "type": "local",
+                    "config": {"path": str(tmp_path / "second")},
+                },
+            )
+            storage_ids = [providers[0]["id"], r.json()["id"]]
 
     run = cli(tmp_path, "backup", "run", "--server", str(server_id), "--database", source)
     assert run.returncode == 0, run.stderr
@@ -123,6 +136,17 @@ async def test_cli_backup_and_standard_tools_restore(
     decrypted = tmp_path / "dump.zst"
     assert cli(tmp_path, "decrypt", str(artifact), "-o", str(decrypted)).returncode == 0
     assert decrypted.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+
+    # copies in two storages from one dump: one line per copy, equal bytes
+    both = [f"--storage={i}" for i in storage_ids]
+    run = cli(tmp_path, "backup", "run", "--server", str(server_id), "--database", source, *both)
+    assert run.returncode == 0, run.stderr
+    (_, key1, size1, sum1), (_, key2, size2, sum2) = (
+        line.split("\t") for line in run.stdout.strip().splitlines()
+    )
+    assert (size1, sum1) == (size2, sum2)
+    primary = (tmp_path / "backups" / key1).read_bytes()
+    assert (tmp_path / "second" / key2).read_bytes() == primary
 
     failed = cli(tmp_path, "backup", "run", "--server", str(server_id), "--database", "nope_db")
     assert failed.returncode == 1 and "database_missing" in failed.stderr

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import or_, select
 
 from opscenter.backups import keys as backup_keys
 from opscenter.backups import service
@@ -81,7 +82,9 @@ def _outcome(job: Job, what: str) -> int:
 def backup_run(
     server: int = typer.Option(..., help="Server id"),
     database: str = typer.Option(..., help="Database name, SQLite file or directory"),
-    storage: int | None = typer.Option(None, help="Storage provider id (default: the team's)"),
+    storage: list[int] = typer.Option(
+        [], help="Storage provider id (default: the team's); repeat it for copies in several"
+    ),
     compression: CompressionType = typer.Option(CompressionType.ZSTD),
     encrypt: bool = typer.Option(True, help="age encryption to the installation's key"),
 ) -> None:
@@ -92,7 +95,8 @@ def backup_run(
             data = BackupCreate(
                 server_id=server,
                 database_name=database,
-                storage_id=storage,
+                storage_id=storage[0] if len(storage) == 1 else None,
+                storage_ids=storage if len(storage) > 1 else None,
                 compression_type=compression,
                 encrypt=encrypt,
             )
@@ -102,9 +106,13 @@ def backup_run(
         done = await _follow(ctx, job.id, f"backup #{backup.id} {database}")
         if done.status == "succeeded":
             async with ctx.db.read_session() as session:
-                row = await session.get(Backup, backup.id)
-            assert row is not None
-            print(f"{row.id}\t{row.storage_key}\t{row.size_bytes}\t{row.checksum}")
+                rows = await session.scalars(
+                    select(Backup)
+                    .where(or_(Backup.id == backup.id, Backup.copy_of_id == backup.id))
+                    .order_by(Backup.id)
+                )
+                for row in rows:
+                    print(f"{row.id}\t{row.storage_key}\t{row.size_bytes}\t{row.checksum}")
         return _outcome(done, "backup")
 
     _run(work)

@@ -57,6 +57,15 @@ async def _until(pred, timeout: float = 5.0) -> bool:
     return True
 
 
+async def _until_async(pred, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not await pred():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 @pytest.fixture
 def runner(pg_container: PgContainer) -> DockerRunner:
     return DockerRunner(LocalRunner(), pg_container.name)
@@ -216,11 +225,25 @@ async def test_postgres_in_container_dump_and_restore_equal(
                    options=BackupOptions(recipients=(recipient_of(identity),)), runner=runner)
     )  # fmt: skip
 
-    def dumping() -> bool:
-        return pg_container.sh("pgrep -x pg_dump", check=False).returncode == 0
+    def dump_pids() -> list[int]:
+        """Host pids of the container's dump (not a `pg_dump --version` probe)."""
+        rows = docker("top", pg_container.name, "-eo", "pid,args").stdout.splitlines()[1:]
+        return [
+            int(row.split()[0])
+            for row in rows
+            if "pg_dump" in row and "--version" not in row and "sh -c" not in row
+        ]
 
-    assert await _until(dumping, 20)
-    pg_container.sh("pkill -9 -x pg_dump")
+    pids: list[int] = []
+
+    def dumping() -> bool:
+        pids[:] = dump_pids()
+        return bool(pids)
+
+    # (docker calls in threads: the backup runs on this event loop)
+    assert await _until_async(lambda: asyncio.to_thread(dumping), 20)
+    for pid in pids:
+        os.kill(pid, 9)
     with pytest.raises(BackupError) as info:
         await task
     assert info.value.code is ErrorCode.DUMP_KILLED

@@ -5,6 +5,7 @@ read a failure, and a viewer who neither sees nor may force a restore."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from typing import Any
 
@@ -332,7 +333,7 @@ def test_edit_a_schedule(
 
 
 def test_a_failed_backup_shows_its_error(
-    new_page: PageFactory, live: LiveServer, pg_server: dict[str, Any]
+    new_page: PageFactory, live: LiveServer, admin_api: httpx.Client, pg_server: dict[str, Any]
 ) -> None:
     missing = f"no_such_db_{uuid.uuid4().hex[:6]}"
     page = new_page()
@@ -348,6 +349,20 @@ def test_a_failed_backup_shows_its_error(
     expect(failed.locator("[data-backup-error]")).to_contain_text(missing)
     expect(failed.locator("[data-backup-error] code")).to_have_text("database_missing")
     expect(page.locator(".toast.error").first).to_contain_text("failed")
+    # The in-app notification about it arrives too, without a second toast (error toasts
+    # stay 15 s, longer than this takes).
+    backup_id = int(failed.get_attribute("data-backup") or 0)
+
+    def noted() -> bool:
+        items = admin_api.get("/api/v1/notifications/").json()["items"]
+        return any(n["details"].get("backup_id") == backup_id for n in items)
+
+    deadline = time.monotonic() + 10
+    while not noted():
+        assert time.monotonic() < deadline, "no in-app notification for the failed backup"
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(500)  # its live message has reached the page by now
+    expect(page.locator(".toast.error")).to_have_count(1)
 
 
 def test_a_viewer_sees_no_restore_and_is_refused_when_forcing_it(

@@ -162,23 +162,36 @@ class DockerProcess:
         if self._kill_task is None or self._kill_task.done():
             self._kill_task = asyncio.ensure_future(self._kill(int(sig)))
 
-    async def _kill(self, sig: int) -> None:
+    async def _signal_inside(self, sig: int) -> bool:
         marker = self._scan()
-        signalled = False
-        if marker is not None and marker.state == "ok" and marker.pid:
-            script = kill_script(marker, signal.Signals(sig).name[3:])
-            with contextlib.suppress(Exception):
-                res = await self._runner.host.run(
-                    self._runner.exec_command(("/bin/sh", "-c", script), interactive=False),
-                    limit_seconds=self._runner.kill_timeout,
-                )
-                signalled = res.returncode == 0
+        if marker is None or marker.state != "ok" or not marker.pid:
+            return False
+        script = kill_script(marker, signal.Signals(sig).name[3:])
+        try:
+            res = await self._runner.host.run(
+                self._runner.exec_command(("/bin/sh", "-c", script), interactive=False),
+                limit_seconds=self._runner.kill_timeout / 2,
+            )
+        except Exception:
+            return False
+        return res.returncode == 0
+
+    async def _kill(self, sig: int) -> None:
+        signalled = await self._signal_inside(sig)
         if signalled and sig != signal.SIGKILL:
             return  # the tool decides how to end; the client follows it
         if signalled:
+            # The client exits once it has passed on the output already on its way; a
+            # reader that stopped reading would hold it forever.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._client.wait()), 2.0)
         self._client.kill(sig)
+        if not signalled:
+            # The signal did not get in (the engine busy, the marker not seen yet): with
+            # the client gone, once more; killing only the client leaves the tool running.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._client.wait()), 2.0)
+            await self._signal_inside(sig)
 
     def stderr_tail(self, limit: int = 4000) -> str:
         lines = [ln for ln in self._client_stderr().splitlines() if self._sentinel not in ln]

@@ -58,6 +58,16 @@
     return data;
   }
 
+  const toasted = new Set();
+  function toastOnce(key, text, kind) {
+    if (key) {
+      if (toasted.has(key)) return;
+      toasted.add(key);
+      setTimeout(() => toasted.delete(key), 60000);
+    }
+    toast(text, kind);
+  }
+
   function toast(text, kind = "info") {
     const box = document.createElement("div");
     box.className = `toast ${kind}`;
@@ -483,7 +493,10 @@
       if (msg.action === "completed") toast(`Backup ${msg.data.backup_id} completed`, "ok");
       refreshBackups();
     } else if (msg.type === "notification") {
-      toast(msg.message || (msg.data && msg.data.title) || "Notification", msg.level === "error" ? "error" : "info");
+      // A failed backup arrives twice: as the backup's own event and as the user's new
+      // in-app notification. One toast per backup and level.
+      const about = msg.details && msg.details.backup_id != null ? `backup:${msg.details.backup_id}:${msg.level}` : null;
+      toastOnce(about, msg.message || (msg.data && msg.data.title) || "Notification", msg.level === "error" ? "error" : "info");
       refreshBackups();
       refreshInbox();
     } else if (msg.type === "server_health") {
