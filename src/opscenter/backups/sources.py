@@ -632,7 +632,12 @@ class MySQLSource:
         server_version = await probe_mysql_server(runner, self.conn) if self.probe else None
         tool, version = await resolve_mysql_tool(runner, self.tools)
         defaults = self.conn.defaults_file()
+        # The dump tool writes its text through stdio in 4 KiB pieces: into a pipe, that is
+        # a syscall and a wake-up of our reader each (250k per GB). coreutils' stdbuf gives
+        # its stdout a 4 MiB buffer: ~10% less wall time on 2 cores (bench/backup_mysql.py).
+        stdbuf = await runner.which("stdbuf")
         argv = (
+            *((stdbuf, "-o4M") if stdbuf else ()),
             tool,
             f"--defaults-extra-file={defaults.ref}",  # must be the first option
             "--single-transaction",
