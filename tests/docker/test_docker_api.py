@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from opscenter.app import create_app
+from opscenter.core.clock import utcnow
+from opscenter.schedules.scheduler import Scheduler
 from tests.conftest import ADMIN_PASSWORD, make_settings
 from tests.ssh.conftest import SshServer
 
@@ -229,3 +231,78 @@ async def test_missing_container_fails_the_test_and_the_backup_clearly(
     )
     r = await client.put(f"/api/v1/servers/{r.json()['id']}", json={"container": "x"})
     assert r.status_code == 422 and r.json()["code"] == "VALIDATION_ERROR"
+
+
+async def test_scheduled_restore_tests_run_on_the_sandbox_server(
+    client: httpx.AsyncClient, pg_container: PgContainer
+) -> None:
+    """The source is this host's PostgreSQL; the restore tests go to the container."""
+    source = f"oc_sbx_{uuid.uuid4().hex[:8]}"
+    host_psql(f'CREATE DATABASE "{source}"')
+    try:
+        host_psql(
+            "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 500) g",
+            source,
+        )
+        pg = await client.post(
+            "/api/v1/servers",
+            json={"name": f"pg-{uuid.uuid4().hex[:6]}", "type": "postgresql",
+                  "host": "127.0.0.1", "credentials": {"username": "postgres"}},
+        )  # fmt: skip
+        sandbox = (
+            await client.post("/api/v1/servers", json=_docker_server(pg_container.name))
+        ).json()
+        mysql_box = await client.post(
+            "/api/v1/servers",
+            json={"name": f"my-{uuid.uuid4().hex[:6]}", "type": "mysql", "host": "127.0.0.1"},
+        )
+        base = {
+            "name": f"sbx-{source}",
+            "server_id": pg.json()["id"],
+            "database_name": source,
+            "cron_expression": "0 3 * * *",
+            "restore_test_every_days": 7,
+        }
+        for bad, says in (
+            (mysql_box.json()["id"], "cannot be restore-tested"),
+            (999_999, "no such server"),
+        ):
+            r = await client.post("/api/v1/schedules", json={**base, "restore_test_server_id": bad})
+            assert r.status_code == 422 and says in r.text, r.text
+        assert (await client.get("/api/v1/schedules")).json()["total"] == 0
+
+        r = await client.post(
+            "/api/v1/schedules", json={**base, "restore_test_server_id": sandbox["id"]}
+        )
+        assert r.status_code == 201, r.text
+        schedule = r.json()
+        assert schedule["restore_test_server_id"] == sandbox["id"]
+        r = await client.put(
+            f"/api/v1/schedules/{schedule['id']}",
+            json={"restore_test_server_id": mysql_box.json()["id"]},
+        )
+        assert r.status_code == 422, r.text
+        shown = (await client.get(f"/api/v1/schedules/{schedule['id']}")).json()
+        assert shown["restore_test_server_id"] == sandbox["id"]
+
+        backup = await _run(client, f"/api/v1/schedules/{schedule['id']}/run", {})
+        scheduler = Scheduler(client.app.state.ctx, interval_seconds=900)  # type: ignore[attr-defined]
+        jobs = await scheduler.restore_test_pass(utcnow(), schedule_ids=[schedule["id"]])
+        assert len(jobs) == 1
+        runner = client.app.state.ctx.runner  # type: ignore[attr-defined]
+        job = await runner.wait(jobs[0], limit_seconds=120)
+        assert job.status == "succeeded", job.error_message
+        runs = (await client.get("/api/v1/verify", params={"backup_id": backup["id"]})).json()
+        (run,) = runs["items"]
+        assert run["trigger"] == "scheduled" and run["target_server_id"] == sandbox["id"]
+        result = (
+            await client.get(f"/api/v1/verify/{backup['id']}/result", params={"run_id": run["id"]})
+        ).json()
+        assert result["status"] == "passed", result
+        # the scratch database lived in the container, and is gone from it
+        assert result["scratch_database"].startswith("oc_verify_")
+        assert result["scratch_database"] not in pg_container.psql(
+            "SELECT datname FROM pg_database"
+        )
+    finally:
+        host_psql(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')

@@ -65,6 +65,10 @@ class Schedule(IdMixin, TimestampMixin, Base):
     # test of the newest completed backup every N days (None: never).
     verify_after: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
     restore_test_every_days: Mapped[int | None]
+    #: Where restore tests run (a sandbox); the backup's own server when unset.
+    restore_test_server_id: Mapped[int | None] = mapped_column(
+        ForeignKey("servers.id", ondelete="SET NULL")
+    )
     last_restore_test_at: Mapped[datetime | None]
     last_run: Mapped[datetime | None]
     next_run: Mapped[datetime | None]

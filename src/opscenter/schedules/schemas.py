@@ -82,6 +82,12 @@ class _TimeFields(InputModel):
         return self
 
 
+SANDBOX_DOC = (
+    "The server the restore tests run on (a sandbox of the same engine in the same team), "
+    "so they never load the source; default: the backup's own server"
+)
+
+
 class ScheduleCreate(_TimeFields):
     __doc__ = TIME_RULES
 
@@ -114,6 +120,7 @@ class ScheduleCreate(_TimeFields):
     misfire_policy: MisfirePolicy = "run_once"
     verify_after: VerifyAfter = Field("none", description=VERIFY_AFTER_DOC)
     restore_test_every_days: RestoreTestDays | None = Field(None, description=RESTORE_TEST_DOC)
+    restore_test_server_id: Id | None = Field(None, description=SANDBOX_DOC)
 
     @model_validator(mode="after")
     def _create_shape(self) -> ScheduleCreate:
@@ -150,6 +157,7 @@ class ScheduleUpdate(_TimeFields):
     misfire_policy: MisfirePolicy | None = None
     verify_after: VerifyAfter | None = Field(None, description=VERIFY_AFTER_DOC)
     restore_test_every_days: RestoreTestDays | None = Field(None, description=RESTORE_TEST_DOC)
+    restore_test_server_id: Id | None = Field(None, description=SANDBOX_DOC)
 
     @model_validator(mode="after")
     def _update_shape(self) -> ScheduleUpdate:
@@ -195,6 +203,7 @@ class ScheduleOut(OutputModel):
     misfire_policy: str
     verify_after: str = Field(description=VERIFY_AFTER_DOC)
     restore_test_every_days: int | None = Field(description=RESTORE_TEST_DOC)
+    restore_test_server_id: int | None = Field(description=SANDBOX_DOC)
     last_restore_test_at: UtcDatetime | None
     last_run: UtcDatetime | None
     next_run: UtcDatetime | None

@@ -73,6 +73,7 @@ def schedule_out(schedule: Schedule) -> ScheduleOut:
         misfire_policy=schedule.misfire_policy,
         verify_after=schedule.verify_after,
         restore_test_every_days=schedule.restore_test_every_days,
+        restore_test_server_id=schedule.restore_test_server_id,
         last_restore_test_at=schedule.last_restore_test_at,
         last_run=schedule.last_run,
         next_run=schedule.next_run,
@@ -148,6 +149,27 @@ def _check_target(server: Server, schedule: Schedule) -> None:
         raise InvalidInput(
             f"Restore tests need a PostgreSQL or MySQL target (this one is {engine}); "
             "use verify_after 'deep' instead"
+        )
+
+
+async def _check_sandbox(
+    session: AsyncSession, principal: Principal, server: Server, schedule: Schedule
+) -> None:
+    """The restore-test server must be one this schedule's backups can be restored into."""
+    if schedule.restore_test_server_id is None:
+        return
+    try:
+        sandbox = await servers.get_server(session, principal, schedule.restore_test_server_id)
+    except NotFound:
+        raise InvalidInput(
+            f"restore_test_server_id {schedule.restore_test_server_id}: no such server"
+        ) from None
+    engine = backups.engine_for(server, backup_request(schedule))
+    if sandbox.team_id != schedule.team_id:
+        raise InvalidInput("The restore-test server must belong to the schedule's team")
+    if not backups.can_restore_into(sandbox, engine):
+        raise InvalidInput(
+            f"A {engine} backup cannot be restore-tested on {sandbox.name} ({sandbox.type})"
         )
 
 
@@ -238,9 +260,11 @@ async def create_schedule(
         misfire_policy=data.misfire_policy,
         verify_after=data.verify_after,
         restore_test_every_days=data.restore_test_every_days,
+        restore_test_server_id=data.restore_test_server_id,
         created_by=principal.user_id or None,
     )
     _check_target(server, schedule)
+    await _check_sandbox(session, principal, server, schedule)
     await _check_storages(session, principal, server.team_id, schedule.storage_ids)
     if data.retention_policy_id is not None:
         await _check_policy(session, principal, server.team_id, data.retention_policy_id)
@@ -282,6 +306,7 @@ _PLAIN = (
     "misfire_policy",
     "verify_after",
     "restore_test_every_days",
+    "restore_test_server_id",
 )
 
 
@@ -376,6 +401,8 @@ async def update_schedule(
         "restore_test_every_days",
     }:
         _check_target(server, schedule)
+    if changed & {"server_id", "database_name", "source_path", "db_type", "restore_test_server_id"}:
+        await _check_sandbox(session, principal, server, schedule)
     if "name" in changed:
         await _ensure_unique_name(session, schedule.team_id, schedule.name, schedule.id)
     await session.flush()

@@ -110,8 +110,11 @@ async def _restore_test_of(app: AppContext, schedule_id: int, now: datetime) -> 
             await session.commit()
             return None
         try:
+            request = VerifyRequest(
+                test_type="restore", target_server_id=schedule.restore_test_server_id
+            )
             _, job = await service.create_verification(
-                session, SYSTEM, backup.id, VerifyRequest(test_type="restore"), trigger="scheduled"
+                session, SYSTEM, backup.id, request, trigger="scheduled"
             )
         except AppError as err:
             log.warning("scheduled restore test refused", schedule_id=schedule_id, why=err.detail)
