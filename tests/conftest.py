@@ -157,6 +157,7 @@ def make_user(api: Api, admin_headers: dict[str, str]) -> UserFactory:
     return factory
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering (by fixture parameters)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest test (the schema fuzzing, minutes) first: under xdist one worker takes
     it at the start while the other works through the rest, instead of it running alone

@@ -159,6 +159,10 @@ async def get_run(
         if run_id is not None:
             raise NotFound(f"Verification run {run_id} of backup", backup_id)
         raise NotFound("Verification of backup", backup_id)
+    # Read the backup's status again, after the run: a run and the status it gave the
+    # backup are committed together, but on PostgreSQL (read committed) the backup read
+    # before the run may predate that commit ("passed", yet "unverified").
+    await session.refresh(backup, ["verification_status"])
     return run, backup
 
 
