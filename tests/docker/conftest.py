@@ -143,3 +143,44 @@ def make_pg_container(docker_image: str) -> Iterator[Callable[[], PgContainer]]:
     yield make
     for c in made:
         docker("rm", "-f", c.name, check=False)
+
+
+@dataclass
+class MariaDbContainer:
+    name: str
+
+    def sql(self, sql: str, db: str | None = None) -> str:
+        res = docker(
+            "exec", self.name, "mariadb", "-h127.0.0.1", "-uroot", "--batch",
+            "--skip-column-names", "-e", sql, *([db] if db else []),
+        )  # fmt: skip
+        return res.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def mariadb_container(docker_image: str) -> Iterator[MariaDbContainer]:
+    """A MariaDB server of its own (this host's binaries), root without a password."""
+    name = f"oc-test-my-{uuid.uuid4().hex[:10]}"
+    boot = (
+        "mariadb-install-db --no-defaults --datadir=/tmp/my --user=root "
+        "--auth-root-authentication-method=normal --skip-test-db >/tmp/install.log 2>&1 && "
+        "exec mariadbd --no-defaults --datadir=/tmp/my --user=root --socket=/tmp/my.sock "
+        "--port=3306 --bind-address=127.0.0.1 --skip-log-bin"
+    )
+    docker(
+        "run", "-d", "--name", name, "--network", "none", "-v", "/usr:/usr:ro",
+        docker_image, "/bin/sh", "-c", boot,
+    )  # fmt: skip
+    container = MariaDbContainer(name)
+    deadline = time.monotonic() + 90
+    while True:
+        ping = docker("exec", name, "mariadb-admin", "-h127.0.0.1", "-uroot", "ping", check=False)
+        if ping.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            logs = docker("logs", name, check=False)
+            docker("rm", "-f", name, check=False)
+            raise RuntimeError(f"MariaDB in {name} did not start: {logs.stderr[-500:]}")
+        time.sleep(0.3)
+    yield container
+    docker("rm", "-f", name, check=False)

@@ -21,7 +21,7 @@ from opscenter.schedules.scheduler import Scheduler
 from tests.conftest import ADMIN_PASSWORD, make_settings
 from tests.ssh.conftest import SshServer
 
-from .conftest import PgContainer
+from .conftest import MariaDbContainer, PgContainer
 
 DIGEST = "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t"
 
@@ -306,3 +306,41 @@ async def test_scheduled_restore_tests_run_on_the_sandbox_server(
         )
     finally:
         host_psql(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
+
+
+async def test_mariadb_in_a_container(
+    client: httpx.AsyncClient, mariadb_container: MariaDbContainer
+) -> None:
+    """Routines, triggers and utf8mb4 text, dumped by mariadb-dump in the container."""
+    my = mariadb_container
+    source, copy = f"oc_dkm_{uuid.uuid4().hex[:8]}", f"oc_dkm_{uuid.uuid4().hex[:8]}"
+    my.sql(f"CREATE DATABASE {source} CHARACTER SET utf8mb4")
+    my.sql(
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(100), n INT DEFAULT 0);"
+        "CREATE TABLE log (id INT AUTO_INCREMENT PRIMARY KEY, t_id INT);"
+        "CREATE TRIGGER t_log AFTER INSERT ON t FOR EACH ROW "
+        "INSERT INTO log (t_id) VALUES (NEW.id);"
+        "CREATE FUNCTION twice(x INT) RETURNS INT DETERMINISTIC RETURN 2 * x;"
+        "INSERT INTO t (id, v) SELECT seq, CONCAT('zoë ☃ 😀 ', MD5(seq)) FROM seq_1_to_2000;",
+        source,
+    )
+    r = await client.post(
+        "/api/v1/servers",
+        json={"name": f"dkm-{uuid.uuid4().hex[:6]}", "type": "docker", "container": my.name,
+              "credentials": {"db_username": "root"}, "db_engine": "mysql"},
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    server = r.json()
+    result = (await client.post(f"/api/v1/servers/{server['id']}/test-connection")).json()
+    assert result["success"] is True and "MariaDB" in result["message"], result
+
+    backup = await _run(
+        client, "/api/v1/backups", {"server_id": server["id"], "database_name": source}
+    )
+    await _run(client, f"/api/v1/backups/{backup['id']}/restore", {"target_database": copy})
+    digest = "SELECT MD5(GROUP_CONCAT(id, ':', v, ':', n ORDER BY id SEPARATOR ',')) FROM t"
+    assert my.sql(digest, copy) == my.sql(digest, source) != ""
+    assert my.sql("SELECT COUNT(*) FROM log", copy) == "2000"
+    assert my.sql("SELECT twice(21)", copy) == "42"
+    my.sql("INSERT INTO t (id, v) VALUES (5000, 'after')", copy)
+    assert my.sql("SELECT COUNT(*) FROM log", copy) == "2001"  # the trigger came along
