@@ -155,11 +155,3 @@ def make_user(api: Api, admin_headers: dict[str, str]) -> UserFactory:
         return CreatedUser(r.json()["id"], username, password, headers)
 
     return factory
-
-
-@pytest.hookimpl(trylast=True)  # after pytest's own reordering (by fixture parameters)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest test (the schema fuzzing, minutes) first: under xdist one worker takes
-    it at the start while the other works through the rest, instead of it running alone
-    at the end."""
-    items.sort(key=lambda item: item.path.name != "test_schemathesis.py")
