@@ -304,6 +304,12 @@ async def test_scheduled_restore_tests_run_on_the_sandbox_server(
         assert result["scratch_database"] not in pg_container.psql(
             "SELECT datname FROM pg_database"
         )
+
+        # an explicit null sends the tests back to the source server
+        r = await client.put(
+            f"/api/v1/schedules/{schedule['id']}", json={"restore_test_server_id": None}
+        )
+        assert r.status_code == 200 and r.json()["restore_test_server_id"] is None, r.text
     finally:
         host_psql(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
 

@@ -329,7 +329,30 @@ def test_edit_a_schedule(
     expect(row).to_contain_text("paused")
     saved = admin_api.get(f"/api/v1/schedules/{schedule_id}").json()
     assert (saved["name"], saved["verify_after"], saved["enabled"]) == ("edited", "deep", False)
+
+    # restore tests on a sandbox server, then back on the source
+    sandbox = admin_api.post(
+        "/api/v1/servers",
+        json={"name": f"sandbox-{uuid.uuid4().hex[:6]}", "type": "postgresql",
+              "host": "127.0.0.1", "credentials": {"username": "postgres"}},
+    ).json()  # fmt: skip
+    page.reload()
+    for choice, expected in ((str(sandbox["id"]), sandbox["id"]), ("", None)):
+        editor = page.locator('[data-edit-schedule="edited"]')
+        editor.locator("summary").click()
+        editor.get_by_label("Restore tests on").select_option(choice)
+        editor.get_by_role("button", name="Save changes").click()
+        expect(page.locator('[data-edit-schedule="edited"] summary')).to_be_visible()
+        deadline = time.monotonic() + 10
+        while (
+            admin_api.get(f"/api/v1/schedules/{schedule_id}").json()["restore_test_server_id"]
+            != expected
+        ):
+            assert time.monotonic() < deadline, f"restore_test_server_id never became {expected}"
+            page.wait_for_timeout(100)
+        page.reload()
     assert admin_api.delete(f"/api/v1/schedules/{schedule_id}").status_code == 204
+    assert admin_api.delete(f"/api/v1/servers/{sandbox['id']}").status_code == 204
 
 
 def test_a_failed_backup_shows_its_error(

@@ -95,8 +95,9 @@
     node[parts[parts.length - 1]] = value;
   }
 
-  // Form fields to a JSON body: empty fields are left out (the API's defaults apply),
-  // data-type says how to read a value, dotted names nest, data-local fields stay here.
+  // Form fields to a JSON body: empty fields are left out (the API's defaults apply)
+  // unless data-empty="null" says empty means "clear it"; data-type says how to read a
+  // value, dotted names nest, data-local fields stay here.
   function formBody(form) {
     const body = {};
     for (const el of form.elements) {
@@ -109,6 +110,10 @@
         value = el.checked;
       } else {
         value = el.value.trim();
+        if (value === "" && el.dataset.empty === "null") {
+          setPath(body, el.name, null);
+          continue;
+        }
         if (value === "") continue;
         if (type === "int") value = Number.parseInt(value, 10);
         if (type === "lines") value = value.split("\n").map((s) => s.trim()).filter(Boolean);
