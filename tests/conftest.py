@@ -155,3 +155,19 @@ def make_user(api: Api, admin_headers: dict[str, str]) -> UserFactory:
         return CreatedUser(r.json()["id"], username, password, headers)
 
     return factory
+
+
+@contextlib.asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A fresh app of its own (started and stopped around the block) and a client logged
+    in as admin; ``client.app`` is the app, for its job runner."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+            )
+            client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+            client.app = app  # type: ignore[attr-defined]
+            yield client

@@ -6,7 +6,6 @@ bad input refused with nothing written."""
 from __future__ import annotations
 
 import getpass
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,38 +14,21 @@ from typing import Any
 import httpx
 import pytest
 
-from opscenter.app import create_app
 from opscenter.core.clock import utcnow
 from opscenter.schedules.scheduler import Scheduler
-from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.conftest import admin_client, make_settings
 from tests.ssh.conftest import SshServer
 
+from ..backups.conftest import psql
 from .conftest import MariaDbContainer, PgContainer
 
 DIGEST = "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t"
 
 
-def host_psql(sql: str, db: str = "postgres") -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-
-
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(tmp_path))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.post(
-                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-            )
-            c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-            c.app = app  # type: ignore[attr-defined]
-            yield c
+    async with admin_client(make_settings(tmp_path)) as c:
+        yield c
 
 
 async def _run(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -116,9 +98,9 @@ async def test_container_on_this_host_end_to_end(
             f"/api/v1/backups/{backup['id']}/restore",
             {"target_server_id": other["id"], "target_database": copy},
         )
-        assert host_psql(DIGEST, copy) == pg_container.psql(DIGEST, source)
+        assert psql(copy, DIGEST) == pg_container.psql(DIGEST, source)
     finally:
-        host_psql(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+        psql("postgres", f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
 
     # a directory in the container, with modes and a symlink
     pg_container.sh(
@@ -238,11 +220,11 @@ async def test_scheduled_restore_tests_run_on_the_sandbox_server(
 ) -> None:
     """The source is this host's PostgreSQL; the restore tests go to the container."""
     source = f"oc_sbx_{uuid.uuid4().hex[:8]}"
-    host_psql(f'CREATE DATABASE "{source}"')
+    psql("postgres", f'CREATE DATABASE "{source}"')
     try:
-        host_psql(
-            "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 500) g",
+        psql(
             source,
+            "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 500) g",
         )
         pg = await client.post(
             "/api/v1/servers",
@@ -311,7 +293,7 @@ async def test_scheduled_restore_tests_run_on_the_sandbox_server(
         )
         assert r.status_code == 200 and r.json()["restore_test_server_id"] is None, r.text
     finally:
-        host_psql(f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
+        psql("postgres", f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
 
 
 async def test_mariadb_in_a_container(

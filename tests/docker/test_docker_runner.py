@@ -23,6 +23,7 @@ from opscenter.backups.runner import Command, LocalRunner, SecretFile
 from opscenter.backups.sources import PgConnection, PostgresSource
 from opscenter.storage.backends import LocalStorage
 
+from ..backups.helpers import pgrep, until
 from .conftest import PgContainer, docker
 
 SCHEMA = """
@@ -40,21 +41,6 @@ DIGEST = (
     "(SELECT last_value FROM counter) || ':' || (SELECT count(*) FROM big) || ':' || twice(21) "
     "FROM items"
 )
-
-
-def _pgrep(pattern: str) -> list[str]:
-    """Processes whose command line contains ``pattern`` (the host sees the container's)."""
-    out = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if "pgrep" not in ln]
-
-
-async def _until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 async def _until_async(pred, timeout: float) -> bool:
@@ -120,7 +106,7 @@ async def test_secrets_never_in_any_argv(runner: DockerRunner) -> None:
         )
     )
     try:
-        assert await _until(lambda: bool(_pgrep(f"sleep {duration}")))
+        assert await until(lambda: bool(pgrep(f"sleep {duration}")))
         # This host sees the docker client's argv and the container's processes.
         everything = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         assert f"sleep {duration}" in everything
@@ -166,12 +152,12 @@ async def test_kill_stops_the_process_group_inside(runner: DockerRunner) -> None
     proc = await runner.start(command, stdout=wfd)
     os.close(wfd)
     reader = asyncio.ensure_future(asyncio.to_thread(lambda: os.read(rfd, 10) and None))
-    assert await _until(lambda: bool(_pgrep(f"sleep {a}")) and bool(_pgrep(f"sleep {b}")))
+    assert await until(lambda: bool(pgrep(f"sleep {a}")) and bool(pgrep(f"sleep {b}")))
     t0 = time.monotonic()
     proc.kill()
     assert await asyncio.wait_for(proc.wait(), 15) == -9
     assert time.monotonic() - t0 < 10
-    assert await _until(lambda: not _pgrep(f"sleep {a}") and not _pgrep(f"sleep {b}"))
+    assert await until(lambda: not pgrep(f"sleep {a}") and not pgrep(f"sleep {b}"))
     await reader
     os.close(rfd)
 

@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from opscenter.app import create_app
-from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.conftest import admin_client, make_settings
 from tests.ssh.conftest import SshServer
 
 
@@ -30,16 +29,8 @@ def psql(sql: str, db: str = "postgres") -> str:
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(tmp_path))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.post(
-                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-            )
-            c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-            c.app = app  # type: ignore[attr-defined]
-            yield c
+    async with admin_client(make_settings(tmp_path)) as c:
+        yield c
 
 
 async def test_ssh_host_end_to_end(

@@ -23,7 +23,7 @@ from opscenter.backups.ssh import HostKeyInfo, HostKeyMismatch, SshRunner, probe
 from opscenter.storage.backends import LocalStorage
 
 from ..backups.conftest import new_name, pg_table_hashes, psql
-from ..backups.helpers import ShellSource
+from ..backups.helpers import ShellSource, pgrep, until
 from .conftest import SshServer, keygen
 
 
@@ -36,21 +36,6 @@ async def _read_all(fd: int) -> bytes:
         return b"".join(chunks)
 
     return await asyncio.to_thread(read)
-
-
-def _pgrep(pattern: str) -> list[str]:
-    """Processes on the (remote = this) host whose command line contains ``pattern``."""
-    out = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if "pgrep" not in ln]
-
-
-async def _until(pred, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 @pytest.fixture
@@ -97,7 +82,7 @@ async def test_start_stdout_to_regular_file(runner: SshRunner, tmp_path: Path):
     finally:
         os.close(fd)
     assert await proc.wait() == 0
-    assert await _until(lambda: target.stat().st_size == 3_000_000)
+    assert await until(lambda: target.stat().st_size == 3_000_000)
 
 
 async def test_output_in_flight_survives_exit(runner: SshRunner):
@@ -170,7 +155,7 @@ async def test_env_secrets_never_in_remote_argv(runner: SshRunner):
         )
     )
     try:
-        assert await _until(lambda: bool(_pgrep(f"sleep {duration}")))
+        assert await until(lambda: bool(pgrep(f"sleep {duration}")))
         ps = await runner.run(Command(("ps", "-eo", "args")))
         assert f"sleep {duration}" in ps.stdout.decode()
         assert secret not in ps.stdout.decode()
@@ -232,14 +217,14 @@ async def test_kill_stops_remote_process_group(runner: SshRunner):
     )
     os.close(wfd)
     reader = asyncio.ensure_future(_read_all(rfd))
-    assert await _until(lambda: bool(_pgrep(f"sleep {a}")) and bool(_pgrep(f"sleep {b}")))
+    assert await until(lambda: bool(pgrep(f"sleep {a}")) and bool(pgrep(f"sleep {b}")))
     assert proc.returncode is None and proc.pid is not None
     t0 = time.monotonic()
     proc.kill()
     rc = await asyncio.wait_for(proc.wait(), 10)
     assert rc < 0
     assert time.monotonic() - t0 < 5
-    assert await _until(lambda: not _pgrep(f"sleep {a}") and not _pgrep(f"sleep {b}"))
+    assert await until(lambda: not pgrep(f"sleep {a}") and not pgrep(f"sleep {b}"))
     await asyncio.wait_for(reader, 10)  # the caller's read end saw EOF
 
 
@@ -254,7 +239,7 @@ async def test_kill_while_reader_stalled_and_reader_closing(runner: SshRunner):
     assert await asyncio.wait_for(proc.wait(), 10) == -9
     assert time.monotonic() - t0 < 5
     await asyncio.wait_for(_read_all(rfd), 5)  # EOF after at most the buffered bytes
-    assert await _until(lambda: not _pgrep("yes stalled-reader"))
+    assert await until(lambda: not pgrep("yes stalled-reader"))
 
     # The reader goes away: the remote writer gets SIGPIPE, as a local one would.
     rfd, wfd = os.pipe()
@@ -263,7 +248,7 @@ async def test_kill_while_reader_stalled_and_reader_closing(runner: SshRunner):
     await asyncio.to_thread(os.read, rfd, 1000)
     os.close(rfd)
     assert await asyncio.wait_for(proc.wait(), 10) == -13
-    assert await _until(lambda: not _pgrep("yes closed-reader"))
+    assert await until(lambda: not pgrep("yes closed-reader"))
 
 
 async def test_stalled_backup_over_ssh_kills_remote_dump(runner: SshRunner, tmp_path: Path):
@@ -276,7 +261,7 @@ async def test_stalled_backup_over_ssh_kills_remote_dump(runner: SshRunner, tmp_
             runner=runner,
         )
     assert info.value.code is ErrorCode.STALLED
-    assert await _until(lambda: not _pgrep(f"sleep {duration}"))
+    assert await until(lambda: not pgrep(f"sleep {duration}"))
     assert not [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
 
 

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING
 from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.runner import Command, CommandRunner, CompletedCommand, RunningCommand
 from opscenter.backups.shell import (
-    GLOB_SCRIPT,
     Marker,
     boot_loop,
+    glob_on,
     kill_script,
     new_sentinel,
     parse_marker,
+    which_on,
     wrapper_script,
 )
 
@@ -220,9 +221,11 @@ class DockerRunner:
         self.kill_timeout = kill_timeout
         self.start_timeout = start_timeout
 
-    def exec_command(self, argv: tuple[str, ...], *, interactive: bool = True) -> Command:
+    def exec_command(
+        self, argv: tuple[str, ...], *, interactive: bool = True, secrets: tuple[str, ...] = ()
+    ) -> Command:
         flags = ("-i",) if interactive else ()
-        return Command((self.docker, "exec", *flags, self.container, *argv))
+        return Command((self.docker, "exec", *flags, self.container, *argv), secrets=secrets)
 
     async def _spawn(
         self,
@@ -240,8 +243,9 @@ class DockerRunner:
             stdout_null=stdout is None,
             extra_path=(),
         )
-        client_command = self.exec_command(("/bin/sh", "-c", boot_loop(sentinel)))
-        client_command = Command(client_command.argv, secrets=command.secrets)
+        client_command = self.exec_command(
+            ("/bin/sh", "-c", boot_loop(sentinel)), secrets=command.secrets
+        )
         rfd, wfd = os.pipe()
         src = os.dup(stdin) if stdin is not None else None
         feeder = threading.Thread(
@@ -326,22 +330,10 @@ class DockerRunner:
         return CompletedCommand(rc, out, proc.stderr_tail(64 * 1024))
 
     async def which(self, name: str) -> str | None:
-        res = await self.run(
-            Command(("sh", "-c", 'command -v -- "$1"', "sh", name)), limit_seconds=30
-        )
-        path = res.stdout.decode("utf-8", "replace").strip()
-        return path if res.returncode == 0 and path.startswith("/") else None
+        return await which_on(self, name)
 
     async def glob(self, pattern: str) -> list[str]:
-        res = await self.run(Command(("sh", "-c", GLOB_SCRIPT, "sh", pattern)), limit_seconds=30)
-        if res.returncode != 0:
-            return []
-        return sorted(p for p in res.stdout.decode("utf-8", "replace").split("\0") if p)
-
-    async def close(self) -> None:
-        closer = getattr(self.host, "close", None)
-        if closer is not None:
-            await closer()
+        return await glob_on(self, pattern)
 
 
 if TYPE_CHECKING:  # static proof that the docker runner satisfies the protocols

@@ -17,15 +17,17 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opscenter.backups.runner import Command, SecretFile
+from opscenter.backups.runner import Command, CommandRunner, SecretFile
 
 __all__ = [
     "GLOB_SCRIPT",
     "Marker",
     "boot_loop",
+    "glob_on",
     "kill_script",
     "new_sentinel",
     "parse_marker",
+    "which_on",
     "wrapper_script",
 ]
 
@@ -171,3 +173,19 @@ def kill_script(marker: Marker, signame: str) -> str:
     if marker.secret_dir:
         script += f"; rm -rf -- {shlex.quote(marker.secret_dir)}"
     return f"{{ {script}; }} >/dev/null 2>&1; exit 0"
+
+
+async def which_on(runner: CommandRunner, name: str) -> str | None:
+    """``which`` for a remote runner: ``command -v`` run where its commands run."""
+    command = Command(("sh", "-c", 'command -v -- "$1"', "sh", name))
+    res = await runner.run(command, limit_seconds=30)
+    path = res.stdout.decode("utf-8", "replace").strip()
+    return path if res.returncode == 0 and path.startswith("/") else None
+
+
+async def glob_on(runner: CommandRunner, pattern: str) -> list[str]:
+    """``glob`` for a remote runner: the shell expands ``pattern`` where commands run."""
+    res = await runner.run(Command(("sh", "-c", GLOB_SCRIPT, "sh", pattern)), limit_seconds=30)
+    if res.returncode != 0:
+        return []
+    return sorted(p for p in res.stdout.decode("utf-8", "replace").split("\0") if p)

@@ -68,12 +68,13 @@ from opscenter.backups.runner import (
     RunningCommand,
 )
 from opscenter.backups.shell import (
-    GLOB_SCRIPT,
     Marker,
     boot_loop,
+    glob_on,
     kill_script,
     new_sentinel,
     parse_marker,
+    which_on,
     wrapper_script,
 )
 from opscenter.storage.backends import ClosesOnExit
@@ -892,17 +893,10 @@ class SshRunner(ClosesOnExit):
         return CompletedCommand(rc, proc.stdout_bytes(), proc.stderr_text())
 
     async def which(self, name: str) -> str | None:
-        res = await self.run(
-            Command(("sh", "-c", 'command -v -- "$1"', "sh", name)), limit_seconds=30
-        )
-        path = res.stdout.decode("utf-8", "replace").strip()
-        return path if res.returncode == 0 and path.startswith("/") else None
+        return await which_on(self, name)
 
     async def glob(self, pattern: str) -> list[str]:
-        res = await self.run(Command(("sh", "-c", GLOB_SCRIPT, "sh", pattern)), limit_seconds=30)
-        if res.returncode != 0:
-            return []
-        return sorted(p for p in res.stdout.decode("utf-8", "replace").split("\0") if p)
+        return await glob_on(self, pattern)
 
 
 if TYPE_CHECKING:  # static proof that the SSH runner satisfies the protocols
