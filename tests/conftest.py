@@ -158,12 +158,14 @@ def make_user(api: Api, admin_headers: dict[str, str]) -> UserFactory:
 
 
 @contextlib.asynccontextmanager
-async def admin_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def admin_client(
+    settings: Settings, address: tuple[str, int] = ("127.0.0.1", 123)
+) -> AsyncIterator[httpx.AsyncClient]:
     """A fresh app of its own (started and stopped around the block) and a client logged
-    in as admin; ``client.app`` is the app, for its job runner."""
+    in as admin from ``address``; ``client.app`` is the app, for its job runner."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, client=address)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             r = await client.post(
                 "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}

@@ -13,23 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-from opscenter.app import create_app
-from tests.conftest import ADMIN_PASSWORD, make_settings
+from tests.conftest import admin_client, make_settings
 from tests.storage.conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(make_settings(tmp_path, OPSCENTER_OUTBOUND_ALLOWLIST="127.0.0.1/32"))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            r = await c.post(
-                "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-            )
-            c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-            c.app = app  # type: ignore[attr-defined]
-            yield c
+    settings = make_settings(tmp_path, OPSCENTER_OUTBOUND_ALLOWLIST="127.0.0.1/32")
+    async with admin_client(settings, ("127.0.0.1", 40000)) as c:
+        yield c
 
 
 def s3_body(endpoint: str, bucket: str, **extra: Any) -> dict[str, Any]:
