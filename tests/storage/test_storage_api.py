@@ -188,3 +188,69 @@ async def test_backup_into_s3_and_restore(
     finally:
         for name in (source, target):
             psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_delete_refuses_providers_that_backups_or_schedules_use(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    async def local_provider(name: str) -> dict[str, Any]:
+        r = await client.post(
+            "/api/v1/storage/providers",
+            json={"name": name, "type": "local", "config": {"path": str(tmp_path / name)}},
+        )
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("alpha")
+    server = (
+        await client.post(
+            "/api/v1/servers", json={"name": "files", "type": "local", "paths": [str(files)]}
+        )
+    ).json()
+
+    holding = await local_provider("holding")
+    accepted = (
+        await client.post(
+            "/api/v1/backups",
+            json={
+                "server_id": server["id"],
+                "source_path": str(files),
+                "storage_id": holding["id"],
+            },
+        )
+    ).json()
+    runner = client.app.state.ctx.runner  # type: ignore[attr-defined]
+    assert (await runner.wait(accepted["job_id"], limit_seconds=60)).status == "succeeded"
+    r = await client.delete(f"/api/v1/storage/providers/{holding['id']}")
+    assert r.status_code == 409 and r.json()["code"] == "CONFLICT"
+    assert "1 backup(s)" in r.json()["detail"] and "is_active" in r.json()["detail"]
+    assert (await client.get(f"/api/v1/storage/providers/{holding['id']}")).status_code == 200
+    backup = (await client.get(f"/api/v1/backups/{accepted['id']}")).json()
+    assert backup["status"] == "completed"
+
+    scheduled = await local_provider("scheduled")
+    schedule = await client.post(
+        "/api/v1/schedules",
+        json={
+            "name": "nightly-files",
+            "server_id": server["id"],
+            "source_path": str(files),
+            "cron_expression": "0 3 * * *",
+            "storage_ids": [scheduled["id"]],
+        },
+    )
+    assert schedule.status_code == 201, schedule.text
+    r = await client.delete(f"/api/v1/storage/providers/{scheduled['id']}")
+    assert r.status_code == 409 and "nightly-files" in r.json()["detail"]
+
+    # Once nothing uses them, both go; an unknown id is a 404.
+    assert (await client.delete(f"/api/v1/backups/{accepted['id']}")).status_code == 204
+    assert (await client.delete(f"/api/v1/schedules/{schedule.json()['id']}")).status_code == 204
+    for provider in (holding, scheduled):
+        r = await client.delete(f"/api/v1/storage/providers/{provider['id']}")
+        assert r.status_code == 204, r.text
+        assert (await client.get(f"/api/v1/storage/providers/{provider['id']}")).status_code == 404
+    r = await client.delete(f"/api/v1/storage/providers/{holding['id']}")
+    assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.backups.errors import BackupError
@@ -25,7 +25,7 @@ from opscenter.core.principal import Principal
 from opscenter.core.schemas import InputModel
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.core.security import Keyring
-from opscenter.models import Backup, StorageProvider
+from opscenter.models import Backup, Schedule, StorageProvider
 from opscenter.storage.backends import LocalStorage, StorageBackend, StorageError
 from opscenter.storage.s3 import S3Storage
 from opscenter.storage.schemas import (
@@ -302,7 +302,27 @@ async def update_provider(
 async def delete_provider(
     session: AsyncSession, principal: Principal, provider_id: int
 ) -> StorageProvider:
+    """Only a provider nothing depends on: its backups would lose their bytes' address,
+    and schedules that name it would fail at their next run."""
     provider = await get_provider(session, principal, provider_id)
+    stored = await session.scalar(
+        select(func.count()).select_from(Backup).where(Backup.storage_id == provider.id)
+    )
+    if stored:
+        raise Conflict(
+            f"{stored} backup(s) are stored in '{provider.name}': delete them (or let "
+            "retention remove them) first, or deactivate the provider (is_active: false) "
+            "to keep them restorable while no new backups go there"
+        )
+    schedules = (
+        await session.scalars(select(Schedule).where(Schedule.team_id == provider.team_id))
+    ).all()
+    users = sorted(s.name for s in schedules if provider.id in (s.storage_ids or []))
+    if users:
+        raise Conflict(
+            f"Schedules still write to '{provider.name}': {', '.join(users)}. "
+            "Point them at another storage first"
+        )
     await session.delete(provider)
     await session.flush()
     return provider
