@@ -4,7 +4,9 @@ preview), audit (filters, export), users and teams, API tokens (shown once)."""
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -144,3 +146,88 @@ def test_a_missing_object_is_an_error_page_with_its_code(
     assert response is not None and response.status == 404
     expect(page.locator("#error-detail")).to_have_text("Backup 999999 not found")
     expect(page.locator("#error-code")).to_have_text("NOT_FOUND")
+
+
+def test_storage_add_browse_import_edit_and_delete(
+    new_page: PageFactory,
+    live: LiveServer,
+    admin_api: httpx.Client,
+    completed_backup: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """A second provider over a copy of the default storage: the disaster-recovery path
+    (a storage whose artifacts the catalog does not know, adopted from their manifests)."""
+    providers = admin_api.get("/api/v1/storage/providers").json()["items"]
+    default = next(p for p in providers if p["id"] == completed_backup["storage_id"])
+    mirror = tmp_path / "mirror"
+    shutil.copytree(default["config"]["path"], mirror)
+    name = f"mirror-{uuid.uuid4().hex[:6]}"
+
+    page = new_page()
+    page.goto(f"{live.base}/storage")
+    page.locator("#add-storage summary").click()
+    form = page.locator("#storage-form")
+    expect(form.get_by_label("Bucket")).to_be_hidden()  # only the chosen type's fields
+
+    # A relative directory is refused in words with its code, and nothing is kept.
+    form.get_by_label("Name").fill(name)
+    form.get_by_label("Directory").fill("relative/dir")
+    form.get_by_role("button", name="Test and save").click()
+    expect(form.locator(".error")).to_contain_text("absolute")
+    expect(form.locator(".error")).to_contain_text("(VALIDATION_ERROR)")
+    names = [p["name"] for p in admin_api.get("/api/v1/storage/providers").json()["items"]]
+    assert name not in names
+
+    form.get_by_label("Directory").fill(str(mirror))
+    with page.expect_navigation():
+        form.get_by_role("button", name="Test and save").click()
+    row = page.locator(f'tr[data-provider="{name}"]')
+    expect(row).to_contain_text(str(mirror))
+    provider = next(
+        p for p in admin_api.get("/api/v1/storage/providers").json()["items"] if p["name"] == name
+    )
+    out = page.locator(f"#storage-out-{provider['id']}")
+
+    row.get_by_role("button", name="Contents").click()
+    artifact = out.locator(f'tr[data-key="{completed_backup["storage_path"]}"]')
+    expect(artifact).to_contain_text("not in catalog")
+    screenshot(page, "storage")
+    out.get_by_role("button", name=re.compile(r"^Import \d+ into the catalog$")).click()
+    expect(out).to_contain_text("Imported")
+    adopted = admin_api.get(
+        "/api/v1/backups", params={"database_name": completed_backup["database_name"]}
+    ).json()["items"]
+    adopted = [b for b in adopted if b["storage_id"] == provider["id"]]
+    assert [(b["storage_path"], b["checksum"]) for b in adopted].count(
+        (completed_backup["storage_path"], completed_backup["checksum"])
+    ) == 1
+    row.get_by_role("button", name="Contents").click()
+    expect(artifact).to_contain_text("backup ")
+    expect(out).not_to_contain_text("not in catalog")
+
+    # Rename through the row's editor.
+    editor = page.locator(f'[data-edit-provider="{name}"]')
+    editor.locator("summary").click()
+    editor.get_by_label("Name").fill(f"{name}-dr")
+    with page.expect_navigation():
+        editor.get_by_role("button", name="Save changes").click()
+    row = page.locator(f'tr[data-provider="{name}-dr"]')
+    expect(row).to_be_visible()
+
+    # Backups live there: deleting is refused with what to do instead.
+    page.on("dialog", lambda dialog: dialog.accept())
+    settings = page.locator(f'[data-edit-provider="{name}-dr"]')
+    settings.locator("summary").click()
+    settings.get_by_role("button", name="Delete").click()
+    expect(out).to_contain_text("(CONFLICT)")
+    expect(out).to_contain_text("is_active")
+    for backup in adopted:
+        assert admin_api.delete(f"/api/v1/backups/{backup['id']}").status_code == 204
+    with page.expect_navigation():
+        settings.get_by_role("button", name="Delete").click()
+    expect(page.locator(f'tr[data-provider="{name}-dr"]')).to_have_count(0)
+    assert admin_api.get(f"/api/v1/storage/providers/{provider['id']}").status_code == 404
+    # The default storage's own copy was never touched.
+    body = admin_api.get(f"/api/v1/backups/{completed_backup['id']}").json()
+    assert body["status"] == "completed"
+    assert (Path(default["config"]["path"]) / completed_backup["storage_path"]).is_file()

@@ -37,6 +37,7 @@ from opscenter.schedules.schemas import CronPreviewRequest, VerifyAfter
 from opscenter.servers import service as servers
 from opscenter.servers.schemas import Environment, ServerType
 from opscenter.storage import service as storage
+from opscenter.storage.schemas import StorageType
 from opscenter.tokens import service as tokens
 from opscenter.users import service as users
 from opscenter.verify import service as verify
@@ -220,7 +221,10 @@ async def schedule_preview_partial(
 async def storage_page(request: Request, principal: ReadStorage, session: SessionDep) -> Response:
     rows = (await session.scalars(storage.providers_query(principal).limit(LIST_LIMIT))).all()
     return render(
-        request, "storage.html", principal, {"providers": [storage.storage_out(p) for p in rows]}
+        request,
+        "storage.html",
+        principal,
+        {"providers": [storage.storage_out(p) for p in rows], "types": list(StorageType)},
     )
 
 

@@ -221,6 +221,41 @@
       toast(`Server ${server.name} saved; connection ${test.success ? "OK" : `failed: ${test.message}`}`, test.success ? "ok" : "error");
       window.location.reload();
     },
+    storageSaved: (result) => {
+      const { saved, test } = result;
+      toast(`Storage ${saved.name} saved; test write ${test.success ? "OK" : `failed: ${test.message}`}`, test.success ? "ok" : "error");
+      window.location.reload();
+    },
+    showContents: (result, el) => {
+      const box = out(el);
+      if (!box) return;
+      const rows = result.items
+        .map((a) => `<tr data-key="${escapeHtml(a.key)}"><td><code class="path">${escapeHtml(a.key)}</code></td><td>${escapeHtml(a.engine)}</td>
+          <td>${escapeHtml(a.database)}</td><td>${fmtBytes(a.size_bytes)}</td><td>${escapeHtml(a.created_at.slice(0, 19).replace("T", " "))}</td>
+          <td>${a.encrypted ? "yes" : "no"}</td>
+          <td>${a.in_catalog ? `<a href="/backups?database_name=${encodeURIComponent(a.database)}">backup ${a.backup_id}</a>` : '<span class="badge">not in catalog</span>'}</td></tr>`)
+        .join("");
+      const unknown = result.items.filter((a) => !a.in_catalog).length;
+      const problems = result.invalid.length
+        ? `<p class="error-text">${result.invalid.length} manifest(s) unreadable: ${result.invalid.map((i) => `${escapeHtml(i.key)} (${escapeHtml(i.reason)})`).join("; ")}</p>`
+        : "";
+      const orphans = result.orphans.length
+        ? `<p class="muted">${result.orphans.length} object(s) without a manifest (unfinished or foreign): ${result.orphans.map(escapeHtml).join(", ")}</p>`
+        : "";
+      // data-import is there only for those who may write the catalog.
+      const importButton = unknown && el.dataset.import
+        ? `<button type="button" class="small" data-api-click="${escapeHtml(el.dataset.import)}" data-then="imported" data-out="${escapeHtml(el.dataset.out)}">Import ${unknown} into the catalog</button>`
+        : "";
+      box.innerHTML = `<p>${result.total} artifact(s) with a manifest${unknown ? `, ${unknown} not in the catalog` : ""}.</p>${importButton}
+        ${rows ? `<div class="scroll"><table class="contents"><thead><tr><th>Key</th><th>Engine</th><th>Database</th><th>Size</th><th>Created (UTC)</th><th>Encrypted</th><th>Catalog</th></tr></thead><tbody>${rows}</tbody></table></div>` : ""}
+        ${problems}${orphans}`;
+    },
+    imported: (result, el) => {
+      const box = out(el);
+      const text = `Imported ${result.imported} backup(s) into the catalog${result.invalid.length ? `; ${result.invalid.length} could not be read` : ""}`;
+      if (box) box.innerHTML = `<p role="status" class="ok-text">${escapeHtml(text)}: <a href="/backups">see the backups</a></p>`;
+      toast(text, result.invalid.length ? "error" : "ok");
+    },
     restoreQueued: async (result) => {
       const box = $("#restore-result");
       const job = await followJob(result.job_id, box, `Restore of backup ${result.id}`);
@@ -255,32 +290,41 @@
     },
   };
 
-  // The server form: test the unsaved server first (POST /servers/test-connection stores
-  // nothing), save it only when the test passes or the user ticked "keep anyway", then
-  // test the stored server once so its health badge starts out known.
-  async function saveServer(form) {
+  // The server and storage forms: test the unsaved configuration first (the test routes
+  // store nothing), save it only when the test passes or the user ticked "keep anyway".
+  async function testThenSave(form, what, testCall, createUrl) {
     const body = formBody(form);
     const keep = $("[name=keep_on_failure]", form).checked;
     const status = $(".result", form);
-    status.textContent = "Testing the connection…";
+    status.textContent = `Testing the ${what}…`;
     let test;
     try {
-      test = await api("POST", "/api/v1/servers/test-connection", body);
+      test = await testCall(body);
     } finally {
       status.textContent = "";
     }
     if (!test.success && !keep) {
       const code = test.code || "CONNECTION_FAILED";
-      throw new ApiError(502, code, `The connection test failed, so the server was not kept: ${test.message} (${code})`);
+      throw new ApiError(502, code, `The test failed, so the ${what} was not kept: ${test.message} (${code})`);
     }
     status.textContent = "Saving…";
     try {
-      const server = await api("POST", "/api/v1/servers", body);
-      const stored = await api("POST", `/api/v1/servers/${server.id}/test-connection`);
-      return { server, test: stored };
+      return { saved: await api("POST", createUrl, body), test };
     } finally {
       status.textContent = "";
     }
+  }
+
+  // A server is tested once more when stored, so its health badge starts out known.
+  async function saveServer(form) {
+    const testCall = (body) => api("POST", "/api/v1/servers/test-connection", body);
+    const { saved } = await testThenSave(form, "connection", testCall, "/api/v1/servers");
+    return { server: saved, test: await api("POST", `/api/v1/servers/${saved.id}/test-connection`) };
+  }
+
+  async function saveStorage(form) {
+    const testCall = (body) => api("POST", "/api/v1/storage/test", { provider: body });
+    return testThenSave(form, "storage", testCall, "/api/v1/storage/providers");
   }
 
   function restoreBody(form, body) {
@@ -327,6 +371,8 @@
       let result;
       if (form.dataset.kind === "server") {
         result = await saveServer(form);
+      } else if (form.dataset.kind === "storage") {
+        result = await saveStorage(form);
       } else if (form.dataset.kind === "verify") {
         const backupId = Number.parseInt($("[name=backup_id]", form).value, 10);
         $("#verify-progress", form).innerHTML = "";
@@ -419,16 +465,14 @@
       $(".mask-fixed", el.closest(".mask-row")).hidden = el.value !== "fixed:";
     }
     if (el.id === "restore-server") toggleConfirm();
-    if (el.id === "channel-type") toggleChannelFields();
+    if (el.matches && el.matches("select[data-switch]")) switchFields(el);
     if (el.dataset && el.dataset.loadDatabases) loadDatabases(el);
   });
 
-  // The channel form shows (and sends) only the fields of the chosen type.
-  function toggleChannelFields() {
-    const select = $("#channel-type");
-    if (!select) return;
-    for (const set of $$("fieldset[data-channel-type]")) {
-      const on = set.dataset.channelType === select.value;
+  // A form with a type switch shows (and sends) only the fieldsets of the chosen type.
+  function switchFields(select) {
+    for (const set of $$("fieldset[data-types]", select.form)) {
+      const on = set.dataset.types.split(" ").includes(select.value);
       set.hidden = !on;
       set.disabled = !on;
     }
@@ -565,7 +609,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     drawCharts();
     toggleConfirm();
-    toggleChannelFields();
+    for (const select of $$("select[data-switch]")) switchFields(select);
     updateUnread();
     for (const select of $$("[data-load-databases]")) loadDatabases(select);
     connectLive();
