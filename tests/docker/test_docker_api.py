@@ -287,11 +287,18 @@ async def test_scheduled_restore_tests_run_on_the_sandbox_server(
             "SELECT datname FROM pg_database"
         )
 
-        # an explicit null sends the tests back to the source server
+        # the sandbox cannot be deleted from under the schedule (its tests would move
+        # onto the source server)
+        r = await client.delete(f"/api/v1/servers/{sandbox['id']}")
+        assert r.status_code == 409 and base["name"] in r.json()["detail"], r.text
+        assert (await client.get(f"/api/v1/servers/{sandbox['id']}")).status_code == 200
+
+        # an explicit null sends the tests back to the source server; then it can go
         r = await client.put(
             f"/api/v1/schedules/{schedule['id']}", json={"restore_test_server_id": None}
         )
         assert r.status_code == 200 and r.json()["restore_test_server_id"] is None, r.text
+        assert (await client.delete(f"/api/v1/servers/{sandbox['id']}")).status_code == 204
     finally:
         psql("postgres", f'DROP DATABASE IF EXISTS "{source}" WITH (FORCE)')
 

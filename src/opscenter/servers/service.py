@@ -14,7 +14,7 @@ from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.core.security import Keyring
-from opscenter.models import Server
+from opscenter.models import Schedule, Server
 from opscenter.servers import connect
 from opscenter.servers.schemas import (
     DEFAULT_PORTS,
@@ -269,6 +269,20 @@ async def update_server(
 
 async def delete_server(session: AsyncSession, principal: Principal, server_id: int) -> Server:
     server = await get_server(session, principal, server_id)
+    # Without its sandbox a schedule would run its restore tests on its source server,
+    # which may be the production one the sandbox was there to spare.
+    sandboxed = (
+        await session.scalars(
+            select(Schedule.name).where(
+                Schedule.restore_test_server_id == server.id, Schedule.server_id != server.id
+            )
+        )
+    ).all()
+    if sandboxed:
+        raise Conflict(
+            f"Schedules run their restore tests on '{server.name}': "
+            f"{', '.join(sorted(sandboxed))}. Choose another restore-test server for them first"
+        )
     await session.delete(server)
     await session.flush()
     return server
