@@ -61,6 +61,9 @@ class _HookedWriter:
         s = self._storage
         if s.fail_after is not None and self._inner.bytes_written + len(data) > s.fail_after:
             raise StorageError("disk_full", "injected: no space left on device")
+        if s.stall_after is not None and self._inner.bytes_written >= s.stall_after:
+            s.stalls += 1
+            await asyncio.Event().wait()  # never set: a server that stopped answering
         if s.delay:
             await asyncio.sleep(s.delay)
         if s.paused is not None:
@@ -92,6 +95,9 @@ class HookedStorage(LocalStorage):
         self.delay = 0.0
         self.on_write: Callable[[int], None] | None = None
         self.fail_after: int | None = None
+        #: Once a writer holds this many bytes, its writes hang until cancelled.
+        self.stall_after: int | None = None
+        self.stalls = 0  # writes hanging (or that hung) on stall_after
         #: When set, writes wait until it is set again (the pipeline backs up to the dump).
         self.paused: asyncio.Event | None = None
 

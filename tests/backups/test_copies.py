@@ -1,16 +1,21 @@
 """One dump, several destinations: every copy gets the same bytes from a single pass of
-the pipeline; a failing copy is removed without failing the backup, a failing primary
-leaves nothing anywhere. Real PostgreSQL, real local storage, moto's S3 server."""
+the pipeline; a failing or stalled copy is removed without failing (or holding up) the
+backup, a failing primary leaves nothing anywhere. Real PostgreSQL, real local storage,
+moto's S3 server."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import posixpath
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from opscenter.backups import pipeline
 from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import globals_key, read_manifest
 from opscenter.backups.pipeline import BackupOptions, CopyOutcome, run_backup
@@ -21,7 +26,7 @@ from opscenter.storage.backends import LocalStorage, StorageBackend
 from tests.storage import conftest as s3_fixtures
 
 from .conftest import all_files, pg_table_hashes, psql
-from .helpers import HookedStorage, RecordingRunner
+from .helpers import HookedStorage, RecordingRunner, group_gone, process_gone, until
 
 pytestmark = pytest.mark.postgres
 
@@ -63,6 +68,25 @@ def src_db(pg_db: Any) -> str:
         "insert into small values (1, 'one'), (2, 'zwei'), (3, 'trois');",
     )
     return db
+
+
+@pytest.fixture
+def tall_db(src_db: str) -> str:
+    """~11 MB: a dozen stored blocks of 1 MiB, so a copy can fall several blocks behind."""
+    psql(
+        src_db,
+        "insert into big select g, repeat(md5(g::text), 20) from generate_series(4001, 16000) g",
+    )
+    return src_db
+
+
+async def assert_identical(result: Any, *storages: StorageBackend) -> None:
+    """Each storage holds the backup's bytes (same sha256) and a manifest that verifies."""
+    for storage in storages:
+        data = await read_all(storage, result.key)
+        assert len(data) == result.size_bytes
+        assert hashlib.sha256(data).hexdigest() == result.sha256
+        await quick_verify(storage, await read_manifest(storage, result.key))
 
 
 async def test_one_dump_every_copy_identical_and_restorable(
@@ -176,3 +200,99 @@ async def test_copy_storage_that_cannot_open_is_reported(
     assert outcome.error.code in (ErrorCode.STORAGE_FAILED, ErrorCode.INVALID_CONFIG)
     await quick_verify(primary, await read_manifest(primary, result.key))
     assert blocker.read_text().startswith("a file")
+
+
+async def test_stalled_copy_is_dropped_and_the_others_commit(
+    tall_db: str, pg_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "_COPY_LAG_MAX", 2 << 20)
+    monkeypatch.setattr(pipeline, "_COPY_GRACE", 1.0)
+    primary = LocalStorage(tmp_path / "a")
+    stalled = HookedStorage(tmp_path / "b")
+    stalled.stall_after = 1  # takes the first block, then stops answering
+    good = LocalStorage(tmp_path / "c")
+    t0 = time.monotonic()
+    result = await asyncio.wait_for(
+        run_backup(
+            PostgresSource(pg_conn(tall_db)),
+            primary,
+            copies=[stalled, good],
+            options=BackupOptions(compression=Compression.NONE),
+        ),
+        60,
+    )
+    # One grace period of waiting, not the job's stall limit.
+    assert time.monotonic() - t0 < 15
+    assert result.size_bytes > 8 << 20 and stalled.stalls == 1
+    bad, ok = result.copies
+    assert ok == CopyOutcome(1, True)
+    assert bad.index == 0 and not bad.committed and bad.error is not None
+    assert bad.error.code is ErrorCode.STORAGE_FAILED
+    assert re.search(r"fell \d+(\.\d)? MiB behind", bad.error.message)
+    assert "wrote nothing for 1 s" in bad.error.message
+    # Nothing left in the stalled storage: no partial, no globals, no manifest.
+    assert all_files(stalled.root) == []
+    await assert_identical(result, primary, good)
+
+
+async def test_slow_copy_within_the_bound_commits_identical_bytes(
+    tall_db: str, pg_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small bound, so the primary does wait for the slow copy to make room.
+    monkeypatch.setattr(pipeline, "_COPY_LAG_MAX", 2 << 20)
+    monkeypatch.setattr(pipeline, "_COPY_GRACE", 2.0)
+    primary = LocalStorage(tmp_path / "a")
+    slow = HookedStorage(tmp_path / "b")
+    slow.delay = 0.1
+    result = await run_backup(
+        PostgresSource(pg_conn(tall_db)),
+        primary,
+        copies=[slow],
+        options=BackupOptions(compression=Compression.NONE),
+    )
+    assert result.copies == (CopyOutcome(0, True),)
+    assert result.size_bytes > 8 << 20
+    await assert_identical(result, primary, slow)
+
+
+async def test_cancel_during_a_stalled_copy_leaves_no_task_and_nothing_stored(
+    tall_db: str, pg_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ~40 MB: more than the pipeline buffers, so the dump is still running at the cancel.
+    psql(
+        tall_db,
+        "insert into big select g, repeat(md5(g::text), 20) from generate_series(16001, 64000) g",
+    )
+    # The primary waits on the stalled copy (it is a block behind) when the cancel comes.
+    monkeypatch.setattr(pipeline, "_COPY_LAG_MAX", 1 << 20)
+    monkeypatch.setattr(pipeline, "_COPY_GRACE", 60.0)
+    primary = LocalStorage(tmp_path / "a")
+    stalled = HookedStorage(tmp_path / "b")
+    stalled.stall_after = 1
+    good = LocalStorage(tmp_path / "c")
+    runner = RecordingRunner()
+    before = asyncio.all_tasks()
+    task = asyncio.create_task(
+        run_backup(
+            PostgresSource(pg_conn(tall_db)),
+            primary,
+            runner=runner,
+            copies=[stalled, good],
+            options=BackupOptions(compression=Compression.NONE),
+        )
+    )
+    assert await until(lambda: stalled.stalls > 0, 30)
+    await asyncio.sleep(0.5)
+    assert not task.done()
+    [pid] = [p.pid for p in runner.started if posixpath.basename(p.command.argv[0]) == "pg_dump"]
+    assert pid is not None and not process_gone(pid)
+    t0 = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - t0 < 5
+    leaked = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task()]
+    assert [t for t in leaked if not t.done()] == []
+    assert process_gone(pid) and group_gone(pid)
+    for storage in (primary, stalled, good):
+        assert all_files(storage.root) == []

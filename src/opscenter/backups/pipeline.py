@@ -32,11 +32,14 @@ PostgreSQL: the cluster globals (roles, tablespaces; ``pg_dumpall --globals-only
 go through the same stages, concurrently, into a small second object beside the dump,
 recorded in the manifest; commit order: both objects, then the manifest.
 
-Copies (``run_backup(copies=...)``): the stored byte stream also goes to the writer of
-every extra destination, block by block, so the dump runs once and every copy has the
-same bytes, sha256 and key. A copy whose storage fails (open, write, commit, manifest)
-is aborted, its partial object removed, and reported in ``BackupResult.copies``; it
-never fails the primary. The primary failing fails the backup and aborts every copy.
+Copies (``run_backup(copies=...)``): the stored byte stream also goes to every extra
+destination, block by block, so the dump runs once and every copy has the same bytes,
+sha256 and key. Each copy is written by its own task from its own queue, so a slow
+copy storage never slows the primary: it may fall up to ``_COPY_LAG_MAX`` behind, and
+past that the primary waits for it only while it keeps writing (``_COPY_GRACE``). A
+copy whose storage fails (open, write, commit, manifest) or stops keeping up is
+aborted, its partial object removed, and reported in ``BackupResult.copies``; it never
+fails the primary. The primary failing fails the backup and aborts every copy.
 """
 
 from __future__ import annotations
@@ -120,6 +123,13 @@ _READ_SLACK = 128 << 10
 #: After a read that found the pipe far from full, the reader pauses so the next
 #: read takes a few hundred KiB; the pause adapts so the pipe never fills up.
 _PAUSE_MIN, _PAUSE_START, _PAUSE_MAX = 0.000_25, 0.001, 0.005
+#: How far (bytes queued, ~1 MiB blocks) a copy may fall behind the primary: rides out
+#: a hiccup of its storage, with memory bounded per copy.
+_COPY_LAG_MAX = 64 << 20
+#: A copy that far behind (or draining at commit) is dropped once it wrote nothing for
+#: this long: longer than one 8 MiB S3 part at ~1 MB/s, well under the 60 s a MySQL
+#: server waits (net_write_timeout) for the dump tool the primary holds up meanwhile.
+_COPY_GRACE = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +236,10 @@ def storage_error(exc: StorageError, stage: str = "storage") -> BackupError:
     return BackupError(code, exc.message, stage=stage)
 
 
+def _mib(n: int) -> str:
+    return f"{round(n / (1 << 20), 1):g} MiB"
+
+
 def _copy_error(exc: Exception, stage: str) -> BackupError:
     if isinstance(exc, BackupError):
         return exc
@@ -238,8 +252,10 @@ def _copy_error(exc: Exception, stage: str) -> BackupError:
 
 @dataclass(slots=True)
 class _Copy:
-    """One extra destination of the stored stream. Its failures are recorded, never
-    raised: the writer is aborted at once (nothing partial stays) and the copy drops out."""
+    """One extra destination of the stored stream, written by its own task from its own
+    queue, so the primary never waits on this storage (see ``put``). Its failures are
+    recorded, never raised: the writer is aborted at once (nothing partial stays) and
+    the copy drops out."""
 
     index: int
     storage: StorageBackend
@@ -247,27 +263,83 @@ class _Copy:
     error: BackupError | None = None
     committed: bool = False
     bytes_stored: int = 0
+    #: Blocks for the task to write (``None``: the end of the stream); ``backlog`` counts
+    #: their bytes and the block being written.
+    queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    backlog: int = 0
+    #: Set whenever the task wrote a block or ended: wakes whoever waits on this copy.
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
 
     async def open(self, key: str) -> None:
         try:
             self.writer = await self.storage.open_writer(key)
         except Exception as exc:
             self.error = _copy_error(exc, "storage")
+        else:
+            self.task = asyncio.create_task(self._pump(self.writer))
 
-    async def write(self, block: bytes) -> None:
-        if self.writer is None:
-            return
+    async def _pump(self, writer: StorageWriter) -> None:
         try:
-            await self.writer.write(block)
+            while (block := await self.queue.get()) is not None:
+                await writer.write(block)
+                self.bytes_stored += len(block)
+                self.backlog -= len(block)
+                self.moved.set()
         except Exception as exc:
             self.error = _copy_error(exc, "storage")
-            await self.abort()
-        else:
-            self.bytes_stored += len(block)
+            await self._abort_writer()
+        finally:
+            self.moved.set()
+
+    async def _wait(self, ready: Callable[[], bool]) -> bool:
+        """Wait until ``ready()`` or the task ended; ``False`` as soon as the task wrote
+        nothing for ``_COPY_GRACE`` s (each block it writes restarts the clock)."""
+        while self.running and not ready():
+            self.moved.clear()
+            try:
+                async with asyncio.timeout(_COPY_GRACE):
+                    await self.moved.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    async def _drop(self, behind: str, stage: str) -> None:
+        self.error = BackupError(
+            ErrorCode.STORAGE_FAILED,
+            f"copy storage {behind} and wrote nothing for {_COPY_GRACE:g} s, so it was "
+            "dropped; check that storage's speed and reachability",
+            stage=stage,
+        )
+        await self.abort()
+
+    async def put(self, block: bytes) -> None:
+        """Queue ``block`` for the task. Past ``_COPY_LAG_MAX`` behind, wait for room, and
+        drop the copy if its storage stopped taking blocks (the primary goes on)."""
+
+        def has_room() -> bool:
+            return not self.backlog or self.backlog + len(block) <= _COPY_LAG_MAX
+
+        if not await self._wait(has_room):
+            await self._drop(f"fell {_mib(self.backlog)} behind", "storage")
+        elif self.running:
+            self.backlog += len(block)
+            self.queue.put_nowait(block)
 
     async def commit(self, key: str) -> None:
+        if not self.running:  # never opened, or its storage failed (error set)
+            await self.abort()
+            return
+        self.queue.put_nowait(None)  # the task writes what is queued, then ends
+        if not await self._wait(lambda: not self.running):
+            await self._drop(f"still had {_mib(self.backlog)} to write at the end", "commit")
+            return
         writer = self.writer
-        if writer is None:
+        if writer is None:  # its last writes failed
             return
         try:
             info = await writer.commit()
@@ -290,7 +362,18 @@ class _Copy:
         self.committed = True
 
     async def abort(self) -> None:
+        """Stop the task and remove the partial object (idempotent)."""
+        task = self.task
+        try:
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+        finally:
+            await self._abort_writer()
+
+    async def _abort_writer(self) -> None:
         writer, self.writer = self.writer, None
+        self.queue, self.backlog = asyncio.Queue(), 0  # free the blocks never to be written
         if writer is not None:
             with contextlib.suppress(Exception):
                 await writer.abort()
@@ -430,18 +513,18 @@ class _Backup:
         self.sha256 = digest.hexdigest()
         out.close()
 
-    # -- event loop: channel -> storage (and every copy's storage, concurrently)
+    # -- event loop: channel -> storage (and every copy's queue, see ``_Copy.put``)
     async def _store(self, inp: Channel[bytes]) -> None:
         while True:
             block = await self.stages.in_thread(inp.get)
             if block is None:
                 return
-            live = [c for c in self.copies if c.writer is not None]
+            live = [c for c in self.copies if c.running]
             if live:
                 # Copies never raise; the primary's failure is the stage's failure.
                 done = await asyncio.gather(
                     self.writer.write(block),
-                    *(c.write(block) for c in live),
+                    *(c.put(block) for c in live),
                     return_exceptions=True,
                 )
                 if isinstance(done[0], BaseException):
@@ -464,6 +547,13 @@ class _Backup:
     async def abort_copies(self) -> None:
         await asyncio.gather(*(c.abort() for c in self.copies))
 
+    def _stop_copies(self) -> None:
+        """The run is aborting: stop every copy's task now, so the store stage never
+        waits for room in a copy (``abort_copies`` then removes their partials)."""
+        for c in self.copies:
+            if c.task is not None:
+                c.task.cancel()
+
     async def run(self) -> RunFacts:
         rfd, wfd = os.pipe()
         pipe_size = enlarge_pipe(wfd)
@@ -485,6 +575,7 @@ class _Backup:
         nice = self.options.nice
         pool = BufferPool(_READ_BUFFERS, BLOCK_SIZE)
         st.on_abort(pool.abort)
+        st.on_abort(self._stop_copies)
         raw = st.channel(_READ_BUFFERS)
         compressed = st.channel(8)
         stored = st.channel(4)
