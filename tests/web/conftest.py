@@ -154,6 +154,10 @@ def log_in(page: Page, base: str, username: str, password: str) -> None:
 
 PageFactory = Callable[..., Page]
 
+# Assertions wait as long as actions: under two xdist workers and a browser on two
+# cores, a save-and-reload can take longer than Playwright's 5 s default.
+expect.set_options(timeout=15_000)
+
 
 @pytest.fixture
 def new_page(browser: Browser, live: LiveServer) -> Iterator[PageFactory]:

@@ -231,3 +231,41 @@ def test_storage_add_browse_import_edit_and_delete(
     body = admin_api.get(f"/api/v1/backups/{completed_backup['id']}").json()
     assert body["status"] == "completed"
     assert (Path(default["config"]["path"]) / completed_backup["storage_path"]).is_file()
+
+
+def test_long_lists_page_with_their_filters(
+    new_page: PageFactory, live: LiveServer, admin_api: httpx.Client
+) -> None:
+    created = []
+    for _ in range(51):
+        r = admin_api.post(
+            "/api/v1/servers",
+            json={"name": f"paged-{uuid.uuid4().hex[:8]}", "type": "postgresql",
+                  "host": "127.0.0.1", "credentials": {"username": "postgres"}},
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        created.append(r.json()["id"])
+    total = admin_api.get("/api/v1/audit/logs", params={"action": "server.create"}).json()["total"]
+    assert 51 <= total <= 100
+    try:
+        page = new_page()
+        page.goto(f"{live.base}/audit?action=server.create")
+        pager = page.locator("nav.pager")
+        expect(pager).to_contain_text(f"1\u201350 of {total}")
+        expect(page.locator("#audit tbody tr")).to_have_count(50)
+        pager.get_by_role("link", name="Older →").click()
+        expect(pager).to_contain_text(f"51\u2013{total} of {total}")
+        expect(page.locator("#audit tbody tr")).to_have_count(total - 50)
+        assert "action=server.create" in page.url and "page=2" in page.url
+        pager.get_by_role("link", name="← Newer").click()
+        expect(pager).to_contain_text(f"1\u201350 of {total}")
+
+        # Past the end: an empty page that leads back, not an error.
+        page.goto(f"{live.base}/backups?page=999")
+        expect(page.locator("#backup-rows")).to_contain_text("No backups match")
+        expect(page.locator("nav.pager")).to_contain_text("page 999 of")
+        page.goto(f"{live.base}/backups?page=0")
+        expect(page.locator("body")).to_contain_text("VALIDATION_ERROR")
+    finally:
+        for server_id in created:
+            admin_api.delete(f"/api/v1/servers/{server_id}")

@@ -3,14 +3,15 @@ errors rendered as pages in words with their code."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -19,6 +20,7 @@ from opscenter.auth.deps import SESSION_COOKIE, defer_security_event, principal_
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SessionDep, get_ctx
 from opscenter.core.errors import AppError, Forbidden, Unauthorized
+from opscenter.core.pagination import PageParams
 from opscenter.core.principal import Principal
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -128,6 +130,44 @@ def in_zone(moment: datetime, zone: str) -> str:
 
 def iso(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
+
+
+#: Rows per page of the long lists (backups, audit); the API pages through everything.
+PAGE_SIZE = 50
+PageNumber = Annotated[int, Query(ge=1, le=100_000, description="1 = the newest rows")]
+
+
+@dataclass(frozen=True, slots=True)
+class Pager:
+    """One page of a long list, and the links to its neighbours that keep the filters."""
+
+    page: int
+    total: int
+    filters: Mapping[str, object]
+    size: int = PAGE_SIZE
+
+    @property
+    def params(self) -> PageParams:
+        return PageParams(limit=self.size, offset=(self.page - 1) * self.size)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def first_row(self) -> int:
+        return min(self.total, (self.page - 1) * self.size + 1)
+
+    @property
+    def last_row(self) -> int:
+        return min(self.total, self.page * self.size)
+
+    def query(self, page: int | None = None) -> str:
+        """The filters (empty ones left out) and a page number, as a query string."""
+        pairs = {k: v for k, v in self.filters.items() if v not in (None, "")}
+        if (page or self.page) > 1:
+            pairs["page"] = page or self.page
+        return urlencode(pairs)
 
 
 templates.env.filters.update(age=age, size=size, iso=iso, in_zone=in_zone)

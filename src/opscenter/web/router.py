@@ -26,6 +26,7 @@ from opscenter.backups.schemas import MaskingRule
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SessionDep
 from opscenter.core.errors import AppError
+from opscenter.core.pagination import paginate
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import MAX_ID
 from opscenter.models import Role
@@ -42,10 +43,10 @@ from opscenter.tokens import service as tokens
 from opscenter.users import service as users
 from opscenter.verify import service as verify
 from opscenter.web import dashboard
-from opscenter.web.pages import PageError, can_see, render
+from opscenter.web.pages import PageError, PageNumber, Pager, can_see, render
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
-LIST_LIMIT = 200  # pages show the newest rows; the API pages through everything
+LIST_LIMIT = 200  # short lists show at most this many; backups and audit page (Pager)
 
 ReadBackups = Annotated[Principal, Depends(can_see("read:backups"))]
 ReadServers = Annotated[Principal, Depends(can_see("read:servers"))]
@@ -106,6 +107,7 @@ async def _backup_rows(
     server_id: int | None,
     status: str | None,
     database_name: str | None,
+    page: int,
 ) -> dict[str, object]:
     stmt = backups.filter_backups(
         backups.backups_query(principal),
@@ -117,9 +119,16 @@ async def _backup_rows(
         start=None,
         end=None,
     )
-    rows = (await session.scalars(stmt.limit(LIST_LIMIT))).all()
+    filters = {"server_id": server_id, "status": status, "database_name": database_name}
+    pager = Pager(page, 0, filters)
+    rows, total = await paginate(session, stmt, pager.params)
     names = {s.id: s.name for s in (await session.scalars(servers.servers_query(principal))).all()}
-    return {"backups": [backups.backup_out(b) for b in rows], "server_names": names}
+    return {
+        "backups": [backups.backup_out(b) for b in rows],
+        "server_names": names,
+        "pager": Pager(page, total, filters),
+        "filters": filters,
+    }
 
 
 @router.get("/backups")
@@ -130,18 +139,15 @@ async def backups_page(
     server_id: FilterId = None,
     status: BackupStatus = None,
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
+    page: PageNumber = 1,
 ) -> Response:
-    context = await _backup_rows(session, principal, server_id, status, database_name)
+    context = await _backup_rows(session, principal, server_id, status, database_name, page)
     server_list = (await session.scalars(servers.servers_query(principal))).all()
     return render(
         request,
         "backups.html",
         principal,
-        {
-            **context,
-            "servers": [servers.server_out(s) for s in server_list],
-            "filters": {"server_id": server_id, "status": status, "database_name": database_name},
-        },
+        {**context, "servers": [servers.server_out(s) for s in server_list]},
     )
 
 
@@ -153,9 +159,10 @@ async def backup_rows_partial(
     server_id: FilterId = None,
     status: BackupStatus = None,
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
+    page: PageNumber = 1,
 ) -> Response:
     """The table body alone, re-rendered by htmx when the WebSocket reports a change."""
-    context = await _backup_rows(session, principal, server_id, status, database_name)
+    context = await _backup_rows(session, principal, server_id, status, database_name, page)
     return render(request, "partials/backup_rows.html", principal, context)
 
 
@@ -253,17 +260,16 @@ async def audit_page(
     session: SessionDep,
     action: Annotated[str | None, Query(max_length=100)] = None,
     resource_type: Annotated[str | None, Query(max_length=100)] = None,
+    page: PageNumber = 1,
 ) -> Response:
     filters = audit.AuditFilters(action=action or None, resource_type=resource_type or None)
-    rows = (await session.scalars(audit.filtered(filters).limit(LIST_LIMIT))).all()
+    shown = {"action": action or "", "resource_type": resource_type or ""}
+    rows, total = await paginate(session, audit.filtered(filters), Pager(page, 0, shown).params)
     return render(
         request,
         "audit.html",
         principal,
-        {
-            "entries": rows,
-            "filters": {"action": action or "", "resource_type": resource_type or ""},
-        },
+        {"entries": rows, "filters": shown, "pager": Pager(page, total, shown)},
     )
 
 
