@@ -258,10 +258,11 @@ async def test_slow_copy_within_the_bound_commits_identical_bytes(
 async def test_cancel_during_a_stalled_copy_leaves_no_task_and_nothing_stored(
     tall_db: str, pg_conn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # ~40 MB: more than the pipeline buffers, so the dump is still running at the cancel.
+    # ~120 MB: far more than the pipeline's buffers and the socket's hold together
+    # (~30 MB), so the dump is still running at the cancel.
     psql(
         tall_db,
-        "insert into big select g, repeat(md5(g::text), 20) from generate_series(16001, 64000) g",
+        "insert into big select g, repeat(md5(g::text), 20) from generate_series(16001, 190000) g",
     )
     # The primary waits on the stalled copy (it is a block behind) when the cancel comes.
     monkeypatch.setattr(pipeline, "_COPY_LAG_MAX", 1 << 20)

@@ -308,9 +308,17 @@ async def test_time_limit_and_row_counts_estimates(big_db, pg_conn, tmp_path):
     assert all_files(storage.root) == []
 
 
-async def test_database_dropped_mid_dump(big_db, pg_conn, tmp_path, age_recipient):
+async def test_database_dropped_mid_dump(pg_db, pg_conn, tmp_path, age_recipient):
     """DROP DATABASE ... WITH (FORCE) while pg_dump streams: a classified failure that
     says what happened, nothing left in storage, the older backup untouched."""
+    # ~120 MB: far more than the pipeline's buffers and the socket's hold together
+    # (~30 MB), so pg_dump is still reading when the database goes.
+    big_db = pg_db()
+    psql(
+        big_db,
+        "create table big as select g, repeat(md5(g::text), 32) as filler "
+        "from generate_series(1, 120000) g",
+    )
     storage = HookedStorage(tmp_path / "store")
     options = BackupOptions(compression=Compression.NONE, recipients=(age_recipient,))
     old = await run_backup(PostgresSource(pg_conn(big_db)), storage, options=options)

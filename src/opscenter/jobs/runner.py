@@ -281,23 +281,37 @@ class JobRunner:
             values["progress"] = 100.0
         if result is not None:
             values["result"] = result
+        # The finisher first: whoever sees the job end (polling GET /jobs/{id}) then finds
+        # what it worked on, such as the backup row, already settled.
+        await self._run_finisher(ctx, status, code, message)
         await self.write(ctx.job_id, **values)
-        await self._finish(ctx.job_id, status, code, message)
+        self._publish_end(ctx, status, code, message)
 
     async def _finish(
         self, job_id: int, status: str, code: str | None, message: str | None
     ) -> None:
+        """The finisher of a job that ended without running (cancelled while queued)."""
         async with self.db.read_session() as session:
             job = await session.get(Job, job_id)
         if job is None:
             return
         ctx = JobContext(job.id, job.kind, job.team_id, job.params, self)
-        kind = self.kinds.get(job.kind)
+        await self._run_finisher(ctx, status, code, message)
+        self._publish_end(ctx, status, code, message)
+
+    async def _run_finisher(
+        self, ctx: JobContext, status: str, code: str | None, message: str | None
+    ) -> None:
+        kind = self.kinds.get(ctx.kind)
         if kind and kind.finish:
             try:
                 await kind.finish(ctx, status, code, message)
             except Exception:
-                log.exception("job finisher failed", job_id=job_id)
+                log.exception("job finisher failed", job_id=ctx.job_id)
+
+    def _publish_end(
+        self, ctx: JobContext, status: str, code: str | None, message: str | None
+    ) -> None:
         self.publish(
             ctx, f"job.{status}", {"status": status, "error_code": code, "error_message": message}
         )
