@@ -40,7 +40,7 @@ typecheck: install
 
 pytest: install
 	@bash scripts/ensure-system.sh
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 test: lint typecheck pytest
 
