@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +173,21 @@ async def test_stopped_or_missing_container_is_a_clear_error(make_pg_container) 
         assert name in info.value.message and "running" in info.value.message
 
 
+class _Recording:
+    """A runner that remembers the commands it ran to completion."""
+
+    def __init__(self, inner: DockerRunner) -> None:
+        self.inner = inner
+        self.ran: list[Command] = []
+
+    async def run(self, command: Command, **kwargs: Any) -> Any:
+        self.ran.append(command)
+        return await self.inner.run(command, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 async def test_postgres_in_container_dump_and_restore_equal(
     runner: DockerRunner, pg_container: PgContainer, tmp_path: Path
 ) -> None:
@@ -201,6 +217,22 @@ async def test_postgres_in_container_dump_and_restore_equal(
     )
     assert pg_container.psql(DIGEST, dst) == pg_container.psql(DIGEST, src)
     assert len(pg_container.psql(DIGEST, src)) > 40
+
+    # In parallel: staged in the container's /tmp, pg_restore --jobs there, file gone.
+    recording = _Recording(runner)
+    parallel = "oc_docker_" + secrets.token_hex(4)
+    await run_restore(
+        storage,
+        manifest,
+        PostgresTarget(PgConnection("127.0.0.1", parallel, 5432, "postgres"), create=True, jobs=2),
+        identities=[identity],
+        runner=recording,
+    )
+    assert pg_container.psql(DIGEST, parallel) == pg_container.psql(DIGEST, src)
+    (restore_cmd,) = [c for c in recording.ran if "--jobs=2" in c.argv]
+    assert restore_cmd.argv[-1].startswith("/tmp/.opscenter-restore-")
+    left = await runner.run(Command(("sh", "-c", "ls -a /tmp")))
+    assert left.returncode == 0 and b".opscenter-restore-" not in left.stdout
 
     # A dump killed in the container fails classified, and leaves nothing in storage.
     pg_container.psql("CREATE TABLE filler AS SELECT g, repeat(md5(g::text), 20) AS t "

@@ -478,6 +478,32 @@ async def test_postgres_backup_over_ssh_restore_locally(runner: SshRunner, pg_db
     assert "already exists" in info.value.detail
     assert pg_table_hashes(dst2) == pg_table_hashes(src)
 
+    # In parallel over SSH: staged in the SSH host's /tmp (this machine's), read there by
+    # pg_restore --jobs, removed after success and after a failure alike.
+    staged_before = set(Path("/tmp").glob(".opscenter-restore-*"))
+    dst3 = pg_dbs(create=False)
+    await run_restore(
+        storage,
+        manifest,
+        PostgresTarget(PgConnection("127.0.0.1", dst3, 5432, "postgres"), create=True, jobs=3),
+        identities=[identity],
+        runner=runner,
+    )
+    assert pg_table_hashes(dst3) == pg_table_hashes(src)
+    with pytest.raises(BackupError) as info:
+        await run_restore(
+            storage,
+            manifest,
+            PostgresTarget(
+                PgConnection("127.0.0.1", dst3, 5432, "postgres"), allow_non_empty=True, jobs=2
+            ),
+            identities=[identity],
+            runner=runner,
+        )
+    assert info.value.code is ErrorCode.RESTORE_FAILED
+    assert "already exists" in info.value.detail
+    assert set(Path("/tmp").glob(".opscenter-restore-*")) == staged_before
+
 
 @pytest.mark.postgres
 async def test_postgres_dump_failure_over_ssh_is_classified(runner: SshRunner, tmp_path):

@@ -102,7 +102,8 @@ class PostgresTarget:
     #: in a private temp file under ``staging_dir`` (pg_restore reads a parallel
     #: restore out of order, so it needs a seekable file): that costs the dump's size
     #: on disk and gives up ``single_transaction``; a database the restore created is
-    #: still dropped again on failure. Local tools only.
+    #: still dropped again on failure. Where the tools run elsewhere (SSH, a container)
+    #: the file is staged there, in /tmp.
     jobs: int = 1
     staging_dir: str | None = None
 
@@ -356,6 +357,22 @@ class _SqliteSink:
         return BackupError(ErrorCode.RESTORE_FAILED, "sqlite restore failed", stage="sqlite")
 
 
+async def _restore_staged(
+    runner: CommandRunner, command: Command, path: str, time_limit: float | None
+) -> None:
+    """``pg_restore --jobs`` of a staged dump file (on the runner's host)."""
+    command = dataclasses.replace(command, argv=(*command.argv, path))
+    # No limit of its own beyond the restore's: a big parallel restore takes hours.
+    res = await runner.run(command, limit_seconds=time_limit or 7 * 86400)
+    if res.returncode != 0:
+        raise BackupError(
+            classify_pg_error(res.stderr) or ErrorCode.RESTORE_FAILED,
+            f"pg_restore failed with exit status {res.returncode}",
+            stage="pg_restore",
+            detail=scrub(_error_lines(res.stderr), command.secrets),
+        )
+
+
 class _StagedPgSink:
     """Parallel PostgreSQL restore: the verified dump goes to a temp file first, then
     ``pg_restore --jobs`` reads it; the file is removed whatever happens."""
@@ -371,13 +388,6 @@ class _StagedPgSink:
         self._runner: CommandRunner | None = None
 
     async def start(self, runner: CommandRunner) -> None:
-        if not isinstance(runner, LocalRunner):
-            raise BackupError(
-                ErrorCode.INVALID_CONFIG,
-                "a parallel restore runs the local pg_restore; restore with one job "
-                "through this server's SSH connection",
-                stage=self.name,
-            )
         self._runner = runner
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
@@ -396,17 +406,8 @@ class _StagedPgSink:
 
     async def finish(self) -> None:
         assert self._runner is not None and self._tmp is not None
-        command = dataclasses.replace(self.command, argv=(*self.command.argv, str(self._tmp)))
         try:
-            # No limit of its own beyond the restore's: a big parallel restore takes hours.
-            res = await self._runner.run(command, limit_seconds=self.time_limit or 7 * 86400)
-            if res.returncode != 0:
-                raise BackupError(
-                    classify_pg_error(res.stderr) or ErrorCode.RESTORE_FAILED,
-                    f"pg_restore failed with exit status {res.returncode}",
-                    stage=self.name,
-                    detail=scrub(_error_lines(res.stderr), self.command.secrets),
-                )
+            await _restore_staged(self._runner, self.command, str(self._tmp), self.time_limit)
         finally:
             await self.fail()
 
@@ -419,6 +420,47 @@ class _StagedPgSink:
 
     def error_for(self, rc: int) -> BackupError:
         return BackupError(ErrorCode.RESTORE_FAILED, "staging the dump failed", stage=self.name)
+
+
+class _RemoteStagedPgSink(_ProcessSink):
+    """Parallel PostgreSQL restore where the tools run elsewhere (an SSH host, a
+    container): ``cat`` stages the verified dump in a private file there, then
+    ``pg_restore --jobs`` reads it there; the file is removed whatever happens."""
+
+    # umask: only the login can read the dump; noclobber (O_EXCL): the random name is
+    # never an existing file, nor a symlink planted in /tmp.
+    _STAGE = 'umask 077 && set -C && exec cat > "$1"'
+
+    def __init__(self, command: Command, time_limit: float | None) -> None:
+        self.path = f"/tmp/.opscenter-restore-{os.urandom(8).hex()}.dump"  # noqa: S108 (see _STAGE)
+        super().__init__(
+            "staging",
+            Command(("sh", "-c", self._STAGE, "sh", self.path)),
+            lambda err: ErrorCode.DISK_FULL if "No space left" in err else None,
+        )
+        self.restore = command
+        self.time_limit = time_limit
+        self._runner: CommandRunner | None = None
+
+    async def start(self, runner: CommandRunner) -> None:
+        self._runner = runner
+        await super().start(runner)
+
+    async def finish(self) -> None:
+        assert self._runner is not None
+        try:
+            await _restore_staged(self._runner, self.restore, self.path, self.time_limit)
+        finally:
+            await self._remove()
+
+    async def fail(self) -> None:
+        await super().fail()
+        await self._remove()
+
+    async def _remove(self) -> None:
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.run(Command(("rm", "-f", "--", self.path)), limit_seconds=60)
 
 
 class _TarSink(_ProcessSink):
@@ -671,7 +713,7 @@ async def _pg_query(runner: CommandRunner, conn: PgConnection, sql: str, stage: 
 
 async def _pg_sink(
     runner: CommandRunner, target: PostgresTarget, time_limit: float | None
-) -> _ProcessSink | _StagedPgSink:
+) -> _ProcessSink | _StagedPgSink | _RemoteStagedPgSink:
     conn = target.conn
     if target.create:
         await _pg_query(
@@ -712,8 +754,10 @@ async def _pg_sink(
         argv.append("--no-owner")
     if target.jobs > 1:
         argv.append(f"--jobs={target.jobs}")
-        staging = Path(target.staging_dir or tempfile.gettempdir())
         command = Command(tuple(argv), env=conn.env(), secrets=conn.secrets())
+        if not isinstance(runner, LocalRunner):
+            return _RemoteStagedPgSink(command, time_limit)
+        staging = Path(target.staging_dir or tempfile.gettempdir())
         return _StagedPgSink(command, staging, time_limit)
     return _ProcessSink(
         "pg_restore",

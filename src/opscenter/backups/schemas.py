@@ -132,8 +132,9 @@ class RestoreRequest(InputModel):
         ge=1,
         le=16,
         description="PostgreSQL: pg_restore --jobs. Above 1 the verified dump is staged in a "
-        "temp file on this server first (its size on disk) and the restore is no longer one "
-        "transaction; into a new database a failure still drops it",
+        "temp file first (its size on disk; on this server, or in /tmp of the SSH host or "
+        "container that runs the tools) and the restore is no longer one transaction; into "
+        "a new database a failure still drops it",
     )
 
     @model_validator(mode="after")

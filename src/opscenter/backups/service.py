@@ -283,13 +283,8 @@ async def create_restore(
         )
     if data.masking_rules and backup.db_type not in {"postgresql", "mysql"}:
         raise InvalidInput("Masking applies to PostgreSQL and MySQL restores")
-    if data.parallel_jobs > 1 and (
-        backup.db_type != "postgresql" or target.type in ("ssh", "docker")
-    ):
-        raise InvalidInput(
-            "parallel_jobs applies to PostgreSQL restores run by this server's own "
-            "pg_restore (not through SSH or in a container)"
-        )
+    if data.parallel_jobs > 1 and backup.db_type != "postgresql":
+        raise InvalidInput("parallel_jobs applies to PostgreSQL restores (pg_restore --jobs)")
     job = await jobs.create_job(
         session,
         principal,
