@@ -7,9 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +20,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.conftest import ADMIN_PASSWORD
+from opscenter.app import create_app
+from tests.conftest import ADMIN_PASSWORD, make_settings
 
 # 10 cases per operation keeps `make test` under 20 minutes on 2 cores with ~200
 # operations; raise it for a deeper run (OPSCENTER_FUZZ_EXAMPLES=100 make test).
@@ -75,12 +78,18 @@ def admin_token(live_server: str) -> str:
     return token
 
 
-@pytest.fixture(scope="module")
-def api_schema(live_server: str) -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_url(f"{live_server}/openapi.json")
+def _app_schema() -> dict[str, Any]:
+    """The schema the server will serve, from the same app factory, at collection: one
+    test per operation, so xdist hands this file out first instead of last."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        return create_app(make_settings(Path(data_dir))).openapi()
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+schema = schemathesis.openapi.from_dict(_app_schema())
+
+
+def test_the_served_schema_is_the_one_fuzzed(live_server: str) -> None:
+    assert httpx.get(f"{live_server}/openapi.json").json() == schema.raw_schema
 
 
 @schema.parametrize()
@@ -90,10 +99,11 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_no_server_errors(case: schemathesis.Case, admin_token: str) -> None:
+def test_no_server_errors(case: schemathesis.Case, live_server: str, admin_token: str) -> None:
     if case.path == "/api/v1/auth/logout":
         return  # would end the session every other case relies on
     case.call_and_validate(
+        base_url=live_server,
         headers={"Authorization": f"Bearer {admin_token}"},
         checks=[not_a_server_error, response_schema_conformance],
     )
