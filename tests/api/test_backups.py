@@ -349,3 +349,25 @@ async def test_cancel_a_running_backup_removes_partial_output(
     assert {p for p in storage_root.rglob("*") if p.is_file()} == before
     r = await admin.post(f"/api/v1/jobs/{job_id}/cancel")
     assert r.status_code == 409 and r.json()["code"] == "CONFLICT"
+
+
+async def test_a_restart_during_the_finisher_keeps_a_completed_backup(
+    api: Api, admin: httpx.AsyncClient, source_db: str
+) -> None:
+    """The finisher runs before the job turns terminal: a process that dies right then
+    leaves a `running` job over a `completed` backup. Reconciling marks the job
+    interrupted and must not rewrite the backup, whose artifact is whole."""
+    server = await make_server(admin)
+    accepted = await admin.post(
+        "/api/v1/backups", json={"server_id": server["id"], "database_name": source_db}
+    )
+    job = await run_job(api, admin, accepted)
+    assert job["status"] == "succeeded", job
+    runner = api.app.state.ctx.runner
+    await runner.write(job["id"], status="running", finished_at=None)  # as if it died there
+    await runner.reconcile()
+    assert (await admin.get(f"/api/v1/jobs/{job['id']}")).json()["status"] == "interrupted"
+    backup = (await admin.get(f"/api/v1/backups/{accepted.json()['id']}")).json()
+    assert backup["status"] == "completed" and backup["error_code"] is None, backup
+    link = (await admin.post(f"/api/v1/backups/{backup['id']}/download")).json()
+    assert link["download_url"]

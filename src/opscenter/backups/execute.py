@@ -145,13 +145,18 @@ class BackupJobs:
             out.append((row, provider))
         return out
 
-    async def _update_backup(self, backup_id: int, **values: Any) -> None:
+    async def _update_backup(
+        self, backup_id: int, *, only_from: tuple[str, ...] | None = None, **values: Any
+    ) -> str | None:
+        """``only_from``: change the row only while its status is one of these. Returns
+        the row's status afterwards (None: no such row)."""
         async with self.app.db.write_session() as session:
             backup = await session.get(Backup, backup_id)
-            if backup is not None:
+            if backup is not None and (only_from is None or backup.status in only_from):
                 for name, value in values.items():
                     setattr(backup, name, value)
             await session.commit()
+            return backup.status if backup is not None else None
 
     async def _pin(self, server_id: int, runner: CommandRunner) -> None:
         """SSH hosts: connect first (the pinned key is checked), pin the key on first use."""
@@ -250,7 +255,7 @@ class BackupJobs:
             if row is not None and storage_service.pin_host_key(row, storage):
                 await session.commit()
         manifest = result.manifest
-        completed = {
+        completed: dict[str, Any] = {
             "status": "completed",
             "storage_key": result.key,
             "size_bytes": result.size_bytes,
@@ -314,13 +319,18 @@ class BackupJobs:
             "interrupted": "interrupted",
         }.get(status, "failed")
         if backup_status != "completed":
-            await self._update_backup(
+            # A restart can interrupt the finisher of a backup that had completed: it
+            # stays completed, and its after-steps below (retention, checks) run again.
+            settled = await self._update_backup(
                 backup_id,
+                only_from=("pending", "running") if status == "interrupted" else None,
                 status=backup_status,
                 error_code=code,
                 error_message=message,
                 completed_at=utcnow(),
             )
+            if settled == "completed":
+                backup_status, code, message = settled, None, None
         # Copies: those the run settled keep their own outcome; the others share the
         # primary's (the one dump failed, was cancelled or interrupted).
         copies: list[tuple[int, str, str | None, str | None]] = []
