@@ -314,10 +314,11 @@ async def delete_provider(
             "retention remove them) first, or deactivate the provider (is_active: false) "
             "to keep them restorable while no new backups go there"
         )
-    schedules = (
-        await session.scalars(select(Schedule).where(Schedule.team_id == provider.team_id))
-    ).all()
-    users = sorted(s.name for s in schedules if provider.id in (s.storage_ids or []))
+    # storage_ids is a JSON list: matched here, the same way on SQLite and PostgreSQL.
+    schedules = await session.execute(
+        select(Schedule.name, Schedule.storage_ids).where(Schedule.team_id == provider.team_id)
+    )
+    users = sorted(name for name, ids in schedules if provider.id in (ids or []))
     if users:
         raise Conflict(
             f"Schedules still write to '{provider.name}': {', '.join(users)}. "

@@ -14,13 +14,15 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter import __version__
 from opscenter.auth.deps import SESSION_COOKIE, defer_security_event, principal_from
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SessionDep, get_ctx
 from opscenter.core.errors import AppError, Forbidden, Unauthorized
-from opscenter.core.pagination import PageParams
+from opscenter.core.pagination import PageParams, paginate
 from opscenter.core.principal import Principal
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -147,10 +149,6 @@ class Pager:
     size: int = PAGE_SIZE
 
     @property
-    def params(self) -> PageParams:
-        return PageParams(limit=self.size, offset=(self.page - 1) * self.size)
-
-    @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.size))
 
@@ -168,6 +166,15 @@ class Pager:
         if (page or self.page) > 1:
             pairs["page"] = page or self.page
         return urlencode(pairs)
+
+
+async def paged(
+    session: AsyncSession, stmt: Select[Any], page: int, filters: Mapping[str, object]
+) -> tuple[list[Any], Pager]:
+    """The rows of ``page`` (1 = newest) of ``stmt``, and the pager that shows them."""
+    params = PageParams(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    rows, total = await paginate(session, stmt, params)
+    return rows, Pager(page, total, filters)
 
 
 templates.env.filters.update(age=age, size=size, iso=iso, in_zone=in_zone)

@@ -26,7 +26,6 @@ from opscenter.backups.schemas import MaskingRule
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SessionDep
 from opscenter.core.errors import AppError
-from opscenter.core.pagination import paginate
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import MAX_ID
 from opscenter.models import Role
@@ -43,7 +42,7 @@ from opscenter.tokens import service as tokens
 from opscenter.users import service as users
 from opscenter.verify import service as verify
 from opscenter.web import dashboard
-from opscenter.web.pages import PageError, PageNumber, Pager, can_see, render
+from opscenter.web.pages import PageError, PageNumber, can_see, paged, render
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 LIST_LIMIT = 200  # short lists show at most this many; backups and audit page (Pager)
@@ -120,13 +119,12 @@ async def _backup_rows(
         end=None,
     )
     filters = {"server_id": server_id, "status": status, "database_name": database_name}
-    pager = Pager(page, 0, filters)
-    rows, total = await paginate(session, stmt, pager.params)
+    rows, pager = await paged(session, stmt, page, filters)
     names = {s.id: s.name for s in (await session.scalars(servers.servers_query(principal))).all()}
     return {
         "backups": [backups.backup_out(b) for b in rows],
         "server_names": names,
-        "pager": Pager(page, total, filters),
+        "pager": pager,
         "filters": filters,
     }
 
@@ -264,12 +262,9 @@ async def audit_page(
 ) -> Response:
     filters = audit.AuditFilters(action=action or None, resource_type=resource_type or None)
     shown = {"action": action or "", "resource_type": resource_type or ""}
-    rows, total = await paginate(session, audit.filtered(filters), Pager(page, 0, shown).params)
+    rows, pager = await paged(session, audit.filtered(filters), page, shown)
     return render(
-        request,
-        "audit.html",
-        principal,
-        {"entries": rows, "filters": shown, "pager": Pager(page, total, shown)},
+        request, "audit.html", principal, {"entries": rows, "filters": shown, "pager": pager}
     )
 
 
