@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from opscenter.app import create_app
 from opscenter.config import Settings
+from opscenter.core.outbound import OutboundPolicy
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -118,6 +119,16 @@ async def admin_headers(api: Api) -> dict[str, str]:
 async def admin(api: Api, admin_headers: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
     async with api.client(admin_headers) as client:
         yield client
+
+
+@pytest.fixture
+def allow_loopback(api: Api) -> Iterator[None]:
+    """What an admin does with OPSCENTER_OUTBOUND_ALLOWLIST=127.0.0.1 (127.0.0.2 stays out)."""
+    ctx = api.app.state.ctx
+    saved = ctx.outbound
+    ctx.outbound = OutboundPolicy(["127.0.0.1"])
+    yield
+    ctx.outbound = saved
 
 
 @dataclass

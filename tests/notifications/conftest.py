@@ -27,9 +27,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from opscenter.core.outbound import OutboundPolicy
-from tests.conftest import Api
-
 
 def uid(prefix: str = "n") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
@@ -167,16 +164,6 @@ def smtp_server() -> Iterator[tuple[Mailbox, int]]:
     controller.start()
     yield mailbox, port
     controller.stop()
-
-
-@pytest.fixture
-def allow_loopback(api: Api) -> Iterator[None]:
-    """What an admin does with OPSCENTER_OUTBOUND_ALLOWLIST=127.0.0.1 (127.0.0.2 stays out)."""
-    ctx = api.app.state.ctx
-    saved = ctx.outbound
-    ctx.outbound = OutboundPolicy(["127.0.0.1"])
-    yield
-    ctx.outbound = saved
 
 
 @dataclass

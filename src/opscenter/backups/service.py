@@ -15,6 +15,7 @@ from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import manifest_key
 from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
 from opscenter.core.clock import utcnow
+from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
@@ -256,9 +257,10 @@ async def copies_of(session: AsyncSession, backup: Backup) -> list[Backup]:
     )
 
 
-async def create_restore(
+async def check_restore(
     session: AsyncSession, principal: Principal, backup_id: int, data: RestoreRequest
-) -> tuple[Backup, Job]:
+) -> tuple[Backup, Server]:
+    """The backup and the target server of a restore that may be queued."""
     backup = await get_backup(session, principal, backup_id)
     if backup.status != "completed" or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups restore")
@@ -285,6 +287,13 @@ async def create_restore(
         raise InvalidInput("Masking applies to PostgreSQL and MySQL restores")
     if data.parallel_jobs > 1 and backup.db_type != "postgresql":
         raise InvalidInput("parallel_jobs applies to PostgreSQL restores (pg_restore --jobs)")
+    return backup, target
+
+
+async def create_restore(
+    session: AsyncSession, principal: Principal, backup_id: int, data: RestoreRequest
+) -> tuple[Backup, Job]:
+    backup, target = await check_restore(session, principal, backup_id, data)
     job = await jobs.create_job(
         session,
         principal,
@@ -354,14 +363,15 @@ async def queue_restore(
     audit it (`POST /backups/{id}/restore` and seed 002's recovery points)."""
     if not principal.can("write:backups") and data.force:
         raise Forbidden("Forcing the restore of a corrupt backup needs write:backups")
-    backup, job = await create_restore(session, principal, backup_id, data)
-    target_server = await servers.get_server(session, principal, job.params["target_server_id"])
+    backup, target_server = await check_restore(session, principal, backup_id, data)
+    target = servers.target_of(keyring, target_server)
+    await release(session)
     try:
-        state = await connect.database_state(
-            servers.target_of(keyring, target_server), data.target_database, backup.db_type
-        )
+        state = await connect.database_state(target, data.target_database, backup.db_type)
     except BackupError as err:
         raise Conflict(f"Cannot inspect the target: {connect.explain(err)}") from None
+    # Checked again: the backup or the server may have changed while we looked.
+    backup, job = await create_restore(session, principal, backup_id, data)
     if state == "non_empty" and not data.drop_existing:
         raise Conflict(
             f"{data.target_database} on {target_server.name} is not empty: restore "

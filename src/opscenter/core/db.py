@@ -70,3 +70,17 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
+
+
+async def release(session: AsyncSession) -> None:
+    """End the request's transaction before calling out (network, subprocess, storage).
+
+    A write session holds SQLite's one write lock from its first statement (it begins
+    IMMEDIATE, and authentication already ran one), and on PostgreSQL the rows it changed
+    stay locked: a probe waiting on a silent host would stall every other writer and every
+    job heartbeat for as long as it waits. So: read and check, `release`, call out, then
+    write; the next statement begins a new short transaction, which the request dependency
+    commits as usual. Objects read stay usable (`expire_on_commit=False`), but get a row
+    again before changing it: it may have changed or gone while we waited.
+    """
+    await session.commit()

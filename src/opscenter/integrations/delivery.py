@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.clock import isoformat_z, utcnow
 from opscenter.core.context import AppContext
+from opscenter.core.db import release
 from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.core.security import Keyring
@@ -362,9 +363,10 @@ async def probe(
         "data": {"integration_id": integration.id, "message": "Test from opscenter"},
     }
     delivery = service.new_delivery(integration.id, "integration.test", payload, None)
-    result = await send_message(
-        http, integration.type, service.message_for(keyring, integration, delivery)
-    )
+    message = service.message_for(keyring, integration, delivery)
+    await release(session)
+    result = await send_message(http, integration.type, message)
+    await service.get_integration(session, integration_id)  # still there after the wait
     now = utcnow()
     delivery.attempts = 1
     delivery.status = "succeeded" if result.ok else "failed"

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
@@ -150,6 +151,7 @@ async def test_channel(
     that does not accept the message is `delivered: false` with the reason."""
     channel = await service.get_channel(session, principal, body.channel_id)
     config = service.full_config(ctx.keyring, channel)
+    await release(session)
     error = await dispatch.send_now(
         ctx.outbound,
         channel.type,
@@ -159,6 +161,7 @@ async def test_channel(
         "info",
         ctx.settings.notify_timeout_seconds,
     )
+    channel = await service.get_channel(session, principal, body.channel_id)
     service.record_delivery(channel, error)
     await audit.record(
         session,

@@ -10,6 +10,7 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.backups.errors import BackupError
 from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, paginate
@@ -97,9 +98,12 @@ def _connection_test(result: connect.Probe) -> ConnectionTest:
 
 # Declared before the `/{server_id}` routes, so the literal path is never read as an id.
 @router.post("/test-connection", response_model=ConnectionTest, responses=responses(NotFound))
-async def test_unsaved_connection(body: ServerCreate, principal: WriteServers) -> ConnectionTest:
+async def test_unsaved_connection(
+    body: ServerCreate, principal: WriteServers, session: SessionDep
+) -> ConnectionTest:
     """Test before saving: the body of `POST /servers`, probed as it is; nothing is stored
     (the credentials are used in memory only) and nothing is audited."""
+    await release(session)  # authentication's transaction
     return _connection_test(await service.probe_unsaved(principal, body))
 
 
@@ -157,8 +161,10 @@ async def test_connection(
     server_id: PathId, principal: ReadServers, session: SessionDep, ctx: Ctx
 ) -> ConnectionTest:
     """Connects with the stored credentials and the same tools a backup uses."""
+    target = service.target_of(ctx.keyring, await service.get_server(session, principal, server_id))
+    await release(session)
+    result = await connect.probe(target)
     server = await service.get_server(session, principal, server_id)
-    result = await connect.probe(service.target_of(ctx.keyring, server))
     if await service.record_health(session, server, result):
         ctx.events.publish(
             Event(
@@ -183,9 +189,10 @@ async def list_databases(
     server_id: PathId, principal: ReadServers, session: SessionDep, ctx: Ctx
 ) -> DatabaseList:
     """Read live from the server: names and sizes."""
-    server = await service.get_server(session, principal, server_id)
+    target = service.target_of(ctx.keyring, await service.get_server(session, principal, server_id))
+    await release(session)
     try:
-        found = await connect.list_databases(service.target_of(ctx.keyring, server))
+        found = await connect.list_databases(target)
     except BackupError as err:
         raise ServerUnreachable(connect.explain(err)) from None
     return DatabaseList(

@@ -10,6 +10,7 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.backups import catalog
 from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.db import release
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
@@ -128,8 +129,10 @@ async def test_storage(
     if body.provider_id is not None:
         provider = await service.get_provider(session, principal, body.provider_id)
         storage = service.backend(provider, ctx.keyring)
+        await release(session)
         result = await service.probe(storage)
         if result.success:
+            provider = await service.get_provider(session, principal, body.provider_id)
             service.pin_host_key(provider, storage)
         return result
     if body.provider is None:
@@ -139,6 +142,7 @@ async def test_storage(
     )
     credentials = getattr(body.provider, "credentials", None)
     secrets = credentials.model_dump() if credentials else {}
+    await release(session)  # authentication's transaction
     return await service.probe(service.backend_for(body.provider.type, config, secrets))
 
 
@@ -148,6 +152,7 @@ async def space(
 ) -> SpaceOut:
     provider = await service.get_provider(session, principal, provider_id)
     storage = service.backend(provider, ctx.keyring)
+    await release(session)
     info = await storage.space()
     used = count = 0
     async for obj in storage.list():
@@ -169,7 +174,9 @@ async def stored_backups(
 ) -> StoredArtifacts:
     """Every artifact found in the storage by its manifest, known to the catalog or not."""
     provider = await service.get_provider(session, principal, provider_id)
-    scan = await service.scan(service.backend(provider, ctx.keyring))
+    storage = service.backend(provider, ctx.keyring)
+    await release(session)
+    scan = await service.scan(storage)
     known = await service.catalog_keys(session, provider.id)
     items = [
         StoredArtifact(
@@ -205,6 +212,7 @@ async def import_catalog(
     """Rebuild catalog entries from the manifests in this storage (after losing the
     metadata database). Artifacts the catalog already knows are left alone."""
     provider = await service.get_provider(session, principal, provider_id)
+    await release(session)  # the scan reads the storage before anything is written
     adopted, invalid = await catalog.import_from_storage(
         session, ctx.storages.get(provider), principal, provider
     )

@@ -1,0 +1,175 @@
+"""Routes that call out (network, subprocess) hold no transaction while they wait.
+
+On SQLite a write transaction holds the database's one write lock: a probe of a host that
+accepts the connection and never answers would stall every other writer and every job
+heartbeat for as long as it waits. Here it is pending while another user writes and a
+running job's heartbeat goes through, each within a small bound."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from opscenter.core.clock import utcnow
+from opscenter.models import Job
+from tests.conftest import Api, UserFactory
+
+WITHIN_SECONDS = 2.0
+
+
+class SilentHost:
+    """A loopback listener that accepts connections and never answers, until `hang_up`."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.accepted = asyncio.Event()
+        self._open: list[asyncio.StreamWriter] = []
+        self._hung_up = False
+
+    async def _on_connect(self, _: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._hung_up:
+            writer.close()
+            return
+        self._open.append(writer)
+        self.accepted.set()
+
+    def hang_up(self) -> None:
+        """Close every connection, and each new one at once: the probe fails fast."""
+        self._hung_up = True
+        for writer in self._open:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def silent_host() -> AsyncIterator[SilentHost]:
+    host = SilentHost()
+    server = await asyncio.start_server(host._on_connect, "127.0.0.1", 0)
+    host.port = server.sockets[0].getsockname()[1]
+    try:
+        yield host
+    finally:
+        host.hang_up()
+        server.close()
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def server_body(port: int, team_id: int) -> dict[str, Any]:
+    return {
+        "name": uid("silent-"),
+        "type": "postgresql",
+        "host": "127.0.0.1",
+        "port": port,
+        "credentials": {"username": "postgres", "password": "not-used"},
+        "team_id": team_id,
+    }
+
+
+Request = tuple[str, dict[str, Any]]
+Setup = Callable[[httpx.AsyncClient, int, int], Awaitable[Request]]
+
+
+async def saved_server(admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
+    r = await admin.post("/api/v1/servers", json=server_body(port, team_id))
+    assert r.status_code == 201, r.text
+    return f"/api/v1/servers/{r.json()['id']}/test-connection", {}
+
+
+async def unsaved_server(_admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
+    return "/api/v1/servers/test-connection", server_body(port, team_id)
+
+
+async def sftp_storage(_admin: httpx.AsyncClient, port: int, _team_id: int) -> Request:
+    config = {"host": "127.0.0.1", "port": port, "username": "backup", "path": "/backups"}
+    provider = {
+        "name": uid("sftp-"),
+        "type": "sftp",
+        "config": config,
+        "credentials": {"password": "not-used"},
+    }
+    return "/api/v1/storage/test", {"provider": provider}
+
+
+async def webhook_channel(admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
+    r = await admin.post(
+        "/api/v1/notifications/channels",
+        json={
+            "name": uid("hook-"),
+            "type": "webhook",
+            "config": {"url": f"http://127.0.0.1:{port}/hook"},
+            "team_id": team_id,
+        },
+    )
+    assert r.status_code == 201, r.text
+    return "/api/v1/notifications/test", {"channel_id": r.json()["id"], "message": "hello"}
+
+
+async def webhook_integration(admin: httpx.AsyncClient, port: int, _team_id: int) -> Request:
+    r = await admin.post(
+        "/api/v1/integrations/",
+        json={
+            "name": uid("hook-"),
+            "type": "webhook",
+            "config": {"url": f"http://127.0.0.1:{port}/hook", "events": ["job.*"]},
+        },
+    )
+    assert r.status_code == 201, r.text
+    return f"/api/v1/integrations/{r.json()['id']}/test", {}
+
+
+async def running_job(api: Api, team_id: int) -> int:
+    async with api.app.state.ctx.db.write_session() as session:
+        job = Job(
+            kind="backup",
+            team_id=team_id,
+            lock_key=None,
+            resource_type="backup",
+            resource_id=1,
+            params={},
+            status="running",
+        )
+        session.add(job)
+        await session.commit()
+        return job.id
+
+
+@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.parametrize(
+    "setup",
+    [saved_server, unsaved_server, sftp_storage, webhook_channel, webhook_integration],
+    ids=lambda f: f.__name__,
+)
+async def test_a_silent_host_blocks_no_writer(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, setup: Setup
+) -> None:
+    other = await make_user("admin")
+    r = await admin.post("/api/v1/users/teams", json={"name": uid("team-")})
+    assert r.status_code == 201, r.text
+    team_id = r.json()["id"]
+    job_id = await running_job(api, team_id)
+
+    async with silent_host() as host, other.client(api) as other_client:
+        url, body = await setup(admin, host.port, team_id)
+        probe = asyncio.create_task(admin.post(url, json=body))
+        try:
+            await asyncio.wait_for(host.accepted.wait(), 15)
+            write = other_client.post("/api/v1/users/teams", json={"name": uid("team-")})
+            r = await asyncio.wait_for(write, WITHIN_SECONDS)
+            assert r.status_code == 201, r.text
+            heartbeat = api.app.state.ctx.runner.write(job_id, heartbeat_at=utcnow())
+            await asyncio.wait_for(heartbeat, WITHIN_SECONDS)
+            assert not probe.done(), "the probe must still be waiting on the silent host"
+        finally:
+            host.hang_up()
+        r = await asyncio.wait_for(probe, 30)
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert not result.get("success", result.get("delivered")), result
