@@ -407,7 +407,7 @@ def test_a_viewer_sees_no_restore_and_is_refused_when_forcing_it(
     expect(page.locator("[data-restore]")).to_have_count(0)
     expect(page.get_by_role("button", name="Delete")).to_have_count(0)
     expect(page.locator("#run-backup")).to_have_count(0)
-    expect(page.get_by_role("link", name="Users & teams")).to_have_count(0)
+    expect(page.get_by_role("link", name="Users and teams")).to_have_count(0)
 
     response = page.goto(f"{live.base}/backups/{completed_backup['id']}/restore")
     assert response is not None and response.status == 403

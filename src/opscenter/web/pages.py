@@ -24,6 +24,7 @@ from opscenter.core.context import SessionDep, get_ctx
 from opscenter.core.errors import AppError, Forbidden, Unauthorized
 from opscenter.core.pagination import PageParams, paginate
 from opscenter.core.principal import Principal
+from opscenter.web.nav import nav_for
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -192,6 +193,11 @@ def render(
     return templates.TemplateResponse(
         request,
         name,
-        {"me": principal, "path": request.url.path, **(context or {})},
+        {
+            "me": principal,
+            "path": request.url.path,
+            "nav": nav_for(principal) if principal else [],
+            **(context or {}),
+        },
         status_code=status_code,
     )

@@ -432,6 +432,7 @@
         box.innerHTML = `<p class="error-text" role="alert">${escapeHtml(err.message)}</p>`;
       }
     }
+    if (target.id === "menu-toggle") setMenu(target.getAttribute("aria-expanded") !== "true");
     if (target.id === "logout") {
       try {
         await api("POST", "/api/v1/auth/logout");
@@ -605,6 +606,21 @@
       });
     }
   }
+
+  // Phone width: the sidebar hides behind the menu button; Escape closes it again.
+  function setMenu(open) {
+    $("#menu-toggle").setAttribute("aria-expanded", String(open));
+    $("#sidebar").classList.toggle("open", open);
+    if (open) $("#sidebar a")?.focus();
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const toggle = $("#menu-toggle");
+    if (event.key === "Escape" && toggle?.getAttribute("aria-expanded") === "true") {
+      setMenu(false);
+      toggle.focus();
+    }
+  });
 
   document.addEventListener("DOMContentLoaded", () => {
     drawCharts();
