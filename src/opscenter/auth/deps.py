@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from opscenter.audit import service as audit
+from opscenter.auth.permissions import checks
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SAFE_METHODS, AppContext, SessionDep, client_ip, get_ctx
 from opscenter.core.errors import Forbidden, Unauthorized
@@ -188,4 +189,4 @@ def require(permission: str) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     dependency.__name__ = f"require_{permission.replace(':', '_')}"
-    return dependency
+    return checks(permission, dependency)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from opscenter.core.principal import ALL_TEAMS
+
+Check = TypeVar("Check", bound=Callable[..., Any])
 
 RESOURCES = (
     "users",
@@ -81,3 +86,18 @@ def describe(permission: str) -> str:
         return "See and change the resources of every team, not only one's own"
     verb, resource = permission.split(":", 1)
     return DESCRIPTIONS[verb].format(r=resource.replace("_", " "))
+
+
+_CHECKS: dict[Callable[..., Any], str] = {}
+
+
+def checks(permission: str, dependency: Check) -> Check:
+    """Remember that `dependency` checks `permission`, so a test can walk every route
+    and find the permission it names (see `checked_by`)."""
+    _CHECKS[dependency] = permission
+    return dependency
+
+
+def checked_by(dependency: Callable[..., Any]) -> str | None:
+    """The permission a dependency made by `require` (API) or `can_see` (pages) checks."""
+    return _CHECKS.get(dependency)

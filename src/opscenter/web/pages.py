@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter import __version__
 from opscenter.auth.deps import SESSION_COOKIE, defer_security_event, principal_from
+from opscenter.auth.permissions import checks
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SessionDep, get_ctx
 from opscenter.core.errors import AppError, Forbidden, Unauthorized
@@ -96,7 +97,7 @@ def can_see(permission: str) -> Callable[..., Awaitable[Principal]]:
             )
         return principal
 
-    return dependency
+    return checks(permission, dependency)
 
 
 def age(moment: datetime | None, now: datetime | None = None) -> str:
