@@ -73,21 +73,22 @@ def server_body(port: int, team_id: int) -> dict[str, Any]:
     }
 
 
-Request = tuple[str, dict[str, Any]]
-Setup = Callable[[httpx.AsyncClient, int, int], Awaitable[Request]]
+#: The URL to post to, its body, and the status once the host hung up.
+Request = tuple[str, dict[str, Any], int]
+Setup = Callable[[Api, httpx.AsyncClient, int, int], Awaitable[Request]]
 
 
-async def saved_server(admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
+async def saved_server(_api: Api, admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
     r = await admin.post("/api/v1/servers", json=server_body(port, team_id))
     assert r.status_code == 201, r.text
-    return f"/api/v1/servers/{r.json()['id']}/test-connection", {}
+    return f"/api/v1/servers/{r.json()['id']}/test-connection", {}, 200
 
 
-async def unsaved_server(_admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
-    return "/api/v1/servers/test-connection", server_body(port, team_id)
+async def unsaved_server(_api: Api, _admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
+    return "/api/v1/servers/test-connection", server_body(port, team_id), 200
 
 
-async def sftp_storage(_admin: httpx.AsyncClient, port: int, _team_id: int) -> Request:
+async def sftp_storage(_api: Api, _admin: httpx.AsyncClient, port: int, _team_id: int) -> Request:
     config = {"host": "127.0.0.1", "port": port, "username": "backup", "path": "/backups"}
     provider = {
         "name": uid("sftp-"),
@@ -95,10 +96,10 @@ async def sftp_storage(_admin: httpx.AsyncClient, port: int, _team_id: int) -> R
         "config": config,
         "credentials": {"password": "not-used"},
     }
-    return "/api/v1/storage/test", {"provider": provider}
+    return "/api/v1/storage/test", {"provider": provider}, 200
 
 
-async def webhook_channel(admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
+async def webhook_channel(_api: Api, admin: httpx.AsyncClient, port: int, team_id: int) -> Request:
     r = await admin.post(
         "/api/v1/notifications/channels",
         json={
@@ -109,10 +110,13 @@ async def webhook_channel(admin: httpx.AsyncClient, port: int, team_id: int) -> 
         },
     )
     assert r.status_code == 201, r.text
-    return "/api/v1/notifications/test", {"channel_id": r.json()["id"], "message": "hello"}
+    body = {"channel_id": r.json()["id"], "message": "hello"}
+    return "/api/v1/notifications/test", body, 200
 
 
-async def webhook_integration(admin: httpx.AsyncClient, port: int, _team_id: int) -> Request:
+async def webhook_integration(
+    _api: Api, admin: httpx.AsyncClient, port: int, _team_id: int
+) -> Request:
     r = await admin.post(
         "/api/v1/integrations/",
         json={
@@ -122,7 +126,24 @@ async def webhook_integration(admin: httpx.AsyncClient, port: int, _team_id: int
         },
     )
     assert r.status_code == 201, r.text
-    return f"/api/v1/integrations/{r.json()['id']}/test", {}
+    return f"/api/v1/integrations/{r.json()['id']}/test", {}, 200
+
+
+async def restore_probe(api: Api, admin: httpx.AsyncClient, port: int, _team_id: int) -> Request:
+    """A restore looks at its target database first; the answer is a 409 once it failed."""
+    source = {**server_body(5432, 0), "team_id": None}
+    r = await admin.post("/api/v1/servers", json=source)
+    assert r.status_code == 201, r.text
+    r = await admin.post(
+        "/api/v1/backups", json={"server_id": r.json()["id"], "database_name": "postgres"}
+    )
+    assert r.status_code == 202, r.text
+    job = await api.app.state.ctx.runner.wait(r.json()["job_id"], limit_seconds=60)
+    assert job.status == "succeeded", job.error_message
+    target = await admin.post("/api/v1/servers", json={**server_body(port, 0), "team_id": None})
+    assert target.status_code == 201, target.text
+    body = {"target_server_id": target.json()["id"], "target_database": "oc_never_restored"}
+    return f"/api/v1/backups/{r.json()['id']}/restore", body, 409
 
 
 async def running_job(api: Api, team_id: int) -> int:
@@ -144,7 +165,14 @@ async def running_job(api: Api, team_id: int) -> int:
 @pytest.mark.usefixtures("allow_loopback")
 @pytest.mark.parametrize(
     "setup",
-    [saved_server, unsaved_server, sftp_storage, webhook_channel, webhook_integration],
+    [
+        saved_server,
+        unsaved_server,
+        sftp_storage,
+        webhook_channel,
+        webhook_integration,
+        restore_probe,
+    ],
     ids=lambda f: f.__name__,
 )
 async def test_a_silent_host_blocks_no_writer(
@@ -157,7 +185,7 @@ async def test_a_silent_host_blocks_no_writer(
     job_id = await running_job(api, team_id)
 
     async with silent_host() as host, other.client(api) as other_client:
-        url, body = await setup(admin, host.port, team_id)
+        url, body, status = await setup(api, admin, host.port, team_id)
         probe = asyncio.create_task(admin.post(url, json=body))
         try:
             await asyncio.wait_for(host.accepted.wait(), 15)
@@ -170,6 +198,6 @@ async def test_a_silent_host_blocks_no_writer(
         finally:
             host.hang_up()
         r = await asyncio.wait_for(probe, 30)
-    assert r.status_code == 200, r.text
+    assert r.status_code == status, r.text
     result = r.json()
     assert not result.get("success", result.get("delivered")), result
