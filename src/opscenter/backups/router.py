@@ -99,12 +99,7 @@ async def list_backups(
         end=end_date,
     )
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[service.backup_out(b) for b in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.backup_out(b) for b in rows], total, paging)
 
 
 @router.get("/{backup_id}", response_model=BackupOut, responses=responses(NotFound))

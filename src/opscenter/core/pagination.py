@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -22,6 +23,17 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+    @classmethod
+    def of(cls, items: Iterable[T], total: int, paging: PageParams) -> Page[T]:
+        """One page, with the total of the unpaged list (both from `paginate`)."""
+        return cls(items=list(items), total=total, limit=paging.limit, offset=paging.offset)
+
+    @classmethod
+    def whole(cls, items: Iterable[T]) -> Page[T]:
+        """A short list that is never paged, in the same shape."""
+        rows = list(items)
+        return cls(items=rows, total=len(rows), limit=len(rows), offset=0)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ async def list_recipients(_: ReadKeys, session: SessionDep, ctx: Ctx) -> Page[Re
     keys = backup_keys.load_or_create(ctx.keyring, ctx.settings.keys_dir)
     items = [service.installation_out(keys)]
     items += [service.escrow_out(r) for r in await service.escrow_recipients(session)]
-    return Page(items=items, total=len(items), limit=len(items), offset=0)
+    return Page.whole(items)
 
 
 @router.post(

@@ -110,12 +110,7 @@ async def list_jobs(
     stmt = service.filter_jobs(service.jobs_query(principal), enabled=enabled, q=q)
     rows, total = await paginate(session, stmt, paging)
     now = utcnow()
-    return Page(
-        items=[service.job_out(j, now) for j in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.job_out(j, now) for j in rows], total, paging)
 
 
 @router.post(
@@ -159,12 +154,7 @@ async def list_reports(
     """The job's whole report history, newest first."""
     job = await service.get_job(session, principal, job_id)
     rows, total = await paginate(session, service.reports_query(job.id), paging)
-    return Page(
-        items=[service.report_out(r) for r in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.report_out(r) for r in rows], total, paging)
 
 
 @router.put("/{job_id}", response_model=ExternalJobOut, responses=responses(NotFound, InvalidInput))

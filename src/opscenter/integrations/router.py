@@ -53,12 +53,7 @@ async def list_integrations(
     _: ReadIntegrations, session: SessionDep, paging: Paging
 ) -> Page[IntegrationOut]:
     rows, total = await paginate(session, service.integrations_query(), paging)
-    return Page(
-        items=[service.integration_out(i) for i in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.integration_out(i) for i in rows], total, paging)
 
 
 @router.post(
@@ -184,12 +179,7 @@ async def list_subscriptions(
     """The event types (and `prefix.*` patterns) this integration delivers."""
     integration = await service.get_integration(session, integration_id)
     events = integration.events[paging.offset : paging.offset + paging.limit]
-    return Page(
-        items=[Subscription(event_type=e) for e in events],
-        total=len(integration.events),
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([Subscription(event_type=e) for e in events], len(integration.events), paging)
 
 
 @router.get("/{integration_id}/health", response_model=HealthOut, responses=responses(NotFound))
@@ -210,12 +200,7 @@ async def list_deliveries(
     rows, total = await paginate(
         session, service.deliveries_query(integration_id, principal), paging
     )
-    return Page(
-        items=[service.delivery_out(d) for d in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.delivery_out(d) for d in rows], total, paging)
 
 
 @router.post(

@@ -9,19 +9,30 @@ from opscenter.core.middleware import defer
 from opscenter.jobs.schemas import Accepted
 
 
-def accepted(request: Request, job_id: int, ident: int, message: str) -> Accepted:
-    """Answer 202; the job reaches the runner only once this request's transaction commits."""
-    runner = get_ctx(request).runner
+def accepted(
+    request: Request,
+    job_id: int,
+    ident: int,
+    message: str,
+    *,
+    status: str = "pending",
+    status_url: str | None = None,
+    submit: bool = True,
+) -> Accepted:
+    """Answer 202; the job reaches the runner only once this request's transaction commits.
+    `submit=False` for a replayed answer (same idempotency key): that job is already queued."""
+    if submit:
+        runner = get_ctx(request).runner
 
-    async def submit() -> None:
-        runner.submit(job_id)
+        async def submit_job() -> None:
+            runner.submit(job_id)
 
-    defer(request.state, submit)
+        defer(request.state, submit_job)
     return Accepted(
         id=ident,
-        status="pending",
+        status=status,
         message=message,
         task_id=str(job_id),
         job_id=job_id,
-        status_url=f"/api/v1/jobs/{job_id}",
+        status_url=status_url or f"/api/v1/jobs/{job_id}",
     )

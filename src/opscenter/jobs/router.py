@@ -33,12 +33,7 @@ async def list_jobs(
 ) -> Page[JobOut]:
     stmt = service.filter_jobs(service.jobs_query(principal), kind=kind, status=status)
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[JobOut.model_validate(j) for j in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([JobOut.model_validate(j) for j in rows], total, paging)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=responses(NotFound))

@@ -46,12 +46,7 @@ async def list_channels(
     principal: ReadNotifications, session: SessionDep, paging: Paging
 ) -> Page[ChannelOut]:
     rows, total = await paginate(session, service.channels_query(principal), paging)
-    return Page(
-        items=[service.channel_out(c) for c in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.channel_out(c) for c in rows], total, paging)
 
 
 @router.post(
@@ -182,12 +177,7 @@ async def list_policies(
     principal: ReadNotifications, session: SessionDep, paging: Paging
 ) -> Page[PolicyOut]:
     rows, total = await paginate(session, service.policies_query(principal), paging)
-    return Page(
-        items=[service.policy_out(p) for p in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.policy_out(p) for p in rows], total, paging)
 
 
 @router.post(
@@ -279,12 +269,7 @@ async def list_notifications(
         principal, unread=unread, level=level, type=type, since=since
     )
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[service.notification_out(n) for n in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.notification_out(n) for n in rows], total, paging)
 
 
 @router.get("/unread-count", response_model=UnreadCount)

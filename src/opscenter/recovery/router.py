@@ -58,12 +58,7 @@ async def list_recovery_points(
         end=end_date,
     )
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[service.recovery_point_out(b) for b in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.recovery_point_out(b) for b in rows], total, paging)
 
 
 @points_router.get(

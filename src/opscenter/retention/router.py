@@ -38,12 +38,7 @@ async def list_policies(
 ) -> Page[RetentionPolicyOut]:
     rows, total = await paginate(session, service.policies_query(principal), paging)
     users = await service.users_of(session, [p.id for p in rows])
-    return Page(
-        items=[service.policy_out(p, users[p.id]) for p in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.policy_out(p, users[p.id]) for p in rows], total, paging)
 
 
 @router.post(

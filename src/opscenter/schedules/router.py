@@ -12,11 +12,11 @@ from opscenter.auth.deps import origin_of, require
 from opscenter.backups import service as backups
 from opscenter.backups.schemas import BackupOut
 from opscenter.core.clock import utcnow
-from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.context import SessionDep
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
+from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
 from opscenter.schedules import service
 from opscenter.schedules.schemas import (
@@ -73,12 +73,7 @@ async def list_schedules(
         q=q,
     )
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[service.schedule_out(s) for s in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.schedule_out(s) for s in rows], total, paging)
 
 
 @router.post("/preview", response_model=CronPreview)
@@ -167,7 +162,6 @@ async def _run(
     body: RunRequest,
     principal: Principal,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
     key: str | None,
 ) -> Accepted:
@@ -189,19 +183,13 @@ async def _run(
             },
             origin=origin_of(request),
         )
-        job_id = run.job_id
-
-        async def submit() -> None:
-            ctx.runner.submit(job_id)
-
-        defer(request.state, submit)
-    return Accepted(
-        id=run.backup_id,
+    return accepted(
+        request,
+        run.job_id,
+        run.backup_id,
+        "Same run as before (idempotent)" if result.replayed else "Backup job queued",
         status=result.status,
-        message="Backup job queued" if not result.replayed else "Same run as before (idempotent)",
-        task_id=str(run.job_id),
-        job_id=run.job_id,
-        status_url=f"/api/v1/jobs/{run.job_id}",
+        submit=not result.replayed,
     )
 
 
@@ -215,14 +203,13 @@ async def run_schedule(
     schedule_id: PathId,
     principal: WriteSchedules,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
     idempotency_key: IdempotencyKey = None,
     body: RunRequest | None = None,
 ) -> Accepted:
     """A backup now (seed 000's manual trigger); 409 while a run of it is in progress."""
     return await _run(
-        schedule_id, body or RunRequest(), principal, session, ctx, request, idempotency_key
+        schedule_id, body or RunRequest(), principal, session, request, idempotency_key
     )
 
 
@@ -235,12 +222,7 @@ async def list_executions(
     """The schedule's backups, newest first."""
     stmt = await service.executions_query(session, principal, schedule_id)
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[backups.backup_out(b) for b in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([backups.backup_out(b) for b in rows], total, paging)
 
 
 @router.get(
@@ -252,12 +234,7 @@ async def list_runs(
     """Every slot the scheduler claimed (started, skipped or failed) and every manual run."""
     stmt = await service.runs_query(session, principal, schedule_id)
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[service.run_out(r) for r in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.run_out(r) for r in rows], total, paging)
 
 
 # -- seed 002: /backup/policies are schedules -----------------------------------------------
@@ -314,12 +291,9 @@ async def execute_policy(
     policy_id: PathId,
     principal: WriteSchedules,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
     idempotency_key: IdempotencyKey = None,
     body: RunRequest | None = None,
 ) -> Accepted:
     """Runs the schedule now, like `POST /schedules/{id}/run`."""
-    return await _run(
-        policy_id, body or RunRequest(), principal, session, ctx, request, idempotency_key
-    )
+    return await _run(policy_id, body or RunRequest(), principal, session, request, idempotency_key)

@@ -55,12 +55,7 @@ async def list_servers(
         q=q,
     )
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[service.server_out(s) for s in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.server_out(s) for s in rows], total, paging)
 
 
 @router.post(

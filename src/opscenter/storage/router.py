@@ -39,12 +39,7 @@ async def list_providers(
     principal: ReadStorage, session: SessionDep, paging: Paging
 ) -> Page[StorageOut]:
     rows, total = await paginate(session, service.providers_query(principal), paging)
-    return Page(
-        items=[service.storage_out(p) for p in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.storage_out(p) for p in rows], total, paging)
 
 
 @router.post(

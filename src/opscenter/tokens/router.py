@@ -23,12 +23,7 @@ WriteTokens = Annotated[Principal, Depends(require("write:tokens"))]
 @router.get("", response_model=Page[TokenOut])
 async def list_tokens(_: ReadTokens, session: SessionDep, paging: Paging) -> Page[TokenOut]:
     rows, total = await paginate(session, service.keys_query(), paging)
-    return Page(
-        items=[service.token_out(k) for k in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.token_out(k) for k in rows], total, paging)
 
 
 @router.post(

@@ -42,12 +42,7 @@ WRITE_ERRORS = responses(Forbidden, NotFound, Conflict, InvalidInput)
 @router.get("/teams/list", response_model=Page[TeamOut])
 async def list_teams(_: ReadTeams, session: SessionDep, paging: Paging) -> Page[TeamOut]:
     rows, total = await paginate(session, service.teams_query(), paging)
-    return Page(
-        items=[TeamOut.model_validate(t) for t in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([TeamOut.model_validate(t) for t in rows], total, paging)
 
 
 @router.post(
@@ -96,7 +91,7 @@ async def list_roles(_: ReadRoles, session: SessionDep) -> Page[RoleOut]:
         RoleOut.model_validate(r).model_copy(update={"user_count": n})
         for r, n in await service.list_roles(session)
     ]
-    return Page(items=roles, total=len(roles), limit=len(roles), offset=0)
+    return Page.whole(roles)
 
 
 @router.post(
@@ -122,7 +117,7 @@ async def create_role(
 @router.get("/permissions/list", response_model=Page[PermissionOut])
 async def list_permissions(_: ReadRoles) -> Page[PermissionOut]:
     items = [PermissionOut(name=p, description=describe(p)) for p in PERMISSIONS]
-    return Page(items=items, total=len(items), limit=len(items), offset=0)
+    return Page.whole(items)
 
 
 @router.get("", response_model=Page[UserOut])
@@ -137,12 +132,7 @@ async def list_users(
 ) -> Page[UserOut]:
     stmt = service.filter_users(service.users_query(), role=role, is_active=is_active, q=q)
     rows, total = await paginate(session, stmt, paging)
-    return Page(
-        items=[service.user_out(u) for u in rows],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page.of([service.user_out(u) for u in rows], total, paging)
 
 
 def _announce(request: Request, action: str, user_id: int, username: str) -> None:

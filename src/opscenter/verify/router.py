@@ -15,6 +15,7 @@ from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
 from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
+from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
 from opscenter.verify import service
 from opscenter.verify.schemas import (
@@ -37,7 +38,6 @@ RunId = Annotated[
 
 async def _start(
     request: Request,
-    ctx: Ctx,
     session: SessionDep,
     principal: Principal,
     backup_id: int,
@@ -58,17 +58,12 @@ async def _start(
         },
         origin=origin_of(request),
     )
-
-    async def submit() -> None:  # only once this request's transaction committed
-        ctx.runner.submit(job.id)
-
-    defer(request.state, submit)
-    return Accepted(
-        id=run.id,
+    return accepted(
+        request,
+        job.id,
+        run.id,
+        f"{run.test_type} verification queued",
         status="queued",
-        message=f"{run.test_type} verification queued",
-        task_id=str(job.id),
-        job_id=job.id,
         status_url=f"/api/v1/verify/{backup_id}/status?run_id={run.id}",
     )
 
@@ -84,11 +79,10 @@ async def start_verification(
     body: VerifyRequest,
     principal: WriteVerification,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> Accepted:
     """Queues a check of a completed backup. Follow it at `status_url`."""
-    return await _start(request, ctx, session, principal, backup_id, body)
+    return await _start(request, session, principal, backup_id, body)
 
 
 @router.get("", response_model=Page[VerificationOut])
@@ -110,7 +104,7 @@ async def list_verifications(
         status=status,
     )
     rows, total = await _page(session, stmt, paging)
-    return Page(items=rows, total=total, limit=paging.limit, offset=paging.offset)
+    return Page.of(rows, total, paging)
 
 
 async def _page(
@@ -184,7 +178,7 @@ async def list_recovery_tests(
         status=status,
     )
     rows, total = await _page(session, stmt, paging)
-    return Page(items=rows, total=total, limit=paging.limit, offset=paging.offset)
+    return Page.of(rows, total, paging)
 
 
 @recovery_tests_router.post(
@@ -197,11 +191,10 @@ async def create_recovery_test(
     body: RecoveryTestCreate,
     principal: WriteVerification,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> Accepted:
     """A restore test: scratch database, row counts compared, RTO recorded, dropped."""
     request_body = VerifyRequest(
         test_type="restore", scope=body.scope, target_server_id=body.target_server_id
     )
-    return await _start(request, ctx, session, principal, body.backup_id, request_body)
+    return await _start(request, session, principal, body.backup_id, request_body)
