@@ -8,14 +8,17 @@ running job's heartbeat goes through, each within a small bound."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from opscenter.backups.manifest import manifest_key
 from opscenter.core.clock import utcnow
 from opscenter.models import Job
 from tests.conftest import Api, UserFactory
@@ -129,10 +132,9 @@ async def webhook_integration(
     return f"/api/v1/integrations/{r.json()['id']}/test", {}, 200
 
 
-async def restore_probe(api: Api, admin: httpx.AsyncClient, port: int, _team_id: int) -> Request:
-    """A restore looks at its target database first; the answer is a 409 once it failed."""
-    source = {**server_body(5432, 0), "team_id": None}
-    r = await admin.post("/api/v1/servers", json=source)
+async def backup_of_postgres(api: Api, admin: httpx.AsyncClient) -> dict[str, Any]:
+    """A completed backup of the (small) `postgres` database, into the default storage."""
+    r = await admin.post("/api/v1/servers", json={**server_body(5432, 0), "team_id": None})
     assert r.status_code == 201, r.text
     r = await admin.post(
         "/api/v1/backups", json={"server_id": r.json()["id"], "database_name": "postgres"}
@@ -140,10 +142,17 @@ async def restore_probe(api: Api, admin: httpx.AsyncClient, port: int, _team_id:
     assert r.status_code == 202, r.text
     job = await api.app.state.ctx.runner.wait(r.json()["job_id"], limit_seconds=60)
     assert job.status == "succeeded", job.error_message
+    backup: dict[str, Any] = (await admin.get(f"/api/v1/backups/{r.json()['id']}")).json()
+    return backup
+
+
+async def restore_probe(api: Api, admin: httpx.AsyncClient, port: int, _team_id: int) -> Request:
+    """A restore looks at its target database first; the answer is a 409 once it failed."""
+    backup = await backup_of_postgres(api, admin)
     target = await admin.post("/api/v1/servers", json={**server_body(port, 0), "team_id": None})
     assert target.status_code == 201, target.text
     body = {"target_server_id": target.json()["id"], "target_database": "oc_never_restored"}
-    return f"/api/v1/backups/{r.json()['id']}/restore", body, 409
+    return f"/api/v1/backups/{backup['id']}/restore", body, 409
 
 
 async def running_job(api: Api, team_id: int) -> int:
@@ -201,3 +210,50 @@ async def test_a_silent_host_blocks_no_writer(
     assert r.status_code == status, r.text
     result = r.json()
     assert not result.get("success", result.get("delivered")), result
+
+
+async def test_an_upload_at_the_clients_pace_blocks_no_writer(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, tmp_path: Path
+) -> None:
+    backup = await backup_of_postgres(api, admin)
+    stored = api.settings.data_dir / "backups" / backup["storage_path"]
+    artifact = stored.read_bytes()
+    manifest = Path(manifest_key(str(stored))).read_bytes()
+    r = await admin.post(
+        "/api/v1/storage/providers",
+        json={"name": uid("elsewhere-"), "type": "local", "config": {"path": str(tmp_path)}},
+    )
+    assert r.status_code == 201, r.text
+    storage_id = r.json()["id"]
+    other = await make_user("admin")
+    half_sent, rest = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield artifact[:100]
+        half_sent.set()
+        await rest.wait()
+        yield artifact[100:]
+
+    upload = asyncio.create_task(
+        admin.post(
+            "/api/v1/backups/import",
+            params={"storage_id": storage_id},
+            content=slow_body(),
+            headers={
+                "X-Backup-Manifest": base64.b64encode(manifest).decode(),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+    )
+    async with other.client(api) as other_client:
+        try:
+            await asyncio.wait_for(half_sent.wait(), 15)
+            write = other_client.post("/api/v1/users/teams", json={"name": uid("team-")})
+            r = await asyncio.wait_for(write, WITHIN_SECONDS)
+            assert r.status_code == 201, r.text
+            assert not upload.done()
+        finally:
+            rest.set()
+    r = await asyncio.wait_for(upload, 30)
+    assert r.status_code == 201, r.text
+    assert r.json()["checksum"] == backup["checksum"] and r.json()["storage_id"] == storage_id

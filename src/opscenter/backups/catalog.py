@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.backups.manifest import Manifest, write_manifest
 from opscenter.core.clock import as_utc
+from opscenter.core.db import release
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
 from opscenter.models import Backup, Server, StorageProvider
@@ -96,6 +97,7 @@ async def import_upload(
     )
     if await session.scalar(known):
         raise Conflict(f"The catalog already holds {manifest.key}")
+    await release(session)  # the body arrives at the client's pace
     digest = hashlib.sha256()
     size = 0
     try:
@@ -119,4 +121,6 @@ async def import_upload(
         if err.code == "exists":
             raise Conflict(f"{manifest.key} already exists in this storage") from None
         raise InvalidInput(f"The storage refused the upload: {err}") from None
+    if await session.scalar(known):  # a storage import adopted it meanwhile
+        raise Conflict(f"The catalog already holds {manifest.key}")
     return await backup_from_manifest(session, principal, provider, manifest)
