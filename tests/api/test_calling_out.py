@@ -257,3 +257,22 @@ async def test_an_upload_at_the_clients_pace_blocks_no_writer(
     r = await asyncio.wait_for(upload, 30)
     assert r.status_code == 201, r.text
     assert r.json()["checksum"] == backup["checksum"] and r.json()["storage_id"] == storage_id
+
+
+async def test_a_server_edited_while_it_is_tested_keeps_its_health(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    """The probe's outcome is about the old address: it is not recorded on the new one."""
+    async with silent_host() as host:
+        r = await admin.post("/api/v1/servers", json={**server_body(host.port, 0), "team_id": None})
+        assert r.status_code == 201, r.text
+        server = r.json()
+        probe = asyncio.create_task(admin.post(f"/api/v1/servers/{server['id']}/test-connection"))
+        await asyncio.wait_for(host.accepted.wait(), 15)
+        r = await admin.put(f"/api/v1/servers/{server['id']}", json={"port": 5432})
+        assert r.status_code == 200, r.text
+        host.hang_up()
+        r = await asyncio.wait_for(probe, 30)
+    assert r.status_code == 200 and r.json()["success"] is False, r.text
+    now = (await admin.get(f"/api/v1/servers/{server['id']}")).json()
+    assert now["port"] == 5432 and now["health_status"] == "unknown", now

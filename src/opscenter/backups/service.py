@@ -370,13 +370,16 @@ async def queue_restore(
         state = await connect.database_state(target, data.target_database, backup.db_type)
     except BackupError as err:
         raise Conflict(f"Cannot inspect the target: {connect.explain(err)}") from None
-    # Checked again: the backup or the server may have changed while we looked.
-    backup, job = await create_restore(session, principal, backup_id, data)
     if state == "non_empty" and not data.drop_existing:
         raise Conflict(
             f"{data.target_database} on {target_server.name} is not empty: restore "
             "into a new database, or set drop_existing to replace its contents"
         )
+    # Checked again: the backup or the server may have changed while we looked.
+    backup, job = await create_restore(session, principal, backup_id, data)
+    now = await servers.get_server(session, principal, target_server.id)
+    if servers.target_of(keyring, now) != target:
+        raise Conflict(f"{now.name} was changed while it was inspected; try again")
     await audit.record(
         session,
         action="backup.restore",

@@ -160,6 +160,8 @@ async def test_connection(
     await release(session)
     result = await connect.probe(target)
     server = await service.get_server(session, principal, server_id)
+    if service.target_of(ctx.keyring, server) != target:
+        return _connection_test(result)  # edited while we probed: not its health (or key) now
     if await service.record_health(session, server, result):
         ctx.events.publish(
             Event(

@@ -124,10 +124,11 @@ async def test_storage(
     if body.provider_id is not None:
         provider = await service.get_provider(session, principal, body.provider_id)
         storage = service.backend(provider, ctx.keyring)
+        probed = provider.config
         await release(session)
         result = await service.probe(storage)
-        if result.success:
-            provider = await service.get_provider(session, principal, body.provider_id)
+        provider = await service.get_provider(session, principal, body.provider_id)
+        if result.success and provider.config == probed:  # not edited while we probed
             service.pin_host_key(provider, storage)
         return result
     if body.provider is None:
