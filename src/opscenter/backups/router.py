@@ -18,6 +18,7 @@ from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import Manifest
 from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, RestoreRequest
 from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
@@ -180,6 +181,7 @@ async def download_file(
     if backup is None or not backup.storage_key or backup.size_bytes is None:
         raise NotFound("Backup", backup_id)
     storage = ctx.storages.get(await service.provider_of(session, backup))
+    await release(session)  # opening and streaming the object is storage I/O
     size = backup.size_bytes
     start, end = 0, size - 1
     status_code = 200
