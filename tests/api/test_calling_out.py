@@ -155,20 +155,27 @@ async def restore_probe(api: Api, admin: httpx.AsyncClient, port: int, _team_id:
     return f"/api/v1/backups/{backup['id']}/restore", body, 409
 
 
-async def running_job(api: Api, team_id: int) -> int:
+@contextlib.asynccontextmanager
+async def running_job(api: Api, team_id: int) -> AsyncIterator[int]:
+    """A job row as the runner keeps it while it runs (heartbeats), ended afterwards so
+    that no later test finds it busy."""
+    runner = api.app.state.ctx.runner
     async with api.app.state.ctx.db.write_session() as session:
         job = Job(
-            kind="backup",
+            kind="verify",
             team_id=team_id,
             lock_key=None,
-            resource_type="backup",
-            resource_id=1,
+            resource_type="team",
+            resource_id=team_id,
             params={},
             status="running",
         )
         session.add(job)
         await session.commit()
-        return job.id
+    try:
+        yield job.id
+    finally:
+        await runner.write(job.id, status="succeeded", finished_at=utcnow())
 
 
 @pytest.mark.usefixtures("allow_loopback")
@@ -191,9 +198,12 @@ async def test_a_silent_host_blocks_no_writer(
     r = await admin.post("/api/v1/users/teams", json={"name": uid("team-")})
     assert r.status_code == 201, r.text
     team_id = r.json()["id"]
-    job_id = await running_job(api, team_id)
 
-    async with silent_host() as host, other.client(api) as other_client:
+    async with (
+        running_job(api, team_id) as job_id,
+        silent_host() as host,
+        other.client(api) as other_client,
+    ):
         url, body, status = await setup(api, admin, host.port, team_id)
         probe = asyncio.create_task(admin.post(url, json=body))
         try:
