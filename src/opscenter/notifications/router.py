@@ -131,6 +131,7 @@ async def delete_channel(
         actor=principal,
         resource_type="notification_channel",
         resource_id=channel_id,
+        team_id=channel.team_id,
         details={"name": channel.name, "type": channel.type},
         origin=origin_of(request),
     )
@@ -256,6 +257,7 @@ async def delete_policy(
         actor=principal,
         resource_type="alert_policy",
         resource_id=policy_id,
+        team_id=policy.team_id,
         details={"name": policy.name},
         origin=origin_of(request),
     )

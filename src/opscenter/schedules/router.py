@@ -157,6 +157,7 @@ async def delete_schedule(
         actor=principal,
         resource_type="schedule",
         resource_id=schedule_id,
+        team_id=schedule.team_id,
         details={"name": schedule.name},
         origin=origin_of(request),
     )

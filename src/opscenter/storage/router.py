@@ -115,6 +115,7 @@ async def delete_provider(
         actor=principal,
         resource_type="storage",
         resource_id=provider_id,
+        team_id=provider.team_id,
         details={"name": provider.name},
         origin=origin_of(request),
     )
