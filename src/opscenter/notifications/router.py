@@ -264,7 +264,7 @@ async def delete_policy(
 
 
 # -- the caller's own notifications ----------------------------------------------------------
-@router.get("/", response_model=Page[NotificationOut])
+@router.get("", response_model=Page[NotificationOut])
 async def list_notifications(
     principal: ReadNotifications,
     session: SessionDep,
