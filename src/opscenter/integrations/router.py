@@ -102,6 +102,11 @@ async def get_integration(
     response_model=IntegrationOut,
     responses=responses(NotFound, Conflict, InvalidInput),
 )
+@router.put(  # seed 002's verb: the same partial body and meaning as PATCH
+    "/{integration_id}",
+    response_model=IntegrationOut,
+    responses=responses(NotFound, Conflict, InvalidInput),
+)
 async def update_integration(
     integration_id: PathId,
     body: IntegrationUpdate,

@@ -93,6 +93,11 @@ async def get_channel(
     response_model=ChannelOut,
     responses=responses(Forbidden, NotFound, Conflict, InvalidInput),
 )
+@router.put(  # the verb of seed 002's other updates: the same body and meaning as PATCH
+    "/channels/{channel_id}",
+    response_model=ChannelOut,
+    responses=responses(Forbidden, NotFound, Conflict, InvalidInput),
+)
 async def update_channel(
     channel_id: PathId,
     body: ChannelUpdate,
