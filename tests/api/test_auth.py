@@ -427,6 +427,10 @@ async def test_cookie_session_writes_need_the_csrf_header(api: Api) -> None:
             r = await c.post("/api/v1/users", json=body, headers=headers)
             assert r.status_code == 403, r.text
             assert r.json()["code"] == "FORBIDDEN"
+            # where the token comes from, told where a client author looks
+            assert "X-CSRF-Token" in r.json()["detail"] and "csrf_token" in r.json()["detail"]
+        schemes = api.app.openapi()["components"]["securitySchemes"]
+        assert "X-CSRF-Token" in schemes["APIKeyCookie"]["description"]
         r = await c.get("/api/v1/users", params={"q": name})
         assert r.json()["total"] == 0
 
