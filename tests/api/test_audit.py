@@ -437,6 +437,12 @@ async def test_non_admins_read_only_their_teams_entries(
                 assert all(i["team_id"] == teams[0]["id"] for i in mine)
             r = await c.get(f"{EXPORT}?format=csv")
             assert (secret_host in r.text) is sees
+        async with api.client() as browser:  # the web page, in a cookie session
+            login = {"username": user.username, "password": user.password}
+            assert (await browser.post("/api/v1/auth/login", json=login)).status_code == 200
+            r = await browser.get("/audit", params={"resource_type": "server"})
+            assert r.status_code == 200, r.text
+            assert (f"server {server['id']}</td>" in r.text) is sees
     # Admins read every team's; the chain (which now covers team_id) stays valid.
     r = await admin.get(LOGS, params={"resource_id": str(server["id"]), "resource_type": "server"})
     assert {i["action"] for i in r.json()["items"]} == {"server.create", "server.delete"}

@@ -71,8 +71,7 @@ def audit_filters(
         start=start_date,
         end=end_date,
         before_id=cursor,
-        team_ids=None if principal.sees_all_teams else principal.team_ids,
-        own_user_id=principal.user_id,
+        **service.reader_scope(principal),
     )
 
 

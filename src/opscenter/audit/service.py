@@ -153,6 +153,15 @@ async def record(
     return row
 
 
+def reader_scope(principal: Principal) -> dict[str, Any]:
+    """The AuditFilters fields that keep a reader to what they may see: admins every
+    entry, others those about their teams' objects and their own actions."""
+    return {
+        "team_ids": None if principal.sees_all_teams else principal.team_ids,
+        "own_user_id": principal.user_id,
+    }
+
+
 def action_names(action: str) -> list[str]:
     """The action as given, and the dotted names it may spell the seed's way (seed 001's
     `backup_create` is our `backup.create`; actions have one dot, after any `_`)."""
