@@ -283,7 +283,7 @@ async def size_of(runner: CommandRunner, target: Target, engine: str, name: str)
         if engine in ("postgresql", "mysql"):
             return dict(await _engine_sizes(runner, target, engine)).get(name) or None
         return await _size(runner, name) or None
-    except (BackupError, OSError):
+    except Exception:  # whatever the transport raised: the backup itself will tell
         return None
 
 
