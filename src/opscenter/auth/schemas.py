@@ -43,6 +43,9 @@ class AccessToken(OutputModel):
 
 
 class TokenPair(AccessToken):
+    """A login, or a rotated refresh token: access and refresh tokens, the CSRF token of
+    the cookie session, and the user."""
+
     refresh_token: str
     refresh_expires_at: UtcDatetime
     csrf_token: str
