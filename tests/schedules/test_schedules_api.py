@@ -155,7 +155,9 @@ async def test_seed000_job_without_server_backs_up_this_host(
         assert r.status_code == 201, r.text
         schedule = r.json()
         host = (await client.get(f"/api/v1/servers/{schedule['server_id']}")).json()
-        assert (host["name"], host["type"]) == ("this host", "local")
+        assert (host["name"], host["type"], host["paths"]) == ("this host", "local", ["/"])
+        listed = await client.get(f"/api/v1/servers/{host['id']}/databases")  # no walk of /
+        assert listed.status_code == 200 and listed.json()["databases"] == [], listed.text
         run = await client.post(f"/api/v1/schedules/{schedule['id']}/run", json={})
         assert run.status_code == 202, run.text
         job = await wait_job(api, client, run.json()["job_id"])

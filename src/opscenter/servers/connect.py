@@ -250,6 +250,8 @@ async def list_databases(target: Target) -> list[Database]:
             sizes = await _engine_sizes(runner, target, engine)
             found += [Database(n, s, engine) for n, s in sizes]
         for path in target.paths:
+            if path == "/":  # the whole host ('this host'): no suggestion, and sizing it
+                continue  # would walk every directory
             if target.type == ServerType.SQLITE:
                 await _check_sqlite_file(runner, path)
             elif not await _exists(runner, path):

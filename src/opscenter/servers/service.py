@@ -205,7 +205,9 @@ THIS_HOST = "this host"
 
 def add_this_host(session: AsyncSession, team_id: int) -> None:
     """On first start: the host opscenter runs on, a `local` server of the default team,
-    so that seed 000's jobs, which name a path and no server, have one."""
+    so that seed 000's jobs, which name a path and no server, have one. Its paths (an
+    admin may narrow them) are the whole host; opscenter's own data directory is refused
+    whatever the paths say."""
     session.add(
         Server(
             team_id=team_id,
@@ -213,7 +215,7 @@ def add_this_host(session: AsyncSession, team_id: int) -> None:
             description="The host opscenter runs on (created on first start)",
             type=ServerType.LOCAL.value,
             host="localhost",
-            paths=[],
+            paths=["/"],
             tags={},
         )
     )
