@@ -21,6 +21,7 @@ from opscenter.core.middleware import (
     BodyLimitMiddleware,
     RateLimitMiddleware,
     RequestContextMiddleware,
+    TrailingSlashMiddleware,
 )
 from opscenter.encryption.router import router as encryption_router
 from opscenter.external_jobs.router import legacy_router as external_reports_legacy_router
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Self-hosted ops control center built around trustworthy database backups.",
         lifespan=lifespan,
+        redirect_slashes=False,  # TrailingSlashMiddleware serves both spellings instead
     )
     app.state.ctx = ctx
     install_error_handlers(app)
@@ -150,4 +152,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ],
     )
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(TrailingSlashMiddleware)
     return app

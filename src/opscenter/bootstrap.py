@@ -16,6 +16,7 @@ from opscenter.config import Settings
 from opscenter.core.db import Database
 from opscenter.core.security import hash_password
 from opscenter.models import Role, User
+from opscenter.servers import service as servers
 from opscenter.storage import service as storage
 from opscenter.users import service as users
 
@@ -65,6 +66,7 @@ async def bootstrap(settings: Settings, db: Database) -> BootstrapResult:
                     teams=[team],
                 )
             )
+            servers.add_this_host(session, team.id)
             created = True
         await session.commit()
     return BootstrapResult(created, generated)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from opscenter.audit.router import CSV_COLUMNS
 from opscenter.models import AuditLog
-from tests.conftest import ADMIN_PASSWORD, Api, CreatedUser
+from tests.conftest import ADMIN_PASSWORD, Api, CreatedUser, UserFactory
 from tests.core.helpers import BACKENDS, assert_error, own_app, role_user, uid
 
 LOGS = "/api/v1/audit/logs"
@@ -376,3 +376,74 @@ async def test_tampering_is_refused_and_then_detected(backend: str, tmp_path: Pa
             report = await verify()
             assert report["valid"] is False and report["first_bad_id"] == following["id"]
             assert "removed" in report["problem"] and report["checked"] == 2
+
+
+# -- seed 001's names and dates; team scoping -----------------------------------------------
+async def test_seed_001_action_names_find_dotted_actions(admin: httpx.AsyncClient) -> None:
+    team = (await admin.post("/api/v1/users/teams", json={"name": uid("act-")})).json()
+    r = await admin.get("/api/v1/audit/logs?action=team_create&limit=100")
+    assert r.status_code == 200, r.text
+    assert str(team["id"]) in [i["resource_id"] for i in r.json()["items"]]
+    assert {i["action"] for i in r.json()["items"]} == {"team.create"}
+
+
+async def test_a_date_only_end_date_includes_that_whole_day(admin: httpx.AsyncClient) -> None:
+    team = (await admin.post("/api/v1/users/teams", json={"name": uid("day-")})).json()
+    today = datetime.now(UTC).date().isoformat()
+    window = f"start_date={today}&end_date={today}"
+    for path in (LOGS, "/api/v1/audit/events", f"{SEARCH}?q={team['name']}&"):
+        sep = "" if path.endswith("&") else "?"
+        r = await admin.get(f"{path}{sep}{window}&action=team.create&limit=1000")
+        assert r.status_code == 200, r.text
+        assert str(team["id"]) in [i["resource_id"] for i in r.json()["items"]], path
+    r = await admin.get(f"{EXPORT}?format=csv&{window}&action=team.create")
+    assert str(team["id"]) in [row["resource_id"] for row in csv.DictReader(io.StringIO(r.text))]
+
+
+async def test_non_admins_read_only_their_teams_entries(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    teams = [
+        (await admin.post("/api/v1/users/teams", json={"name": uid("tm-")})).json() for _ in "ab"
+    ]
+    alice = await make_user("operator", team_ids=[teams[0]["id"]])
+    bob = await make_user("operator", team_ids=[teams[1]["id"]])
+    secret_host = f"{uid('h')}.internal"
+    async with alice.client(api) as c:
+        r = await c.post(
+            "/api/v1/servers",
+            json={
+                "name": uid("srv-"),
+                "type": "postgresql",
+                "host": secret_host,
+                "team_id": teams[0]["id"],
+            },
+        )
+        assert r.status_code == 201, r.text
+        server = r.json()
+        assert (await c.delete(f"/api/v1/servers/{server['id']}")).status_code == 204
+    views = [*VIEWS, SEARCH, EXPORT]
+    for user, sees in ((alice, True), (bob, False)):
+        async with user.client(api) as c:
+            for path in views:
+                params = {"resource_type": "server", "limit": 1000, "q": secret_host}
+                r = await c.get(path, params={**params, "format": "json"})
+                assert r.status_code == 200, r.text
+                body = r.json()
+                items = body if isinstance(body, list) else body["items"]
+                mine = [i for i in items if i["resource_id"] == str(server["id"])]
+                expected = (1 if path == SEARCH else 2) if sees else 0  # search: the host
+                assert len(mine) == expected, (user.username, path, mine)
+                assert all(i["team_id"] == teams[0]["id"] for i in mine)
+            r = await c.get(f"{EXPORT}?format=csv")
+            assert (secret_host in r.text) is sees
+        async with api.client() as browser:  # the web page, in a cookie session
+            login = {"username": user.username, "password": user.password}
+            assert (await browser.post("/api/v1/auth/login", json=login)).status_code == 200
+            r = await browser.get("/audit", params={"resource_type": "server"})
+            assert r.status_code == 200, r.text
+            assert (f"server {server['id']}</td>" in r.text) is sees
+    # Admins read every team's; the chain (which now covers team_id) stays valid.
+    r = await admin.get(LOGS, params={"resource_id": str(server["id"]), "resource_type": "server"})
+    assert {i["action"] for i in r.json()["items"]} == {"server.create", "server.delete"}
+    assert (await admin.get(VERIFY)).json()["valid"] is True

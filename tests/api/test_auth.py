@@ -71,6 +71,8 @@ async def test_login_by_username_and_email_any_case(api: Api, make_user: UserFac
         data = r.json()
         assert set(data) == {
             "access_token",
+            "token",
+            "expiresAt",
             "refresh_token",
             "token_type",
             "expires_at",
@@ -261,6 +263,79 @@ async def test_refresh_rejects_garbage_missing_and_expired(
     assert_unauthorized(await refresh(api, pair["refresh_token"]))
 
 
+# -- seed 004's front end ------------------------------------------------------------------
+SEED_004_USER_FIELDS = {"id", "name", "email", "role", "team", "permissions", "createdAt"}
+
+
+async def test_seed_004_login_and_me_answer_its_fields(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    team = (
+        await admin.post("/api/v1/users/teams", json={"name": f"Platform-{uuid.uuid4().hex[:6]}"})
+    ).json()
+    user = await make_user("operator", full_name="John Doe", team_ids=[team["id"]])
+    async with api.client() as c:
+        r = await c.post(
+            LOGIN, json={"email": f"{user.username}@example.com", "password": user.password}
+        )
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["token"] == data["access_token"] and data["expiresAt"] == data["expires_at"]
+    for body in (data["user"], (await me(api, bearer(data["token"]))).json()):
+        assert SEED_004_USER_FIELDS | {"lastLogin", "avatar"} <= set(body), body
+        assert body["name"] == "John Doe" and body["team"] == team["name"]
+        assert body["role"] == "operator" and "write:backups" in body["permissions"]
+        assert body["createdAt"] == body["created_at"] and body["createdAt"].endswith("Z")
+        assert body["lastLogin"] == body["last_login"] and body["lastLogin"].endswith("Z")
+        assert body["avatar"] is None
+
+
+async def test_seed_004_refresh_with_the_access_token_slides_the_session(
+    api: Api, make_user: UserFactory
+) -> None:
+    user = await make_user("viewer")
+    pair = await api.login(user.username, user.password)
+    async with api.client(bearer(pair["token"])) as c:
+        r = await c.post(REFRESH)  # seed 004's Step 3, as written: no body
+    assert r.status_code == 200, r.text
+    renewed = r.json()
+    assert {"token", "expiresAt"} <= set(renewed) and "refresh_token" not in renewed
+    assert renewed["token"] != pair["token"] and renewed["expiresAt"] >= pair["expiresAt"]
+    assert (await me(api, bearer(renewed["token"]))).json()["id"] == user.id
+    # The refresh-token flow is untouched by it.
+    assert (await refresh(api, pair["refresh_token"])).status_code == 200
+
+    # Never past the session's absolute lifetime, counted from the login.
+    lifetime = timedelta(hours=api.settings.jwt_expiration_hours)
+    async with api.app.state.ctx.db.write_session() as s:
+        await s.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user.id)
+            .values(issued_at=utcnow() - lifetime + timedelta(seconds=30))
+        )
+        await s.commit()
+    async with api.client(bearer(renewed["token"])) as c:
+        r = await c.post(REFRESH)
+    assert r.status_code == 200, r.text
+    ends = (utcnow() + timedelta(seconds=31)).isoformat().replace("+00:00", "Z")
+    assert r.json()["expiresAt"] <= ends
+    async with api.app.state.ctx.db.write_session() as s:
+        await s.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user.id)
+            .values(issued_at=utcnow() - lifetime)
+        )
+        await s.commit()
+    async with api.client(bearer(renewed["token"])) as c:
+        assert_unauthorized(await c.post(REFRESH))
+
+    # A logged-out session is not renewed.
+    other = await api.login(user.username, user.password)
+    async with api.client(bearer(other["token"])) as c:
+        assert (await c.post(LOGOUT)).status_code == 204
+        assert_unauthorized(await c.post(REFRESH))
+
+
 # -- logout --------------------------------------------------------------------------------
 async def test_logout_revokes_the_session_and_clears_the_cookie(
     api: Api, make_user: UserFactory
@@ -352,6 +427,10 @@ async def test_cookie_session_writes_need_the_csrf_header(api: Api) -> None:
             r = await c.post("/api/v1/users", json=body, headers=headers)
             assert r.status_code == 403, r.text
             assert r.json()["code"] == "FORBIDDEN"
+            # where the token comes from, told where a client author looks
+            assert "X-CSRF-Token" in r.json()["detail"] and "csrf_token" in r.json()["detail"]
+        schemes = api.app.openapi()["components"]["securitySchemes"]
+        assert "X-CSRF-Token" in schemes["APIKeyCookie"]["description"]
         r = await c.get("/api/v1/users", params={"q": name})
         assert r.json()["total"] == 0
 

@@ -97,6 +97,20 @@ async def test_updates_pass_the_policy_too(iadmin: httpx.AsyncClient, rx: Receiv
     assert (await iadmin.get(f"{BASE}/{hook['id']}")).json()["config"]["url"] == rx.url
 
 
+async def test_seed_002_put_updates_like_patch(iadmin: httpx.AsyncClient, rx: Receiver) -> None:
+    hook = await create(iadmin, "webhook", {"url": rx.url, "events": ["job.*"]})
+    name = uid("put-")
+    r = await iadmin.put(
+        f"{BASE}/{hook['id']}",
+        json={"name": name, "config": {"url": rx.url, "events": ["backup.failed"]}},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == name and r.json()["events"] == ["backup.failed"]
+    bad = {"config": {"url": "http://169.254.169.254/", "events": ["job.*"]}}
+    assert_error(await iadmin.put(f"{BASE}/{hook['id']}", json=bad), 422, "VALIDATION_ERROR")
+    assert (await iadmin.get(f"{BASE}/{hook['id']}")).json()["name"] == name
+
+
 async def test_redirects_are_not_followed(
     iapi: Api, iadmin: httpx.AsyncClient, rx: Receiver
 ) -> None:

@@ -275,6 +275,22 @@ async def test_update_keeps_secrets_and_delete(
 
 
 @pytest.mark.usefixtures("allow_loopback")
+async def test_put_updates_a_channel_like_patch(
+    admin: httpx.AsyncClient, team: TeamSetup, receiver: Callable[..., Receiver]
+) -> None:
+    slack = receiver(reply=b"ok")
+    channel = await create(admin, team, "slack", {"webhook_url": f"{slack.base}/services/T/B/C"})
+    body = {"name": uid("put-"), "config": {"channel": "#alerts"}, "is_enabled": False}
+    r = await admin.put(f"{BASE}/channels/{channel['id']}", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["name"] == body["name"] and r.json()["is_enabled"] is False
+    assert r.json()["config"] == {"channel": "#alerts"}
+    r = await admin.put(f"{BASE}/channels/{channel['id']}", json={"is_enabled": "maybe"})
+    assert_error(r, 422, "VALIDATION_ERROR")
+    assert (await admin.get(f"{BASE}/channels/{channel['id']}")).json()["is_enabled"] is False
+
+
+@pytest.mark.usefixtures("allow_loopback")
 async def test_bad_input_is_refused_and_nothing_written(
     api: Api,
     admin: httpx.AsyncClient,

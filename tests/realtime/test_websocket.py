@@ -13,15 +13,20 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from tests.conftest import ADMIN_PASSWORD
 from tests.live import LiveServer
 
+ALLOWED = "https://ops.example.com"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = LiveServer(tmp_path_factory.mktemp("ws"), OPSCENTER_WS_KEEPALIVE="0.5")
+    srv = LiveServer(
+        tmp_path_factory.mktemp("ws"), OPSCENTER_WS_KEEPALIVE="0.5", ALLOWED_ORIGINS=ALLOWED
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -91,7 +96,11 @@ async def test_live_backup_progress_and_team_scope(server: LiveServer, tmp_path:
         assert (await recv(other))["type"] == "connected"
         for sock in (ws, other):
             await sock.send(json.dumps({"type": "subscribe", "channels": ["backups", "jobs"]}))
-            assert (await recv(sock)) == {"type": "subscribed", "channels": ["backups", "jobs"]}
+            assert (await recv(sock)) == {
+                "type": "subscribed",
+                "channels": ["backups", "jobs"],
+                "subscriptions": ["backups", "jobs"],
+            }
         await ws.send(json.dumps({"type": "ping"}))
         assert (await recv_until(ws, "pong"))[-1] == {"type": "pong"}
 
@@ -105,6 +114,10 @@ async def test_live_backup_progress_and_team_scope(server: LiveServer, tmp_path:
         progress = [m for m in seen if m["type"] == "backup_progress"]
         assert progress and all(m["backup_id"] == accepted["id"] for m in progress)
         assert {"type", "action", "data", "timestamp"} <= set(progress[0])
+        # The dump's size is unknown until it ends: the source's size estimates it.
+        estimated = [m for m in progress if m["data"].get("bytes_total")]
+        assert estimated and estimated[0]["data"]["bytes_total"] >= 3_000_000, progress
+        assert all(0 <= m["progress"] <= 100 for m in estimated), progress
 
         # the outsider's team does not own that backup: nothing of it reaches them
         leaked = []
@@ -120,7 +133,12 @@ async def test_live_backup_progress_and_team_scope(server: LiveServer, tmp_path:
         assert leaked == []
 
         await ws.send(json.dumps({"type": "unsubscribe", "channels": ["jobs"]}))
-        assert (await recv_until(ws, "unsubscribed"))[-1]["channels"] == ["backups"]
+        answer = (await recv_until(ws, "unsubscribed"))[-1]
+        assert answer == {
+            "type": "unsubscribed",
+            "channels": ["jobs"],
+            "subscriptions": ["backups"],
+        }
 
 
 async def test_first_message_auth_and_refusals(server: LiveServer) -> None:
@@ -147,6 +165,28 @@ async def test_first_message_auth_and_refusals(server: LiveServer) -> None:
             while True:
                 await recv(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_cookie_session_only_from_our_own_or_allowed_origins(server: LiveServer) -> None:
+    r = httpx.post(
+        f"{server.base}/api/v1/auth/login",
+        json={"username": "admin", "password": ADMIN_PASSWORD},
+    )
+    cookie = {"Cookie": f"session_token={r.cookies['session_token']}"}
+    for origin in ("https://evil.example.net", "null", server.base.replace("127.0.0.1", "x")):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(server), additional_headers=cookie, origin=Origin(origin)):
+                pass
+        assert refused.value.response.status_code == 403, origin
+    for origin in (server.base, ALLOWED, None):  # our own pages, ALLOWED_ORIGINS, no browser
+        async with connect(
+            ws_url(server), additional_headers=cookie, origin=Origin(origin) if origin else None
+        ) as ws:
+            assert (await recv(ws))["type"] == "connected", origin
+    # A token in the URL is no ambient credential: any page may use the one it holds.
+    token = login(server)["access_token"]
+    async with connect(ws_url(server, token), origin=Origin("https://evil.example.net")) as ws:
+        assert (await recv(ws))["type"] == "connected"
 
 
 async def test_logout_closes_the_users_sockets(server: LiveServer) -> None:

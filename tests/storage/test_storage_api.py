@@ -254,3 +254,39 @@ async def test_delete_refuses_providers_that_backups_or_schedules_use(
         assert (await client.get(f"/api/v1/storage/providers/{provider['id']}")).status_code == 404
     r = await client.delete(f"/api/v1/storage/providers/{holding['id']}")
     assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+
+
+async def test_seed_000_connection_strings_are_understood(
+    client: httpx.AsyncClient, tmp_path: Path, s3_endpoint: str, bucket: str
+) -> None:
+    async def test(body: dict[str, Any]) -> dict[str, Any]:
+        r = await client.post("/api/v1/storage/test", json=body)
+        assert r.status_code == 200, (body, r.text)
+        result: dict[str, Any] = r.json()
+        assert {"success", "message"} <= set(result)
+        return result
+
+    # The seed's example as written: a share name, answered with how to use it.
+    result = await test({"provider_type": "network", "connection_string": "\\\\server\\backup"})
+    assert result["success"] is False and "mount" in result["message"], result
+    assert (await test({"provider_type": "local", "connection_string": str(tmp_path)}))["success"]
+    s3 = {
+        "provider_type": "s3",
+        "connection_string": f"s3://{bucket}/nightly",
+        "endpoint_url": s3_endpoint,
+        "access_key_id": ACCESS_KEY_ID,
+        "secret_access_key": SECRET_ACCESS_KEY,
+    }
+    assert (await test(s3))["success"] is True
+    closed = {"provider_type": "sftp", "connection_string": "sftp://backup@127.0.0.1:1/srv/b"}
+    result = await test({**closed, "password": "pw-not-shown"})
+    assert result["success"] is False and "pw-not-shown" not in str(result)
+
+    for bad in (
+        {"provider_type": "s3", "connection_string": "bucket-only"},
+        {"provider_type": "sftp", "connection_string": "sftp://host-without-user/path"},
+        {"provider_type": "network"},
+        {"provider_type": "ftp", "connection_string": "ftp://x/y"},
+    ):
+        r = await client.post("/api/v1/storage/test", json=bad)
+        assert r.status_code == 422 and r.json()["code"] == "VALIDATION_ERROR", (bad, r.text)

@@ -325,6 +325,26 @@ async def test_cancel_a_queued_run(api: Api, admin: httpx.AsyncClient, source_db
     assert again.status_code == 409 and again.json()["code"] == "CONFLICT"
 
 
+async def test_seed_000_cancel_by_the_runs_own_id(
+    api: Api, admin: httpx.AsyncClient, source_db: str
+) -> None:
+    server = await make_server(admin)
+    backup_id = await make_backup(api, admin, server["id"], source_db)
+    await verify(api, admin, backup_id, test_type="checksum")  # so the ids below differ
+    runner = api.app.state.ctx.runner
+    lock = runner._locks.setdefault(f"verify:backup:{backup_id}", asyncio.Lock())
+    async with lock:
+        r = await admin.post(f"/api/v1/verify/{backup_id}", json={"test_type": "deep"})
+        assert r.status_code == 202
+        run_id = r.json()["id"]
+        assert run_id != backup_id
+        cancelled = await admin.post(f"/api/v1/verify/{run_id}/cancel")  # seed 000's {id}
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["id"] == run_id and cancelled.json()["status"] == "cancelled"
+    await wait_job(api, r.json()["job_id"])
+    assert (await run_result(admin, backup_id, run_id))["status"] == "cancelled"
+
+
 async def test_a_deleted_backup_takes_its_runs_along(
     api: Api, admin: httpx.AsyncClient, source_db: str
 ) -> None:

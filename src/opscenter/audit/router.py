@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 
 from opscenter.audit import service
 from opscenter.audit.schemas import AuditLogOut, AuditPage, ChainReportOut
@@ -25,16 +27,32 @@ from opscenter.core.schemas import MAX_ID
 
 router = APIRouter(tags=["Audit"])
 Reader = Annotated[Principal, Depends(require("read:audit"))]
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _through_the_day(value: Any) -> Any:
+    """A date-only `end_date` means up to the end of that day, not its first instant."""
+    if isinstance(value, str) and _DATE_ONLY.fullmatch(value):
+        return datetime.fromisoformat(value) + timedelta(days=1, microseconds=-1)
+    return value
+
+
+EndDate = Annotated[
+    datetime | None,
+    BeforeValidator(_through_the_day),
+    Query(description="Up to this instant; a date alone includes that whole day"),
+]
 
 
 def audit_filters(
+    principal: Reader,
     user_id: QueryId = None,
     action: Annotated[str | None, Query(max_length=100)] = None,
     resource_type: Annotated[str | None, Query(max_length=64)] = None,
     resource_id: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[Literal["success", "failure", "denied"] | None, Query()] = None,
     start_date: datetime | None = None,
-    end_date: datetime | None = None,
+    end_date: EndDate = None,
     cursor: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Return rows older than this id")
     ] = None,
@@ -53,6 +71,7 @@ def audit_filters(
         start=start_date,
         end=end_date,
         before_id=cursor,
+        **service.reader_scope(principal),
     )
 
 
@@ -109,6 +128,7 @@ CSV_COLUMNS = [
     "created_at",
     "user_id",
     "username",
+    "team_id",
     "api_key_id",
     "action",
     "resource_type",

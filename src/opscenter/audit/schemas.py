@@ -10,6 +10,7 @@ class AuditLogOut(OutputModel):
     created_at: UtcDatetime
     user_id: int | None
     username: str | None
+    team_id: int | None
     api_key_id: int | None
     action: str
     resource_type: str | None

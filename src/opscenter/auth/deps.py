@@ -30,7 +30,15 @@ CSRF_HEADER = "X-CSRF-Token"
 
 bearer_scheme = HTTPBearer(auto_error=False)
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False)
-cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False)
+cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    description=(
+        "The browser session that login sets. Writes (POST, PUT, PATCH, DELETE) with it "
+        f"also need the `{CSRF_HEADER}` header: the `csrf_token` of the login answer, also "
+        "readable by the page's script in the `csrf_token` cookie."
+    ),
+)
 
 
 def defer_security_event(request: Request, **fields: Any) -> None:
@@ -141,7 +149,10 @@ async def authenticate(
         if request.method not in SAFE_METHODS:
             csrf = request.headers.get(CSRF_HEADER, "")
             if not ctx.keyring.verify_signature(f"csrf:{principal.session_id}", csrf):
-                raise Forbidden(f"Missing or wrong {CSRF_HEADER} header for a cookie session")
+                raise Forbidden(
+                    f"Missing or wrong {CSRF_HEADER} header for a cookie session: send the "
+                    "csrf_token of the login answer (also in the csrf_token cookie)"
+                )
     else:
         raise Unauthorized()
     request.state.principal = principal

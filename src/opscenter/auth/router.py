@@ -13,8 +13,15 @@ from opscenter.auth.deps import (
     bearer_scheme,
     load_user,
     origin_of,
+    principal_from,
 )
-from opscenter.auth.schemas import LoginRequest, LogoutRequest, RefreshRequest, TokenPair
+from opscenter.auth.schemas import (
+    AccessToken,
+    LoginRequest,
+    LogoutRequest,
+    RefreshRequest,
+    TokenPair,
+)
 from opscenter.core.context import Ctx, SessionDep, client_ip
 from opscenter.core.errors import BadRequest, Forbidden, RateLimited, Unauthorized, responses
 from opscenter.users.schemas import UserOut
@@ -51,8 +58,10 @@ def _set_cookies(response: Response, ctx: Ctx, issued: service.IssuedSession) ->
 def _pair(issued: service.IssuedSession) -> TokenPair:
     return TokenPair(
         access_token=issued.access_token,
+        token=issued.access_token,
         refresh_token=issued.refresh_token,
         expires_at=issued.access_expires_at,
+        expiresAt=issued.access_expires_at,
         refresh_expires_at=issued.refresh_expires_at,
         csrf_token=issued.csrf_token,
         user=user_out(issued.user),
@@ -110,7 +119,11 @@ async def login(
     return _pair(issued)
 
 
-@router.post("/refresh", response_model=TokenPair, responses=responses(Unauthorized, BadRequest))
+@router.post(
+    "/refresh",
+    response_model=TokenPair | AccessToken,
+    responses=responses(Unauthorized, BadRequest),
+)
 async def refresh(
     request: Request,
     response: Response,
@@ -118,12 +131,18 @@ async def refresh(
     session: SessionDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     body: RefreshRequest | None = None,
-) -> TokenPair:
+) -> TokenPair | AccessToken:
     """Rotate a refresh token (body `refresh_token`, or the token as a Bearer header).
-    Each refresh token works once; presenting a used one revokes its whole session."""
+    Each refresh token works once; presenting a used one revokes its whole session.
+
+    A Bearer *access* token (seed 004's Step 3) gets a new access token of the same login
+    session instead (`token`, `expiresAt`), while that session is neither logged out nor
+    older than `JWT_EXPIRATION_HOURS`."""
     raw = body.refresh_token if body else (bearer.credentials if bearer else None)
     if not raw:
         raise BadRequest("Give the refresh token in the body or as a Bearer header")
+    if body is None and not raw.startswith(service.REFRESH_PREFIX):
+        return await _extend(ctx, session, raw)
     try:
         issued = await service.rotate_refresh(session, ctx.keyring, ctx.settings, raw)
     except service.RefreshRejected as rejected:
@@ -141,6 +160,20 @@ async def refresh(
         raise Unauthorized(f"Refresh token rejected ({rejected.reason}); log in again") from None
     _set_cookies(response, ctx, issued)
     return _pair(issued)
+
+
+async def _extend(ctx: Ctx, session: SessionDep, access_token: str) -> AccessToken:
+    principal = await principal_from(ctx, session, token=access_token)
+    user = await load_user(session, principal.user_id)
+    if user is None or principal.session_id is None:
+        raise Unauthorized()
+    try:
+        token, expires = await service.extend_session(
+            session, ctx.keyring, ctx.settings, user, principal.session_id
+        )
+    except service.RefreshRejected as rejected:
+        raise Unauthorized(f"Session ended ({rejected.reason}); log in again") from None
+    return AccessToken(access_token=token, token=token, expires_at=expires, expiresAt=expires)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=responses(Unauthorized))

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.auth.deps import load_user
 from opscenter.config import Settings
-from opscenter.core.clock import utcnow
+from opscenter.core.clock import as_utc, utcnow
 from opscenter.core.security import Keyring, new_token, sha256_hex, verify_password
 from opscenter.models import RefreshToken, User
 
@@ -166,6 +166,34 @@ async def rotate_refresh(
         await revoke_family(session, token.family_id)
         raise RefreshRejected("reused", reused=True, user_id=token.user_id)
     return await _issue(session, keyring, settings, user.id, token.family_id)
+
+
+async def extend_session(
+    session: AsyncSession, keyring: Keyring, settings: Settings, user: User, family: str
+) -> tuple[str, datetime]:
+    """A new access token for the caller's live login session (seed 004 refreshes with its
+    access token): sliding, but never past the session's absolute lifetime, counted from
+    the login."""
+    started = await session.scalar(
+        select(func.min(RefreshToken.issued_at)).where(RefreshToken.family_id == family)
+    )
+    if started is None:
+        raise RefreshRejected("unknown", user_id=user.id)
+    now = utcnow()
+    ends = as_utc(started) + timedelta(hours=settings.jwt_expiration_hours)
+    lifetime = min(timedelta(minutes=settings.access_token_minutes), ends - now)
+    if lifetime <= timedelta(0):
+        raise RefreshRejected("expired", user_id=user.id)
+    return keyring.issue_jwt(
+        {
+            "sub": str(user.id),
+            "sv": user.session_version,
+            "sid": family,
+            "role": user.role.name,
+            "typ": "access",
+        },
+        lifetime,
+    )
 
 
 async def revoke_family(session: AsyncSession, family_id: str) -> None:

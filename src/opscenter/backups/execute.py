@@ -201,10 +201,15 @@ class BackupJobs:
         )
         await ctx.progress(phase="dumping", bytes_done=0)
         loop = asyncio.get_running_loop()
+        # The dump's total is unknown until it ends: the source's size estimates it.
+        estimate: int | None = None
 
         def on_progress(p: BackupProgress) -> None:
+            percent = min(99.0, 100.0 * p.bytes_read / estimate) if estimate else None
             loop.call_soon_threadsafe(
-                lambda: loop.create_task(ctx.progress(bytes_done=p.bytes_read))
+                lambda: loop.create_task(
+                    ctx.progress(bytes_done=p.bytes_read, bytes_total=estimate, percent=percent)
+                )
             )
 
         options = BackupOptions(
@@ -227,6 +232,12 @@ class BackupJobs:
             try:
                 async with connect.open_runner(target) as runner:
                     await self._pin(server.id, runner)
+                    if estimate is None:
+                        estimate = await connect.size_of(
+                            runner, target, backup.db_type, backup.database_name
+                        )
+                        if estimate:
+                            await ctx.progress(phase="dumping", bytes_total=estimate, percent=0)
                     result = await run_backup(
                         _source(target, backup.db_type, backup.database_name),
                         storage,

@@ -424,6 +424,7 @@ async def remove_backup(
         actor=principal,
         resource_type="backup",
         resource_id=backup_id,
+        team_id=backup.team_id,
         details={"database": backup.database_name, "storage_key": backup.storage_key},
         origin=origin,
     )

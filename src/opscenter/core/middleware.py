@@ -92,6 +92,22 @@ class RequestContextMiddleware:
                     log.exception("after_response task failed", request_id=request_id)
 
 
+class TrailingSlashMiddleware:
+    """`/servers/` is `/servers`: the seeds write collection routes both ways, and a redirect
+    would make clients resend (or drop) their body and credentials."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and len(path) > 1 and path.endswith("/"):
+            stripped = path.rstrip("/") or "/"
+            raw: bytes = scope.get("raw_path") or path.encode()
+            scope = {**scope, "path": stripped, "raw_path": raw.rstrip(b"/") or b"/"}
+        await self.app(scope, receive, send)
+
+
 class BodyLimitMiddleware:
     """413 before parsing: by Content-Length, and by counting a chunked body as it arrives."""
 

@@ -191,6 +191,7 @@ async def delete_job(
         actor=principal,
         resource_type="external_job",
         resource_id=job_id,
+        team_id=job.team_id,
         details={"name": job.name, "host": job.host},
         origin=origin_of(request),
     )

@@ -47,8 +47,7 @@ ReadIntegrations = Annotated[Principal, Depends(require("read:integrations"))]
 WriteIntegrations = Annotated[Principal, Depends(require("write:integrations"))]
 
 
-@router.get("/", response_model=Page[IntegrationOut])
-@router.get("", response_model=Page[IntegrationOut], include_in_schema=False)
+@router.get("", response_model=Page[IntegrationOut])
 async def list_integrations(
     _: ReadIntegrations, session: SessionDep, paging: Paging
 ) -> Page[IntegrationOut]:
@@ -57,16 +56,10 @@ async def list_integrations(
 
 
 @router.post(
-    "/",
-    response_model=IntegrationCreated,
-    status_code=status.HTTP_201_CREATED,
-    responses=responses(Conflict, InvalidInput),
-)
-@router.post(
     "",
     response_model=IntegrationCreated,
     status_code=status.HTTP_201_CREATED,
-    include_in_schema=False,
+    responses=responses(Conflict, InvalidInput),
 )
 async def create_integration(
     body: IntegrationCreate,
@@ -100,6 +93,11 @@ async def get_integration(
 
 
 @router.patch(
+    "/{integration_id}",
+    response_model=IntegrationOut,
+    responses=responses(NotFound, Conflict, InvalidInput),
+)
+@router.put(  # seed 002's verb: the same partial body and meaning as PATCH
     "/{integration_id}",
     response_model=IntegrationOut,
     responses=responses(NotFound, Conflict, InvalidInput),

@@ -17,6 +17,8 @@ class AuditLog(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(index=True)
     user_id: Mapped[int | None] = mapped_column(index=True)  # no FK: the trail outlives users
     username: Mapped[str | None] = mapped_column(String(64))
+    # The team of what the entry is about (none for users, logins, ...): who may read it.
+    team_id: Mapped[int | None] = mapped_column(index=True)  # no FK, like user_id
     api_key_id: Mapped[int | None]
     action: Mapped[str] = mapped_column(String(100), index=True)
     resource_type: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -89,6 +89,11 @@ async def get_channel(
     response_model=ChannelOut,
     responses=responses(Forbidden, NotFound, Conflict, InvalidInput),
 )
+@router.put(  # the verb of seed 002's other updates: the same body and meaning as PATCH
+    "/channels/{channel_id}",
+    response_model=ChannelOut,
+    responses=responses(Forbidden, NotFound, Conflict, InvalidInput),
+)
 async def update_channel(
     channel_id: PathId,
     body: ChannelUpdate,
@@ -127,6 +132,7 @@ async def delete_channel(
         actor=principal,
         resource_type="notification_channel",
         resource_id=channel_id,
+        team_id=channel.team_id,
         details={"name": channel.name, "type": channel.type},
         origin=origin_of(request),
     )
@@ -249,13 +255,14 @@ async def delete_policy(
         actor=principal,
         resource_type="alert_policy",
         resource_id=policy_id,
+        team_id=policy.team_id,
         details={"name": policy.name},
         origin=origin_of(request),
     )
 
 
 # -- the caller's own notifications ----------------------------------------------------------
-@router.get("/", response_model=Page[NotificationOut])
+@router.get("", response_model=Page[NotificationOut])
 async def list_notifications(
     principal: ReadNotifications,
     session: SessionDep,

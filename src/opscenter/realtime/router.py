@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -40,6 +41,17 @@ async def _receive(websocket: WebSocket) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _trusted_origin(websocket: WebSocket) -> bool:
+    """No Origin (not a browser), the server's own (scheme aside: a TLS proxy may sit in
+    front), or one of ALLOWED_ORIGINS."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    allowed: list[str] = websocket.app.state.ctx.settings.allowed_origins
+    host = websocket.headers.get("host", "")
+    return urlsplit(origin).netloc.lower() == host.lower() or origin.rstrip("/") in allowed
+
+
 async def _authenticate(ctx: AppContext, credentials: dict[str, str]) -> Principal:
     try:
         async with ctx.db.read_session() as session:
@@ -53,12 +65,17 @@ async def stream(websocket: WebSocket) -> None:
     """Auth by `?token=`, the session cookie, or a first `{"type": "auth", "token": ...}`.
     Then `{"type": "subscribe" | "unsubscribe", "channels": [...]}` and `{"type": "ping"}`."""
     ctx: AppContext = websocket.app.state.ctx
+    credentials = {
+        "token": websocket.query_params.get("token") or "",
+        "cookie": websocket.cookies.get(SESSION_COOKIE) or "",
+    }
+    if not credentials["token"] and credentials["cookie"] and not _trusted_origin(websocket):
+        # The browser sends the cookie whatever page opened the socket: only our own pages
+        # and ALLOWED_ORIGINS may read the user's stream with it (a 403 before the upgrade).
+        await websocket.close(POLICY_VIOLATION, "origin not allowed for a cookie session")
+        return
     await websocket.accept()
     try:
-        credentials = {
-            "token": websocket.query_params.get("token") or "",
-            "cookie": websocket.cookies.get(SESSION_COOKIE) or "",
-        }
         if not any(credentials.values()):
             first = await asyncio.wait_for(_receive(websocket), AUTH_WAIT_SECONDS)
             if first.get("type") != "auth":
@@ -112,8 +129,13 @@ async def _serve(
                             raise _Closed(POLICY_VIOLATION, "too many subscriptions")
                     else:
                         subscriptions.difference_update(channels)
+                    # Seed 004 answers the channels of the request; all of them beside.
                     await websocket.send_json(
-                        {"type": f"{kind}d", "channels": sorted(subscriptions)}
+                        {
+                            "type": f"{kind}d",
+                            "channels": sorted(set(channels)),
+                            "subscriptions": sorted(subscriptions),
+                        }
                     )
                 else:
                     await websocket.send_json(

@@ -114,6 +114,7 @@ async def delete_policy(
         actor=principal,
         resource_type="retention_policy",
         resource_id=policy_id,
+        team_id=policy.team_id,
         details={"name": policy.name},
         origin=origin_of(request),
     )

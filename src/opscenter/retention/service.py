@@ -447,6 +447,7 @@ async def _delete_one(
             username=RETENTION.username,
             resource_type="backup",
             resource_id=backup_id,
+            team_id=scope.team_id,
             details={
                 "policy_id": policy_id,
                 "schedule_id": scope.schedule_id,

@@ -90,9 +90,13 @@ async def preview_schedule(body: CronPreviewRequest, principal: ReadSchedules) -
     responses=responses(NotFound, Conflict, InvalidInput),
 )
 async def create_schedule(
-    body: ScheduleCreate, principal: WriteSchedules, session: SessionDep, request: Request
+    body: ScheduleCreate, principal: WriteSchedules, session: SessionDep, ctx: Ctx, request: Request
 ) -> ScheduleOut:
-    out = service.schedule_out(await service.create_schedule(session, principal, body))
+    """Without `server_id`, a `source_path` is one of the 'this host' server (seed 000)."""
+    created = await service.create_schedule(
+        session, principal, body, data_dir=ctx.settings.data_dir
+    )
+    out = service.schedule_out(created)
     await audit.record(
         session,
         action="schedule.create",
@@ -152,6 +156,7 @@ async def delete_schedule(
         actor=principal,
         resource_type="schedule",
         resource_id=schedule_id,
+        team_id=schedule.team_id,
         details={"name": schedule.name},
         origin=origin_of(request),
     )
@@ -260,10 +265,10 @@ async def get_policy(
     responses=responses(NotFound, Conflict, InvalidInput),
 )
 async def create_policy(
-    body: ScheduleCreate, principal: WriteSchedules, session: SessionDep, request: Request
+    body: ScheduleCreate, principal: WriteSchedules, session: SessionDep, ctx: Ctx, request: Request
 ) -> ScheduleOut:
     """Creates a schedule."""
-    return await create_schedule(body, principal, session, request)
+    return await create_schedule(body, principal, session, ctx, request)
 
 
 @policies_router.put(

@@ -93,7 +93,9 @@ class ScheduleCreate(_TimeFields):
 
     name: Name
     description: Description = ""
-    server_id: Id
+    server_id: Id | None = Field(
+        None, description="Default, with a source_path: the 'this host' server (seed 000)"
+    )
     database_name: DatabaseName | None = Field(
         None, description="Database to back up; for `sqlite` a file and for `local` a path"
     )

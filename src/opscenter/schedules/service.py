@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import cron_descriptor
@@ -227,10 +228,17 @@ async def create_schedule(
     principal: Principal,
     data: ScheduleCreate,
     *,
+    data_dir: Path,
     now: datetime | None = None,
 ) -> Schedule:
     now = now or utcnow()
-    server = await servers.get_server(session, principal, data.server_id)
+    if data.server_id is not None:
+        server = await servers.get_server(session, principal, data.server_id)
+    elif data.source_path is not None:  # seed 000's job: a path of this host
+        server = await servers.this_host(session, principal)
+        servers.check_this_host_path(data.source_path, data_dir)
+    else:
+        raise InvalidInput("Give server_id: the server whose database this schedule backs up")
     if data.cron_expression is not None:
         expression = data.cron_expression
     else:

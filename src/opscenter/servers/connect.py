@@ -246,23 +246,12 @@ async def list_databases(target: Target) -> list[Database]:
     found: list[Database] = []
     async with open_runner(target) as runner:
         engine = target.engine()
-        if engine == "postgresql":
-            conn = target.pg()
-            num, _ = await probe_pg_server(runner, conn)
-            psql = (await select_pg_tool(runner, "psql", num // 10000)).path
-            res = await runner.run(psql_command(psql, conn, PG_DATABASES_SQL), limit_seconds=60)
-            rows = _rows(res.returncode, res.stdout, res.stderr)
-            found += [Database(n, s, "postgresql") for n, s in rows]
-        elif engine == "mysql":
-            client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-            cmd = mysql_client_command(
-                client, target.mysql(), "--batch", "--skip-column-names", "-e", MYSQL_DATABASES_SQL
-            )
-            res = await runner.run(cmd, limit_seconds=60)
-            found += [
-                Database(n, s, "mysql") for n, s in _rows(res.returncode, res.stdout, res.stderr)
-            ]
+        if engine in ("postgresql", "mysql"):
+            sizes = await _engine_sizes(runner, target, engine)
+            found += [Database(n, s, engine) for n, s in sizes]
         for path in target.paths:
+            if path == "/":  # the whole host ('this host'): no suggestion, and sizing it
+                continue  # would walk every directory
             if target.type == ServerType.SQLITE:
                 await _check_sqlite_file(runner, path)
             elif not await _exists(runner, path):
@@ -270,6 +259,34 @@ async def list_databases(target: Target) -> list[Database]:
             kind = "sqlite" if target.type == ServerType.SQLITE else "files"
             found.append(Database(path, await _size(runner, path), kind))
     return found
+
+
+async def _engine_sizes(
+    runner: CommandRunner, target: Target, engine: str
+) -> list[tuple[str, int]]:
+    if engine == "postgresql":
+        conn = target.pg()
+        num, _ = await probe_pg_server(runner, conn)
+        psql = (await select_pg_tool(runner, "psql", num // 10000)).path
+        res = await runner.run(psql_command(psql, conn, PG_DATABASES_SQL), limit_seconds=60)
+        return _rows(res.returncode, res.stdout, res.stderr)
+    client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+    cmd = mysql_client_command(
+        client, target.mysql(), "--batch", "--skip-column-names", "-e", MYSQL_DATABASES_SQL
+    )
+    res = await runner.run(cmd, limit_seconds=60)
+    return _rows(res.returncode, res.stdout, res.stderr)
+
+
+async def size_of(runner: CommandRunner, target: Target, engine: str, name: str) -> int | None:
+    """The size of one database or path as the server reports it, to estimate a dump's
+    progress; None when unknown (it is only an estimate: never fail a backup over it)."""
+    try:
+        if engine in ("postgresql", "mysql"):
+            return dict(await _engine_sizes(runner, target, engine)).get(name) or None
+        return await _size(runner, name) or None
+    except Exception:  # whatever the transport raised: the backup itself will tell
+        return None
 
 
 def _rows(returncode: int, stdout: bytes, stderr: str) -> list[tuple[str, int]]:

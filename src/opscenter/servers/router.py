@@ -144,6 +144,7 @@ async def delete_server(
         actor=principal,
         resource_type="server",
         resource_id=server_id,
+        team_id=server.team_id,
         details={"name": server.name},
         origin=origin_of(request),
     )

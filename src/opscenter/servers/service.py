@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -197,6 +198,48 @@ async def _ensure_unique_name(
         stmt = stmt.where(Server.id != exclude_id)
     if await session.scalar(stmt.limit(1)) is not None:
         raise Conflict(f"A server named '{name}' already exists in this team")
+
+
+THIS_HOST = "this host"
+
+
+def add_this_host(session: AsyncSession, team_id: int) -> None:
+    """On first start: the host opscenter runs on, a `local` server of the default team,
+    so that seed 000's jobs, which name a path and no server, have one. Its paths (an
+    admin may narrow them) are the whole host; opscenter's own data directory is refused
+    whatever the paths say."""
+    session.add(
+        Server(
+            team_id=team_id,
+            name=THIS_HOST,
+            description="The host opscenter runs on (created on first start)",
+            type=ServerType.LOCAL.value,
+            host="localhost",
+            paths=["/"],
+            tags={},
+        )
+    )
+
+
+async def this_host(session: AsyncSession, principal: Principal) -> Server:
+    """The caller's "this host" server, for a request that names no server."""
+    stmt = select(Server).where(Server.type == ServerType.LOCAL.value, Server.name == THIS_HOST)
+    server: Server | None = await session.scalar(
+        readable(stmt, Server, principal).order_by(Server.id).limit(1)
+    )
+    if server is None:
+        raise InvalidInput(f"Give server_id: no '{THIS_HOST}' server is in your teams")
+    return server
+
+
+def check_this_host_path(path: str, data_dir: Path) -> None:
+    """A path of this host to back up: absolute, no `..`, and never the data dir (its keys
+    and metadata database) nor a directory holding it."""
+    if not path.startswith("/") or ".." in path.split("/"):
+        raise InvalidInput("source_path must be an absolute path without '..'")
+    source, data = Path(path).resolve(), data_dir.resolve()
+    if source == data or data in source.parents or source in data.parents:
+        raise InvalidInput(f"{path} holds or is inside opscenter's data directory")
 
 
 async def create_server(

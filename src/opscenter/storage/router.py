@@ -111,6 +111,7 @@ async def delete_provider(
         actor=principal,
         resource_type="storage",
         resource_id=provider_id,
+        team_id=provider.team_id,
         details={"name": provider.name},
         origin=origin_of(request),
     )
@@ -133,9 +134,17 @@ async def test_storage(
         return result
     if body.provider is None:
         raise InvalidInput("Give provider_id, or provider with type and config")
-    config = service.validated_config(
-        StorageType(body.provider.type), body.provider.config.model_dump(), ctx.outbound
-    )
+    try:
+        config = service.validated_config(
+            StorageType(body.provider.type), body.provider.config.model_dump(), ctx.outbound
+        )
+    except InvalidInput as unusable:
+        if body.connection_string is None:
+            raise
+        # What a user typed was understood but cannot work from here: say why and what to do.
+        return StorageTestResult(
+            success=False, message=unusable.detail, latency_ms=0, code="unusable"
+        )
     credentials = getattr(body.provider, "credentials", None)
     secrets = credentials.model_dump() if credentials else {}
     await release(session)  # authentication's transaction

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from opscenter.core.schemas import Id, InputModel, Name, OutputModel, UtcDatetime
 
@@ -103,10 +104,75 @@ class StorageUpdate(InputModel):
 
 
 class StorageTest(InputModel):
-    """Test a saved provider (`provider_id`) or a configuration before saving it."""
+    """Test a saved provider (`provider_id`), a configuration before saving it
+    (`provider`), or seed 000's `provider_type` + `connection_string` as a user types it:
+    a path for `local` and `network` (a share name such as `\\\\server\\backup` is
+    answered with how to mount it), `s3://bucket/prefix` (with `endpoint_url`, `region`,
+    `access_key_id`, `secret_access_key`), `sftp://user@host:port/path` (with `password`
+    or `private_key`)."""
 
     provider_id: Id | None = None
     provider: StorageCreate | None = None
+    provider_type: StorageType | None = None
+    connection_string: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = (
+        None
+    )
+    endpoint_url: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    password: Secret | None = None
+    private_key: Secret | None = None
+
+    @model_validator(mode="after")
+    def _from_connection_string(self) -> StorageTest:
+        if (self.provider_type is None) != (self.connection_string is None):
+            raise ValueError("give provider_type and connection_string together")
+        if self.provider_type is not None and self.connection_string is not None:
+            if self.provider is not None or self.provider_id is not None:
+                raise ValueError("give provider_id, provider or a connection_string, not several")
+            self.provider = _provider_of(self.provider_type, self.connection_string, self)
+        return self
+
+
+def _provider_of(
+    kind: StorageType, text: str, test: StorageTest
+) -> PathStorageCreate | S3StorageCreate | SftpStorageCreate:
+    name = "connection-test"
+    if kind in (StorageType.LOCAL, StorageType.NETWORK):
+        return PathStorageCreate(name=name, type=kind, config=PathConfig(path=text))
+    url = urlsplit(text)
+    if url.scheme != kind.value or not url.hostname:
+        raise ValueError(f"a {kind.value} connection_string looks like {_FORMS[kind]}")
+    if kind == StorageType.S3:
+        keys = (test.access_key_id, test.secret_access_key)
+        return S3StorageCreate(
+            name=name,
+            type=kind,
+            config=S3Config(
+                bucket=url.hostname,
+                prefix=url.path.strip("/"),
+                endpoint_url=test.endpoint_url,
+                region=test.region or "us-east-1",
+                addressing_style="path" if test.endpoint_url else "auto",
+            ),
+            credentials=S3Credentials(access_key_id=keys[0], secret_access_key=keys[1])
+            if all(keys)
+            else None,
+        )
+    if not url.username or not url.path.startswith("/"):
+        raise ValueError(f"an sftp connection_string looks like {_FORMS[kind]}")
+    return SftpStorageCreate(
+        name=name,
+        type=kind,
+        config=SftpConfig(
+            host=url.hostname, port=url.port or 22, username=url.username, path=url.path
+        ),
+        credentials=SftpCredentials(password=test.password, private_key=test.private_key),
+    )
+
+
+_FORMS = {StorageType.S3: "s3://bucket/prefix", StorageType.SFTP: "sftp://user@host:22/path"}
 
 
 class StorageOut(OutputModel):

@@ -121,7 +121,6 @@ async def list_permissions(_: ReadRoles) -> Page[PermissionOut]:
 
 
 @router.get("", response_model=Page[UserOut])
-@router.get("/", response_model=Page[UserOut], include_in_schema=False)
 async def list_users(
     _: ReadUsers,
     session: SessionDep,
@@ -148,9 +147,6 @@ def _announce(request: Request, action: str, user_id: int, username: str) -> Non
 
 @router.post(
     "", response_model=UserOut, status_code=status.HTTP_201_CREATED, responses=WRITE_ERRORS
-)
-@router.post(
-    "/", response_model=UserOut, status_code=status.HTTP_201_CREATED, include_in_schema=False
 )
 async def create_user(
     body: UserCreate, principal: WriteUsers, session: SessionDep, request: Request

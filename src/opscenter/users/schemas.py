@@ -39,6 +39,11 @@ class UserOut(OutputModel):
     last_login: UtcDatetime | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    # Seed 004's front end reads these names.
+    name: str = Field(description="Seed 004's display name: the full name, else the username")
+    createdAt: UtcDatetime = Field(description="Seed 004's name of `created_at`")
+    lastLogin: UtcDatetime | None = Field(description="Seed 004's name of `last_login`")
+    avatar: str | None = Field(None, description="Seed 004's avatar URL; none is kept")
 
 
 class UserCreate(InputModel):

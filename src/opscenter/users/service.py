@@ -41,6 +41,9 @@ def user_out(user: User) -> UserOut:
         last_login=user.last_login,
         created_at=user.created_at,
         updated_at=user.updated_at,
+        name=user.full_name or user.username,
+        createdAt=user.created_at,
+        lastLogin=user.last_login,
     )
 
 

@@ -144,7 +144,8 @@ async def cancel_verification(
     request: Request,
     run_id: RunId = None,
 ) -> VerificationOut:
-    """Stops the backup's newest run (or `run_id`); a scratch database is dropped."""
+    """Stops the backup's newest run (or `run_id`); a scratch database is dropped. The id
+    may also be a running verification's own id (seed 000's `/verify/{id}/cancel`)."""
     run, backup, job = await service.cancel_run(session, principal, backup_id, run_id)
     job_id = job.id
     defer(request.state, lambda: ctx.runner.signal_cancel(job_id))

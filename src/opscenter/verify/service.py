@@ -227,10 +227,31 @@ async def create_verification(
     return run, job
 
 
+async def _named_for_cancel(
+    session: AsyncSession, principal: Principal, ident: int
+) -> tuple[int, int | None]:
+    """(backup id, run id) that `/verify/{ident}/cancel` means: ours names the backup, seed
+    000's the run. A running run of that id is meant, unless the backup of that id has
+    another one running: then which is ambiguous."""
+    active = runs_query(principal).where(VerificationRun.status.in_(ACTIVE)).limit(1)
+    as_run = await session.scalar(active.where(VerificationRun.id == ident))
+    if as_run is None:
+        return ident, None
+    of_backup = await session.scalar(filter_runs(active, backup_id=ident))
+    if of_backup is not None and of_backup.id != as_run.id:
+        raise Conflict(
+            f"{ident} names both a running verification and a backup with another one "
+            "running; give run_id"
+        )
+    return as_run.backup_id, as_run.id
+
+
 async def cancel_run(
     session: AsyncSession, principal: Principal, backup_id: int, run_id: int | None
 ) -> tuple[VerificationRun, Backup, Job]:
     """Mark the run's job for cancellation (the caller signals the runner after commit)."""
+    if run_id is None:
+        backup_id, run_id = await _named_for_cancel(session, principal, backup_id)
     run, backup = await get_run(session, principal, backup_id, run_id)
     job = await session.get(Job, run.job_id) if run.job_id is not None else None
     if run.status not in ACTIVE or job is None or job.status not in ACTIVE:

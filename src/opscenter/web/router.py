@@ -260,7 +260,11 @@ async def audit_page(
     resource_type: Annotated[str | None, Query(max_length=100)] = None,
     page: PageNumber = 1,
 ) -> Response:
-    filters = audit.AuditFilters(action=action or None, resource_type=resource_type or None)
+    filters = audit.AuditFilters(
+        action=action or None,
+        resource_type=resource_type or None,
+        **audit.reader_scope(principal),
+    )
     shown = {"action": action or "", "resource_type": resource_type or ""}
     rows, pager = await paged(session, audit.filtered(filters), page, shown)
     return render(
