@@ -12,7 +12,7 @@ from opscenter.auth.deps import origin_of, require
 from opscenter.backups import service as backups
 from opscenter.backups.schemas import BackupOut
 from opscenter.core.clock import utcnow
-from opscenter.core.context import SessionDep
+from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
