@@ -18,6 +18,8 @@ class ErrorCode(StrEnum):
     DUMP_KILLED = "dump_killed"
     DUMP_FAILED = "dump_failed"
     AUTH_FAILED = "auth_failed"
+    #: Logged in, but the user may not do this (e.g. create a database).
+    PERMISSION_DENIED = "permission_denied"
     UNREACHABLE = "unreachable"
     DATABASE_MISSING = "database_missing"
     SOURCE_MISSING = "source_missing"
@@ -43,6 +45,7 @@ class ErrorCode(StrEnum):
 PERMANENT: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.AUTH_FAILED,
+        ErrorCode.PERMISSION_DENIED,
         ErrorCode.DATABASE_MISSING,
         ErrorCode.SOURCE_MISSING,
         ErrorCode.DISK_FULL,

@@ -75,7 +75,7 @@ def _restore_target(
             staging_dir=staging_dir,
         )
     if engine == "mysql":
-        return MySQLTarget(target.mysql(database), create=state == "missing", allow_non_empty=drop)
+        return MySQLTarget(target.mysql(database), create=state == "missing", replace=drop)
     if engine == "sqlite":
         return SqliteTarget(database, overwrite=drop)
     return DirectoryTarget(database)

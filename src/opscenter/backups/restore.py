@@ -26,7 +26,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -110,8 +110,23 @@ class PostgresTarget:
 
 @dataclass(frozen=True, slots=True)
 class MySQLTarget:
+    """A MySQL/MariaDB restore runs statement by statement, each committed as it goes:
+    a failure or a crash part-way would leave the target half restored. So the whole
+    artifact is read and checked first (sha256, age authentication, decompression and
+    mysqldump's completion trailer), and only then does the first statement reach the
+    target: a corrupt artifact never touches it. What remains (the server refusing a
+    statement, a crash during the second pass) is reported by the caller, which records
+    that the target is being written (``on_write``) before it is.
+
+    (Restoring into a scratch schema and swapping it in is not simpler: RENAME TABLE
+    cannot move tables with triggers across schemas, views and routines cannot be moved
+    at all, and the swap itself would not be atomic either.)
+    """
+
     conn: MySQLConnection
-    allow_non_empty: bool = False
+    #: ``drop_existing``: the database is dropped and created again (same character
+    #: set and collation) before the dump, so it holds exactly what the backup holds.
+    replace: bool = False
     create: bool = False
 
 
@@ -266,6 +281,39 @@ class _ProcessSink:
             stage=self.name,
             detail=scrub(_error_lines(stderr), self.command.secrets),
         )
+
+
+class _TrailerSink:
+    """Reads the dump to its end in this process and checks its last line."""
+
+    def __init__(self, trailer: bytes) -> None:
+        self.name = "trailer"
+        self.process: RunningCommand | None = None
+        self.trailer = trailer
+        self._tail = b""
+
+    async def start(self, runner: CommandRunner) -> None:
+        return None
+
+    def write(self, data: bytes) -> None:
+        self._tail = (self._tail + data[-512:])[-512:]
+
+    def close_input(self) -> None:
+        if self.trailer not in self._tail:
+            raise BackupError(
+                ErrorCode.VERIFY_FAILED,
+                f"the dump does not end with {self.trailer.decode()!r}: it is incomplete",
+                stage=self.name,
+            )
+
+    async def finish(self) -> None:
+        return None
+
+    async def fail(self) -> None:
+        return None
+
+    def error_for(self, rc: int) -> BackupError:
+        return BackupError(ErrorCode.VERIFY_FAILED, "verification failed", stage=self.name)
 
 
 class _SqliteSink:
@@ -766,43 +814,79 @@ async def _pg_sink(
     )
 
 
-async def _mysql_sink(runner: CommandRunner, target: MySQLTarget) -> _ProcessSink:
-    conn = target.conn
-    client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+def _mysql_name(database: str) -> str:
+    return "`" + database.replace("`", "``") + "`"
 
-    async def query(sql: str, database: str | None) -> str:
+
+class _MySQLAdmin:
+    """The short statements of a MySQL restore, each run by the client on its own."""
+
+    def __init__(self, runner: CommandRunner, conn: MySQLConnection, client: str) -> None:
+        self.runner = runner
+        self.conn = conn
+        self.client = client
+
+    async def query(self, sql: str, what: str, *, database: str | None = None) -> str:
         args = ["--batch", "--skip-column-names", "-e", sql]
         if database:
             args.append(database)
-        res = await runner.run(
-            mysql_client_command(client, conn, *args), limit_seconds=conn.connect_timeout + 60
+        conn = self.conn
+        res = await self.runner.run(
+            mysql_client_command(self.client, conn, *args), limit_seconds=conn.connect_timeout + 60
         )
         if res.returncode != 0:
+            errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln]
+            why = (errors or res.stderr.strip().splitlines() or ["no error message"])[-1]
             raise BackupError(
                 classify_mysql_error(res.stderr) or ErrorCode.RESTORE_FAILED,
-                f"query on {conn.host}:{conn.port} failed",
+                f"{what} on {conn.host}:{conn.port} failed: {scrub(why, conn.secrets())}",
                 stage="check",
-                detail=res.stderr.strip()[-2000:],
             )
         return res.stdout.decode().strip()
 
-    name = "`" + conn.database.replace("`", "``") + "`"
-    if target.create:
-        await query(f"CREATE DATABASE {name} CHARACTER SET utf8mb4", None)
-    elif not target.allow_non_empty:
-        n = await query(
+    async def check(self, target: MySQLTarget) -> None:
+        """Read-only: may the restore go into this database?"""
+        if target.create or target.replace:
+            return
+        n = await self.query(
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
-            conn.database,
+            "counting the tables",
+            database=self.conn.database,
         )
         if int(n or 0) > 0:
             raise BackupError(
                 ErrorCode.TARGET_NOT_EMPTY,
-                f"database {conn.database!r} already has {n} tables; restore into a new "
-                "database or allow restoring over it",
+                f"database {self.conn.database!r} already has {n} tables; restore into a new "
+                "database or replace its contents",
                 stage="check",
             )
-    cmd = mysql_client_command(client, conn, "--binary-mode", "--batch", conn.database)
-    return _ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
+
+    async def prepare(self, target: MySQLTarget) -> None:
+        """The first change to the target: create it, or drop and create it again."""
+        name = _mysql_name(self.conn.database)
+        if target.create:
+            await self.query(
+                f"CREATE DATABASE {name} CHARACTER SET utf8mb4", "creating the database"
+            )
+        elif target.replace:
+            charset = await self.query(
+                "SELECT CONCAT(DEFAULT_CHARACTER_SET_NAME, ' ', DEFAULT_COLLATION_NAME) "
+                "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE()",
+                "reading the database's character set",
+                database=self.conn.database,
+            )
+            character_set, collation = charset.split()
+            await self.query(
+                f"DROP DATABASE {name}; CREATE DATABASE {name} "
+                f"CHARACTER SET {character_set} COLLATE {collation}",
+                "dropping and creating the database again",
+            )
+
+    def sink(self) -> _ProcessSink:
+        cmd = mysql_client_command(
+            self.client, self.conn, "--binary-mode", "--batch", self.conn.database
+        )
+        return _ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
 
 
 async def _tar_path(runner: CommandRunner) -> str:
@@ -859,7 +943,7 @@ async def _drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
             )
         elif isinstance(target, MySQLTarget) and target.create:
             client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-            name = "`" + target.conn.database.replace("`", "``") + "`"
+            name = _mysql_name(target.conn.database)
             await runner.run(
                 mysql_client_command(client, target.conn, "-e", f"DROP DATABASE IF EXISTS {name}")
             )
@@ -875,11 +959,13 @@ async def run_restore(
     stall_timeout: float | None = 600.0,
     time_limit: float | None = None,
     on_progress: Callable[[RestoreProgress], None] | None = None,
+    on_write: Callable[[], Awaitable[None]] | None = None,
 ) -> RestoreResult:
     """Restore the artifact described by ``manifest`` into ``target``.
 
     Raises a classified :class:`BackupError`; a restore never reports success on a
-    damaged artifact.
+    damaged artifact. ``on_write`` is awaited once every check passed, just before the
+    first change to a database target (see :class:`MySQLTarget`).
     """
     runner = runner or LocalRunner()
     t0 = time.monotonic()
@@ -889,10 +975,30 @@ async def run_restore(
     sink: _Sink
     warnings: list[str] = []
     if isinstance(target, PostgresTarget):
+        if on_write is not None:
+            await on_write()
         sink = await _pg_sink(runner, target, time_limit)
         label = f"postgresql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
     elif isinstance(target, MySQLTarget):
-        sink = await _mysql_sink(runner, target)
+        client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+        admin = _MySQLAdmin(runner, target.conn, client)
+        await admin.check(target)
+        # The whole artifact first, on this host: nothing reaches the target before it
+        # is proven whole.
+        await _run_stream(
+            storage,
+            manifest,
+            _TrailerSink(MYSQL_TRAILER),
+            identities,
+            LocalRunner(),
+            stall_timeout,
+            time_limit,
+            on_progress,
+        )
+        if on_write is not None:
+            await on_write()
+        await admin.prepare(target)
+        sink = admin.sink()
         label = f"mysql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
     elif isinstance(target, SqliteTarget):
         sink = _SqliteSink(_absolute(target.path), overwrite=target.overwrite)
@@ -1009,13 +1115,7 @@ async def deep_verify(
             failure_code=ErrorCode.VERIFY_FAILED,
         )
     elif fmt == "mysql_sql":
-        sink = _ProcessSink(
-            "trailer",
-            Command(("cat",)),
-            lambda _s: None,
-            failure_code=ErrorCode.VERIFY_FAILED,
-            trailer=MYSQL_TRAILER,
-        )
+        sink = _TrailerSink(MYSQL_TRAILER)
     elif fmt == "sqlite_db":
         sink = _SqliteSink(None)
     elif fmt == "tar":
