@@ -19,6 +19,7 @@ from opscenter.backups.restore import (
     RestoreProgress,
     RestoreTarget,
     SqliteTarget,
+    drop_created,
     run_restore,
 )
 from opscenter.backups.runner import CommandRunner
@@ -36,7 +37,7 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.encryption import service as encryption
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
-from opscenter.models import Backup, Server, StorageProvider
+from opscenter.models import Backup, Job, Server, StorageProvider
 from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
@@ -62,7 +63,7 @@ def _restore_target(
     database: str,
     *,
     state: str,
-    drop: bool,
+    drop: bool = False,
     jobs: int = 1,
     staging_dir: str | None = None,
 ) -> RestoreTarget:
@@ -423,12 +424,58 @@ class BackupJobs:
     ) -> None:
         """`restore.completed` / `restore.failed` (also cancelled, interrupted)."""
         action = {"succeeded": "completed", "cancelled": "cancelled"}.get(status, "failed")
+        extra: dict[str, Any] = {}
         if status == "interrupted":
             action = "interrupted"
-        extra: dict[str, Any] = {"status": action, "error_code": code, "error": message}
-        if action == "failed":
+            message, extra = await self._reconcile_target(ctx, message)
+        extra.update(status=action, error_code=code, error=message)
+        if action == "failed" or extra.get("target_damaged"):
             extra["severity"] = "error"
         self._publish_restore(ctx, action, extra)
+
+    async def _reconcile_target(
+        self, ctx: JobContext, message: str | None
+    ) -> tuple[str | None, dict[str, Any]]:
+        """After a crash, from the mark the restore left before writing (``run_restore``):
+        a database it created is dropped; one it was writing without a transaction to
+        roll back is reported damaged (job message, audit trail, notification)."""
+        async with self.app.db.read_session() as session:
+            job = await session.get(Job, ctx.job_id)
+            mark = dict(job.result or {}).get("writing") if job is not None else None
+            server = await session.get(Server, int(ctx.params["target_server_id"]))
+        if not isinstance(mark, dict) or server is None:
+            return message, {}
+        database = str(ctx.params["target_database"])
+        where = f"{database} on {server.name}"
+        details: dict[str, Any] = {"job_id": ctx.job_id, "target_server_id": server.id}
+        details["target_database"] = database
+        if mark.get("state") == "missing":
+            target = servers.target_of(self.app.keyring, server)
+            restore_target = _restore_target(target, mark["engine"], database, state="missing")
+            async with connect.open_runner(target) as runner:
+                await drop_created(runner, restore_target)
+            action, note = "restore.cleanup", f"the database it was creating, {where}, was dropped"
+        elif not mark.get("atomic"):
+            action = "restore.target_damaged"
+            note = f"{where} was left partly restored: restore it again"
+        else:
+            return message, {}
+        message = f"{message}; {note}"
+        async with self.app.db.write_session() as session:
+            job = await session.get(Job, ctx.job_id)
+            if job is not None:
+                job.error_message = message
+            await audit.record(
+                session,
+                action=action,
+                username="system",
+                resource_type="backup",
+                resource_id=int(ctx.params["backup_id"]),
+                details={**details, "message": note},
+            )
+            await session.commit()
+        log.warning("interrupted restore reconciled", job_id=ctx.job_id, action=action)
+        return message, {"target_damaged": action != "restore.cleanup"}
 
     async def run_restore(self, ctx: JobContext) -> dict[str, Any]:
         params = ctx.params
@@ -457,6 +504,20 @@ class BackupJobs:
                 )
 
             await ctx.progress(phase="restoring", bytes_total=manifest.size_bytes)
+            jobs = int(params.get("parallel_jobs", 1))
+            # A failure or crash while writing leaves the target as it was if one
+            # transaction or a staged rename holds the whole restore.
+            atomic = engine in ("sqlite", "files") or (engine == "postgresql" and jobs == 1)
+            writing = False
+
+            async def on_write() -> None:
+                nonlocal writing
+                writing = True
+                mark = {"engine": engine, "state": state, "atomic": atomic}
+                await ctx.runner.write(
+                    ctx.job_id, phase="writing the target", result={"writing": mark}
+                )
+
             async with connect.open_runner(target) as runner:
                 await self._pin(server.id, runner)
                 result = await run_restore(
@@ -468,12 +529,13 @@ class BackupJobs:
                         database,
                         state=state,
                         drop=bool(params["drop_existing"]),
-                        jobs=int(params.get("parallel_jobs", 1)),
+                        jobs=jobs,
                         staging_dir=str(self.app.settings.data_dir / "tmp"),
                     ),
                     identities=(self.keys.identity,),
                     runner=runner,
                     on_progress=on_progress,
+                    on_write=on_write,
                     stall_timeout=self.app.settings.backup_stall_seconds,
                     time_limit=self.app.settings.backup_time_limit_seconds or None,
                 )
@@ -488,7 +550,12 @@ class BackupJobs:
                         report = await mask_mysql(runner, target.mysql(database), rules, salt)
                     masked = {"columns": report.columns, "rows_updated": report.rows_updated}
         except BackupError as err:
-            raise _failed(err) from None
+            failed = _failed(err)
+            if writing and not atomic and state != "missing":
+                failed.message += (
+                    f"; {database} on {server.name} was left partly restored: restore it again"
+                )
+            raise failed from None
         return {
             "target_server_id": server.id,
             "target_database": database,

@@ -71,6 +71,7 @@ __all__ = [
     "SqliteTarget",
     "VerifyResult",
     "deep_verify",
+    "drop_created",
     "quick_verify",
     "run_restore",
 ]
@@ -931,7 +932,7 @@ async def _run_stream(
     return stream
 
 
-async def _drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
+async def drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
     """A database this restore created is dropped again when the restore fails."""
     with contextlib.suppress(BaseException):
         if isinstance(target, PostgresTarget) and target.create:
@@ -1016,7 +1017,7 @@ async def run_restore(
             storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
         )
     except BaseException:
-        await _drop_created(runner, target)
+        await drop_created(runner, target)
         raise
     return RestoreResult(
         key=manifest.key,
