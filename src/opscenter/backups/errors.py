@@ -32,6 +32,8 @@ class ErrorCode(StrEnum):
     TIME_LIMIT = "time_limit"
     CANCELLED = "cancelled"
     CHECKSUM_MISMATCH = "checksum_mismatch"
+    #: The stored artifact (or its manifest) is not in its storage.
+    ARTIFACT_MISSING = "artifact_missing"
     DECRYPT_FAILED = "decrypt_failed"
     DECOMPRESS_FAILED = "decompress_failed"
     RESTORE_FAILED = "restore_failed"
@@ -52,6 +54,7 @@ PERMANENT: frozenset[ErrorCode] = frozenset(
         ErrorCode.TOOL_MISSING,
         ErrorCode.TOOL_VERSION,
         ErrorCode.CHECKSUM_MISMATCH,
+        ErrorCode.ARTIFACT_MISSING,
         ErrorCode.DECRYPT_FAILED,
         ErrorCode.DECOMPRESS_FAILED,
         ErrorCode.TARGET_NOT_EMPTY,

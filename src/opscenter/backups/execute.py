@@ -8,6 +8,7 @@ from typing import Any
 
 from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
+from opscenter.backups import service as backup_service
 from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import read_manifest
 from opscenter.backups.masking import mask_mysql, mask_postgres, salt_for
@@ -432,6 +433,17 @@ class BackupJobs:
         if action == "failed" or extra.get("target_damaged"):
             extra["severity"] = "error"
         self._publish_restore(ctx, action, extra)
+        if code in backup_service.DAMAGE:
+            async with self.app.db.write_session() as session:
+                backup = await session.get(Backup, int(ctx.params["backup_id"]))
+                event = None
+                if backup is not None:
+                    event = await backup_service.mark_damaged(
+                        session, backup, code, message, "restore"
+                    )
+                await session.commit()
+            if event is not None:
+                self.app.events.publish(event)
 
     async def _reconcile_target(
         self, ctx: JobContext, message: str | None

@@ -233,6 +233,8 @@ def storage_error(exc: StorageError, stage: str = "storage") -> BackupError:
     code = ErrorCode.DISK_FULL if exc.code == "disk_full" else ErrorCode.STORAGE_FAILED
     if exc.code == "invalid_key":
         code = ErrorCode.INVALID_CONFIG
+    elif exc.code == "not_found" and stage in ("read", "verify"):  # reading a stored backup
+        code = ErrorCode.ARTIFACT_MISSING
     return BackupError(code, exc.message, stage=stage)
 
 

@@ -16,6 +16,7 @@ from opscenter.backups.manifest import manifest_key
 from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
 from opscenter.core.clock import utcnow
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from opscenter.core.events import Event
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
@@ -29,6 +30,20 @@ from opscenter.storage.backends import StorageError
 
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
 ACTIVE = ("pending", "running")
+#: Failure codes that prove the stored backup damaged ("corrupt") or gone ("missing"),
+#: whoever met them. Anything else (a target or storage unreachable, a tool missing, a
+#: statement the target refused) proves nothing about the backup.
+DAMAGE = {
+    "checksum_mismatch": "corrupt",
+    "decrypt_failed": "corrupt",
+    "decompress_failed": "corrupt",
+    "verify_failed": "corrupt",
+    "manifest_invalid": "corrupt",
+    "table_missing": "corrupt",
+    "artifact_missing": "missing",
+}
+#: The verification_status of a backup that is no recovery point.
+DAMAGED = ("corrupt", "missing")
 
 
 def backup_out(backup: Backup) -> BackupOut:
@@ -246,6 +261,45 @@ async def create_backup(
     return backup, job
 
 
+async def mark_damaged(
+    session: AsyncSession, backup: Backup, code: str | None, message: str | None, seen_by: str
+) -> Event | None:
+    """Mark ``backup`` corrupt or missing if ``code`` proves it (``DAMAGE``), in the audit
+    trail too; returns the ``backup.corrupt`` event to publish once this commits."""
+    status = DAMAGE.get(code or "")
+    if status is None:
+        return None
+    before, backup.verification_status = backup.verification_status, status
+    await audit.record(
+        session,
+        action="backup.corrupt",
+        username=f"system ({seen_by})",
+        resource_type="backup",
+        resource_id=backup.id,
+        outcome="failure",
+        details={
+            "verification_status": [before, status],
+            "error_code": code,
+            "seen_by": seen_by,
+            "message": message,
+        },
+    )
+    return Event(
+        "backup.corrupt",
+        {
+            "backup_id": backup.id,
+            "server_id": backup.server_id,
+            "database_name": backup.database_name,
+            "verification_status": status,
+            "severity": "critical",
+            "message": f"Backup {backup.id} of {backup.database_name} is {status} "
+            f"({seen_by}): {message}",
+            "error_code": code,
+        },
+        team_id=backup.team_id,
+    )
+
+
 async def copies_of(session: AsyncSession, backup: Backup) -> list[Backup]:
     return list(
         (
@@ -262,6 +316,8 @@ async def create_restore(
     backup = await get_backup(session, principal, backup_id)
     if backup.status != "completed" or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups restore")
+    if backup.verification_status == "missing":
+        raise Conflict("This backup's artifact is missing from its storage; nothing to restore")
     if backup.verification_status == "corrupt" and not data.force:
         raise Conflict("Verification found this backup corrupt; pass force=true to try anyway")
     target_id = data.target_server_id or backup.server_id

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
+from opscenter.backups import service as backups
 from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
 from opscenter.backups.restore import (
@@ -315,6 +316,11 @@ class VerifyJobs:
             run.error_message = message
             run.finished_at = utcnow()
             backup.verification_status = service.status_after(before, run.test_type, outcome)
+            damage = None
+            if outcome == service.CORRUPT:  # corrupt, or missing: backups.DAMAGE says which
+                damage = await backups.mark_damaged(
+                    session, backup, code, message, f"{run.test_type} check"
+                )
             await audit.record(
                 session,
                 action=f"verification.{outcome}",
@@ -346,24 +352,10 @@ class VerifyJobs:
             }
         kind = {"passed": "completed", "cancelled": "cancelled"}.get(outcome, "failed")
         self.app.events.publish(Event(f"verification.{kind}", data, team_id=backup.team_id))
-        if outcome == service.CORRUPT:
-            log.warning("backup found corrupt", backup_id=backup.id, code=code)
-            self.app.events.publish(
-                Event(
-                    "backup.corrupt",
-                    {
-                        "backup_id": backup.id,
-                        "server_id": backup.server_id,
-                        "database_name": backup.database_name,
-                        "severity": "critical",
-                        "message": f"Backup {backup.id} of {backup.database_name} is corrupt "
-                        f"({run.test_type} check): {message}",
-                        "run_id": run.id,
-                        "error_code": code,
-                    },
-                    team_id=backup.team_id,
-                )
-            )
+        if damage is not None:
+            log.warning("backup found damaged", backup_id=backup.id, code=code)
+            damage.data["run_id"] = run.id
+            self.app.events.publish(damage)
 
     async def _drop_after_restart(self, session: AsyncSession, run: VerificationRun) -> None:
         """The process died mid-test: the scratch database may still exist."""
