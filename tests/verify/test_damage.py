@@ -84,3 +84,17 @@ async def test_a_check_that_finds_the_artifact_gone_marks_the_backup_missing(
     await assert_marked(admin, backup_id, "missing", events)
     r = await admin.post(f"/api/v1/backups/{backup_id}/restore", json={"target_database": "x"})
     assert r.status_code == 409 and "missing" in r.json()["detail"]
+
+
+async def test_a_download_that_finds_the_artifact_gone_marks_the_backup_missing(
+    api: Api, admin: httpx.AsyncClient, source_db: str
+) -> None:
+    server = await make_server(admin)
+    backup_id = await make_backup(api, admin, server["id"], source_db)
+    (await artifact_path(api, backup_id)).unlink()
+    link = (await admin.post(f"/api/v1/backups/{backup_id}/download")).json()["download_url"]
+    async with api.app.state.ctx.events.subscribe() as queue:
+        r = await admin.get(link)
+        events = drain(queue)
+    assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+    await assert_marked(admin, backup_id, "missing", events)

@@ -25,6 +25,7 @@ from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
 from opscenter.models import Backup
 from opscenter.storage import service as storage_service
+from opscenter.storage.backends import StorageError
 from opscenter.storage.s3 import S3Storage
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
@@ -191,7 +192,13 @@ async def download_file(
     if range_header:
         start, end = _parse_range(range_header, size)
         status_code = 206
-    reader = await storage.open_reader(backup.storage_key, offset=start, length=end - start + 1)
+    try:
+        reader = await storage.open_reader(backup.storage_key, offset=start, length=end - start + 1)
+    except StorageError as err:
+        if err.code != "not_found":
+            raise
+        await service.note_missing(ctx, backup.id, str(err), "download")
+        raise NotFound("Backup artifact", backup_id) from None
 
     async def body() -> AsyncIterator[bytes]:
         async with reader:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,9 @@ from opscenter.servers import service as servers
 from opscenter.servers.schemas import HOSTS, ServerType
 from opscenter.storage import service as storage
 from opscenter.storage.backends import StorageError
+
+if TYPE_CHECKING:
+    from opscenter.core.context import AppContext
 
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
 ACTIVE = ("pending", "running")
@@ -298,6 +301,19 @@ async def mark_damaged(
         },
         team_id=backup.team_id,
     )
+
+
+async def note_missing(app: AppContext, backup_id: int, message: str, seen_by: str) -> None:
+    """A reader (not a job) found the artifact gone: mark the backup missing in a
+    transaction of its own, and say so."""
+    async with app.db.write_session() as session:
+        backup = await session.get(Backup, backup_id)
+        event = None
+        if backup is not None:
+            event = await mark_damaged(session, backup, "artifact_missing", message, seen_by)
+        await session.commit()
+    if event is not None:
+        app.events.publish(event)
 
 
 async def copies_of(session: AsyncSession, backup: Backup) -> list[Backup]:
