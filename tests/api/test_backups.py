@@ -371,3 +371,31 @@ async def test_a_restart_during_the_finisher_keeps_a_completed_backup(
     assert backup["status"] == "completed" and backup["error_code"] is None, backup
     link = (await admin.post(f"/api/v1/backups/{backup['id']}/download")).json()
     assert link["download_url"]
+
+
+async def test_one_job_per_restore_target(
+    api: Api, admin: httpx.AsyncClient, source_db: str, scratch_names: list[str]
+) -> None:
+    """A second restore into a target a job is working on is refused (409), never run
+    after or beside the first; the 202 says so."""
+    server = await make_server(admin)
+    job = await run_job(
+        api,
+        admin,
+        await admin.post(
+            "/api/v1/backups", json={"server_id": server["id"], "database_name": source_db}
+        ),
+    )
+    backup_id = job["resource_id"]
+    target = f"oc_dst_{uuid.uuid4().hex[:8]}"
+    scratch_names.append(target)
+    body = {"target_database": target, "drop_existing": True}
+    first = await admin.post(f"/api/v1/backups/{backup_id}/restore", json=body)
+    assert first.status_code == 202 and "one job per target" in first.json()["message"]
+    second = await admin.post(f"/api/v1/backups/{backup_id}/restore", json=body)
+    assert second.status_code == 409 and second.json()["code"] == "CONFLICT", second.text
+    assert f"job {first.json()['job_id']}" in second.json()["detail"]
+    assert (await run_job(api, admin, first))["status"] == "succeeded"
+    # once it ended, the target takes the next one
+    again = await admin.post(f"/api/v1/backups/{backup_id}/restore", json=body)
+    assert (await run_job(api, admin, again))["status"] == "succeeded"

@@ -73,7 +73,7 @@ async def create_backup(
             },
             origin=origin_of(request),
         )
-    return accepted(request, job.id, backup.id, "Backup job queued")
+    return accepted(request, job.id, backup.id, service.BACKUP_QUEUED)
 
 
 @router.get("", response_model=Page[BackupOut])
@@ -255,7 +255,7 @@ async def restore_backup(
     backup, job = await service.queue_restore(
         session, principal, ctx.keyring, backup_id, body, origin_of(request)
     )
-    return accepted(request, job.id, backup.id, "Restore job queued")
+    return accepted(request, job.id, backup.id, service.RESTORE_QUEUED)
 
 
 @router.post(

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
 ACTIVE = ("pending", "running")
+RESTORE_QUEUED = (
+    "Restore job queued; one job per target at a time: another restore into this target "
+    "is refused (409) until it ends, and a backup of it waits in the queue"
+)
+BACKUP_QUEUED = "Backup job queued; one job per target at a time: it waits behind any other"
 #: Failure codes that prove the stored backup damaged ("corrupt") or gone ("missing"),
 #: whoever met them. Anything else (a target or storage unreachable, a tool missing, a
 #: statement the target refused) proves nothing about the backup.
@@ -357,12 +362,23 @@ async def create_restore(
         raise InvalidInput("Masking applies to PostgreSQL and MySQL restores")
     if data.parallel_jobs > 1 and backup.db_type != "postgresql":
         raise InvalidInput("parallel_jobs applies to PostgreSQL restores (pg_restore --jobs)")
+    key = lock_key(target.id, data.target_database)
+    # One job per target: a restore never runs after or beside another job on it (the
+    # row lock makes concurrent requests for one server take turns on PostgreSQL; SQLite
+    # writers are serial anyway).
+    await session.execute(select(Server.id).where(Server.id == target.id).with_for_update())
+    busy = await jobs.holding(session, key)
+    if busy is not None:
+        raise Conflict(
+            f"A {busy.kind} job (job {busy.id}) is working on {data.target_database} on "
+            f"{target.name}: one job per target at a time; wait for it to end or cancel it"
+        )
     job = await jobs.create_job(
         session,
         principal,
         kind="restore",
         team_id=target.team_id,
-        lock_key=lock_key(target.id, data.target_database),
+        lock_key=key,
         resource_type="backup",
         resource_id=backup.id,
         params={
