@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from sqlalchemy import update
+
 from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
 from opscenter.backups import service as backup_service
@@ -38,7 +40,7 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.encryption import service as encryption
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
-from opscenter.models import Backup, Job, Server, StorageProvider
+from opscenter.models import Backup, Job, ScheduleRun, Server, StorageProvider
 from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
@@ -333,6 +335,7 @@ class BackupJobs:
             )
             if settled == "completed":
                 backup_status, code, message = settled, None, None
+        await self._settle_schedule_run(ctx.job_id, backup_status)
         # Copies: those the run settled keep their own outcome; the others share the
         # primary's (the one dump failed, was cancelled or interrupted).
         copies: list[tuple[int, str, str | None, str | None]] = []
@@ -372,6 +375,16 @@ class BackupJobs:
             if row_status == "completed":
                 await retention.after_backup(self.app, row_id, "succeeded")
                 await verify_automatic.after_backup(self.app, row_id, "succeeded")
+
+    async def _settle_schedule_run(self, job_id: int, backup_status: str) -> None:
+        """The schedule's run record of this job (if any) ends with its backup."""
+        async with self.app.db.write_session() as session:
+            await session.execute(
+                update(ScheduleRun)
+                .where(ScheduleRun.job_id == job_id, ScheduleRun.status == "started")
+                .values(status=backup_status)
+            )
+            await session.commit()
 
     async def _cleanup_interrupted(self, ctx: JobContext, backup_id: int) -> None:
         async with self.app.db.read_session() as session:
