@@ -399,3 +399,24 @@ async def test_one_job_per_restore_target(
     # once it ended, the target takes the next one
     again = await admin.post(f"/api/v1/backups/{backup_id}/restore", json=body)
     assert (await run_job(api, admin, again))["status"] == "succeeded"
+
+
+async def test_a_storage_that_refuses_writes_is_not_retried(
+    api: Api, admin: httpx.AsyncClient, source_db: str
+) -> None:
+    """A storage refusing the write for good (here its root is a file; read-only or
+    permission denied alike) fails the backup at once: retrying cannot help."""
+    root = api.settings.data_dir / "backups"
+    root.mkdir(parents=True, exist_ok=True)
+    root.rename(root.with_name("backups.away"))
+    root.write_bytes(b"not a directory")
+    server = await make_server(admin)
+    job = await run_job(
+        api,
+        admin,
+        await admin.post(
+            "/api/v1/backups", json={"server_id": server["id"], "database_name": source_db}
+        ),
+    )
+    assert job["status"] == "failed" and job["error_code"] == "storage_failed", job
+    assert job["result"]["attempts"] == 1

@@ -76,6 +76,7 @@ class BackupError(Exception):
         *,
         stage: str = "",
         detail: str = "",
+        permanent: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -83,10 +84,12 @@ class BackupError(Exception):
         self.stage = stage
         #: Extra diagnostic text (e.g. the scrubbed tail of the tool's stderr).
         self.detail = detail
+        #: Known permanent whatever the code (e.g. a storage refusing for good).
+        self.permanent = permanent
 
     @property
     def retryable(self) -> bool:
-        return self.code not in PERMANENT
+        return not self.permanent and self.code not in PERMANENT
 
     def __str__(self) -> str:
         text = f"{self.code.value}: {self.message}"

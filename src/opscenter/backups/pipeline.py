@@ -235,7 +235,9 @@ def storage_error(exc: StorageError, stage: str = "storage") -> BackupError:
         code = ErrorCode.INVALID_CONFIG
     elif exc.code == "not_found" and stage in ("read", "verify"):  # reading a stored backup
         code = ErrorCode.ARTIFACT_MISSING
-    return BackupError(code, exc.message, stage=stage)
+    # The backends flag what may pass (a lost connection, a 5xx); a refusal (read-only,
+    # permission denied, not a directory) does not, and is not retried.
+    return BackupError(code, exc.message, stage=stage, permanent=not exc.retryable)
 
 
 def _mib(n: int) -> str:
