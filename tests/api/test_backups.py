@@ -165,6 +165,12 @@ async def test_backup_restore_download_delete(
     )
     assert job["status"] == "succeeded", job
     assert table_hash(target, "customers") == table_hash(source_db, "customers")
+    # replacing runs in one transaction, which pg_restore --jobs cannot
+    r = await admin.post(
+        f"/api/v1/backups/{backup['id']}/restore",
+        json={"target_database": target, "drop_existing": True, "parallel_jobs": 2},
+    )
+    assert r.status_code == 422 and "parallel" in r.json()["detail"], r.text
 
     # a parallel restore (pg_restore --jobs from a staged file) into another new database
     parallel = f"oc_dst_{uuid.uuid4().hex[:8]}"

@@ -74,7 +74,7 @@ def _restore_target(
         return PostgresTarget(
             target.pg(database),
             create=state == "missing",
-            clean=drop and state != "missing",
+            replace=drop and state != "missing",
             jobs=jobs,
             staging_dir=staging_dir,
         )

@@ -95,6 +95,10 @@ class PostgresTarget:
     allow_non_empty: bool = False
     #: Create the database first (it must not exist).
     create: bool = False
+    #: ``drop_existing``: afterwards the database holds exactly what the backup holds.
+    #: Every schema (public too) and large object is dropped and the dump restored in
+    #: one psql transaction (see ``_REPLACE``): a failure leaves it as it was.
+    replace: bool = False
     #: Also restore the cluster globals saved beside the dump (roles, tablespaces),
     #: before the dump, with ``psql -v ON_ERROR_STOP=0``: existing roles are an
     #: error psql reports and skips; every such error is in ``RestoreResult.warnings``.
@@ -219,9 +223,12 @@ class _ProcessSink:
         *,
         failure_code: ErrorCode = ErrorCode.RESTORE_FAILED,
         trailer: bytes | None = None,
+        tool: str | None = None,
     ) -> None:
         self.name = name
         self.command = command
+        #: What failure messages name (default: the command's program).
+        self.tool = tool or command.tool
         self.classify = classify
         self.failure_code = failure_code
         self.trailer = trailer
@@ -278,7 +285,7 @@ class _ProcessSink:
         code = self.classify(stderr) or self.failure_code
         return BackupError(
             code,
-            f"{self.command.tool} failed with exit status {rc}",
+            f"{self.tool} failed with exit status {rc}",
             stage=self.name,
             detail=scrub(_error_lines(stderr), self.command.secrets),
         )
@@ -760,10 +767,76 @@ async def _pg_query(runner: CommandRunner, conn: PgConnection, sql: str, stage: 
     return res.stdout.decode().strip()
 
 
+#: Empties the database inside the restore's transaction; the default public schema
+#: (owner and grants as CREATE DATABASE makes it) is created again for the dump.
+_REPLACE_PRELUDE = r"""BEGIN;
+SET LOCAL client_min_messages = warning;
+DO $opscenter$
+DECLARE s name;
+BEGIN
+  FOR s IN SELECT nspname FROM pg_namespace
+           WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema' LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', s);
+  END LOOP;
+  PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;
+  CREATE SCHEMA public;
+  COMMENT ON SCHEMA public IS 'standard public schema';
+  IF current_setting('server_version_num')::int >= 150000 THEN
+    ALTER SCHEMA public OWNER TO pg_database_owner;
+    GRANT USAGE ON SCHEMA public TO PUBLIC;
+  ELSE
+    GRANT ALL ON SCHEMA public TO PUBLIC;
+  END IF;
+END
+$opscenter$;"""
+#: pg_restore turns the archive into SQL after the prelude; psql runs it all in one
+#: transaction that only ``COMMIT`` (written once pg_restore succeeded) ends well: a
+#: failed pg_restore sends an error instead, and a killed pipeline never commits.
+_REPLACE = (
+    '{ printf "%s\n" "$1"; "$2" --file=- OPTIONS && echo "COMMIT;" || echo "$3"; } '
+    '| { shift 3; exec "$@"; }'
+)
+_REPLACE_FAILED = "DO $$ BEGIN RAISE EXCEPTION 'pg_restore failed: nothing was restored'; END $$;"
+
+
+async def _pg_replace_sink(runner: CommandRunner, target: PostgresTarget) -> _ProcessSink:
+    conn = target.conn
+    pg_restore = (await select_pg_tool(runner, "pg_restore", None)).path
+    psql = (await select_pg_tool(runner, "psql", None)).path
+    script = _REPLACE.replace("OPTIONS", "--no-owner" if target.no_owner else "")
+    argv = (
+        "sh",
+        "-c",
+        script,
+        "sh",
+        _REPLACE_PRELUDE,
+        pg_restore,
+        _REPLACE_FAILED,
+        psql,
+        *conn.args(),
+        "--no-psqlrc",
+        "--quiet",
+        "--set=ON_ERROR_STOP=1",
+        f"--dbname=dbname={quote_conninfo(conn.database)}",
+        "--file=-",
+    )
+    command = Command(argv, env=conn.env(), secrets=conn.secrets())
+    return _ProcessSink("pg_restore", command, classify_pg_error, tool="pg_restore | psql")
+
+
 async def _pg_sink(
     runner: CommandRunner, target: PostgresTarget, time_limit: float | None
 ) -> _ProcessSink | _StagedPgSink | _RemoteStagedPgSink:
     conn = target.conn
+    if target.replace and not target.create:
+        if target.jobs > 1:
+            raise BackupError(
+                ErrorCode.INVALID_CONFIG,
+                "a parallel restore cannot replace a database in one transaction: restore "
+                "into a new database, or with one job",
+                stage="check",
+            )
+        return await _pg_replace_sink(runner, target)
     if target.create:
         await _pg_query(
             runner,

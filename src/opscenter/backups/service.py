@@ -450,6 +450,11 @@ async def queue_restore(
         )
     except BackupError as err:
         raise Conflict(f"Cannot inspect the target: {connect.explain(err)}") from None
+    if data.drop_existing and data.parallel_jobs > 1 and state != "missing":
+        raise InvalidInput(
+            "drop_existing replaces the database in one transaction, which a parallel "
+            "restore cannot do: drop parallel_jobs, or restore into a new database"
+        )
     if state == "non_empty" and not data.drop_existing:
         raise Conflict(
             f"{data.target_database} on {target_server.name} is not empty: restore "
