@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from opscenter.backups import service as backups_service
+from opscenter.models import Backup, Job
 from tests.conftest import Api, UserFactory
 
 PG_SERVER = {
@@ -426,3 +428,51 @@ async def test_a_storage_that_refuses_writes_is_not_retried(
     )
     assert job["status"] == "failed" and job["error_code"] == "storage_failed", job
     assert job["result"]["attempts"] == 1
+
+
+async def test_start_up_removes_the_globals_a_killed_backup_left(
+    api: Api, admin: httpx.AsyncClient, source_db: str
+) -> None:
+    """Killed after the cluster globals were stored but before the dump's manifest: the
+    globals object has nothing to belong to; start-up removes it and says so."""
+    server = await make_server(admin)
+    ctx = api.app.state.ctx
+    async with ctx.db.write_session() as session:
+        provider = await backups_service.default_storage(session, server["team_id"])
+        backup = Backup(
+            team_id=server["team_id"],
+            server_id=server["id"],
+            storage_id=provider.id,
+            database_name=source_db,
+            db_type="postgresql",
+            status="running",
+        )
+        session.add(backup)
+        await session.flush()
+        job = Job(
+            kind="backup",
+            team_id=server["team_id"],
+            status="running",
+            params={"backup_id": backup.id},
+            resource_type="backup",
+            resource_id=backup.id,
+        )
+        session.add(job)
+        await session.commit()
+    storage = ctx.storages.get(provider)
+    orphan = f"postgresql/{source_db}/20260101T000000Z-0a1b2c3d.globals.sql.zst.age"
+    async with await storage.open_writer(orphan) as writer:
+        await writer.write(b"roles")
+        await writer.commit()
+    other = f"postgresql/{source_db}/notes.txt"  # not ours: stays
+    async with await storage.open_writer(other) as writer:
+        await writer.write(b"mine")
+        await writer.commit()
+
+    await ctx.runner.reconcile()  # what start-up does after a kill
+
+    assert not await storage.exists(orphan) and await storage.exists(other)
+    assert (await admin.get(f"/api/v1/backups/{backup.id}")).json()["status"] == "interrupted"
+    log = (await admin.get("/api/v1/audit/logs", params={"action": "backup.interrupted"})).json()
+    [entry] = [e for e in log["items"] if e["resource_id"] == str(backup.id)]
+    assert entry["details"]["orphans_removed"] == [orphan]

@@ -4,6 +4,7 @@ errors into a failed job with the same code, and keeps the catalog row in step."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from sqlalchemy import update
@@ -12,9 +13,14 @@ from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
 from opscenter.backups import service as backup_service
 from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import read_manifest
+from opscenter.backups.manifest import GLOBALS_INFIX, read_manifest, scan_catalog
 from opscenter.backups.masking import mask_mysql, mask_postgres, salt_for
-from opscenter.backups.pipeline import BackupOptions, BackupProgress, run_backup
+from opscenter.backups.pipeline import (
+    BackupOptions,
+    BackupProgress,
+    run_backup,
+    target_directory,
+)
 from opscenter.backups.restore import (
     DirectoryTarget,
     MySQLTarget,
@@ -45,6 +51,7 @@ from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.storage import service as storage_service
+from opscenter.storage.backends import StorageBackend, StorageError
 from opscenter.verify import automatic as verify_automatic
 
 log = get_logger("opscenter.backups")
@@ -394,7 +401,9 @@ class BackupJobs:
         for provider in providers:
             if provider is None:
                 continue
-            removed = await self.app.storages.get(provider).cleanup_partials()
+            storage = self.app.storages.get(provider)
+            removed = await storage.cleanup_partials()
+            orphans = await self._remove_orphan_globals(storage, rows[0])
             async with self.app.db.write_session() as session:
                 await audit.record(
                     session,
@@ -406,6 +415,7 @@ class BackupJobs:
                         "job_id": ctx.job_id,
                         "storage_id": provider.id,
                         "partial_files_removed": removed,
+                        "orphans_removed": orphans,
                     },
                 )
                 await session.commit()
@@ -415,6 +425,23 @@ class BackupJobs:
                 storage_id=provider.id,
                 removed=removed,
             )
+
+    async def _remove_orphan_globals(
+        self, storage: StorageBackend, backup: Backup | None
+    ) -> list[str]:
+        """The cluster globals a killed PostgreSQL backup stored before its dump had a
+        manifest: nothing refers to them. No other job runs on this target (one job per
+        target), so every globals object there without a manifest is such a leftover."""
+        if backup is None or backup.db_type != "postgresql":
+            return []
+        scan = await scan_catalog(storage, target_directory("postgresql", backup.database_name))
+        removed = []
+        for key in scan.orphans:
+            if GLOBALS_INFIX in key.rpartition("/")[2]:
+                with contextlib.suppress(StorageError):
+                    await storage.delete(key)
+                    removed.append(key)
+        return removed
 
     # -- restore -------------------------------------------------------------------------
     def _publish_restore(self, ctx: JobContext, action: str, extra: dict[str, Any]) -> None:

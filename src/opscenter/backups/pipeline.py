@@ -220,13 +220,18 @@ def artifact_key(
 ) -> str:
     """``<prefix><engine>/<database>/<UTC timestamp>-<random>.<ext>[.zst|.gz][.age]``."""
     when = when or datetime.now(UTC)
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.database).strip("._-") or "db"
     name = f"{when.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}.{plan.extension}"
     name += options.compression.suffix
     if options.recipients:
         name += ".age"
+    return validate_key(target_directory(plan.engine.value, plan.database, prefix) + name)
+
+
+def target_directory(engine: str, database: str, prefix: str = "") -> str:
+    """``<prefix><engine>/<database>/``: where the backups of one target are stored."""
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", database).strip("._-") or "db"
     prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    return validate_key(f"{prefix}{plan.engine.value}/{label}/{name}")
+    return f"{prefix}{engine}/{label}/"
 
 
 def storage_error(exc: StorageError, stage: str = "storage") -> BackupError:
