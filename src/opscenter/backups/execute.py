@@ -499,8 +499,7 @@ class BackupJobs:
             return message, {}
         database = str(ctx.params["target_database"])
         where = f"{database} on {server.name}"
-        details: dict[str, Any] = {"job_id": ctx.job_id, "target_server_id": server.id}
-        details["target_database"] = database
+        details = {"job_id": ctx.job_id, "target_server_id": server.id, "target_database": database}
         if mark.get("state") == "missing":
             target = servers.target_of(self.app.keyring, server)
             restore_target = _restore_target(target, mark["engine"], database, state="missing")

@@ -13,7 +13,8 @@ handed to the tool only after all of that passed (the decompressed blocks are qu
 by reference, so holding the tail back copies nothing). On any failure the tool's process group
 is killed before its input is closed, so ``pg_restore --single-transaction`` rolls
 back; SQLite and directory restores are staged beside the target and renamed into
-place only on success.
+place only on success. MySQL commits statement by statement: its artifact is read and
+checked whole before the first statement reaches the target (see :class:`MySQLTarget`).
 """
 
 from __future__ import annotations
