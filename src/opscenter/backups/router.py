@@ -250,8 +250,10 @@ async def restore_backup(
     ctx: Ctx,
     request: Request,
 ) -> Accepted:
-    """Into a new or empty database; a non-empty one needs `drop_existing`, a production
-    server also `confirm` equal to the database name. Masking runs in the target."""
+    """Into a new or empty database; a non-empty one needs `drop_existing` (afterwards it
+    holds exactly the backup), a production server also `confirm` equal to the database
+    name. One job per target: 409 while another job works on it. Masking runs in the
+    target."""
     backup, job = await service.queue_restore(
         session, principal, ctx.keyring, backup_id, body, origin_of(request)
     )
