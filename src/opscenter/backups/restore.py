@@ -27,7 +27,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -295,8 +295,8 @@ class _ProcessSink:
 class _TrailerSink:
     """Reads the dump to its end in this process and checks its last line."""
 
-    def __init__(self, trailer: bytes) -> None:
-        self.name = "trailer"
+    def __init__(self, trailer: bytes, *, name: str = "trailer") -> None:
+        self.name = name
         self.process: RunningCommand | None = None
         self.trailer = trailer
         self._tail = b""
@@ -1084,9 +1084,10 @@ async def run_restore(
     try:
         if isinstance(target, PostgresTarget) and target.restore_globals:
             # Roles first, so the dump's owners and grants find them.
-            warnings += await _restore_globals(
-                storage, manifest, target, identities, runner, stall_timeout, time_limit
-            )
+            with _globals_part():
+                warnings += await _restore_globals(
+                    storage, manifest, target, identities, runner, stall_timeout, time_limit
+                )
         stream = await _run_stream(
             storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
         )
@@ -1104,6 +1105,22 @@ async def run_restore(
         warnings=tuple(warnings),
         globals_restored=isinstance(target, PostgresTarget) and target.restore_globals,
     )
+
+
+@contextlib.contextmanager
+def _globals_part() -> Iterator[None]:
+    """The cluster globals beside a dump are not found: the backup is damaged (its dump
+    may still restore), not gone."""
+    try:
+        yield
+    except BackupError as err:
+        if err.code is not ErrorCode.ARTIFACT_MISSING:
+            raise
+        raise BackupError(
+            ErrorCode.VERIFY_FAILED,
+            f"the cluster globals saved beside the dump are missing ({err.message})",
+            stage="globals",
+        ) from None
 
 
 def _globals_manifest(manifest: Manifest) -> Manifest:
@@ -1209,23 +1226,17 @@ async def deep_verify(
     g = manifest.globals
     if g is not None and g.saved:
         # The globals beside it: checked, decrypted, decompressed, and complete.
-        gsink = _ProcessSink(
-            "globals",
-            Command(("cat",)),
-            lambda _s: None,
-            failure_code=ErrorCode.VERIFY_FAILED,
-            trailer=PG_GLOBALS_TRAILER,
-        )
-        await _run_stream(
-            storage,
-            _globals_manifest(manifest),
-            gsink,
-            identities,
-            runner,
-            stall_timeout,
-            time_limit,
-            None,
-        )
+        with _globals_part():
+            await _run_stream(
+                storage,
+                _globals_manifest(manifest),
+                _TrailerSink(PG_GLOBALS_TRAILER, name="globals"),
+                identities,
+                runner,
+                stall_timeout,
+                time_limit,
+                None,
+            )
         detail += "; cluster globals complete"
     return VerifyResult(
         key=manifest.key,
@@ -1275,7 +1286,8 @@ async def quick_verify(storage: StorageBackend, manifest: Manifest) -> VerifyRes
     g = manifest.globals
     if g is not None and g.saved:
         gm = _globals_manifest(manifest)
-        await _check_object(storage, gm.key, gm.size_bytes, gm.sha256)
+        with _globals_part():
+            await _check_object(storage, gm.key, gm.size_bytes, gm.sha256)
     return VerifyResult(
         key=manifest.key,
         level="quick",
