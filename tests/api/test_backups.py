@@ -414,18 +414,23 @@ async def test_a_storage_that_refuses_writes_is_not_retried(
 ) -> None:
     """A storage refusing the write for good (here its root is a file; read-only or
     permission denied alike) fails the backup at once: retrying cannot help."""
-    root = api.settings.data_dir / "backups"
+    root = api.settings.data_dir / "backups"  # the data dir outlives this test: put it back
     root.mkdir(parents=True, exist_ok=True)
-    root.rename(root.with_name("backups.away"))
+    away = root.with_name(f"backups.{uuid.uuid4().hex[:8]}")
+    root.rename(away)
     root.write_bytes(b"not a directory")
-    server = await make_server(admin)
-    job = await run_job(
-        api,
-        admin,
-        await admin.post(
-            "/api/v1/backups", json={"server_id": server["id"], "database_name": source_db}
-        ),
-    )
+    try:
+        server = await make_server(admin)
+        job = await run_job(
+            api,
+            admin,
+            await admin.post(
+                "/api/v1/backups", json={"server_id": server["id"], "database_name": source_db}
+            ),
+        )
+    finally:
+        root.unlink()
+        away.rename(root)
     assert job["status"] == "failed" and job["error_code"] == "storage_failed", job
     assert job["result"]["attempts"] == 1
 
