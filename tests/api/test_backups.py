@@ -477,6 +477,7 @@ async def test_start_up_removes_the_globals_a_killed_backup_left(
     await ctx.runner.reconcile()  # what start-up does after a kill
 
     assert not await storage.exists(orphan) and await storage.exists(other)
+    await storage.delete(other)  # the storage outlives this test
     assert (await admin.get(f"/api/v1/backups/{backup.id}")).json()["status"] == "interrupted"
     log = (await admin.get("/api/v1/audit/logs", params={"action": "backup.interrupted"})).json()
     [entry] = [e for e in log["items"] if e["resource_id"] == str(backup.id)]
