@@ -1,5 +1,7 @@
-"""The server process is SIGKILLed mid-backup and started again: the job and the backup
-end `interrupted`, the partial file is removed, and older backups are untouched."""
+"""The server process is SIGKILLed mid-backup or mid-restore and started again: the job
+and the backup end `interrupted`, the partial file is removed, and older backups are
+untouched; a database a restore was creating is dropped, one it was overwriting is
+reported damaged."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.backups.conftest import mysql, new_name
 from tests.live import LiveServer
 
 
@@ -78,3 +81,75 @@ def test_killed_server_reconciles_on_restart(server: LiveServer, tmp_path: Path)
         assert kept["status"] == "completed" and (storage / good_key).exists()
         log = c.get("/api/v1/audit/logs", params={"action": "backup.interrupted"}).json()
         assert [i for i in log["items"] if i["resource_id"] == str(doomed["id"])]
+
+
+@pytest.fixture
+def my_names() -> Iterator[list[str]]:
+    names: list[str] = []
+    yield names
+    for name in names:
+        mysql(None, f"DROP DATABASE IF EXISTS `{name}`", check=False)
+
+
+def test_killed_mysql_restores_are_reconciled(server: LiveServer, my_names: list[str]) -> None:
+    src, over, fresh = new_name(), new_name(), new_name()
+    my_names += [src, over, fresh]
+    md5s = ", ".join(["MD5(RAND())"] * 40)
+    mysql(None, f"CREATE DATABASE `{src}`; CREATE DATABASE `{over}`")
+    mysql(  # ~25 MB of dump: each restore takes a few seconds to write
+        src,
+        "CREATE TABLE a (id INT PRIMARY KEY, v LONGTEXT); "
+        f"INSERT INTO a SELECT seq, CONCAT({md5s}) FROM seq_1_to_10000; "
+        "CREATE TABLE b AS SELECT * FROM a;",
+    )
+    mysql(over, "CREATE TABLE old (i INT); INSERT INTO old VALUES (1)")
+
+    server.start()
+    with server.client() as c:
+        srv = c.post(
+            "/api/v1/servers",
+            json={
+                "name": "maria",
+                "type": "mysql",
+                "host": "127.0.0.1",
+                "port": 3306,
+                "credentials": {"username": "root"},
+            },
+        ).json()
+        backup = c.post("/api/v1/backups", json={"server_id": srv["id"], "database_name": src})
+        job = _wait_job(c, backup.json()["job_id"], {"succeeded", "failed"}, 120)
+        assert job["status"] == "succeeded", job
+        jobs = {}
+        for name, body in ((over, {"drop_existing": True}), (fresh, {})):
+            r = c.post(
+                f"/api/v1/backups/{backup.json()['id']}/restore",
+                json={"target_database": name, **body},
+            )
+            assert r.status_code == 202, r.text
+            jobs[name] = r.json()["job_id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both write, and `a` is being filled
+            phases = {c.get(f"/api/v1/jobs/{j}").json()["phase"] for j in jobs.values()}
+            tables = mysql(  # not `a` itself: the dump holds it locked while filling it
+                None,
+                "SELECT COUNT(*) FROM information_schema.TABLES "
+                f"WHERE TABLE_SCHEMA = '{over}' AND TABLE_NAME = 'a'",
+            )
+            if phases == {"writing the target"} and tables == "1":
+                break
+            time.sleep(0.02)
+    server.kill()
+    assert mysql(None, f"SHOW DATABASES LIKE '{fresh}'") == fresh
+    assert mysql(over, "SHOW TABLES LIKE 'b'") == "", "killed too late"
+
+    server.start()
+    with server.client() as c:
+        damaged = c.get(f"/api/v1/jobs/{jobs[over]}").json()
+        assert damaged["status"] == "interrupted"
+        assert f"{over} on maria was left partly restored" in damaged["error_message"]
+        created = c.get(f"/api/v1/jobs/{jobs[fresh]}").json()
+        assert created["status"] == "interrupted" and "was dropped" in created["error_message"]
+        assert mysql(None, f"SHOW DATABASES LIKE '{fresh}'") == ""
+        for action, name in (("restore.target_damaged", over), ("restore.cleanup", fresh)):
+            log = c.get("/api/v1/audit/logs", params={"action": action}).json()
+            assert [i for i in log["items"] if i["details"]["target_database"] == name], action

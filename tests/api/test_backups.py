@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from opscenter.backups import service as backups_service
+from opscenter.models import Backup, Job
 from tests.conftest import Api, UserFactory
 
 PG_SERVER = {
@@ -165,6 +167,12 @@ async def test_backup_restore_download_delete(
     )
     assert job["status"] == "succeeded", job
     assert table_hash(target, "customers") == table_hash(source_db, "customers")
+    # replacing runs in one transaction, which pg_restore --jobs cannot
+    r = await admin.post(
+        f"/api/v1/backups/{backup['id']}/restore",
+        json={"target_database": target, "drop_existing": True, "parallel_jobs": 2},
+    )
+    assert r.status_code == 422 and "parallel" in r.json()["detail"], r.text
 
     # a parallel restore (pg_restore --jobs from a staged file) into another new database
     parallel = f"oc_dst_{uuid.uuid4().hex[:8]}"
@@ -371,3 +379,106 @@ async def test_a_restart_during_the_finisher_keeps_a_completed_backup(
     assert backup["status"] == "completed" and backup["error_code"] is None, backup
     link = (await admin.post(f"/api/v1/backups/{backup['id']}/download")).json()
     assert link["download_url"]
+
+
+async def test_one_job_per_restore_target(
+    api: Api, admin: httpx.AsyncClient, source_db: str, scratch_names: list[str]
+) -> None:
+    """A second restore into a target a job is working on is refused (409), never run
+    after or beside the first; the 202 says so."""
+    server = await make_server(admin)
+    job = await run_job(
+        api,
+        admin,
+        await admin.post(
+            "/api/v1/backups", json={"server_id": server["id"], "database_name": source_db}
+        ),
+    )
+    backup_id = job["resource_id"]
+    target = f"oc_dst_{uuid.uuid4().hex[:8]}"
+    scratch_names.append(target)
+    body = {"target_database": target, "drop_existing": True}
+    first = await admin.post(f"/api/v1/backups/{backup_id}/restore", json=body)
+    assert first.status_code == 202 and "one job per target" in first.json()["message"]
+    second = await admin.post(f"/api/v1/backups/{backup_id}/restore", json=body)
+    assert second.status_code == 409 and second.json()["code"] == "CONFLICT", second.text
+    assert f"job {first.json()['job_id']}" in second.json()["detail"]
+    assert (await run_job(api, admin, first))["status"] == "succeeded"
+    # once it ended, the target takes the next one
+    again = await admin.post(f"/api/v1/backups/{backup_id}/restore", json=body)
+    assert (await run_job(api, admin, again))["status"] == "succeeded"
+
+
+async def test_a_storage_that_refuses_writes_is_not_retried(
+    api: Api, admin: httpx.AsyncClient, source_db: str
+) -> None:
+    """A storage refusing the write for good (here its root is a file; read-only or
+    permission denied alike) fails the backup at once: retrying cannot help."""
+    root = api.settings.data_dir / "backups"  # the data dir outlives this test: put it back
+    root.mkdir(parents=True, exist_ok=True)
+    away = root.with_name(f"backups.{uuid.uuid4().hex[:8]}")
+    root.rename(away)
+    root.write_bytes(b"not a directory")
+    try:
+        server = await make_server(admin)
+        job = await run_job(
+            api,
+            admin,
+            await admin.post(
+                "/api/v1/backups", json={"server_id": server["id"], "database_name": source_db}
+            ),
+        )
+    finally:
+        root.unlink()
+        away.rename(root)
+    assert job["status"] == "failed" and job["error_code"] == "storage_failed", job
+    assert job["result"]["attempts"] == 1
+
+
+async def test_start_up_removes_the_globals_a_killed_backup_left(
+    api: Api, admin: httpx.AsyncClient, source_db: str
+) -> None:
+    """Killed after the cluster globals were stored but before the dump's manifest: the
+    globals object has nothing to belong to; start-up removes it and says so."""
+    server = await make_server(admin)
+    ctx = api.app.state.ctx
+    async with ctx.db.write_session() as session:
+        provider = await backups_service.default_storage(session, server["team_id"])
+        backup = Backup(
+            team_id=server["team_id"],
+            server_id=server["id"],
+            storage_id=provider.id,
+            database_name=source_db,
+            db_type="postgresql",
+            status="running",
+        )
+        session.add(backup)
+        await session.flush()
+        job = Job(
+            kind="backup",
+            team_id=server["team_id"],
+            status="running",
+            params={"backup_id": backup.id},
+            resource_type="backup",
+            resource_id=backup.id,
+        )
+        session.add(job)
+        await session.commit()
+    storage = ctx.storages.get(provider)
+    orphan = f"postgresql/{source_db}/20260101T000000Z-0a1b2c3d.globals.sql.zst.age"
+    async with await storage.open_writer(orphan) as writer:
+        await writer.write(b"roles")
+        await writer.commit()
+    other = f"postgresql/{source_db}/notes.txt"  # not ours: stays
+    async with await storage.open_writer(other) as writer:
+        await writer.write(b"mine")
+        await writer.commit()
+
+    await ctx.runner.reconcile()  # what start-up does after a kill
+
+    assert not await storage.exists(orphan) and await storage.exists(other)
+    await storage.delete(other)  # the storage outlives this test
+    assert (await admin.get(f"/api/v1/backups/{backup.id}")).json()["status"] == "interrupted"
+    log = (await admin.get("/api/v1/audit/logs", params={"action": "backup.interrupted"})).json()
+    [entry] = [e for e in log["items"] if e["resource_id"] == str(backup.id)]
+    assert entry["details"]["orphans_removed"] == [orphan]

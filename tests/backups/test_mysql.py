@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import pathlib
 import stat
 import textwrap
 
@@ -147,3 +148,94 @@ async def test_deep_verify_needs_the_trailer(my_db, my_conn, storage):
     with pytest.raises(BackupError) as info:
         await run_restore(storage, forged, MySQLTarget(my_conn(dst)))
     assert info.value.code is ErrorCode.VERIFY_FAILED
+
+
+def _big_source(db: str) -> None:
+    """Two tables of random rows, ~15 MB of dump: far more than the restore's held-back
+    tail and the pipe to the client, so the dump's first statements would reach the
+    server long before the artifact's end is read."""
+    mysql(
+        db,
+        "CREATE TABLE a (id INT PRIMARY KEY, v LONGTEXT); CREATE TABLE b (id INT PRIMARY KEY, "
+        "v LONGTEXT); INSERT INTO a SELECT seq, CONCAT("
+        + ", ".join(["MD5(RAND())"] * 40)
+        + ") FROM seq_1_to_6000; INSERT INTO b SELECT * FROM a;",
+    )
+
+
+def _flip_near_end(path: pathlib.Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+async def test_corrupt_artifact_leaves_the_target_as_it_was(
+    my_db, my_conn, storage, age_identity, age_recipient
+):
+    """One flipped byte near the end: the restore over an existing database fails
+    before any statement reaches it (the whole artifact is checked first)."""
+    src = my_db()
+    _big_source(src)
+    result = await run_backup(
+        MySQLSource(my_conn(src)), storage, options=BackupOptions(recipients=(age_recipient,))
+    )
+    manifest = await read_manifest(storage, result.key)
+    _flip_near_end(storage.path_for(result.key))
+    dst = my_db()
+    mysql(dst, "CREATE TABLE a (id INT PRIMARY KEY, v TEXT); INSERT INTO a VALUES (1, 'old');")
+    mysql(dst, "CREATE TABLE keep (i INT); INSERT INTO keep VALUES (7)")
+    before = my_table_hashes(dst)
+    with pytest.raises(BackupError) as info:
+        await run_restore(
+            storage, manifest, MySQLTarget(my_conn(dst), replace=True), identities=[age_identity]
+        )
+    assert info.value.code in (ErrorCode.CHECKSUM_MISMATCH, ErrorCode.DECRYPT_FAILED)
+    assert my_table_hashes(dst) == before
+    new = my_db(create=False)
+    with pytest.raises(BackupError):
+        await run_restore(
+            storage, manifest, MySQLTarget(my_conn(new), create=True), identities=[age_identity]
+        )
+    assert mysql(None, f"SHOW DATABASES LIKE '{new}'") == ""
+
+
+async def test_replace_leaves_exactly_the_backup(my_db, my_conn, storage):
+    """``replace`` (drop_existing): tables, views and routines not in the backup go."""
+    src = my_db()
+    mysql(src, SCHEMA)
+    result = await run_backup(MySQLSource(my_conn(src)), storage)
+    manifest = await read_manifest(storage, result.key)
+    dst = my_db()
+    mysql(
+        dst,
+        "CREATE TABLE stray (i INT); CREATE VIEW stray_view AS SELECT * FROM stray; "
+        "CREATE TABLE people (id INT); CREATE PROCEDURE stray_proc() SELECT 1;",
+    )
+    await run_restore(storage, manifest, MySQLTarget(my_conn(dst), replace=True))
+    assert my_table_hashes(dst) == my_table_hashes(src)
+    assert mysql(dst, "SHOW FULL TABLES") == mysql(src, "SHOW FULL TABLES")
+    routines = (
+        "SELECT ROUTINE_NAME FROM information_schema.ROUTINES "
+        "WHERE ROUTINE_SCHEMA = '{}' ORDER BY 1"
+    )
+    assert mysql(None, routines.format(dst)) == mysql(None, routines.format(src))
+
+
+async def test_missing_privilege_says_what_failed(my_db, my_conn, storage):
+    """A user who may log in but not create databases: not an authentication error."""
+    src = my_db()
+    mysql(src, "CREATE TABLE t (i INT)")
+    manifest = await read_manifest(
+        storage, (await run_backup(MySQLSource(my_conn(src)), storage)).key
+    )
+    user = new_name("oc_user")
+    mysql(None, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw-{user}'")
+    try:
+        conn = dataclasses.replace(my_conn(my_db(create=False)), user=user, password=f"pw-{user}")
+        with pytest.raises(BackupError) as info:
+            await run_restore(storage, manifest, MySQLTarget(conn, create=True))
+    finally:
+        mysql(None, f"DROP USER '{user}'@'%'")
+    assert info.value.code is ErrorCode.PERMISSION_DENIED
+    assert "creating the database" in info.value.message
+    assert "Access denied" in info.value.message and f"pw-{user}" not in str(info.value)

@@ -214,3 +214,12 @@ async def test_damaged_globals_fail_verification(pg_db, pg_conn, storage, age_id
     scan = await scan_catalog(storage)
     assert [m.key for m in scan.manifests] == [result.key] and scan.orphans == []
     assert scan.warnings == [(manifest.globals.key, "the cluster globals object is missing")]
+    # ... and a check calls it damaged (verify_failed: corrupt), not gone (its dump is there)
+    for check in (
+        quick_verify(storage, manifest),
+        deep_verify(storage, manifest, identities=[age_identity]),
+    ):
+        with pytest.raises(BackupError) as info:
+            await check
+        assert info.value.code is ErrorCode.VERIFY_FAILED
+        assert "cluster globals saved beside the dump are missing" in info.value.message

@@ -582,3 +582,51 @@ async def test_parallel_restore_failure_drops_the_new_database(
     assert info.value.code in expected, info.value
     assert psql("postgres", f"select count(*) from pg_database where datname = '{dst_db}'") == "0"
     assert not staging.exists() or list(staging.iterdir()) == []
+
+
+async def test_replace_leaves_exactly_the_backup_or_nothing_changed(
+    pg_db, pg_conn, storage, age_identity, age_recipient
+):
+    """``replace`` (drop_existing): afterwards the database holds exactly what the backup
+    holds (objects it does not have are gone too), in one transaction: a restore that
+    fails leaves it as it was."""
+    src = pg_db()
+    psql(src, VARIED_SCHEMA)
+    psql(src, "create schema extra; create table extra.kept as select 1 as i")
+    result = await run_backup(
+        PostgresSource(pg_conn(src)), storage, options=BackupOptions(recipients=(age_recipient,))
+    )
+    manifest = await read_manifest(storage, result.key)
+    dst = pg_db()
+    psql(
+        dst,
+        "create table stray (i int); create view stray_view as select * from stray; "
+        "create schema other; create table other.t (i int); create function f() returns int "
+        "language sql as 'select 1'; select lo_create(4242); create table kinds (old int)",
+    )
+    schemas = "select string_agg(nspname, ',' order by nspname) from pg_namespace"
+    target = PostgresTarget(pg_conn(dst), replace=True)
+
+    # a corrupt artifact: nothing changes
+    path = storage.path_for(result.key)
+    good = path.read_bytes()
+    path.write_bytes(good[:-100] + bytes([good[-100] ^ 1]) + good[-99:])
+    before = (pg_table_hashes(dst), psql(dst, schemas))
+    with pytest.raises(BackupError):
+        await run_restore(storage, manifest, target, identities=[age_identity])
+    assert (pg_table_hashes(dst), psql(dst, schemas)) == before
+    path.write_bytes(good)
+
+    await run_restore(storage, manifest, target, identities=[age_identity])
+    assert pg_table_hashes(dst) == pg_table_hashes(src)
+    assert psql(dst, schemas) == psql(src, schemas)
+    views = "select string_agg(viewname, ',') from pg_views where schemaname = 'public'"
+    assert psql(dst, views) == psql(src, views)
+    functions = (
+        "select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
+        "where n.nspname = 'public' and p.proname = 'f'"
+    )
+    assert psql(dst, functions) == "0"
+    assert psql(dst, "select count(*) from pg_largeobject_metadata") == "0"
+    # the public schema is usable as before by everyone
+    assert psql(dst, "select has_schema_privilege('public', 'public', 'USAGE')") == "t"

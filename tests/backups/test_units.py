@@ -214,6 +214,12 @@ def test_error_classification():
         )
         is ErrorCode.AUTH_FAILED
     )
+    for denied in (
+        "Got error: 1044: Access denied for user 'u'@'%' to database 'd' when selecting",
+        "ERROR 1044 (42000) at line 1: Access denied for user 'u'@'%' to database 'd'",
+        "ERROR 1142 (42000): DROP command denied to user 'u'@'h' for table `d`.`t`",
+    ):
+        assert classify_mysql_error(denied) is ErrorCode.PERMISSION_DENIED, denied
     assert classify_mysql_error("Got error: 1049: \"Unknown database 'x'\"") is (
         ErrorCode.DATABASE_MISSING
     )

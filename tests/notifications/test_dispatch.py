@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from opscenter.core.events import Event
-from opscenter.notifications.dispatch import severity
+from opscenter.notifications.dispatch import describe, severity
 from tests.conftest import Api, CreatedUser, UserFactory
 from tests.notifications.conftest import (
     Mailbox,
@@ -66,6 +66,17 @@ def test_severity_mapping() -> None:
 
 
 @pytest.mark.usefixtures("allow_loopback")
+def test_titles_name_what_failed() -> None:
+    """A restore or a verification of backup 5 failing is not "Backup 5 failed"."""
+    restore = Event("restore.failed", {"backup_id": 5, "job_id": 9, "target_database": "s"})
+    assert describe(restore, "error")[0] == "Restore of backup 5 into s failed"
+    job = Event("job.failed", {"backup_id": 5, "job_id": 9, "kind": "restore"})
+    assert describe(job, "error")[0] == "Restore of backup 5 failed"
+    check = Event("verification.failed", {"backup_id": 5, "run_id": 3})
+    assert describe(check, "error")[0] == "Verification of backup 5 failed"
+    assert describe(Event("backup.failed", {"backup_id": 5}), "error")[0] == "Backup 5 failed"
+
+
 async def test_failures_reach_a_channel_without_policy(
     api: Api,
     admin: httpx.AsyncClient,

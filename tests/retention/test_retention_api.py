@@ -309,3 +309,29 @@ async def test_applying_retention_to_real_backups(
     # applying twice changes nothing
     again = await retention.apply(ctx.db, ctx.storages, Rules(keep_last_n=1), scope)
     assert again.deleted == [] and again.failed == {}
+
+
+async def test_a_missing_backup_is_not_the_newest_good_one(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    """The safety floor keeps the newest backup no check found corrupt or missing."""
+    server = await make_server(admin)
+    now = datetime.now(UTC)
+    older, newest = await add_backups(
+        api,
+        server,
+        None,
+        [(now - timedelta(days=3), "completed"), (now - timedelta(days=1), "completed")],
+    )
+    async with api.app.state.ctx.db.write_session() as session:
+        row = await session.get(Backup, newest)
+        assert row is not None
+        row.verification_status = "missing"
+        await session.commit()
+    p = await make_policy(admin, keep_last_n=1)
+    r = await admin.post(
+        f"/api/v1/retention-policies/{p['id']}/preview",
+        json={"server_id": server["id"], "database_name": "sales"},
+    )
+    keep = {b["backup_id"]: b["reasons"] for b in r.json()["keep"]}
+    assert "safety floor: newest backup not found corrupt" in keep[older]

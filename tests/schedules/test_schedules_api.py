@@ -369,9 +369,10 @@ async def test_manual_run_is_a_real_backup_with_idempotency(
     assert newest["database_name"] == source_db and newest["checksum"].startswith("sha256:")
     assert newest["row_counts"].get("public.items", newest["row_counts"].get("items")) == 50
     runs = (await admin.get(f"/api/v1/schedules/{s['id']}/runs")).json()["items"]
+    # a run record follows its backup to the end
     assert [(r["trigger"], r["status"], r["backup_id"]) for r in runs] == [
-        ("manual", "started", second.json()["id"]),
-        ("manual", "started", accepted["id"]),
+        ("manual", "completed", second.json()["id"]),
+        ("manual", "completed", accepted["id"]),
     ]
     state = (await admin.get(f"/api/v1/schedules/{s['id']}")).json()
     assert state["last_run"] is not None

@@ -478,6 +478,17 @@ async def test_postgres_backup_over_ssh_restore_locally(runner: SshRunner, pg_db
     assert "already exists" in info.value.detail
     assert pg_table_hashes(dst2) == pg_table_hashes(src)
 
+    # Replacing it over SSH (pg_restore | psql in one transaction there): exactly the dump.
+    psql(dst2, "create table stray (i int)")
+    await run_restore(
+        storage,
+        manifest,
+        PostgresTarget(PgConnection("127.0.0.1", dst2, 5432, "postgres"), replace=True),
+        identities=[identity],
+        runner=runner,
+    )
+    assert pg_table_hashes(dst2) == pg_table_hashes(src)
+
     # In parallel over SSH: staged in the SSH host's /tmp (this machine's), read there by
     # pg_restore --jobs, removed after success and after a failure alike.
     staged_before = set(Path("/tmp").glob(".opscenter-restore-*"))

@@ -409,3 +409,31 @@ async def test_another_teams_verifications_do_not_exist(
         assert listed["total"] == 0
         tests = (await client.get("/api/v1/backup/recovery-tests")).json()
         assert done["id"] not in {i["id"] for i in tests["items"]}
+
+
+async def test_a_restore_test_says_when_it_could_not_test_owners(
+    api: Api, admin: httpx.AsyncClient, source_db: str
+) -> None:
+    """The sandbox's user is no member of the dump's owner: a real restore by it fails
+    ("must be member of role"), so the test restores as a real restore would, and when
+    only a restore without owners passes, the result says what was not tested."""
+    suffix = source_db.rsplit("_", 1)[-1]
+    owner, tester = f"oc_owner_{suffix}", f"oc_tester_{suffix}"
+    psql(f"CREATE ROLE {owner}; CREATE ROLE {tester} LOGIN CREATEDB")
+    try:
+        psql(f"ALTER TABLE orders OWNER TO {owner}", source_db)
+        server = await make_server(admin)
+        sandbox = await make_server(admin, credentials={"username": tester})
+        backup_id = await make_backup(api, admin, server["id"], source_db)
+        run = await verify(
+            api, admin, backup_id, test_type="restore", target_server_id=sandbox["id"]
+        )
+        assert run["status"] == "passed", run
+        assert "owners and grants not tested" in run["detail"]
+        assert "must be member of role" in run["detail"]
+        # where a real restore would work, nothing is left out
+        plain = await verify(api, admin, backup_id, test_type="restore")
+        assert plain["status"] == "passed" and "not tested" not in plain["detail"], plain
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{source_db}" WITH (FORCE)')
+        psql(f"DROP ROLE IF EXISTS {owner}; DROP ROLE IF EXISTS {tester}")

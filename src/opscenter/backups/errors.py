@@ -18,6 +18,8 @@ class ErrorCode(StrEnum):
     DUMP_KILLED = "dump_killed"
     DUMP_FAILED = "dump_failed"
     AUTH_FAILED = "auth_failed"
+    #: Logged in, but the user may not do this (e.g. create a database).
+    PERMISSION_DENIED = "permission_denied"
     UNREACHABLE = "unreachable"
     DATABASE_MISSING = "database_missing"
     SOURCE_MISSING = "source_missing"
@@ -30,6 +32,8 @@ class ErrorCode(StrEnum):
     TIME_LIMIT = "time_limit"
     CANCELLED = "cancelled"
     CHECKSUM_MISMATCH = "checksum_mismatch"
+    #: The stored artifact (or its manifest) is not in its storage.
+    ARTIFACT_MISSING = "artifact_missing"
     DECRYPT_FAILED = "decrypt_failed"
     DECOMPRESS_FAILED = "decompress_failed"
     RESTORE_FAILED = "restore_failed"
@@ -43,12 +47,14 @@ class ErrorCode(StrEnum):
 PERMANENT: frozenset[ErrorCode] = frozenset(
     {
         ErrorCode.AUTH_FAILED,
+        ErrorCode.PERMISSION_DENIED,
         ErrorCode.DATABASE_MISSING,
         ErrorCode.SOURCE_MISSING,
         ErrorCode.DISK_FULL,
         ErrorCode.TOOL_MISSING,
         ErrorCode.TOOL_VERSION,
         ErrorCode.CHECKSUM_MISMATCH,
+        ErrorCode.ARTIFACT_MISSING,
         ErrorCode.DECRYPT_FAILED,
         ErrorCode.DECOMPRESS_FAILED,
         ErrorCode.TARGET_NOT_EMPTY,
@@ -70,6 +76,7 @@ class BackupError(Exception):
         *,
         stage: str = "",
         detail: str = "",
+        permanent: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -77,10 +84,12 @@ class BackupError(Exception):
         self.stage = stage
         #: Extra diagnostic text (e.g. the scrubbed tail of the tool's stderr).
         self.detail = detail
+        #: Known permanent whatever the code (e.g. a storage refusing for good).
+        self.permanent = permanent
 
     @property
     def retryable(self) -> bool:
-        return self.code not in PERMANENT
+        return not self.permanent and self.code not in PERMANENT
 
     def __str__(self) -> str:
         text = f"{self.code.value}: {self.message}"

@@ -4,14 +4,23 @@ errors into a failed job with the same code, and keeps the catalog row in step."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
+
+from sqlalchemy import update
 
 from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
+from opscenter.backups import service as backup_service
 from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import read_manifest
+from opscenter.backups.manifest import GLOBALS_INFIX, read_manifest, scan_catalog
 from opscenter.backups.masking import mask_mysql, mask_postgres, salt_for
-from opscenter.backups.pipeline import BackupOptions, BackupProgress, run_backup
+from opscenter.backups.pipeline import (
+    BackupOptions,
+    BackupProgress,
+    run_backup,
+    target_directory,
+)
 from opscenter.backups.restore import (
     DirectoryTarget,
     MySQLTarget,
@@ -19,6 +28,7 @@ from opscenter.backups.restore import (
     RestoreProgress,
     RestoreTarget,
     SqliteTarget,
+    drop_created,
     run_restore,
 )
 from opscenter.backups.runner import CommandRunner
@@ -36,11 +46,12 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.encryption import service as encryption
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
-from opscenter.models import Backup, Server, StorageProvider
+from opscenter.models import Backup, Job, ScheduleRun, Server, StorageProvider
 from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.storage import service as storage_service
+from opscenter.storage.backends import StorageBackend, StorageError
 from opscenter.verify import automatic as verify_automatic
 
 log = get_logger("opscenter.backups")
@@ -62,7 +73,7 @@ def _restore_target(
     database: str,
     *,
     state: str,
-    drop: bool,
+    drop: bool = False,
     jobs: int = 1,
     staging_dir: str | None = None,
 ) -> RestoreTarget:
@@ -70,12 +81,12 @@ def _restore_target(
         return PostgresTarget(
             target.pg(database),
             create=state == "missing",
-            clean=drop and state != "missing",
+            replace=drop and state != "missing",
             jobs=jobs,
             staging_dir=staging_dir,
         )
     if engine == "mysql":
-        return MySQLTarget(target.mysql(database), create=state == "missing", allow_non_empty=drop)
+        return MySQLTarget(target.mysql(database), create=state == "missing", replace=drop)
     if engine == "sqlite":
         return SqliteTarget(database, overwrite=drop)
     return DirectoryTarget(database)
@@ -342,6 +353,7 @@ class BackupJobs:
             )
             if settled == "completed":
                 backup_status, code, message = settled, None, None
+        await self._settle_schedule_run(ctx.job_id, backup_status)
         # Copies: those the run settled keep their own outcome; the others share the
         # primary's (the one dump failed, was cancelled or interrupted).
         copies: list[tuple[int, str, str | None, str | None]] = []
@@ -382,6 +394,16 @@ class BackupJobs:
                 await retention.after_backup(self.app, row_id, "succeeded")
                 await verify_automatic.after_backup(self.app, row_id, "succeeded")
 
+    async def _settle_schedule_run(self, job_id: int, backup_status: str) -> None:
+        """The schedule's run record of this job (if any) ends with its backup."""
+        async with self.app.db.write_session() as session:
+            await session.execute(
+                update(ScheduleRun)
+                .where(ScheduleRun.job_id == job_id, ScheduleRun.status == "started")
+                .values(status=backup_status)
+            )
+            await session.commit()
+
     async def _cleanup_interrupted(self, ctx: JobContext, backup_id: int) -> None:
         async with self.app.db.read_session() as session:
             rows = [await session.get(Backup, i) for i in (backup_id, *_copy_ids(ctx))]
@@ -390,7 +412,9 @@ class BackupJobs:
         for provider in providers:
             if provider is None:
                 continue
-            removed = await self.app.storages.get(provider).cleanup_partials()
+            storage = self.app.storages.get(provider)
+            removed = await storage.cleanup_partials()
+            orphans = await self._remove_orphan_globals(storage, rows[0])
             async with self.app.db.write_session() as session:
                 await audit.record(
                     session,
@@ -402,6 +426,7 @@ class BackupJobs:
                         "job_id": ctx.job_id,
                         "storage_id": provider.id,
                         "partial_files_removed": removed,
+                        "orphans_removed": orphans,
                     },
                 )
                 await session.commit()
@@ -411,6 +436,23 @@ class BackupJobs:
                 storage_id=provider.id,
                 removed=removed,
             )
+
+    async def _remove_orphan_globals(
+        self, storage: StorageBackend, backup: Backup | None
+    ) -> list[str]:
+        """The cluster globals a killed PostgreSQL backup stored before its dump had a
+        manifest: nothing refers to them. No other job runs on this target (one job per
+        target), so every globals object there without a manifest is such a leftover."""
+        if backup is None or backup.db_type != "postgresql":
+            return []
+        scan = await scan_catalog(storage, target_directory("postgresql", backup.database_name))
+        removed = []
+        for key in scan.orphans:
+            if GLOBALS_INFIX in key.rpartition("/")[2]:
+                with contextlib.suppress(StorageError):
+                    await storage.delete(key)
+                    removed.append(key)
+        return removed
 
     # -- restore -------------------------------------------------------------------------
     def _publish_restore(self, ctx: JobContext, action: str, extra: dict[str, Any]) -> None:
@@ -434,12 +476,68 @@ class BackupJobs:
     ) -> None:
         """`restore.completed` / `restore.failed` (also cancelled, interrupted)."""
         action = {"succeeded": "completed", "cancelled": "cancelled"}.get(status, "failed")
+        extra: dict[str, Any] = {}
         if status == "interrupted":
             action = "interrupted"
-        extra: dict[str, Any] = {"status": action, "error_code": code, "error": message}
-        if action == "failed":
+            message, extra = await self._reconcile_target(ctx, message)
+        extra.update(status=action, error_code=code, error=message)
+        if action == "failed" or extra.get("target_damaged"):
             extra["severity"] = "error"
         self._publish_restore(ctx, action, extra)
+        if code in backup_service.DAMAGE:
+            async with self.app.db.write_session() as session:
+                backup = await session.get(Backup, int(ctx.params["backup_id"]))
+                event = None
+                if backup is not None:
+                    event = await backup_service.mark_damaged(
+                        session, backup, code, message, "restore"
+                    )
+                await session.commit()
+            if event is not None:
+                self.app.events.publish(event)
+
+    async def _reconcile_target(
+        self, ctx: JobContext, message: str | None
+    ) -> tuple[str | None, dict[str, Any]]:
+        """After a crash, from the mark the restore left before writing (``run_restore``):
+        a database it created is dropped; one it was writing without a transaction to
+        roll back is reported damaged (job message, audit trail, notification)."""
+        async with self.app.db.read_session() as session:
+            job = await session.get(Job, ctx.job_id)
+            mark = dict(job.result or {}).get("writing") if job is not None else None
+            server = await session.get(Server, int(ctx.params["target_server_id"]))
+        if not isinstance(mark, dict) or server is None:
+            return message, {}
+        database = str(ctx.params["target_database"])
+        where = f"{database} on {server.name}"
+        details = {"job_id": ctx.job_id, "target_server_id": server.id, "target_database": database}
+        if mark.get("state") == "missing":
+            target = servers.target_of(self.app.keyring, server)
+            restore_target = _restore_target(target, mark["engine"], database, state="missing")
+            async with connect.open_runner(target) as runner:
+                await drop_created(runner, restore_target)
+            action, note = "restore.cleanup", f"the database it was creating, {where}, was dropped"
+        elif not mark.get("atomic"):
+            action = "restore.target_damaged"
+            note = f"{where} was left partly restored: restore it again"
+        else:
+            return message, {}
+        message = f"{message}; {note}"
+        async with self.app.db.write_session() as session:
+            job = await session.get(Job, ctx.job_id)
+            if job is not None:
+                job.error_message = message
+            await audit.record(
+                session,
+                action=action,
+                username="system",
+                resource_type="backup",
+                resource_id=int(ctx.params["backup_id"]),
+                details={**details, "message": note},
+            )
+            await session.commit()
+        log.warning("interrupted restore reconciled", job_id=ctx.job_id, action=action)
+        return message, {"target_damaged": action != "restore.cleanup"}
 
     async def run_restore(self, ctx: JobContext) -> dict[str, Any]:
         params = ctx.params
@@ -468,6 +566,20 @@ class BackupJobs:
                 )
 
             await ctx.progress(phase="restoring", bytes_total=manifest.size_bytes)
+            jobs = int(params.get("parallel_jobs", 1))
+            # A failure or crash while writing leaves the target as it was if one
+            # transaction or a staged rename holds the whole restore.
+            atomic = engine in ("sqlite", "files") or (engine == "postgresql" and jobs == 1)
+            writing = False
+
+            async def on_write() -> None:
+                nonlocal writing
+                writing = True
+                mark = {"engine": engine, "state": state, "atomic": atomic}
+                await ctx.runner.write(
+                    ctx.job_id, phase="writing the target", result={"writing": mark}
+                )
+
             async with connect.open_runner(target) as runner:
                 await self._pin(server.id, runner)
                 result = await run_restore(
@@ -479,12 +591,13 @@ class BackupJobs:
                         database,
                         state=state,
                         drop=bool(params["drop_existing"]),
-                        jobs=int(params.get("parallel_jobs", 1)),
+                        jobs=jobs,
                         staging_dir=str(self.app.settings.data_dir / "tmp"),
                     ),
                     identities=(self.keys.identity,),
                     runner=runner,
                     on_progress=on_progress,
+                    on_write=on_write,
                     stall_timeout=self.app.settings.backup_stall_seconds,
                     time_limit=self.app.settings.backup_time_limit_seconds or None,
                 )
@@ -499,7 +612,12 @@ class BackupJobs:
                         report = await mask_mysql(runner, target.mysql(database), rules, salt)
                     masked = {"columns": report.columns, "rows_updated": report.rows_updated}
         except BackupError as err:
-            raise _failed(err) from None
+            failed = _failed(err)
+            if writing and not atomic and state != "missing":
+                failed.message += (
+                    f"; {database} on {server.name} was left partly restored: restore it again"
+                )
+            raise failed from None
         return {
             "target_server_id": server.id,
             "target_database": database,

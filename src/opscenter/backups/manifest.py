@@ -423,7 +423,7 @@ async def read_manifest(storage: StorageBackend, key: str) -> Manifest:
             while chunk := await reader.read():
                 chunks.append(chunk)
     except StorageError as exc:
-        code = ErrorCode.MANIFEST_INVALID if exc.code == "not_found" else ErrorCode.STORAGE_FAILED
+        code = ErrorCode.ARTIFACT_MISSING if exc.code == "not_found" else ErrorCode.STORAGE_FAILED
         raise BackupError(code, f"cannot read manifest {mkey}: {exc.message}") from exc
     return Manifest.from_json(b"".join(chunks), expected_key=artifact)
 

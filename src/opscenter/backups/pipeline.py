@@ -220,20 +220,29 @@ def artifact_key(
 ) -> str:
     """``<prefix><engine>/<database>/<UTC timestamp>-<random>.<ext>[.zst|.gz][.age]``."""
     when = when or datetime.now(UTC)
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.database).strip("._-") or "db"
     name = f"{when.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(4)}.{plan.extension}"
     name += options.compression.suffix
     if options.recipients:
         name += ".age"
+    return validate_key(target_directory(plan.engine.value, plan.database, prefix) + name)
+
+
+def target_directory(engine: str, database: str, prefix: str = "") -> str:
+    """``<prefix><engine>/<database>/``: where the backups of one target are stored."""
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", database).strip("._-") or "db"
     prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-    return validate_key(f"{prefix}{plan.engine.value}/{label}/{name}")
+    return f"{prefix}{engine}/{label}/"
 
 
 def storage_error(exc: StorageError, stage: str = "storage") -> BackupError:
     code = ErrorCode.DISK_FULL if exc.code == "disk_full" else ErrorCode.STORAGE_FAILED
     if exc.code == "invalid_key":
         code = ErrorCode.INVALID_CONFIG
-    return BackupError(code, exc.message, stage=stage)
+    elif exc.code == "not_found" and stage in ("read", "verify"):  # reading a stored backup
+        code = ErrorCode.ARTIFACT_MISSING
+    # The backends flag what may pass (a lost connection, a 5xx); a refusal (read-only,
+    # permission denied, not a directory) does not, and is not retried.
+    return BackupError(code, exc.message, stage=stage, permanent=not exc.retryable)
 
 
 def _mib(n: int) -> str:

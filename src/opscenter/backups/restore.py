@@ -13,7 +13,8 @@ handed to the tool only after all of that passed (the decompressed blocks are qu
 by reference, so holding the tail back copies nothing). On any failure the tool's process group
 is killed before its input is closed, so ``pg_restore --single-transaction`` rolls
 back; SQLite and directory restores are staged beside the target and renamed into
-place only on success.
+place only on success. MySQL commits statement by statement: its artifact is read and
+checked whole before the first statement reaches the target (see :class:`MySQLTarget`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -71,6 +72,7 @@ __all__ = [
     "SqliteTarget",
     "VerifyResult",
     "deep_verify",
+    "drop_created",
     "quick_verify",
     "run_restore",
 ]
@@ -94,6 +96,10 @@ class PostgresTarget:
     allow_non_empty: bool = False
     #: Create the database first (it must not exist).
     create: bool = False
+    #: ``drop_existing``: afterwards the database holds exactly what the backup holds.
+    #: Every schema (public too) and large object is dropped and the dump restored in
+    #: one psql transaction (see ``_REPLACE``): a failure leaves it as it was.
+    replace: bool = False
     #: Also restore the cluster globals saved beside the dump (roles, tablespaces),
     #: before the dump, with ``psql -v ON_ERROR_STOP=0``: existing roles are an
     #: error psql reports and skips; every such error is in ``RestoreResult.warnings``.
@@ -110,8 +116,23 @@ class PostgresTarget:
 
 @dataclass(frozen=True, slots=True)
 class MySQLTarget:
+    """A MySQL/MariaDB restore runs statement by statement, each committed as it goes:
+    a failure or a crash part-way would leave the target half restored. So the whole
+    artifact is read and checked first (sha256, age authentication, decompression and
+    mysqldump's completion trailer), and only then does the first statement reach the
+    target: a corrupt artifact never touches it. What remains (the server refusing a
+    statement, a crash during the second pass) is reported by the caller, which records
+    that the target is being written (``on_write``) before it is.
+
+    (Restoring into a scratch schema and swapping it in is not simpler: RENAME TABLE
+    cannot move tables with triggers across schemas, views and routines cannot be moved
+    at all, and the swap itself would not be atomic either.)
+    """
+
     conn: MySQLConnection
-    allow_non_empty: bool = False
+    #: ``drop_existing``: the database is dropped and created again (same character
+    #: set and collation) before the dump, so it holds exactly what the backup holds.
+    replace: bool = False
     create: bool = False
 
 
@@ -203,9 +224,12 @@ class _ProcessSink:
         *,
         failure_code: ErrorCode = ErrorCode.RESTORE_FAILED,
         trailer: bytes | None = None,
+        tool: str | None = None,
     ) -> None:
         self.name = name
         self.command = command
+        #: What failure messages name (default: the command's program).
+        self.tool = tool or command.tool
         self.classify = classify
         self.failure_code = failure_code
         self.trailer = trailer
@@ -262,10 +286,43 @@ class _ProcessSink:
         code = self.classify(stderr) or self.failure_code
         return BackupError(
             code,
-            f"{self.command.tool} failed with exit status {rc}",
+            f"{self.tool} failed with exit status {rc}",
             stage=self.name,
             detail=scrub(_error_lines(stderr), self.command.secrets),
         )
+
+
+class _TrailerSink:
+    """Reads the dump to its end in this process and checks its last line."""
+
+    def __init__(self, trailer: bytes, *, name: str = "trailer") -> None:
+        self.name = name
+        self.process: RunningCommand | None = None
+        self.trailer = trailer
+        self._tail = b""
+
+    async def start(self, runner: CommandRunner) -> None:
+        return None
+
+    def write(self, data: bytes) -> None:
+        self._tail = (self._tail + data[-512:])[-512:]
+
+    def close_input(self) -> None:
+        if self.trailer not in self._tail:
+            raise BackupError(
+                ErrorCode.VERIFY_FAILED,
+                f"the dump does not end with {self.trailer.decode()!r}: it is incomplete",
+                stage=self.name,
+            )
+
+    async def finish(self) -> None:
+        return None
+
+    async def fail(self) -> None:
+        return None
+
+    def error_for(self, rc: int) -> BackupError:
+        return BackupError(ErrorCode.VERIFY_FAILED, "verification failed", stage=self.name)
 
 
 class _SqliteSink:
@@ -711,10 +768,76 @@ async def _pg_query(runner: CommandRunner, conn: PgConnection, sql: str, stage: 
     return res.stdout.decode().strip()
 
 
+#: Empties the database inside the restore's transaction; the default public schema
+#: (owner and grants as CREATE DATABASE makes it) is created again for the dump.
+_REPLACE_PRELUDE = r"""BEGIN;
+SET LOCAL client_min_messages = warning;
+DO $opscenter$
+DECLARE s name;
+BEGIN
+  FOR s IN SELECT nspname FROM pg_namespace
+           WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema' LOOP
+    EXECUTE format('DROP SCHEMA %I CASCADE', s);
+  END LOOP;
+  PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;
+  CREATE SCHEMA public;
+  COMMENT ON SCHEMA public IS 'standard public schema';
+  IF current_setting('server_version_num')::int >= 150000 THEN
+    ALTER SCHEMA public OWNER TO pg_database_owner;
+    GRANT USAGE ON SCHEMA public TO PUBLIC;
+  ELSE
+    GRANT ALL ON SCHEMA public TO PUBLIC;
+  END IF;
+END
+$opscenter$;"""
+#: pg_restore turns the archive into SQL after the prelude; psql runs it all in one
+#: transaction that only ``COMMIT`` (written once pg_restore succeeded) ends well: a
+#: failed pg_restore sends an error instead, and a killed pipeline never commits.
+_REPLACE = (
+    '{ printf "%s\n" "$1"; "$2" --file=- OPTIONS && echo "COMMIT;" || echo "$3"; } '
+    '| { shift 3; exec "$@"; }'
+)
+_REPLACE_FAILED = "DO $$ BEGIN RAISE EXCEPTION 'pg_restore failed: nothing was restored'; END $$;"
+
+
+async def _pg_replace_sink(runner: CommandRunner, target: PostgresTarget) -> _ProcessSink:
+    conn = target.conn
+    pg_restore = (await select_pg_tool(runner, "pg_restore", None)).path
+    psql = (await select_pg_tool(runner, "psql", None)).path
+    script = _REPLACE.replace("OPTIONS", "--no-owner" if target.no_owner else "")
+    argv = (
+        "sh",
+        "-c",
+        script,
+        "sh",
+        _REPLACE_PRELUDE,
+        pg_restore,
+        _REPLACE_FAILED,
+        psql,
+        *conn.args(),
+        "--no-psqlrc",
+        "--quiet",
+        "--set=ON_ERROR_STOP=1",
+        f"--dbname=dbname={quote_conninfo(conn.database)}",
+        "--file=-",
+    )
+    command = Command(argv, env=conn.env(), secrets=conn.secrets())
+    return _ProcessSink("pg_restore", command, classify_pg_error, tool="pg_restore | psql")
+
+
 async def _pg_sink(
     runner: CommandRunner, target: PostgresTarget, time_limit: float | None
 ) -> _ProcessSink | _StagedPgSink | _RemoteStagedPgSink:
     conn = target.conn
+    if target.replace and not target.create:
+        if target.jobs > 1:
+            raise BackupError(
+                ErrorCode.INVALID_CONFIG,
+                "a parallel restore cannot replace a database in one transaction: restore "
+                "into a new database, or with one job",
+                stage="check",
+            )
+        return await _pg_replace_sink(runner, target)
     if target.create:
         await _pg_query(
             runner,
@@ -766,43 +889,79 @@ async def _pg_sink(
     )
 
 
-async def _mysql_sink(runner: CommandRunner, target: MySQLTarget) -> _ProcessSink:
-    conn = target.conn
-    client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+def _mysql_name(database: str) -> str:
+    return "`" + database.replace("`", "``") + "`"
 
-    async def query(sql: str, database: str | None) -> str:
+
+class _MySQLAdmin:
+    """The short statements of a MySQL restore, each run by the client on its own."""
+
+    def __init__(self, runner: CommandRunner, conn: MySQLConnection, client: str) -> None:
+        self.runner = runner
+        self.conn = conn
+        self.client = client
+
+    async def query(self, sql: str, what: str, *, database: str | None = None) -> str:
         args = ["--batch", "--skip-column-names", "-e", sql]
         if database:
             args.append(database)
-        res = await runner.run(
-            mysql_client_command(client, conn, *args), limit_seconds=conn.connect_timeout + 60
+        conn = self.conn
+        res = await self.runner.run(
+            mysql_client_command(self.client, conn, *args), limit_seconds=conn.connect_timeout + 60
         )
         if res.returncode != 0:
+            errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln]
+            why = (errors or res.stderr.strip().splitlines() or ["no error message"])[-1]
             raise BackupError(
                 classify_mysql_error(res.stderr) or ErrorCode.RESTORE_FAILED,
-                f"query on {conn.host}:{conn.port} failed",
+                f"{what} on {conn.host}:{conn.port} failed: {scrub(why, conn.secrets())}",
                 stage="check",
-                detail=res.stderr.strip()[-2000:],
             )
         return res.stdout.decode().strip()
 
-    name = "`" + conn.database.replace("`", "``") + "`"
-    if target.create:
-        await query(f"CREATE DATABASE {name} CHARACTER SET utf8mb4", None)
-    elif not target.allow_non_empty:
-        n = await query(
+    async def check(self, target: MySQLTarget) -> None:
+        """Read-only: may the restore go into this database?"""
+        if target.create or target.replace:
+            return
+        n = await self.query(
             "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()",
-            conn.database,
+            "counting the tables",
+            database=self.conn.database,
         )
         if int(n or 0) > 0:
             raise BackupError(
                 ErrorCode.TARGET_NOT_EMPTY,
-                f"database {conn.database!r} already has {n} tables; restore into a new "
-                "database or allow restoring over it",
+                f"database {self.conn.database!r} already has {n} tables; restore into a new "
+                "database or replace its contents",
                 stage="check",
             )
-    cmd = mysql_client_command(client, conn, "--binary-mode", "--batch", conn.database)
-    return _ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
+
+    async def prepare(self, target: MySQLTarget) -> None:
+        """The first change to the target: create it, or drop and create it again."""
+        name = _mysql_name(self.conn.database)
+        if target.create:
+            await self.query(
+                f"CREATE DATABASE {name} CHARACTER SET utf8mb4", "creating the database"
+            )
+        elif target.replace:
+            charset = await self.query(
+                "SELECT CONCAT(DEFAULT_CHARACTER_SET_NAME, ' ', DEFAULT_COLLATION_NAME) "
+                "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE()",
+                "reading the database's character set",
+                database=self.conn.database,
+            )
+            character_set, collation = charset.split()
+            await self.query(
+                f"DROP DATABASE {name}; CREATE DATABASE {name} "
+                f"CHARACTER SET {character_set} COLLATE {collation}",
+                "dropping and creating the database again",
+            )
+
+    def sink(self) -> _ProcessSink:
+        cmd = mysql_client_command(
+            self.client, self.conn, "--binary-mode", "--batch", self.conn.database
+        )
+        return _ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
 
 
 async def _tar_path(runner: CommandRunner) -> str:
@@ -847,7 +1006,7 @@ async def _run_stream(
     return stream
 
 
-async def _drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
+async def drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
     """A database this restore created is dropped again when the restore fails."""
     with contextlib.suppress(BaseException):
         if isinstance(target, PostgresTarget) and target.create:
@@ -859,7 +1018,7 @@ async def _drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
             )
         elif isinstance(target, MySQLTarget) and target.create:
             client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-            name = "`" + target.conn.database.replace("`", "``") + "`"
+            name = _mysql_name(target.conn.database)
             await runner.run(
                 mysql_client_command(client, target.conn, "-e", f"DROP DATABASE IF EXISTS {name}")
             )
@@ -875,11 +1034,13 @@ async def run_restore(
     stall_timeout: float | None = 600.0,
     time_limit: float | None = None,
     on_progress: Callable[[RestoreProgress], None] | None = None,
+    on_write: Callable[[], Awaitable[None]] | None = None,
 ) -> RestoreResult:
     """Restore the artifact described by ``manifest`` into ``target``.
 
     Raises a classified :class:`BackupError`; a restore never reports success on a
-    damaged artifact.
+    damaged artifact. ``on_write`` is awaited once every check passed, just before the
+    first change to a database target (see :class:`MySQLTarget`).
     """
     runner = runner or LocalRunner()
     t0 = time.monotonic()
@@ -889,10 +1050,30 @@ async def run_restore(
     sink: _Sink
     warnings: list[str] = []
     if isinstance(target, PostgresTarget):
+        if on_write is not None:
+            await on_write()
         sink = await _pg_sink(runner, target, time_limit)
         label = f"postgresql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
     elif isinstance(target, MySQLTarget):
-        sink = await _mysql_sink(runner, target)
+        client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+        admin = _MySQLAdmin(runner, target.conn, client)
+        await admin.check(target)
+        # The whole artifact first, on this host: nothing reaches the target before it
+        # is proven whole.
+        await _run_stream(
+            storage,
+            manifest,
+            _TrailerSink(MYSQL_TRAILER),
+            identities,
+            LocalRunner(),
+            stall_timeout,
+            time_limit,
+            on_progress,
+        )
+        if on_write is not None:
+            await on_write()
+        await admin.prepare(target)
+        sink = admin.sink()
         label = f"mysql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
     elif isinstance(target, SqliteTarget):
         sink = _SqliteSink(_absolute(target.path), overwrite=target.overwrite)
@@ -903,14 +1084,15 @@ async def run_restore(
     try:
         if isinstance(target, PostgresTarget) and target.restore_globals:
             # Roles first, so the dump's owners and grants find them.
-            warnings += await _restore_globals(
-                storage, manifest, target, identities, runner, stall_timeout, time_limit
-            )
+            with _globals_part():
+                warnings += await _restore_globals(
+                    storage, manifest, target, identities, runner, stall_timeout, time_limit
+                )
         stream = await _run_stream(
             storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
         )
     except BaseException:
-        await _drop_created(runner, target)
+        await drop_created(runner, target)
         raise
     return RestoreResult(
         key=manifest.key,
@@ -923,6 +1105,22 @@ async def run_restore(
         warnings=tuple(warnings),
         globals_restored=isinstance(target, PostgresTarget) and target.restore_globals,
     )
+
+
+@contextlib.contextmanager
+def _globals_part() -> Iterator[None]:
+    """The cluster globals beside a dump are not found: the backup is damaged (its dump
+    may still restore), not gone."""
+    try:
+        yield
+    except BackupError as err:
+        if err.code is not ErrorCode.ARTIFACT_MISSING:
+            raise
+        raise BackupError(
+            ErrorCode.VERIFY_FAILED,
+            f"the cluster globals saved beside the dump are missing ({err.message})",
+            stage="globals",
+        ) from None
 
 
 def _globals_manifest(manifest: Manifest) -> Manifest:
@@ -1009,13 +1207,7 @@ async def deep_verify(
             failure_code=ErrorCode.VERIFY_FAILED,
         )
     elif fmt == "mysql_sql":
-        sink = _ProcessSink(
-            "trailer",
-            Command(("cat",)),
-            lambda _s: None,
-            failure_code=ErrorCode.VERIFY_FAILED,
-            trailer=MYSQL_TRAILER,
-        )
+        sink = _TrailerSink(MYSQL_TRAILER)
     elif fmt == "sqlite_db":
         sink = _SqliteSink(None)
     elif fmt == "tar":
@@ -1034,23 +1226,17 @@ async def deep_verify(
     g = manifest.globals
     if g is not None and g.saved:
         # The globals beside it: checked, decrypted, decompressed, and complete.
-        gsink = _ProcessSink(
-            "globals",
-            Command(("cat",)),
-            lambda _s: None,
-            failure_code=ErrorCode.VERIFY_FAILED,
-            trailer=PG_GLOBALS_TRAILER,
-        )
-        await _run_stream(
-            storage,
-            _globals_manifest(manifest),
-            gsink,
-            identities,
-            runner,
-            stall_timeout,
-            time_limit,
-            None,
-        )
+        with _globals_part():
+            await _run_stream(
+                storage,
+                _globals_manifest(manifest),
+                _TrailerSink(PG_GLOBALS_TRAILER, name="globals"),
+                identities,
+                runner,
+                stall_timeout,
+                time_limit,
+                None,
+            )
         detail += "; cluster globals complete"
     return VerifyResult(
         key=manifest.key,
@@ -1100,7 +1286,8 @@ async def quick_verify(storage: StorageBackend, manifest: Manifest) -> VerifyRes
     g = manifest.globals
     if g is not None and g.saved:
         gm = _globals_manifest(manifest)
-        await _check_object(storage, gm.key, gm.size_bytes, gm.sha256)
+        with _globals_part():
+            await _check_object(storage, gm.key, gm.size_bytes, gm.sha256)
     return VerifyResult(
         key=manifest.key,
         level="quick",

@@ -26,6 +26,7 @@ from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
 from opscenter.models import Backup
 from opscenter.storage import service as storage_service
+from opscenter.storage.backends import StorageError
 from opscenter.storage.s3 import S3Storage
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
@@ -73,7 +74,7 @@ async def create_backup(
             },
             origin=origin_of(request),
         )
-    return accepted(request, job.id, backup.id, "Backup job queued")
+    return accepted(request, job.id, backup.id, service.BACKUP_QUEUED)
 
 
 @router.get("", response_model=Page[BackupOut])
@@ -188,7 +189,13 @@ async def download_file(
     if range_header:
         start, end = _parse_range(range_header, size)
         status_code = 206
-    reader = await storage.open_reader(backup.storage_key, offset=start, length=end - start + 1)
+    try:
+        reader = await storage.open_reader(backup.storage_key, offset=start, length=end - start + 1)
+    except StorageError as err:
+        if err.code != "not_found":
+            raise
+        await service.note_missing(ctx, backup.id, str(err), "download")
+        raise NotFound("Backup artifact", backup_id) from None
 
     async def body() -> AsyncIterator[bytes]:
         async with reader:
@@ -240,12 +247,14 @@ async def restore_backup(
     ctx: Ctx,
     request: Request,
 ) -> Accepted:
-    """Into a new or empty database; a non-empty one needs `drop_existing`, a production
-    server also `confirm` equal to the database name. Masking runs in the target."""
+    """Into a new or empty database; a non-empty one needs `drop_existing` (afterwards it
+    holds exactly the backup), a production server also `confirm` equal to the database
+    name. One job per target: 409 while another job works on it. Masking runs in the
+    target."""
     backup, job = await service.queue_restore(
         session, principal, ctx.keyring, backup_id, body, origin_of(request)
     )
-    return accepted(request, job.id, backup.id, "Restore job queued")
+    return accepted(request, job.id, backup.id, service.RESTORE_QUEUED)
 
 
 @router.post(

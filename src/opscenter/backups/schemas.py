@@ -96,7 +96,10 @@ class BackupOut(OutputModel):
     encryption_key_ids: list[str]
     row_counts: dict[str, int]
     server_version: str | None
-    verification_status: str
+    verification_status: str = Field(
+        description="unverified | checksum_ok | deep_ok | restore_verified | corrupt | missing"
+        " (corrupt or missing: an integrity check found it damaged or gone; no recovery point)"
+    )
     error_code: str | None
     error_message: str | None
     started_at: UtcDatetime | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,6 +17,7 @@ from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, 
 from opscenter.core.clock import utcnow
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from opscenter.core.events import Event
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
@@ -28,8 +29,30 @@ from opscenter.servers.schemas import HOSTS, ServerType
 from opscenter.storage import service as storage
 from opscenter.storage.backends import StorageError
 
+if TYPE_CHECKING:
+    from opscenter.core.context import AppContext
+
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
 ACTIVE = ("pending", "running")
+RESTORE_QUEUED = (
+    "Restore job queued; one job per target at a time: another restore into this target "
+    "is refused (409) until it ends, and a backup of it waits in the queue"
+)
+BACKUP_QUEUED = "Backup job queued; one job per target at a time: it waits behind any other"
+#: Failure codes that prove the stored backup damaged ("corrupt") or gone ("missing"),
+#: whoever met them. Anything else (a target or storage unreachable, a tool missing, a
+#: statement the target refused) proves nothing about the backup.
+DAMAGE = {
+    "checksum_mismatch": "corrupt",
+    "decrypt_failed": "corrupt",
+    "decompress_failed": "corrupt",
+    "verify_failed": "corrupt",
+    "manifest_invalid": "corrupt",
+    "table_missing": "corrupt",
+    "artifact_missing": "missing",
+}
+#: The verification_status of a backup that is no recovery point.
+DAMAGED = ("corrupt", "missing")
 
 
 def backup_out(backup: Backup) -> BackupOut:
@@ -247,6 +270,58 @@ async def create_backup(
     return backup, job
 
 
+async def mark_damaged(
+    session: AsyncSession, backup: Backup, code: str | None, message: str | None, seen_by: str
+) -> Event | None:
+    """Mark ``backup`` corrupt or missing if ``code`` proves it (``DAMAGE``), in the audit
+    trail too; returns the ``backup.corrupt`` event to publish once this commits."""
+    status = DAMAGE.get(code or "")
+    if status is None:
+        return None
+    before, backup.verification_status = backup.verification_status, status
+    await audit.record(
+        session,
+        action="backup.corrupt",
+        username=f"system ({seen_by})",
+        resource_type="backup",
+        resource_id=backup.id,
+        outcome="failure",
+        details={
+            "verification_status": [before, status],
+            "error_code": code,
+            "seen_by": seen_by,
+            "message": message,
+        },
+    )
+    return Event(
+        "backup.corrupt",
+        {
+            "backup_id": backup.id,
+            "server_id": backup.server_id,
+            "database_name": backup.database_name,
+            "verification_status": status,
+            "severity": "critical",
+            "message": f"Backup {backup.id} of {backup.database_name} is {status} "
+            f"({seen_by}): {message}",
+            "error_code": code,
+        },
+        team_id=backup.team_id,
+    )
+
+
+async def note_missing(app: AppContext, backup_id: int, message: str, seen_by: str) -> None:
+    """A reader (not a job) found the artifact gone: mark the backup missing in a
+    transaction of its own, and say so."""
+    async with app.db.write_session() as session:
+        backup = await session.get(Backup, backup_id)
+        event = None
+        if backup is not None:
+            event = await mark_damaged(session, backup, "artifact_missing", message, seen_by)
+        await session.commit()
+    if event is not None:
+        app.events.publish(event)
+
+
 async def copies_of(session: AsyncSession, backup: Backup) -> list[Backup]:
     return list(
         (
@@ -264,6 +339,8 @@ async def check_restore(
     backup = await get_backup(session, principal, backup_id)
     if backup.status != "completed" or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups restore")
+    if backup.verification_status == "missing":
+        raise Conflict("This backup's artifact is missing from its storage; nothing to restore")
     if backup.verification_status == "corrupt" and not data.force:
         raise Conflict("Verification found this backup corrupt; pass force=true to try anyway")
     target_id = data.target_server_id or backup.server_id
@@ -294,12 +371,23 @@ async def create_restore(
     session: AsyncSession, principal: Principal, backup_id: int, data: RestoreRequest
 ) -> tuple[Backup, Job]:
     backup, target = await check_restore(session, principal, backup_id, data)
+    key = lock_key(target.id, data.target_database)
+    # One job per target: a restore never runs after or beside another job on it (the
+    # row lock makes concurrent requests for one server take turns on PostgreSQL; SQLite
+    # writers are serial anyway).
+    await session.execute(select(Server.id).where(Server.id == target.id).with_for_update())
+    busy = await jobs.holding(session, key)
+    if busy is not None:
+        raise Conflict(
+            f"A {busy.kind} job (job {busy.id}) is working on {data.target_database} on "
+            f"{target.name}: one job per target at a time; wait for it to end or cancel it"
+        )
     job = await jobs.create_job(
         session,
         principal,
         kind="restore",
         team_id=target.team_id,
-        lock_key=lock_key(target.id, data.target_database),
+        lock_key=key,
         resource_type="backup",
         resource_id=backup.id,
         params={
@@ -370,6 +458,11 @@ async def queue_restore(
         state = await connect.database_state(target, data.target_database, backup.db_type)
     except BackupError as err:
         raise Conflict(f"Cannot inspect the target: {connect.explain(err)}") from None
+    if data.drop_existing and data.parallel_jobs > 1 and state != "missing":
+        raise InvalidInput(
+            "drop_existing replaces the database in one transaction, which a parallel "
+            "restore cannot do: drop parallel_jobs, or restore into a new database"
+        )
     if state == "non_empty" and not data.drop_existing:
         raise Conflict(
             f"{data.target_database} on {target_server.name} is not empty: restore "

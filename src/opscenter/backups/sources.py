@@ -540,9 +540,17 @@ class MySQLConnection:
         )
 
 
+_MYSQL_PRIVILEGE = re.compile(r"error:? (1044|1142|1143|1227)\b|command denied")
+
+
 def classify_mysql_error(stderr: str) -> ErrorCode | None:
     low = stderr.lower()
-    if "access denied for user" in low or "(1045)" in low or "(1698)" in low:
+    if "(1045)" in low or "(1698)" in low:
+        return ErrorCode.AUTH_FAILED
+    # 1044: no privilege on the database, 1142/1143: on a table or column, 1227: SUPER.
+    if _MYSQL_PRIVILEGE.search(low):
+        return ErrorCode.PERMISSION_DENIED
+    if "access denied for user" in low:
         return ErrorCode.AUTH_FAILED
     if "unknown database" in low or "(1049)" in low:
         return ErrorCode.DATABASE_MISSING

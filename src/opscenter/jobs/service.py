@@ -38,6 +38,16 @@ async def create_job(
     return job
 
 
+async def holding(session: AsyncSession, lock_key: str) -> Job | None:
+    """The queued or running job that holds ``lock_key`` (works on that target), if any."""
+    return await session.scalar(
+        select(Job)
+        .where(Job.lock_key == lock_key, Job.status.in_(("queued", "running")))
+        .order_by(Job.id)
+        .limit(1)
+    )
+
+
 def jobs_query(principal: Principal) -> Select[Job]:
     return readable(select(Job), Job, principal).order_by(Job.id.desc())
 

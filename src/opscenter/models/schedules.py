@@ -90,7 +90,9 @@ class ScheduleRun(IdMixin, TimestampMixin, Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"), index=True)
     scheduled_for: Mapped[datetime | None]
     trigger: Mapped[str] = mapped_column(String(16))  # scheduled | catch_up | manual
-    status: Mapped[str] = mapped_column(String(16))  # started | skipped | failed
+    # started -> the backup's end (completed | failed | cancelled | interrupted); or
+    # skipped | failed when no backup started.
+    status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(String(2000))
     missed: Mapped[int] = mapped_column(default=0)  # slots coalesced into this catch-up run
     notify: Mapped[bool | None]

@@ -88,6 +88,12 @@ def describe(event: Event, level: str) -> tuple[str, str]:
         ),
         prefix.replace("_", " "),
     )
+    # What happened to the backup, when it is not the backup itself: "Restore of backup 5".
+    work = {"restore": "restore", "verify": "verification", "verification": "verification"}
+    of = work.get(prefix) or (work.get(str(data.get("kind"))) if prefix == "job" else None)
+    if of and "backup_id" in data:
+        into = f" into {data['target_database']}" if data.get("target_database") else ""
+        subject = f"{of} of backup {data['backup_id']}{into}"
     happened = action.replace("_", " ")
     if event.type == "server.health_changed" and data.get("health_status"):
         happened = f"is {data['health_status']}"

@@ -90,7 +90,7 @@ async def restore_recovery_point(
     backup, job = await backups.queue_restore(
         session, principal, ctx.keyring, recovery_point_id, body, origin_of(request)
     )
-    return accepted(request, job.id, backup.id, "Restore job queued")
+    return accepted(request, job.id, backup.id, backups.RESTORE_QUEUED)
 
 
 @points_router.delete(

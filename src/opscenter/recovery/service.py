@@ -1,5 +1,6 @@
 """Backup status per target (RPO compliance, failures, storage) and recovery points:
-read-only views over schedules, backups and external jobs.
+read-only views over schedules, backups and external jobs. A backup an integrity check
+found corrupt or missing (``backups.DAMAGED``) is no recovery point and no "last good".
 
 The RPO rule: a target's RPO is the longest gap between two runs of its enabled
 schedules (a daily schedule: 24 h; weekdays at 03:00: 72 h over the weekend). The age
@@ -36,6 +37,7 @@ from opscenter.recovery.schemas import (
 from opscenter.schedules import cron
 
 COMPLETED = "completed"
+DAMAGED = backups.DAMAGED
 FAILED = ("failed", "interrupted")
 FAILURE_WINDOW = timedelta(hours=24)
 TOLERANCE_SHARE = 0.1
@@ -75,16 +77,17 @@ def recovery_points_query(
         schedule_id=schedule_id,
         start=start,
         end=end,
-    )
+    ).where(Backup.verification_status.not_in(DAMAGED))
 
 
 async def get_recovery_point(session: AsyncSession, principal: Principal, point_id: int) -> Backup:
-    """A completed backup the caller may see; anything else is no recovery point (404)."""
+    """A completed backup the caller may see and no check found damaged or gone; anything
+    else is no recovery point (404)."""
     try:
         backup = await backups.get_backup(session, principal, point_id)
     except NotFound:
         backup = None
-    if backup is None or backup.status != COMPLETED:
+    if backup is None or backup.status != COMPLETED or backup.verification_status in DAMAGED:
         raise NotFound("Recovery point", point_id)
     return backup
 
@@ -182,6 +185,7 @@ async def _platform_targets(
 
     key_cols = (Backup.team_id, Backup.server_id, Backup.database_name)
     completed = Backup.status == COMPLETED
+    good = and_(completed, Backup.verification_status.not_in(DAMAGED))
     recent_failure = and_(Backup.status.in_(FAILED), Backup.created_at >= now - FAILURE_WINDOW)
     # The team scope first, then the columns: with_only_columns keeps the WHERE.
     scoped = readable(select(Backup), Backup, principal)
@@ -192,7 +196,7 @@ async def _platform_targets(
             func.sum(case((completed, func.coalesce(Backup.size_bytes, 0)), else_=0)),
             # Copies of one dump in other storages are one recovery point (a copy whose
             # original was deleted has lost its copy_of_id and counts on its own).
-            func.sum(case((and_(completed, Backup.copy_of_id.is_(None)), 1), else_=0)),
+            func.sum(case((and_(good, Backup.copy_of_id.is_(None)), 1), else_=0)),
         ).group_by(*key_cols)
     )
     for team_id, server_id, name, failures, storage, points in totals.all():
@@ -213,7 +217,7 @@ async def _platform_targets(
             .over(partition_by=key_cols, order_by=(point.desc(), Backup.id.desc()))
             .label("rank"),
         )
-        .where(completed)
+        .where(good)
         .subquery()
     )
     newest = await session.execute(

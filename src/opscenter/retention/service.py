@@ -50,7 +50,6 @@ log = get_logger("opscenter.retention")
 # decompressed, parsed) or restore_verified. checksum_ok only proves the stored bytes are
 # the ones written, not that the dump in them is complete, so it does not count.
 VERIFIED = frozenset({"deep_ok", "restore_verified"})
-CORRUPT = "corrupt"
 # Retention acts for no user; it may look at every team's backups of the scope it is given.
 RETENTION = Principal(
     user_id=0,
@@ -276,7 +275,7 @@ async def load_items(session: AsyncSession, scope: Scope) -> list[tuple[Item, Ba
                 created_at=b.created_at,
                 status=b.status,
                 verified=b.verification_status in VERIFIED,
-                corrupt=b.verification_status == CORRUPT,
+                corrupt=b.verification_status in backups.DAMAGED,
             ),
             b,
         )

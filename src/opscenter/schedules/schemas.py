@@ -226,7 +226,10 @@ class ScheduleRunOut(OutputModel):
     schedule_id: int
     scheduled_for: UtcDatetime | None
     trigger: str = Field(description="scheduled | catch_up | manual")
-    status: str = Field(description="started | skipped | failed")
+    status: str = Field(
+        description="started (its backup runs), then its backup's end: completed | failed | "
+        "cancelled | interrupted; or skipped | failed when no backup started"
+    )
     reason: str | None
     missed: int = Field(description="Earlier slots coalesced into this catch-up run")
     backup_id: int | None

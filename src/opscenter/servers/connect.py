@@ -29,6 +29,8 @@ CONNECT_TIMEOUT = 10
 
 HINTS = {
     ErrorCode.AUTH_FAILED: "check the username and password in the server's credentials",
+    ErrorCode.PERMISSION_DENIED: "grant the server's user the privilege named above, or "
+    "restore into a database it may use",
     ErrorCode.UNREACHABLE: "check that the server runs, that host and port are right and "
     "that no firewall blocks this host",
     ErrorCode.DATABASE_MISSING: "check the database name",

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
+from opscenter.backups import service as backups
 from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
 from opscenter.backups.restore import (
@@ -94,11 +95,21 @@ def compare_counts(
     return rows
 
 
-def _scratch_target(target: connect.Target, engine: str, database: str) -> RestoreTarget:
+def _scratch_target(
+    target: connect.Target, engine: str, database: str, *, no_owner: bool = False
+) -> RestoreTarget:
     if engine == "postgresql":
-        # Owners and grants name roles the sandbox may lack: they are not what is tested.
-        return PostgresTarget(target.pg(database), create=True, no_owner=True)
+        return PostgresTarget(target.pg(database), create=True, no_owner=no_owner)
     return MySQLTarget(target.mysql(database), create=True)
+
+
+def _ownership_error(err: BackupError) -> str | None:
+    """The line of a failed PostgreSQL restore saying its user may not take on the dump's
+    owners or grants (roles the sandbox lacks, or that its user is no member of)."""
+    for line in err.detail.splitlines():
+        if "must be member of role" in line or ("role" in line and "does not exist" in line):
+            return line.strip()
+    return None
 
 
 def _source(target: connect.Target, engine: str, database: str) -> DumpSource:
@@ -242,20 +253,39 @@ class VerifyJobs:
                 lambda: loop.create_task(ctx.progress(bytes_done=p.bytes_read, percent=percent))
             )
 
+        untested = ""
         async with connect.open_runner(target) as runner:
             try:
                 await ctx.progress(phase="restoring", bytes_total=manifest.size_bytes)
                 t0 = time.monotonic()
-                await run_restore(
-                    storage,
-                    manifest,
-                    _scratch_target(target, engine, scratch),
-                    identities=(self.keys.identity,),
-                    runner=runner,
-                    on_progress=on_progress,
-                    stall_timeout=self.app.settings.backup_stall_seconds,
-                    time_limit=self.app.settings.backup_time_limit_seconds or None,
-                )
+
+                async def restore(no_owner: bool) -> None:
+                    await run_restore(
+                        storage,
+                        manifest,
+                        _scratch_target(target, engine, scratch, no_owner=no_owner),
+                        identities=(self.keys.identity,),
+                        runner=runner,
+                        on_progress=on_progress,
+                        stall_timeout=self.app.settings.backup_stall_seconds,
+                        time_limit=self.app.settings.backup_time_limit_seconds or None,
+                    )
+
+                # As a real restore does, owners and grants included; only if the
+                # sandbox cannot take them is the data tested without, and the result
+                # says so (a real restore by this user would fail the same way).
+                try:
+                    await restore(no_owner=False)
+                except BackupError as err:
+                    refused = _ownership_error(err) if engine == "postgresql" else None
+                    if refused is None:
+                        raise
+                    untested = (
+                        f"; owners and grants not tested: restoring them failed ({refused}), "
+                        "so the scratch copy was restored without them"
+                    )
+                    t0 = time.monotonic()
+                    await restore(no_owner=True)
                 rto = round(time.monotonic() - t0, 3)
                 await self._update_run(run.id, rto_seconds=rto)
                 await ctx.progress(phase="counting rows")
@@ -269,6 +299,7 @@ class VerifyJobs:
                 if leftover is not None:
                     log.warning("scratch database not dropped", run_id=run.id, database=scratch)
         note = f"; the scratch database {scratch} could not be dropped" if leftover else ""
+        note = untested + note
         if manifest.row_counts is None:
             detail = f"restored in {rto} s; the dump has no row counts to compare{note}"
             return detail, {"rto_seconds": rto}
@@ -315,6 +346,11 @@ class VerifyJobs:
             run.error_message = message
             run.finished_at = utcnow()
             backup.verification_status = service.status_after(before, run.test_type, outcome)
+            damage = None
+            if outcome == service.CORRUPT:  # corrupt, or missing: backups.DAMAGE says which
+                damage = await backups.mark_damaged(
+                    session, backup, code, message, f"{run.test_type} check"
+                )
             await audit.record(
                 session,
                 action=f"verification.{outcome}",
@@ -346,24 +382,10 @@ class VerifyJobs:
             }
         kind = {"passed": "completed", "cancelled": "cancelled"}.get(outcome, "failed")
         self.app.events.publish(Event(f"verification.{kind}", data, team_id=backup.team_id))
-        if outcome == service.CORRUPT:
-            log.warning("backup found corrupt", backup_id=backup.id, code=code)
-            self.app.events.publish(
-                Event(
-                    "backup.corrupt",
-                    {
-                        "backup_id": backup.id,
-                        "server_id": backup.server_id,
-                        "database_name": backup.database_name,
-                        "severity": "critical",
-                        "message": f"Backup {backup.id} of {backup.database_name} is corrupt "
-                        f"({run.test_type} check): {message}",
-                        "run_id": run.id,
-                        "error_code": code,
-                    },
-                    team_id=backup.team_id,
-                )
-            )
+        if damage is not None:
+            log.warning("backup found damaged", backup_id=backup.id, code=code)
+            damage.data["run_id"] = run.id
+            self.app.events.publish(damage)
 
     async def _drop_after_restart(self, session: AsyncSession, run: VerificationRun) -> None:
         """The process died mid-test: the scratch database may still exist."""

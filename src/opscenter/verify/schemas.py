@@ -61,7 +61,8 @@ class VerificationOut(OutputModel):
     trigger: str = Field(description="manual | after_backup | scheduled")
     status: RunStatus
     backup_verification_status: str = Field(
-        description="unverified | checksum_ok | deep_ok | restore_verified | corrupt"
+        description="unverified | checksum_ok | deep_ok | restore_verified | corrupt | missing "
+        "(its artifact is gone)"
     )
     target_server_id: int | None
     scratch_database: str | None

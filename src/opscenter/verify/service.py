@@ -31,19 +31,10 @@ RESTORE_ENGINES = ("postgresql", "mysql")
 PASSED = {"checksum": "checksum_ok", "deep": "deep_ok", "restore": "restore_verified"}
 RANK = {"unverified": 0, "checksum_ok": 1, "deep_ok": 2, "restore_verified": 3}
 CORRUPT = "corrupt"
-#: Failure codes that mean the artifact itself is damaged. Anything else (storage or
-#: sandbox unreachable, a tool missing, a restore the target refused) means the check
-#: could not be made, and the backup's status stays as it was.
-CORRUPTING = frozenset(
-    {
-        "checksum_mismatch",
-        "decrypt_failed",
-        "decompress_failed",
-        "verify_failed",
-        "manifest_invalid",
-        "table_missing",
-    }
-)
+#: Failure codes that mean the artifact itself is damaged or gone. Anything else
+#: (storage or sandbox unreachable, a tool missing, a restore the target refused) means
+#: the check could not be made, and the backup's status stays as it was.
+CORRUPTING = frozenset(backups.DAMAGE)
 
 
 def status_after(current: str, test_type: str, outcome: str) -> str:
