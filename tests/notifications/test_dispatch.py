@@ -65,7 +65,6 @@ def test_severity_mapping() -> None:
     assert severity(Event("something.else", {})) == "info"
 
 
-@pytest.mark.usefixtures("allow_loopback")
 def test_titles_name_what_failed() -> None:
     """A restore or a verification of backup 5 failing is not "Backup 5 failed"."""
     restore = Event("restore.failed", {"backup_id": 5, "job_id": 9, "target_database": "s"})
@@ -77,6 +76,7 @@ def test_titles_name_what_failed() -> None:
     assert describe(Event("backup.failed", {"backup_id": 5}), "error")[0] == "Backup 5 failed"
 
 
+@pytest.mark.usefixtures("allow_loopback")
 async def test_failures_reach_a_channel_without_policy(
     api: Api,
     admin: httpx.AsyncClient,
