@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import Api, UserFactory
+from tests.core.helpers import assert_error
 
 PG_SERVER = {
     "type": "postgresql",
@@ -371,3 +372,19 @@ async def test_a_restart_during_the_finisher_keeps_a_completed_backup(
     assert backup["status"] == "completed" and backup["error_code"] is None, backup
     link = (await admin.post(f"/api/v1/backups/{backup['id']}/download")).json()
     assert link["download_url"]
+
+
+async def test_downloading_a_backup_needs_download_permission(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    # A download link hands over the whole artifact: reading the data, not its catalog row.
+    viewer = await make_user("viewer")
+    token = {"name": "read-only script", "role": "viewer"}
+    key = (await admin.post("/api/v1/admin/tokens", json=token)).json()["key"]
+    missing = "/api/v1/backups/2147483647/download"
+    for headers in (viewer.headers, {"X-API-Key": key}):
+        async with api.client(headers) as c:
+            assert_error(await c.post(missing), 403, "FORBIDDEN")
+    operator = await make_user("operator")
+    async with operator.client(api) as c:
+        assert_error(await c.post(missing), 404, "NOT_FOUND")

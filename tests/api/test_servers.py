@@ -286,3 +286,19 @@ async def test_sqlite_files(api: Api, admin: httpx.AsyncClient, tmp_path: Path) 
     )
     body = (await admin.post(f"/api/v1/servers/{bad['id']}/test-connection")).json()
     assert body["success"] is False and "not an SQLite database" in body["message"]
+
+
+async def test_a_viewer_neither_tests_connections_nor_lists_databases(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    # Both connect with the stored credentials (and a test records health): an operator's
+    # action, for the server's team.
+    server = await create(admin)
+    viewer = await make_user("viewer")
+    async with viewer.client(api) as c:
+        for method, path in [("POST", "/test-connection"), ("GET", "/databases")]:
+            r = await c.request(method, f"/api/v1/servers/{server['id']}{path}")
+            assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN", (path, r.text)
+    operator = await make_user("operator")
+    async with operator.client(api) as c:
+        assert (await c.post(f"/api/v1/servers/{server['id']}/test-connection")).status_code == 200

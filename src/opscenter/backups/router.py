@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
+from opscenter.auth.permissions import DOWNLOAD_BACKUPS
 from opscenter.backups import catalog, service
 from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import Manifest
@@ -31,6 +32,7 @@ router = APIRouter(prefix="/backups", tags=["Backups"])
 ReadBackups = Annotated[Principal, Depends(require("read:backups"))]
 WriteBackups = Annotated[Principal, Depends(require("write:backups"))]
 Restorer = Annotated[Principal, Depends(require("execute:restores"))]
+Downloader = Annotated[Principal, Depends(require(DOWNLOAD_BACKUPS))]
 BackupStatus = Annotated[
     str | None,
     Query(pattern="^(pending|running|completed|failed|cancelled|interrupted|deleting)$"),
@@ -126,7 +128,7 @@ async def delete_backup(
     "/{backup_id}/download", response_model=DownloadLink, responses=responses(NotFound, Conflict)
 )
 async def download_link(
-    backup_id: PathId, principal: ReadBackups, session: SessionDep, ctx: Ctx, request: Request
+    backup_id: PathId, principal: Downloader, session: SessionDep, ctx: Ctx, request: Request
 ) -> DownloadLink:
     """A signed link, valid for 15 minutes: the storage's own presigned URL where it offers
     one (S3), else ours, which streams the artifact through this server with Range support."""

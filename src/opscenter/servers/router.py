@@ -154,7 +154,7 @@ async def delete_server(
     "/{server_id}/test-connection", response_model=ConnectionTest, responses=responses(NotFound)
 )
 async def test_connection(
-    server_id: PathId, principal: ReadServers, session: SessionDep, ctx: Ctx
+    server_id: PathId, principal: WriteServers, session: SessionDep, ctx: Ctx
 ) -> ConnectionTest:
     """Connects with the stored credentials and the same tools a backup uses."""
     server = await service.get_server(session, principal, server_id)
@@ -180,7 +180,7 @@ async def test_connection(
     responses=responses(NotFound, ServerUnreachable),
 )
 async def list_databases(
-    server_id: PathId, principal: ReadServers, session: SessionDep, ctx: Ctx
+    server_id: PathId, principal: WriteServers, session: SessionDep, ctx: Ctx
 ) -> DatabaseList:
     """Read live from the server: names and sizes."""
     server = await service.get_server(session, principal, server_id)
