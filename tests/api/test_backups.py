@@ -285,6 +285,9 @@ async def test_production_target_needs_confirmation(
         ({"database_name": "x", "db_type": "mysql"}, 422),
         ({"database_name": "x", "storage_id": 999999}, 404),
         ({"database_name": "x", "unknown": 1}, 422),
+        ({"database_name": "x", "server_id": True}, 422),  # true is not server 1
+        ({"database_name": "x", "storage_ids": [True]}, 422),
+        ({"database_name": "x\nDROP"}, 422),
     ],
 )
 async def test_bad_backup_requests(

@@ -121,6 +121,9 @@ async def test_credentials_are_encrypted_at_rest_and_bound_to_their_row(
         {"type": "postgresql", "host": "127.0.0.1", "health_status": "healthy"},  # read-only
         {"type": "postgresql", "host": "127.0.0.1", "credentials": {"token": "x"}},
         {"type": "postgresql", "host": "127.0.0.1", "description": "nul\x00byte"},
+        {"type": "postgresql", "host": "127.0.0.1", "credentials": {"username": "a\nb"}},
+        {"type": "mysql", "host": "127.0.0.1", "credentials": {"db_username": "root\t"}},
+        {"type": "postgresql", "host": "127.0.0.1", "port": True},
     ],
 )
 async def test_bad_input_is_rejected_and_nothing_written(

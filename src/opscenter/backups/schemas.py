@@ -5,9 +5,9 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from opscenter.core.schemas import Id, InputModel, OutputModel, UtcDatetime
+from opscenter.core.schemas import Id, InputModel, OutputModel, SingleLine, UtcDatetime
 
-DatabaseName = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+DatabaseName = Annotated[str, StringConstraints(min_length=1, max_length=4096), SingleLine]
 ColumnRef = Annotated[
     str,
     StringConstraints(
