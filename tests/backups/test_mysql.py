@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import stat
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import read_manifest, write_manifest
+from opscenter.backups.masking import mask_mysql
 from opscenter.backups.pipeline import BackupOptions, run_backup
 from opscenter.backups.restore import MySQLTarget, deep_verify, run_restore
 from opscenter.backups.runner import Command, LocalProcess, LocalRunner
@@ -147,3 +150,34 @@ async def test_deep_verify_needs_the_trailer(my_db, my_conn, storage):
     with pytest.raises(BackupError) as info:
         await run_restore(storage, forged, MySQLTarget(my_conn(dst)))
     assert info.value.code is ErrorCode.VERIFY_FAILED
+
+
+async def test_names_starting_with_a_dash_are_data_not_options(
+    my_db, my_conn, storage, age_identity, age_recipient
+):
+    # As a bare argument, `--tee=FILE` made the client log into FILE and `-P1` set the port.
+    tee = Path(tempfile.gettempdir()) / new_name("tee")  # short: a name has 64 characters
+    with pytest.raises(BackupError) as info:
+        await run_backup(MySQLSource(my_conn(f"--tee={tee}")), storage)
+    assert info.value.code is ErrorCode.DATABASE_MISSING
+    assert not tee.exists()
+
+    src = my_db(f"-P1{new_name('')}")
+    mysql(
+        None,
+        f"CREATE TABLE `{src}`.t (i INT, s VARCHAR(20)); INSERT INTO `{src}`.t VALUES (1, 'x')",
+    )
+    result = await run_backup(
+        MySQLSource(my_conn(src)),
+        storage,
+        options=BackupOptions(recipients=(age_recipient,), row_counts=True),
+    )
+    manifest = await read_manifest(storage, result.key)
+    assert manifest.database == src and manifest.row_counts.tables == {"t": 1}
+    dst = my_db(f"--tee={tee}", create=False)
+    await run_restore(
+        storage, manifest, MySQLTarget(my_conn(dst), create=True), identities=[age_identity]
+    )
+    await mask_mysql(LocalRunner(), my_conn(dst), {"t.s": "null"}, "salt")
+    assert mysql(None, f"SELECT i, s FROM `{dst}`.t") == "1\tNULL"
+    assert not tee.exists()

@@ -771,12 +771,10 @@ async def _mysql_sink(runner: CommandRunner, target: MySQLTarget) -> _ProcessSin
     client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
 
     async def query(sql: str, database: str | None) -> str:
-        args = ["--batch", "--skip-column-names", "-e", sql]
-        if database:
-            args.append(database)
-        res = await runner.run(
-            mysql_client_command(client, conn, *args), limit_seconds=conn.connect_timeout + 60
+        command = mysql_client_command(
+            client, conn, "--batch", "--skip-column-names", "-e", sql, database=database
         )
+        res = await runner.run(command, limit_seconds=conn.connect_timeout + 60)
         if res.returncode != 0:
             raise BackupError(
                 classify_mysql_error(res.stderr) or ErrorCode.RESTORE_FAILED,
@@ -801,7 +799,7 @@ async def _mysql_sink(runner: CommandRunner, target: MySQLTarget) -> _ProcessSin
                 "database or allow restoring over it",
                 stage="check",
             )
-    cmd = mysql_client_command(client, conn, "--binary-mode", "--batch", conn.database)
+    cmd = mysql_client_command(client, conn, "--binary-mode", "--batch", database=conn.database)
     return _ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
 
 
