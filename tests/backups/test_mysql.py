@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import stat
 import tempfile
 import textwrap
@@ -88,19 +89,18 @@ async def test_password_in_defaults_file_only(my_db, storage):
         class Spy(LocalRunner):
             async def start(self, command, *, stdin=None, stdout=None) -> LocalProcess:
                 proc = await super().start(command, stdin=stdin, stdout=stdout)
-                # The defaults file exists, mode 0600, while the dump runs.
-                path = proc._secret_dir.paths[command.secret_files[0].ref]
-                seen.append((command, stat.S_IMODE(__import__("os").stat(path).st_mode)))
-                self.path = path
+                # The defaults file is an inherited descriptor, mode 0600, nothing on disk.
+                path = proc._secrets.paths[command.secret_files[0].ref]
+                link = os.readlink(f"/proc/{proc.pid}/fd/{path.rsplit('/', 1)[1]}")
+                seen.append((command, stat.S_IMODE(os.stat(path).st_mode), link))
                 return proc
 
         spy = Spy()
         conn = MySQLConnection("127.0.0.1", db, user=user, password=password)
         await run_backup(MySQLSource(conn), storage, runner=spy)
-        ((command, mode),) = seen
-        assert mode == 0o600
+        ((command, mode, link),) = seen
+        assert mode == 0o600 and link.startswith("/memfd:mysql-client")
         assert not any(password in a for a in command.argv)
-        assert not __import__("os").path.exists(spy.path)  # deleted afterwards
 
         wrong = dataclasses.replace(conn, password="definitely-wrong-pw")
         with pytest.raises(BackupError) as info:

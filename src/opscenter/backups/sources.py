@@ -4,7 +4,7 @@ A source probes what it needs through a :class:`~opscenter.backups.runner.Comman
 (server version, which tool fits) and returns a :class:`DumpPlan` whose ``command``
 writes the whole dump to stdout. Passwords never appear in argv: PostgreSQL gets
 ``PGPASSWORD`` in the environment, MySQL/MariaDB a 0600 ``--defaults-extra-file``
-that the runner deletes after the process exits.
+that the runner hands over without leaving it on disk (see ``runner``).
 """
 
 from __future__ import annotations
