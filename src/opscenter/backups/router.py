@@ -20,6 +20,7 @@ from opscenter.backups.manifest import Manifest
 from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, RestoreRequest
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
@@ -235,7 +236,7 @@ def _parse_range(value: str, size: int) -> tuple[int, int]:
     "/{backup_id}/restore",
     response_model=Accepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=responses(NotFound, Conflict, InvalidInput),
+    responses=responses(NotFound, Conflict, Forbidden, InvalidInput),
 )
 async def restore_backup(
     backup_id: PathId,
@@ -248,7 +249,13 @@ async def restore_backup(
     """Into a new or empty database; a non-empty one needs `drop_existing`, a production
     server also `confirm` equal to the database name. Masking runs in the target."""
     backup, job = await service.queue_restore(
-        session, principal, ctx.keyring, backup_id, body, origin_of(request)
+        session,
+        principal,
+        ctx.keyring,
+        HostFiles(ctx.settings),
+        backup_id,
+        body,
+        origin_of(request),
     )
     return accepted(request, job.id, backup.id, "Restore job queued")
 

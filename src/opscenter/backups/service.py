@@ -11,11 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.audit.service import Origin
+from opscenter.auth.permissions import HOST_FILES
 from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import manifest_key
 from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
 from opscenter.core.clock import utcnow
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from opscenter.core.hostfiles import HostFiles, check_shape
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
@@ -28,6 +30,8 @@ from opscenter.storage import service as storage
 from opscenter.storage.backends import StorageError
 
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
+# Engines whose backups are files of the host: a path read, a path written on restore.
+FILE_ENGINES = ("files", "sqlite")
 ACTIVE = ("pending", "running")
 
 
@@ -142,9 +146,12 @@ def check_target(server: Server, engine: str, target: str) -> None:
     kind = ServerType(server.type)
     if kind == ServerType.SQLITE and target not in server.paths:
         raise InvalidInput(f"{target} is not one of this server's database files: {server.paths}")
-    if kind in HOSTS and engine in ("files", "sqlite"):
-        if not target.startswith("/") or ".." in target.split("/"):
-            raise InvalidInput("source_path must be an absolute path without '..'")
+    if kind in HOSTS and engine in FILE_ENGINES:
+        check_shape(target, "source_path")
+        if kind == ServerType.LOCAL and not server.paths:
+            raise InvalidInput(
+                "This host has no paths: an admin lists the files it may back up in its paths"
+            )
         roots = [p.rstrip("/") for p in server.paths]
         norm = posixpath.normpath(target)
         if roots and not any(norm == r or norm.startswith(r + "/") for r in roots):
@@ -256,10 +263,29 @@ async def copies_of(session: AsyncSession, backup: Backup) -> list[Backup]:
     )
 
 
+def check_restore_target(files: HostFiles, server: Server, engine: str, target: str) -> None:
+    """A files or SQLite restore writes where an admin allowed: on this host inside the
+    restore roots; on an SSH host or in a container at an absolute path."""
+    if engine not in FILE_ENGINES:
+        return
+    if ServerType(server.type) in servers.ON_THIS_HOST:
+        files.check_restore_target(target)
+    else:
+        check_shape(target, "restore target")
+
+
 async def create_restore(
-    session: AsyncSession, principal: Principal, backup_id: int, data: RestoreRequest
+    session: AsyncSession,
+    principal: Principal,
+    files: HostFiles,
+    backup_id: int,
+    data: RestoreRequest,
 ) -> tuple[Backup, Job]:
     backup = await get_backup(session, principal, backup_id)
+    if backup.imported and not principal.can(HOST_FILES):
+        # Anyone holding the public recipient can make an artifact: what it restores
+        # (files, owners, modes) was never produced here.
+        raise Forbidden("This backup was imported, not made here: only an admin restores it")
     if backup.status != "completed" or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups restore")
     if backup.verification_status == "corrupt" and not data.force:
@@ -281,6 +307,7 @@ async def create_restore(
         raise InvalidInput(
             "An SQLite restore writes the file on this host: restore into a local or sqlite server"
         )
+    check_restore_target(files, target, backup.db_type, data.target_database)
     if data.masking_rules and backup.db_type not in {"postgresql", "mysql"}:
         raise InvalidInput("Masking applies to PostgreSQL and MySQL restores")
     if data.parallel_jobs > 1 and backup.db_type != "postgresql":
@@ -346,6 +373,7 @@ async def queue_restore(
     session: AsyncSession,
     principal: Principal,
     keyring: Keyring,
+    files: HostFiles,
     backup_id: int,
     data: RestoreRequest,
     origin: Origin | None,
@@ -354,7 +382,7 @@ async def queue_restore(
     audit it (`POST /backups/{id}/restore` and seed 002's recovery points)."""
     if not principal.can("write:backups") and data.force:
         raise Forbidden("Forcing the restore of a corrupt backup needs write:backups")
-    backup, job = await create_restore(session, principal, backup_id, data)
+    backup, job = await create_restore(session, principal, files, backup_id, data)
     target_server = await servers.get_server(session, principal, job.params["target_server_id"])
     try:
         state = await connect.database_state(

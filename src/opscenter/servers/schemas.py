@@ -22,7 +22,9 @@ Hostname = Annotated[
 UserName = Annotated[str, StringConstraints(min_length=1, max_length=200), SingleLine]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TagValue = Annotated[str, StringConstraints(max_length=256)]
-FilePath = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/")]
+FilePath = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/"), SingleLine
+]
 ContainerName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ]
