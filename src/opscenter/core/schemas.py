@@ -47,8 +47,10 @@ def _not_bool(value: Any) -> Any:
 def _admits_bool(annotation: Any) -> bool:
     if annotation is bool or annotation is Any or annotation is object:
         return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Literal):
-        return any(arg is bool or _admits_bool(arg) for arg in typing.get_args(annotation))
+    if typing.get_origin(annotation) is typing.Literal:
+        return any(isinstance(arg, bool) for arg in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_admits_bool(arg) for arg in typing.get_args(annotation))
     if typing.get_origin(annotation) is Annotated:
         return _admits_bool(typing.get_args(annotation)[0])
     return False
