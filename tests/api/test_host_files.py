@@ -202,6 +202,7 @@ async def test_an_imported_artifact_is_restored_by_an_admin_only(
     )
     assert r.status_code == 201, r.text
     imported = r.json()
+    assert imported["imported"] is True and files_backup["imported"] is False
     restores = api.settings.data_dir.resolve() / "restores"
     operator = await make_user("operator")
     url = f"/api/v1/backups/{imported['id']}/restore"

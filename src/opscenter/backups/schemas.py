@@ -82,6 +82,10 @@ class BackupOut(OutputModel):
     copy_of_id: int | None = Field(
         description="A copy of that backup: the same dump, written to another storage"
     )
+    imported: bool = Field(
+        description="Taken in from outside (an upload or a storage's contents), not made "
+        "here: only an admin restores it"
+    )
     database_name: str
     db_type: str
     backup_type: str

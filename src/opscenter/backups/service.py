@@ -44,6 +44,7 @@ def backup_out(backup: Backup) -> BackupOut:
         schedule_id=backup.schedule_id,
         job_id=backup.job_id,
         copy_of_id=backup.copy_of_id,
+        imported=backup.imported,
         database_name=backup.database_name,
         db_type=backup.db_type,
         backup_type=backup.backup_type,
