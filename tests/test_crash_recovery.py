@@ -1,11 +1,13 @@
 """The server process is SIGKILLed mid-backup or mid-restore and started again: the job
 and the backup end `interrupted`, the partial file is removed, and older backups are
 untouched; a database a restore was creating is dropped, one it was overwriting is
-reported damaged."""
+reported damaged; no database password is left behind on disk."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import httpx
 import pytest
 
 from tests.backups.conftest import mysql, new_name
+from tests.backups.helpers import pgrep
 from tests.live import LiveServer
 
 
@@ -153,3 +156,61 @@ def test_killed_mysql_restores_are_reconciled(server: LiveServer, my_names: list
         for action, name in (("restore.target_damaged", over), ("restore.cleanup", fresh)):
             log = c.get("/api/v1/audit/logs", params={"action": action}).json()
             assert [i for i in log["items"] if i["details"]["target_database"] == name], action
+
+
+def test_a_killed_server_leaves_no_database_password_on_disk(tmp_path: Path) -> None:
+    """kill -9 during a MariaDB dump: the client's password never sat in a file that
+    outlives the process (it reaches the tools as an inherited descriptor)."""
+    db, user = f"oc_crash_{uuid.uuid4().hex[:8]}", f"oc_u{uuid.uuid4().hex[:8]}"
+    password = f"crash-secret-{uuid.uuid4().hex}"
+    mysql(
+        None,
+        f"CREATE DATABASE `{db}`; CREATE TABLE `{db}`.t (i INT); INSERT INTO `{db}`.t VALUES (1)",
+    )
+    mysql(None, f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{password}'")
+    mysql(None, f"GRANT ALL ON `{db}`.* TO '{user}'@'127.0.0.1'")
+    # A write lock held elsewhere keeps the dump waiting on the table, mid-job.
+    locker = subprocess.Popen(
+        [
+            "mariadb",
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "-e",
+            f"LOCK TABLES `{db}`.t WRITE; SELECT SLEEP(60)",
+        ]
+    )
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    server = LiveServer(tmp_path / "data", TMPDIR=str(temp))
+    try:
+        server.start()
+        with server.client() as c:
+            srv = c.post(
+                "/api/v1/servers",
+                json={
+                    "name": "maria",
+                    "type": "mysql",
+                    "host": "127.0.0.1",
+                    "credentials": {"username": user, "password": password},
+                },
+            ).json()
+            backup = c.post(
+                "/api/v1/backups", json={"server_id": srv["id"], "database_name": db}
+            ).json()
+            _wait_job(c, backup["job_id"], {"running"})
+            waiting = f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
+            deadline = time.monotonic() + 30
+            while mysql(None, waiting) == "0" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert pgrep(f"defaults-extra-file.*{db}"), "a client should be waiting on the lock"
+        server.kill()
+        leftovers = [
+            p for p in temp.rglob("*") if p.is_file() and password in p.read_text("latin-1")
+        ]
+        assert leftovers == []
+    finally:
+        server.stop()
+        locker.kill()
+        mysql(None, f"DROP DATABASE IF EXISTS `{db}`; DROP USER IF EXISTS '{user}'@'127.0.0.1'")

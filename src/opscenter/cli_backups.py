@@ -24,6 +24,7 @@ from opscenter.cli_actions import SYSTEM
 from opscenter.config import get_settings
 from opscenter.core.context import AppContext
 from opscenter.core.errors import AppError
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.security import Keyring
 from opscenter.jobs.runner import TERMINAL
 from opscenter.models import Backup, Job
@@ -183,7 +184,8 @@ def backup_restore(
                 drop_existing=drop_existing,
                 confirm=confirm,
             )
-            _, job = await service.create_restore(session, SYSTEM, backup_id, data)
+            files = HostFiles(ctx.settings)
+            _, job = await service.create_restore(session, SYSTEM, files, backup_id, data)
             await session.commit()
         ctx.runner.submit(job.id)
         return _outcome(await _follow(ctx, job.id, f"restore of #{backup_id}"), "restore")

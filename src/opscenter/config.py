@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     outbound_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="OPSCENTER_OUTBOUND_ALLOWLIST"
     )
+    # Directories under which files and SQLite restores may write on this host, besides
+    # the data dir's `restores` area (comma-separated absolute paths).
+    restore_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, validation_alias="OPSCENTER_RESTORE_ROOTS"
+    )
     admin_email: str = Field("admin@localhost", validation_alias="OPSCENTER_ADMIN_EMAIL")
     admin_password: str | None = Field(None, validation_alias="OPSCENTER_ADMIN_PASSWORD")
 
@@ -119,9 +124,9 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias="OPSCENTER_LOG_LEVEL")
     secure_cookies: bool = Field(False, validation_alias="OPSCENTER_SECURE_COOKIES")
 
-    @field_validator("allowed_origins", "outbound_allowlist", mode="before")
+    @field_validator("allowed_origins", "outbound_allowlist", "restore_roots", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
@@ -138,6 +143,13 @@ class Settings(BaseSettings):
                 "with the embedded SQLite there is one process and nothing to relay"
             )
         return self
+
+    @field_validator("restore_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[Path]) -> list[Path]:
+        if any(not root.is_absolute() or ".." in root.parts for root in value):
+            raise ValueError("OPSCENTER_RESTORE_ROOTS takes absolute paths without '..'")
+        return value
 
     @field_validator("integration_retry_schedule", mode="before")
     @classmethod

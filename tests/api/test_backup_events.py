@@ -36,7 +36,8 @@ async def test_backup_and_restore_events(
         )
         assert (await run_job(api, admin, accepted))["status"] == "succeeded"
         backup_id = accepted.json()["id"]
-        target = tmp_path / "restored"
+        restores = api.settings.data_dir / "restores"  # the restore root every install has
+        target = restores / f"restored-{backup_id}"
         restored = await admin.post(
             f"/api/v1/backups/{backup_id}/restore", json={"target_database": str(target)}
         )
@@ -52,7 +53,7 @@ async def test_backup_and_restore_events(
         path.write_bytes(bytes(data))
         failing = await admin.post(
             f"/api/v1/backups/{backup_id}/restore",
-            json={"target_database": str(tmp_path / "again")},
+            json={"target_database": str(restores / f"again-{backup_id}")},
         )
         assert (await run_job(api, admin, failing))["status"] == "failed"
         await asyncio.sleep(0.05)
@@ -70,4 +71,4 @@ async def test_backup_and_restore_events(
     failed = bad[-1].data
     assert failed["error_code"] in {"checksum_mismatch", "decrypt_failed"}
     assert failed["severity"] == "error"
-    assert failed["target_database"] == str(tmp_path / "again")
+    assert failed["target_database"] == str(restores / f"again-{backup_id}")

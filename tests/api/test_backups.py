@@ -17,6 +17,7 @@ import pytest
 from opscenter.backups import service as backups_service
 from opscenter.models import Backup, Job
 from tests.conftest import Api, UserFactory
+from tests.core.helpers import assert_error
 
 PG_SERVER = {
     "type": "postgresql",
@@ -292,6 +293,9 @@ async def test_production_target_needs_confirmation(
         ({"database_name": "x", "db_type": "mysql"}, 422),
         ({"database_name": "x", "storage_id": 999999}, 404),
         ({"database_name": "x", "unknown": 1}, 422),
+        ({"database_name": "x", "server_id": True}, 422),  # true is not server 1
+        ({"database_name": "x", "storage_ids": [True]}, 422),
+        ({"database_name": "x\nDROP"}, 422),
     ],
 )
 async def test_bad_backup_requests(
@@ -482,3 +486,19 @@ async def test_start_up_removes_the_globals_a_killed_backup_left(
     log = (await admin.get("/api/v1/audit/logs", params={"action": "backup.interrupted"})).json()
     [entry] = [e for e in log["items"] if e["resource_id"] == str(backup.id)]
     assert entry["details"]["orphans_removed"] == [orphan]
+
+
+async def test_downloading_a_backup_needs_download_permission(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    # A download link hands over the whole artifact: reading the data, not its catalog row.
+    viewer = await make_user("viewer")
+    token = {"name": "read-only script", "role": "viewer"}
+    key = (await admin.post("/api/v1/admin/tokens", json=token)).json()["key"]
+    missing = "/api/v1/backups/2147483647/download"
+    for headers in (viewer.headers, {"X-API-Key": key}):
+        async with api.client(headers) as c:
+            assert_error(await c.post(missing), 403, "FORBIDDEN")
+    operator = await make_user("operator")
+    async with operator.client(api) as c:
+        assert_error(await c.post(missing), 404, "NOT_FOUND")

@@ -121,6 +121,9 @@ async def test_credentials_are_encrypted_at_rest_and_bound_to_their_row(
         {"type": "postgresql", "host": "127.0.0.1", "health_status": "healthy"},  # read-only
         {"type": "postgresql", "host": "127.0.0.1", "credentials": {"token": "x"}},
         {"type": "postgresql", "host": "127.0.0.1", "description": "nul\x00byte"},
+        {"type": "postgresql", "host": "127.0.0.1", "credentials": {"username": "a\nb"}},
+        {"type": "mysql", "host": "127.0.0.1", "credentials": {"db_username": "root\t"}},
+        {"type": "postgresql", "host": "127.0.0.1", "port": True},
     ],
 )
 async def test_bad_input_is_rejected_and_nothing_written(
@@ -286,3 +289,19 @@ async def test_sqlite_files(api: Api, admin: httpx.AsyncClient, tmp_path: Path) 
     )
     body = (await admin.post(f"/api/v1/servers/{bad['id']}/test-connection")).json()
     assert body["success"] is False and "not an SQLite database" in body["message"]
+
+
+async def test_a_viewer_neither_tests_connections_nor_lists_databases(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    # Both connect with the stored credentials (and a test records health): an operator's
+    # action, for the server's team.
+    server = await create(admin)
+    viewer = await make_user("viewer")
+    async with viewer.client(api) as c:
+        for method, path in [("POST", "/test-connection"), ("GET", "/databases")]:
+            r = await c.request(method, f"/api/v1/servers/{server['id']}{path}")
+            assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN", (path, r.text)
+    operator = await make_user("operator")
+    async with operator.client(api) as c:
+        assert (await c.post(f"/api/v1/servers/{server['id']}/test-connection")).status_code == 200

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Api, CreatedUser
+from tests.conftest import Api, CreatedUser, UserFactory
 from tests.core.helpers import assert_error, role_user, uid
 
 TEAMS = "/api/v1/users/teams"
@@ -233,10 +233,12 @@ async def test_permissions_catalogue(api: Api, viewer: CreatedUser) -> None:
         "read:audit",
         "execute:commands",
         "scope:all-teams",
+        "download:backups",
+        "access:host_files",
     } <= set(names)
     assert all(p["description"] for p in body["items"])
-    for name in names:
-        assert name == "scope:all-teams" or name.split(":")[0] in {"read", "write", "execute"}
+    verbs = {"read", "write", "execute", "download", "access", "scope"}
+    assert {name.split(":")[0] for name in names} == verbs
 
 
 # -- who may -------------------------------------------------------------------------------
@@ -309,3 +311,18 @@ async def test_concurrent_writes_keep_the_audit_chain_whole(admin: httpx.AsyncCl
     r = await admin.get("/api/v1/audit/search", params={"q": token, "limit": 100})
     audited = {int(i["resource_id"]) for i in r.json()["items"] if i["action"] == "team.create"}
     assert ids <= audited and len(audited) == 31
+
+
+async def test_operators_and_viewers_list_only_their_own_teams(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    mine = (await admin.post(TEAMS, json={"name": uid("Mine ")})).json()
+    theirs = (await admin.post(TEAMS, json={"name": uid("Theirs ")})).json()
+    for role in ("operator", "viewer"):
+        user = await make_user(role, team_ids=[mine["id"]])
+        async with user.client(api) as c:
+            r = await c.get(TEAM_LIST, params={"limit": 1000})
+        assert r.status_code == 200, r.text
+        assert [t["id"] for t in r.json()["items"]] == [mine["id"]], role
+        assert r.json()["total"] == 1
+    assert await teams_named(admin, theirs["name"]) == [theirs]  # an admin sees every team

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import pathlib
 import stat
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import read_manifest, write_manifest
+from opscenter.backups.masking import mask_mysql
 from opscenter.backups.pipeline import BackupOptions, run_backup
 from opscenter.backups.restore import MySQLTarget, deep_verify, run_restore
 from opscenter.backups.runner import Command, LocalProcess, LocalRunner
@@ -86,19 +90,18 @@ async def test_password_in_defaults_file_only(my_db, storage):
         class Spy(LocalRunner):
             async def start(self, command, *, stdin=None, stdout=None) -> LocalProcess:
                 proc = await super().start(command, stdin=stdin, stdout=stdout)
-                # The defaults file exists, mode 0600, while the dump runs.
-                path = proc._secret_dir.paths[command.secret_files[0].ref]
-                seen.append((command, stat.S_IMODE(__import__("os").stat(path).st_mode)))
-                self.path = path
+                # The defaults file is an inherited descriptor, mode 0600, nothing on disk.
+                path = proc._secrets.paths[command.secret_files[0].ref]
+                link = os.readlink(f"/proc/{proc.pid}/fd/{path.rsplit('/', 1)[1]}")
+                seen.append((command, stat.S_IMODE(os.stat(path).st_mode), link))
                 return proc
 
         spy = Spy()
         conn = MySQLConnection("127.0.0.1", db, user=user, password=password)
         await run_backup(MySQLSource(conn), storage, runner=spy)
-        ((command, mode),) = seen
-        assert mode == 0o600
+        ((command, mode, link),) = seen
+        assert mode == 0o600 and link.startswith("/memfd:mysql-client")
         assert not any(password in a for a in command.argv)
-        assert not __import__("os").path.exists(spy.path)  # deleted afterwards
 
         wrong = dataclasses.replace(conn, password="definitely-wrong-pw")
         with pytest.raises(BackupError) as info:
@@ -239,3 +242,34 @@ async def test_missing_privilege_says_what_failed(my_db, my_conn, storage):
     assert info.value.code is ErrorCode.PERMISSION_DENIED
     assert "creating the database" in info.value.message
     assert "Access denied" in info.value.message and f"pw-{user}" not in str(info.value)
+
+
+async def test_names_starting_with_a_dash_are_data_not_options(
+    my_db, my_conn, storage, age_identity, age_recipient
+):
+    # As a bare argument, `--tee=FILE` made the client log into FILE and `-P1` set the port.
+    tee = Path(tempfile.gettempdir()) / new_name("tee")  # short: a name has 64 characters
+    with pytest.raises(BackupError) as info:
+        await run_backup(MySQLSource(my_conn(f"--tee={tee}")), storage)
+    assert info.value.code is ErrorCode.DATABASE_MISSING
+    assert not tee.exists()
+
+    src = my_db(f"-P1{new_name('')}")
+    mysql(
+        None,
+        f"CREATE TABLE `{src}`.t (i INT, s VARCHAR(20)); INSERT INTO `{src}`.t VALUES (1, 'x')",
+    )
+    result = await run_backup(
+        MySQLSource(my_conn(src)),
+        storage,
+        options=BackupOptions(recipients=(age_recipient,), row_counts=True),
+    )
+    manifest = await read_manifest(storage, result.key)
+    assert manifest.database == src and manifest.row_counts.tables == {"t": 1}
+    dst = my_db(f"--tee={tee}", create=False)
+    await run_restore(
+        storage, manifest, MySQLTarget(my_conn(dst), create=True), identities=[age_identity]
+    )
+    await mask_mysql(LocalRunner(), my_conn(dst), {"t.s": "null"}, "salt")
+    assert mysql(None, f"SELECT i, s FROM `{dst}`.t") == "1\tNULL"
+    assert not tee.exists()

@@ -10,8 +10,9 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, StringConstraints, ValidationError
 
+from opscenter.backups.schemas import BackupCreate, RestoreRequest
 from opscenter.core.pagination import MAX_LIMIT, page_params
-from opscenter.core.schemas import InputModel, Name, NoControlChars, Text, UtcDatetime
+from opscenter.core.schemas import Id, InputModel, Name, NoControlChars, Text, UtcDatetime
 
 
 class Sample(InputModel):
@@ -20,6 +21,15 @@ class Sample(InputModel):
     ratio: float = 1.0
     labels: dict[str, Any] = {}
     short: Annotated[str, StringConstraints(max_length=5), NoControlChars] = ""
+
+
+class Numbers(InputModel):
+    ident: Id = 1
+    idents: list[Id] = []
+    count: int = 0
+    ratio: float | None = None
+    flag: bool = False
+    anything: Any = None
 
 
 class Stamped(BaseModel):
@@ -81,3 +91,27 @@ def test_utc_datetimes_leave_with_z() -> None:
 def test_page_params(kwargs: dict[str, int], limit: int, offset: int) -> None:
     params = page_params(**kwargs)  # type: ignore[arg-type]
     assert (params.limit, params.offset) == (limit, offset)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"ident": True}, {"idents": [1, True]}, {"count": False}, {"ratio": True}],
+)
+def test_booleans_are_not_numbers(values: dict[str, Any]) -> None:
+    # JSON true is not 1: a client sending it has a bug the API must not paper over.
+    with pytest.raises(ValidationError):
+        Numbers(**values)
+
+
+def test_booleans_where_booleans_belong() -> None:
+    n = Numbers(flag=True, anything=True, ident=2, idents=[3], count=4, ratio=0.5)
+    assert n.flag is True and n.anything is True and n.idents == [3]
+
+
+@pytest.mark.parametrize("name", ["app\nDROP", "app\r", "tab\there", "\x1b[31m"])
+def test_database_names_are_single_line_without_control_characters(name: str) -> None:
+    # A newline would reach the tools and come back in error messages and logs.
+    with pytest.raises(ValidationError):
+        BackupCreate(server_id=1, database_name=name)
+    with pytest.raises(ValidationError):
+        RestoreRequest(target_database=name)

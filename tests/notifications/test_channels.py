@@ -209,6 +209,10 @@ async def test_redirect_to_a_forbidden_address_is_not_followed(
         "http://0x7f000001/hook",
         "http://[::1]:9/hook",
         "http://localhost:9/hook",
+        # Loopback names need no DNS answer to be refused (RFC 6761), in any spelling.
+        "http://localhost.:9/hook",
+        "http://LocalHost./hook",
+        "http://api.localhost/hook",
     ],
 )
 async def test_internal_addresses_refused(

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import http.server
 import json
 import os
 import secrets
 import socket
 import stat
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -690,3 +692,41 @@ async def test_failed_backup_leaves_nothing_in_s3(
     assert info.value.code == "storage_failed"
     assert SECRET_ACCESS_KEY not in str(info.value)
     assert keys(raw_s3, bucket) == [] and uploads(raw_s3, bucket) == []
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    """An endpoint that answers every request with a 302 elsewhere (a captive portal,
+    a load balancer in front of the wrong service, ...)."""
+
+    requests: list[str] = []
+
+    def _redirect(self) -> None:
+        type(self).requests.append(f"{self.command} {self.path}")
+        self.send_response(302)
+        self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _redirect
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("operation", ["check", "stat"])
+async def test_a_redirecting_endpoint_fails_at_once_saying_so(
+    make_s3: Callable[..., S3Storage], operation: str
+) -> None:
+    handler = type("Handler", (_Redirecting,), {"requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s3 = make_s3(endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(StorageError) as info:
+            await (s3.check() if operation == "check" else s3.stat("k/x"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "redirect" in info.value.message and "302" in info.value.message
+    assert not info.value.retryable
+    assert len(handler.requests) == 1, handler.requests  # not followed, not retried

@@ -39,11 +39,18 @@ RESOURCES = (
     "ai_models",
 )
 EXECUTABLE = ("commands", "sops", "restores")
+# A download link hands over a whole artifact: reading the data, more than its catalog row.
+DOWNLOAD_BACKUPS = "download:backups"
+# Reading and writing this host's files as the server's OS user: the paths of local and
+# sqlite servers, and restoring artifacts that were imported rather than made here.
+HOST_FILES = "access:host_files"
 
 PERMISSIONS: tuple[str, ...] = (
     *(f"read:{r}" for r in RESOURCES),
     *(f"write:{r}" for r in RESOURCES),
     *(f"execute:{r}" for r in EXECUTABLE),
+    DOWNLOAD_BACKUPS,
+    HOST_FILES,
     ALL_TEAMS,
 )
 
@@ -66,6 +73,7 @@ BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
             *(f"read:{r}" for r in RESOURCES if r not in {"users", "tokens"}),
             *(f"write:{r}" for r in RESOURCES if r not in _ADMIN_ONLY_RESOURCES | {"audit"}),
             *(f"execute:{r}" for r in EXECUTABLE),
+            DOWNLOAD_BACKUPS,
         ],
     ),
     "viewer": (
@@ -78,12 +86,18 @@ DESCRIPTIONS = {
     "read": "See {r}",
     "write": "Create, change and delete {r}",
     "execute": "Run {r}",
+    "download": "Download {r}",
+}
+_SPECIAL = {
+    ALL_TEAMS: "See and change the resources of every team, not only one's own",
+    HOST_FILES: "Read and write this host's files as the server's OS user: the paths of "
+    "local and sqlite servers, and restores of imported artifacts",
 }
 
 
 def describe(permission: str) -> str:
-    if permission == ALL_TEAMS:
-        return "See and change the resources of every team, not only one's own"
+    if permission in _SPECIAL:
+        return _SPECIAL[permission]
     verb, resource = permission.split(":", 1)
     return DESCRIPTIONS[verb].format(r=resource.replace("_", " "))
 

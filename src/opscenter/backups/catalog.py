@@ -59,6 +59,7 @@ async def backup_from_manifest(
         completed_at=created,
         duration_seconds=manifest.duration_seconds,
         created_by=principal.user_id or None,
+        imported=True,
     )
     session.add(backup)
     await session.flush()

@@ -32,6 +32,7 @@ from opscenter.backups.restore import (
     run_restore,
 )
 from opscenter.backups.runner import CommandRunner
+from opscenter.backups.service import FILE_ENGINES, check_restore_target
 from opscenter.backups.sources import (
     DirectorySource,
     DumpSource,
@@ -42,7 +43,9 @@ from opscenter.backups.sources import (
 from opscenter.backups.streams import Compression
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
+from opscenter.core.errors import InvalidInput
 from opscenter.core.events import Event
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.logging import get_logger
 from opscenter.encryption import service as encryption
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
@@ -50,6 +53,7 @@ from opscenter.models import Backup, Job, ScheduleRun, Server, StorageProvider
 from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
+from opscenter.servers.schemas import ServerType
 from opscenter.storage import service as storage_service
 from opscenter.storage.backends import StorageBackend, StorageError
 from opscenter.verify import automatic as verify_automatic
@@ -192,6 +196,12 @@ class BackupJobs:
         backup, server, provider = await self._load(backup_id)
         if server is None:
             raise JobFailed("not_found", "the backup's server no longer exists")
+        if ServerType(server.type) in servers.ON_THIS_HOST and backup.db_type in FILE_ENGINES:
+            # Checked again now: a symlink may point elsewhere than when it was set.
+            try:
+                HostFiles(self.app.settings).check_readable(backup.database_name)
+            except InvalidInput as err:
+                raise JobFailed(ErrorCode.INVALID_CONFIG.value, err.detail) from None
         target = servers.target_of(self.app.keyring, server)
         copies = await self._load_copies(ctx, backup)
         for b in (backup, *(c for c, _ in copies)):
@@ -550,6 +560,10 @@ class BackupJobs:
         database = str(params["target_database"])
         storage = self.app.storages.get(provider)
         engine = backup.db_type
+        try:
+            check_restore_target(HostFiles(self.app.settings), server, engine, database)
+        except InvalidInput as err:
+            raise JobFailed(ErrorCode.INVALID_CONFIG.value, err.detail) from None
         self._publish_restore(ctx, "started", {"server_name": server.name})
         try:
             manifest = await read_manifest(storage, backup.storage_key)

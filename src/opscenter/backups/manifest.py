@@ -541,7 +541,7 @@ async def _mysql_row_counts(source: MySQLSource, runner: CommandRunner, limit: i
 
     async def query(sql: str) -> bytes:
         cmd = mysql_client_command(
-            client, conn, "--batch", "--skip-column-names", "-e", sql, conn.database
+            client, conn, "--batch", "--skip-column-names", "-e", sql, database=conn.database
         )
         res = await runner.run(cmd, limit_seconds=600)
         if res.returncode != 0:

@@ -182,7 +182,7 @@ async def mask_mysql(
 
     async def query(sql: str) -> str:
         cmd = mysql_client_command(
-            client, conn, "--batch", "--skip-column-names", "-e", sql, conn.database
+            client, conn, "--batch", "--skip-column-names", "-e", sql, database=conn.database
         )
         res = await runner.run(cmd, limit_seconds=3600)
         if res.returncode != 0:

@@ -902,13 +902,11 @@ class _MySQLAdmin:
         self.client = client
 
     async def query(self, sql: str, what: str, *, database: str | None = None) -> str:
-        args = ["--batch", "--skip-column-names", "-e", sql]
-        if database:
-            args.append(database)
         conn = self.conn
-        res = await self.runner.run(
-            mysql_client_command(self.client, conn, *args), limit_seconds=conn.connect_timeout + 60
+        command = mysql_client_command(
+            self.client, conn, "--batch", "--skip-column-names", "-e", sql, database=database
         )
+        res = await self.runner.run(command, limit_seconds=conn.connect_timeout + 60)
         if res.returncode != 0:
             errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln]
             why = (errors or res.stderr.strip().splitlines() or ["no error message"])[-1]
@@ -959,7 +957,7 @@ class _MySQLAdmin:
 
     def sink(self) -> _ProcessSink:
         cmd = mysql_client_command(
-            self.client, self.conn, "--binary-mode", "--batch", self.conn.database
+            self.client, self.conn, "--binary-mode", "--batch", database=self.conn.database
         )
         return _ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
 

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
+from opscenter.auth.permissions import DOWNLOAD_BACKUPS
 from opscenter.backups import catalog, service
 from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import Manifest
@@ -20,6 +21,7 @@ from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, Res
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
@@ -33,6 +35,7 @@ router = APIRouter(prefix="/backups", tags=["Backups"])
 ReadBackups = Annotated[Principal, Depends(require("read:backups"))]
 WriteBackups = Annotated[Principal, Depends(require("write:backups"))]
 Restorer = Annotated[Principal, Depends(require("execute:restores"))]
+Downloader = Annotated[Principal, Depends(require(DOWNLOAD_BACKUPS))]
 BackupStatus = Annotated[
     str | None,
     Query(pattern="^(pending|running|completed|failed|cancelled|interrupted|deleting)$"),
@@ -123,7 +126,7 @@ async def delete_backup(
     "/{backup_id}/download", response_model=DownloadLink, responses=responses(NotFound, Conflict)
 )
 async def download_link(
-    backup_id: PathId, principal: ReadBackups, session: SessionDep, ctx: Ctx, request: Request
+    backup_id: PathId, principal: Downloader, session: SessionDep, ctx: Ctx, request: Request
 ) -> DownloadLink:
     """A signed link, valid for 15 minutes: the storage's own presigned URL where it offers
     one (S3), else ours, which streams the artifact through this server with Range support."""
@@ -237,7 +240,7 @@ def _parse_range(value: str, size: int) -> tuple[int, int]:
     "/{backup_id}/restore",
     response_model=Accepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=responses(NotFound, Conflict, InvalidInput),
+    responses=responses(NotFound, Conflict, Forbidden, InvalidInput),
 )
 async def restore_backup(
     backup_id: PathId,
@@ -252,7 +255,13 @@ async def restore_backup(
     name. One job per target: 409 while another job works on it. Masking runs in the
     target."""
     backup, job = await service.queue_restore(
-        session, principal, ctx.keyring, backup_id, body, origin_of(request)
+        session,
+        principal,
+        ctx.keyring,
+        HostFiles(ctx.settings),
+        backup_id,
+        body,
+        origin_of(request),
     )
     return accepted(request, job.id, backup.id, service.RESTORE_QUEUED)
 

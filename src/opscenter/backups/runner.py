@@ -9,8 +9,8 @@ remote ``env`` wrapper fed on stdin, and materialising ``secret_files`` on the r
 side with mode 0600; sources and the pipeline do not change.
 
 Secret files are referenced in ``argv`` by their placeholder (``SecretFile.ref``);
-the runner writes each file with mode 0600 in a private directory, substitutes the
-real path, and deletes it when the process has exited.
+the local runner hands each to the command as an inherited in-memory file
+(``/dev/fd/N``), so no secret is ever written to disk, even by a process killed mid-job.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opscenter.backups.errors import scrub
@@ -161,19 +159,23 @@ def _base_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-class _SecretDir:
+class _SecretFds:
+    """Each secret file as an anonymous in-memory file (memfd), inherited by the command
+    and named ``/dev/fd/N`` in its argv: nothing on disk, so nothing outlives a crash."""
+
     def __init__(self, files: Sequence[SecretFile]) -> None:
-        self.path: Path | None = None
         self.paths: dict[str, str] = {}
-        if files:
-            self.path = Path(tempfile.mkdtemp(prefix="opscenter-secret-"))
-            os.chmod(self.path, 0o700)
+        self.fds: list[int] = []
+        try:
             for f in files:
-                p = self.path / f"{f.name}.cnf"
-                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(f.content)
-                self.paths[f.ref] = str(p)
+                fd = os.memfd_create(f.name, os.MFD_CLOEXEC)
+                self.fds.append(fd)
+                os.fchmod(fd, 0o600)  # the MySQL tools ignore a world-writable option file
+                os.write(fd, f.content)
+                self.paths[f.ref] = f"/dev/fd/{fd}"
+        except BaseException:
+            self.remove()
+            raise
 
     def substitute(self, argv: Sequence[str]) -> list[str]:
         out = []
@@ -184,18 +186,19 @@ class _SecretDir:
         return out
 
     def remove(self) -> None:
-        if self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            self.path = None
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
 
 
 class LocalProcess:
     def __init__(
-        self, command: Command, proc: asyncio.subprocess.Process, secret_dir: _SecretDir
+        self, command: Command, proc: asyncio.subprocess.Process, secrets: _SecretFds
     ) -> None:
         self.command = command
         self._proc = proc
-        self._secret_dir = secret_dir
+        self._secrets = secrets
         self._stderr: deque[bytes] = deque()
         self._stderr_len = 0
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
@@ -229,7 +232,7 @@ class LocalProcess:
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), timeout=5)
             return rc
         finally:
-            self._secret_dir.remove()
+            self._secrets.remove()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -246,7 +249,7 @@ class LocalProcess:
         return scrub(text, self.command.secrets)[-limit:].strip()
 
     def cleanup_now(self) -> None:
-        self._secret_dir.remove()
+        self._secrets.remove()
 
 
 class LocalRunner:
@@ -270,9 +273,9 @@ class LocalRunner:
         stdin: int | None = None,
         stdout: int | None = None,
     ) -> LocalProcess:
-        secret_dir = _SecretDir(command.secret_files)
+        secrets = _SecretFds(command.secret_files)
         try:
-            argv = secret_dir.substitute(command.argv)
+            argv = secrets.substitute(command.argv)
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=stdin if stdin is not None else subprocess.DEVNULL,
@@ -280,25 +283,27 @@ class LocalRunner:
                 stderr=subprocess.PIPE,
                 env=self._env(command),
                 cwd=command.cwd,
+                pass_fds=secrets.fds,
                 **_own_group(),
             )
         except BaseException:
-            secret_dir.remove()
+            secrets.remove()
             raise
-        return LocalProcess(command, proc, secret_dir)
+        return LocalProcess(command, proc, secrets)
 
     async def run(
         self, command: Command, *, input: bytes | None = None, limit_seconds: float = 60.0
     ) -> CompletedCommand:
-        secret_dir = _SecretDir(command.secret_files)
+        secrets = _SecretFds(command.secret_files)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *secret_dir.substitute(command.argv),
+                *secrets.substitute(command.argv),
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=self._env(command),
                 cwd=command.cwd,
+                pass_fds=secrets.fds,
                 **_own_group(),
             )
             try:
@@ -314,7 +319,7 @@ class LocalRunner:
                 proc.returncode, out, scrub(err.decode("utf-8", "replace"), command.secrets)
             )
         finally:
-            secret_dir.remove()
+            secrets.remove()
 
     async def which(self, name: str) -> str | None:
         path = os.environ.get("PATH", "")

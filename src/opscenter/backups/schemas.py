@@ -5,9 +5,9 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from opscenter.core.schemas import Id, InputModel, OutputModel, UtcDatetime
+from opscenter.core.schemas import Id, InputModel, OutputModel, SingleLine, UtcDatetime
 
-DatabaseName = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+DatabaseName = Annotated[str, StringConstraints(min_length=1, max_length=4096), SingleLine]
 ColumnRef = Annotated[
     str,
     StringConstraints(
@@ -81,6 +81,10 @@ class BackupOut(OutputModel):
     job_id: int | None
     copy_of_id: int | None = Field(
         description="A copy of that backup: the same dump, written to another storage"
+    )
+    imported: bool = Field(
+        description="Taken in from outside (an upload or a storage's contents), not made "
+        "here: only an admin restores it"
     )
     database_name: str
     db_type: str

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.audit.service import Origin
+from opscenter.auth.permissions import HOST_FILES
 from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import manifest_key
 from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
@@ -18,6 +19,7 @@ from opscenter.core.clock import utcnow
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from opscenter.core.events import Event
+from opscenter.core.hostfiles import HostFiles, check_shape
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from opscenter.core.context import AppContext
 
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
+# Engines whose backups are files of the host: a path read, a path written on restore.
+FILE_ENGINES = ("files", "sqlite")
 ACTIVE = ("pending", "running")
 RESTORE_QUEUED = (
     "Restore job queued; one job per target at a time: another restore into this target "
@@ -64,6 +68,7 @@ def backup_out(backup: Backup) -> BackupOut:
         schedule_id=backup.schedule_id,
         job_id=backup.job_id,
         copy_of_id=backup.copy_of_id,
+        imported=backup.imported,
         database_name=backup.database_name,
         db_type=backup.db_type,
         backup_type=backup.backup_type,
@@ -166,9 +171,12 @@ def check_target(server: Server, engine: str, target: str) -> None:
     kind = ServerType(server.type)
     if kind == ServerType.SQLITE and target not in server.paths:
         raise InvalidInput(f"{target} is not one of this server's database files: {server.paths}")
-    if kind in HOSTS and engine in ("files", "sqlite"):
-        if not target.startswith("/") or ".." in target.split("/"):
-            raise InvalidInput("source_path must be an absolute path without '..'")
+    if kind in HOSTS and engine in FILE_ENGINES:
+        check_shape(target, "source_path")
+        if kind == ServerType.LOCAL and not server.paths:
+            raise InvalidInput(
+                "This host has no paths: an admin lists the files it may back up in its paths"
+            )
         roots = [p.rstrip("/") for p in server.paths]
         norm = posixpath.normpath(target)
         if roots and not any(norm == r or norm.startswith(r + "/") for r in roots):
@@ -332,11 +340,30 @@ async def copies_of(session: AsyncSession, backup: Backup) -> list[Backup]:
     )
 
 
+def check_restore_target(files: HostFiles, server: Server, engine: str, target: str) -> None:
+    """A files or SQLite restore writes where an admin allowed: on this host inside the
+    restore roots; on an SSH host or in a container at an absolute path."""
+    if engine not in FILE_ENGINES:
+        return
+    if ServerType(server.type) in servers.ON_THIS_HOST:
+        files.check_restore_target(target)
+    else:
+        check_shape(target, "restore target")
+
+
 async def check_restore(
-    session: AsyncSession, principal: Principal, backup_id: int, data: RestoreRequest
+    session: AsyncSession,
+    principal: Principal,
+    files: HostFiles,
+    backup_id: int,
+    data: RestoreRequest,
 ) -> tuple[Backup, Server]:
     """The backup and the target server of a restore that may be queued."""
     backup = await get_backup(session, principal, backup_id)
+    if backup.imported and not principal.can(HOST_FILES):
+        # Anyone holding the public recipient can make an artifact: what it restores
+        # (files, owners, modes) was never produced here.
+        raise Forbidden("This backup was imported, not made here: only an admin restores it")
     if backup.status != "completed" or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups restore")
     if backup.verification_status == "missing":
@@ -360,6 +387,7 @@ async def check_restore(
         raise InvalidInput(
             "An SQLite restore writes the file on this host: restore into a local or sqlite server"
         )
+    check_restore_target(files, target, backup.db_type, data.target_database)
     if data.masking_rules and backup.db_type not in {"postgresql", "mysql"}:
         raise InvalidInput("Masking applies to PostgreSQL and MySQL restores")
     if data.parallel_jobs > 1 and backup.db_type != "postgresql":
@@ -368,9 +396,13 @@ async def check_restore(
 
 
 async def create_restore(
-    session: AsyncSession, principal: Principal, backup_id: int, data: RestoreRequest
+    session: AsyncSession,
+    principal: Principal,
+    files: HostFiles,
+    backup_id: int,
+    data: RestoreRequest,
 ) -> tuple[Backup, Job]:
-    backup, target = await check_restore(session, principal, backup_id, data)
+    backup, target = await check_restore(session, principal, files, backup_id, data)
     key = lock_key(target.id, data.target_database)
     # One job per target: a restore never runs after or beside another job on it (the
     # row lock makes concurrent requests for one server take turns on PostgreSQL; SQLite
@@ -443,6 +475,7 @@ async def queue_restore(
     session: AsyncSession,
     principal: Principal,
     keyring: Keyring,
+    files: HostFiles,
     backup_id: int,
     data: RestoreRequest,
     origin: Origin | None,
@@ -451,7 +484,7 @@ async def queue_restore(
     audit it (`POST /backups/{id}/restore` and seed 002's recovery points)."""
     if not principal.can("write:backups") and data.force:
         raise Forbidden("Forcing the restore of a corrupt backup needs write:backups")
-    backup, target_server = await check_restore(session, principal, backup_id, data)
+    backup, target_server = await check_restore(session, principal, files, backup_id, data)
     target = servers.target_of(keyring, target_server)
     await release(session)
     try:
@@ -469,7 +502,7 @@ async def queue_restore(
             "into a new database, or set drop_existing to replace its contents"
         )
     # Checked again: the backup or the server may have changed while we looked.
-    backup, job = await create_restore(session, principal, backup_id, data)
+    backup, job = await create_restore(session, principal, files, backup_id, data)
     now = await servers.get_server(session, principal, target_server.id)
     if servers.target_of(keyring, now) != target:
         raise Conflict(f"{now.name} was changed while it was inspected; try again")

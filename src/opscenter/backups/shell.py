@@ -4,8 +4,10 @@ A remote command starts as ``/bin/sh -c <boot_loop>``: a fixed, secret-free prog
 that reads the real script (:func:`wrapper_script`) from stdin up to a random sentinel
 line and runs it. The script takes the command's environment and secret files from
 stdin, never from argv (``ps`` on the host shows none of them), checks that the tool
-exists, reports ``<sentinel> ok <pid> <pgid> :<secret dir>`` on stderr (the
-:class:`Marker`) and runs the tool, whose stdin is whatever follows the sentinel.
+exists, reports ``<sentinel> ok <pid> <pgid>`` on stderr (the :class:`Marker`) and runs
+the tool, whose stdin is whatever follows the sentinel. A secret file is written, opened
+on a descriptor and removed before the tool starts: the tool reads ``/dev/fd/N``, and
+nothing is left on the host's disk, even when the process or this server is killed.
 See :mod:`opscenter.backups.ssh` for the whole story.
 """
 
@@ -41,7 +43,6 @@ class Marker:
     state: str  # ok | missing | nocwd | nosecret | none
     pid: int | None = None
     pgid: int | None = None
-    secret_dir: str | None = None
 
 
 def boot_loop(sentinel: str) -> str:
@@ -67,8 +68,12 @@ def _secret_path(f: SecretFile) -> str:
     return f"{f.name}.cnf"
 
 
+def _secret_fd(index: int) -> int:
+    return 3 + index  # past stdin, stdout and stderr
+
+
 def _shell_word(arg: str, files: Sequence[SecretFile]) -> str:
-    """``arg`` as one shell word, secret-file placeholders replaced by ``"$d"/name``."""
+    """``arg`` as one shell word, secret-file placeholders replaced by ``/dev/fd/N``."""
     parts: list[str] = []
     rest = arg
     while True:
@@ -78,7 +83,7 @@ def _shell_word(arg: str, files: Sequence[SecretFile]) -> str:
         idx, f = min(hits, key=lambda h: h[0])
         if idx:
             parts.append(shlex.quote(rest[:idx]))
-        parts.append('"$d"/' + shlex.quote(_secret_path(f)))
+        parts.append(f"/dev/fd/{_secret_fd(files.index(f))}")
         rest = rest[idx + len(f.ref) :]
     if rest or not parts:
         parts.append(shlex.quote(rest))
@@ -121,11 +126,14 @@ def wrapper_script(
             + fail("nosecret")
         )
         lines.append("trap 'rm -rf -- \"$d\"' EXIT")
-        for f in command.secret_files:
+        for index, f in enumerate(command.secret_files):
             target = '"$d"/' + shlex.quote(_secret_path(f))
             lines.append(
-                f"printf {shlex.quote(_octal(f.content))} > {target} || " + fail("nosecret")
+                f"{{ printf {shlex.quote(_octal(f.content))} > {target} && "
+                f"exec {_secret_fd(index)}< {target}; }} || " + fail("nosecret")
             )
+        # Only the open descriptors hold the secrets now: nothing on disk can outlive us.
+        lines.append('rm -rf -- "$d" || ' + fail("nosecret"))
     lines.append('umask "$u"')
     if command.cwd:
         lines.append(f"cd -- {shlex.quote(command.cwd)} || " + fail("nocwd"))
@@ -135,7 +143,7 @@ def wrapper_script(
         f"*) command -v {tool} >/dev/null 2>&1 ;; esac || " + fail("missing", 127)
     )
     lines.append("g=$$; [ -r /proc/$$/stat ] && read -r _ _ _ _ g _ < /proc/$$/stat")
-    lines.append(f'printf \'%s ok %s %s :%s\\n\' {sentinel} "$$" "$g" "$d" >&2')
+    lines.append(f'printf \'%s ok %s %s\\n\' {sentinel} "$$" "$g" >&2')
     argv = " ".join(_shell_word(a, command.secret_files) for a in command.argv)
     redirects = (" </dev/null" if stdin_null else "") + (" >/dev/null" if stdout_null else "")
     lines.append(f"{argv}{redirects}; exit $?")
@@ -154,24 +162,21 @@ def parse_marker(line: bytes, sentinel: bytes) -> Marker | None:
         return None
     fields = line[len(sentinel) + 1 :].decode("utf-8", "replace").split()
     state = fields[0] if fields else "none"
-    if state == "ok" and len(fields) >= 4:
+    if state == "ok" and len(fields) >= 3:
         pid = int(fields[1]) if fields[1].isdigit() else None
         pgid = int(fields[2]) if fields[2].isdigit() else None
-        sdir = fields[3][1:] if fields[3].startswith(":") else ""
-        return Marker("ok", pid, pgid, sdir or None)
+        return Marker("ok", pid, pgid)
     return Marker(state)
 
 
 def kill_script(marker: Marker, signame: str) -> str:
     """Signal the command's process group (or only its children when the wrapper is not a
-    group leader: never someone else's group) and remove its secret files."""
+    group leader: never someone else's group)."""
     pid, pgid = marker.pid, marker.pgid
     if pgid == pid:
         script = f"kill -s {signame} -- -{pgid} || kill -s {signame} {pid}"
     else:
         script = f"pkill -{signame} -P {pid}; kill -s {signame} {pid}"
-    if marker.secret_dir:
-        script += f"; rm -rf -- {shlex.quote(marker.secret_dir)}"
     return f"{{ {script}; }} >/dev/null 2>&1; exit 0"
 
 

@@ -4,7 +4,7 @@ A source probes what it needs through a :class:`~opscenter.backups.runner.Comman
 (server version, which tool fits) and returns a :class:`DumpPlan` whose ``command``
 writes the whole dump to stdout. Passwords never appear in argv: PostgreSQL gets
 ``PGPASSWORD`` in the environment, MySQL/MariaDB a 0600 ``--defaults-extra-file``
-that the runner deletes after the process exits.
+that the runner hands over without leaving it on disk (see ``runner``).
 """
 
 from __future__ import annotations
@@ -586,7 +586,11 @@ async def resolve_mysql_tool(runner: CommandRunner, names: tuple[str, ...]) -> t
     )
 
 
-def mysql_client_command(client: str, conn: MySQLConnection, *args: str) -> Command:
+def mysql_client_command(
+    client: str, conn: MySQLConnection, *args: str, database: str | None = None
+) -> Command:
+    """The client with the connection's options; ``database`` goes in ``--database=``, so a
+    name such as ``--tee=/x`` or ``-P1`` is a name, never an option."""
     defaults = conn.defaults_file()
     return Command(
         (
@@ -595,6 +599,7 @@ def mysql_client_command(client: str, conn: MySQLConnection, *args: str) -> Comm
             f"--connect-timeout={conn.connect_timeout}",
             "--default-character-set=utf8mb4",
             *args,
+            *((f"--database={database}",) if database else ()),
         ),
         secret_files=(defaults,),
         secrets=conn.secrets(),
@@ -604,7 +609,13 @@ def mysql_client_command(client: str, conn: MySQLConnection, *args: str) -> Comm
 async def probe_mysql_server(runner: CommandRunner, conn: MySQLConnection) -> str:
     client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
     cmd = mysql_client_command(
-        client, conn, "--batch", "--skip-column-names", "-e", "SELECT VERSION()", conn.database
+        client,
+        conn,
+        "--batch",
+        "--skip-column-names",
+        "-e",
+        "SELECT VERSION()",
+        database=conn.database,
     )
     try:
         res = await runner.run(cmd, limit_seconds=conn.connect_timeout + PROBE_TIMEOUT)

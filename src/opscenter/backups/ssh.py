@@ -18,12 +18,12 @@ the sentinel is left for the tool (a restore's dump stream). The script
   in any argv, so ``ps`` on the remote host does not show them (SSH ``env`` requests
   are not used: ``AcceptEnv`` is normally limited to ``LANG``/``LC_*``);
 * writes each :class:`~opscenter.backups.runner.SecretFile` with the ``printf``
-  builtin into a fresh ``mktemp -d`` directory (umask 077: dir 0700, files 0600) and
-  removes it on exit (``trap ... EXIT``; also from :meth:`SshProcess.kill`, which a
-  shell trap cannot see);
+  builtin into a fresh ``mktemp -d`` directory (umask 077: dir 0700, files 0600), opens
+  it on a descriptor and removes the directory: the tool reads ``/dev/fd/N``, and no
+  secret stays on the host's disk, whoever is killed when;
 * checks that the tool exists (``start()`` raises :class:`FileNotFoundError` as the
-  local runner does), then reports its pid, process group and temp dir on stderr in
-  one marker line, which is stripped from the stderr tail;
+  local runner does), then reports its pid and process group on stderr in one marker
+  line, which is stripped from the stderr tail;
 * runs the tool as its child and exits with its status.
 
 sshd (OpenSSH) makes the session's shell a session and process-group leader, so

@@ -14,6 +14,7 @@ from opscenter.core.errors import InvalidInput
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 
 
 class OutboundPolicy:
@@ -21,7 +22,7 @@ class OutboundPolicy:
         self.networks: list[IPNetwork] = []
         self.hosts: set[str] = set()
         for entry in allowlist:
-            entry = entry.strip().lower()
+            entry = _canonical(entry.strip())
             if not entry:
                 continue
             try:
@@ -30,13 +31,25 @@ class OutboundPolicy:
                 self.hosts.add(entry)
 
     def _allowed(self, host: str, address: IPAddress) -> bool:
-        return host.lower() in self.hosts or any(address in net for net in self.networks)
+        return _canonical(host) in self.hosts or any(address in net for net in self.networks)
+
+    def check_name(self, host: str) -> None:
+        """Refuse loopback names (`localhost`, `*.localhost`, with or without the final
+        dot) without asking DNS: they are loopback whether or not they resolve here."""
+        name = _canonical(host)
+        loopback = name == "localhost" or name.endswith(".localhost")
+        if loopback and not self._allowed(name, _LOOPBACK):
+            raise InvalidInput(
+                f"{host} names an internal address (loopback); outgoing connections there "
+                "are refused unless an admin adds it to OPSCENTER_OUTBOUND_ALLOWLIST"
+            )
 
     def check_host(self, host: str, port: int | None = None) -> list[str]:
         """Resolve `host` and refuse it if any address is internal and not allow-listed.
         Returns the resolved addresses (connect to these: pin, don't resolve again)."""
         if not host:
             raise InvalidInput("A host is required")
+        self.check_name(host)
         try:
             infos = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError):
@@ -59,6 +72,10 @@ class OutboundPolicy:
             raise InvalidInput("Put credentials in the credential fields, not in the URL")
         self.check_host(parts.hostname or "", parts.port)
         return url
+
+
+def _canonical(host: str) -> str:
+    return host.lower().rstrip(".")
 
 
 def _internal(address: IPAddress) -> bool:

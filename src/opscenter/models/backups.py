@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opscenter.models.base import Base, IdMixin, TimestampMixin
@@ -80,3 +90,5 @@ class Backup(IdMixin, TimestampMixin, Base):
     completed_at: Mapped[datetime | None]
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Taken in from outside (an upload, or an artifact found in storage), not made here.
+    imported: Mapped[bool] = mapped_column(default=False, server_default=false())

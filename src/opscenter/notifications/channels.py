@@ -87,9 +87,12 @@ def precheck_endpoints(policy: OutboundPolicy, kind: str, config: dict[str, Any]
     right now (DNS may be down); the check before every send refuses it if it still fails."""
     for endpoint in endpoints(kind, config):
         try:
+            policy.check_name(endpoint.host)
             socket.getaddrinfo(endpoint.host, endpoint.port or 0, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
             continue
+        except InvalidInput as err:
+            raise OutboundBlocked(err.detail) from None
         try:
             policy.check_host(endpoint.host, endpoint.port)
         except InvalidInput as err:

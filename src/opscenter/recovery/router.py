@@ -14,7 +14,8 @@ from opscenter.backups import service as backups
 from opscenter.backups.schemas import RestoreRequest
 from opscenter.core.clock import utcnow
 from opscenter.core.context import Ctx, SessionDep
-from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
+from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
@@ -75,7 +76,7 @@ async def get_recovery_point(
     "/{recovery_point_id}/restore",
     response_model=Accepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=responses(NotFound, Conflict, InvalidInput),
+    responses=responses(NotFound, Conflict, Forbidden, InvalidInput),
 )
 async def restore_recovery_point(
     recovery_point_id: PathId,
@@ -88,7 +89,13 @@ async def restore_recovery_point(
     """Exactly `POST /backups/{id}/restore`."""
     await service.get_recovery_point(session, principal, recovery_point_id)
     backup, job = await backups.queue_restore(
-        session, principal, ctx.keyring, recovery_point_id, body, origin_of(request)
+        session,
+        principal,
+        ctx.keyring,
+        HostFiles(ctx.settings),
+        recovery_point_id,
+        body,
+        origin_of(request),
     )
     return accepted(request, job.id, backup.id, backups.RESTORE_QUEUED)
 

@@ -11,8 +11,9 @@ from opscenter.auth.deps import origin_of, require
 from opscenter.backups.errors import BackupError
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
-from opscenter.core.errors import AppError, Conflict, InvalidInput, NotFound, responses
+from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.servers import connect, service
@@ -62,12 +63,14 @@ async def list_servers(
     "",
     response_model=ServerOut,
     status_code=status.HTTP_201_CREATED,
-    responses=responses(Conflict, InvalidInput, NotFound),
+    responses=responses(Conflict, Forbidden, InvalidInput, NotFound),
 )
 async def create_server(
     body: ServerCreate, principal: WriteServers, session: SessionDep, ctx: Ctx, request: Request
 ) -> ServerOut:
-    server = await service.create_server(session, ctx.keyring, principal, body)
+    server = await service.create_server(
+        session, ctx.keyring, principal, HostFiles(ctx.settings), body
+    )
     await audit.record(
         session,
         action="server.create",
@@ -92,14 +95,16 @@ def _connection_test(result: connect.Probe) -> ConnectionTest:
 
 
 # Declared before the `/{server_id}` routes, so the literal path is never read as an id.
-@router.post("/test-connection", response_model=ConnectionTest, responses=responses(NotFound))
+@router.post(
+    "/test-connection", response_model=ConnectionTest, responses=responses(Forbidden, NotFound)
+)
 async def test_unsaved_connection(
-    body: ServerCreate, principal: WriteServers, session: SessionDep
+    body: ServerCreate, principal: WriteServers, session: SessionDep, ctx: Ctx
 ) -> ConnectionTest:
     """Test before saving: the body of `POST /servers`, probed as it is; nothing is stored
     (the credentials are used in memory only) and nothing is audited."""
     await release(session)  # authentication's transaction
-    return _connection_test(await service.probe_unsaved(principal, body))
+    return _connection_test(await service.probe_unsaved(principal, HostFiles(ctx.settings), body))
 
 
 @router.get("/{server_id}", response_model=ServerOut, responses=responses(NotFound))
@@ -108,7 +113,9 @@ async def get_server(server_id: PathId, principal: ReadServers, session: Session
 
 
 @router.put(
-    "/{server_id}", response_model=ServerOut, responses=responses(Conflict, InvalidInput, NotFound)
+    "/{server_id}",
+    response_model=ServerOut,
+    responses=responses(Conflict, Forbidden, InvalidInput, NotFound),
 )
 async def update_server(
     server_id: PathId,
@@ -118,7 +125,9 @@ async def update_server(
     ctx: Ctx,
     request: Request,
 ) -> ServerOut:
-    server, changed = await service.update_server(session, ctx.keyring, principal, server_id, body)
+    server, changed = await service.update_server(
+        session, ctx.keyring, principal, HostFiles(ctx.settings), server_id, body
+    )
     await audit.record(
         session,
         action="server.update",
@@ -154,7 +163,7 @@ async def delete_server(
     "/{server_id}/test-connection", response_model=ConnectionTest, responses=responses(NotFound)
 )
 async def test_connection(
-    server_id: PathId, principal: ReadServers, session: SessionDep, ctx: Ctx
+    server_id: PathId, principal: WriteServers, session: SessionDep, ctx: Ctx
 ) -> ConnectionTest:
     """Connects with the stored credentials and the same tools a backup uses."""
     target = service.target_of(ctx.keyring, await service.get_server(session, principal, server_id))
@@ -184,7 +193,7 @@ async def test_connection(
     responses=responses(NotFound, ServerUnreachable),
 )
 async def list_databases(
-    server_id: PathId, principal: ReadServers, session: SessionDep, ctx: Ctx
+    server_id: PathId, principal: WriteServers, session: SessionDep, ctx: Ctx
 ) -> DatabaseList:
     """Read live from the server: names and sizes."""
     target = service.target_of(ctx.keyring, await service.get_server(session, principal, server_id))

@@ -5,15 +5,26 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from opscenter.core.schemas import Id, InputModel, Name, OutputModel, Text, UtcDatetime
+from opscenter.core.schemas import (
+    Id,
+    InputModel,
+    Name,
+    OutputModel,
+    SingleLine,
+    Text,
+    UtcDatetime,
+)
 
 Secret = Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
 Hostname = Annotated[
     str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:\[\]-]+$")
 ]
+UserName = Annotated[str, StringConstraints(min_length=1, max_length=200), SingleLine]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TagValue = Annotated[str, StringConstraints(max_length=256)]
-FilePath = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/")]
+FilePath = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/"), SingleLine
+]
 ContainerName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ]
@@ -44,10 +55,10 @@ DbEngine = Literal["postgresql", "mysql"]
 
 
 class Credentials(InputModel):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    username: UserName | None = None
     password: Secret | None = None
     ssh_key: Secret | None = None
-    db_username: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    db_username: UserName | None = None
     db_password: Secret | None = None
 
 

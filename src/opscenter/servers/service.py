@@ -9,9 +9,11 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.auth.permissions import HOST_FILES
 from opscenter.backups.ssh import HostKeyInfo
 from opscenter.core.clock import utcnow
-from opscenter.core.errors import Conflict, InvalidInput
+from opscenter.core.errors import Conflict, Forbidden, InvalidInput
+from opscenter.core.hostfiles import HostFiles, check_shape
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.core.security import Keyring
@@ -143,6 +145,24 @@ def target_of(keyring: Keyring, server: Server) -> connect.Target:
     )
 
 
+# Their paths are this host's files, read (and restored) as the server's OS user.
+ON_THIS_HOST = {ServerType.LOCAL, ServerType.SQLITE}
+
+
+def check_paths(principal: Principal, files: HostFiles, kind: ServerType, paths: list[str]) -> None:
+    """Absolute paths without `..`; on this host an admin's to set, and never the
+    installation's keys or metadata database."""
+    for path in paths:
+        check_shape(path)
+    if kind in ON_THIS_HOST and paths:
+        if not principal.can(HOST_FILES):
+            raise Forbidden(
+                f"The paths of a {kind.value} server are this host's files: an admin sets them"
+            )
+        for path in paths:
+            files.check_readable(path)
+
+
 def _host(data: ServerCreate) -> str:
     # A docker server's host is where docker runs: none is this host, one is an SSH host.
     if data.type in NETWORKED or data.type == ServerType.DOCKER:
@@ -156,11 +176,12 @@ def _port(data: ServerCreate) -> int | None:
     return data.port or DEFAULT_PORTS.get(data.type)
 
 
-def unsaved_target(principal: Principal, data: ServerCreate) -> connect.Target:
+def unsaved_target(principal: Principal, files: HostFiles, data: ServerCreate) -> connect.Target:
     """The Target a `create_server` of `data` would give, built in memory: the credentials
     are used as sent, never encrypted, stored or logged."""
     if data.team_id is not None:
         check_team_access(principal, data.team_id)
+    check_paths(principal, files, data.type, data.paths)
     creds = data.credentials.model_dump(exclude_none=True) if data.credentials else {}
     return _target(
         kind=data.type,
@@ -175,9 +196,11 @@ def unsaved_target(principal: Principal, data: ServerCreate) -> connect.Target:
     )
 
 
-async def probe_unsaved(principal: Principal, data: ServerCreate) -> connect.Probe:
+async def probe_unsaved(
+    principal: Principal, files: HostFiles, data: ServerCreate
+) -> connect.Probe:
     """Test before saving: the same probe as a stored server's, with nothing written."""
-    return await connect.probe(unsaved_target(principal, data))
+    return await connect.probe(unsaved_target(principal, files, data))
 
 
 def pin_host_key(server: Server, seen: HostKeyInfo | None) -> bool:
@@ -243,12 +266,17 @@ def check_this_host_path(path: str, data_dir: Path) -> None:
 
 
 async def create_server(
-    session: AsyncSession, keyring: Keyring, principal: Principal, data: ServerCreate
+    session: AsyncSession,
+    keyring: Keyring,
+    principal: Principal,
+    files: HostFiles,
+    data: ServerCreate,
 ) -> Server:
     team_id = data.team_id or min(principal.team_ids, default=None)
     if team_id is None:
         raise InvalidInput("You belong to no team; give team_id or ask an admin to add you")
     check_team_access(principal, team_id)
+    check_paths(principal, files, data.type, data.paths)
     await _ensure_unique_name(session, team_id, data.name)
     server = Server(
         team_id=team_id,
@@ -276,10 +304,13 @@ async def update_server(
     session: AsyncSession,
     keyring: Keyring,
     principal: Principal,
+    files: HostFiles,
     server_id: int,
     data: ServerUpdate,
 ) -> tuple[Server, list[str]]:
     server = await get_server(session, principal, server_id)
+    if data.paths is not None and data.paths != server.paths:
+        check_paths(principal, files, ServerType(server.type), data.paths)
     changed = []
     if data.reset_host_key and server.ssh_host_key:
         server.ssh_host_key = None

@@ -615,7 +615,25 @@ class S3Storage(ClosesOnExit):
                         aws_session_token=self._session_token,
                         config=self._config,
                     )
+                    # Before botocore's region redirector, which answers a redirect it
+                    # cannot place by asking the endpoint again, recursively.
+                    self._client.meta.events.register_first("needs-retry.s3", self._refuse_redirect)
         return self._client
+
+    def _refuse_redirect(self, response: Any = None, **_: Any) -> None:
+        """A 3xx without the bucket's region (AWS's own region redirect) is not S3
+        speaking: fail at once, saying where it pointed."""
+        if response is None:
+            return
+        http = response[0]
+        if 300 <= http.status_code < 400 and "x-amz-bucket-region" not in http.headers:
+            location = http.headers.get("location", "nowhere")
+            raise StorageError(
+                "io_error",
+                f"{self.endpoint_label} answered HTTP {http.status_code}, a redirect to "
+                f"{location}; redirects are not followed: set the endpoint URL to the "
+                "address that serves the S3 API itself",
+            )
 
     def s3_key(self, key: str) -> str:
         return self.prefix + validate_key(key)

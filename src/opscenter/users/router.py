@@ -40,8 +40,8 @@ WRITE_ERRORS = responses(Forbidden, NotFound, Conflict, InvalidInput)
 
 # Fixed paths first, so "/teams/list" is never read as a user id.
 @router.get("/teams/list", response_model=Page[TeamOut])
-async def list_teams(_: ReadTeams, session: SessionDep, paging: Paging) -> Page[TeamOut]:
-    rows, total = await paginate(session, service.teams_query(), paging)
+async def list_teams(principal: ReadTeams, session: SessionDep, paging: Paging) -> Page[TeamOut]:
+    rows, total = await paginate(session, service.visible_teams(principal), paging)
     return Page.of([TeamOut.model_validate(t) for t in rows], total, paging)
 
 

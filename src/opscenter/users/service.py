@@ -220,6 +220,13 @@ def teams_query() -> Select[Team]:
     return select(Team).options(selectinload(Team.members)).order_by(Team.id)
 
 
+def visible_teams(principal: Principal) -> Select[Team]:
+    """Every team for the all-teams scope; otherwise only the caller's own, with members."""
+    if principal.sees_all_teams:
+        return teams_query()
+    return teams_query().where(Team.id.in_(principal.team_ids))
+
+
 async def get_team(session: AsyncSession, team_id: int) -> Team:
     team = await session.scalar(teams_query().where(Team.id == team_id))
     if team is None:

@@ -1,7 +1,7 @@
 """audit_logs: the team of what an entry is about, so non-admins read only their teams'
 
-Revision ID: 0015_audit_team_c
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-06 19:50:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0015_audit_team_c"
-down_revision: str | None = "0014"
+revision: str = "0016"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
