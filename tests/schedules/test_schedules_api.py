@@ -136,45 +136,57 @@ async def test_seed000_backup_job_fields(
 
 
 async def test_seed000_job_without_server_backs_up_this_host(
-    api: Api, make_user: UserFactory, tmp_path: Path
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, tmp_path: Path
 ) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "table.dat").write_bytes(b"rows" * 1000)
+    seed_body = {  # seed 000's example as written, but a path of this test
+        "name": uid("Database Backup "),
+        "source_path": str(tmp_path / "data"),
+        "backup_type": "full",
+        "schedule_type": "daily",
+        "schedule_time": "03:00",
+        "retention_days": 30,
+        "priority": 8,
+    }
     operator = await make_user("operator")  # of the default team, like the first users
     async with operator.client(api) as client:
-        seed_body = {  # seed 000's example as written, but a path of this test
-            "name": uid("Database Backup "),
-            "source_path": str(tmp_path / "data"),
-            "backup_type": "full",
-            "schedule_type": "daily",
-            "schedule_time": "03:00",
-            "retention_days": 30,
-            "priority": 8,
-        }
+        # This host's files are an admin's to open: it starts with no paths.
         r = await client.post("/api/v1/schedules", json=seed_body)
+        assert_error(r, 403, "FORBIDDEN")
+        assert "an admin adds it" in r.json()["detail"]
+
+    r = await admin.post("/api/v1/schedules", json=seed_body)  # an admin's job opens the path
+    assert r.status_code == 201, r.text
+    host = (await admin.get(f"/api/v1/servers/{r.json()['server_id']}")).json()
+    assert (host["name"], host["type"]) == ("this host", "local")
+    assert host["paths"] == [str(tmp_path / "data")]
+
+    async with operator.client(api) as client:
+        r = await client.post("/api/v1/schedules", json={**seed_body, "name": uid("op ")})
         assert r.status_code == 201, r.text
         schedule = r.json()
-        host = (await client.get(f"/api/v1/servers/{schedule['server_id']}")).json()
-        assert (host["name"], host["type"], host["paths"]) == ("this host", "local", ["/"])
-        listed = await client.get(f"/api/v1/servers/{host['id']}/databases")  # no walk of /
-        assert listed.status_code == 200 and listed.json()["databases"] == [], listed.text
+        assert schedule["server_id"] == host["id"]
         run = await client.post(f"/api/v1/schedules/{schedule['id']}/run", json={})
         assert run.status_code == 202, run.text
         job = await wait_job(api, client, run.json()["job_id"])
         assert job["status"] == "succeeded", job
 
-        # The path is checked: absolute, no '..', never opscenter's own data directory.
-        data_dir = api.settings.data_dir.resolve()
-        for path in ("relative/dir", "/srv/../etc", str(data_dir), str(data_dir / "keys"), "/"):
-            r = await client.post(
-                "/api/v1/schedules", json={**seed_body, "name": uid("bad "), "source_path": path}
-            )
-            assert_error(r, 422, "VALIDATION_ERROR")
-        r = await client.post(
-            "/api/v1/schedules",
-            json={**seed_body, "source_path": None, "database_name": "app", "name": uid("x ")},
+    # The path is checked for everyone: absolute, no '..', never opscenter's keys or
+    # metadata database nor a directory holding them.
+    keys = api.settings.keys_dir.resolve()
+    for path in ("relative/dir", "/srv/../etc", str(keys), str(keys / "x"), "/"):
+        r = await admin.post(
+            "/api/v1/schedules", json={**seed_body, "name": uid("bad "), "source_path": path}
         )
         assert_error(r, 422, "VALIDATION_ERROR")
+    host_after = (await admin.get(f"/api/v1/servers/{host['id']}")).json()
+    assert host_after["paths"] == [str(tmp_path / "data")]
+    r = await admin.post(
+        "/api/v1/schedules",
+        json={**seed_body, "source_path": None, "database_name": "app", "name": uid("x ")},
+    )
+    assert_error(r, 422, "VALIDATION_ERROR")
 
 
 BAD_BODIES: list[tuple[dict[str, Any], str]] = [

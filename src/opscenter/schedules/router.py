@@ -14,6 +14,7 @@ from opscenter.backups.schemas import BackupOut
 from opscenter.core.clock import utcnow
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
@@ -93,9 +94,7 @@ async def create_schedule(
     body: ScheduleCreate, principal: WriteSchedules, session: SessionDep, ctx: Ctx, request: Request
 ) -> ScheduleOut:
     """Without `server_id`, a `source_path` is one of the 'this host' server (seed 000)."""
-    created = await service.create_schedule(
-        session, principal, body, data_dir=ctx.settings.data_dir
-    )
+    created = await service.create_schedule(session, principal, body, files=HostFiles(ctx.settings))
     out = service.schedule_out(created)
     await audit.record(
         session,

@@ -7,7 +7,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import cron_descriptor
@@ -21,6 +20,7 @@ from opscenter.backups.schemas import BackupCreate
 from opscenter.cli_actions import SYSTEM
 from opscenter.core.clock import utcnow
 from opscenter.core.errors import AppError, Conflict, InvalidInput, NotFound
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.models import Backup, Job, Schedule, ScheduleRun, Server
@@ -228,7 +228,7 @@ async def create_schedule(
     principal: Principal,
     data: ScheduleCreate,
     *,
-    data_dir: Path,
+    files: HostFiles,
     now: datetime | None = None,
 ) -> Schedule:
     now = now or utcnow()
@@ -236,7 +236,15 @@ async def create_schedule(
         server = await servers.get_server(session, principal, data.server_id)
     elif data.source_path is not None:  # seed 000's job: a path of this host
         server = await servers.this_host(session, principal)
-        servers.check_this_host_path(data.source_path, data_dir)
+        if servers.allow_on_this_host(principal, files, server, data.source_path):
+            await audit.record(
+                session,
+                action="server.update",
+                actor=principal,
+                resource_type="server",
+                resource_id=server.id,
+                details={"paths_added": [data.source_path], "for": "schedule.create"},
+            )
     else:
         raise InvalidInput("Give server_id: the server whose database this schedule backs up")
     if data.cron_expression is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import posixpath
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -228,9 +228,9 @@ THIS_HOST = "this host"
 
 def add_this_host(session: AsyncSession, team_id: int) -> None:
     """On first start: the host opscenter runs on, a `local` server of the default team,
-    so that seed 000's jobs, which name a path and no server, have one. Its paths (an
-    admin may narrow them) are the whole host; opscenter's own data directory is refused
-    whatever the paths say."""
+    so that seed 000's jobs, which name a path and no server, have one. It starts with no
+    paths: which of this host's files jobs may read is an admin's choice (an admin's seed
+    000 job adds its path; see `allow_on_this_host`)."""
     session.add(
         Server(
             team_id=team_id,
@@ -238,7 +238,7 @@ def add_this_host(session: AsyncSession, team_id: int) -> None:
             description="The host opscenter runs on (created on first start)",
             type=ServerType.LOCAL.value,
             host="localhost",
-            paths=["/"],
+            paths=[],
             tags={},
         )
     )
@@ -255,14 +255,21 @@ async def this_host(session: AsyncSession, principal: Principal) -> Server:
     return server
 
 
-def check_this_host_path(path: str, data_dir: Path) -> None:
-    """A path of this host to back up: absolute, no `..`, and never the data dir (its keys
-    and metadata database) nor a directory holding it."""
-    if not path.startswith("/") or ".." in path.split("/"):
-        raise InvalidInput("source_path must be an absolute path without '..'")
-    source, data = Path(path).resolve(), data_dir.resolve()
-    if source == data or data in source.parents or source in data.parents:
-        raise InvalidInput(f"{path} holds or is inside opscenter's data directory")
+def allow_on_this_host(principal: Principal, files: HostFiles, server: Server, path: str) -> bool:
+    """A seed 000 job's `source_path` on 'this host': inside its paths, or added to them
+    when the caller may set this host's paths (True: the server changed). Never the
+    installation's keys or metadata database."""
+    files.check_readable(path)
+    norm = posixpath.normpath(path)
+    if any(norm == r or norm.startswith(r.rstrip("/") + "/") for r in server.paths):
+        return False
+    if not principal.can(HOST_FILES):
+        raise Forbidden(
+            f"{path} is not among the paths of '{THIS_HOST}' ({', '.join(server.paths) or 'none'})"
+            f": an admin adds it to them (PATCH /api/v1/servers/{server.id}) or creates this job"
+        )
+    server.paths = [*server.paths, path]
+    return True
 
 
 async def create_server(
