@@ -11,15 +11,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from opscenter.backups.errors import ErrorCode
-from opscenter.backups.runner import (
+from opscenter.backups.sources import DumpPlan, Engine
+from opscenter.core.failures import ErrorCode
+from opscenter.remote.runner import (
     Command,
     CommandRunner,
     CompletedCommand,
     LocalProcess,
     LocalRunner,
 )
-from opscenter.backups.sources import DumpPlan, Engine
 from opscenter.storage.backends import LocalStorage, StorageError
 
 

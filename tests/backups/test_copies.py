@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from opscenter.backups import pipeline
-from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import globals_key, read_manifest
 from opscenter.backups.pipeline import BackupOptions, CopyOutcome, run_backup
 from opscenter.backups.restore import PostgresTarget, quick_verify, run_restore
 from opscenter.backups.sources import PostgresSource
 from opscenter.backups.streams import Compression
+from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.storage.backends import LocalStorage, StorageBackend
 from tests.storage import conftest as s3_fixtures
 

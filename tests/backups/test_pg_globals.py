@@ -20,8 +20,8 @@ from opscenter.backups.manifest import (
 )
 from opscenter.backups.pipeline import BackupOptions, run_backup
 from opscenter.backups.restore import PostgresTarget, deep_verify, quick_verify, run_restore
-from opscenter.backups.runner import LocalRunner
 from opscenter.backups.sources import PgConnection, PostgresSource, find_pg_tools
+from opscenter.remote.runner import LocalRunner
 
 from .conftest import PG_HOST, PG_PORT, all_files, psql
 
@@ -123,7 +123,7 @@ async def test_restore_globals_refused_when_none_saved(pg_db, pg_conn, storage):
     )
     manifest = await read_manifest(storage, result.key)
     assert manifest.globals is None and result.globals is None
-    from opscenter.backups.errors import BackupError, ErrorCode
+    from opscenter.core.failures import BackupError, ErrorCode
 
     dst = pg_db(create=False)
     with pytest.raises(BackupError) as info:
@@ -188,7 +188,7 @@ async def test_globals_failure_does_not_fail_the_backup(fault, pg_db, pg_conn, s
 
 async def test_damaged_globals_fail_verification(pg_db, pg_conn, storage, age_identity):
     from opscenter.backups.crypto import recipient_of
-    from opscenter.backups.errors import BackupError, ErrorCode
+    from opscenter.core.failures import BackupError, ErrorCode
 
     db = pg_db()
     result = await run_backup(

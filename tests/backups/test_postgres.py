@@ -10,12 +10,12 @@ import textwrap
 
 import pytest
 
-from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import Manifest, read_manifest, scan_catalog, write_manifest
 from opscenter.backups.pipeline import BackupOptions, run_backup
 from opscenter.backups.restore import PostgresTarget, deep_verify, quick_verify, run_restore
 from opscenter.backups.sources import PgConnection, PostgresSource
 from opscenter.backups.streams import Compression
+from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.storage.backends import LocalStorage
 
 from .conftest import all_files, ensure_age_cli, have, pg_table_hashes, psql

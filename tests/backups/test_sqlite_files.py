@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import read_manifest
 from opscenter.backups.pipeline import BackupOptions, run_backup
 from opscenter.backups.restore import (
@@ -21,6 +20,7 @@ from opscenter.backups.restore import (
 )
 from opscenter.backups.sources import DirectorySource, SqliteSource
 from opscenter.backups.streams import Compression
+from opscenter.core.failures import BackupError, ErrorCode
 
 from .conftest import all_files
 from .helpers import RecordingRunner, ShellSource, group_gone

@@ -15,8 +15,6 @@ from opscenter.backups.crypto import (
     recipient_of,
     write_identity_file,
 )
-from opscenter.backups.errors import BackupError, ErrorCode, scrub
-from opscenter.backups.runner import Command, LocalRunner, SecretFile
 from opscenter.backups.sources import (
     MySQLConnection,
     classify_mysql_error,
@@ -31,6 +29,8 @@ from opscenter.backups.streams import (
     ZstdFrameTracker,
     make_compressor,
 )
+from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.remote.runner import Command, LocalRunner, SecretFile
 from opscenter.storage.backends import LocalStorage, StorageError, validate_key
 
 # ------------------------------------------------------------------ storage

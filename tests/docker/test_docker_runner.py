@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from opscenter.backups.crypto import generate_identity, recipient_of
-from opscenter.backups.docker import DockerRunner
-from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import read_manifest
 from opscenter.backups.pipeline import BackupOptions, run_backup
 from opscenter.backups.restore import PostgresTarget, run_restore
-from opscenter.backups.runner import Command, LocalRunner, SecretFile
 from opscenter.backups.sources import PgConnection, PostgresSource
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.docker import DockerRunner
+from opscenter.remote.runner import Command, LocalRunner, SecretFile
 from opscenter.storage.backends import LocalStorage
 
 from ..backups.helpers import pgrep, until

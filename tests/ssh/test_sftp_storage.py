@@ -18,7 +18,7 @@ import pytest
 from opscenter.backups.manifest import read_manifest
 from opscenter.backups.pipeline import BackupOptions, run_backup
 from opscenter.backups.restore import quick_verify
-from opscenter.backups.ssh import HostKeyInfo
+from opscenter.remote.ssh import HostKeyInfo
 from opscenter.storage.backends import StorageError
 from opscenter.storage.sftp import SftpStorage
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from opscenter.backups.crypto import generate_identity, recipient_of
-from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import read_manifest
 from opscenter.backups.pipeline import BackupOptions, run_backup
 from opscenter.backups.restore import PostgresTarget, run_restore
-from opscenter.backups.runner import Command, SecretFile
 from opscenter.backups.sources import PgConnection, PostgresSource
-from opscenter.backups.ssh import HostKeyInfo, HostKeyMismatch, SshRunner, probe_host
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import Command, SecretFile
+from opscenter.remote.ssh import HostKeyInfo, HostKeyMismatch, SshRunner, probe_host
 from opscenter.storage.backends import LocalStorage
 
 from ..backups.conftest import new_name, pg_table_hashes, psql

@@ -677,7 +677,7 @@ async def test_sqlite_backup_into_s3_and_restore(s3: S3Storage, tmp_path: Path) 
 async def test_failed_backup_leaves_nothing_in_s3(
     make_s3: Callable[..., S3Storage], raw_s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    from opscenter.backups.errors import BackupError
+    from opscenter.core.failures import BackupError
 
     s3 = make_s3(max_attempts=2)
     hook, _seen = fail_with(503, "ServiceUnavailable", times=None)

@@ -4,11 +4,9 @@ Pure library code (asyncio, no web framework, no ORM). See ARCHITECTURE.md,
 "The backup pipeline", and RELIABILITY.md, "The integrity contract of a backup".
 """
 
-from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import Manifest, read_manifest, scan_catalog
 from opscenter.backups.pipeline import BackupOptions, BackupResult, run_backup
 from opscenter.backups.restore import deep_verify, quick_verify, run_restore
-from opscenter.backups.runner import Command, CommandRunner, LocalRunner
 from opscenter.backups.sources import (
     DirectorySource,
     MySQLConnection,
@@ -18,6 +16,8 @@ from opscenter.backups.sources import (
     SqliteSource,
 )
 from opscenter.backups.streams import Compression
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import Command, CommandRunner, LocalRunner
 
 __all__ = [
     "BackupError",

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import pyrage
 
-from opscenter.backups.errors import BackupError, ErrorCode
+from opscenter.core.failures import BackupError, ErrorCode
 
 __all__ = [
     "ReadableStream",

@@ -8,7 +8,6 @@ from typing import Any
 
 from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
-from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import read_manifest
 from opscenter.backups.masking import mask_mysql, mask_postgres, salt_for
 from opscenter.backups.pipeline import BackupOptions, BackupProgress, run_backup
@@ -21,7 +20,6 @@ from opscenter.backups.restore import (
     SqliteTarget,
     run_restore,
 )
-from opscenter.backups.runner import CommandRunner
 from opscenter.backups.sources import (
     DirectorySource,
     DumpSource,
@@ -33,10 +31,12 @@ from opscenter.backups.streams import Compression
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.events import Event
+from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.core.logging import get_logger
 from opscenter.encryption import service as encryption
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
 from opscenter.models import Backup, Server, StorageProvider
+from opscenter.remote.runner import CommandRunner
 from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers

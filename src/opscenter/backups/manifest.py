@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opscenter.backups.crypto import key_id
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.runner import CommandRunner
 from opscenter.backups.sources import (
     Engine,
     MySQLSource,
@@ -30,6 +28,8 @@ from opscenter.backups.sources import (
     resolve_mysql_tool,
 )
 from opscenter.backups.streams import Compression
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import CommandRunner
 from opscenter.storage.backends import StorageBackend, StorageError
 
 if TYPE_CHECKING:

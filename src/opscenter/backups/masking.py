@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.runner import CommandRunner
 from opscenter.backups.sources import (
     MySQLConnection,
     PgConnection,
@@ -18,6 +16,8 @@ from opscenter.backups.sources import (
     resolve_mysql_tool,
     select_pg_tool,
 )
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import CommandRunner
 from opscenter.servers.connect import mysql_literal, pg_literal
 
 TEXT_TYPES_PG = ("text", "character varying", "character", "citext")

@@ -63,7 +63,6 @@ from importlib import metadata
 import zstandard
 
 from opscenter.backups.crypto import encrypt_stream, key_id, parse_recipients
-from opscenter.backups.errors import BackupError, ErrorCode, scrub
 from opscenter.backups.manifest import (
     GlobalsInfo,
     Manifest,
@@ -74,7 +73,6 @@ from opscenter.backups.manifest import (
     globals_restore_command,
     write_manifest,
 )
-from opscenter.backups.runner import CommandRunner, LocalRunner
 from opscenter.backups.sources import DumpPlan, DumpSource, PgGlobalsSource, PostgresSource
 from opscenter.backups.stages import ProcessExit, RunFacts, StageRunner
 from opscenter.backups.streams import (
@@ -88,6 +86,8 @@ from opscenter.backups.streams import (
     enlarge_pipe,
     make_compressor,
 )
+from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.remote.runner import CommandRunner, LocalRunner
 from opscenter.storage.backends import (
     ObjectInfo,
     StorageBackend,

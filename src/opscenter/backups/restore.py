@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import Protocol
 
 from opscenter.backups.crypto import decrypt_stream, parse_identities
-from opscenter.backups.errors import BackupError, ErrorCode, scrub
 from opscenter.backups.manifest import GlobalsInfo, Manifest
 from opscenter.backups.pipeline import storage_error
-from opscenter.backups.runner import Command, CommandRunner, LocalRunner, RunningCommand
 from opscenter.backups.sources import (
     MySQLConnection,
     PgConnection,
@@ -59,6 +57,8 @@ from opscenter.backups.streams import (
     enlarge_pipe,
     write_all,
 )
+from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.remote.runner import Command, CommandRunner, LocalRunner, RunningCommand
 from opscenter.storage.backends import StorageBackend, StorageError
 
 __all__ = [

@@ -14,12 +14,12 @@ from fastapi.responses import StreamingResponse
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.backups import catalog, service
-from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import Manifest
 from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, RestoreRequest
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.failures import BackupError
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted

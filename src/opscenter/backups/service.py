@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.audit.service import Origin
-from opscenter.backups.errors import BackupError
 from opscenter.backups.manifest import manifest_key
 from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
 from opscenter.core.clock import utcnow
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from opscenter.core.failures import BackupError
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring

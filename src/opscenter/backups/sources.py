@@ -1,6 +1,6 @@
 """Dump sources: a database or directory description -> a command writing the dump to stdout.
 
-A source probes what it needs through a :class:`~opscenter.backups.runner.CommandRunner`
+A source probes what it needs through a :class:`~opscenter.remote.runner.CommandRunner`
 (server version, which tool fits) and returns a :class:`DumpPlan` whose ``command``
 writes the whole dump to stdout. Passwords never appear in argv: PostgreSQL gets
 ``PGPASSWORD`` in the environment, MySQL/MariaDB a 0600 ``--defaults-extra-file``
@@ -20,8 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.runner import Command, CommandRunner, LocalRunner, SecretFile
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import Command, CommandRunner, LocalRunner, SecretFile
 
 __all__ = [
     "PG_BIN_GLOBS",

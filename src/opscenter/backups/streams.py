@@ -26,7 +26,7 @@ from typing import IO, Any, Final, Generic, TypeVar, cast
 
 import zstandard
 
-from opscenter.backups.errors import BackupError, ErrorCode
+from opscenter.core.failures import BackupError, ErrorCode
 
 __all__ = [
     "BLOCK_SIZE",

@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.backups.crypto import key_id
-from opscenter.backups.errors import BackupError
 from opscenter.backups.keys import BackupKeys
 from opscenter.core.errors import Conflict, InvalidInput, NotFound
+from opscenter.core.failures import BackupError
 from opscenter.core.principal import Principal
 from opscenter.encryption.schemas import RecipientCreate, RecipientOut
 from opscenter.models.encryption import EscrowRecipient

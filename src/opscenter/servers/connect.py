@@ -8,9 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from opscenter.backups.docker import DockerRunner
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.runner import Command, CommandRunner, LocalRunner
 from opscenter.backups.sources import (
     MySQLConnection,
     PgConnection,
@@ -21,7 +18,10 @@ from opscenter.backups.sources import (
     resolve_mysql_tool,
     select_pg_tool,
 )
-from opscenter.backups.ssh import HostKeyInfo, SshConfig, SshRunner
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.docker import DockerRunner
+from opscenter.remote.runner import Command, CommandRunner, LocalRunner
+from opscenter.remote.ssh import HostKeyInfo, SshConfig, SshRunner
 from opscenter.servers.schemas import DEFAULT_PORTS, HOSTS, ServerType, over_ssh
 
 SQLITE_MAGIC = b"SQLite format 3\x00"

@@ -8,13 +8,13 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.backups.ssh import HostKeyInfo
 from opscenter.core.clock import utcnow
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.core.security import Keyring
 from opscenter.models import Schedule, Server
+from opscenter.remote.ssh import HostKeyInfo
 from opscenter.servers import connect
 from opscenter.servers.schemas import (
     DEFAULT_PORTS,

@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
+from opscenter.core.closing import ClosesOnExit
+
 __all__ = [
     "PARTIAL_SUFFIX",
     "LocalStorage",
@@ -185,19 +187,6 @@ class StorageBackend(Protocol):
     async def cleanup_partials(self, older_than_seconds: float = 0.0) -> int:
         """Remove leftovers of interrupted writes; return how many were removed."""
         ...
-
-
-class ClosesOnExit(ABC):
-    """`async with` closes it (readers, connections)."""
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 class AbortsUnlessCommitted(ABC):

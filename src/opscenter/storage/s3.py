@@ -57,11 +57,11 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from opscenter.core.closing import ClosesOnExit
 from opscenter.core.logging import get_logger
 from opscenter.storage.backends import (
     PARTIAL_SUFFIX,
     AbortsUnlessCommitted,
-    ClosesOnExit,
     ObjectInfo,
     SpaceInfo,
     StorageError,

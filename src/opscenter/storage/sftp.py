@@ -10,7 +10,7 @@ removes those left by interrupted runs. SFTP cannot fsync a directory, so the re
 itself is as durable as the server's file system makes it.
 
 Connection, authentication and host-key pinning are those of
-:func:`opscenter.backups.ssh.connect_ssh` (pinned on first use, fails closed on a
+:func:`opscenter.remote.ssh.connect_ssh` (pinned on first use, fails closed on a
 changed key). Errors are :class:`~opscenter.storage.backends.StorageError`:
 ``not_found``, ``exists``, ``disk_full`` (SFTPv5+ codes, a server message naming it, or
 an OpenSSH ``Failure`` while ``statvfs`` shows the file system full), ``io_error``
@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import asyncssh
 
-from opscenter.backups.errors import BackupError, ErrorCode, scrub
-from opscenter.backups.ssh import (
+from opscenter.core.closing import ClosesOnExit
+from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.remote.ssh import (
     HostKeyInfo,
     HostKeyMismatch,
     SshConfig,
@@ -42,7 +43,6 @@ from opscenter.backups.ssh import (
 from opscenter.storage.backends import (
     PARTIAL_SUFFIX,
     AbortsUnlessCommitted,
-    ClosesOnExit,
     ObjectInfo,
     SpaceInfo,
     StorageBackend,

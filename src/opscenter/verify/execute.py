@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.backups import keys as backup_keys
-from opscenter.backups.errors import BackupError, ErrorCode
 from opscenter.backups.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
 from opscenter.backups.restore import (
     MySQLTarget,
@@ -29,7 +28,6 @@ from opscenter.backups.restore import (
     quick_verify,
     run_restore,
 )
-from opscenter.backups.runner import CommandRunner
 from opscenter.backups.sources import (
     DumpSource,
     MySQLSource,
@@ -42,9 +40,11 @@ from opscenter.backups.sources import (
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.events import Event
+from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.core.logging import get_logger
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
 from opscenter.models import Backup, Server, StorageProvider, VerificationRun
+from opscenter.remote.runner import CommandRunner
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.storage.backends import StorageBackend

@@ -6,7 +6,7 @@ line and runs it. The script takes the command's environment and secret files fr
 stdin, never from argv (``ps`` on the host shows none of them), checks that the tool
 exists, reports ``<sentinel> ok <pid> <pgid> :<secret dir>`` on stderr (the
 :class:`Marker`) and runs the tool, whose stdin is whatever follows the sentinel.
-See :mod:`opscenter.backups.ssh` for the whole story.
+See :mod:`opscenter.remote.ssh` for the whole story.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opscenter.backups.runner import Command, CommandRunner, SecretFile
+from opscenter.remote.runner import Command, CommandRunner, SecretFile
 
 __all__ = [
     "GLOB_SCRIPT",

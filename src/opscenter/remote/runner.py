@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from opscenter.backups.errors import scrub
+from opscenter.core.failures import scrub
 
 __all__ = [
     "Command",

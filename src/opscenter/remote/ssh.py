@@ -1,7 +1,7 @@
 """Run dump/restore tools on a remote host over SSH (asyncssh).
 
-:class:`SshRunner` is a :class:`~opscenter.backups.runner.CommandRunner`: sources, the
-pipeline and restores use it exactly like :class:`~opscenter.backups.runner.LocalRunner`.
+:class:`SshRunner` is a :class:`~opscenter.remote.runner.CommandRunner`: sources, the
+pipeline and restores use it exactly like :class:`~opscenter.remote.runner.LocalRunner`.
 
 How a command runs remotely
 ===========================
@@ -17,7 +17,7 @@ the sentinel is left for the tool (a restore's dump stream). The script
   command's environment (``PGPASSWORD`` ...) with shell builtins: the values are never
   in any argv, so ``ps`` on the remote host does not show them (SSH ``env`` requests
   are not used: ``AcceptEnv`` is normally limited to ``LANG``/``LC_*``);
-* writes each :class:`~opscenter.backups.runner.SecretFile` with the ``printf``
+* writes each :class:`~opscenter.remote.runner.SecretFile` with the ``printf``
   builtin into a fresh ``mktemp -d`` directory (umask 077: dir 0700, files 0600) and
   removes it on exit (``trap ... EXIT``; also from :meth:`SshProcess.kill`, which a
   shell trap cannot see);
@@ -60,14 +60,15 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 from asyncssh.public_key import get_default_public_key_algs
 
-from opscenter.backups.errors import BackupError, ErrorCode, scrub
-from opscenter.backups.runner import (
+from opscenter.core.closing import ClosesOnExit
+from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.remote.runner import (
     Command,
     CommandRunner,
     CompletedCommand,
     RunningCommand,
 )
-from opscenter.backups.shell import (
+from opscenter.remote.shell import (
     Marker,
     boot_loop,
     glob_on,
@@ -77,7 +78,6 @@ from opscenter.backups.shell import (
     which_on,
     wrapper_script,
 )
-from opscenter.storage.backends import ClosesOnExit
 
 __all__ = [
     "HostKeyInfo",

@@ -1,10 +1,10 @@
 """Run dump/restore tools inside a container with ``docker exec``.
 
-:class:`DockerRunner` is a :class:`~opscenter.backups.runner.CommandRunner` that wraps
-another runner: :class:`~opscenter.backups.runner.LocalRunner` for containers on this
-host, :class:`~opscenter.backups.ssh.SshRunner` for containers on an SSH host. Each
+:class:`DockerRunner` is a :class:`~opscenter.remote.runner.CommandRunner` that wraps
+another runner: :class:`~opscenter.remote.runner.LocalRunner` for containers on this
+host, :class:`~opscenter.remote.ssh.SshRunner` for containers on an SSH host. Each
 command becomes ``docker exec -i CONTAINER /bin/sh -c <boot loop>`` on that host, fed
-the wrapper script of :mod:`opscenter.backups.shell` on stdin, followed by the tool's
+the wrapper script of :mod:`opscenter.remote.shell` on stdin, followed by the tool's
 own input. So, as over SSH, passwords and secret files never appear in any argv (a
 ``docker exec -e PGPASSWORD=...`` would show them to ``ps`` on the host).
 
@@ -25,9 +25,9 @@ import signal
 import threading
 from typing import TYPE_CHECKING
 
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.runner import Command, CommandRunner, CompletedCommand, RunningCommand
-from opscenter.backups.shell import (
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import Command, CommandRunner, CompletedCommand, RunningCommand
+from opscenter.remote.shell import (
     Marker,
     boot_loop,
     glob_on,
