@@ -15,9 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 from sqlalchemy import or_, select
 
-from opscenter.backups import keys as backup_keys
 from opscenter.backups import service
-from opscenter.backups.crypto import decrypt_stream, identity_file_text
 from opscenter.backups.schemas import BackupCreate, CompressionType, RestoreRequest
 from opscenter.cli_actions import SYSTEM
 from opscenter.config import get_settings
@@ -28,6 +26,8 @@ from opscenter.core.security import Keyring
 from opscenter.jobs.runner import TERMINAL
 from opscenter.models import Backup, Job
 from opscenter.runtime import build_context, running
+from opscenter.streaming import keys as backup_keys
+from opscenter.streaming.crypto import decrypt_stream, identity_file_text
 from opscenter.verify import service as verify
 from opscenter.verify.schemas import VerifyRequest
 

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from opscenter.backups.manifest import manifest_key
 from opscenter.core.clock import utcnow
 from opscenter.models import Job
+from opscenter.streaming.manifest import manifest_key
 from tests.conftest import Api, UserFactory
 
 WITHIN_SECONDS = 2.0

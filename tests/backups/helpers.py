@@ -11,7 +11,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from opscenter.backups.sources import DumpPlan, Engine
 from opscenter.core.failures import ErrorCode
 from opscenter.remote.runner import (
     Command,
@@ -20,7 +19,8 @@ from opscenter.remote.runner import (
     LocalProcess,
     LocalRunner,
 )
-from opscenter.storage.backends import LocalStorage, StorageError
+from opscenter.stores.backends import LocalStorage, StorageError
+from opscenter.streaming.sources import DumpPlan, Engine
 
 
 class RecordingRunner(LocalRunner):

@@ -9,13 +9,13 @@ import textwrap
 
 import pytest
 
-from opscenter.backups.manifest import read_manifest, write_manifest
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import MySQLTarget, deep_verify, run_restore
-from opscenter.backups.sources import MySQLConnection, MySQLSource
-from opscenter.backups.streams import Compression
 from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.remote.runner import Command, LocalProcess, LocalRunner
+from opscenter.streaming.manifest import read_manifest, write_manifest
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import MySQLTarget, deep_verify, run_restore
+from opscenter.streaming.sources import MySQLConnection, MySQLSource
+from opscenter.streaming.streams import Compression
 
 from .conftest import all_files, my_table_hashes, mysql, new_name
 

@@ -12,16 +12,16 @@ import pyrage
 import pytest
 import zstandard
 
-from opscenter.backups.manifest import (
+from opscenter.remote.runner import LocalRunner
+from opscenter.streaming.manifest import (
     backup_object_keys,
     delete_backup_objects,
     read_manifest,
     scan_catalog,
 )
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import PostgresTarget, deep_verify, quick_verify, run_restore
-from opscenter.backups.sources import PgConnection, PostgresSource, find_pg_tools
-from opscenter.remote.runner import LocalRunner
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import PostgresTarget, deep_verify, quick_verify, run_restore
+from opscenter.streaming.sources import PgConnection, PostgresSource, find_pg_tools
 
 from .conftest import PG_HOST, PG_PORT, all_files, psql
 
@@ -187,8 +187,8 @@ async def test_globals_failure_does_not_fail_the_backup(fault, pg_db, pg_conn, s
 
 
 async def test_damaged_globals_fail_verification(pg_db, pg_conn, storage, age_identity):
-    from opscenter.backups.crypto import recipient_of
     from opscenter.core.failures import BackupError, ErrorCode
+    from opscenter.streaming.crypto import recipient_of
 
     db = pg_db()
     result = await run_backup(

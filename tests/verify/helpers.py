@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from opscenter.backups import keys as backup_keys
-from opscenter.backups.manifest import Manifest, manifest_key, read_manifest, write_manifest
 from opscenter.models import Backup, StorageProvider
-from opscenter.storage.backends import LocalStorage
+from opscenter.stores.backends import LocalStorage
+from opscenter.streaming import keys as backup_keys
+from opscenter.streaming.manifest import Manifest, manifest_key, read_manifest, write_manifest
 from tests.conftest import Api
 
 PG_SERVER = {

@@ -10,14 +10,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.backups.manifest import Manifest, write_manifest
 from opscenter.core.clock import as_utc
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
 from opscenter.models import Backup, Server, StorageProvider
 from opscenter.storage import service as storage_service
-from opscenter.storage.backends import StorageBackend, StorageError
+from opscenter.stores.backends import StorageBackend, StorageError
+from opscenter.streaming.manifest import Manifest, write_manifest
 
 
 def _when(text: str) -> datetime:

@@ -7,27 +7,6 @@ import asyncio
 from typing import Any
 
 from opscenter.audit import service as audit
-from opscenter.backups import keys as backup_keys
-from opscenter.backups.manifest import read_manifest
-from opscenter.backups.masking import mask_mysql, mask_postgres, salt_for
-from opscenter.backups.pipeline import BackupOptions, BackupProgress, run_backup
-from opscenter.backups.restore import (
-    DirectoryTarget,
-    MySQLTarget,
-    PostgresTarget,
-    RestoreProgress,
-    RestoreTarget,
-    SqliteTarget,
-    run_restore,
-)
-from opscenter.backups.sources import (
-    DirectorySource,
-    DumpSource,
-    MySQLSource,
-    PostgresSource,
-    SqliteSource,
-)
-from opscenter.backups.streams import Compression
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.events import Event
@@ -41,6 +20,27 @@ from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.storage import service as storage_service
+from opscenter.streaming import keys as backup_keys
+from opscenter.streaming.manifest import read_manifest
+from opscenter.streaming.masking import mask_mysql, mask_postgres, salt_for
+from opscenter.streaming.pipeline import BackupOptions, BackupProgress, run_backup
+from opscenter.streaming.restore import (
+    DirectoryTarget,
+    MySQLTarget,
+    PostgresTarget,
+    RestoreProgress,
+    RestoreTarget,
+    SqliteTarget,
+    run_restore,
+)
+from opscenter.streaming.sources import (
+    DirectorySource,
+    DumpSource,
+    MySQLSource,
+    PostgresSource,
+    SqliteSource,
+)
+from opscenter.streaming.streams import Compression
 from opscenter.verify import automatic as verify_automatic
 
 log = get_logger("opscenter.backups")

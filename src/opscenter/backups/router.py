@@ -14,7 +14,6 @@ from fastapi.responses import StreamingResponse
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.backups import catalog, service
-from opscenter.backups.manifest import Manifest
 from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, RestoreRequest
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
@@ -26,7 +25,8 @@ from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
 from opscenter.models import Backup
 from opscenter.storage import service as storage_service
-from opscenter.storage.s3 import S3Storage
+from opscenter.stores.s3 import S3Storage
+from opscenter.streaming.manifest import Manifest
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
 ReadBackups = Annotated[Principal, Depends(require("read:backups"))]

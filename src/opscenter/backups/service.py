@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.audit.service import Origin
-from opscenter.backups.manifest import manifest_key
 from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
 from opscenter.core.clock import utcnow
 from opscenter.core.db import release
@@ -26,7 +25,8 @@ from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.servers.schemas import HOSTS, ServerType
 from opscenter.storage import service as storage
-from opscenter.storage.backends import StorageError
+from opscenter.stores.backends import StorageError
+from opscenter.streaming.manifest import manifest_key
 
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
 ACTIVE = ("pending", "running")

@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.backups import service as backups
-from opscenter.backups.manifest import manifest_key
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
@@ -42,8 +41,9 @@ from opscenter.retention.schemas import (
 )
 from opscenter.schedules import cron
 from opscenter.servers import service as servers
-from opscenter.storage.backends import StorageError
 from opscenter.storage.service import StoragePool
+from opscenter.stores.backends import StorageError
+from opscenter.streaming.manifest import manifest_key
 
 log = get_logger("opscenter.retention")
 # A backup counts as verified once a check read its whole dump: deep_ok (decrypted,

@@ -8,7 +8,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from opscenter.backups.sources import (
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.docker import DockerRunner
+from opscenter.remote.runner import Command, CommandRunner, LocalRunner
+from opscenter.remote.ssh import HostKeyInfo, SshConfig, SshRunner
+from opscenter.servers.schemas import DEFAULT_PORTS, HOSTS, ServerType, over_ssh
+from opscenter.streaming.sources import (
     MySQLConnection,
     PgConnection,
     mysql_client_command,
@@ -18,11 +23,6 @@ from opscenter.backups.sources import (
     resolve_mysql_tool,
     select_pg_tool,
 )
-from opscenter.core.failures import BackupError, ErrorCode
-from opscenter.remote.docker import DockerRunner
-from opscenter.remote.runner import Command, CommandRunner, LocalRunner
-from opscenter.remote.ssh import HostKeyInfo, SshConfig, SshRunner
-from opscenter.servers.schemas import DEFAULT_PORTS, HOSTS, ServerType, over_ssh
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 CONNECT_TIMEOUT = 10

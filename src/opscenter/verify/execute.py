@@ -17,26 +17,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
-from opscenter.backups import keys as backup_keys
-from opscenter.backups.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
-from opscenter.backups.restore import (
-    MySQLTarget,
-    PostgresTarget,
-    RestoreProgress,
-    RestoreTarget,
-    deep_verify,
-    quick_verify,
-    run_restore,
-)
-from opscenter.backups.sources import (
-    DumpSource,
-    MySQLSource,
-    PostgresSource,
-    mysql_client_command,
-    psql_command,
-    resolve_mysql_tool,
-    select_pg_tool,
-)
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.events import Event
@@ -47,7 +27,27 @@ from opscenter.models import Backup, Server, StorageProvider, VerificationRun
 from opscenter.remote.runner import CommandRunner
 from opscenter.servers import connect
 from opscenter.servers import service as servers
-from opscenter.storage.backends import StorageBackend
+from opscenter.stores.backends import StorageBackend
+from opscenter.streaming import keys as backup_keys
+from opscenter.streaming.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
+from opscenter.streaming.restore import (
+    MySQLTarget,
+    PostgresTarget,
+    RestoreProgress,
+    RestoreTarget,
+    deep_verify,
+    quick_verify,
+    run_restore,
+)
+from opscenter.streaming.sources import (
+    DumpSource,
+    MySQLSource,
+    PostgresSource,
+    mysql_client_command,
+    psql_command,
+    resolve_mysql_tool,
+    select_pg_tool,
+)
 from opscenter.verify import service
 
 log = get_logger("opscenter.verify")

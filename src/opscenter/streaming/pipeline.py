@@ -62,8 +62,17 @@ from importlib import metadata
 
 import zstandard
 
-from opscenter.backups.crypto import encrypt_stream, key_id, parse_recipients
-from opscenter.backups.manifest import (
+from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.remote.runner import CommandRunner, LocalRunner
+from opscenter.stores.backends import (
+    ObjectInfo,
+    StorageBackend,
+    StorageError,
+    StorageWriter,
+    validate_key,
+)
+from opscenter.streaming.crypto import encrypt_stream, key_id, parse_recipients
+from opscenter.streaming.manifest import (
     GlobalsInfo,
     Manifest,
     RowCounts,
@@ -73,9 +82,9 @@ from opscenter.backups.manifest import (
     globals_restore_command,
     write_manifest,
 )
-from opscenter.backups.sources import DumpPlan, DumpSource, PgGlobalsSource, PostgresSource
-from opscenter.backups.stages import ProcessExit, RunFacts, StageRunner
-from opscenter.backups.streams import (
+from opscenter.streaming.sources import DumpPlan, DumpSource, PgGlobalsSource, PostgresSource
+from opscenter.streaming.stages import ProcessExit, RunFacts, StageRunner
+from opscenter.streaming.streams import (
     BLOCK_SIZE,
     Aborted,
     BlockWriter,
@@ -85,15 +94,6 @@ from opscenter.backups.streams import (
     Compression,
     enlarge_pipe,
     make_compressor,
-)
-from opscenter.core.failures import BackupError, ErrorCode, scrub
-from opscenter.remote.runner import CommandRunner, LocalRunner
-from opscenter.storage.backends import (
-    ObjectInfo,
-    StorageBackend,
-    StorageError,
-    StorageWriter,
-    validate_key,
 )
 
 __all__ = [

@@ -31,10 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from opscenter.backups.crypto import decrypt_stream, parse_identities
-from opscenter.backups.manifest import GlobalsInfo, Manifest
-from opscenter.backups.pipeline import storage_error
-from opscenter.backups.sources import (
+from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.remote.runner import Command, CommandRunner, LocalRunner, RunningCommand
+from opscenter.stores.backends import StorageBackend, StorageError
+from opscenter.streaming.crypto import decrypt_stream, parse_identities
+from opscenter.streaming.manifest import GlobalsInfo, Manifest
+from opscenter.streaming.pipeline import storage_error
+from opscenter.streaming.sources import (
     MySQLConnection,
     PgConnection,
     classify_mysql_error,
@@ -45,8 +48,8 @@ from opscenter.backups.sources import (
     resolve_mysql_tool,
     select_pg_tool,
 )
-from opscenter.backups.stages import ProcessExit, RunFacts, StageRunner
-from opscenter.backups.streams import (
+from opscenter.streaming.stages import ProcessExit, RunFacts, StageRunner
+from opscenter.streaming.streams import (
     BLOCK_SIZE,
     Aborted,
     BlockWriter,
@@ -57,9 +60,6 @@ from opscenter.backups.streams import (
     enlarge_pipe,
     write_all,
 )
-from opscenter.core.failures import BackupError, ErrorCode, scrub
-from opscenter.remote.runner import Command, CommandRunner, LocalRunner, RunningCommand
-from opscenter.storage.backends import StorageBackend, StorageError
 
 __all__ = [
     "DirectoryTarget",

@@ -1,6 +1,6 @@
 """S3-compatible object storage (AWS S3, MinIO, Ceph RGW, Garage, R2, B2, Wasabi, ...).
 
-Same contract as :class:`~opscenter.storage.backends.LocalStorage` (RELIABILITY.md,
+Same contract as :class:`~opscenter.stores.backends.LocalStorage` (RELIABILITY.md,
 "integrity contract", point 2):
 
 * a writer fills one part (8 MiB by default) while at most one other part is being
@@ -59,7 +59,7 @@ from botocore.exceptions import (
 
 from opscenter.core.closing import ClosesOnExit
 from opscenter.core.logging import get_logger
-from opscenter.storage.backends import (
+from opscenter.stores.backends import (
     PARTIAL_SUFFIX,
     AbortsUnlessCommitted,
     ObjectInfo,
@@ -70,7 +70,7 @@ from opscenter.storage.backends import (
 )
 
 if TYPE_CHECKING:
-    from opscenter.storage.backends import StorageBackend, StorageReader, StorageWriter
+    from opscenter.stores.backends import StorageBackend, StorageReader, StorageWriter
 
 __all__ = [
     "DEFAULT_PART_SIZE",

@@ -8,7 +8,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from opscenter.backups.sources import (
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import CommandRunner
+from opscenter.servers.connect import mysql_literal, pg_literal
+from opscenter.streaming.sources import (
     MySQLConnection,
     PgConnection,
     mysql_client_command,
@@ -16,9 +19,6 @@ from opscenter.backups.sources import (
     resolve_mysql_tool,
     select_pg_tool,
 )
-from opscenter.core.failures import BackupError, ErrorCode
-from opscenter.remote.runner import CommandRunner
-from opscenter.servers.connect import mysql_literal, pg_literal
 
 TEXT_TYPES_PG = ("text", "character varying", "character", "citext")
 TEXT_TYPES_MYSQL = ("varchar", "char", "text", "tinytext", "mediumtext", "longtext")

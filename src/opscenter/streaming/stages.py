@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from opscenter.backups.streams import Aborted, Channel
 from opscenter.core.failures import ErrorCode
 from opscenter.remote.runner import RunningCommand
+from opscenter.streaming.streams import Aborted, Channel
 
 __all__ = ["ProcessExit", "RunFacts", "StageRunner", "lower_thread_priority"]
 

@@ -11,7 +11,7 @@ itself is as durable as the server's file system makes it.
 
 Connection, authentication and host-key pinning are those of
 :func:`opscenter.remote.ssh.connect_ssh` (pinned on first use, fails closed on a
-changed key). Errors are :class:`~opscenter.storage.backends.StorageError`:
+changed key). Errors are :class:`~opscenter.stores.backends.StorageError`:
 ``not_found``, ``exists``, ``disk_full`` (SFTPv5+ codes, a server message naming it, or
 an OpenSSH ``Failure`` while ``statvfs`` shows the file system full), ``io_error``
 (``retryable=True`` for a lost or unreachable connection), ``auth_failed`` and
@@ -40,7 +40,7 @@ from opscenter.remote.ssh import (
     close_connection,
     connect_ssh,
 )
-from opscenter.storage.backends import (
+from opscenter.stores.backends import (
     PARTIAL_SUFFIX,
     AbortsUnlessCommitted,
     ObjectInfo,

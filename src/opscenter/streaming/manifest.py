@@ -17,8 +17,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from opscenter.backups.crypto import key_id
-from opscenter.backups.sources import (
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import CommandRunner
+from opscenter.stores.backends import StorageBackend, StorageError
+from opscenter.streaming.crypto import key_id
+from opscenter.streaming.sources import (
     Engine,
     MySQLSource,
     PostgresSource,
@@ -27,13 +30,10 @@ from opscenter.backups.sources import (
     psql_command,
     resolve_mysql_tool,
 )
-from opscenter.backups.streams import Compression
-from opscenter.core.failures import BackupError, ErrorCode
-from opscenter.remote.runner import CommandRunner
-from opscenter.storage.backends import StorageBackend, StorageError
+from opscenter.streaming.streams import Compression
 
 if TYPE_CHECKING:
-    from opscenter.backups.sources import DumpPlan, DumpSource
+    from opscenter.streaming.sources import DumpPlan, DumpSource
 
 __all__ = [
     "MANIFEST_FORMAT",

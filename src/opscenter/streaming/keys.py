@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from opscenter.backups.crypto import generate_identity, key_id, recipient_of
 from opscenter.core.security import Keyring
+from opscenter.streaming.crypto import generate_identity, key_id, recipient_of
 
 IDENTITY_FILE = "backup-identity.json"
 _CONTEXT = "backup-identity"
