@@ -10,11 +10,12 @@ import textwrap
 import pytest
 
 from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines.mysql import MySQLConnection
 from opscenter.remote.runner import Command, LocalProcess, LocalRunner
 from opscenter.streaming.manifest import read_manifest, write_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
 from opscenter.streaming.restore import MySQLTarget, deep_verify, run_restore
-from opscenter.streaming.sources import MySQLConnection, MySQLSource
+from opscenter.streaming.sources import MySQLSource
 from opscenter.streaming.streams import Compression
 
 from .conftest import all_files, my_table_hashes, mysql, new_name

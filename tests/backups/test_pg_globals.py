@@ -12,6 +12,7 @@ import pyrage
 import pytest
 import zstandard
 
+from opscenter.engines.postgres import PgConnection, find_pg_tools
 from opscenter.remote.runner import LocalRunner
 from opscenter.streaming.manifest import (
     backup_object_keys,
@@ -21,7 +22,7 @@ from opscenter.streaming.manifest import (
 )
 from opscenter.streaming.pipeline import BackupOptions, run_backup
 from opscenter.streaming.restore import PostgresTarget, deep_verify, quick_verify, run_restore
-from opscenter.streaming.sources import PgConnection, PostgresSource, find_pg_tools
+from opscenter.streaming.sources import PostgresSource
 
 from .conftest import PG_HOST, PG_PORT, all_files, psql
 

@@ -11,11 +11,12 @@ import textwrap
 import pytest
 
 from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines.postgres import PgConnection
 from opscenter.stores.backends import LocalStorage
 from opscenter.streaming.manifest import Manifest, read_manifest, scan_catalog, write_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
 from opscenter.streaming.restore import PostgresTarget, deep_verify, quick_verify, run_restore
-from opscenter.streaming.sources import PgConnection, PostgresSource
+from opscenter.streaming.sources import PostgresSource
 from opscenter.streaming.streams import Compression
 
 from .conftest import all_files, ensure_age_cli, have, pg_table_hashes, psql

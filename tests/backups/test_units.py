@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.engines.mysql import MySQLConnection, classify_mysql_error
+from opscenter.engines.postgres import classify_pg_error, select_pg_tool
 from opscenter.remote.runner import Command, LocalRunner, SecretFile
 from opscenter.stores.backends import LocalStorage, StorageError, validate_key
 from opscenter.streaming.crypto import (
@@ -17,12 +19,6 @@ from opscenter.streaming.crypto import (
     load_identity_file,
     recipient_of,
     write_identity_file,
-)
-from opscenter.streaming.sources import (
-    MySQLConnection,
-    classify_mysql_error,
-    classify_pg_error,
-    select_pg_tool,
 )
 from opscenter.streaming.streams import (
     Aborted,
@@ -155,7 +151,7 @@ async def test_select_newest_pg_dump_at_least_server(tmp_path):
 
 
 async def test_debian_pg_wrapper_is_asked_only_as_a_last_resort(tmp_path):
-    from opscenter.streaming.sources import find_pg_tools
+    from opscenter.engines.postgres import find_pg_tools
 
     share = tmp_path / "share"
     share.mkdir()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines.postgres import PgConnection
 from opscenter.remote.docker import DockerRunner
 from opscenter.remote.runner import Command, LocalRunner, SecretFile
 from opscenter.stores.backends import LocalStorage
@@ -22,7 +23,7 @@ from opscenter.streaming.crypto import generate_identity, recipient_of
 from opscenter.streaming.manifest import read_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
 from opscenter.streaming.restore import PostgresTarget, run_restore
-from opscenter.streaming.sources import PgConnection, PostgresSource
+from opscenter.streaming.sources import PostgresSource
 
 from ..backups.helpers import pgrep, until
 from .conftest import PgContainer, docker

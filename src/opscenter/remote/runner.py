@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 _STDERR_TAIL = 64 * 1024
+#: How long a probe (a tool's --version, a server's version query) may take.
+PROBE_TIMEOUT = 30.0
 
 
 def _own_group() -> dict[str, Any]:

@@ -18,18 +18,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines import mysql
+from opscenter.engines.mysql import mysql_client_command, resolve_mysql_tool
+from opscenter.engines.postgres import find_pg_tools, psql_command
 from opscenter.remote.runner import CommandRunner
 from opscenter.stores.backends import StorageBackend, StorageError
 from opscenter.streaming.crypto import key_id
-from opscenter.streaming.sources import (
-    Engine,
-    MySQLSource,
-    PostgresSource,
-    find_pg_tools,
-    mysql_client_command,
-    psql_command,
-    resolve_mysql_tool,
-)
+from opscenter.streaming.sources import Engine, MySQLSource, PostgresSource
 from opscenter.streaming.streams import Compression
 
 if TYPE_CHECKING:
@@ -531,10 +526,6 @@ async def _pg_row_counts(source: PostgresSource, runner: CommandRunner, limit: i
     return RowCounts(tables, estimated, datetime.now(UTC).isoformat())
 
 
-def _mysql_ident(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 async def _mysql_row_counts(source: MySQLSource, runner: CommandRunner, limit: int) -> RowCounts:
     client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
     conn = source.conn
@@ -559,16 +550,12 @@ async def _mysql_row_counts(source: MySQLSource, runner: CommandRunner, limit: i
     tables = dict(estimates)
     if small:
         union = " UNION ALL ".join(
-            f"SELECT {_sql_str(t)}, COUNT(*) FROM {_mysql_ident(t)}"  # noqa: S608 (quoted)
+            f"SELECT {mysql.quote_literal(t)}, COUNT(*) FROM {mysql.quote_ident(t)}"  # noqa: S608 (quoted)
             for t in small
         )
         tables.update(_parse_counts(await query(union)))
     estimated = tuple(t for t in estimates if t not in small)
     return RowCounts(tables, estimated, datetime.now(UTC).isoformat())
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 async def collect_row_counts(

@@ -9,16 +9,10 @@ import hashlib
 from dataclasses import dataclass
 
 from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines import mysql, postgres
+from opscenter.engines.mysql import MySQLConnection, mysql_client_command, resolve_mysql_tool
+from opscenter.engines.postgres import PgConnection, psql_command, select_pg_tool
 from opscenter.remote.runner import CommandRunner
-from opscenter.servers.connect import mysql_literal, pg_literal
-from opscenter.streaming.sources import (
-    MySQLConnection,
-    PgConnection,
-    mysql_client_command,
-    psql_command,
-    resolve_mysql_tool,
-    select_pg_tool,
-)
 
 TEXT_TYPES_PG = ("text", "character varying", "character", "citext")
 TEXT_TYPES_MYSQL = ("varchar", "char", "text", "tinytext", "mediumtext", "longtext")
@@ -50,14 +44,6 @@ def _matches(column: Column, rule_key: str) -> bool:
     )
 
 
-def _qpg(ident: str) -> str:
-    return '"' + ident.replace('"', '""') + '"'
-
-
-def _qmy(ident: str) -> str:
-    return "`" + ident.replace("`", "``") + "`"
-
-
 def _not_text(column: Column) -> BackupError:
     return BackupError(
         ErrorCode.INVALID_CONFIG,
@@ -71,20 +57,23 @@ def _fit(expr: str, column: Column) -> str:
 
 
 def _pg_expression(column: Column, rule: str, salt: str) -> str:
-    c = _qpg(column.name)
+    c = postgres.quote_ident(column.name)
     text_like = column.data_type in TEXT_TYPES_PG
     if rule == "null":
         return "NULL"
     if rule.startswith("fixed:"):
         return (
-            f"{pg_literal(rule[6:])}::{column.data_type}"
+            f"{postgres.quote_literal(rule[6:])}::{column.data_type}"
             if not text_like
-            else _fit(pg_literal(rule[6:]), column)
+            else _fit(postgres.quote_literal(rule[6:]), column)
         )
     if not text_like:
         raise _not_text(column)
     if rule == "hash":
-        return _fit(f"encode(sha256(convert_to({pg_literal(salt)} || {c}, 'UTF8')), 'hex')", column)
+        return _fit(
+            f"encode(sha256(convert_to({postgres.quote_literal(salt)} || {c}, 'UTF8')), 'hex')",
+            column,
+        )
     return (
         "(SELECT string_agg(CASE WHEN ch ~ '[0-9]' THEN chr(48 + floor(random() * 10)::int) "
         "WHEN ch ~ '[a-z]' THEN chr(97 + floor(random() * 26)::int) "
@@ -125,11 +114,11 @@ async def mask_postgres(
         where = (
             ""
             if rule in {"null"} or rule.startswith("fixed:")
-            else f" WHERE {_qpg(column.name)} IS NOT NULL"
+            else f" WHERE {postgres.quote_ident(column.name)} IS NOT NULL"
         )
-        table = f"{_qpg(column.schema)}.{_qpg(column.table)}"
+        table = f"{postgres.quote_ident(column.schema)}.{postgres.quote_ident(column.table)}"
         # Identifiers are quoted and values are literals built here: no user text is SQL.
-        statements.append(f"UPDATE {table} SET {_qpg(column.name)} = {expr}{where}")
+        statements.append(f"UPDATE {table} SET {postgres.quote_ident(column.name)} = {expr}{where}")
     updated = 0
     if statements:
         # One transaction: all masked or none (a half-masked copy must never be left).
@@ -162,16 +151,20 @@ END
 
 
 def _my_expression(column: Column, rule: str, salt: str, fn: str) -> str:
-    c = _qmy(column.name)
+    c = mysql.quote_ident(column.name)
     text_like = column.data_type in TEXT_TYPES_MYSQL
     if rule == "null":
         return "NULL"
     if rule.startswith("fixed:"):
-        return _fit(mysql_literal(rule[6:]), column) if text_like else mysql_literal(rule[6:])
+        return (
+            _fit(mysql.quote_literal(rule[6:]), column)
+            if text_like
+            else mysql.quote_literal(rule[6:])
+        )
     if not text_like:
         raise _not_text(column)
     if rule == "hash":
-        return _fit(f"SHA2(CONCAT({mysql_literal(salt)}, {c}), 256)", column)
+        return _fit(f"SHA2(CONCAT({mysql.quote_literal(salt)}, {c}), 256)", column)
     return f"{fn}({c})"
 
 
@@ -208,7 +201,8 @@ async def mask_mysql(
     statements = []
     for column, rule in plan:
         expr = _my_expression(column, rule, salt, fn)
-        statements.append(f"UPDATE {_qmy(column.table)} SET {_qmy(column.name)} = {expr}")
+        table, name = mysql.quote_ident(column.table), mysql.quote_ident(column.name)
+        statements.append(f"UPDATE {table} SET {name} = {expr}")
     updated = 0
     if statements:
         if needs_fn:

@@ -32,22 +32,25 @@ from pathlib import Path
 from typing import Protocol
 
 from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.engines import mysql, postgres
+from opscenter.engines.mysql import (
+    MySQLConnection,
+    classify_mysql_error,
+    mysql_client_command,
+    resolve_mysql_tool,
+)
+from opscenter.engines.postgres import (
+    PgConnection,
+    classify_pg_error,
+    psql_command,
+    quote_conninfo,
+    select_pg_tool,
+)
 from opscenter.remote.runner import Command, CommandRunner, LocalRunner, RunningCommand
 from opscenter.stores.backends import StorageBackend, StorageError
 from opscenter.streaming.crypto import decrypt_stream, parse_identities
 from opscenter.streaming.manifest import GlobalsInfo, Manifest
 from opscenter.streaming.pipeline import storage_error
-from opscenter.streaming.sources import (
-    MySQLConnection,
-    PgConnection,
-    classify_mysql_error,
-    classify_pg_error,
-    mysql_client_command,
-    psql_command,
-    quote_conninfo,
-    resolve_mysql_tool,
-    select_pg_tool,
-)
 from opscenter.streaming.stages import ProcessExit, RunFacts, StageRunner
 from opscenter.streaming.streams import (
     BLOCK_SIZE,
@@ -694,10 +697,6 @@ def _check_format(manifest: Manifest, target: RestoreTarget) -> None:
         )
 
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 async def _pg_query(runner: CommandRunner, conn: PgConnection, sql: str, stage: str) -> str:
     psql = (await select_pg_tool(runner, "psql", None)).path
     res = await runner.run(psql_command(psql, conn, sql), limit_seconds=conn.connect_timeout + 60)
@@ -719,7 +718,7 @@ async def _pg_sink(
         await _pg_query(
             runner,
             conn.with_database("postgres"),
-            f"CREATE DATABASE {_quote_ident(conn.database)}",
+            f"CREATE DATABASE {postgres.quote_ident(conn.database)}",
             "create",
         )
     elif not (target.clean or target.allow_non_empty):
@@ -786,7 +785,7 @@ async def _mysql_sink(runner: CommandRunner, target: MySQLTarget) -> _ProcessSin
             )
         return res.stdout.decode().strip()
 
-    name = "`" + conn.database.replace("`", "``") + "`"
+    name = mysql.quote_ident(conn.database)
     if target.create:
         await query(f"CREATE DATABASE {name} CHARACTER SET utf8mb4", None)
     elif not target.allow_non_empty:
@@ -854,12 +853,13 @@ async def _drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
             await _pg_query(
                 runner,
                 target.conn.with_database("postgres"),
-                f"DROP DATABASE IF EXISTS {_quote_ident(target.conn.database)} WITH (FORCE)",
+                f"DROP DATABASE IF EXISTS {postgres.quote_ident(target.conn.database)} "
+                "WITH (FORCE)",
                 "cleanup",
             )
         elif isinstance(target, MySQLTarget) and target.create:
             client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-            name = "`" + target.conn.database.replace("`", "``") + "`"
+            name = mysql.quote_ident(target.conn.database)
             await runner.run(
                 mysql_client_command(client, target.conn, "-e", f"DROP DATABASE IF EXISTS {name}")
             )

@@ -22,6 +22,9 @@ from opscenter.core.context import AppContext
 from opscenter.core.events import Event
 from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.core.logging import get_logger
+from opscenter.engines import mysql, postgres
+from opscenter.engines.mysql import mysql_client_command, resolve_mysql_tool
+from opscenter.engines.postgres import psql_command, select_pg_tool
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
 from opscenter.models import Backup, Server, StorageProvider, VerificationRun
 from opscenter.remote.runner import CommandRunner
@@ -39,15 +42,7 @@ from opscenter.streaming.restore import (
     quick_verify,
     run_restore,
 )
-from opscenter.streaming.sources import (
-    DumpSource,
-    MySQLSource,
-    PostgresSource,
-    mysql_client_command,
-    psql_command,
-    resolve_mysql_tool,
-    select_pg_tool,
-)
+from opscenter.streaming.sources import DumpSource, MySQLSource, PostgresSource
 from opscenter.verify import service
 
 log = get_logger("opscenter.verify")
@@ -114,13 +109,13 @@ async def drop_scratch(
     try:
         if engine == "postgresql":
             psql = (await select_pg_tool(runner, "psql", None)).path
-            quoted = '"' + database.replace('"', '""') + '"'
+            quoted = postgres.quote_ident(database)
             command = psql_command(
                 psql, target.pg("postgres"), f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
             )
         else:
             client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-            quoted = "`" + database.replace("`", "``") + "`"
+            quoted = mysql.quote_ident(database)
             command = mysql_client_command(
                 client, target.mysql(), "-e", f"DROP DATABASE IF EXISTS {quoted}"
             )
