@@ -17,11 +17,11 @@ from sqlalchemy import or_, select
 
 from opscenter.backups import service
 from opscenter.backups.schemas import BackupCreate, CompressionType, RestoreRequest
-from opscenter.cli_actions import SYSTEM
 from opscenter.config import get_settings
 from opscenter.core.context import AppContext
 from opscenter.core.errors import AppError
 from opscenter.core.failures import BackupError
+from opscenter.core.principal import SYSTEM
 from opscenter.core.security import Keyring
 from opscenter.jobs.runner import TERMINAL
 from opscenter.models import Backup, Job

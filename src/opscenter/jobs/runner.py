@@ -47,6 +47,8 @@ class JobContext:
     team_id: int
     params: dict[str, Any]
     runner: JobRunner
+    #: What the job acts on, named in its events as `<type>_id` (e.g. `backup_id`).
+    subject: dict[str, int] = field(default_factory=dict)
     _last_write: float = 0.0
     _pending: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +87,13 @@ class JobKind:
     run: Handler
     # Called once the job ended, whatever the outcome: (ctx, status, error_code, message).
     finish: Finalizer | None = None
+
+
+def _context(job: Job, runner: JobRunner) -> JobContext:
+    subject = {}
+    if job.resource_type and job.resource_id is not None:
+        subject[f"{job.resource_type}_id"] = job.resource_id
+    return JobContext(job.id, job.kind, job.team_id, job.params, runner, subject)
 
 
 class JobRunner:
@@ -135,7 +144,7 @@ class JobRunner:
         for job in stale:
             kind = self.kinds.get(job.kind)
             if kind and kind.finish:
-                ctx = JobContext(job.id, job.kind, job.team_id, job.params, self)
+                ctx = _context(job, self)
                 try:
                     await kind.finish(ctx, "interrupted", "interrupted", job.error_message)
                 except Exception:
@@ -179,11 +188,10 @@ class JobRunner:
             await session.commit()
 
     def publish(self, ctx: JobContext, type_: str, data: dict[str, Any]) -> None:
-        subject = {k: ctx.params[k] for k in ("backup_id",) if k in ctx.params}
         self.events.publish(
             Event(
                 type_,
-                {"job_id": ctx.job_id, "kind": ctx.kind, **subject, **data},
+                {"job_id": ctx.job_id, "kind": ctx.kind, **ctx.subject, **data},
                 team_id=ctx.team_id,
             )
         )
@@ -227,7 +235,7 @@ class JobRunner:
             if claimed is None:
                 return
             kind = self.kinds.get(claimed.kind)
-            ctx = JobContext(claimed.id, claimed.kind, claimed.team_id, claimed.params, self)
+            ctx = _context(claimed, self)
             if kind is None:
                 await self._end(ctx, "failed", "unknown_kind", f"no handler for '{claimed.kind}'")
                 return
@@ -295,7 +303,7 @@ class JobRunner:
             job = await session.get(Job, job_id)
         if job is None:
             return
-        ctx = JobContext(job.id, job.kind, job.team_id, job.params, self)
+        ctx = _context(job, self)
         await self._run_finisher(ctx, status, code, message)
         self._publish_end(ctx, status, code, message)
 

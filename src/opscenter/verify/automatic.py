@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from opscenter.cli_actions import SYSTEM
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.errors import AppError
 from opscenter.core.logging import get_logger
+from opscenter.core.principal import SYSTEM
 from opscenter.models import Backup, Schedule, VerificationRun
 from opscenter.verify import service
 from opscenter.verify.schemas import VerifyRequest
