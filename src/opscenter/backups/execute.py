@@ -16,7 +16,6 @@ from opscenter.encryption import service as encryption
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
 from opscenter.models import Backup, Server, StorageProvider
 from opscenter.remote.runner import CommandRunner
-from opscenter.retention import service as retention
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.storage import service as storage_service
@@ -41,7 +40,6 @@ from opscenter.streaming.sources import (
     SqliteSource,
 )
 from opscenter.streaming.streams import Compression
-from opscenter.verify import automatic as verify_automatic
 
 log = get_logger("opscenter.backups")
 
@@ -344,32 +342,32 @@ class BackupJobs:
                     row.completed_at = utcnow()
                 copies.append((row.id, row.status, row.error_code, row.error_message))
                 await session.commit()
-        for row_id, row_status, row_code, row_message in (
-            (backup_id, backup_status, code, message),
-            *copies,
-        ):
-            self.app.events.publish(
-                Event(
-                    f"backup.{row_status}",
-                    {
-                        "backup_id": row_id,
-                        "job_id": ctx.job_id,
-                        "status": row_status,
-                        "error_code": row_code,
-                        "error": row_message,
-                        **({"copy_of_id": backup_id} if row_id != backup_id else {}),
-                    },
-                    team_id=ctx.team_id,
-                )
+        events = [
+            Event(
+                f"backup.{row_status}",
+                {
+                    "backup_id": row_id,
+                    "job_id": ctx.job_id,
+                    "status": row_status,
+                    "error_code": row_code,
+                    "error": row_message,
+                    **({"copy_of_id": backup_id} if row_id != backup_id else {}),
+                },
+                team_id=ctx.team_id,
             )
+            for row_id, row_status, row_code, row_message in (
+                (backup_id, backup_status, code, message),
+                *copies,
+            )
+        ]
+        for event in events:
+            self.app.events.publish(event)
         if status == "interrupted":  # the process died mid-write: clear its temp files
             await self._cleanup_interrupted(ctx, backup_id)
-        # Per completed row (primary and each copy): retention, and the check the
-        # backup's schedule asks for (verify_after), queued after commit.
-        for row_id, row_status, _, _ in ((backup_id, backup_status, code, message), *copies):
-            if row_status == "completed":
-                await retention.after_backup(self.app, row_id, "succeeded")
-                await verify_automatic.after_backup(self.app, row_id, "succeeded")
+        # Per completed row (primary and each copy), what other domains do after it
+        # (retention, the check its schedule asks for) is done before the job ends.
+        for event in events:
+            await self.app.events.react(event)
 
     async def _cleanup_interrupted(self, ctx: JobContext, backup_id: int) -> None:
         async with self.app.db.read_session() as session:
