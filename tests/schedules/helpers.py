@@ -13,9 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from opscenter.core import cron
 from opscenter.jobs import service as jobs
 from opscenter.models import Job, Schedule
-from opscenter.schedules import cron
 from tests.conftest import Api
 
 PG_SERVER = {

@@ -25,7 +25,6 @@ from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
 from opscenter.models import Backup
 from opscenter.storage import service as storage_service
-from opscenter.stores.s3 import S3Storage
 from opscenter.streaming.manifest import Manifest
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
@@ -132,13 +131,12 @@ async def download_link(
     expires_at = service.download_expiry()
     expires = int(expires_at.timestamp())
     storage = ctx.storages.get(await service.provider_of(session, backup))
-    if isinstance(storage, S3Storage):
-        url = await storage.presigned_url(
-            backup.storage_key,
-            int(expires - time.time()),
-            download_name=backup.storage_key.rsplit("/", 1)[-1],
-        )
-    else:
+    url = await storage.signed_url(
+        backup.storage_key,
+        int(expires - time.time()),
+        download_name=backup.storage_key.rsplit("/", 1)[-1],
+    )
+    if url is None:
         signature = service.download_signature(ctx.keyring, backup.id, expires)
         url = f"/api/v1/backups/{backup.id}/file?expires={expires}&signature={signature}"
     await audit.record(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.backups import service as backups
+from opscenter.core import cron
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
@@ -39,7 +40,6 @@ from opscenter.retention.schemas import (
     RetentionPreview,
     RetentionScope,
 )
-from opscenter.schedules import cron
 from opscenter.servers import service as servers
 from opscenter.storage.service import StoragePool
 from opscenter.stores.backends import StorageError

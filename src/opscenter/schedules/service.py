@@ -17,13 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opscenter.audit import service as audit
 from opscenter.backups import service as backups
 from opscenter.backups.schemas import BackupCreate
+from opscenter.core import cron
 from opscenter.core.clock import utcnow
 from opscenter.core.errors import AppError, Conflict, InvalidInput, NotFound
 from opscenter.core.principal import SYSTEM, Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.models import Backup, Job, Schedule, ScheduleRun, Server
 from opscenter.retention import service as retention
-from opscenter.schedules import cron
 from opscenter.schedules.schemas import (
     CronPreview,
     RunRequest,

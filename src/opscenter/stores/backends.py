@@ -184,6 +184,13 @@ class StorageBackend(Protocol):
 
     async def space(self) -> SpaceInfo: ...
 
+    async def signed_url(
+        self, key: str, expires_seconds: int, *, download_name: str | None = None
+    ) -> str | None:
+        """A time-limited URL a browser can download the object from directly, or None if
+        this store has none. ``download_name`` names the saved file."""
+        ...
+
     async def cleanup_partials(self, older_than_seconds: float = 0.0) -> int:
         """Remove leftovers of interrupted writes; return how many were removed."""
         ...
@@ -468,6 +475,11 @@ class LocalStorage:
         _validate_prefix(prefix)
         for info in await asyncio.to_thread(self._walk, prefix):
             yield info
+
+    async def signed_url(
+        self, key: str, expires_seconds: int, *, download_name: str | None = None
+    ) -> str | None:
+        return None  # no URL of its own: the API streams the object
 
     async def space(self) -> SpaceInfo:
         def _space() -> SpaceInfo:

@@ -924,6 +924,11 @@ class S3Storage(ClosesOnExit):
 
     # -- extras
 
+    async def signed_url(
+        self, key: str, expires_seconds: int, *, download_name: str | None = None
+    ) -> str | None:
+        return await self.presigned_url(key, expires_seconds, download_name=download_name)
+
     async def presigned_url(
         self, key: str, expires_seconds: int = 3600, *, download_name: str | None = None
     ) -> str:

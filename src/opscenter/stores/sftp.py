@@ -498,6 +498,11 @@ class SftpStorage(ClosesOnExit):
                     yield ObjectInfo(key, int(entry.attrs.size or 0), float(entry.attrs.mtime or 0))
             stack.extend(reversed([d for d in dirs if not posixpath.basename(d).startswith(".")]))
 
+    async def signed_url(
+        self, key: str, expires_seconds: int, *, download_name: str | None = None
+    ) -> str | None:
+        return None  # no URL of its own: the API streams the object
+
     async def space(self) -> SpaceInfo:
         async def _space(sftp: asyncssh.SFTPClient) -> SpaceInfo:
             await sftp.makedirs(self.root, exist_ok=True)

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.backups import service as backups
+from opscenter.core import cron
 from opscenter.core.principal import Principal
 from opscenter.models import Backup
-from opscenter.schedules import cron
 from opscenter.schedules import service as schedules
 from opscenter.schedules.schemas import ScheduleOut
 from opscenter.servers import service as servers
