@@ -24,7 +24,7 @@ from opscenter.core.failures import BackupError
 from opscenter.core.principal import SYSTEM
 from opscenter.core.security import Keyring
 from opscenter.jobs.runner import TERMINAL
-from opscenter.models import Backup, Job
+from opscenter.models import Backup, Job, JobStatus
 from opscenter.runtime import build_context, running
 from opscenter.streaming import keys as backup_keys
 from opscenter.streaming.crypto import decrypt_stream, identity_file_text
@@ -71,7 +71,7 @@ async def _follow(ctx: AppContext, job_id: int, label: str) -> Job:
 
 
 def _outcome(job: Job, what: str) -> int:
-    if job.status == "succeeded":
+    if job.status == JobStatus.SUCCEEDED:
         err.print(f"[green]{what} succeeded[/green]")
         return 0
     err.print(f"[red]{what} {job.status}[/red] ({job.error_code}): {job.error_message}")
@@ -104,7 +104,7 @@ def backup_run(
             await session.commit()
         ctx.runner.submit(job.id)
         done = await _follow(ctx, job.id, f"backup #{backup.id} {database}")
-        if done.status == "succeeded":
+        if done.status == JobStatus.SUCCEEDED:
             async with ctx.db.read_session() as session:
                 rows = await session.scalars(
                     select(Backup)

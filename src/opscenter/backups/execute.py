@@ -14,7 +14,7 @@ from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.core.logging import get_logger
 from opscenter.encryption import service as encryption
 from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
-from opscenter.models import Backup, Server, StorageProvider
+from opscenter.models import Backup, BackupStatus, JobStatus, Server, StorageProvider
 from opscenter.remote.runner import CommandRunner
 from opscenter.servers import connect
 from opscenter.servers import service as servers
@@ -42,6 +42,13 @@ from opscenter.streaming.sources import (
 from opscenter.streaming.streams import Compression
 
 log = get_logger("opscenter.backups")
+
+#: A backup's status once its job ended, by the job's status.
+_BACKUP_AFTER_JOB: dict[str, BackupStatus] = {
+    JobStatus.SUCCEEDED: BackupStatus.COMPLETED,
+    JobStatus.CANCELLED: BackupStatus.CANCELLED,
+    JobStatus.INTERRUPTED: BackupStatus.INTERRUPTED,
+}
 
 
 def _source(target: connect.Target, engine: str, database: str) -> DumpSource:
@@ -254,7 +261,7 @@ class BackupJobs:
                 await session.commit()
         manifest = result.manifest
         completed: dict[str, Any] = {
-            "status": "completed",
+            "status": BackupStatus.COMPLETED,
             "storage_key": result.key,
             "size_bytes": result.size_bytes,
             "original_size_bytes": result.original_size_bytes,
@@ -293,7 +300,7 @@ class BackupJobs:
                 {
                     "backup_id": copy_row.id,
                     "storage_id": copy_row.storage_id,
-                    "status": "completed" if outcome.committed else "failed",
+                    "status": BackupStatus.COMPLETED if outcome.committed else BackupStatus.FAILED,
                     "error_code": outcome.error.code.value if outcome.error else None,
                 }
             )
@@ -311,23 +318,21 @@ class BackupJobs:
         self, ctx: JobContext, status: str, code: str | None, message: str | None
     ) -> None:
         backup_id = int(ctx.params["backup_id"])
-        backup_status = {
-            "succeeded": "completed",
-            "cancelled": "cancelled",
-            "interrupted": "interrupted",
-        }.get(status, "failed")
-        if backup_status != "completed":
+        backup_status: str = _BACKUP_AFTER_JOB.get(status, BackupStatus.FAILED)
+        if backup_status != BackupStatus.COMPLETED:
             # A restart can interrupt the finisher of a backup that had completed: it
             # stays completed, and its after-steps below (retention, checks) run again.
             settled = await self._update_backup(
                 backup_id,
-                only_from=("pending", "running") if status == "interrupted" else None,
+                only_from=(BackupStatus.PENDING, BackupStatus.RUNNING)
+                if status == JobStatus.INTERRUPTED
+                else None,
                 status=backup_status,
                 error_code=code,
                 error_message=message,
                 completed_at=utcnow(),
             )
-            if settled == "completed":
+            if settled == BackupStatus.COMPLETED:
                 backup_status, code, message = settled, None, None
         # Copies: those the run settled keep their own outcome; the others share the
         # primary's (the one dump failed, was cancelled or interrupted).
@@ -337,7 +342,7 @@ class BackupJobs:
                 row = await session.get(Backup, copy_id)
                 if row is None:
                     continue
-                if row.status in ("pending", "running"):
+                if row.status in (BackupStatus.PENDING, BackupStatus.RUNNING):
                     row.status, row.error_code, row.error_message = backup_status, code, message
                     row.completed_at = utcnow()
                 copies.append((row.id, row.status, row.error_code, row.error_message))
@@ -362,7 +367,7 @@ class BackupJobs:
         ]
         for event in events:
             self.app.events.publish(event)
-        if status == "interrupted":  # the process died mid-write: clear its temp files
+        if status == JobStatus.INTERRUPTED:  # the process died mid-write: clear its temp files
             await self._cleanup_interrupted(ctx, backup_id)
         # Per completed row (primary and each copy), what other domains do after it
         # (retention, the check its schedule asks for) is done before the job ends.

@@ -23,7 +23,7 @@ from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
-from opscenter.models import Backup
+from opscenter.models import Backup, BackupStatus
 from opscenter.storage import service as storage_service
 from opscenter.streaming.manifest import Manifest
 
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/backups", tags=["Backups"])
 ReadBackups = Annotated[Principal, Depends(require("read:backups"))]
 WriteBackups = Annotated[Principal, Depends(require("write:backups"))]
 Restorer = Annotated[Principal, Depends(require("execute:restores"))]
-BackupStatus = Annotated[
+BackupStatusFilter = Annotated[
     str | None,
     Query(pattern="^(pending|running|completed|failed|cancelled|interrupted|deleting)$"),
 ]
@@ -83,7 +83,7 @@ async def list_backups(
     server_id: QueryId = None,
     schedule_id: QueryId = None,
     db_type: Annotated[str | None, Query(max_length=20)] = None,
-    status: BackupStatus = None,
+    status: BackupStatusFilter = None,
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
     start_date: datetime | None = None,
     end_date: datetime | None = None,
@@ -126,7 +126,7 @@ async def download_link(
     """A signed link, valid for 15 minutes: the storage's own presigned URL where it offers
     one (S3), else ours, which streams the artifact through this server with Range support."""
     backup = await service.get_backup(session, principal, backup_id)
-    if backup.status != "completed" or not backup.storage_key:
+    if backup.status != BackupStatus.COMPLETED or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups download")
     expires_at = service.download_expiry()
     expires = int(expires_at.timestamp())

@@ -20,7 +20,7 @@ from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
 from opscenter.jobs import service as jobs
-from opscenter.models import Backup, Job, Server, StorageProvider
+from opscenter.models import Backup, BackupStatus, Job, JobStatus, Server, StorageProvider
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.servers.schemas import HOSTS, ServerType
@@ -29,7 +29,7 @@ from opscenter.stores.backends import StorageError
 from opscenter.streaming.manifest import manifest_key
 
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
-ACTIVE = ("pending", "running")
+ACTIVE = (BackupStatus.PENDING, BackupStatus.RUNNING)
 
 
 def backup_out(backup: Backup) -> BackupOut:
@@ -216,7 +216,7 @@ async def create_backup(
             database_name=data.target,
             db_type=engine,
             backup_type=data.backup_type,
-            status="pending",
+            status=BackupStatus.PENDING,
             is_encrypted=data.encrypt,
             compression_type=data.compression.value,
             created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
@@ -262,7 +262,7 @@ async def check_restore(
 ) -> tuple[Backup, Server]:
     """The backup and the target server of a restore that may be queued."""
     backup = await get_backup(session, principal, backup_id)
-    if backup.status != "completed" or not backup.storage_key:
+    if backup.status != BackupStatus.COMPLETED or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups restore")
     if backup.verification_status == "corrupt" and not data.force:
         raise Conflict("Verification found this backup corrupt; pass force=true to try anyway")
@@ -323,7 +323,7 @@ async def delete_backup(session: AsyncSession, principal: Principal, backup_id: 
         .where(
             Job.resource_type == "backup",
             Job.resource_id == backup.id,
-            Job.status.in_(("queued", "running")),
+            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
         )
         .limit(1)
     )

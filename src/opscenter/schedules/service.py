@@ -22,7 +22,7 @@ from opscenter.core.clock import utcnow
 from opscenter.core.errors import AppError, Conflict, InvalidInput, NotFound
 from opscenter.core.principal import SYSTEM, Principal
 from opscenter.core.scoping import get_readable, readable
-from opscenter.models import Backup, Job, Schedule, ScheduleRun, Server
+from opscenter.models import Backup, Job, JobStatus, Schedule, ScheduleRun, Server
 from opscenter.retention import service as retention
 from opscenter.schedules.schemas import (
     CronPreview,
@@ -36,7 +36,7 @@ from opscenter.servers import service as servers
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MISSED_CAP = 10_000
-ACTIVE_JOB = ("queued", "running")
+ACTIVE_JOB = (JobStatus.QUEUED, JobStatus.RUNNING)
 SCHEDULER_NAME = "system (scheduler)"
 _SEED000 = ("schedule_type", "schedule_time", "day_of_week", "day_of_month")
 RESTORE_TEST_ENGINES = ("postgresql", "mysql")
