@@ -4,7 +4,6 @@ finds in storage, and an uploaded artifact is checked against its manifest."""
 from __future__ import annotations
 
 import base64
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,15 +13,7 @@ import pytest
 
 from opscenter.app import create_app
 from tests.conftest import ADMIN_PASSWORD, Api, make_settings
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+from tests.helpers import psql
 
 
 @pytest.fixture

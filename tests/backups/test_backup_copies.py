@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.test_backups import make_server, psql, run_job
+from tests.backups.test_backups import make_server, run_job
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error
+from tests.helpers import psql
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from opscenter.auth.permissions import BUILTIN_ROLES
 from opscenter.core.clock import utcnow
 from opscenter.core.security import sha256_hex
 from opscenter.models import ApiKey
-from tests.api.test_auth import ME, assert_unauthorized
-from tests.api.test_security import create_user
+from tests.auth.test_auth import ME, assert_unauthorized
+from tests.auth.test_security import create_user
 from tests.conftest import Api, UserFactory
 
 TOKENS = "/api/v1/admin/tokens"

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from opscenter.core.events import Event
-from tests.api.test_backups import run_job
+from tests.backups.test_backups import run_job
 from tests.conftest import Api
 
 

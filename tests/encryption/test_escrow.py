@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.test_backups import run_job
+from tests.backups.test_backups import run_job
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error
 

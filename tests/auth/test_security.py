@@ -20,7 +20,7 @@ import pytest
 from opscenter.auth.permissions import BUILTIN_ROLES
 from opscenter.core.logging import configure_logging
 from opscenter.core.security import Keyring, sha256_hex
-from tests.api.test_auth import ME, assert_unauthorized, bearer
+from tests.auth.test_auth import ME, assert_unauthorized, bearer
 from tests.conftest import ADMIN_PASSWORD, Api
 
 USERS = "/api/v1/users"
