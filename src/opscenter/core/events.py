@@ -53,7 +53,7 @@ class EventBus:
             try:
                 await reaction(event)
             except Exception:
-                log.exception("event reaction failed", event=event.type)
+                log.exception("event reaction failed", event_type=event.type)
 
     def publish(self, event: Event) -> None:
         self._deliver(event, remote=False)
