@@ -39,12 +39,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from opscenter.backups.crypto import generate_identity, recipient_of
-from opscenter.backups.manifest import read_manifest
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import PostgresTarget, run_restore
-from opscenter.backups.sources import PgConnection, PostgresSource
-from opscenter.storage.backends import LocalStorage
+from opscenter.engines.postgres import PgConnection
+from opscenter.stores.backends import LocalStorage
+from opscenter.streaming.crypto import generate_identity, recipient_of
+from opscenter.streaming.manifest import read_manifest
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import PostgresTarget, run_restore
+from opscenter.streaming.sources import PostgresSource
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"
 PG = ["-h", HOST, "-p", str(PORT), "-U", USER]

@@ -37,10 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backup import Quiet, mb, shell
 
-from opscenter.backups.crypto import generate_identity, recipient_of
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.sources import MySQLConnection, MySQLSource
-from opscenter.storage.backends import LocalStorage
+from opscenter.engines.mysql import MySQLConnection
+from opscenter.stores.backends import LocalStorage
+from opscenter.streaming.crypto import generate_identity, recipient_of
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.sources import MySQLSource
 
 MY = ["-h127.0.0.1", "-P3306", "-uroot"]
 ROW_BYTES = 265  # about what one row below takes in the dump

@@ -14,15 +14,7 @@ import pytest
 
 from opscenter.app import create_app
 from tests.conftest import ADMIN_PASSWORD, make_settings
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+from tests.helpers import psql
 
 
 @pytest.fixture

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from opscenter.audit import service as audit
-from opscenter.auth.permissions import PERMISSIONS
 from opscenter.bootstrap import bootstrap
 from opscenter.config import get_settings
 from opscenter.core.db import Database
-from opscenter.core.principal import ALL_TEAMS, Principal
+from opscenter.core.principal import SYSTEM
 from opscenter.users import service as users
 from opscenter.users.schemas import UserCreate
-
-SYSTEM = Principal(
-    user_id=0,
-    username="system",
-    role="admin",
-    permissions=frozenset({ALL_TEAMS, *PERMISSIONS}),
-    team_ids=frozenset(),
-)
 
 
 async def _database() -> Database:

@@ -15,20 +15,20 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeE
 from rich.table import Table
 from sqlalchemy import or_, select
 
-from opscenter.backups import keys as backup_keys
 from opscenter.backups import service
-from opscenter.backups.crypto import decrypt_stream, identity_file_text
-from opscenter.backups.errors import BackupError
 from opscenter.backups.schemas import BackupCreate, CompressionType, RestoreRequest
-from opscenter.cli_actions import SYSTEM
 from opscenter.config import get_settings
 from opscenter.core.context import AppContext
 from opscenter.core.errors import AppError
+from opscenter.core.failures import BackupError
 from opscenter.core.hostfiles import HostFiles
+from opscenter.core.principal import SYSTEM
 from opscenter.core.security import Keyring
 from opscenter.jobs.runner import TERMINAL
-from opscenter.models import Backup, Job
+from opscenter.models import Backup, Job, JobStatus
 from opscenter.runtime import build_context, running
+from opscenter.streaming import keys as backup_keys
+from opscenter.streaming.crypto import decrypt_stream, identity_file_text
 from opscenter.verify import service as verify
 from opscenter.verify.schemas import VerifyRequest
 
@@ -72,7 +72,7 @@ async def _follow(ctx: AppContext, job_id: int, label: str) -> Job:
 
 
 def _outcome(job: Job, what: str) -> int:
-    if job.status == "succeeded":
+    if job.status == JobStatus.SUCCEEDED:
         err.print(f"[green]{what} succeeded[/green]")
         return 0
     err.print(f"[red]{what} {job.status}[/red] ({job.error_code}): {job.error_message}")
@@ -105,7 +105,7 @@ def backup_run(
             await session.commit()
         ctx.runner.submit(job.id)
         done = await _follow(ctx, job.id, f"backup #{backup.id} {database}")
-        if done.status == "succeeded":
+        if done.status == JobStatus.SUCCEEDED:
             async with ctx.db.read_session() as session:
                 rows = await session.scalars(
                     select(Backup)

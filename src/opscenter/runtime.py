@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from opscenter.backups.execute import BackupJobs
 from opscenter.bootstrap import BootstrapResult, bootstrap
 from opscenter.config import Settings
 from opscenter.core.context import AppContext
@@ -15,12 +14,12 @@ from opscenter.core.events import EventBus
 from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
+from opscenter.domains import registry
 from opscenter.integrations.delivery import DeliveryWorker
 from opscenter.jobs.runner import JobRunner
 from opscenter.notifications.dispatch import NotificationDispatcher
 from opscenter.schedules.scheduler import Scheduler
 from opscenter.storage.service import StoragePool
-from opscenter.verify.execute import VerifyJobs
 
 
 def build_context(settings: Settings) -> AppContext:
@@ -38,8 +37,8 @@ def build_context(settings: Settings) -> AppContext:
         outbound=OutboundPolicy(settings.outbound_allowlist),
         storages=StoragePool(keyring),
     )
-    BackupJobs(ctx).register(ctx.runner)
-    VerifyJobs(ctx).register(ctx.runner)
+    for wire in registry().wirings:
+        wire(ctx)
     return ctx
 
 

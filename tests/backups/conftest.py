@@ -19,9 +19,10 @@ try:  # until the package is installed in the venv (editable install by the lead
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from opscenter.backups.crypto import generate_identity, recipient_of
-from opscenter.backups.sources import MySQLConnection, PgConnection
-from opscenter.storage.backends import LocalStorage
+from opscenter.engines.mysql import MySQLConnection
+from opscenter.engines.postgres import PgConnection
+from opscenter.stores.backends import LocalStorage
+from opscenter.streaming.crypto import generate_identity, recipient_of
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 MY_HOST, MY_PORT, MY_USER = "127.0.0.1", 3306, "root"

@@ -11,16 +11,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from opscenter.backups.errors import ErrorCode
-from opscenter.backups.runner import (
+from opscenter.core.failures import ErrorCode
+from opscenter.remote.runner import (
     Command,
     CommandRunner,
     CompletedCommand,
     LocalProcess,
     LocalRunner,
 )
-from opscenter.backups.sources import DumpPlan, Engine
-from opscenter.storage.backends import LocalStorage, StorageError
+from opscenter.stores.backends import LocalStorage, StorageError
+from opscenter.streaming.sources import DumpPlan, Engine
 
 
 class RecordingRunner(LocalRunner):

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from opscenter.backups import pipeline
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import globals_key, read_manifest
-from opscenter.backups.pipeline import BackupOptions, CopyOutcome, run_backup
-from opscenter.backups.restore import PostgresTarget, quick_verify, run_restore
-from opscenter.backups.sources import PostgresSource
-from opscenter.backups.streams import Compression
-from opscenter.storage.backends import LocalStorage, StorageBackend
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.stores.backends import LocalStorage, StorageBackend
+from opscenter.streaming import pipeline
+from opscenter.streaming.manifest import globals_key, read_manifest
+from opscenter.streaming.pipeline import BackupOptions, CopyOutcome, run_backup
+from opscenter.streaming.restore import PostgresTarget, quick_verify, run_restore
+from opscenter.streaming.sources import PostgresSource
+from opscenter.streaming.streams import Compression
 from tests.storage import conftest as s3_fixtures
 
 from .conftest import all_files, pg_table_hashes, psql

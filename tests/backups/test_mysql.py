@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import read_manifest, write_manifest
-from opscenter.backups.masking import mask_mysql
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import MySQLTarget, deep_verify, run_restore
-from opscenter.backups.runner import Command, LocalProcess, LocalRunner
-from opscenter.backups.sources import MySQLConnection, MySQLSource
-from opscenter.backups.streams import Compression
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines.mysql import MySQLConnection
+from opscenter.remote.runner import Command, LocalProcess, LocalRunner
+from opscenter.streaming.manifest import read_manifest, write_manifest
+from opscenter.streaming.masking import mask_mysql
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import MySQLTarget, deep_verify, run_restore
+from opscenter.streaming.sources import MySQLSource
+from opscenter.streaming.streams import Compression
 
 from .conftest import all_files, my_table_hashes, mysql, new_name
 

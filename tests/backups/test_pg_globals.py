@@ -12,16 +12,17 @@ import pyrage
 import pytest
 import zstandard
 
-from opscenter.backups.manifest import (
+from opscenter.engines.postgres import PgConnection, find_pg_tools
+from opscenter.remote.runner import LocalRunner
+from opscenter.streaming.manifest import (
     backup_object_keys,
     delete_backup_objects,
     read_manifest,
     scan_catalog,
 )
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import PostgresTarget, deep_verify, quick_verify, run_restore
-from opscenter.backups.runner import LocalRunner
-from opscenter.backups.sources import PgConnection, PostgresSource, find_pg_tools
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import PostgresTarget, deep_verify, quick_verify, run_restore
+from opscenter.streaming.sources import PostgresSource
 
 from .conftest import PG_HOST, PG_PORT, all_files, psql
 
@@ -123,7 +124,7 @@ async def test_restore_globals_refused_when_none_saved(pg_db, pg_conn, storage):
     )
     manifest = await read_manifest(storage, result.key)
     assert manifest.globals is None and result.globals is None
-    from opscenter.backups.errors import BackupError, ErrorCode
+    from opscenter.core.failures import BackupError, ErrorCode
 
     dst = pg_db(create=False)
     with pytest.raises(BackupError) as info:
@@ -187,8 +188,8 @@ async def test_globals_failure_does_not_fail_the_backup(fault, pg_db, pg_conn, s
 
 
 async def test_damaged_globals_fail_verification(pg_db, pg_conn, storage, age_identity):
-    from opscenter.backups.crypto import recipient_of
-    from opscenter.backups.errors import BackupError, ErrorCode
+    from opscenter.core.failures import BackupError, ErrorCode
+    from opscenter.streaming.crypto import recipient_of
 
     db = pg_db()
     result = await run_backup(

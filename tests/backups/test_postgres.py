@@ -10,13 +10,14 @@ import textwrap
 
 import pytest
 
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import Manifest, read_manifest, scan_catalog, write_manifest
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import PostgresTarget, deep_verify, quick_verify, run_restore
-from opscenter.backups.sources import PgConnection, PostgresSource
-from opscenter.backups.streams import Compression
-from opscenter.storage.backends import LocalStorage
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines.postgres import PgConnection
+from opscenter.stores.backends import LocalStorage
+from opscenter.streaming.manifest import Manifest, read_manifest, scan_catalog, write_manifest
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import PostgresTarget, deep_verify, quick_verify, run_restore
+from opscenter.streaming.sources import PostgresSource
+from opscenter.streaming.streams import Compression
 
 from .conftest import all_files, ensure_age_cli, have, pg_table_hashes, psql
 from .helpers import HookedStorage, RecordingRunner, group_gone, process_gone
@@ -442,7 +443,7 @@ async def test_damaged_artifact_fails_restore_and_deep_verify(
 
 
 async def test_wrong_identity_fails(pg_db, pg_conn, storage, age_recipient):
-    from opscenter.backups.crypto import generate_identity
+    from opscenter.streaming.crypto import generate_identity
 
     db = pg_db()
     psql(db, "create table t (i int)")

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import read_manifest
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import (
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.streaming.manifest import read_manifest
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import (
     DirectoryTarget,
     SqliteTarget,
     deep_verify,
     run_restore,
 )
-from opscenter.backups.sources import DirectorySource, SqliteSource
-from opscenter.backups.streams import Compression
+from opscenter.streaming.sources import DirectorySource, SqliteSource
+from opscenter.streaming.streams import Compression
 
 from .conftest import all_files
 from .helpers import RecordingRunner, ShellSource, group_gone

@@ -8,22 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from opscenter.backups.crypto import (
+from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.engines.mysql import MySQLConnection, classify_mysql_error
+from opscenter.engines.postgres import classify_pg_error, select_pg_tool
+from opscenter.remote.runner import Command, LocalRunner, SecretFile
+from opscenter.stores.backends import LocalStorage, StorageError, validate_key
+from opscenter.streaming.crypto import (
     generate_identity,
     key_id,
     load_identity_file,
     recipient_of,
     write_identity_file,
 )
-from opscenter.backups.errors import BackupError, ErrorCode, scrub
-from opscenter.backups.runner import Command, LocalRunner, SecretFile
-from opscenter.backups.sources import (
-    MySQLConnection,
-    classify_mysql_error,
-    classify_pg_error,
-    select_pg_tool,
-)
-from opscenter.backups.streams import (
+from opscenter.streaming.streams import (
     Aborted,
     Channel,
     Compression,
@@ -31,7 +28,6 @@ from opscenter.backups.streams import (
     ZstdFrameTracker,
     make_compressor,
 )
-from opscenter.storage.backends import LocalStorage, StorageError, validate_key
 
 # ------------------------------------------------------------------ storage
 
@@ -155,7 +151,7 @@ async def test_select_newest_pg_dump_at_least_server(tmp_path):
 
 
 async def test_debian_pg_wrapper_is_asked_only_as_a_last_resort(tmp_path):
-    from opscenter.backups.sources import find_pg_tools
+    from opscenter.engines.postgres import find_pg_tools
 
     share = tmp_path / "share"
     share.mkdir()
@@ -334,7 +330,7 @@ async def test_concurrent_writers_same_key_one_wins(tmp_path):
 
 
 def test_hold_back_withholds_the_tail_without_copying():
-    from opscenter.backups.streams import HoldBack
+    from opscenter.streaming.streams import HoldBack
 
     written: list[bytes] = []
     counted: list[int] = []
@@ -353,7 +349,7 @@ def test_hold_back_withholds_the_tail_without_copying():
 
 
 def test_channel_reader_and_block_writer_pass_blocks_through():
-    from opscenter.backups.streams import BlockWriter, ChannelReader
+    from opscenter.streaming.streams import BlockWriter, ChannelReader
 
     ch: Channel[bytes] = Channel(4)
     big = os.urandom(100_000)
@@ -373,7 +369,7 @@ def test_channel_reader_and_block_writer_pass_blocks_through():
 
 
 def test_globals_key_and_backup_objects():
-    from opscenter.backups.manifest import backup_object_keys, globals_key
+    from opscenter.streaming.manifest import backup_object_keys, globals_key
 
     key = "postgresql/app/20240501T030000Z-1a2b3c4d.dump.zst.age"
     g = "postgresql/app/20240501T030000Z-1a2b3c4d.globals.sql.zst.age"
@@ -392,7 +388,7 @@ def test_globals_key_and_backup_objects():
 def test_manifest_json_roundtrip_with_globals():
     import dataclasses
 
-    from opscenter.backups.manifest import GlobalsInfo, Manifest
+    from opscenter.streaming.manifest import GlobalsInfo, Manifest
 
     m = Manifest(
         key="postgresql/app/x.dump.zst",

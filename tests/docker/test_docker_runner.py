@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
-from opscenter.backups.crypto import generate_identity, recipient_of
-from opscenter.backups.docker import DockerRunner
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import read_manifest
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import PostgresTarget, run_restore
-from opscenter.backups.runner import Command, LocalRunner, SecretFile
-from opscenter.backups.sources import PgConnection, PostgresSource
-from opscenter.storage.backends import LocalStorage
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines.postgres import PgConnection
+from opscenter.remote.docker import DockerRunner
+from opscenter.remote.runner import Command, LocalRunner, SecretFile
+from opscenter.stores.backends import LocalStorage
+from opscenter.streaming.crypto import generate_identity, recipient_of
+from opscenter.streaming.manifest import read_manifest
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import PostgresTarget, run_restore
+from opscenter.streaming.sources import PostgresSource
 
 from ..backups.helpers import pgrep, until
 from .conftest import PgContainer, docker

@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error
+from tests.helpers import psql
 from tests.recovery.test_backup_status import add_backups
-from tests.schedules.helpers import make_server, psql, wait_job
+from tests.schedules.helpers import make_server, wait_job
 
 POINTS = "/api/v1/backup/recovery-points"
 

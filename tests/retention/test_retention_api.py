@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import update
 
 from opscenter.backups import service as backups_service
-from opscenter.backups.manifest import manifest_key
 from opscenter.models import Backup, StorageProvider
 from opscenter.retention import service as retention
 from opscenter.retention.rules import Rules
 from opscenter.schedules.scheduler import Scheduler
+from opscenter.streaming.manifest import manifest_key
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error
 from tests.schedules.helpers import make_schedule, make_server, uid, wait_job

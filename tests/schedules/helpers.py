@@ -3,7 +3,6 @@ database, schedules, and finishing jobs the tests did not hand to the runner."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -13,10 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from opscenter.core import cron
 from opscenter.jobs import service as jobs
 from opscenter.models import Job, Schedule
-from opscenter.schedules import cron
 from tests.conftest import Api
+from tests.helpers import psql
 
 PG_SERVER = {
     "type": "postgresql",
@@ -28,16 +28,6 @@ PG_SERVER = {
 
 def uid(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    out = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from opscenter.schedules import cron
+from opscenter.core import cron
 from opscenter.schedules.schemas import ScheduleCreate
 
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from opscenter.core import cron
 from opscenter.models import ScheduleRun
-from opscenter.schedules import cron
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error
 from tests.schedules.helpers import make_schedule, make_server, uid, wait_job

@@ -27,7 +27,7 @@ try:  # until the package is installed in the venv
 except ImportError:  # pragma: no cover
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-from opscenter.backups.ssh import SshConfig
+from opscenter.remote.ssh import SshConfig
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 

@@ -4,7 +4,6 @@ there with its manifest and restores; credentials are never returned."""
 from __future__ import annotations
 
 import getpass
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,16 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import admin_client, make_settings
+from tests.helpers import psql
 from tests.ssh.conftest import SshServer
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    return subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from opscenter.backups.manifest import read_manifest
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import quick_verify
-from opscenter.backups.ssh import HostKeyInfo
-from opscenter.storage.backends import StorageError
-from opscenter.storage.sftp import SftpStorage
+from opscenter.remote.ssh import HostKeyInfo
+from opscenter.stores.backends import StorageError
+from opscenter.stores.sftp import SftpStorage
+from opscenter.streaming.manifest import read_manifest
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import quick_verify
 
 from ..backups.helpers import ShellSource
 from .conftest import SshServer, keygen

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from opscenter.backups.crypto import generate_identity, recipient_of
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import read_manifest
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import PostgresTarget, run_restore
-from opscenter.backups.runner import Command, SecretFile
-from opscenter.backups.sources import PgConnection, PostgresSource
-from opscenter.backups.ssh import HostKeyInfo, HostKeyMismatch, SshRunner, probe_host
-from opscenter.storage.backends import LocalStorage
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines.postgres import PgConnection
+from opscenter.remote.runner import Command, SecretFile
+from opscenter.remote.ssh import HostKeyInfo, HostKeyMismatch, SshRunner, probe_host
+from opscenter.stores.backends import LocalStorage
+from opscenter.streaming.crypto import generate_identity, recipient_of
+from opscenter.streaming.manifest import read_manifest
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import PostgresTarget, run_restore
+from opscenter.streaming.sources import PostgresSource
 
 from ..backups.conftest import new_name, pg_table_hashes, psql
 from ..backups.helpers import ShellSource, pgrep, until

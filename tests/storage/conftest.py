@@ -17,7 +17,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from opscenter.storage.s3 import S3Storage
+from opscenter.stores.s3 import S3Storage
 
 # Never look for credentials on an instance metadata service, whatever the host.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")

@@ -25,13 +25,13 @@ import httpx
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from opscenter.backups.crypto import generate_identity, recipient_of
-from opscenter.backups.manifest import read_manifest, scan_catalog
-from opscenter.backups.pipeline import BackupOptions, run_backup
-from opscenter.backups.restore import DirectoryTarget, SqliteTarget, quick_verify, run_restore
-from opscenter.backups.sources import DirectorySource, SqliteSource
-from opscenter.storage.backends import StorageBackend, StorageError, StorageReader, StorageWriter
-from opscenter.storage.s3 import S3Storage, part_size_for
+from opscenter.stores.backends import StorageBackend, StorageError, StorageReader, StorageWriter
+from opscenter.stores.s3 import S3Storage, part_size_for
+from opscenter.streaming.crypto import generate_identity, recipient_of
+from opscenter.streaming.manifest import read_manifest, scan_catalog
+from opscenter.streaming.pipeline import BackupOptions, run_backup
+from opscenter.streaming.restore import DirectoryTarget, SqliteTarget, quick_verify, run_restore
+from opscenter.streaming.sources import DirectorySource, SqliteSource
 
 from .conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY, CuttingProxy, raw_client
 
@@ -124,7 +124,7 @@ async def test_multipart_round_trip(s3: S3Storage, raw_s3: Any, bucket: str) -> 
 
 _MEMORY_PROBE = """
 import asyncio, json, os, sys, tracemalloc
-from opscenter.storage.s3 import S3Storage
+from opscenter.stores.s3 import S3Storage
 
 async def main() -> None:
     s3 = S3Storage(**json.loads(sys.argv[1]))
@@ -679,7 +679,7 @@ async def test_sqlite_backup_into_s3_and_restore(s3: S3Storage, tmp_path: Path) 
 async def test_failed_backup_leaves_nothing_in_s3(
     make_s3: Callable[..., S3Storage], raw_s3: Any, bucket: str, tmp_path: Path
 ) -> None:
-    from opscenter.backups.errors import BackupError
+    from opscenter.core.failures import BackupError
 
     s3 = make_s3(max_attempts=2)
     hook, _seen = fail_with(503, "ServiceUnavailable", times=None)

@@ -4,7 +4,6 @@ never returned, the outbound address policy, and a backup into S3 that restores.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import admin_client, make_settings
+from tests.helpers import psql
 from tests.storage.conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
 
@@ -128,14 +128,6 @@ async def test_backup_into_s3_and_restore(
     ).json()
     source = f"oc_s3_{uuid.uuid4().hex[:8]}"
     target = f"oc_s3_{uuid.uuid4().hex[:8]}"
-
-    def psql(sql: str, db: str = "postgres") -> str:
-        return subprocess.run(
-            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
 
     psql(f'CREATE DATABASE "{source}"')
     try:

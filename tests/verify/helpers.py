@@ -15,11 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from opscenter.backups import keys as backup_keys
-from opscenter.backups.manifest import Manifest, manifest_key, read_manifest, write_manifest
 from opscenter.models import Backup, StorageProvider
-from opscenter.storage.backends import LocalStorage
+from opscenter.stores.backends import LocalStorage
+from opscenter.streaming import keys as backup_keys
+from opscenter.streaming.manifest import Manifest, manifest_key, read_manifest, write_manifest
 from tests.conftest import Api
+from tests.helpers import psql
 
 PG_SERVER = {
     "type": "postgresql",
@@ -27,16 +28,6 @@ PG_SERVER = {
     "port": 5432,
     "credentials": {"username": "postgres"},
 }
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    out = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
 
 
 def scratch_databases() -> set[str]:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opscenter.backups.manifest import RowCounts
 from opscenter.retention.rules import Item, Rules, decide
+from opscenter.streaming.manifest import RowCounts
 from opscenter.verify.execute import compare_counts
 from opscenter.verify.service import outcome_of, status_after
 

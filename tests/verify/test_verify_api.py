@@ -15,12 +15,12 @@ from opscenter.core.clock import utcnow
 from opscenter.core.events import Event
 from opscenter.models import Backup, Job
 from tests.conftest import Api, UserFactory
+from tests.helpers import psql
 from tests.verify.helpers import (
     add_counted_table,
     artifact_path,
     make_backup,
     make_server,
-    psql,
     replace_dump,
     run_result,
     scratch_databases,

@@ -3,7 +3,6 @@ by Playwright, and a real PostgreSQL database to back up and restore."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ADMIN_PASSWORD
+from tests.helpers import psql
 from tests.live import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,16 +31,6 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 800}
 SOURCE_ROWS = 50
-
-
-def psql(sql: str, db: str = "postgres") -> str:
-    done = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAtX", "-c", sql],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 @dataclass

@@ -14,15 +14,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import ADMIN_PASSWORD
+from tests.helpers import psql
 from tests.live import LiveServer
-from tests.web.conftest import (
-    SOURCE_ROWS,
-    Databases,
-    PageFactory,
-    psql,
-    screenshot,
-    wait_backup,
-)
+from tests.web.conftest import SOURCE_ROWS, Databases, PageFactory, screenshot, wait_backup
 
 pytestmark = pytest.mark.postgres
 JOB_TIMEOUT = 90_000

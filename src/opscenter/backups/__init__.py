@@ -1,44 +1,4 @@
-"""The streaming backup engine: sources, pipeline, manifest, restore and verification.
+"""The backups domain: backup records, the backup job, downloads, catalog import.
 
-Pure library code (asyncio, no web framework, no ORM). See ARCHITECTURE.md,
-"The backup pipeline", and RELIABILITY.md, "The integrity contract of a backup".
+The engine it drives is `streaming/`.
 """
-
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import Manifest, read_manifest, scan_catalog
-from opscenter.backups.pipeline import BackupOptions, BackupResult, run_backup
-from opscenter.backups.restore import deep_verify, quick_verify, run_restore
-from opscenter.backups.runner import Command, CommandRunner, LocalRunner
-from opscenter.backups.sources import (
-    DirectorySource,
-    MySQLConnection,
-    MySQLSource,
-    PgConnection,
-    PostgresSource,
-    SqliteSource,
-)
-from opscenter.backups.streams import Compression
-
-__all__ = [
-    "BackupError",
-    "BackupOptions",
-    "BackupResult",
-    "Command",
-    "CommandRunner",
-    "Compression",
-    "DirectorySource",
-    "ErrorCode",
-    "LocalRunner",
-    "Manifest",
-    "MySQLConnection",
-    "MySQLSource",
-    "PgConnection",
-    "PostgresSource",
-    "SqliteSource",
-    "deep_verify",
-    "quick_verify",
-    "read_manifest",
-    "run_backup",
-    "run_restore",
-    "scan_catalog",
-]

@@ -10,14 +10,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.backups.manifest import Manifest, write_manifest
 from opscenter.core.clock import as_utc
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
-from opscenter.models import Backup, Server, StorageProvider
+from opscenter.models import Backup, BackupStatus, Server, StorageProvider
 from opscenter.storage import service as storage_service
-from opscenter.storage.backends import StorageBackend, StorageError
+from opscenter.stores.backends import StorageBackend, StorageError
+from opscenter.streaming.manifest import Manifest, write_manifest
 
 
 def _when(text: str) -> datetime:
@@ -43,7 +43,7 @@ async def backup_from_manifest(
         database_name=manifest.database,
         db_type=manifest.engine,
         backup_type="full",
-        status="completed",
+        status=BackupStatus.COMPLETED,
         storage_key=manifest.key,
         size_bytes=manifest.size_bytes,
         original_size_bytes=manifest.original_size_bytes,

@@ -10,18 +10,37 @@ from typing import Any
 from sqlalchemy import update
 
 from opscenter.audit import service as audit
-from opscenter.backups import keys as backup_keys
 from opscenter.backups import service as backup_service
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import GLOBALS_INFIX, read_manifest, scan_catalog
-from opscenter.backups.masking import mask_mysql, mask_postgres, salt_for
-from opscenter.backups.pipeline import (
-    BackupOptions,
-    BackupProgress,
-    run_backup,
-    target_directory,
+from opscenter.backups.service import FILE_ENGINES, check_restore_target
+from opscenter.core.clock import utcnow
+from opscenter.core.context import AppContext
+from opscenter.core.errors import InvalidInput
+from opscenter.core.events import Event
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.core.hostfiles import HostFiles
+from opscenter.core.logging import get_logger
+from opscenter.encryption import service as encryption
+from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
+from opscenter.models import (
+    Backup,
+    BackupStatus,
+    Job,
+    JobStatus,
+    ScheduleRun,
+    Server,
+    StorageProvider,
 )
-from opscenter.backups.restore import (
+from opscenter.remote.runner import CommandRunner
+from opscenter.servers import connect
+from opscenter.servers import service as servers
+from opscenter.servers.schemas import ServerType
+from opscenter.storage import service as storage_service
+from opscenter.stores.backends import StorageBackend, StorageError
+from opscenter.streaming import keys as backup_keys
+from opscenter.streaming.manifest import GLOBALS_INFIX, read_manifest, scan_catalog
+from opscenter.streaming.masking import mask_mysql, mask_postgres, salt_for
+from opscenter.streaming.pipeline import BackupOptions, BackupProgress, run_backup, target_directory
+from opscenter.streaming.restore import (
     DirectoryTarget,
     MySQLTarget,
     PostgresTarget,
@@ -31,34 +50,23 @@ from opscenter.backups.restore import (
     drop_created,
     run_restore,
 )
-from opscenter.backups.runner import CommandRunner
-from opscenter.backups.service import FILE_ENGINES, check_restore_target
-from opscenter.backups.sources import (
+from opscenter.streaming.sources import (
     DirectorySource,
     DumpSource,
     MySQLSource,
     PostgresSource,
     SqliteSource,
 )
-from opscenter.backups.streams import Compression
-from opscenter.core.clock import utcnow
-from opscenter.core.context import AppContext
-from opscenter.core.errors import InvalidInput
-from opscenter.core.events import Event
-from opscenter.core.hostfiles import HostFiles
-from opscenter.core.logging import get_logger
-from opscenter.encryption import service as encryption
-from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
-from opscenter.models import Backup, Job, ScheduleRun, Server, StorageProvider
-from opscenter.retention import service as retention
-from opscenter.servers import connect
-from opscenter.servers import service as servers
-from opscenter.servers.schemas import ServerType
-from opscenter.storage import service as storage_service
-from opscenter.storage.backends import StorageBackend, StorageError
-from opscenter.verify import automatic as verify_automatic
+from opscenter.streaming.streams import Compression
 
 log = get_logger("opscenter.backups")
+
+#: A backup's status once its job ended, by the job's status.
+_BACKUP_AFTER_JOB: dict[str, BackupStatus] = {
+    JobStatus.SUCCEEDED: BackupStatus.COMPLETED,
+    JobStatus.CANCELLED: BackupStatus.CANCELLED,
+    JobStatus.INTERRUPTED: BackupStatus.INTERRUPTED,
+}
 
 
 def _source(target: connect.Target, engine: str, database: str) -> DumpSource:
@@ -288,7 +296,7 @@ class BackupJobs:
                 await session.commit()
         manifest = result.manifest
         completed: dict[str, Any] = {
-            "status": "completed",
+            "status": BackupStatus.COMPLETED,
             "storage_key": result.key,
             "size_bytes": result.size_bytes,
             "original_size_bytes": result.original_size_bytes,
@@ -327,7 +335,7 @@ class BackupJobs:
                 {
                     "backup_id": copy_row.id,
                     "storage_id": copy_row.storage_id,
-                    "status": "completed" if outcome.committed else "failed",
+                    "status": BackupStatus.COMPLETED if outcome.committed else BackupStatus.FAILED,
                     "error_code": outcome.error.code.value if outcome.error else None,
                 }
             )
@@ -345,23 +353,21 @@ class BackupJobs:
         self, ctx: JobContext, status: str, code: str | None, message: str | None
     ) -> None:
         backup_id = int(ctx.params["backup_id"])
-        backup_status = {
-            "succeeded": "completed",
-            "cancelled": "cancelled",
-            "interrupted": "interrupted",
-        }.get(status, "failed")
-        if backup_status != "completed":
+        backup_status: str = _BACKUP_AFTER_JOB.get(status, BackupStatus.FAILED)
+        if backup_status != BackupStatus.COMPLETED:
             # A restart can interrupt the finisher of a backup that had completed: it
             # stays completed, and its after-steps below (retention, checks) run again.
             settled = await self._update_backup(
                 backup_id,
-                only_from=("pending", "running") if status == "interrupted" else None,
+                only_from=(BackupStatus.PENDING, BackupStatus.RUNNING)
+                if status == JobStatus.INTERRUPTED
+                else None,
                 status=backup_status,
                 error_code=code,
                 error_message=message,
                 completed_at=utcnow(),
             )
-            if settled == "completed":
+            if settled == BackupStatus.COMPLETED:
                 backup_status, code, message = settled, None, None
         await self._settle_schedule_run(ctx.job_id, backup_status)
         # Copies: those the run settled keep their own outcome; the others share the
@@ -372,37 +378,37 @@ class BackupJobs:
                 row = await session.get(Backup, copy_id)
                 if row is None:
                     continue
-                if row.status in ("pending", "running"):
+                if row.status in (BackupStatus.PENDING, BackupStatus.RUNNING):
                     row.status, row.error_code, row.error_message = backup_status, code, message
                     row.completed_at = utcnow()
                 copies.append((row.id, row.status, row.error_code, row.error_message))
                 await session.commit()
-        for row_id, row_status, row_code, row_message in (
-            (backup_id, backup_status, code, message),
-            *copies,
-        ):
-            self.app.events.publish(
-                Event(
-                    f"backup.{row_status}",
-                    {
-                        "backup_id": row_id,
-                        "job_id": ctx.job_id,
-                        "status": row_status,
-                        "error_code": row_code,
-                        "error": row_message,
-                        **({"copy_of_id": backup_id} if row_id != backup_id else {}),
-                    },
-                    team_id=ctx.team_id,
-                )
+        events = [
+            Event(
+                f"backup.{row_status}",
+                {
+                    "backup_id": row_id,
+                    "job_id": ctx.job_id,
+                    "status": row_status,
+                    "error_code": row_code,
+                    "error": row_message,
+                    **({"copy_of_id": backup_id} if row_id != backup_id else {}),
+                },
+                team_id=ctx.team_id,
             )
-        if status == "interrupted":  # the process died mid-write: clear its temp files
+            for row_id, row_status, row_code, row_message in (
+                (backup_id, backup_status, code, message),
+                *copies,
+            )
+        ]
+        for event in events:
+            self.app.events.publish(event)
+        if status == JobStatus.INTERRUPTED:  # the process died mid-write: clear its temp files
             await self._cleanup_interrupted(ctx, backup_id)
-        # Per completed row (primary and each copy): retention, and the check the
-        # backup's schedule asks for (verify_after), queued after commit.
-        for row_id, row_status, _, _ in ((backup_id, backup_status, code, message), *copies):
-            if row_status == "completed":
-                await retention.after_backup(self.app, row_id, "succeeded")
-                await verify_automatic.after_backup(self.app, row_id, "succeeded")
+        # Per completed row (primary and each copy), what other domains do after it
+        # (retention, the check its schedule asks for) is done before the job ends.
+        for event in events:
+            await self.app.events.react(event)
 
     async def _settle_schedule_run(self, job_id: int, backup_status: str) -> None:
         """The schedule's run record of this job (if any) ends with its backup."""

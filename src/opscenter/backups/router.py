@@ -15,28 +15,27 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.auth.permissions import DOWNLOAD_BACKUPS
 from opscenter.backups import catalog, service
-from opscenter.backups.errors import BackupError
-from opscenter.backups.manifest import Manifest
 from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, RestoreRequest
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.failures import BackupError
 from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
-from opscenter.models import Backup
+from opscenter.models import Backup, BackupStatus
 from opscenter.storage import service as storage_service
-from opscenter.storage.backends import StorageError
-from opscenter.storage.s3 import S3Storage
+from opscenter.stores.backends import StorageError
+from opscenter.streaming.manifest import Manifest
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
 ReadBackups = Annotated[Principal, Depends(require("read:backups"))]
 WriteBackups = Annotated[Principal, Depends(require("write:backups"))]
 Restorer = Annotated[Principal, Depends(require("execute:restores"))]
 Downloader = Annotated[Principal, Depends(require(DOWNLOAD_BACKUPS))]
-BackupStatus = Annotated[
+BackupStatusFilter = Annotated[
     str | None,
     Query(pattern="^(pending|running|completed|failed|cancelled|interrupted|deleting)$"),
 ]
@@ -88,7 +87,7 @@ async def list_backups(
     server_id: QueryId = None,
     schedule_id: QueryId = None,
     db_type: Annotated[str | None, Query(max_length=20)] = None,
-    status: BackupStatus = None,
+    status: BackupStatusFilter = None,
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
     start_date: datetime | None = None,
     end_date: datetime | None = None,
@@ -131,18 +130,17 @@ async def download_link(
     """A signed link, valid for 15 minutes: the storage's own presigned URL where it offers
     one (S3), else ours, which streams the artifact through this server with Range support."""
     backup = await service.get_backup(session, principal, backup_id)
-    if backup.status != "completed" or not backup.storage_key:
+    if backup.status != BackupStatus.COMPLETED or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups download")
     expires_at = service.download_expiry()
     expires = int(expires_at.timestamp())
     storage = ctx.storages.get(await service.provider_of(session, backup))
-    if isinstance(storage, S3Storage):
-        url = await storage.presigned_url(
-            backup.storage_key,
-            int(expires - time.time()),
-            download_name=backup.storage_key.rsplit("/", 1)[-1],
-        )
-    else:
+    url = await storage.signed_url(
+        backup.storage_key,
+        int(expires - time.time()),
+        download_name=backup.storage_key.rsplit("/", 1)[-1],
+    )
+    if url is None:
         signature = service.download_signature(ctx.keyring, backup.id, expires)
         url = f"/api/v1/backups/{backup.id}/file?expires={expires}&signature={signature}"
     await audit.record(

@@ -12,24 +12,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opscenter.audit import service as audit
 from opscenter.audit.service import Origin
 from opscenter.auth.permissions import HOST_FILES
-from opscenter.backups.errors import BackupError
-from opscenter.backups.manifest import manifest_key
 from opscenter.backups.schemas import BackupCreate, BackupOut, CompressionType, RestoreRequest
 from opscenter.core.clock import utcnow
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from opscenter.core.events import Event
+from opscenter.core.failures import BackupError
 from opscenter.core.hostfiles import HostFiles, check_shape
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
 from opscenter.jobs import service as jobs
-from opscenter.models import Backup, Job, Server, StorageProvider
+from opscenter.models import Backup, BackupStatus, Job, JobStatus, Server, StorageProvider
 from opscenter.servers import connect
 from opscenter.servers import service as servers
 from opscenter.servers.schemas import HOSTS, ServerType
 from opscenter.storage import service as storage
-from opscenter.storage.backends import StorageError
+from opscenter.stores.backends import StorageError
+from opscenter.streaming.manifest import manifest_key
 
 if TYPE_CHECKING:
     from opscenter.core.context import AppContext
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 ENGINES = ("postgresql", "mysql", "sqlite", "files")
 # Engines whose backups are files of the host: a path read, a path written on restore.
 FILE_ENGINES = ("files", "sqlite")
-ACTIVE = ("pending", "running")
+ACTIVE = (BackupStatus.PENDING, BackupStatus.RUNNING)
 RESTORE_QUEUED = (
     "Restore job queued; one job per target at a time: another restore into this target "
     "is refused (409) until it ends, and a backup of it waits in the queue"
@@ -247,7 +247,7 @@ async def create_backup(
             database_name=data.target,
             db_type=engine,
             backup_type=data.backup_type,
-            status="pending",
+            status=BackupStatus.PENDING,
             is_encrypted=data.encrypt,
             compression_type=data.compression.value,
             created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
@@ -364,7 +364,7 @@ async def check_restore(
         # Anyone holding the public recipient can make an artifact: what it restores
         # (files, owners, modes) was never produced here.
         raise Forbidden("This backup was imported, not made here: only an admin restores it")
-    if backup.status != "completed" or not backup.storage_key:
+    if backup.status != BackupStatus.COMPLETED or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups restore")
     if backup.verification_status == "missing":
         raise Conflict("This backup's artifact is missing from its storage; nothing to restore")
@@ -443,7 +443,7 @@ async def delete_backup(session: AsyncSession, principal: Principal, backup_id: 
         .where(
             Job.resource_type == "backup",
             Job.resource_id == backup.id,
-            Job.status.in_(("queued", "running")),
+            Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)),
         )
         .limit(1)
     )

@@ -1,15 +1,20 @@
 """In-process event bus. Services publish after commit; subscribers (the WebSocket
-layer, notifications) each get a bounded queue, so one slow reader never blocks others."""
+layer, notifications) each get a bounded queue, so one slow reader never blocks others.
+Domains that must act on another's event before it is over (retention and automatic
+verification after `backup.completed`) register a reaction, which the publisher awaits."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opscenter.core.clock import isoformat_z, utcnow
+from opscenter.core.logging import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,21 @@ class EventBus:
         self._overflowed: set[int] = set()
         self.dropped = 0
         self.relay: EventSink | None = None
+        self._reactions: dict[str, list[Reaction]] = {}
+
+    def react_to(self, type_: str, reaction: Reaction) -> None:
+        """Have `reaction` run, in this process, for each event of this type passed to
+        `react` (its publisher awaits it: what it queues is queued before the job ends)."""
+        self._reactions.setdefault(type_, []).append(reaction)
+
+    async def react(self, event: Event) -> None:
+        """Run the reactions to `event` in the order they were registered; one that fails
+        is logged and does not keep the others from running."""
+        for reaction in self._reactions.get(event.type, ()):
+            try:
+                await reaction(event)
+            except Exception:
+                log.exception("event reaction failed", event_type=event.type)
 
     def publish(self, event: Event) -> None:
         self._deliver(event, remote=False)
@@ -69,6 +89,9 @@ class EventBus:
         finally:
             self._queues.pop(queue, None)
             self._overflowed.discard(id(queue))
+
+
+Reaction = Callable[[Event], Awaitable[None]]
 
 
 class EventSink(Protocol):

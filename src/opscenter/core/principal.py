@@ -17,10 +17,22 @@ class Principal:
     api_key_id: int | None = None
     session_id: str | None = None
     via_cookie: bool = False
+    #: The installation itself (CLI, scheduler, automatic verification): may do anything.
+    is_system: bool = False
 
     def can(self, permission: str) -> bool:
-        return permission in self.permissions
+        return self.is_system or permission in self.permissions
 
     @property
     def sees_all_teams(self) -> bool:
-        return ALL_TEAMS in self.permissions
+        return self.is_system or ALL_TEAMS in self.permissions
+
+
+SYSTEM = Principal(
+    user_id=0,
+    username="system",
+    role="admin",
+    permissions=frozenset({ALL_TEAMS}),
+    team_ids=frozenset(),
+    is_system=True,
+)

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Depends, Request, status
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
-from opscenter.backups import keys as backup_keys
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.pagination import Page, PathId
 from opscenter.core.principal import Principal
 from opscenter.encryption import service
 from opscenter.encryption.schemas import RecipientCreate, RecipientOut
+from opscenter.streaming import keys as backup_keys
 
 router = APIRouter(prefix="/encryption/recipients", tags=["Encryption"])
 ReadKeys = Annotated[Principal, Depends(require("read:encryption"))]

@@ -9,13 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.backups.crypto import key_id
-from opscenter.backups.errors import BackupError
-from opscenter.backups.keys import BackupKeys
 from opscenter.core.errors import Conflict, InvalidInput, NotFound
+from opscenter.core.failures import BackupError
 from opscenter.core.principal import Principal
 from opscenter.encryption.schemas import RecipientCreate, RecipientOut
 from opscenter.models.encryption import EscrowRecipient
+from opscenter.streaming.crypto import key_id
+from opscenter.streaming.keys import BackupKeys
 
 
 def installation_out(keys: BackupKeys) -> RecipientOut:
@@ -45,7 +45,7 @@ async def escrow_recipients(session: AsyncSession) -> list[EscrowRecipient]:
 
 
 def _valid_recipient(text: str) -> str:
-    from opscenter.backups.crypto import parse_recipients
+    from opscenter.streaming.crypto import parse_recipients
 
     recipient = text.strip()
     if recipient.startswith("AGE-SECRET-KEY-"):

@@ -20,12 +20,14 @@ from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
 from opscenter.core.events import Event, EventBus
 from opscenter.core.logging import get_logger
-from opscenter.models import Job
+from opscenter.models import Job, JobStatus
 
 log = get_logger("opscenter.jobs")
 HEARTBEAT_SECONDS = 10.0
 PROGRESS_WRITE_SECONDS = 1.0
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+TERMINAL = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED}
+)
 
 
 class JobFailed(Exception):
@@ -47,6 +49,8 @@ class JobContext:
     team_id: int
     params: dict[str, Any]
     runner: JobRunner
+    #: What the job acts on, named in its events as `<type>_id` (e.g. `backup_id`).
+    subject: dict[str, int] = field(default_factory=dict)
     _last_write: float = 0.0
     _pending: dict[str, Any] = field(default_factory=dict)
 
@@ -87,6 +91,13 @@ class JobKind:
     finish: Finalizer | None = None
 
 
+def _context(job: Job, runner: JobRunner) -> JobContext:
+    subject = {}
+    if job.resource_type and job.resource_id is not None:
+        subject[f"{job.resource_type}_id"] = job.resource_id
+    return JobContext(job.id, job.kind, job.team_id, job.params, runner, subject)
+
+
 class JobRunner:
     def __init__(self, db: Database, events: EventBus, *, concurrency: int = 2) -> None:
         self.db = db
@@ -122,12 +133,16 @@ class JobRunner:
         """Jobs that were running when the last process died are `interrupted` (their
         finishers clean up); queued ones are taken up again."""
         async with self.db.write_session() as session:
-            stale = (await session.scalars(select(Job).where(Job.status == "running"))).all()
+            stale = (
+                await session.scalars(select(Job).where(Job.status == JobStatus.RUNNING))
+            ).all()
             queued = (
-                await session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.id))
+                await session.scalars(
+                    select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id)
+                )
             ).all()
             for job in stale:
-                job.status = "interrupted"
+                job.status = JobStatus.INTERRUPTED
                 job.error_code = "interrupted"
                 job.error_message = "opscenter stopped while this job was running"
                 job.finished_at = utcnow()
@@ -135,9 +150,9 @@ class JobRunner:
         for job in stale:
             kind = self.kinds.get(job.kind)
             if kind and kind.finish:
-                ctx = JobContext(job.id, job.kind, job.team_id, job.params, self)
+                ctx = _context(job, self)
                 try:
-                    await kind.finish(ctx, "interrupted", "interrupted", job.error_message)
+                    await kind.finish(ctx, JobStatus.INTERRUPTED, "interrupted", job.error_message)
                 except Exception:
                     log.exception("reconcile finisher failed", job_id=job.id)
             log.warning("job interrupted by restart", job_id=job.id, kind=job.kind)
@@ -179,11 +194,10 @@ class JobRunner:
             await session.commit()
 
     def publish(self, ctx: JobContext, type_: str, data: dict[str, Any]) -> None:
-        subject = {k: ctx.params[k] for k in ("backup_id",) if k in ctx.params}
         self.events.publish(
             Event(
                 type_,
-                {"job_id": ctx.job_id, "kind": ctx.kind, **subject, **data},
+                {"job_id": ctx.job_id, "kind": ctx.kind, **ctx.subject, **data},
                 team_id=ctx.team_id,
             )
         )
@@ -202,7 +216,7 @@ class JobRunner:
             now = utcnow()
             claimed = await session.execute(
                 update(Job)
-                .where(Job.id == job_id, Job.status == "queued")
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
                 .values(
                     status="running",
                     worker=self.worker_id,
@@ -219,7 +233,7 @@ class JobRunner:
     async def _run_one(self, job_id: int) -> None:
         async with self.db.read_session() as session:
             job = await session.get(Job, job_id)
-        if job is None or job.status != "queued":
+        if job is None or job.status != JobStatus.QUEUED:
             return
         lock = self._locks.setdefault(job.lock_key or f"job:{job_id}", asyncio.Lock())
         async with lock:  # one job per target: later ones wait here, still `queued`
@@ -227,7 +241,7 @@ class JobRunner:
             if claimed is None:
                 return
             kind = self.kinds.get(claimed.kind)
-            ctx = JobContext(claimed.id, claimed.kind, claimed.team_id, claimed.params, self)
+            ctx = _context(claimed, self)
             if kind is None:
                 await self._end(ctx, "failed", "unknown_kind", f"no handler for '{claimed.kind}'")
                 return
@@ -252,7 +266,7 @@ class JobRunner:
                     f"unexpected error ({type(exc).__name__}); see the server log",
                 )
             else:
-                await self._end(ctx, "succeeded", None, None, result)
+                await self._end(ctx, JobStatus.SUCCEEDED, None, None, result)
             finally:
                 self._running.pop(job_id, None)
                 heartbeat.cancel()
@@ -277,7 +291,7 @@ class JobRunner:
             "finished_at": utcnow(),
             "phase": status,
         }
-        if status == "succeeded":
+        if status == JobStatus.SUCCEEDED:
             values["progress"] = 100.0
         if result is not None:
             values["result"] = result
@@ -295,7 +309,7 @@ class JobRunner:
             job = await session.get(Job, job_id)
         if job is None:
             return
-        ctx = JobContext(job.id, job.kind, job.team_id, job.params, self)
+        ctx = _context(job, self)
         await self._run_finisher(ctx, status, code, message)
         self._publish_end(ctx, status, code, message)
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opscenter.core.clock import utcnow
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import get_readable, readable
-from opscenter.models import Job
+from opscenter.models import Job, JobStatus
 
 
 async def create_job(
@@ -68,7 +68,7 @@ def request_cancel(job: Job) -> None:
     """Mark a job for cancellation in the caller's transaction. A queued job ends at once;
     a running one is stopped by the runner once this commits (`JobRunner.signal_cancel`)."""
     job.cancel_requested = True
-    if job.status == "queued":
+    if job.status == JobStatus.QUEUED:
         job.status = "cancelled"
         job.error_code = "cancelled"
         job.error_message = "cancelled before it started"

@@ -2,7 +2,7 @@
 
 from opscenter.models.audit import AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
-from opscenter.models.backups import Backup, Job
+from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
 from opscenter.models.base import Base, IdMixin, TimestampMixin
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
@@ -23,6 +23,7 @@ __all__ = [
     "ApiKey",
     "AuditLog",
     "Backup",
+    "BackupStatus",
     "Base",
     "EscrowRecipient",
     "ExternalJob",
@@ -30,6 +31,7 @@ __all__ = [
     "IdMixin",
     "Integration",
     "Job",
+    "JobStatus",
     "Notification",
     "NotificationChannel",
     "NotificationPreference",

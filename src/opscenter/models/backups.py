@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -21,6 +22,25 @@ from sqlalchemy.orm import Mapped, mapped_column
 from opscenter.models.base import Base, IdMixin, TimestampMixin
 
 
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+class BackupStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    DELETING = "deleting"
+
+
 class Job(IdMixin, TimestampMixin, Base):
     """The truth about every long action: queued -> running -> succeeded | failed |
     cancelled | interrupted, with progress, heartbeat, result and error."""
@@ -30,7 +50,7 @@ class Job(IdMixin, TimestampMixin, Base):
 
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"), index=True)
     kind: Mapped[str] = mapped_column(String(32))  # backup, restore, verify, ...
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     phase: Mapped[str | None] = mapped_column(String(64))
     progress: Mapped[float | None] = mapped_column(Float)  # 0..100 when the total is known
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -73,7 +93,7 @@ class Backup(IdMixin, TimestampMixin, Base):
     database_name: Mapped[str] = mapped_column(String(4096))
     db_type: Mapped[str] = mapped_column(String(20))
     backup_type: Mapped[str] = mapped_column(String(20), default="full")
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=BackupStatus.PENDING, index=True)
     storage_key: Mapped[str | None] = mapped_column(String(1024))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     original_size_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -21,6 +21,7 @@ from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.backups import service as backups
+from opscenter.core import cron
 from opscenter.core.errors import NotFound
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import readable
@@ -34,7 +35,6 @@ from opscenter.recovery.schemas import (
     StatusSummary,
     TargetStatus,
 )
-from opscenter.schedules import cron
 
 COMPLETED = "completed"
 DAMAGED = backups.DAMAGED

@@ -24,8 +24,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 
-IN_PROGRESS = frozenset({"pending", "running"})
-DELETING = "deleting"
+from opscenter.models import BackupStatus
+
+IN_PROGRESS = frozenset({BackupStatus.PENDING, BackupStatus.RUNNING})
+DELETING = BackupStatus.DELETING
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,13 @@ def _newest_first(items: Iterable[Item]) -> list[Item]:
 def decide(items: Iterable[Item], rules: Rules, now: datetime, tz: tzinfo = UTC) -> Decision:
     items = list(items)
     decision = Decision()
-    completed = _newest_first(i for i in items if i.status == "completed")
+    completed = _newest_first(i for i in items if i.status == BackupStatus.COMPLETED)
     for item in items:
         if item.status in IN_PROGRESS:
             decision._keep(item.id, f"in progress ({item.status}): never touched")
         elif item.status == DELETING:
             decision.delete[item.id] = "deletion already decided; finishing it"
-        elif item.status != "completed":
+        elif item.status != BackupStatus.COMPLETED:
             decision._keep(item.id, f"{item.status}: retention only deletes completed backups")
 
     if completed:

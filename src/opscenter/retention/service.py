@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
 from opscenter.backups import service as backups
-from opscenter.backups.manifest import manifest_key
+from opscenter.core import cron
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
@@ -28,7 +28,15 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.core.principal import ALL_TEAMS, Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
-from opscenter.models import Backup, RetentionPolicy, Schedule, StorageProvider, Team
+from opscenter.models import (
+    Backup,
+    BackupStatus,
+    JobStatus,
+    RetentionPolicy,
+    Schedule,
+    StorageProvider,
+    Team,
+)
 from opscenter.retention.rules import DELETING, Decision, Item, Rules, decide
 from opscenter.retention.schemas import (
     RULES,
@@ -40,10 +48,10 @@ from opscenter.retention.schemas import (
     RetentionPreview,
     RetentionScope,
 )
-from opscenter.schedules import cron
 from opscenter.servers import service as servers
-from opscenter.storage.backends import StorageError
 from opscenter.storage.service import StoragePool
+from opscenter.stores.backends import StorageError
+from opscenter.streaming.manifest import manifest_key
 
 log = get_logger("opscenter.retention")
 # A backup counts as verified once a check read its whole dump: deep_ok (decrypted,
@@ -395,7 +403,9 @@ async def apply(
 async def _newest_completed(session: AsyncSession, scope: Scope, storage_id: int) -> int | None:
     return await session.scalar(
         select(Backup.id)
-        .where(*scope.where(), Backup.storage_id == storage_id, Backup.status == "completed")
+        .where(
+            *scope.where(), Backup.storage_id == storage_id, Backup.status == BackupStatus.COMPLETED
+        )
         .order_by(Backup.created_at.desc(), Backup.id.desc())
         .limit(1)
     )
@@ -418,7 +428,7 @@ async def _delete_one(
             return False  # already gone (another pass, or a user)
         key, storage_id = backup.storage_key, backup.storage_id
         provider = await session.get(StorageProvider, storage_id)
-        if backup.status == "completed":
+        if backup.status == BackupStatus.COMPLETED:
             if await _newest_completed(session, scope, storage_id) == backup.id:
                 return False
             await backups.delete_backup(session, RETENTION, backup.id)  # 409 if a job uses it
@@ -486,7 +496,7 @@ def announce(app: AppContext, result: RetentionApplied, team_id: int) -> None:
 async def after_backup(app: AppContext, backup_id: int, status: str) -> None:
     """Hook for the backup job's finisher: after a successful backup of a schedule with a
     policy, apply that policy to the schedule's backups. Never raises."""
-    if status != "succeeded":
+    if status != JobStatus.SUCCEEDED:
         return
     try:
         async with app.db.read_session() as session:

@@ -5,8 +5,8 @@ from typing import Annotated, Literal
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from opscenter.backups.schemas import MAX_DESTINATIONS, DatabaseName
+from opscenter.core import cron
 from opscenter.core.schemas import Id, InputModel, Name, NoControlChars, OutputModel, UtcDatetime
-from opscenter.schedules import cron
 
 TIME_RULES = (
     "Stored as one cron expression (5 fields: minute hour day-of-month month day-of-week) "

@@ -17,15 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opscenter.audit import service as audit
 from opscenter.backups import service as backups
 from opscenter.backups.schemas import BackupCreate
-from opscenter.cli_actions import SYSTEM
+from opscenter.core import cron
 from opscenter.core.clock import utcnow
 from opscenter.core.errors import AppError, Conflict, InvalidInput, NotFound
 from opscenter.core.hostfiles import HostFiles
-from opscenter.core.principal import Principal
+from opscenter.core.principal import SYSTEM, Principal
 from opscenter.core.scoping import get_readable, readable
-from opscenter.models import Backup, Job, Schedule, ScheduleRun, Server
+from opscenter.models import Backup, Job, JobStatus, Schedule, ScheduleRun, Server
 from opscenter.retention import service as retention
-from opscenter.schedules import cron
 from opscenter.schedules.schemas import (
     CronPreview,
     RunRequest,
@@ -38,7 +37,7 @@ from opscenter.servers import service as servers
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MISSED_CAP = 10_000
-ACTIVE_JOB = ("queued", "running")
+ACTIVE_JOB = (JobStatus.QUEUED, JobStatus.RUNNING)
 SCHEDULER_NAME = "system (scheduler)"
 _SEED000 = ("schedule_type", "schedule_time", "day_of_week", "day_of_month")
 RESTORE_TEST_ENGINES = ("postgresql", "mysql")

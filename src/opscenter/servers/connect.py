@@ -8,20 +8,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from opscenter.backups.docker import DockerRunner
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.runner import Command, CommandRunner, LocalRunner
-from opscenter.backups.sources import (
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.engines import mysql, postgres
+from opscenter.engines.mysql import (
     MySQLConnection,
-    PgConnection,
     mysql_client_command,
     probe_mysql_server,
-    probe_pg_server,
-    psql_command,
     resolve_mysql_tool,
-    select_pg_tool,
 )
-from opscenter.backups.ssh import HostKeyInfo, SshConfig, SshRunner
+from opscenter.engines.postgres import PgConnection, probe_pg_server, psql_command, select_pg_tool
+from opscenter.remote.docker import DockerRunner
+from opscenter.remote.runner import Command, CommandRunner, LocalRunner
+from opscenter.remote.ssh import HostKeyInfo, SshConfig, SshRunner
 from opscenter.servers.schemas import DEFAULT_PORTS, HOSTS, ServerType, over_ssh
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -307,7 +305,7 @@ async def database_state(target: Target, name: str, engine: str) -> str:
         if engine == "postgresql":
             num, _ = await probe_pg_server(runner, target.pg())
             psql = (await select_pg_tool(runner, "psql", num // 10000)).path
-            sql = f"select 1 from pg_database where datname = {pg_literal(name)}"
+            sql = f"select 1 from pg_database where datname = {postgres.quote_literal(name)}"
             exists = await runner.run(psql_command(psql, target.pg(), sql), limit_seconds=60)
             if not _rows_text(exists.returncode, exists.stdout, exists.stderr):
                 return "missing"
@@ -318,7 +316,7 @@ async def database_state(target: Target, name: str, engine: str) -> str:
             return "non_empty" if relations else "empty"
         if engine == "mysql":
             client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-            literal = mysql_literal(name)
+            literal = mysql.quote_literal(name)
             sql = (
                 "SELECT (SELECT COUNT(*) FROM information_schema.SCHEMATA "
                 f"WHERE SCHEMA_NAME = {literal}), (SELECT COUNT(*) FROM information_schema.TABLES "
@@ -350,16 +348,6 @@ PG_RELATIONS_SQL = (
     "where c.relkind in ('r','v','m','S','f','p') "
     "and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%'"
 )
-
-
-def pg_literal(value: str) -> str:
-    """A PostgreSQL string literal (standard_conforming_strings: only quotes double)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def mysql_literal(value: str) -> str:
-    """A MySQL/MariaDB string literal (backslash is an escape there)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _rows_text(returncode: int, stdout: bytes, stderr: str) -> str:

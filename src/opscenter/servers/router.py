@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
-from opscenter.backups.errors import BackupError
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
+from opscenter.core.failures import BackupError
 from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal

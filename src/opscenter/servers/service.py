@@ -10,7 +10,6 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.auth.permissions import HOST_FILES
-from opscenter.backups.ssh import HostKeyInfo
 from opscenter.core.clock import utcnow
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput
 from opscenter.core.hostfiles import HostFiles, check_shape
@@ -18,6 +17,7 @@ from opscenter.core.principal import Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.core.security import Keyring
 from opscenter.models import Schedule, Server
+from opscenter.remote.ssh import HostKeyInfo
 from opscenter.servers import connect
 from opscenter.servers.schemas import (
     DEFAULT_PORTS,

@@ -1,6 +1,6 @@
 """Backup artifact storage: an async streaming protocol and its backends."""
 
-from opscenter.storage.backends import (
+from opscenter.stores.backends import (
     PARTIAL_SUFFIX,
     LocalStorage,
     ObjectInfo,

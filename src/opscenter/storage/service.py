@@ -16,18 +16,15 @@ from pydantic import ValidationError
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.backups.errors import BackupError
-from opscenter.backups.manifest import CatalogScan, scan_catalog
-from opscenter.backups.ssh import SshConfig
 from opscenter.core.errors import Conflict, InvalidInput
+from opscenter.core.failures import BackupError
 from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import InputModel
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.core.security import Keyring
 from opscenter.models import Backup, Schedule, StorageProvider
-from opscenter.storage.backends import LocalStorage, StorageBackend, StorageError
-from opscenter.storage.s3 import S3Storage
+from opscenter.remote.ssh import SshConfig
 from opscenter.storage.schemas import (
     PathConfig,
     S3Config,
@@ -40,7 +37,10 @@ from opscenter.storage.schemas import (
     StorageType,
     StorageUpdate,
 )
-from opscenter.storage.sftp import SftpStorage
+from opscenter.stores.backends import LocalStorage, StorageBackend, StorageError
+from opscenter.stores.s3 import S3Storage
+from opscenter.stores.sftp import SftpStorage
+from opscenter.streaming.manifest import CatalogScan, scan_catalog
 
 DEFAULT_NAME = "local"
 _UNC = re.compile(r"^(\\\\|//)[^\\/]+[\\/][^\\/]+")

@@ -86,7 +86,7 @@ async def role_by_name(session: AsyncSession, name: str) -> Role:
 
 def ensure_grantable(actor: Principal, role: Role) -> None:
     """Nobody hands out, or takes for themselves, more than they hold."""
-    missing = set(role.permissions) - actor.permissions
+    missing = {p for p in role.permissions if not actor.can(p)}
     if missing:
         raise Forbidden(
             f"Role '{role.name}' has permissions you do not hold: {', '.join(sorted(missing))}"

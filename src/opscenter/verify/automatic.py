@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from opscenter.cli_actions import SYSTEM
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.errors import AppError
 from opscenter.core.logging import get_logger
-from opscenter.models import Backup, Schedule, VerificationRun
+from opscenter.core.principal import SYSTEM
+from opscenter.models import Backup, BackupStatus, JobStatus, Schedule, VerificationRun
 from opscenter.verify import service
 from opscenter.verify.schemas import VerifyRequest
 
@@ -23,7 +23,7 @@ log = get_logger("opscenter.verify")
 async def after_backup(app: AppContext, backup_id: int, status: str) -> int | None:
     """From the backup job's finisher: queue the check the backup's schedule asks for.
     Returns the verify job's id, if one was queued."""
-    if status != "succeeded":
+    if status != JobStatus.SUCCEEDED:
         return None
     async with app.db.write_session() as session:
         backup = await session.get(Backup, backup_id)
@@ -92,7 +92,7 @@ async def _restore_test_of(app: AppContext, schedule_id: int, now: datetime) -> 
             return None
         backup = await session.scalar(
             select(Backup)
-            .where(Backup.schedule_id == schedule.id, Backup.status == "completed")
+            .where(Backup.schedule_id == schedule.id, Backup.status == BackupStatus.COMPLETED)
             .order_by(Backup.created_at.desc(), Backup.id.desc())
             .limit(1)
         )

@@ -17,11 +17,24 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
-from opscenter.backups import keys as backup_keys
 from opscenter.backups import service as backups
-from opscenter.backups.errors import BackupError, ErrorCode
-from opscenter.backups.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
-from opscenter.backups.restore import (
+from opscenter.core.clock import utcnow
+from opscenter.core.context import AppContext
+from opscenter.core.events import Event
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.core.logging import get_logger
+from opscenter.engines import mysql, postgres
+from opscenter.engines.mysql import mysql_client_command, resolve_mysql_tool
+from opscenter.engines.postgres import psql_command, select_pg_tool
+from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
+from opscenter.models import Backup, Server, StorageProvider, VerificationRun
+from opscenter.remote.runner import CommandRunner
+from opscenter.servers import connect
+from opscenter.servers import service as servers
+from opscenter.stores.backends import StorageBackend
+from opscenter.streaming import keys as backup_keys
+from opscenter.streaming.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
+from opscenter.streaming.restore import (
     MySQLTarget,
     PostgresTarget,
     RestoreProgress,
@@ -30,25 +43,7 @@ from opscenter.backups.restore import (
     quick_verify,
     run_restore,
 )
-from opscenter.backups.runner import CommandRunner
-from opscenter.backups.sources import (
-    DumpSource,
-    MySQLSource,
-    PostgresSource,
-    mysql_client_command,
-    psql_command,
-    resolve_mysql_tool,
-    select_pg_tool,
-)
-from opscenter.core.clock import utcnow
-from opscenter.core.context import AppContext
-from opscenter.core.events import Event
-from opscenter.core.logging import get_logger
-from opscenter.jobs.runner import JobContext, JobFailed, JobRunner
-from opscenter.models import Backup, Server, StorageProvider, VerificationRun
-from opscenter.servers import connect
-from opscenter.servers import service as servers
-from opscenter.storage.backends import StorageBackend
+from opscenter.streaming.sources import DumpSource, MySQLSource, PostgresSource
 from opscenter.verify import service
 
 log = get_logger("opscenter.verify")
@@ -125,13 +120,13 @@ async def drop_scratch(
     try:
         if engine == "postgresql":
             psql = (await select_pg_tool(runner, "psql", None)).path
-            quoted = '"' + database.replace('"', '""') + '"'
+            quoted = postgres.quote_ident(database)
             command = psql_command(
                 psql, target.pg("postgres"), f"DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"
             )
         else:
             client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-            quoted = "`" + database.replace("`", "``") + "`"
+            quoted = mysql.quote_ident(database)
             command = mysql_client_command(
                 client, target.mysql(), "-e", f"DROP DATABASE IF EXISTS {quoted}"
             )

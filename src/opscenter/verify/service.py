@@ -15,7 +15,7 @@ from opscenter.core.errors import Conflict, InvalidInput, NotFound
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import readable
 from opscenter.jobs import service as jobs
-from opscenter.models import Backup, Job, VerificationRun
+from opscenter.models import Backup, BackupStatus, Job, JobStatus, VerificationRun
 from opscenter.servers import service as servers
 from opscenter.verify.schemas import (
     VerificationOut,
@@ -25,7 +25,7 @@ from opscenter.verify.schemas import (
 )
 
 JOB_KIND = "verify"
-ACTIVE = ("queued", "running")
+ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 RESTORE_ENGINES = ("postgresql", "mysql")
 #: What a passed check proves, from weakest to strongest.
 PASSED = {"checksum": "checksum_ok", "deep": "deep_ok", "restore": "restore_verified"}
@@ -55,9 +55,9 @@ def status_after(current: str, test_type: str, outcome: str) -> str:
 
 def outcome_of(job_status: str, code: str | None) -> str:
     """The run's status from its job's end."""
-    if job_status == "succeeded":
+    if job_status == JobStatus.SUCCEEDED:
         return "passed"
-    if job_status == "failed":
+    if job_status == JobStatus.FAILED:
         return CORRUPT if code in CORRUPTING else "failed"
     return job_status  # cancelled | interrupted
 
@@ -166,7 +166,7 @@ async def create_verification(
     trigger: str = "manual",
 ) -> tuple[VerificationRun, Job]:
     backup = await backups.get_backup(session, principal, backup_id)
-    if backup.status != "completed" or not backup.storage_key:
+    if backup.status != BackupStatus.COMPLETED or not backup.storage_key:
         raise Conflict(f"Backup {backup_id} is {backup.status}; only completed backups verify")
     target_server_id: int | None = None
     if data.test_type == "restore":

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.backups import service as backups
+from opscenter.core import cron
 from opscenter.core.principal import Principal
-from opscenter.models import Backup
-from opscenter.schedules import cron
+from opscenter.models import Backup, BackupStatus
 from opscenter.schedules import service as schedules
 from opscenter.schedules.schemas import ScheduleOut
 from opscenter.servers import service as servers
@@ -117,13 +117,13 @@ async def build(session: AsyncSession, principal: Principal, now: datetime) -> D
             continue
         t = target(backup.server_id, backup.database_name)
         t.last_status = t.last_status or backup.status
-        if backup.status == "completed":
+        if backup.status == BackupStatus.COMPLETED:
             t.last_good = t.last_good or backup
             if len(t.history) < CHART_POINTS:
                 t.history.append(backup)
     used: dict[int, list[int]] = {}
     for backup in rows:
-        if backup.status == "completed" and backup.size_bytes:
+        if backup.status == BackupStatus.COMPLETED and backup.size_bytes:
             entry = used.setdefault(backup.storage_id, [0, 0])
             entry[0] += backup.size_bytes
             entry[1] += 1

@@ -28,7 +28,7 @@ from opscenter.core.context import SessionDep
 from opscenter.core.errors import AppError
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import MAX_ID
-from opscenter.models import Role
+from opscenter.models import BackupStatus, Role
 from opscenter.notifications import service as notifications
 from opscenter.notifications.schemas import CONFIG_MODELS
 from opscenter.retention import service as retention
@@ -68,7 +68,7 @@ TestTypeFilter = Annotated[str | None, Query(pattern="^(|checksum|deep|restore)$
 RunStatusFilter = Annotated[
     str | None, Query(pattern="^(|queued|running|passed|corrupt|failed|cancelled|interrupted)$")
 ]
-BackupStatus = Annotated[
+BackupStatusFilter = Annotated[
     str | None, Query(pattern="^(|pending|running|completed|failed|cancelled|interrupted)$")
 ]
 
@@ -135,7 +135,7 @@ async def backups_page(
     principal: ReadBackups,
     session: SessionDep,
     server_id: FilterId = None,
-    status: BackupStatus = None,
+    status: BackupStatusFilter = None,
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
     page: PageNumber = 1,
 ) -> Response:
@@ -155,7 +155,7 @@ async def backup_rows_partial(
     principal: ReadBackups,
     session: SessionDep,
     server_id: FilterId = None,
-    status: BackupStatus = None,
+    status: BackupStatusFilter = None,
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
     page: PageNumber = 1,
 ) -> Response:
@@ -354,7 +354,7 @@ async def verification_page(
         backups.backups_query(principal),
         server_id=None,
         db_type=None,
-        status="completed",
+        status=BackupStatus.COMPLETED,
         database_name=None,
         schedule_id=None,
         start=None,

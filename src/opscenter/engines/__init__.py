@@ -1,0 +1,1 @@
+"""Database engines: client tools, connections, error classification, quoting, probes."""

@@ -1,0 +1,291 @@
+"""PostgreSQL: finding the client tools, connections, classifying errors, quoting, probing.
+
+No ORM: everything runs the real client (psql, pg_dump) through a `CommandRunner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass, field
+
+from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.remote.runner import PROBE_TIMEOUT, Command, CommandRunner, LocalRunner
+
+
+def quote_ident(name: str) -> str:
+    """A PostgreSQL identifier, double-quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """A PostgreSQL string literal (standard_conforming_strings: only quotes double)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+PG_BIN_GLOBS: tuple[str, ...] = (
+    "/usr/lib/postgresql/*/bin",
+    "/usr/pgsql-*/bin",
+    "/opt/homebrew/opt/postgresql@*/bin",
+    "/usr/local/pgsql/bin",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PgConnection:
+    host: str
+    database: str
+    port: int = 5432
+    user: str = "postgres"
+    password: str | None = field(default=None, repr=False)
+    sslmode: str | None = None
+    connect_timeout: int = 10
+
+    def args(self) -> list[str]:
+        # Connection parameters travel in the environment: a --dbname containing "="
+        # would be parsed as a connection string, PGDATABASE never is.
+        return ["--no-password"]
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGDATABASE": self.database,
+            "PGCONNECT_TIMEOUT": str(self.connect_timeout),
+            "PGAPPNAME": "opscenter",
+        }
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        if self.sslmode:
+            env["PGSSLMODE"] = self.sslmode
+        return env
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.password,) if self.password else ()
+
+    def with_database(self, database: str) -> PgConnection:
+        return PgConnection(
+            self.host,
+            database,
+            self.port,
+            self.user,
+            self.password,
+            self.sslmode,
+            self.connect_timeout,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PgTool:
+    path: str
+    major: int
+    version: str  # first line of --version
+
+
+_PG_AUTH = (
+    "password authentication failed",
+    "no password supplied",
+    "authentication failed",
+    "pg_hba.conf rejects",
+    "no pg_hba.conf entry",
+)
+
+
+_PG_UNREACHABLE = (
+    "could not connect",
+    "connection refused",
+    "timeout expired",
+    "could not translate host name",
+    "no route to host",
+    "network is unreachable",
+    "connection timed out",
+    "server closed the connection unexpectedly",
+    "the database system is starting up",
+    "the database system is shutting down",
+)
+
+
+def classify_pg_error(stderr: str) -> ErrorCode | None:
+    """Classify a libpq/pg_dump/pg_restore/psql error text, or ``None`` if unknown."""
+    low = stderr.lower()
+    # A missing login role fails the connection (FATAL); a missing role named by a
+    # GRANT in the dump is an ordinary restore error (ERROR), not a credentials problem.
+    if any(s in low for s in _PG_AUTH) or re.search(r'fatal:\s+role "[^"]*" does not exist', low):
+        return ErrorCode.AUTH_FAILED
+    if re.search(r'database "[^"]*" does not exist', low):
+        return ErrorCode.DATABASE_MISSING
+    if "server version mismatch" in low or "unsupported version" in low:
+        return ErrorCode.TOOL_VERSION
+    if "no space left on device" in low:
+        return ErrorCode.DISK_FULL
+    if any(s in low for s in _PG_UNREACHABLE):
+        return ErrorCode.UNREACHABLE
+    return None
+
+
+def _parse_pg_version(text: str) -> tuple[int, str] | None:
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    m = re.search(r"\)\s+(\d+)(?:\.(\d+))?", first) or re.search(r"(\d+)\.(\d+)", first)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return major, first
+
+
+async def find_pg_tools(
+    runner: CommandRunner, name: str = "pg_dump", globs: tuple[str, ...] = PG_BIN_GLOBS
+) -> list[PgTool]:
+    """Every installed ``name`` (pg_dump, pg_restore, psql) with its major version."""
+    paths: list[str] = []
+    for pattern in globs:
+        for bindir in await runner.glob(pattern):
+            paths.append(f"{bindir.rstrip('/')}/{name}")
+    on_path = await runner.which(name)
+    # Debian's PATH entry is a Perl dispatcher into the very directories globbed above:
+    # asking it for its version costs a Perl start and tells nothing new (asked only
+    # if nothing else answers).
+    wrapper = on_path if on_path and paths and _is_local_pg_wrapper(runner, on_path) else None
+    if on_path and not wrapper:
+        paths.append(on_path)
+    paths = list(dict.fromkeys(paths))
+
+    async def version_of(path: str) -> PgTool | None:
+        try:
+            res = await runner.run(Command((path, "--version")), limit_seconds=PROBE_TIMEOUT)
+        except (FileNotFoundError, PermissionError, NotADirectoryError):
+            return None
+        if res.returncode != 0:
+            return None
+        parsed = _parse_pg_version(res.stdout.decode("utf-8", "replace"))
+        return PgTool(path, parsed[0], parsed[1]) if parsed else None
+
+    # The candidates answer concurrently.
+    tools = [t for t in await asyncio.gather(*map(version_of, paths)) if t is not None]
+    if not tools and wrapper:
+        tools = [t for t in [await version_of(wrapper)] if t is not None]
+    # Newest first; on a tie prefer the versioned directory over the PATH wrapper.
+    tools.sort(key=lambda t: (t.major, t.path != on_path), reverse=True)
+    return tools
+
+
+def _is_local_pg_wrapper(runner: CommandRunner, path: str) -> bool:
+    """``path`` is postgresql-common's ``pg_wrapper`` on this machine."""
+    return isinstance(runner, LocalRunner) and (
+        os.path.basename(os.path.realpath(path)) == "pg_wrapper"
+    )
+
+
+async def select_pg_tool(
+    runner: CommandRunner,
+    name: str,
+    server_major: int | None,
+    globs: tuple[str, ...] = PG_BIN_GLOBS,
+) -> PgTool:
+    """The newest installed ``name`` whose major version is >= the server's."""
+    return newest_fitting(await find_pg_tools(runner, name, globs), name, server_major, globs)
+
+
+def newest_fitting(
+    tools: list[PgTool], name: str, server_major: int | None, globs: tuple[str, ...]
+) -> PgTool:
+    if not tools:
+        raise BackupError(
+            ErrorCode.TOOL_MISSING,
+            f"{name} is not installed (looked in {', '.join(globs)} and PATH)",
+            stage="plan",
+        )
+    best = tools[0]
+    if server_major is not None and best.major < server_major:
+        found = ", ".join(sorted({f"{t.major}" for t in tools}))
+        raise BackupError(
+            ErrorCode.TOOL_VERSION,
+            f"the server is PostgreSQL {server_major} but the newest installed {name} is "
+            f"{best.major} (found: {found}); install the PostgreSQL {server_major} client "
+            f"tools or newer",
+            stage="plan",
+        )
+    return best
+
+
+def quote_conninfo(value: str) -> str:
+    """A libpq connection-string value, quoted (``dbname=`` + this is never re-parsed)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def psql_command(psql: str, conn: PgConnection, sql: str) -> Command:
+    return Command(
+        (
+            psql,
+            *conn.args(),
+            "--no-psqlrc",
+            "--no-align",
+            "--tuples-only",
+            "--field-separator=\t",
+            "--set=ON_ERROR_STOP=1",
+            "--command",
+            sql,
+        ),
+        env=conn.env(),
+        secrets=conn.secrets(),
+    )
+
+
+async def find_psql(runner: CommandRunner, globs: tuple[str, ...]) -> str:
+    tools = await find_pg_tools(runner, "psql", globs)
+    if not tools:
+        raise BackupError(ErrorCode.TOOL_MISSING, "psql is not installed", stage="probe")
+    return tools[0].path
+
+
+async def probe_pg_server(
+    runner: CommandRunner, conn: PgConnection, *, globs: tuple[str, ...] = PG_BIN_GLOBS
+) -> tuple[int, str]:
+    """``(server_version_num, server_version)``; classified BackupError on failure."""
+    psql = await find_psql(runner, globs)
+    try:
+        res = await runner.run(
+            psql_command(
+                psql,
+                conn,
+                "select current_setting('server_version_num'), current_setting('server_version')",
+            ),
+            limit_seconds=conn.connect_timeout + PROBE_TIMEOUT,
+        )
+    except TimeoutError as exc:
+        raise BackupError(
+            ErrorCode.UNREACHABLE, f"PostgreSQL at {conn.host}:{conn.port} did not answer"
+        ) from exc
+    if res.returncode != 0:
+        code = classify_pg_error(res.stderr) or ErrorCode.DUMP_FAILED
+        raise BackupError(
+            code,
+            f"cannot query PostgreSQL {conn.host}:{conn.port}/{conn.database}",
+            stage="probe",
+            detail=res.stderr.strip()[-2000:],
+        )
+    num, _, ver = res.stdout.decode().strip().partition("\t")
+    return int(num), ver
+
+
+async def pg_can_read_authid(runner: CommandRunner, psql: str, conn: PgConnection) -> bool:
+    """Whether the account may read ``pg_authid`` (role passwords): superusers may."""
+    sql = "select has_table_privilege('pg_catalog.pg_authid', 'SELECT')"
+    try:
+        res = await runner.run(
+            psql_command(psql, conn, sql),
+            limit_seconds=conn.connect_timeout + PROBE_TIMEOUT,
+        )
+    except TimeoutError as exc:
+        raise BackupError(
+            ErrorCode.UNREACHABLE, f"PostgreSQL at {conn.host}:{conn.port} did not answer"
+        ) from exc
+    if res.returncode != 0:
+        raise BackupError(
+            classify_pg_error(res.stderr) or ErrorCode.DUMP_FAILED,
+            f"cannot query PostgreSQL {conn.host}:{conn.port}/{conn.database}",
+            stage="globals",
+            detail=res.stderr.strip()[-2000:],
+        )
+    return res.stdout.decode().strip() == "t"

@@ -1,0 +1,4 @@
+"""Byte stores (local directory, S3, SFTP): objects written atomically, read, listed.
+
+No domain logic.
+"""

@@ -1,0 +1,10 @@
+"""What the tokens domain adds to the running system."""
+
+from __future__ import annotations
+
+from opscenter.core.registry import Registry
+from opscenter.tokens.router import router
+
+
+def register(registry: Registry) -> None:
+    registry.api(router)
