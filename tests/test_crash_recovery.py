@@ -200,7 +200,12 @@ def test_a_killed_server_leaves_no_database_password_on_disk(tmp_path: Path) -> 
                 "/api/v1/backups", json={"server_id": srv["id"], "database_name": db}
             ).json()
             _wait_job(c, backup["job_id"], {"running"})
-            waiting = f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{user}'"
+            # The job's client (probes first, then row counts and the dump) blocks on the
+            # lock: wait until one of its connections does, then find that client.
+            waiting = (
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                f"WHERE USER = '{user}' AND STATE LIKE 'Waiting for table%'"
+            )
             deadline = time.monotonic() + 30
             while mysql(None, waiting) == "0" and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -3,6 +3,7 @@ tools and command runner the backups use, so a green test means a backup can con
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -278,14 +279,21 @@ async def _engine_sizes(
     return _rows(res.returncode, res.stdout, res.stderr)
 
 
+#: How long a dump's size estimate may take: a table locked by another session blocks the
+#: MySQL catalogue's answer, and the backup must not wait on its progress bar.
+SIZE_ESTIMATE_SECONDS = 5.0
+
+
 async def size_of(runner: CommandRunner, target: Target, engine: str, name: str) -> int | None:
     """The size of one database or path as the server reports it, to estimate a dump's
-    progress; None when unknown (it is only an estimate: never fail a backup over it)."""
+    progress; None when unknown or slow (only an estimate: never fail or hold a backup
+    over it)."""
     try:
-        if engine in ("postgresql", "mysql"):
-            return dict(await _engine_sizes(runner, target, engine)).get(name) or None
-        return await _size(runner, name) or None
-    except Exception:  # whatever the transport raised: the backup itself will tell
+        async with asyncio.timeout(SIZE_ESTIMATE_SECONDS):
+            if engine in ("postgresql", "mysql"):
+                return dict(await _engine_sizes(runner, target, engine)).get(name) or None
+            return await _size(runner, name) or None
+    except Exception:  # whatever the transport raised, or too slow: the backup will tell
         return None
 
 
