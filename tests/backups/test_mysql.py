@@ -19,7 +19,7 @@ from opscenter.remote.runner import Command, LocalProcess, LocalRunner
 from opscenter.streaming.manifest import read_manifest, write_manifest
 from opscenter.streaming.masking import mask_mysql
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import MySQLTarget, deep_verify, run_restore
+from opscenter.streaming.sinks import MySQLTarget, deep_verify, run_restore
 from opscenter.streaming.sources import MySQLSource
 from opscenter.streaming.streams import Compression
 

@@ -15,7 +15,7 @@ from opscenter.engines.postgres import PgConnection
 from opscenter.stores.backends import LocalStorage
 from opscenter.streaming.manifest import Manifest, read_manifest, scan_catalog, write_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import PostgresTarget, deep_verify, quick_verify, run_restore
+from opscenter.streaming.sinks import PostgresTarget, deep_verify, quick_verify, run_restore
 from opscenter.streaming.sources import PostgresSource
 from opscenter.streaming.streams import Compression
 

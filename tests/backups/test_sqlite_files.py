@@ -13,7 +13,7 @@ import pytest
 from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.streaming.manifest import read_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import (
+from opscenter.streaming.sinks import (
     DirectoryTarget,
     SqliteTarget,
     deep_verify,

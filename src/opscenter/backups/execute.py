@@ -40,7 +40,7 @@ from opscenter.streaming import keys as backup_keys
 from opscenter.streaming.manifest import GLOBALS_INFIX, read_manifest, scan_catalog
 from opscenter.streaming.masking import mask_mysql, mask_postgres, salt_for
 from opscenter.streaming.pipeline import BackupOptions, BackupProgress, run_backup, target_directory
-from opscenter.streaming.restore import (
+from opscenter.streaming.sinks import (
     DirectoryTarget,
     MySQLTarget,
     PostgresTarget,

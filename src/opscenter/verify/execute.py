@@ -34,7 +34,7 @@ from opscenter.servers import service as servers
 from opscenter.stores.backends import StorageBackend
 from opscenter.streaming import keys as backup_keys
 from opscenter.streaming.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
-from opscenter.streaming.restore import (
+from opscenter.streaming.sinks import (
     MySQLTarget,
     PostgresTarget,
     RestoreProgress,
