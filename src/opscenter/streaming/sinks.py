@@ -1,20 +1,10 @@
-"""Restore and verification of artifacts.
+"""Where a restore's checked dump goes: the restore targets, the sinks that feed a
+tool's stdin (pg_restore, psql, mariadb, tar) or a staged SQLite file, and the
+per-engine preparation of the target (create, replace, refuse a non-empty one).
 
-::
-
-    storage reader ─> [event loop] ─channel─> [thread 1] sha256 + size check, age decrypt
-        ─channel─> [thread 2] decompress, hold back the tail ─pipe (4 MiB)─> pg_restore
-                                                  | mariadb | psql | sqlite file | tar -x
-
-Nothing downstream can complete on a damaged artifact: the sha256 and size are
-checked when the stored object ends, age authenticates every chunk and the final
-one, zstd/gzip completeness is checked, and at least the last 64 KiB of the dump are
-handed to the tool only after all of that passed (the decompressed blocks are queued
-by reference, so holding the tail back copies nothing). On any failure the tool's process group
-is killed before its input is closed, so ``pg_restore --single-transaction`` rolls
-back; SQLite and directory restores are staged beside the target and renamed into
-place only on success. MySQL commits statement by statement: its artifact is read and
-checked whole before the first statement reaches the target (see :class:`MySQLTarget`).
+A sink is handed the dump only by :mod:`opscenter.streaming.restore`, which withholds
+its tail until the artifact is proven whole; :meth:`Sink.fail` kills the tool before
+its input closes, so nothing half-written is committed.
 """
 
 from __future__ import annotations
@@ -22,24 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import os
 import sqlite3
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from opscenter.core.failures import BackupError, ErrorCode, scrub
 from opscenter.engines import mysql, postgres
-from opscenter.engines.mysql import (
-    MySQLConnection,
-    classify_mysql_error,
-    mysql_client_command,
-    resolve_mysql_tool,
-)
+from opscenter.engines.mysql import MySQLConnection, classify_mysql_error, mysql_client_command
 from opscenter.engines.postgres import (
     PgConnection,
     classify_pg_error,
@@ -48,43 +31,27 @@ from opscenter.engines.postgres import (
     select_pg_tool,
 )
 from opscenter.remote.runner import Command, CommandRunner, LocalRunner, RunningCommand
-from opscenter.stores.backends import StorageBackend, StorageError
-from opscenter.streaming.crypto import decrypt_stream, parse_identities
-from opscenter.streaming.manifest import GlobalsInfo, Manifest
-from opscenter.streaming.pipeline import storage_error
-from opscenter.streaming.stages import ProcessExit, RunFacts, StageRunner
-from opscenter.streaming.streams import (
-    BLOCK_SIZE,
-    Aborted,
-    BlockWriter,
-    Channel,
-    Decompressor,
-    HashingReader,
-    HoldBack,
-    enlarge_pipe,
-    write_all,
-)
+from opscenter.streaming.streams import enlarge_pipe, write_all
 
 __all__ = [
+    "MYSQL_TRAILER",
     "DirectoryTarget",
+    "MySQLAdmin",
     "MySQLTarget",
     "PostgresTarget",
-    "RestoreProgress",
-    "RestoreResult",
+    "ProcessSink",
     "RestoreTarget",
+    "Sink",
+    "SqliteSink",
     "SqliteTarget",
-    "VerifyResult",
-    "deep_verify",
-    "drop_created",
-    "quick_verify",
-    "run_restore",
+    "TarSink",
+    "TrailerSink",
+    "pg_query",
+    "pg_sink",
+    "tar_path",
 ]
 
-#: Bytes of the dump withheld from the restore tool until the artifact is proven whole.
-HOLD_BACK = 64 * 1024
 MYSQL_TRAILER = b"-- Dump completed"
-#: The last line pg_dumpall writes.
-PG_GLOBALS_TRAILER = b"PostgreSQL database cluster dump complete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,42 +122,9 @@ class DirectoryTarget:
 RestoreTarget = PostgresTarget | MySQLTarget | SqliteTarget | DirectoryTarget
 
 
-@dataclass(frozen=True, slots=True)
-class RestoreProgress:
-    bytes_read: int  # stored bytes read
-    bytes_restored: int  # dump bytes handed on
-    elapsed_seconds: float
+class Sink(Protocol):
+    """Where the checked dump is written; the restore stream drives it."""
 
-
-@dataclass(frozen=True, slots=True)
-class RestoreResult:
-    key: str
-    target: str
-    bytes_read: int
-    bytes_restored: int
-    sha256: str
-    duration_seconds: float
-    tool: str
-    #: Problems that did not fail the restore (e.g. roles that already existed).
-    warnings: tuple[str, ...] = ()
-    globals_restored: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyResult:
-    key: str
-    level: str  # "quick" | "deep"
-    size_bytes: int
-    sha256: str
-    dump_bytes: int | None
-    duration_seconds: float
-    detail: str = ""
-
-
-# --------------------------------------------------------------------------- sinks
-
-
-class _Sink(Protocol):
     name: str
     process: RunningCommand | None
 
@@ -216,7 +150,7 @@ def _error_lines(stderr: str, limit: int = 25) -> str:
     return "\n".join((keep or stderr.splitlines())[-limit:])
 
 
-class _ProcessSink:
+class ProcessSink:
     """Feeds a tool's stdin; its exit status decides."""
 
     def __init__(
@@ -295,7 +229,7 @@ class _ProcessSink:
         )
 
 
-class _TrailerSink:
+class TrailerSink:
     """Reads the dump to its end in this process and checks its last line."""
 
     def __init__(self, trailer: bytes, *, name: str = "trailer") -> None:
@@ -328,7 +262,7 @@ class _TrailerSink:
         return BackupError(ErrorCode.VERIFY_FAILED, "verification failed", stage=self.name)
 
 
-class _SqliteSink:
+class SqliteSink:
     """Writes a staged copy, checks ``PRAGMA integrity_check``, renames into place."""
 
     def __init__(self, final: Path | None, *, overwrite: bool = False) -> None:
@@ -482,7 +416,7 @@ class _StagedPgSink:
         return BackupError(ErrorCode.RESTORE_FAILED, "staging the dump failed", stage=self.name)
 
 
-class _RemoteStagedPgSink(_ProcessSink):
+class _RemoteStagedPgSink(ProcessSink):
     """Parallel PostgreSQL restore where the tools run elsewhere (an SSH host, a
     container): ``cat`` stages the verified dump in a private file there, then
     ``pg_restore --jobs`` reads it there; the file is removed whatever happens."""
@@ -523,7 +457,7 @@ class _RemoteStagedPgSink(_ProcessSink):
                 await self._runner.run(Command(("rm", "-f", "--", self.path)), limit_seconds=60)
 
 
-class _TarSink(_ProcessSink):
+class TarSink(ProcessSink):
     """``tar -x`` into a staging directory beside the target, renamed on success.
 
     The directory work runs through the runner too: the target is on the runner's host
@@ -598,163 +532,8 @@ class _TarSink(_ProcessSink):
             await self._sh('rm -rf -- "$1"', "removing the staging directory")
 
 
-# --------------------------------------------------------------------------- engine
-
-
-class _Stream:
-    """storage -> verify -> decrypt -> decompress -> sink, as one StageRunner run."""
-
-    def __init__(
-        self,
-        storage: StorageBackend,
-        manifest: Manifest,
-        sink: _Sink,
-        identities: Sequence[str],
-        *,
-        stall_timeout: float | None,
-        time_limit: float | None,
-        on_progress: Callable[[RestoreProgress], None] | None,
-    ) -> None:
-        self.storage = storage
-        self.manifest = manifest
-        self.sink = sink
-        self.identities = tuple(identities)
-        self.on_progress = on_progress
-        self.bytes_read = 0
-        self.bytes_out = 0
-        self.stages = StageRunner(
-            stall_timeout=stall_timeout, time_limit=time_limit, on_tick=self._report
-        )
-        self.reader: HashingReader | None = None
-        self._last_report = 0.0
-
-    def _report(self) -> None:
-        if self.on_progress is None:
-            return
-        now = time.monotonic()
-        if now - self._last_report < 1.0:
-            return
-        self._last_report = now
-        with contextlib.suppress(Exception):
-            self.on_progress(
-                RestoreProgress(self.bytes_read, self.bytes_out, now - self.stages.started)
-            )
-
-    async def _pump(self, out: Channel[bytes]) -> None:
-        reader = await self.storage.open_reader(self.manifest.key)
-        async with reader:
-            while True:
-                chunk = await reader.read(BLOCK_SIZE)
-                if not chunk:
-                    break
-                self.bytes_read += len(chunk)
-                self.stages.activity()
-                await self.stages.in_thread(lambda c=chunk: out.put(c))  # type: ignore[misc]
-        out.close()
-
-    def _decrypt(self, inp: Channel[bytes], out: Channel[bytes]) -> None:
-        m = self.manifest
-        reader = HashingReader(inp, expected_sha256=m.sha256, expected_size=m.size_bytes)
-        self.reader = reader
-        bw = BlockWriter(out.put)
-        if m.encrypted:
-            try:
-                decrypt_stream(reader, bw, self.identities)
-            except BackupError:
-                if reader.mismatch is not None:
-                    raise reader.mismatch from None
-                if reader.error is not None:
-                    raise reader.error from None
-                if bw.error is not None:
-                    raise bw.error from None
-                raise
-        else:
-            while chunk := reader.read(BLOCK_SIZE):
-                bw.write(chunk)
-        if reader.mismatch is not None:
-            raise reader.mismatch
-        bw.finish()
-        out.close()
-
-    def _decompress(self, inp: Channel[bytes]) -> None:
-        def written(n: int) -> None:
-            self.bytes_out += n
-            self.stages.activity()
-
-        tail = HoldBack(self.sink.write, HOLD_BACK, written)
-        dec = Decompressor(self.manifest.compression_kind, tail.push)
-        while (block := inp.get()) is not None:
-            dec.feed(block)
-        dec.finish()
-        # Everything upstream is proven whole: release the tail, then end the input.
-        tail.release()
-        self.sink.close_input()
-
-    async def run(self, runner: CommandRunner) -> None:
-        st = self.stages
-        raw = st.channel(4)
-        plain = st.channel(4)
-        await self.sink.start(runner)
-        try:
-            if self.sink.process is not None:
-                st.process(self.sink.name, self.sink.process)
-            st.task("read", self._pump(raw))
-            st.thread("decrypt", lambda: self._decrypt(raw, plain))
-            st.thread("decompress", lambda: self._decompress(plain))
-            facts = await st.run()
-            error = self._error_from(facts)
-            if error is not None:
-                raise error
-            await self.sink.finish()
-        except BaseException:
-            await self.sink.fail()
-            raise
-
-    def _error_from(self, facts: RunFacts) -> BackupError | None:
-        if facts.abort_reason is ErrorCode.STALLED:
-            return BackupError(ErrorCode.STALLED, "no data moved; the restore was stopped")
-        if facts.abort_reason is ErrorCode.TIME_LIMIT:
-            return BackupError(ErrorCode.TIME_LIMIT, "the restore exceeded its time limit")
-        if self.reader is not None and self.reader.mismatch is not None:
-            return self.reader.mismatch
-        for _name, exc in facts.failures:
-            if isinstance(exc, BackupError):
-                return exc
-        for _name, exc in facts.failures:
-            if isinstance(exc, ProcessExit) and not (facts.killed and exc.returncode < 0):
-                return self.sink.error_for(exc.returncode)
-            if isinstance(exc, StorageError):
-                return storage_error(exc, "read")
-        first = facts.first_failure()
-        if first is not None:
-            name, exc = first
-            return BackupError(
-                ErrorCode.PIPELINE_FAILED, f"stage {name} failed: {exc!r}", stage=name
-            )
-        if facts.failures and all(isinstance(e, Aborted) for _, e in facts.failures):
-            return BackupError(ErrorCode.PIPELINE_FAILED, "the pipeline was aborted")
-        return None
-
-
-def _absolute(path: str) -> Path:
-    return Path(os.path.abspath(path))  # pure string operation, no I/O
-
-
-def _check_format(manifest: Manifest, target: RestoreTarget) -> None:
-    expected = {
-        PostgresTarget: "pg_custom",
-        MySQLTarget: "mysql_sql",
-        SqliteTarget: "sqlite_db",
-        DirectoryTarget: "tar",
-    }[type(target)]
-    if manifest.dump_format != expected:
-        raise BackupError(
-            ErrorCode.INVALID_CONFIG,
-            f"a {manifest.dump_format} artifact cannot be restored into a {type(target).__name__}",
-        )
-
-
-async def _pg_query(runner: CommandRunner, conn: PgConnection, sql: str, stage: str) -> str:
+async def pg_query(runner: CommandRunner, conn: PgConnection, sql: str, stage: str) -> str:
+    """Run one statement with psql; its output, or a classified error."""
     psql = (await select_pg_tool(runner, "psql", None)).path
     res = await runner.run(psql_command(psql, conn, sql), limit_seconds=conn.connect_timeout + 60)
     if res.returncode != 0:
@@ -799,7 +578,7 @@ _REPLACE = (
 _REPLACE_FAILED = "DO $$ BEGIN RAISE EXCEPTION 'pg_restore failed: nothing was restored'; END $$;"
 
 
-async def _pg_replace_sink(runner: CommandRunner, target: PostgresTarget) -> _ProcessSink:
+async def _pg_replace_sink(runner: CommandRunner, target: PostgresTarget) -> ProcessSink:
     conn = target.conn
     pg_restore = (await select_pg_tool(runner, "pg_restore", None)).path
     psql = (await select_pg_tool(runner, "psql", None)).path
@@ -821,12 +600,14 @@ async def _pg_replace_sink(runner: CommandRunner, target: PostgresTarget) -> _Pr
         "--file=-",
     )
     command = Command(argv, env=conn.env(), secrets=conn.secrets())
-    return _ProcessSink("pg_restore", command, classify_pg_error, tool="pg_restore | psql")
+    return ProcessSink("pg_restore", command, classify_pg_error, tool="pg_restore | psql")
 
 
-async def _pg_sink(
+async def pg_sink(
     runner: CommandRunner, target: PostgresTarget, time_limit: float | None
-) -> _ProcessSink | _StagedPgSink | _RemoteStagedPgSink:
+) -> ProcessSink | _StagedPgSink | _RemoteStagedPgSink:
+    """Prepare the PostgreSQL target (create it, or refuse a non-empty one) and return
+    the sink for its pg_restore: piped, staged for a parallel restore, or replacing."""
     conn = target.conn
     if target.replace and not target.create:
         if target.jobs > 1:
@@ -838,14 +619,14 @@ async def _pg_sink(
             )
         return await _pg_replace_sink(runner, target)
     if target.create:
-        await _pg_query(
+        await pg_query(
             runner,
             conn.with_database("postgres"),
             f"CREATE DATABASE {postgres.quote_ident(conn.database)}",
             "create",
         )
     elif not (target.clean or target.allow_non_empty):
-        n = await _pg_query(
+        n = await pg_query(
             runner,
             conn,
             "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
@@ -881,14 +662,14 @@ async def _pg_sink(
             return _RemoteStagedPgSink(command, time_limit)
         staging = Path(target.staging_dir or tempfile.gettempdir())
         return _StagedPgSink(command, staging, time_limit)
-    return _ProcessSink(
+    return ProcessSink(
         "pg_restore",
         Command(tuple(argv), env=conn.env(), secrets=conn.secrets()),
         classify_pg_error,
     )
 
 
-class _MySQLAdmin:
+class MySQLAdmin:
     """The short statements of a MySQL restore, each run by the client on its own."""
 
     def __init__(self, runner: CommandRunner, conn: MySQLConnection, client: str) -> None:
@@ -950,344 +731,16 @@ class _MySQLAdmin:
                 "dropping and creating the database again",
             )
 
-    def sink(self) -> _ProcessSink:
+    def sink(self) -> ProcessSink:
         cmd = mysql_client_command(
             self.client, self.conn, "--binary-mode", "--batch", database=self.conn.database
         )
-        return _ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
+        return ProcessSink("mariadb", cmd, classify_mysql_error, trailer=MYSQL_TRAILER)
 
 
-async def _tar_path(runner: CommandRunner) -> str:
+async def tar_path(runner: CommandRunner) -> str:
+    """The path of ``tar`` on the runner's host."""
     tar = await runner.which("tar")
     if not tar:
         raise BackupError(ErrorCode.TOOL_MISSING, "tar is not installed")
     return tar
-
-
-async def _run_stream(
-    storage: StorageBackend,
-    manifest: Manifest,
-    sink: _Sink,
-    identities: Sequence[str],
-    runner: CommandRunner,
-    stall_timeout: float | None,
-    time_limit: float | None,
-    on_progress: Callable[[RestoreProgress], None] | None,
-) -> _Stream:
-    if manifest.encrypted:
-        parse_identities(identities)
-    try:
-        info = await storage.stat(manifest.key)
-    except StorageError as exc:
-        raise storage_error(exc, "read") from exc
-    if info.size != manifest.size_bytes:
-        raise BackupError(
-            ErrorCode.CHECKSUM_MISMATCH,
-            f"stored object is {info.size} bytes, the manifest says {manifest.size_bytes}",
-            stage="verify",
-        )
-    stream = _Stream(
-        storage,
-        manifest,
-        sink,
-        identities,
-        stall_timeout=stall_timeout,
-        time_limit=time_limit,
-        on_progress=on_progress,
-    )
-    await stream.run(runner)
-    return stream
-
-
-async def drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
-    """A database this restore created is dropped again when the restore fails."""
-    with contextlib.suppress(BaseException):
-        if isinstance(target, PostgresTarget) and target.create:
-            await _pg_query(
-                runner,
-                target.conn.with_database("postgres"),
-                f"DROP DATABASE IF EXISTS {postgres.quote_ident(target.conn.database)} "
-                "WITH (FORCE)",
-                "cleanup",
-            )
-        elif isinstance(target, MySQLTarget) and target.create:
-            client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-            name = mysql.quote_ident(target.conn.database)
-            await runner.run(
-                mysql_client_command(client, target.conn, "-e", f"DROP DATABASE IF EXISTS {name}")
-            )
-
-
-async def run_restore(
-    storage: StorageBackend,
-    manifest: Manifest,
-    target: RestoreTarget,
-    *,
-    identities: Sequence[str] = (),
-    runner: CommandRunner | None = None,
-    stall_timeout: float | None = 600.0,
-    time_limit: float | None = None,
-    on_progress: Callable[[RestoreProgress], None] | None = None,
-    on_write: Callable[[], Awaitable[None]] | None = None,
-) -> RestoreResult:
-    """Restore the artifact described by ``manifest`` into ``target``.
-
-    Raises a classified :class:`BackupError`; a restore never reports success on a
-    damaged artifact. ``on_write`` is awaited once every check passed, just before the
-    first change to a database target (see :class:`MySQLTarget`).
-    """
-    runner = runner or LocalRunner()
-    t0 = time.monotonic()
-    _check_format(manifest, target)
-    if isinstance(target, PostgresTarget) and target.restore_globals:
-        _globals_manifest(manifest)  # refuse early, before creating anything
-    sink: _Sink
-    warnings: list[str] = []
-    if isinstance(target, PostgresTarget):
-        if on_write is not None:
-            await on_write()
-        sink = await _pg_sink(runner, target, time_limit)
-        label = f"postgresql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
-    elif isinstance(target, MySQLTarget):
-        client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
-        admin = _MySQLAdmin(runner, target.conn, client)
-        await admin.check(target)
-        # The whole artifact first, on this host: nothing reaches the target before it
-        # is proven whole.
-        await _run_stream(
-            storage,
-            manifest,
-            _TrailerSink(MYSQL_TRAILER),
-            identities,
-            LocalRunner(),
-            stall_timeout,
-            time_limit,
-            on_progress,
-        )
-        if on_write is not None:
-            await on_write()
-        await admin.prepare(target)
-        sink = admin.sink()
-        label = f"mysql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
-    elif isinstance(target, SqliteTarget):
-        sink = _SqliteSink(_absolute(target.path), overwrite=target.overwrite)
-        label = target.path
-    else:
-        sink = _TarSink(await _tar_path(runner), _absolute(target.path))
-        label = target.path
-    try:
-        if isinstance(target, PostgresTarget) and target.restore_globals:
-            # Roles first, so the dump's owners and grants find them.
-            with _globals_part():
-                warnings += await _restore_globals(
-                    storage, manifest, target, identities, runner, stall_timeout, time_limit
-                )
-        stream = await _run_stream(
-            storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
-        )
-    except BaseException:
-        await drop_created(runner, target)
-        raise
-    return RestoreResult(
-        key=manifest.key,
-        target=label,
-        bytes_read=stream.bytes_read,
-        bytes_restored=stream.bytes_out,
-        sha256=manifest.sha256,
-        duration_seconds=time.monotonic() - t0,
-        tool=sink.name,
-        warnings=tuple(warnings),
-        globals_restored=isinstance(target, PostgresTarget) and target.restore_globals,
-    )
-
-
-@contextlib.contextmanager
-def _globals_part() -> Iterator[None]:
-    """The cluster globals beside a dump are not found: the backup is damaged (its dump
-    may still restore), not gone."""
-    try:
-        yield
-    except BackupError as err:
-        if err.code is not ErrorCode.ARTIFACT_MISSING:
-            raise
-        raise BackupError(
-            ErrorCode.VERIFY_FAILED,
-            f"the cluster globals saved beside the dump are missing ({err.message})",
-            stage="globals",
-        ) from None
-
-
-def _globals_manifest(manifest: Manifest) -> Manifest:
-    """A manifest for the globals object, to stream it through the same checks."""
-    g: GlobalsInfo | None = manifest.globals
-    if g is None or not g.saved or g.key is None or g.size_bytes is None or g.sha256 is None:
-        why = f" ({g.status}: {g.reason})" if g is not None and g.reason else ""
-        raise BackupError(
-            ErrorCode.INVALID_CONFIG,
-            f"this backup has no saved cluster globals to restore{why}",
-            stage="globals",
-        )
-    return dataclasses.replace(
-        manifest,
-        key=g.key,
-        size_bytes=g.size_bytes,
-        original_size_bytes=g.original_size_bytes or 0,
-        sha256=g.sha256,
-        dump_format="pg_globals_sql",
-        row_counts=None,
-        globals=None,
-    )
-
-
-async def _restore_globals(
-    storage: StorageBackend,
-    manifest: Manifest,
-    target: PostgresTarget,
-    identities: Sequence[str],
-    runner: CommandRunner,
-    stall_timeout: float | None,
-    time_limit: float | None,
-) -> list[str]:
-    """Feed the verified globals to ``psql -v ON_ERROR_STOP=0``; its errors are returned
-    as warnings (typically roles that already exist). psql failing to run fails."""
-    gmanifest = _globals_manifest(manifest)
-    psql = (await select_pg_tool(runner, "psql", None)).path
-    conn = target.conn
-    command = Command(
-        (
-            psql,
-            *conn.args(),
-            "--no-psqlrc",
-            "--quiet",
-            "--set=ON_ERROR_STOP=0",
-            f"--dbname=dbname={quote_conninfo(conn.database)}",
-            "--file=-",
-        ),
-        env=conn.env(),
-        secrets=conn.secrets(),
-    )
-    sink = _ProcessSink("psql", command, classify_pg_error)
-    await _run_stream(storage, gmanifest, sink, identities, runner, stall_timeout, time_limit, None)
-    stderr = sink.process.stderr_tail(60_000) if sink.process is not None else ""
-    return [f"globals: {ln.strip()}" for ln in stderr.splitlines() if "ERROR" in ln]
-
-
-async def deep_verify(
-    storage: StorageBackend,
-    manifest: Manifest,
-    *,
-    identities: Sequence[str] = (),
-    runner: CommandRunner | None = None,
-    stall_timeout: float | None = 600.0,
-    time_limit: float | None = None,
-) -> VerifyResult:
-    """Read, check sha256, decrypt, decompress and parse the whole dump.
-
-    PostgreSQL: ``pg_restore -f /dev/null`` reads every data block (``--list`` would
-    pass on a half file), and the cluster globals beside it must end with pg_dumpall's
-    trailer. MySQL: the ``-- Dump completed`` trailer. SQLite: ``PRAGMA
-    integrity_check`` of a temp copy. tar: ``tar --list`` of the whole stream.
-    """
-    runner = runner or LocalRunner()
-    t0 = time.monotonic()
-    sink: _Sink
-    fmt = manifest.dump_format
-    if fmt == "pg_custom":
-        tool = await select_pg_tool(runner, "pg_restore", None)
-        sink = _ProcessSink(
-            "pg_restore",
-            Command((tool.path, "--file=/dev/null")),
-            lambda _s: None,
-            failure_code=ErrorCode.VERIFY_FAILED,
-        )
-    elif fmt == "mysql_sql":
-        sink = _TrailerSink(MYSQL_TRAILER)
-    elif fmt == "sqlite_db":
-        sink = _SqliteSink(None)
-    elif fmt == "tar":
-        sink = _ProcessSink(
-            "tar",
-            Command((await _tar_path(runner), "--list", "--file=-")),
-            lambda _s: None,
-            failure_code=ErrorCode.VERIFY_FAILED,
-        )
-    else:
-        raise BackupError(ErrorCode.INVALID_CONFIG, f"unknown dump format {fmt!r}")
-    stream = await _run_stream(
-        storage, manifest, sink, identities, runner, stall_timeout, time_limit, None
-    )
-    detail = f"{sink.name}: whole dump parsed"
-    g = manifest.globals
-    if g is not None and g.saved:
-        # The globals beside it: checked, decrypted, decompressed, and complete.
-        with _globals_part():
-            await _run_stream(
-                storage,
-                _globals_manifest(manifest),
-                _TrailerSink(PG_GLOBALS_TRAILER, name="globals"),
-                identities,
-                runner,
-                stall_timeout,
-                time_limit,
-                None,
-            )
-        detail += "; cluster globals complete"
-    return VerifyResult(
-        key=manifest.key,
-        level="deep",
-        size_bytes=stream.bytes_read,
-        sha256=manifest.sha256,
-        dump_bytes=stream.bytes_out,
-        duration_seconds=time.monotonic() - t0,
-        detail=detail,
-    )
-
-
-async def _check_object(storage: StorageBackend, key: str, size_bytes: int, sha256: str) -> int:
-    """Re-read ``key``: its size and sha256 must be the recorded ones."""
-    try:
-        info = await storage.stat(key)
-        if info.size != size_bytes:
-            raise BackupError(
-                ErrorCode.CHECKSUM_MISMATCH,
-                f"stored object {key} is {info.size} bytes, the manifest says {size_bytes}",
-                stage="verify",
-            )
-        digest = hashlib.sha256()
-        size = 0
-        reader = await storage.open_reader(key)
-        async with reader:
-            while chunk := await reader.read(BLOCK_SIZE):
-                await asyncio.to_thread(digest.update, chunk)
-                size += len(chunk)
-    except StorageError as exc:
-        raise storage_error(exc, "verify") from exc
-    if size != size_bytes or digest.hexdigest() != sha256:
-        raise BackupError(
-            ErrorCode.CHECKSUM_MISMATCH,
-            f"sha256 of the stored object {key} is {digest.hexdigest()}, "
-            f"the manifest says {sha256}",
-            stage="verify",
-        )
-    return size
-
-
-async def quick_verify(storage: StorageBackend, manifest: Manifest) -> VerifyResult:
-    """The object exists with the recorded size, and its sha256 re-read from storage
-    matches; so do the cluster globals saved beside it, if any."""
-    t0 = time.monotonic()
-    size = await _check_object(storage, manifest.key, manifest.size_bytes, manifest.sha256)
-    g = manifest.globals
-    if g is not None and g.saved:
-        gm = _globals_manifest(manifest)
-        with _globals_part():
-            await _check_object(storage, gm.key, gm.size_bytes, gm.sha256)
-    return VerifyResult(
-        key=manifest.key,
-        level="quick",
-        size_bytes=size,
-        sha256=manifest.sha256,
-        dump_bytes=None,
-        duration_seconds=time.monotonic() - t0,
-        detail="with the cluster globals" if g is not None and g.saved else "",
-    )
