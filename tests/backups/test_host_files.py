@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.test_backups import run_job
+from tests.backups.test_backups import run_job
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error, role_user
 
