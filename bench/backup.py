@@ -44,7 +44,8 @@ from opscenter.stores.backends import LocalStorage
 from opscenter.streaming.crypto import generate_identity, recipient_of
 from opscenter.streaming.manifest import read_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import PostgresTarget, run_restore
+from opscenter.streaming.restore import run_restore
+from opscenter.streaming.sinks import PostgresTarget
 from opscenter.streaming.sources import PostgresSource
 
 HOST, PORT, USER = "127.0.0.1", 5432, "postgres"

@@ -43,9 +43,6 @@ ALLOWED_BACK_EDGES: dict[tuple[str, str], str] = {
     # both still need models, which sit above core.
     ("core", "jobs"): "AppContext.runner is a jobs.runner.JobRunner",
     ("core", "storage"): "AppContext.storages is a storage.service.StoragePool",
-    # Storage's import-catalog route reads manifests into backups; the route moves to the
-    # backups domain once #11 (editing storage's router now) is merged.
-    ("storage", "backups"): "storage/router.py import-catalog uses backups.catalog",
     # Every route is guarded by auth's `require`, while auth records security events in the
     # audit trail and answers with users' UserOut: auth's guard and permission catalogue
     # belong in core, after #11 (editing auth/ and audit/ now) is merged.

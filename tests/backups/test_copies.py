@@ -21,9 +21,11 @@ from opscenter.stores.backends import LocalStorage, StorageBackend
 from opscenter.streaming import pipeline
 from opscenter.streaming.manifest import globals_key, read_manifest
 from opscenter.streaming.pipeline import BackupOptions, CopyOutcome, run_backup
-from opscenter.streaming.restore import PostgresTarget, quick_verify, run_restore
+from opscenter.streaming.restore import run_restore
+from opscenter.streaming.sinks import PostgresTarget
 from opscenter.streaming.sources import PostgresSource
 from opscenter.streaming.streams import Compression
+from opscenter.streaming.verification import quick_verify
 from tests.storage import conftest as s3_fixtures
 
 from .conftest import all_files, pg_table_hashes, psql

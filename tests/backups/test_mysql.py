@@ -19,9 +19,11 @@ from opscenter.remote.runner import Command, LocalProcess, LocalRunner
 from opscenter.streaming.manifest import read_manifest, write_manifest
 from opscenter.streaming.masking import mask_mysql
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import MySQLTarget, deep_verify, run_restore
+from opscenter.streaming.restore import run_restore
+from opscenter.streaming.sinks import MySQLTarget
 from opscenter.streaming.sources import MySQLSource
 from opscenter.streaming.streams import Compression
+from opscenter.streaming.verification import deep_verify
 
 from .conftest import all_files, my_table_hashes, mysql, new_name
 

@@ -21,8 +21,10 @@ from opscenter.streaming.manifest import (
     scan_catalog,
 )
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import PostgresTarget, deep_verify, quick_verify, run_restore
+from opscenter.streaming.restore import run_restore
+from opscenter.streaming.sinks import PostgresTarget
 from opscenter.streaming.sources import PostgresSource
+from opscenter.streaming.verification import deep_verify, quick_verify
 
 from .conftest import PG_HOST, PG_PORT, all_files, psql
 

@@ -15,9 +15,11 @@ from opscenter.engines.postgres import PgConnection
 from opscenter.stores.backends import LocalStorage
 from opscenter.streaming.manifest import Manifest, read_manifest, scan_catalog, write_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import PostgresTarget, deep_verify, quick_verify, run_restore
+from opscenter.streaming.restore import run_restore
+from opscenter.streaming.sinks import PostgresTarget
 from opscenter.streaming.sources import PostgresSource
 from opscenter.streaming.streams import Compression
+from opscenter.streaming.verification import deep_verify, quick_verify
 
 from .conftest import all_files, ensure_age_cli, have, pg_table_hashes, psql
 from .helpers import HookedStorage, RecordingRunner, group_gone, process_gone

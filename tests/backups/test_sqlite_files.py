@@ -13,14 +13,11 @@ import pytest
 from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.streaming.manifest import read_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import (
-    DirectoryTarget,
-    SqliteTarget,
-    deep_verify,
-    run_restore,
-)
+from opscenter.streaming.restore import run_restore
+from opscenter.streaming.sinks import DirectoryTarget, SqliteTarget
 from opscenter.streaming.sources import DirectorySource, SqliteSource
 from opscenter.streaming.streams import Compression
+from opscenter.streaming.verification import deep_verify
 
 from .conftest import all_files
 from .helpers import RecordingRunner, ShellSource, group_gone

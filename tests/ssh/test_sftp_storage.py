@@ -20,7 +20,7 @@ from opscenter.stores.backends import StorageError
 from opscenter.stores.sftp import SftpStorage
 from opscenter.streaming.manifest import read_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import quick_verify
+from opscenter.streaming.verification import quick_verify
 
 from ..backups.helpers import ShellSource
 from .conftest import SshServer, keygen

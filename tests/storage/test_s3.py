@@ -30,8 +30,10 @@ from opscenter.stores.s3 import S3Storage, part_size_for
 from opscenter.streaming.crypto import generate_identity, recipient_of
 from opscenter.streaming.manifest import read_manifest, scan_catalog
 from opscenter.streaming.pipeline import BackupOptions, run_backup
-from opscenter.streaming.restore import DirectoryTarget, SqliteTarget, quick_verify, run_restore
+from opscenter.streaming.restore import run_restore
+from opscenter.streaming.sinks import DirectoryTarget, SqliteTarget
 from opscenter.streaming.sources import DirectorySource, SqliteSource
+from opscenter.streaming.verification import quick_verify
 
 from .conftest import ACCESS_KEY_ID, SECRET_ACCESS_KEY, CuttingProxy, raw_client
 

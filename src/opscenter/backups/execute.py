@@ -40,15 +40,13 @@ from opscenter.streaming import keys as backup_keys
 from opscenter.streaming.manifest import GLOBALS_INFIX, read_manifest, scan_catalog
 from opscenter.streaming.masking import mask_mysql, mask_postgres, salt_for
 from opscenter.streaming.pipeline import BackupOptions, BackupProgress, run_backup, target_directory
-from opscenter.streaming.restore import (
+from opscenter.streaming.restore import RestoreProgress, drop_created, run_restore
+from opscenter.streaming.sinks import (
     DirectoryTarget,
     MySQLTarget,
     PostgresTarget,
-    RestoreProgress,
     RestoreTarget,
     SqliteTarget,
-    drop_created,
-    run_restore,
 )
 from opscenter.streaming.sources import (
     DirectorySource,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from opscenter.backups.execute import BackupJobs
-from opscenter.backups.router import router
+from opscenter.backups.router import router, storage_router
 from opscenter.core.registry import Registry
 
 
 def register(registry: Registry) -> None:
-    registry.api(router)
+    registry.api(router, storage_router)
     registry.wire(lambda ctx: BackupJobs(ctx).register(ctx.runner))

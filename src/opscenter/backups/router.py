@@ -1,4 +1,5 @@
-"""Backups (seed 001): run, list, inspect, download, restore, delete."""
+"""Backups (seed 001): run, list, inspect, download, restore, delete; rebuild the catalog
+from a storage's manifests."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.auth.permissions import DOWNLOAD_BACKUPS
 from opscenter.backups import catalog, service
-from opscenter.backups.schemas import BackupCreate, BackupOut, DownloadLink, RestoreRequest
+from opscenter.backups.schemas import (
+    BackupCreate,
+    BackupOut,
+    DownloadLink,
+    ImportResult,
+    RestoreRequest,
+)
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
@@ -31,10 +38,14 @@ from opscenter.stores.backends import StorageError
 from opscenter.streaming.manifest import Manifest
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
+#: Rebuilding the catalog from a storage's manifests is asked of the storage, but it
+#: writes backups: the route lives here, under the storage's path and tag.
+storage_router = APIRouter(prefix="/storage", tags=["Storage"])
 ReadBackups = Annotated[Principal, Depends(require("read:backups"))]
 WriteBackups = Annotated[Principal, Depends(require("write:backups"))]
 Restorer = Annotated[Principal, Depends(require("execute:restores"))]
 Downloader = Annotated[Principal, Depends(require(DOWNLOAD_BACKUPS))]
+WriteStorage = Annotated[Principal, Depends(require("write:storage"))]
 BackupStatusFilter = Annotated[
     str | None,
     Query(pattern="^(pending|running|completed|failed|cancelled|interrupted|deleting)$"),
@@ -319,3 +330,34 @@ async def import_backup(
         origin=origin_of(request),
     )
     return service.backup_out(backup)
+
+
+@storage_router.post(
+    "/{provider_id}/import",
+    response_model=ImportResult,
+    responses=responses(NotFound, InvalidInput),
+)
+async def import_catalog(
+    provider_id: PathId, principal: WriteStorage, session: SessionDep, ctx: Ctx, request: Request
+) -> ImportResult:
+    """Rebuild catalog entries from the manifests in this storage (after losing the
+    metadata database). Artifacts the catalog already knows are left alone."""
+    provider = await storage_service.get_provider(session, principal, provider_id)
+    await release(session)  # the scan reads the storage before anything is written
+    adopted, invalid = await catalog.import_from_storage(
+        session, ctx.storages.get(provider), principal, provider
+    )
+    await audit.record(
+        session,
+        action="storage.import",
+        actor=principal,
+        resource_type="storage",
+        resource_id=provider.id,
+        details={"adopted": [b.id for b in adopted], "invalid": [k for k, _ in invalid]},
+        origin=origin_of(request),
+    )
+    return ImportResult(
+        imported=len(adopted),
+        backup_ids=[b.id for b in adopted],
+        invalid=[{"key": k, "reason": r} for k, r in invalid],
+    )

@@ -159,3 +159,9 @@ class RestoreRequest(InputModel):
 class DownloadLink(OutputModel):
     download_url: str
     expires_at: UtcDatetime
+
+
+class ImportResult(OutputModel):
+    imported: int
+    backup_ids: list[int]
+    invalid: list[dict[str, str]] = Field(default_factory=list)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Request, status
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
-from opscenter.backups import catalog
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
@@ -16,7 +15,6 @@ from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.storage import service
 from opscenter.storage.schemas import (
-    ImportResult,
     SpaceOut,
     StorageCreate,
     StorageOut,
@@ -203,35 +201,4 @@ async def stored_backups(
         total=len(items),
         invalid=[{"key": k, "reason": r} for k, r in scan.invalid],
         orphans=scan.orphans,
-    )
-
-
-@router.post(
-    "/{provider_id}/import",
-    response_model=ImportResult,
-    responses=responses(NotFound, InvalidInput),
-)
-async def import_catalog(
-    provider_id: PathId, principal: WriteStorage, session: SessionDep, ctx: Ctx, request: Request
-) -> ImportResult:
-    """Rebuild catalog entries from the manifests in this storage (after losing the
-    metadata database). Artifacts the catalog already knows are left alone."""
-    provider = await service.get_provider(session, principal, provider_id)
-    await release(session)  # the scan reads the storage before anything is written
-    adopted, invalid = await catalog.import_from_storage(
-        session, ctx.storages.get(provider), principal, provider
-    )
-    await audit.record(
-        session,
-        action="storage.import",
-        actor=principal,
-        resource_type="storage",
-        resource_id=provider.id,
-        details={"adopted": [b.id for b in adopted], "invalid": [k for k, _ in invalid]},
-        origin=origin_of(request),
-    )
-    return ImportResult(
-        imported=len(adopted),
-        backup_ids=[b.id for b in adopted],
-        invalid=[{"key": k, "reason": r} for k, r in invalid],
     )

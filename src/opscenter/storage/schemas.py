@@ -222,9 +222,3 @@ class StoredArtifacts(OutputModel):
     total: int
     invalid: list[dict[str, str]] = Field(default_factory=list)
     orphans: list[str] = Field(default_factory=list)
-
-
-class ImportResult(OutputModel):
-    imported: int
-    backup_ids: list[int]
-    invalid: list[dict[str, str]] = Field(default_factory=list)

@@ -34,16 +34,10 @@ from opscenter.servers import service as servers
 from opscenter.stores.backends import StorageBackend
 from opscenter.streaming import keys as backup_keys
 from opscenter.streaming.manifest import Manifest, RowCounts, collect_row_counts, read_manifest
-from opscenter.streaming.restore import (
-    MySQLTarget,
-    PostgresTarget,
-    RestoreProgress,
-    RestoreTarget,
-    deep_verify,
-    quick_verify,
-    run_restore,
-)
+from opscenter.streaming.restore import RestoreProgress, run_restore
+from opscenter.streaming.sinks import MySQLTarget, PostgresTarget, RestoreTarget
 from opscenter.streaming.sources import DumpSource, MySQLSource, PostgresSource
+from opscenter.streaming.verification import deep_verify, quick_verify
 from opscenter.verify import service
 
 log = get_logger("opscenter.verify")
