@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from opscenter.audit.router import router
+from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
 
 
 def register(registry: Registry) -> None:
     registry.api(router)
+    registry.nav(NavLink("Security and compliance", "Audit log", "/audit", "read:audit", rank=200))

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
+from opscenter.core.pages import NavLink, Page, PageHandler
+
 if TYPE_CHECKING:
     from opscenter.core.context import AppContext
 
@@ -26,6 +28,9 @@ class Registry:
     #: Routers at the root (WebSocket, probes, legacy paths).
     root_routers: list[APIRouter] = field(default_factory=list)
     wirings: list[Wiring] = field(default_factory=list)
+    #: UI pages, mounted and rendered by the web layer.
+    pages: list[Page] = field(default_factory=list)
+    nav_links: list[NavLink] = field(default_factory=list)
 
     def api(self, *routers: APIRouter) -> None:
         self.api_routers.extend(routers)
@@ -35,3 +40,9 @@ class Registry:
 
     def wire(self, wiring: Wiring) -> None:
         self.wirings.append(wiring)
+
+    def page(self, path: str, handler: PageHandler, *, permission: str) -> None:
+        self.pages.append(Page(path, handler, permission))
+
+    def nav(self, link: NavLink) -> None:
+        self.nav_links.append(link)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
+from opscenter.schedules import pages
 from opscenter.schedules.router import policies_router, router
 
 
 def register(registry: Registry) -> None:
     registry.api(router, policies_router)
+    registry.page("/schedules", pages.schedules_page, permission="read:schedules")
+    registry.page("/schedules/preview", pages.schedule_preview_partial, permission="read:schedules")
+    registry.nav(NavLink("Backups", "Schedules", "/schedules", "read:schedules", rank=20))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from opscenter.core.context import AppContext
 from opscenter.core.events import Event
+from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
 from opscenter.models import JobStatus
 from opscenter.verify.automatic import after_backup
@@ -23,3 +24,4 @@ def _wire(ctx: AppContext) -> None:
 def register(registry: Registry) -> None:
     registry.api(router, recovery_tests_router)
     registry.wire(_wire)
+    registry.nav(NavLink("Backups", "Verification", "/verification", "read:verification", rank=30))
