@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
+from opscenter.core.background import Background
 from opscenter.core.pages import NavLink, Page, PageHandler
 
 if TYPE_CHECKING:
@@ -19,6 +20,17 @@ if TYPE_CHECKING:
 
 #: Binds a domain to the assembled context: job handlers, reactions to events.
 Wiring = Callable[["AppContext"], None]
+#: Makes a domain's background service for this process, or None when it has none to run
+#: here. `server` is True in the long-lived API server, False in a CLI command.
+BackgroundFactory = Callable[["AppContext", bool], Background | None]
+
+
+@dataclass(frozen=True)
+class BackgroundService:
+    make: BackgroundFactory
+    #: Started before the other services and stopped after the job runner, so it hears the
+    #: events of the jobs that shutdown interrupts (the notifier, the webhook queue).
+    outlives_jobs: bool
 
 
 @dataclass
@@ -31,6 +43,7 @@ class Registry:
     #: UI pages, mounted and rendered by the web layer.
     pages: list[Page] = field(default_factory=list)
     nav_links: list[NavLink] = field(default_factory=list)
+    background_services: list[BackgroundService] = field(default_factory=list)
 
     def api(self, *routers: APIRouter) -> None:
         self.api_routers.extend(routers)
@@ -46,3 +59,6 @@ class Registry:
 
     def nav(self, link: NavLink) -> None:
         self.nav_links.append(link)
+
+    def background(self, make: BackgroundFactory, *, outlives_jobs: bool = False) -> None:
+        self.background_services.append(BackgroundService(make, outlives_jobs))

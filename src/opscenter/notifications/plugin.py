@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
+from opscenter.notifications.dispatch import NotificationDispatcher
 from opscenter.notifications.router import router
 
 
 def register(registry: Registry) -> None:
     registry.api(router)
+    # Alerts from this process's own events (a CLI backup that fails alerts too).
+    registry.background(lambda ctx, _: NotificationDispatcher(ctx), outlives_jobs=True)
     registry.nav(
         NavLink(
             "Operations",
