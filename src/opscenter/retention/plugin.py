@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from opscenter.core.context import AppContext
 from opscenter.core.events import Event
-from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
 from opscenter.models import JobStatus
 from opscenter.retention.router import router
@@ -21,4 +20,3 @@ def _wire(ctx: AppContext) -> None:
 def register(registry: Registry) -> None:
     registry.api(router)
     registry.wire(_wire)
-    registry.nav(NavLink("Backups", "Retention", "/retention", "read:retention", rank=40))

@@ -1,4 +1,5 @@
-"""The schedules page and its live preview of the next runs."""
+"""The schedules page and its live preview of the next runs; the retention page too: it
+lists the schedules a policy can be attached to, and schedules builds on retention."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from opscenter.core.clock import utcnow
 from opscenter.core.context import SessionDep
 from opscenter.core.pages import LIST_LIMIT, View
 from opscenter.core.principal import Principal
+from opscenter.retention import service as retention
 from opscenter.schedules import service as schedules
 from opscenter.schedules.schemas import CronPreviewRequest, VerifyAfter
 from opscenter.servers import service as servers
@@ -44,3 +46,16 @@ async def schedule_preview_partial(
     except ValidationError as err:
         context["error"] = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
     return View("partials/cron_preview.html", context)
+
+
+async def retention_page(principal: Principal, session: SessionDep) -> View:
+    rows = (await session.scalars(retention.policies_query(principal).limit(LIST_LIMIT))).all()
+    used_by = await retention.users_of(session, [p.id for p in rows])
+    schedule_rows = (await session.scalars(schedules.schedules_query(principal))).all()
+    return View(
+        "retention.html",
+        {
+            "policies": [retention.policy_out(p, used_by[p.id]) for p in rows],
+            "schedules": [schedules.schedule_out(s) for s in schedule_rows],
+        },
+    )

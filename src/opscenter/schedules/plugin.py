@@ -17,3 +17,5 @@ def register(registry: Registry) -> None:
     registry.page("/schedules", pages.schedules_page, permission="read:schedules")
     registry.page("/schedules/preview", pages.schedule_preview_partial, permission="read:schedules")
     registry.nav(NavLink("Backups", "Schedules", "/schedules", "read:schedules", rank=20))
+    registry.page("/retention", pages.retention_page, permission="read:retention")
+    registry.nav(NavLink("Backups", "Retention", "/retention", "read:retention", rank=40))

@@ -6,6 +6,7 @@ from opscenter.core.background import Loop
 from opscenter.core.context import AppContext
 from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
+from opscenter.servers import pages
 from opscenter.servers.health import run_forever
 from opscenter.servers.router import router
 
@@ -20,4 +21,5 @@ def _health_checks(ctx: AppContext, server: bool) -> Loop | None:
 def register(registry: Registry) -> None:
     registry.api(router)
     registry.background(_health_checks)
+    registry.page("/servers", pages.servers_page, permission="read:servers")
     registry.nav(NavLink("Operations", "Servers", "/servers", "read:servers", rank=100))
