@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,9 +20,7 @@ from opscenter.core.middleware import (
     TrailingSlashMiddleware,
 )
 from opscenter.domains import registry
-from opscenter.external_jobs.watch import run_forever as watch_external_jobs
 from opscenter.runtime import build_context, running
-from opscenter.servers.health import run_forever as run_health_checks
 
 API_PREFIX = "/api/v1"
 
@@ -37,21 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with running(ctx, scheduler=True) as first_start:
             announce(first_start)
-            health = None
-            if settings.health_interval_seconds > 0:
-                health = asyncio.create_task(
-                    run_health_checks(ctx, settings.health_interval_seconds)
-                )
-            watch = None
-            if settings.external_jobs_check_seconds > 0:
-                watch = asyncio.create_task(
-                    watch_external_jobs(ctx, settings.external_jobs_check_seconds)
-                )
             yield
-            if health is not None:
-                health.cancel()
-            if watch is not None:
-                watch.cancel()
 
     app = FastAPI(
         title="opscenter",

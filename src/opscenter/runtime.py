@@ -7,18 +7,17 @@ from contextlib import asynccontextmanager
 
 from opscenter.bootstrap import BootstrapResult, bootstrap
 from opscenter.config import Settings
+from opscenter.core.background import Background
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
 from opscenter.core.event_relay import relay_for
 from opscenter.core.events import EventBus
 from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.ratelimit import RateLimiter
+from opscenter.core.registry import BackgroundService
 from opscenter.core.security import Keyring
 from opscenter.domains import registry
-from opscenter.integrations.delivery import DeliveryWorker
 from opscenter.jobs.runner import JobRunner
-from opscenter.notifications.dispatch import NotificationDispatcher
-from opscenter.schedules.scheduler import Scheduler
 from opscenter.storage.service import StoragePool
 
 
@@ -44,9 +43,9 @@ def build_context(settings: Settings) -> AppContext:
 
 @asynccontextmanager
 async def running(ctx: AppContext, *, scheduler: bool = False) -> AsyncIterator[BootstrapResult]:
-    """Migrate and seed, start the job runner (and, for the server, the scheduler loop);
-    stop them and close the database after. CLI commands leave the scheduler off: a
-    short-lived process must not claim slots whose jobs it would not live to run."""
+    """Migrate and seed, start the job runner and the domains' background services (for
+    the server, `scheduler=True`, its long-lived loops too: the scheduler, health checks);
+    stop them and close the database after."""
     result = await bootstrap(ctx.settings, ctx.db)
     settings = ctx.settings
     relay = relay_for(
@@ -57,23 +56,25 @@ async def running(ctx: AppContext, *, scheduler: bool = False) -> AsyncIterator[
     if relay is not None:
         await relay.start(ctx.events)
     await ctx.runner.start()
-    # Alerts from this process's own events (a CLI backup that fails alerts too).
-    notifier = NotificationDispatcher(ctx)
-    await notifier.start()
-    # Events become queued deliveries in every process; only the server sends them.
-    deliveries = DeliveryWorker(ctx)
-    await deliveries.start(send=scheduler)
-    loop = Scheduler(ctx)
-    if scheduler:
-        loop.start()
+    services = registry().background_services
+    listeners = _made(ctx, scheduler, [s for s in services if s.outlives_jobs])
+    loops = _made(ctx, scheduler, [s for s in services if not s.outlives_jobs])
+    for service in (*listeners, *loops):
+        await service.start()
     try:
         yield result
     finally:
-        await loop.stop()
-        await deliveries.stop()
+        for service in reversed(loops):
+            await service.stop()
         await ctx.runner.stop()
-        await notifier.stop()
+        for service in reversed(listeners):
+            await service.stop()
         if relay is not None:
             await relay.stop()
         await ctx.storages.close()
         await ctx.db.dispose()
+
+
+def _made(ctx: AppContext, server: bool, services: list[BackgroundService]) -> list[Background]:
+    made = (service.make(ctx, server) for service in services)
+    return [service for service in made if service is not None]

@@ -12,11 +12,25 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
+from opscenter.core.background import Background
+from opscenter.core.pages import NavLink, Page, PageHandler
+
 if TYPE_CHECKING:
     from opscenter.core.context import AppContext
 
 #: Binds a domain to the assembled context: job handlers, reactions to events.
 Wiring = Callable[["AppContext"], None]
+#: Makes a domain's background service for this process, or None when it has none to run
+#: here. `server` is True in the long-lived API server, False in a CLI command.
+BackgroundFactory = Callable[["AppContext", bool], Background | None]
+
+
+@dataclass(frozen=True)
+class BackgroundService:
+    make: BackgroundFactory
+    #: Started before the other services and stopped after the job runner, so it hears the
+    #: events of the jobs that shutdown interrupts (the notifier, the webhook queue).
+    outlives_jobs: bool
 
 
 @dataclass
@@ -26,6 +40,10 @@ class Registry:
     #: Routers at the root (WebSocket, probes, legacy paths).
     root_routers: list[APIRouter] = field(default_factory=list)
     wirings: list[Wiring] = field(default_factory=list)
+    #: UI pages, mounted and rendered by the web layer.
+    pages: list[Page] = field(default_factory=list)
+    nav_links: list[NavLink] = field(default_factory=list)
+    background_services: list[BackgroundService] = field(default_factory=list)
 
     def api(self, *routers: APIRouter) -> None:
         self.api_routers.extend(routers)
@@ -35,3 +53,12 @@ class Registry:
 
     def wire(self, wiring: Wiring) -> None:
         self.wirings.append(wiring)
+
+    def page(self, path: str, handler: PageHandler, *, permission: str) -> None:
+        self.pages.append(Page(path, handler, permission))
+
+    def nav(self, link: NavLink) -> None:
+        self.nav_links.append(link)
+
+    def background(self, make: BackgroundFactory, *, outlives_jobs: bool = False) -> None:
+        self.background_services.append(BackgroundService(make, outlives_jobs))

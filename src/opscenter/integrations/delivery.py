@@ -66,20 +66,21 @@ def _ms_since(started: float) -> int:
 
 
 class DeliveryWorker:
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, *, send: bool = True) -> None:
         self.ctx = ctx
+        self.send = send
         self.http = OutboundClient(ctx.outbound, ctx.settings.integration_timeout_seconds)
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self._in_flight: set[int] = set()
 
-    async def start(self, *, send: bool = True) -> None:
+    async def start(self) -> None:
         """Subscribe now (no event published after start is missed); send only in a
         long-lived process: a CLI command queues, the server sends."""
         queue = await self._stack.enter_async_context(self.ctx.events.subscribe())
         self._tasks.append(asyncio.create_task(self._listen(queue)))
-        if send:
+        if self.send:
             await self._release_stale()
             self._tasks.append(asyncio.create_task(self._send_forever()))
 

@@ -161,7 +161,7 @@ class Scheduler:
                 log.exception("scheduler round failed")
             await asyncio.sleep(self.interval)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start the loop (interval 0: disabled)."""
         if self.interval > 0 and self._task is None:
             self._task = asyncio.create_task(self.run_forever(), name="scheduler")

@@ -3,19 +3,16 @@ errors rendered as pages in words with their code."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import Select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter import __version__
 from opscenter.auth.deps import SESSION_COOKIE, defer_security_event, principal_from
@@ -23,7 +20,6 @@ from opscenter.auth.permissions import checks
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SessionDep, get_ctx
 from opscenter.core.errors import AppError, Forbidden, Unauthorized
-from opscenter.core.pagination import PageParams, paginate
 from opscenter.core.principal import Principal
 from opscenter.web.nav import nav_for
 
@@ -134,49 +130,6 @@ def in_zone(moment: datetime, zone: str) -> str:
 
 def iso(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
-
-
-#: Rows per page of the long lists (backups, audit); the API pages through everything.
-PAGE_SIZE = 50
-PageNumber = Annotated[int, Query(ge=1, le=100_000, description="1 = the newest rows")]
-
-
-@dataclass(frozen=True, slots=True)
-class Pager:
-    """One page of a long list, and the links to its neighbours that keep the filters."""
-
-    page: int
-    total: int
-    filters: Mapping[str, object]
-    size: int = PAGE_SIZE
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.size))
-
-    @property
-    def first_row(self) -> int:
-        return min(self.total, (self.page - 1) * self.size + 1)
-
-    @property
-    def last_row(self) -> int:
-        return min(self.total, self.page * self.size)
-
-    def query(self, page: int | None = None) -> str:
-        """The filters (empty ones left out) and a page number, as a query string."""
-        pairs = {k: v for k, v in self.filters.items() if v not in (None, "")}
-        if (page or self.page) > 1:
-            pairs["page"] = page or self.page
-        return urlencode(pairs)
-
-
-async def paged(
-    session: AsyncSession, stmt: Select[Any], page: int, filters: Mapping[str, object]
-) -> tuple[list[Any], Pager]:
-    """The rows of ``page`` (1 = newest) of ``stmt``, and the pager that shows them."""
-    params = PageParams(limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-    rows, total = await paginate(session, stmt, params)
-    return rows, Pager(page, total, filters)
 
 
 templates.env.filters.update(age=age, size=size, iso=iso, in_zone=in_zone)
