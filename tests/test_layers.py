@@ -45,7 +45,7 @@ ALLOWED_BACK_EDGES: dict[tuple[str, str], str] = {
     ("core", "storage"): "AppContext.storages is a storage.service.StoragePool",
     # Every route is guarded by auth's `require`, while auth records security events in the
     # audit trail and answers with users' UserOut: auth's guard and permission catalogue
-    # belong in core, after #11 (editing auth/ and audit/ now) is merged.
+    # belong in core (next step: the principal resolved by the app, checked in core).
     ("audit", "auth"): "audit/router.py guards its routes with auth.deps.require",
     ("users", "auth"): "users/ guards routes with auth.deps and reads auth.permissions",
 }

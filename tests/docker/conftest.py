@@ -109,6 +109,9 @@ def start_pg_container(image: str) -> PgContainer:
     )
     docker(
         "run", "-d", "--name", name, "--network", "none", "--user", "postgres",
+        # Docker's default 64 MB /dev/shm can end a PostgreSQL backend with SIGBUS, which
+        # puts the whole server into recovery (seen once under load).
+        "--shm-size", "256m",
         "-v", "/usr:/usr:ro", image, "/bin/sh", "-c", boot,
     )  # fmt: skip
     container = PgContainer(name)
