@@ -196,6 +196,17 @@ class StorageBackend(Protocol):
         ...
 
 
+async def exists_by_stat(backend: StorageBackend, key: str) -> bool:
+    """`exists` through `stat`, whose StorageError("not_found") means: no such object."""
+    try:
+        await backend.stat(key)
+    except StorageError as exc:
+        if exc.code == "not_found":
+            return False
+        raise
+    return True
+
+
 class AbortsUnlessCommitted(ABC):
     """`async with` aborts a writer that is left on an error or without a commit."""
 
@@ -423,13 +434,7 @@ class LocalStorage:
         return ObjectInfo(key, st.st_size, st.st_mtime)
 
     async def exists(self, key: str) -> bool:
-        try:
-            await self.stat(key)
-        except StorageError as exc:
-            if exc.code == "not_found":
-                return False
-            raise
-        return True
+        return await exists_by_stat(self, key)
 
     async def delete(self, key: str) -> None:
         path = self.path_for(key)

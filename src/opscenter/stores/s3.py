@@ -66,6 +66,7 @@ from opscenter.stores.backends import (
     SpaceInfo,
     StorageError,
     _validate_prefix,
+    exists_by_stat,
     validate_key,
 )
 
@@ -857,13 +858,7 @@ class S3Storage(ClosesOnExit):
         return ObjectInfo(key, int(head["ContentLength"]), head["LastModified"].timestamp())
 
     async def exists(self, key: str) -> bool:
-        try:
-            await self.stat(key)
-        except StorageError as exc:
-            if exc.code == "not_found":
-                return False
-            raise
-        return True
+        return await exists_by_stat(self, key)
 
     async def delete(self, key: str) -> None:
         s3key = self.s3_key(key)

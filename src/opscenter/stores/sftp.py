@@ -50,6 +50,7 @@ from opscenter.stores.backends import (
     StorageReader,
     StorageWriter,
     _validate_prefix,
+    exists_by_stat,
     validate_key,
 )
 
@@ -442,13 +443,7 @@ class SftpStorage(ClosesOnExit):
         return ObjectInfo(key, int(attrs.size or 0), float(attrs.mtime or 0))
 
     async def exists(self, key: str) -> bool:
-        try:
-            await self.stat(key)
-        except StorageError as exc:
-            if exc.code == "not_found":
-                return False
-            raise
-        return True
+        return await exists_by_stat(self, key)
 
     async def delete(self, key: str) -> None:
         path = self.path_for(key)
