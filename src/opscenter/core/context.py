@@ -52,4 +52,7 @@ def client_ip(request: Request) -> str:
 
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# "function": the transaction commits when the route returns, before the answer is sent,
+# so a client that got its 201 reads what it made, and a failed commit is not answered
+# as a success (the default, "request", commits after the answer left).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
