@@ -13,7 +13,11 @@ from opscenter.users.schemas import UserCreate
 
 async def _database() -> Database:
     settings = get_settings()
-    db = Database(settings.effective_database_url)
+    db = Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout,
+    )
     await bootstrap(settings, db)
     return db
 

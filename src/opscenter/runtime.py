@@ -24,7 +24,11 @@ from opscenter.storage.service import StoragePool
 def build_context(settings: Settings) -> AppContext:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     keyring = Keyring.load_or_create(settings.keys_dir, settings.jwt_secret)
-    db = Database(settings.effective_database_url)
+    db = Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout,
+    )
     events = EventBus()
     ctx = AppContext(
         settings=settings,

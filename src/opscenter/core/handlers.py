@@ -8,7 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from opscenter.core.clock import isoformat_z, utcnow
@@ -72,6 +73,18 @@ def _is_conflict(exc: IntegrityError) -> bool:
 _NOT_UTF8 = [{"loc": ["body"], "msg": "Body is not valid UTF-8 JSON", "type": "json_invalid"}]
 
 
+RETRY_AFTER_SECONDS = 1
+
+
+def _busy() -> JSONResponse:
+    return error_response(
+        503,
+        "SERVICE_UNAVAILABLE",
+        "The server is busy: no database connection came free in time; try again shortly",
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -98,6 +111,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             409, "CONFLICT", "This conflicts with existing data (it may have just been created)"
         )
+
+    # Overload: no pooled connection came free in time, or SQLite's writer lock did not
+    # within its busy timeout. The client may try again; it is not a fault of the request.
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_: Request, exc: PoolTimeout) -> JSONResponse:
+        return _busy()
+
+    @app.exception_handler(OperationalError)
+    async def _operational(_: Request, exc: OperationalError) -> JSONResponse:
+        if "database is locked" not in str(exc.orig):
+            raise exc  # on to the 500 handler
+        return _busy()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
