@@ -65,7 +65,7 @@ def test_register_chain_prompt_run_and_explain(
         expect(page.locator("#run-result")).to_contain_text("web says: the answer")
         # the calls table and the model's numbers follow live, without a reload
         expect(page.locator("#ai-calls tr[data-call]")).to_have_count(1)
-        expect(page.locator('[data-model-metrics]', has_text="1 calls")).to_have_count(1)
+        expect(page.locator("[data-model-metrics]", has_text="1 calls")).to_have_count(1)
         expect(page.locator("canvas[data-ai-chart]")).to_have_count(1)
         assert fake.requests[-1]["body"]["messages"] == [
             {"role": "user", "content": "Say hello to web"}
@@ -110,7 +110,7 @@ def test_a_viewer_reads_but_cannot_change_or_call(
     page = new_page(username=name, password=password)
     page.get_by_role("link", name="AI models").click()
     expect(page.locator("h1")).to_have_text("AI models")
-    expect(page.locator(f'#ai-models tr[data-model^="viewer-sees-"]').first).to_be_visible()
+    expect(page.locator('#ai-models tr[data-model^="viewer-sees-"]').first).to_be_visible()
     for hidden in ("#model-form", "#chain-form", "#prompt-form", "#run-form", ".edit-model"):
         expect(page.locator(hidden)).to_have_count(0)
     status = page.evaluate(
