@@ -8,10 +8,12 @@ that finally answered is named."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 
 import httpx
 from sqlalchemy import select
@@ -258,6 +260,12 @@ def _publish(app: Services, plan: Plan, attempts: list[Attempt], request_id: str
         )
 
 
+@cache
+def _tls() -> ssl.SSLContext:
+    """Loading the CA bundle takes longer than a local model's answer: do it once."""
+    return httpx.create_ssl_context()
+
+
 async def run(
     app: Services,
     session: AsyncSession,
@@ -271,7 +279,7 @@ async def run(
     chosen = await plan(session, app.keyring, team_id, purpose, utcnow())
     await release(session)
     request_id = uuid.uuid4().hex
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=_tls()) as client:
         attempts = await call_chain(
             client, app.outbound, chosen, [m.model_dump() for m in messages]
         )

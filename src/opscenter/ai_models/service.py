@@ -8,12 +8,12 @@ import asyncio
 import math
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.ai_models.providers import DEFAULT_ENDPOINTS
@@ -478,75 +478,90 @@ def calls_query(
 
 
 @dataclass
-class _Bucket:
+class _Slot:
+    """One bucket of the metrics series while it is being added up."""
+
     start: datetime
     calls: int = 0
     failures: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latency: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0
     cost: float = 0.0
 
-    def add(self, outcome: str, latency: float, t_in: int, t_out: int, cost: float) -> None:
-        self.calls += 1
-        self.failures += outcome != "success"
-        self.latencies.append(latency)
-        self.tokens_in += t_in
-        self.tokens_out += t_out
-        self.cost += cost
-
     def out(self) -> Bucket:
-        lat = self.latencies
         return Bucket(
             start=self.start,
             calls=self.calls,
             failures=self.failures,
-            avg_latency_ms=round(sum(lat) / len(lat), 2) if lat else None,
+            avg_latency_ms=round(self.latency / self.calls, 2) if self.calls else None,
             tokens_in=self.tokens_in,
             tokens_out=self.tokens_out,
             cost_usd=round(self.cost, 8),
         )
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
+async def _percentile(session: AsyncSession, where: Any, count: int, q: float) -> float | None:
+    """The latency below which a share `q` of the attempts fall (nearest rank)."""
+    if not count:
         return None
-    ordered = sorted(values)
-    index = max(0, math.ceil(q * len(ordered)) - 1)
-    return round(ordered[index], 2)
+    offset = max(0, math.ceil(q * count) - 1)
+    value = await session.scalar(
+        select(AiCall.latency_ms).where(*where).order_by(AiCall.latency_ms).offset(offset).limit(1)
+    )
+    return None if value is None else round(float(value), 2)
 
 
 async def metrics(session: AsyncSession, model: AiModel, hours: int, now: datetime) -> Metrics:
-    """The model's attempts over the last `hours`: totals, latency percentiles, and a
-    series of hourly (up to two days) or daily buckets, empty ones included, for charts."""
+    """The model's attempts over the last `hours`, aggregated by the database: totals,
+    latency percentiles, and a series of hourly (up to two days) or daily buckets, empty
+    ones included, for charts."""
     since = now - timedelta(hours=hours)
-    rows = (
-        await session.execute(
-            select(
-                AiCall.created_at,
-                AiCall.outcome,
-                AiCall.latency_ms,
-                AiCall.tokens_in,
-                AiCall.tokens_out,
-                AiCall.cost_usd,
-                AiCall.final,
-            ).where(AiCall.model_id == model.id, AiCall.created_at >= since)
-        )
-    ).all()
     step = timedelta(hours=1) if hours <= 48 else timedelta(days=1)
     first = since.replace(minute=0, second=0, microsecond=0)
     if step.days:
         first = first.replace(hour=0)
-    count = int((now - first) / step) + 1
-    buckets = [_Bucket(first + i * step) for i in range(count)]
+    starts = [first + i * step for i in range(int((now - first) / step) + 1)]
+    # A CASE over the bucket bounds groups portably (SQLite and PostgreSQL alike).
+    bucket = case(
+        *((AiCall.created_at < start + step, i) for i, start in enumerate(starts[:-1])),
+        else_=len(starts) - 1,
+    ).label("bucket")
+    where = (AiCall.model_id == model.id, AiCall.created_at >= since)
+    answered = case((and_(AiCall.final, AiCall.outcome == "success"), 1), else_=0)
+    rows = (
+        await session.execute(
+            select(
+                bucket,
+                AiCall.outcome,
+                func.count(),
+                func.sum(AiCall.latency_ms),
+                func.max(AiCall.latency_ms),
+                func.sum(AiCall.tokens_in),
+                func.sum(AiCall.tokens_out),
+                func.sum(AiCall.cost_usd),
+                func.sum(answered),
+            )
+            .where(*where)
+            .group_by(bucket, AiCall.outcome)
+        )
+    ).all()
+    series = [_Slot(start) for start in starts]
     by_outcome: dict[str, int] = {}
-    latencies: list[float] = []
-    for row in rows:
-        by_outcome[row.outcome] = by_outcome.get(row.outcome, 0) + 1
-        latencies.append(row.latency_ms)
-        bucket = buckets[min(count - 1, max(0, int((row.created_at - first) / step)))]
-        bucket.add(row.outcome, row.latency_ms, row.tokens_in, row.tokens_out, row.cost_usd)
-    calls = len(rows)
+    latency_sum, latency_max, answered_count = 0.0, None, 0
+    for index, outcome, count, lat_sum, lat_max, t_in, t_out, cost, done in rows:
+        by_outcome[outcome] = by_outcome.get(outcome, 0) + count
+        slot = series[index]
+        slot.calls += count
+        slot.failures += 0 if outcome == "success" else count
+        slot.latency += float(lat_sum or 0)
+        slot.tokens_in += int(t_in or 0)
+        slot.tokens_out += int(t_out or 0)
+        slot.cost += float(cost or 0)
+        latency_sum += float(lat_sum or 0)
+        latency_max = max(latency_max or 0.0, float(lat_max or 0))
+        answered_count += int(done or 0)
+    calls = sum(by_outcome.values())
     successes = by_outcome.get("success", 0)
     return Metrics(
         model_id=model.id,
@@ -556,14 +571,14 @@ async def metrics(session: AsyncSession, model: AiModel, hours: int, now: dateti
         successes=successes,
         failures=calls - successes,
         success_rate=round(successes / calls, 4) if calls else None,
-        answered=sum(1 for r in rows if r.final and r.outcome == "success"),
+        answered=answered_count,
         by_outcome=by_outcome,
-        latency_ms_avg=round(sum(latencies) / calls, 2) if calls else None,
-        latency_ms_p50=_percentile(latencies, 0.5),
-        latency_ms_p95=_percentile(latencies, 0.95),
-        latency_ms_max=round(max(latencies), 2) if latencies else None,
-        tokens_in=sum(r.tokens_in for r in rows),
-        tokens_out=sum(r.tokens_out for r in rows),
-        cost_usd=round(sum(r.cost_usd for r in rows), 8),
-        series=[b.out() for b in buckets],
+        latency_ms_avg=round(latency_sum / calls, 2) if calls else None,
+        latency_ms_p50=await _percentile(session, where, calls, 0.5),
+        latency_ms_p95=await _percentile(session, where, calls, 0.95),
+        latency_ms_max=None if latency_max is None else round(latency_max, 2),
+        tokens_in=sum(s.tokens_in for s in series),
+        tokens_out=sum(s.tokens_out for s in series),
+        cost_usd=round(sum(s.cost for s in series), 8),
+        series=[s.out() for s in series],
     )
