@@ -175,13 +175,18 @@ async def _record(
     """Write the attempts and the models' cooldowns in one short transaction of its own."""
     now = utcnow()
     async with app.db.write_session() as session:
+        last: dict[int, Attempt] = {a.target.model_id: a for a in attempts}
+        # A model removed while it was being called keeps its calls, under its name only.
+        models = {
+            m.id: m for m in await session.scalars(select(AiModel).where(AiModel.id.in_(last)))
+        }
         for index, attempt in enumerate(attempts):
             reply = attempt.reply
             session.add(
                 AiCall(
                     team_id=plan.team_id,
                     request_id=request_id,
-                    model_id=attempt.target.model_id,
+                    model_id=attempt.target.model_id if attempt.target.model_id in models else None,
                     model_name=attempt.target.name,
                     purpose=plan.purpose,
                     attempt=attempt.number,
@@ -197,9 +202,7 @@ async def _record(
                     created_at=now,
                 )
             )
-        last: dict[int, Attempt] = {a.target.model_id: a for a in attempts}
-        models = await session.scalars(select(AiModel).where(AiModel.id.in_(list(last))))
-        for model in models:
+        for model in models.values():
             attempt = last[model.id]
             if attempt.outcome == "success":
                 model.last_error, model.cooldown_until = None, None

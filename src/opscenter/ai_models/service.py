@@ -232,7 +232,7 @@ async def update_model(
     if data.is_enabled:  # enabling again is the operator's word that it works: no cooldown
         model.cooldown_until = None
     await session.flush()
-    changed = sorted(k for k, v in changes.items() if v is not None and v is not False)
+    changed = sorted(k for k, v in changes.items() if v is not None)
     return model, changed
 
 
