@@ -126,8 +126,13 @@ async def test_budget_stops_calls(api: Api, admin: httpx.AsyncClient, team: int)
         cost = first.json()["cost_usd"]
         assert cost == pytest.approx(4 * 0.01 + 4 * 0.000002)  # 4 words in, 4 out
         assert not [e for e in events if e.type == "ai_models.budget_exhausted"]
-        second = await run(admin, team)  # 0.04 spent of 0.05: still allowed
+        async with api.app.state.ctx.events.subscribe() as queue:
+            second = await run(admin, team)  # 0.04 spent of 0.05: still allowed
+            events = [queue.get_nowait() for _ in range(queue.qsize())]
         assert second.status_code == 200
+        # the call that spends the budget is news for the alert policies
+        [exhausted] = [e for e in events if e.type == "ai_models.budget_exhausted"]
+        assert exhausted.data["severity"] == "warning" and exhausted.team_id == team
         body = assert_error(await run(admin, team), 429, "AI_BUDGET_EXCEEDED")
         assert "budget_usd" in body["detail"]
         assert int((await run(admin, team)).headers["Retry-After"]) > 0
