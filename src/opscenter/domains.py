@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from opscenter.ai_models import plugin as ai_models
 from opscenter.audit import plugin as audit
 from opscenter.auth import plugin as auth
 from opscenter.backups import plugin as backups
@@ -44,6 +45,7 @@ DOMAINS = (
     verify,
     integrations,
     notifications,
+    ai_models,
     ops,
     realtime,
 )

@@ -1,5 +1,6 @@
 """All ORM models, a module per domain, imported here so metadata is complete."""
 
+from opscenter.models.ai_models import AiCall, AiFallbackConfig, AiModel, AiPrompt
 from opscenter.models.audit import AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
 from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
@@ -19,6 +20,10 @@ from opscenter.models.storage import StorageProvider
 from opscenter.models.verification import VerificationRun
 
 __all__ = [
+    "AiCall",
+    "AiFallbackConfig",
+    "AiModel",
+    "AiPrompt",
     "AlertPolicy",
     "ApiKey",
     "AuditLog",

@@ -284,6 +284,10 @@
       box.innerHTML += `<p role="status" class="${ok ? "ok-text" : "error-text"}">Verification ${escapeHtml(job.status)}: <a href="/verification/${encodeURIComponent(backupId)}/runs/${result.id}">see run ${result.id}</a></p>`;
       toast(`Verification ${job.status}`, ok ? "ok" : "error");
     },
+    aiExplained: (result, el) => {
+      const box = out(el);
+      if (box) box.innerHTML = `<article class="ai-answer"><p><strong>Explained by ${escapeHtml(result.model_name)}</strong> <small>(${escapeHtml(result.provider)} / ${escapeHtml(result.model)})</small></p><pre class="ai-text">${escapeHtml(result.explanation)}</pre></article>`;
+    },
     tokenCreated: (result) => {
       $("#new-token").hidden = false;
       $("#new-token-key").textContent = result.key;

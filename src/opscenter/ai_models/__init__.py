@@ -1,0 +1,1 @@
+"""AI model registry: providers, versioned prompts, fallbacks, budgets, measured calls."""
