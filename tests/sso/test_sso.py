@@ -3,6 +3,7 @@ enforces PKCE): providers through the API, the whole login, and every refusal.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import aclosing
 from typing import Any
@@ -11,8 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from opscenter.core.events import Event
 from opscenter.core.security import sha256_hex
 from opscenter.models import AuditLog, SsoIdentity, SsoLogin, SsoProvider, User
+from opscenter.realtime.service import channels_of
 from opscenter.sso import service
 from tests.conftest import ADMIN_PASSWORD, Api, UserFactory
 from tests.sso.conftest import PROVIDERS, configure, query_of, sign_in, sso_login, start
@@ -391,3 +394,22 @@ async def test_provider_outage_leaves_local_login_and_api_keys_working(
     async with api.client({"X-API-Key": key}) as machine:
         assert (await machine.get(ME)).status_code == 200
     assert await audit_of(api, "auth.sso_refused")
+
+
+async def test_provider_changes_are_announced_on_the_sso_channel(
+    api: Api, admin: httpx.AsyncClient, idp: OpenIdProvider
+) -> None:
+    events = api.app.state.ctx.events
+    async with events.subscribe() as queue:
+        made = await configure(admin, idp)
+        assert (
+            await admin.put(f"{PROVIDERS}/{made.id}", json={"enabled": False})
+        ).status_code == 200
+        assert (await admin.delete(f"{PROVIDERS}/{made.id}")).status_code == 204
+        seen = []
+        while len(seen) < 3:
+            event = await asyncio.wait_for(queue.get(), 5)
+            if event.data.get("provider_id") == made.id:
+                seen.append(event.type)
+    assert seen == ["sso.provider_created", "sso.provider_updated", "sso.provider_deleted"]
+    assert channels_of(Event("sso.provider_created", {})) == {"sso"}

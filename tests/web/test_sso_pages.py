@@ -92,10 +92,10 @@ def test_a_viewer_neither_sees_nor_changes_single_sign_on(
     expect(page.locator("#error-code")).to_have_text("FORBIDDEN")
     status = page.evaluate(
         """async () => {
-            const csrf = document.cookie.match(/csrf_token=([^;]*)/)[1];
+            const csrf = decodeURIComponent(document.cookie.match(/csrf_token=([^;]*)/)[1]);
             const r = await fetch("/api/v1/sso/providers", {
                 method: "POST",
-                headers: {"Content-Type": "application/json", "X-CSRF-Token": decodeURIComponent(csrf)},
+                headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
                 body: JSON.stringify({slug: "mine", name: "Mine", issuer: "https://idp.example.com",
                                       client_id: "c"}),
             });

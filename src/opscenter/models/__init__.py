@@ -15,8 +15,8 @@ from opscenter.models.notifications import (
 )
 from opscenter.models.schedules import RetentionPolicy, Schedule, ScheduleRun
 from opscenter.models.servers import Server
-from opscenter.models.storage import StorageProvider
 from opscenter.models.sso import SsoIdentity, SsoLogin, SsoProvider
+from opscenter.models.storage import StorageProvider
 from opscenter.models.verification import VerificationRun
 
 __all__ = [
