@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import aclosing
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from opscenter.core.clock import utcnow
 from opscenter.core.events import Event
 from opscenter.core.security import sha256_hex
 from opscenter.models import AuditLog, SsoIdentity, SsoLogin, SsoProvider, User
@@ -413,3 +415,39 @@ async def test_provider_changes_are_announced_on_the_sso_channel(
                 seen.append(event.type)
     assert seen == ["sso.provider_created", "sso.provider_updated", "sso.provider_deleted"]
     assert channels_of(Event("sso.provider_created", {})) == {"sso"}
+
+
+async def test_an_expired_login_is_refused_and_old_logins_are_swept(
+    api: Api, admin: httpx.AsyncClient, idp: OpenIdProvider
+) -> None:
+    made = await configure(admin, idp, default_role="viewer")
+    name = f"gus{time.monotonic_ns()}"
+    idp.add_account(name)
+    long_ago = utcnow() - timedelta(days=400)
+    async with api.app.state.ctx.db.write_session() as s:
+        s.add(
+            SsoLogin(
+                provider_id=made.id,
+                state_hash=sha256_hex(f"old-{name}"),
+                nonce="n",
+                verifier_enc="v",
+                redirect_uri="http://testserver/x",
+                created_at=long_ago,
+                expires_at=long_ago,
+            )
+        )
+        await s.commit()
+    async with api.client() as browser:
+        authorize = await start(browser, made.slug)
+        state_hash = sha256_hex(query_of(authorize)["state"])
+        async with api.app.state.ctx.db.write_session() as s:
+            await s.execute(
+                update(SsoLogin)
+                .where(SsoLogin.state_hash == state_hash)
+                .values(expires_at=utcnow() - timedelta(seconds=1))
+            )
+            await s.commit()
+        answer = await browser.get(await sign_in(authorize, name))
+        assert "took too long" in await refusal_text(browser, answer)
+    swept = select(SsoLogin.id).where(SsoLogin.state_hash == sha256_hex(f"old-{name}"))
+    assert await scalar(api, swept) is None

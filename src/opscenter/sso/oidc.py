@@ -5,7 +5,6 @@ iat, nonce, at_hash, azp). No database here: the service keeps state and users."
 
 from __future__ import annotations
 
-import asyncio
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -89,8 +88,8 @@ class Discovery:
     """Discovery documents and key sets per issuer, shared by the requests of a process."""
 
     def __init__(self) -> None:
+        # No lock: two requests that both find the cache cold fetch twice, harmlessly.
         self._entries: dict[str, _Entry] = {}
-        self._lock = asyncio.Lock()
 
     def forget(self, issuer: str) -> None:
         self._entries.pop(issuer, None)
@@ -99,20 +98,19 @@ class Discovery:
         entry = self._entries.get(issuer)
         if entry is not None and time.monotonic() - entry.fetched < METADATA_TTL:
             return entry.metadata
-        async with self._lock:
-            url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-            document = await _get_json(url, "discovery document")
-            if document.get("issuer") != issuer:
-                raise OidcError(
-                    "DISCOVERY_FAILED",
-                    f"The discovery document names the issuer {document.get('issuer')!r}, "
-                    f"not {issuer!r}: check the provider's issuer URL",
-                )
-            for needed in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-                if not isinstance(document.get(needed), str):
-                    raise OidcError("DISCOVERY_FAILED", f"The discovery document lacks {needed}")
-            self._entries[issuer] = _Entry(document, time.monotonic())
-            return document
+        url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+        document = await _get_json(url, "discovery document")
+        if document.get("issuer") != issuer:
+            raise OidcError(
+                "DISCOVERY_FAILED",
+                f"The discovery document names the issuer {document.get('issuer')!r}, "
+                f"not {issuer!r}: check the provider's issuer URL",
+            )
+        for needed in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            if not isinstance(document.get(needed), str):
+                raise OidcError("DISCOVERY_FAILED", f"The discovery document lacks {needed}")
+        self._entries[issuer] = _Entry(document, time.monotonic())
+        return document
 
     async def keys(self, issuer: str, *, unknown_kid: str | None = None) -> KeySet:
         metadata = await self.metadata(issuer)

@@ -27,7 +27,6 @@ browser = APIRouter(prefix="/sso", tags=["Single sign-on"], include_in_schema=Fa
 # Configuring how people log in is user administration.
 ReadSso = Annotated[Principal, Depends(require("read:users"))]
 WriteSso = Annotated[Principal, Depends(require("write:users"))]
-Slug = Annotated[str, Query(min_length=1, max_length=64)]
 
 
 def _base(request: Request) -> str:
@@ -178,6 +177,7 @@ async def start_login(
         url, state = await service.begin_login(
             session,
             ctx.keyring,
+            ctx.settings,
             slug[:64],
             redirect_uri=f"{_base(request)}/sso/{slug[:64]}/callback",
             next_path=service.safe_next(next_path),

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.audit import service as audit
@@ -262,7 +262,13 @@ async def _enabled_provider(session: AsyncSession, slug: str) -> SsoProvider:
 
 
 async def begin_login(
-    session: AsyncSession, keyring: Keyring, slug: str, *, redirect_uri: str, next_path: str
+    session: AsyncSession,
+    keyring: Keyring,
+    settings: Settings,
+    slug: str,
+    *,
+    redirect_uri: str,
+    next_path: str,
 ) -> tuple[str, str]:
     """The provider's authorization URL for a new login, and its state (for the cookie)."""
     provider = await _enabled_provider(session, slug)
@@ -277,6 +283,9 @@ async def begin_login(
     except oidc.OidcError as err:
         raise Refused(err.code, f"{REFUSALS[err.code]} ({err.message})") from None
     now = utcnow()
+    # Login rows outlive the sessions they started (logout reads them), then go.
+    kept = timedelta(hours=settings.jwt_expiration_hours) + LOGIN_TTL
+    await session.execute(delete(SsoLogin).where(SsoLogin.created_at < now - kept))
     state_hash = sha256_hex(state)
     session.add(
         SsoLogin(
