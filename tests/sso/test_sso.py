@@ -7,6 +7,7 @@ import asyncio
 import time
 from contextlib import aclosing
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from opscenter.core.security import sha256_hex
 from opscenter.models import AuditLog, SsoIdentity, SsoLogin, SsoProvider, User
 from opscenter.realtime.service import channels_of
 from opscenter.sso import service
-from tests.conftest import ADMIN_PASSWORD, Api, UserFactory
+from tests.conftest import ADMIN_PASSWORD, Api, UserFactory, admin_client, make_settings
 from tests.sso.conftest import PROVIDERS, configure, query_of, sign_in, sso_login, start
 from tests.sso.provider import OpenIdProvider, new_key
 
@@ -451,3 +452,18 @@ async def test_an_expired_login_is_refused_and_old_logins_are_swept(
         assert "took too long" in await refusal_text(browser, answer)
     swept = select(SsoLogin.id).where(SsoLogin.state_hash == sha256_hex(f"old-{name}"))
     assert await scalar(api, swept) is None
+
+
+async def test_the_last_admin_is_never_demoted_by_a_mapping(
+    tmp_path: Path, idp: OpenIdProvider
+) -> None:
+    async with admin_client(make_settings(tmp_path)) as admin:
+        made = await configure(admin, idp, default_role="viewer")
+        idp.add_account(f"root{time.monotonic_ns()}", email="admin@example.com")
+        username = list(idp.accounts)[-1]
+        transport = httpx.ASGITransport(app=admin.app)  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as browser:
+            answer = await browser.get(await sign_in(await start(browser, made.slug), username))
+            assert answer.status_code == 303 and answer.headers["location"] == "/", answer.text
+            me = (await browser.get(ME)).json()
+        assert me["username"] == "admin" and me["role"] == "admin"

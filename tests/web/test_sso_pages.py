@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from tests.live import LiveServer
 from tests.sso.provider import OpenIdProvider
-from tests.web.conftest import PageFactory
+from tests.web.conftest import PageFactory, screenshot
 
 pytestmark = pytest.mark.postgres
 
@@ -53,6 +53,7 @@ def test_admin_adds_a_provider_and_a_person_logs_in_through_it(
     expect(card.locator(".callback")).to_have_text(f"{live.base}/sso/{slug}/callback")
     expect(card.locator("table.rules")).to_contain_text("operator")
     expect(card).not_to_contain_text(secret)
+    screenshot(admin, "sso")
 
     page = new_page(None)  # a fresh browser: nobody logged in
     page.goto(f"{live.base}/login?next=/schedules")

@@ -481,8 +481,9 @@ async def _admit(
     if identity is None:
         identity = SsoIdentity(provider_id=provider.id, subject=subject, user_id=user.id)
         session.add(identity)
-    # The provider is the source of truth for an SSO user's role and (named) teams.
-    if user.role_id != role.id:
+    # The provider is the source of truth for an SSO user's role and (named) teams, except
+    # that it never demotes the last active admin: that would lock everyone out.
+    if user.role_id != role.id and not await _last_admin(session, user):
         user.role = role
         user.session_version += 1  # sessions with the old role end, as on a role change
     if decision.teams and {t.id for t in user.teams} != {t.id for t in teams}:
@@ -493,6 +494,17 @@ async def _admit(
     refreshed = await load_user(session, user.id)
     assert refreshed is not None
     return refreshed, created
+
+
+async def _last_admin(session: AsyncSession, user: User) -> bool:
+    if user.role.name != "admin" or not user.is_active:
+        return False
+    admins = await session.scalar(
+        select(func.count(User.id))
+        .join(User.role)
+        .where(Role.name == "admin", User.is_active.is_(True))
+    )
+    return admins == 1
 
 
 async def _link_or_create(
