@@ -383,7 +383,11 @@ async def finish_login(
         raise Refused(
             err.code, f"{REFUSALS[err.code]} ({err.message})", login_id=login.id
         ) from None
-    provider = await get_provider(session, provider.id)  # again: it may have changed meanwhile
+    # Again: it may have changed, or gone, while the provider was asked.
+    current = await session.get(SsoProvider, provider.id, populate_existing=True)
+    if current is None or not current.enabled:
+        raise Refused("UNKNOWN_PROVIDER", login_id=login.id)
+    provider = current
     user, created = await _admit(session, provider, claims, login.id, origin)
     issued = await auth.start_session(session, keyring, settings, user)
     row = await session.get(SsoLogin, login.id)
