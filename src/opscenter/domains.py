@@ -23,6 +23,7 @@ from opscenter.recovery import plugin as recovery
 from opscenter.retention import plugin as retention
 from opscenter.schedules import plugin as schedules
 from opscenter.servers import plugin as servers
+from opscenter.sso import plugin as sso
 from opscenter.storage import plugin as storage
 from opscenter.tokens import plugin as tokens
 from opscenter.users import plugin as users
@@ -32,6 +33,7 @@ DOMAINS = (
     auth,
     users,
     tokens,
+    sso,
     audit,
     servers,
     storage,

@@ -30,9 +30,14 @@ PUBLIC = {
     "GET /api/v1/backups/{backup_id}/file",  # the signed query string is the authorization
     "WS /ws",  # authenticates in the handler (token, cookie or a first auth message)
     "MOUNT /static",  # the page assets
+    # Single sign-on: the login's own legs, its buttons on the login page, its refusal page.
+    "GET /sso/{slug}/login",
+    "GET /sso/{slug}/callback",
+    "GET /sso/options",
+    "GET /sso/refused",
 }
 #: Any signed-in user: about their own session.
-SIGNED_IN = {"POST /api/v1/auth/logout", "GET /api/v1/auth/me"}
+SIGNED_IN = {"POST /api/v1/auth/logout", "GET /api/v1/auth/me", "POST /api/v1/sso/logout"}
 
 
 def calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:

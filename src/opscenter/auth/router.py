@@ -31,7 +31,8 @@ router = APIRouter(prefix="/auth", tags=["Auth"])
 CSRF_COOKIE = "csrf_token"
 
 
-def _set_cookies(response: Response, ctx: Ctx, issued: service.IssuedSession) -> None:
+def set_session_cookies(response: Response, ctx: Ctx, issued: service.IssuedSession) -> None:
+    """The browser session of a login (password here, single sign-on in `sso/`)."""
     max_age = ctx.settings.jwt_expiration_hours * 3600
     secure = ctx.settings.secure_cookies
     response.set_cookie(
@@ -115,7 +116,7 @@ async def login(
         origin=origin_of(request),
         details={"session": issued.family_id},
     )
-    _set_cookies(response, ctx, issued)
+    set_session_cookies(response, ctx, issued)
     return _pair(issued)
 
 
@@ -158,7 +159,7 @@ async def refresh(
             )
             await session.commit()  # keep the revocation although the request fails
         raise Unauthorized(f"Refresh token rejected ({rejected.reason}); log in again") from None
-    _set_cookies(response, ctx, issued)
+    set_session_cookies(response, ctx, issued)
     return _pair(issued)
 
 

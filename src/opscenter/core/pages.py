@@ -46,11 +46,12 @@ PageHandler = Callable[..., Awaitable[View]]
 
 @dataclass(frozen=True)
 class Page:
-    """A GET route of the UI, open to who holds `permission`."""
+    """A GET route of the UI, open to who holds `permission`; with None, open to anyone
+    (pages of the login itself), and its handler takes no principal."""
 
     path: str
     handler: PageHandler
-    permission: str
+    permission: str | None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,10 @@ class Registry:
     def page(self, path: str, handler: PageHandler, *, permission: str) -> None:
         self.pages.append(Page(path, handler, permission))
 
+    def public_page(self, path: str, handler: PageHandler) -> None:
+        """A page for anyone, signed in or not: only what the login itself needs."""
+        self.pages.append(Page(path, handler, None))
+
     def nav(self, link: NavLink) -> None:
         self.nav_links.append(link)
 

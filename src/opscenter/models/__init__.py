@@ -16,6 +16,7 @@ from opscenter.models.notifications import (
 )
 from opscenter.models.schedules import RetentionPolicy, Schedule, ScheduleRun
 from opscenter.models.servers import Server
+from opscenter.models.sso import SsoIdentity, SsoLogin, SsoProvider
 from opscenter.models.storage import StorageProvider
 from opscenter.models.verification import VerificationRun
 
@@ -46,6 +47,9 @@ __all__ = [
     "Schedule",
     "ScheduleRun",
     "Server",
+    "SsoIdentity",
+    "SsoLogin",
+    "SsoProvider",
     "StorageProvider",
     "Team",
     "TimestampMixin",

@@ -58,21 +58,24 @@ def _endpoint(page: Page) -> Callable[..., Awaitable[Response]]:
         for name, param in inspect.signature(page.handler).parameters.items()
         if name != "principal"
     ]
-    guard = Annotated[Principal, Depends(can_see(page.permission))]
+    guard = []
+    if page.permission is not None:  # None: a public page, its handler takes no principal
+        checked = Annotated[Principal, Depends(can_see(page.permission))]
+        guard.append(inspect.Parameter("principal", keyword, annotation=checked))
 
-    async def endpoint(request: Request, principal: Principal, **params: Any) -> Response:
+    async def endpoint(
+        request: Request, principal: Principal | None = None, **params: Any
+    ) -> Response:
+        if guard:
+            params["principal"] = principal
         try:
-            view = await page.handler(principal=principal, **params)
+            view = await page.handler(**params)
         except AppError as err:
             raise PageError(err) from None
         return render(request, view.template, principal, dict(view.context))
 
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [
-            inspect.Parameter("request", keyword, annotation=Request),
-            inspect.Parameter("principal", keyword, annotation=guard),
-            *own,
-        ]
+        [inspect.Parameter("request", keyword, annotation=Request), *guard, *own]
     )
     return endpoint
 

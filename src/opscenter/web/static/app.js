@@ -117,6 +117,7 @@
         if (value === "") continue;
         if (type === "int") value = Number.parseInt(value, 10);
         if (type === "lines") value = value.split("\n").map((s) => s.trim()).filter(Boolean);
+        if (type === "json") value = JSON.parse(value);
       }
       setPath(body, el.name, value);
     }
@@ -438,10 +439,13 @@
     }
     if (target.id === "menu-toggle") setMenu(target.getAttribute("aria-expanded") !== "true");
     if (target.id === "logout") {
+      // Ends the local session; a single sign-on session goes on to the provider's logout.
+      let next = "/login";
       try {
-        await api("POST", "/api/v1/auth/logout");
+        const ended = await api("POST", "/api/v1/sso/logout");
+        if (ended && ended.end_session_url) next = ended.end_session_url;
       } finally {
-        window.location.assign("/login");
+        window.location.assign(next);
       }
     }
     if (target.id === "add-mask") addMaskRow();
@@ -534,6 +538,11 @@
 
   // Live updates: progress of running jobs, failures as toasts, health changes.
   function onEvent(msg) {
+    if (msg.type === "sso") {
+      const providers = $("#sso-providers");
+      if (providers && window.htmx) window.htmx.trigger(providers, "refresh");
+      return;
+    }
     if (msg.type === "backup_progress") {
       const bar = $(`[data-backup-progress="${msg.backup_id}"]`);
       if (bar && msg.progress != null) {
@@ -568,7 +577,7 @@
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${window.location.host}/ws`);
     socket.addEventListener("open", () => {
-      socket.send(JSON.stringify({ type: "subscribe", channels: ["backups", "servers", "notifications"] }));
+      socket.send(JSON.stringify({ type: "subscribe", channels: ["backups", "servers", "notifications", "sso"] }));
     });
     socket.addEventListener("message", (message) => {
       const msg = JSON.parse(message.data);
