@@ -6,6 +6,16 @@ from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
 from opscenter.models.base import Base, IdMixin, TimestampMixin
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
+from opscenter.models.incidents import (
+    Evidence,
+    EvidenceAccess,
+    Incident,
+    IncidentEvent,
+    IncidentParticipant,
+    IncidentStatus,
+    Task,
+    TaskStatus,
+)
 from opscenter.models.integrations import Integration, WebhookDelivery
 from opscenter.models.notifications import (
     AlertPolicy,
@@ -26,9 +36,15 @@ __all__ = [
     "BackupStatus",
     "Base",
     "EscrowRecipient",
+    "Evidence",
+    "EvidenceAccess",
     "ExternalJob",
     "ExternalJobReport",
     "IdMixin",
+    "Incident",
+    "IncidentEvent",
+    "IncidentParticipant",
+    "IncidentStatus",
     "Integration",
     "Job",
     "JobStatus",
@@ -42,6 +58,8 @@ __all__ = [
     "ScheduleRun",
     "Server",
     "StorageProvider",
+    "Task",
+    "TaskStatus",
     "Team",
     "TimestampMixin",
     "User",
