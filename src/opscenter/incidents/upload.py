@@ -8,6 +8,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 import filetype
 from python_multipart.exceptions import MultipartParseError
@@ -111,8 +112,15 @@ async def receive(
     whole form before the object is committed: if it raises, nothing is kept."""
     kind, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
+    if kind == b"application/x-www-form-urlencoded":
+        form = await _urlencoded(stream)
+        await validate(form)
+        return form
     if kind != b"multipart/form-data" or not boundary:
-        raise UnsupportedType("Send multipart/form-data with title, type and a file or content")
+        raise UnsupportedType(
+            "Send multipart/form-data (or a urlencoded form for text) with title, type "
+            "and a file or content"
+        )
     events: list[tuple[str, bytes]] = []
     header_field = bytearray()
     header_value = bytearray()
@@ -183,6 +191,25 @@ async def receive(
     except BaseException:
         await reader.abort()
         raise
+
+
+async def _urlencoded(stream: AsyncIterator[bytes]) -> Form:
+    """A form without a file: text evidence."""
+    body = bytearray()
+    async for chunk in stream:
+        body.extend(chunk)
+        if len(body) > 2 * MAX_FIELD_BYTES:
+            raise TooLarge(f"A form without a file is limited to {2 * MAX_FIELD_BYTES} bytes")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInput("The form is not valid urlencoded UTF-8") from None
+    form = Form()
+    for name, value in pairs:
+        if name in form.fields:
+            raise InvalidInput(f"The field {name} is given twice")
+        form.fields[name] = value
+    return form
 
 
 def _keep_field(form: Form, part: _Part) -> None:
