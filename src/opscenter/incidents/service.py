@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.core.clock import utcnow
+from opscenter.core.clock import isoformat_z, utcnow
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
@@ -296,7 +296,7 @@ def _move(incident: Incident, target: S, timeline: Timeline) -> None:
     def stamp(field: str, at_least: S) -> None:
         if reached >= ORDER.index(at_least) and getattr(incident, field) is None:
             setattr(incident, field, now)
-            timeline.add("timestamp", field, None, now.isoformat())
+            timeline.add("timestamp", field, None, isoformat_z(now))
 
     stamp("acknowledged_at", S.INVESTIGATING)
     stamp("mitigated_at", S.MITIGATED)
@@ -307,7 +307,7 @@ def _move(incident: Incident, target: S, timeline: Timeline) -> None:
         timeline.add(
             "timestamp",
             "resolved_at",
-            incident.resolved_at.isoformat() if incident.resolved_at else None,
+            isoformat_z(incident.resolved_at) if incident.resolved_at else None,
             None,
         )
         incident.resolved_at = None

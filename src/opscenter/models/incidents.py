@@ -43,6 +43,8 @@ class Incident(IdMixin, TimestampMixin, Base):
         Index("ix_incidents_team_created", "team_id", "created_at"),
         Index("ix_incidents_created", "created_at"),
         Index("ix_incidents_status_created", "status", "created_at"),
+        # The list's filters in one narrow index: its total is counted from the index alone.
+        Index("ix_incidents_filters", "team_id", "environment", "severity", "status", "squad"),
         # An open incident per alert: a repeat of the same alert finds it here.
         Index("ix_incidents_alert_key", "team_id", "alert_key"),
     )

@@ -63,6 +63,11 @@ def upgrade() -> None:
     with op.batch_alter_table("incidents", schema=None) as batch_op:
         batch_op.create_index("ix_incidents_alert_key", ["team_id", "alert_key"], unique=False)
         batch_op.create_index("ix_incidents_created", ["created_at"], unique=False)
+        batch_op.create_index(
+            "ix_incidents_filters",
+            ["team_id", "environment", "severity", "status", "squad"],
+            unique=False,
+        )
         batch_op.create_index("ix_incidents_status_created", ["status", "created_at"], unique=False)
         batch_op.create_index("ix_incidents_team_created", ["team_id", "created_at"], unique=False)
 
@@ -267,6 +272,7 @@ def downgrade() -> None:
     with op.batch_alter_table("incidents", schema=None) as batch_op:
         batch_op.drop_index("ix_incidents_team_created")
         batch_op.drop_index("ix_incidents_status_created")
+        batch_op.drop_index("ix_incidents_filters")
         batch_op.drop_index("ix_incidents_created")
         batch_op.drop_index("ix_incidents_alert_key")
 
