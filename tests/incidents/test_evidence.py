@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from opscenter.models import Evidence, StorageProvider
 from tests.auth.test_auth import assert_unauthorized
-from tests.conftest import Api, UserFactory
+from tests.conftest import ADMIN_PASSWORD, Api, UserFactory
 from tests.core.helpers import assert_error, uid
 from tests.incidents.test_incidents_api import INCIDENTS, seed_example
 
@@ -247,4 +247,11 @@ async def test_evidence_roles_and_teams(
         r = await upload(c, url, {"title": "x", "type": "log", "content": "y"})
         assert_error(r, 404, "NOT_FOUND")
     custody = (await admin.get(f"{url}/evidence/{item['id']}/custody")).json()["items"]
-    assert [e["action"] for e in custody] == ["uploaded"]
+    assert [e["action"] for e in custody] == ["uploaded"]  # the refused reads left nothing
+    async with api.client() as browser:  # the incident's UI page, in a cookie session
+        login = {"username": "admin", "password": ADMIN_PASSWORD}
+        assert (await browser.post("/api/v1/auth/login", json=login)).status_code == 200
+        page = await browser.get(url.replace("/api/v1/infra", ""))
+    assert page.status_code == 200 and "a log" in page.text
+    custody = (await admin.get(f"{url}/evidence/{item['id']}/custody")).json()["items"]
+    assert [e["action"] for e in custody] == ["uploaded", "viewed"]

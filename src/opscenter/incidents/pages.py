@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Depends, Path, Query
 from pydantic import BeforeValidator
 
-from opscenter.core.context import SessionDep
+from opscenter.core.context import Ctx, SessionDep, client_ip
+from opscenter.core.db import release
 from opscenter.core.pages import LIST_LIMIT, View
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import MAX_ID
@@ -20,6 +21,7 @@ from opscenter.models import IncidentStatus, TaskStatus
 BOARD_COLUMN = 50
 _blank = BeforeValidator(lambda v: v or None)
 Choice = Annotated[str | None, _blank, Query(max_length=64)]
+ClientIp = Annotated[str, Depends(client_ip)]
 
 
 def _pick(value: str | None, allowed: list[str]) -> str | None:
@@ -62,8 +64,11 @@ async def board_page(
 async def incident_page(
     principal: Principal,
     session: SessionDep,
+    ctx: Ctx,
+    ip: ClientIp,
     incident_id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> View:
+    """Showing the evidence is viewing it: each item shown goes into its custody log."""
     incident = await service.get_incident(session, principal, incident_id)
     timeline = (await session.scalars(service.timeline_query(incident.id).limit(500))).all()
     items = (await session.scalars(ev.evidence_query(incident.id).limit(LIST_LIMIT))).all()
@@ -75,14 +80,18 @@ async def incident_page(
             )
         )
     ).all()
+    out = await service.output(session, incident)
+    task_out = await tasks.outputs(session, list(task_rows))
+    await release(session)
+    await ev.record_custody(ctx.db, [ev.custody(i, principal, "viewed", ip) for i in items])
     return View(
         "incident.html",
         {
-            "incident": await service.output(session, incident),
+            "incident": out,
             "timeline": [service.timeline_out(t) for t in timeline],
             "evidence": [ev.evidence_out(i, newer) for i in items],
             "evidence_types": [t.value for t in EvidenceType],
-            "tasks": await tasks.outputs(session, list(task_rows)),
+            "tasks": task_out,
             "task_statuses": [s.value for s in TaskStatus],
             "severities": [s.value for s in Severity],
         },
