@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -64,11 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_rule=settings.rate_limit_default,
         write_rule=settings.rate_limit_write,
     )
-    # Artifact uploads stream to storage and are bounded by their manifest instead.
+    # Artifact uploads stream to storage and are bounded by their manifest instead;
+    # incident evidence streams too, bounded by OPSCENTER_EVIDENCE_MAX_BYTES.
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         exempt_prefixes=(f"{API_PREFIX}/backups/import",),
+        exempt_pattern=re.compile(rf"^{API_PREFIX}/infra/incidents/[0-9]+/evidence$"),
     )
     app.add_middleware(
         CORSMiddleware,

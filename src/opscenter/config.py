@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     admin_password: str | None = Field(None, validation_alias="OPSCENTER_ADMIN_PASSWORD")
 
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="OPSCENTER_MAX_BODY_BYTES")
+    # Incident evidence files stream to storage and have their own limit (413 beyond).
+    evidence_max_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, validation_alias="OPSCENTER_EVIDENCE_MAX_BYTES"
+    )
     rate_limit_default: str = Field("100/minute", validation_alias="OPSCENTER_RATE_LIMIT")
     rate_limit_write: str = Field("30/minute", validation_alias="OPSCENTER_RATE_LIMIT_WRITE")
     rate_limit_login_account: str = Field(

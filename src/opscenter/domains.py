@@ -14,6 +14,7 @@ from opscenter.backups import plugin as backups
 from opscenter.core.registry import Registry
 from opscenter.encryption import plugin as encryption
 from opscenter.external_jobs import plugin as external_jobs
+from opscenter.incidents import plugin as incidents
 from opscenter.integrations import plugin as integrations
 from opscenter.jobs import plugin as jobs
 from opscenter.notifications import plugin as notifications
@@ -46,6 +47,7 @@ DOMAINS = (
     external_jobs,
     verify,
     integrations,
+    incidents,
     notifications,
     ai_models,
     ops,

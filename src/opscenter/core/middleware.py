@@ -111,13 +111,25 @@ class TrailingSlashMiddleware:
 class BodyLimitMiddleware:
     """413 before parsing: by Content-Length, and by counting a chunked body as it arrives."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        exempt_prefixes: tuple[str, ...] = (),
+        exempt_pattern: re.Pattern[str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt_prefixes = exempt_prefixes
+        self.exempt_pattern = exempt_pattern
+
+    def _exempt(self, path: str) -> bool:
+        return path.startswith(self.exempt_prefixes) or bool(
+            self.exempt_pattern and self.exempt_pattern.match(path)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
+        if scope["type"] != "http" or self._exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")

@@ -7,6 +7,16 @@ from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
 from opscenter.models.base import Base, IdMixin, TimestampMixin
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
+from opscenter.models.incidents import (
+    Evidence,
+    EvidenceAccess,
+    Incident,
+    IncidentEvent,
+    IncidentParticipant,
+    IncidentStatus,
+    Task,
+    TaskStatus,
+)
 from opscenter.models.integrations import Integration, WebhookDelivery
 from opscenter.models.notifications import (
     AlertPolicy,
@@ -32,9 +42,15 @@ __all__ = [
     "BackupStatus",
     "Base",
     "EscrowRecipient",
+    "Evidence",
+    "EvidenceAccess",
     "ExternalJob",
     "ExternalJobReport",
     "IdMixin",
+    "Incident",
+    "IncidentEvent",
+    "IncidentParticipant",
+    "IncidentStatus",
     "Integration",
     "Job",
     "JobStatus",
@@ -51,6 +67,8 @@ __all__ = [
     "SsoLogin",
     "SsoProvider",
     "StorageProvider",
+    "Task",
+    "TaskStatus",
     "Team",
     "TimestampMixin",
     "User",

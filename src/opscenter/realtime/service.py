@@ -48,6 +48,8 @@ def channels_of(event: Event) -> set[str]:
             names.add(f"{field.removesuffix('_id')}:{event.data[field]}")
     if environment := event.data.get("environment"):
         names.add(str(environment))
+    if squad := event.data.get("squad"):  # seed 004: incidents and tasks reach their squad
+        names.add(f"squad:{squad}")
     return names
 
 
