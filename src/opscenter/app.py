@@ -65,13 +65,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_rule=settings.rate_limit_default,
         write_rule=settings.rate_limit_write,
     )
-    # Artifact uploads stream to storage and are bounded by their manifest instead;
-    # incident evidence streams too, bounded by OPSCENTER_EVIDENCE_MAX_BYTES.
+    # Uploads that stream to storage are bounded by their own limits (the domains say which).
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        exempt_prefixes=(f"{API_PREFIX}/backups/import",),
-        exempt_pattern=re.compile(rf"^{API_PREFIX}/infra/incidents/[0-9]+/evidence$"),
+        exempt=tuple(re.compile(f"{API_PREFIX}{path}/?") for path in registry().streamed_uploads),
     )
     app.add_middleware(
         CORSMiddleware,

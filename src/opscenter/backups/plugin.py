@@ -11,6 +11,8 @@ from opscenter.core.registry import Registry
 
 def register(registry: Registry) -> None:
     registry.api(router, storage_router)
+    # An imported artifact streams to storage, bounded by its manifest.
+    registry.streamed_upload("/backups/import")
     registry.wire(lambda ctx: BackupJobs(ctx).register(ctx.runner))
     registry.page("/backups", pages.backups_page, permission="read:backups")
     registry.page("/backups/rows", pages.backup_rows_partial, permission="read:backups")

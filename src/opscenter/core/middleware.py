@@ -115,18 +115,14 @@ class BodyLimitMiddleware:
         self,
         app: ASGIApp,
         max_bytes: int,
-        exempt_prefixes: tuple[str, ...] = (),
-        exempt_pattern: re.Pattern[str] | None = None,
+        exempt: tuple[re.Pattern[str], ...] = (),
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.exempt_prefixes = exempt_prefixes
-        self.exempt_pattern = exempt_pattern
+        self.exempt = exempt
 
     def _exempt(self, path: str) -> bool:
-        return path.startswith(self.exempt_prefixes) or bool(
-            self.exempt_pattern and self.exempt_pattern.match(path)
-        )
+        return any(pattern.fullmatch(path) for pattern in self.exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._exempt(scope["path"]):

@@ -44,6 +44,9 @@ class Registry:
     pages: list[Page] = field(default_factory=list)
     nav_links: list[NavLink] = field(default_factory=list)
     background_services: list[BackgroundService] = field(default_factory=list)
+    #: API paths (regexes after the prefix) whose routes stream their body and bound it
+    #: themselves; the request body limit does not apply to them.
+    streamed_uploads: list[str] = field(default_factory=list)
 
     def api(self, *routers: APIRouter) -> None:
         self.api_routers.extend(routers)
@@ -63,6 +66,10 @@ class Registry:
 
     def nav(self, link: NavLink) -> None:
         self.nav_links.append(link)
+
+    def streamed_upload(self, path_pattern: str) -> None:
+        """A route that streams its request body to storage under its own size limit."""
+        self.streamed_uploads.append(path_pattern)
 
     def background(self, make: BackgroundFactory, *, outlives_jobs: bool = False) -> None:
         self.background_services.append(BackgroundService(make, outlives_jobs))

@@ -10,6 +10,8 @@ from opscenter.incidents.router import router
 
 def register(registry: Registry) -> None:
     registry.api(router)
+    # Evidence streams to storage, bounded by OPSCENTER_EVIDENCE_MAX_BYTES.
+    registry.streamed_upload("/infra/incidents/[0-9]+/evidence")
     registry.page("/incidents", pages.board_page, permission="read:incidents")
     registry.page("/incidents/{incident_id}", pages.incident_page, permission="read:incidents")
     registry.page("/tasks", pages.tasks_page, permission="read:tasks")

@@ -93,7 +93,7 @@ async def list_incidents(
     response_model=IncidentOut,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"description": "The same alert's open incident, updated"},
+        200: {"model": IncidentOut, "description": "The same alert's open incident, updated"},
         **responses(Forbidden, InvalidInput, NotFound),
     },
 )
