@@ -64,11 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_rule=settings.rate_limit_default,
         write_rule=settings.rate_limit_write,
     )
-    # Artifact uploads stream to storage and are bounded by their manifest instead.
+    # Artifact uploads stream to storage and are bounded by their manifest instead; cost
+    # files stream to a temp file under their own limit.
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        exempt_prefixes=(f"{API_PREFIX}/backups/import",),
+        exempt_prefixes=(f"{API_PREFIX}/backups/import", f"{API_PREFIX}/finops/imports"),
     )
     app.add_middleware(
         CORSMiddleware,

@@ -13,6 +13,7 @@ from opscenter.backups import plugin as backups
 from opscenter.core.registry import Registry
 from opscenter.encryption import plugin as encryption
 from opscenter.external_jobs import plugin as external_jobs
+from opscenter.finops import plugin as finops
 from opscenter.integrations import plugin as integrations
 from opscenter.jobs import plugin as jobs
 from opscenter.notifications import plugin as notifications
@@ -44,6 +45,7 @@ DOMAINS = (
     verify,
     integrations,
     notifications,
+    finops,
     ops,
     realtime,
 )

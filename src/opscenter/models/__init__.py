@@ -6,6 +6,15 @@ from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
 from opscenter.models.base import Base, IdMixin, TimestampMixin
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
+from opscenter.models.finops import (
+    Budget,
+    CostCredit,
+    CostImport,
+    CostLine,
+    CostRollup,
+    Recommendation,
+    StoragePrice,
+)
 from opscenter.models.integrations import Integration, WebhookDelivery
 from opscenter.models.notifications import (
     AlertPolicy,
@@ -25,6 +34,11 @@ __all__ = [
     "Backup",
     "BackupStatus",
     "Base",
+    "Budget",
+    "CostCredit",
+    "CostImport",
+    "CostLine",
+    "CostRollup",
     "EscrowRecipient",
     "ExternalJob",
     "ExternalJobReport",
@@ -35,12 +49,14 @@ __all__ = [
     "Notification",
     "NotificationChannel",
     "NotificationPreference",
+    "Recommendation",
     "RefreshToken",
     "RetentionPolicy",
     "Role",
     "Schedule",
     "ScheduleRun",
     "Server",
+    "StoragePrice",
     "StorageProvider",
     "Team",
     "TimestampMixin",
