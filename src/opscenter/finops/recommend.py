@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +29,7 @@ from opscenter.models import (
     CostLine,
     Recommendation,
     Schedule,
+    StoragePrice,
     StorageProvider,
 )
 from opscenter.models.finops import ImportStatus, RecommendationStatus
@@ -103,21 +104,39 @@ async def _retention_excess(
     return findings
 
 
-def _cheaper_storage(backups: list[PricedBackup]) -> list[Finding]:
-    """Old backups on a storage that costs more than the team's cheapest one."""
-    cheapest: dict[tuple[int, str], PricedBackup] = {}
-    prices: dict[tuple[int, str], dict[int, PricedBackup]] = defaultdict(dict)
-    for b in backups:
-        prices[(b.team_id, b.currency)][b.storage_id] = b
-    # The team's storage prices: those that hold backups (priced storage with none is
-    # found by `empty_storage`).
-    for key, by_storage in prices.items():
-        cheapest[key] = min(by_storage.values(), key=lambda b: b.price)
+@dataclass(frozen=True)
+class Offer:
+    storage_id: int
+    name: str
+    price: int
+
+
+async def cheapest_storage(
+    session: AsyncSession, principal: Principal
+) -> dict[tuple[int, str], Offer]:
+    """Each team's cheapest active priced storage, per currency."""
+    stmt = (
+        select(StoragePrice, StorageProvider.name)
+        .join(StorageProvider, StorageProvider.id == StoragePrice.storage_id)
+        .where(StorageProvider.is_active.is_(True))
+    )
+    cheapest: dict[tuple[int, str], Offer] = {}
+    for price, name in await session.execute(readable(cast(Any, stmt), StoragePrice, principal)):
+        key = (price.team_id, price.currency)
+        if key not in cheapest or price.price_per_gb_month < cheapest[key].price:
+            cheapest[key] = Offer(price.storage_id, name, price.price_per_gb_month)
+    return cheapest
+
+
+def _cheaper_storage(
+    backups: list[PricedBackup], cheapest: dict[tuple[int, str], Offer]
+) -> list[Finding]:
+    """Backups older than 30 days on a storage that costs more than the team's cheapest."""
     old = utcnow() - timedelta(days=OLD_BACKUP_DAYS)
     grouped: dict[int, list[PricedBackup]] = defaultdict(list)
     for b in backups:
-        target = cheapest[(b.team_id, b.currency)]
-        if b.since < old and b.price > target.price:
+        target = cheapest.get((b.team_id, b.currency))
+        if target is not None and b.since < old and b.price > target.price:
             grouped[b.storage_id].append(b)
     findings = []
     for storage_id, group in grouped.items():
@@ -132,10 +151,10 @@ def _cheaper_storage(backups: list[PricedBackup]) -> list[Finding]:
                 subject_id=storage_id,
                 subject_key=f"storage:{storage_id}",
                 title=f"{len(group)} backups older than {OLD_BACKUP_DAYS} days sit on"
-                f" '{first.storage_name}'; '{target.storage_name}' holds them for less",
+                f" '{first.storage_name}'; '{target.name}' holds them for less",
                 detail=f"{_gb(size)} at {amount(first.price)} instead of"
                 f" {amount(target.price)} {first.currency} per GB-month: copy older backups"
-                f" to '{target.storage_name}' (or have their schedule write there).",
+                f" to '{target.name}' (or have their schedule write there).",
                 link="/storage",
                 saving=round(size / GIB * (first.price - target.price)),
                 currency=first.currency,
@@ -173,7 +192,7 @@ async def _empty_storage(session: AsyncSession, principal: Principal) -> list[Fi
                 .group_by(CostLine.currency)
             )
         ).all()
-        billed = {cur: int(total or 0) for cur, total in rows} or {"USD": 0}
+        billed = {cur: int(total or 0) for cur, total in rows} or {"": 0}
         for cur, total in billed.items():
             findings.append(
                 Finding(
@@ -227,7 +246,7 @@ async def findings(session: AsyncSession, principal: Principal) -> list[Finding]
     backups, _ = await service.priced_backups(session, principal)
     return [
         *await _retention_excess(session, principal, {b.id: b for b in backups}),
-        *_cheaper_storage(backups),
+        *_cheaper_storage(backups, await cheapest_storage(session, principal)),
         *await _empty_storage(session, principal),
         *await _credit_expiring(session, principal),
     ]

@@ -613,7 +613,7 @@ async def breakdown(
 
     backups, _ = await priced_backups(session, principal)
     if aggregate == "team":
-        names = dict((await session.execute(select(Team.id, Team.name))).tuples().all())
+        names = {i: n for i, n in (await session.execute(select(Team.id, Team.name))).all()}
         for (team, cur), (b, e) in (
             await rollup_sums(session, principal, span, "category", by="team")
         ).items():
