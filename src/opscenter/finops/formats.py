@@ -39,16 +39,17 @@ class Format:
 
 
 # -- field parsers --------------------------------------------------------------------------
+_LIMIT = int(MAX_AMOUNT.scaleb(NANO))
+
+
 def money(text: str, column: str) -> int:
     try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise RowError(column, f"'{text[:40]}' is not a number") from None
-    if not value.is_finite():
-        raise RowError(column, "must be a finite number")
-    if abs(value) >= MAX_AMOUNT:
+        nano = int(Decimal(text).scaleb(NANO).to_integral_value(ROUND_HALF_EVEN))
+    except (InvalidOperation, ValueError, OverflowError):  # not a number, NaN, Infinity
+        raise RowError(column, f"'{text[:40]}' is not a finite number") from None
+    if not -_LIMIT < nano < _LIMIT:
         raise RowError(column, "is out of range (at most 1e9 per line)")
-    return int(value.scaleb(NANO).to_integral_value(ROUND_HALF_EVEN))
+    return nano
 
 
 def currency(text: str, column: str) -> str:
@@ -154,40 +155,78 @@ FOCUS_CATEGORIES = {"usage", "purchase", "tax", "credit", "adjustment"}
 
 
 def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
-    get, when = _getter(columns), Times()
+    when = Times()
+    # A bill repeats a few tag sets: each parsed once, its dict (and environment) shared.
+    seen_tags: dict[str, tuple[dict[str, str], str | None]] = {}
+    # Column positions; a column the file lacks reads the empty cell appended to each row.
+    at = {name: columns.get(name, -1) for name in _FOCUS_COLUMNS}
+    category_at, tags_at, billing_at = at["chargecategory"], at["tags"], at["billingperiodstart"]
+    start_at, end_at, service_at = at["chargeperiodstart"], at["chargeperiodend"], at["servicename"]
+    provider_at, old_provider_at = at["serviceprovidername"], at["providername"]
+    resource_at, name_at = at["resourceid"], at["resourcename"]
+    region_at, region_name_at = at["regionid"], at["regionname"]
+    billed_at, effective_at, currency_at = (
+        at["billedcost"],
+        at["effectivecost"],
+        at["billingcurrency"],
+    )
 
     def parse(row: Sequence[str]) -> Line:
-        category = get(row, "chargecategory").strip() or "Usage"
+        row = [*row, ""]
+        category = row[category_at].strip() or "Usage"
         if category.lower() not in FOCUS_CATEGORIES:
             raise RowError("ChargeCategory", f"'{category[:30]}' is not a FOCUS charge category")
-        raw_tags = get(row, "tags").strip()
-        try:
-            loaded = json.loads(raw_tags) if raw_tags else {}
-        except ValueError:
-            raise RowError("Tags", "is not a JSON object") from None
-        if not isinstance(loaded, dict):
-            raise RowError("Tags", "is not a JSON object")
-        tags = clean_tags(loaded, "Tags")
-        provider = get(row, "serviceprovidername") or get(row, "providername")
+        raw_tags = row[tags_at].strip()
+        seen = seen_tags.get(raw_tags)
+        if seen is None:
+            try:
+                loaded = json.loads(raw_tags) if raw_tags else {}
+            except ValueError:
+                raise RowError("Tags", "is not a JSON object") from None
+            if not isinstance(loaded, dict):
+                raise RowError("Tags", "is not a JSON object")
+            tags = clean_tags(loaded, "Tags")
+            if len(seen_tags) > 10_000:
+                seen_tags.clear()
+            seen = seen_tags[raw_tags] = (tags, environment_of(tags))
         return _line(
-            billing=when(get(row, "billingperiodstart"), "BillingPeriodStart").date(),
-            start=when(get(row, "chargeperiodstart"), "ChargePeriodStart"),
-            end=when(get(row, "chargeperiodend"), "ChargePeriodEnd"),
+            billing=when(row[billing_at], "BillingPeriodStart").date(),
+            start=when(row[start_at], "ChargePeriodStart"),
+            end=when(row[end_at], "ChargePeriodEnd"),
             category=category.capitalize(),
-            provider=text(provider, 200),
-            service=text(get(row, "servicename"), 200),
+            provider=text(row[provider_at] or row[old_provider_at], 200),
+            service=text(row[service_at], 200),
             service_column="ServiceName",
-            resource_id=text(get(row, "resourceid"), 1024),
-            resource_name=text(get(row, "resourcename"), 1024),
-            region=text(get(row, "regionid") or get(row, "regionname"), 100),
-            environment=environment_of(tags),
-            billed=money(get(row, "billedcost"), "BilledCost"),
-            effective=money(get(row, "effectivecost"), "EffectiveCost"),
-            code=currency(get(row, "billingcurrency"), "BillingCurrency"),
-            tags=tags,
+            resource_id=text(row[resource_at], 1024),
+            resource_name=text(row[name_at], 1024),
+            region=text(row[region_at] or row[region_name_at], 100),
+            environment=seen[1],
+            billed=money(row[billed_at], "BilledCost"),
+            effective=money(row[effective_at], "EffectiveCost"),
+            code=currency(row[currency_at], "BillingCurrency"),
+            tags=seen[0],
         )
 
     return parse
+
+
+_FOCUS_COLUMNS = (
+    "chargecategory",
+    "tags",
+    "billingperiodstart",
+    "chargeperiodstart",
+    "chargeperiodend",
+    "servicename",
+    "serviceprovidername",
+    "providername",
+    "resourceid",
+    "resourcename",
+    "regionid",
+    "regionname",
+    "billedcost",
+    "effectivecost",
+    "billingcurrency",
+)
 
 
 # -- AWS Cost and Usage Report (CUR) --------------------------------------------------------

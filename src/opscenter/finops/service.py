@@ -13,11 +13,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.clock import utcnow
-from opscenter.core.errors import InvalidInput
+from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.finops.schemas import (
@@ -46,6 +46,7 @@ from opscenter.models import (
     Budget,
     CostCredit,
     CostImport,
+    CostLine,
     CostRollup,
     StoragePrice,
     StorageProvider,
@@ -187,14 +188,13 @@ async def delete_import(session: AsyncSession, principal: Principal, import_id: 
     imp = await get_import(session, principal, import_id)
     if imp.status in ("queued", "running"):
         raise_conflict("The import is still running; wait for it to end")
+    await session.execute(delete(CostLine).where(CostLine.import_id == imp.id))
     await session.delete(imp)
     await session.flush()
     return imp
 
 
 def raise_conflict(message: str) -> None:
-    from opscenter.core.errors import Conflict
-
     raise Conflict(message)
 
 

@@ -194,15 +194,6 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["import_id"],
-            ["cost_imports.id"],
-            name=op.f("fk_cost_lines_import_id_cost_imports"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["team_id"], ["teams.id"], name=op.f("fk_cost_lines_team_id_teams"), ondelete="RESTRICT"
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_cost_lines")),
         sqlite_autoincrement=True,
     )
