@@ -66,7 +66,7 @@ class UnsupportedType(InvalidInput):
 
 
 def publish_after_commit(
-    request: Request, ctx: Ctx, type_: str, data: dict[str, Any], team: int
+    request: Request, ctx: Ctx, type_: str, data: dict[str, Any], team: int | None
 ) -> None:
     event = Event(type_, data, team_id=team)
 
@@ -461,9 +461,11 @@ async def refresh_recommendations(
         details={"created": out.created, "resolved": out.resolved},
         origin=origin_of(request),
     )
-    for team in principal.team_ids or {None}:
+    # Each of the caller's teams hears of it; an admin in no team, everyone it may see.
+    teams: list[int | None] = [*sorted(principal.team_ids)] or [None]
+    for team in teams:
         publish_after_commit(
-            request, ctx, "finops.recommendations_refreshed", out.model_dump(), team or 0
+            request, ctx, "finops.recommendations_refreshed", out.model_dump(), team
         )
     return out
 
