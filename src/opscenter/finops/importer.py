@@ -60,6 +60,26 @@ _TAG_ROLLUP = (
     " FROM cost_lines AS l CROSS JOIN {} WHERE l.import_id = :i"
     " GROUP BY l.import_id, l.team_id, l.charge_day, t.key, t.value, l.currency"
 )
+# PostgreSQL rolls every dimension of DIMENSIONS up in one scan (grouping sets).
+ROLLUP_PG = """
+INSERT INTO cost_rollups
+    (import_id, team_id, day, dimension, value, currency, billed_cost, effective_cost, lines)
+SELECT import_id, team_id, charge_day,
+    CASE WHEN GROUPING(charge_category) = 0 THEN 'category'
+         WHEN GROUPING(service) = 0 THEN 'service'
+         WHEN GROUPING(provider) = 0 THEN 'provider'
+         WHEN GROUPING(environment) = 0 THEN 'environment'
+         ELSE 'region' END,
+    COALESCE(CASE WHEN GROUPING(charge_category) = 0 THEN charge_category
+                  WHEN GROUPING(service) = 0 THEN service
+                  WHEN GROUPING(provider) = 0 THEN provider
+                  WHEN GROUPING(environment) = 0 THEN environment
+                  ELSE region END, ''),
+    currency, sum(billed_cost), sum(effective_cost), count(*)
+FROM cost_lines WHERE import_id = :i
+GROUP BY import_id, team_id, charge_day, currency,
+    GROUPING SETS ((charge_category), (service), (provider), (environment), (region))
+"""
 TAG_ROLLUP_PG = _TAG_ROLLUP.format("jsonb_each_text(l.tags) AS t")
 TAG_ROLLUP_SQLITE = _TAG_ROLLUP.format("json_each(l.tags) AS t")
 
@@ -257,6 +277,11 @@ async def _write_lines(
 
 
 async def _write_rollups(session: AsyncSession, import_id: int) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # One scan of the lines for every dimension, then one for the tags.
+        await session.execute(text(ROLLUP_PG), {"i": import_id})
+        await session.execute(text(TAG_ROLLUP_PG), {"i": import_id})
+        return
     day, team, currency = CostLine.charge_day, CostLine.team_id, CostLine.currency
     for name, column in DIMENSIONS.items():
         value = func.coalesce(column, "")
@@ -291,8 +316,7 @@ async def _write_rollups(session: AsyncSession, import_id: int) -> None:
                 select_rows,
             )
         )
-    postgres = session.get_bind().dialect.name == "postgresql"
-    await session.execute(text(TAG_ROLLUP_PG if postgres else TAG_ROLLUP_SQLITE), {"i": import_id})
+    await session.execute(text(TAG_ROLLUP_SQLITE), {"i": import_id})
 
 
 ProgressHook = Any  # an async callable (percent: float) -> None
