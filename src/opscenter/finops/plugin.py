@@ -46,7 +46,10 @@ def _wire(ctx: AppContext) -> None:
         except importer.ImportFailed as failed:
             await importer.discard(ctx.db, import_id, failed.message, progress)
             raise JobFailed(failed.code, failed.message) from None
-        await review(ctx, job.team_id)
+        try:
+            await review(ctx, job.team_id)
+        except Exception:  # the import itself stands; the hourly pass reviews again
+            log.exception("finops review after an import failed", import_id=import_id)
         return {
             "import_id": import_id,
             "rows_imported": progress.rows - progress.rejected,
