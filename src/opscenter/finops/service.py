@@ -187,15 +187,11 @@ async def find_import(session: AsyncSession, team_id: int, sha256: str) -> CostI
 async def delete_import(session: AsyncSession, principal: Principal, import_id: int) -> CostImport:
     imp = await get_import(session, principal, import_id)
     if imp.status in ("queued", "running"):
-        raise_conflict("The import is still running; wait for it to end")
+        raise Conflict("The import is still running; wait for it to end")
     await session.execute(delete(CostLine).where(CostLine.import_id == imp.id))
     await session.delete(imp)
     await session.flush()
     return imp
-
-
-def raise_conflict(message: str) -> None:
-    raise Conflict(message)
 
 
 # -- sums from the roll-ups -----------------------------------------------------------------
@@ -679,7 +675,7 @@ async def create_budget(session: AsyncSession, principal: Principal, data: Budge
     if await session.scalar(
         select(Budget.id).where(Budget.team_id == team_id, Budget.name == data.name)
     ):
-        raise_conflict(f"A budget named '{data.name}' exists in this team; pick another name")
+        raise Conflict(f"A budget named '{data.name}' exists in this team; pick another name")
     budget = Budget(
         team_id=team_id,
         name=data.name,
@@ -724,12 +720,6 @@ async def budget_daily(
                 daily[day] += cost
             day += timedelta(days=1)
     return daily
-
-
-@dataclass(frozen=True)
-class BudgetState:
-    out: BudgetOut
-    crossed: list[int]
 
 
 async def budget_state(session: AsyncSession, principal: Principal, budget: Budget) -> BudgetOut:
