@@ -14,6 +14,7 @@ from opscenter.backups import plugin as backups
 from opscenter.core.registry import Registry
 from opscenter.encryption import plugin as encryption
 from opscenter.external_jobs import plugin as external_jobs
+from opscenter.finops import plugin as finops
 from opscenter.incidents import plugin as incidents
 from opscenter.integrations import plugin as integrations
 from opscenter.jobs import plugin as jobs
@@ -50,6 +51,7 @@ DOMAINS = (
     incidents,
     notifications,
     ai_models,
+    finops,
     ops,
     realtime,
 )

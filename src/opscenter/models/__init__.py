@@ -7,6 +7,15 @@ from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
 from opscenter.models.base import Base, IdMixin, TimestampMixin
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
+from opscenter.models.finops import (
+    Budget,
+    CostCredit,
+    CostImport,
+    CostLine,
+    CostRollup,
+    Recommendation,
+    StoragePrice,
+)
 from opscenter.models.incidents import (
     Evidence,
     EvidenceAccess,
@@ -41,6 +50,11 @@ __all__ = [
     "Backup",
     "BackupStatus",
     "Base",
+    "Budget",
+    "CostCredit",
+    "CostImport",
+    "CostLine",
+    "CostRollup",
     "EscrowRecipient",
     "Evidence",
     "EvidenceAccess",
@@ -57,6 +71,7 @@ __all__ = [
     "Notification",
     "NotificationChannel",
     "NotificationPreference",
+    "Recommendation",
     "RefreshToken",
     "RetentionPolicy",
     "Role",
@@ -66,6 +81,7 @@ __all__ = [
     "SsoIdentity",
     "SsoLogin",
     "SsoProvider",
+    "StoragePrice",
     "StorageProvider",
     "Task",
     "TaskStatus",

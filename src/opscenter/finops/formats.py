@@ -1,0 +1,394 @@
+"""The CSV formats a cost file may come in, each mapped onto one normalised line in
+FOCUS 1.2 columns: FOCUS itself, AWS Cost and Usage Report (CUR), and a generic format
+(date, service, cost, currency) for anything else. No I/O here: a header picks the
+format, and each row becomes a line or a rejection (line, column, reason)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any
+
+NANO = 9  # money is kept in nano-units (1e-9 of the currency)
+MAX_AMOUNT = Decimal(1_000_000_000)  # per line; keeps sums far inside 64 bits
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS = 128, 256, 50
+
+Line = dict[str, Any]
+
+
+class RowError(Exception):
+    def __init__(self, column: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.column = column
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    label: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    #: Builds the row parser from the header's column positions (lower-cased names).
+    parser: Callable[[dict[str, int]], Callable[[Sequence[str]], Line]]
+
+
+# -- field parsers --------------------------------------------------------------------------
+_LIMIT = int(MAX_AMOUNT.scaleb(NANO))
+
+
+def money(text: str, column: str) -> int:
+    try:
+        nano = int(Decimal(text).scaleb(NANO).to_integral_value(ROUND_HALF_EVEN))
+    except (InvalidOperation, ValueError, OverflowError):  # not a number, NaN, Infinity
+        raise RowError(column, f"'{text[:40]}' is not a finite number") from None
+    if not -_LIMIT < nano < _LIMIT:
+        raise RowError(column, "is out of range (at most 1e9 per line)")
+    return nano
+
+
+def currency(text: str, column: str) -> str:
+    code = text.strip().upper()
+    if not CURRENCY.match(code):
+        raise RowError(column, f"'{text[:20]}' is not an ISO 4217 currency code")
+    return code
+
+
+class Times:
+    """ISO 8601 timestamps, parsed once per distinct text (a bill repeats a few hours)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, datetime] = {}
+
+    def __call__(self, text: str, column: str) -> datetime:
+        found = self._seen.get(text)
+        if found is not None:
+            return found
+        try:
+            value = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise RowError(column, f"'{text[:40]}' is not an ISO 8601 date or time") from None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[text] = value
+        return value
+
+
+def text(value: str, limit: int) -> str | None:
+    value = value.strip()
+    return value[:limit] if value else None
+
+
+def clean_tags(raw: dict[str, Any], column: str) -> dict[str, str]:
+    if len(raw) > MAX_TAGS:
+        raise RowError(column, f"more than {MAX_TAGS} tags")
+    tags: dict[str, str] = {}
+    for key, value in raw.items():
+        key = str(key).strip()
+        if not key or len(key) > MAX_TAG_KEY:
+            raise RowError(column, f"tag keys are 1 to {MAX_TAG_KEY} characters")
+        tags[key] = "" if value is None else str(value)[:MAX_TAG_VALUE]
+    return tags
+
+
+def environment_of(tags: dict[str, str]) -> str | None:
+    return text(tags.get("environment") or tags.get("env") or "", 100)
+
+
+def _line(
+    *,
+    billing: date,
+    start: datetime,
+    end: datetime,
+    category: str,
+    provider: str | None,
+    service: str | None,
+    service_column: str,
+    resource_id: str | None,
+    resource_name: str | None,
+    region: str | None,
+    environment: str | None,
+    billed: int,
+    effective: int,
+    code: str,
+    tags: dict[str, str],
+) -> Line:
+    if end < start:
+        raise RowError(None, "the charge period ends before it starts")
+    if not service:
+        raise RowError(service_column, "is empty")
+    return {
+        "billing_period_start": billing,
+        "charge_period_start": start,
+        "charge_period_end": end,
+        "charge_day": start.date(),
+        "charge_category": category,
+        "provider": provider or "(unknown)",
+        "service": service,
+        "resource_id": resource_id,
+        "resource_name": resource_name,
+        "region": region,
+        "environment": environment,
+        "billed_cost": billed,
+        "effective_cost": effective,
+        "currency": code,
+        "tags": tags,
+    }
+
+
+def _getter(columns: dict[str, int]) -> Callable[[Sequence[str], str], str]:
+    def get(row: Sequence[str], name: str) -> str:
+        index = columns.get(name)
+        return row[index] if index is not None else ""
+
+    return get
+
+
+# -- FOCUS 1.2 ------------------------------------------------------------------------------
+FOCUS_CATEGORIES = {"usage", "purchase", "tax", "credit", "adjustment"}
+
+
+def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
+    when = Times()
+    # A bill repeats a few tag sets: each parsed once, its dict (and environment) shared.
+    seen_tags: dict[str, tuple[dict[str, str], str | None]] = {}
+    # Column positions; a column the file lacks reads the empty cell appended to each row.
+    at = {name: columns.get(name, -1) for name in _FOCUS_COLUMNS}
+    category_at, tags_at, billing_at = at["chargecategory"], at["tags"], at["billingperiodstart"]
+    start_at, end_at, service_at = at["chargeperiodstart"], at["chargeperiodend"], at["servicename"]
+    provider_at, old_provider_at = at["serviceprovidername"], at["providername"]
+    resource_at, name_at = at["resourceid"], at["resourcename"]
+    region_at, region_name_at = at["regionid"], at["regionname"]
+    billed_at, effective_at, currency_at = (
+        at["billedcost"],
+        at["effectivecost"],
+        at["billingcurrency"],
+    )
+
+    def parse(row: Sequence[str]) -> Line:
+        row = [*row, ""]
+        category = row[category_at].strip() or "Usage"
+        if category.lower() not in FOCUS_CATEGORIES:
+            raise RowError("ChargeCategory", f"'{category[:30]}' is not a FOCUS charge category")
+        raw_tags = row[tags_at].strip()
+        seen = seen_tags.get(raw_tags)
+        if seen is None:
+            try:
+                loaded = json.loads(raw_tags) if raw_tags else {}
+            except ValueError:
+                raise RowError("Tags", "is not a JSON object") from None
+            if not isinstance(loaded, dict):
+                raise RowError("Tags", "is not a JSON object")
+            tags = clean_tags(loaded, "Tags")
+            if len(seen_tags) > 10_000:
+                seen_tags.clear()
+            seen = seen_tags[raw_tags] = (tags, environment_of(tags))
+        return _line(
+            billing=when(row[billing_at], "BillingPeriodStart").date(),
+            start=when(row[start_at], "ChargePeriodStart"),
+            end=when(row[end_at], "ChargePeriodEnd"),
+            category=category.capitalize(),
+            provider=text(row[provider_at] or row[old_provider_at], 200),
+            service=text(row[service_at], 200),
+            service_column="ServiceName",
+            resource_id=text(row[resource_at], 1024),
+            resource_name=text(row[name_at], 1024),
+            region=text(row[region_at] or row[region_name_at], 100),
+            environment=seen[1],
+            billed=money(row[billed_at], "BilledCost"),
+            effective=money(row[effective_at], "EffectiveCost"),
+            code=currency(row[currency_at], "BillingCurrency"),
+            tags=seen[0],
+        )
+
+    return parse
+
+
+_FOCUS_COLUMNS = (
+    "chargecategory",
+    "tags",
+    "billingperiodstart",
+    "chargeperiodstart",
+    "chargeperiodend",
+    "servicename",
+    "serviceprovidername",
+    "providername",
+    "resourceid",
+    "resourcename",
+    "regionid",
+    "regionname",
+    "billedcost",
+    "effectivecost",
+    "billingcurrency",
+)
+
+
+# -- AWS Cost and Usage Report (CUR) --------------------------------------------------------
+CUR_CATEGORIES = {
+    "credit": "Credit",
+    "refund": "Adjustment",
+    "tax": "Tax",
+    "fee": "Purchase",
+    "rifee": "Purchase",
+    "savingsplanrecurringfee": "Purchase",
+    "savingsplanupfrontfee": "Purchase",
+}
+CUR_EFFECTIVE = ("savingsplan/savingsplaneffectivecost", "reservation/effectivecost")
+
+
+def _cur(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
+    get, when = _getter(columns), Times()
+    tag_columns = [
+        (name.removeprefix("resourcetags/").removeprefix("user:"), index)
+        for name, index in columns.items()
+        if name.startswith("resourcetags/")
+    ]
+
+    def parse(row: Sequence[str]) -> Line:
+        start = when(get(row, "lineitem/usagestartdate"), "lineItem/UsageStartDate")
+        billing_text = get(row, "bill/billingperiodstartdate")
+        billing = (
+            when(billing_text, "bill/BillingPeriodStartDate").date()
+            if billing_text.strip()
+            else start.date().replace(day=1)
+        )
+        billed = money(get(row, "lineitem/unblendedcost"), "lineItem/UnblendedCost")
+        line_type = get(row, "lineitem/lineitemtype").strip()
+        effective = billed
+        # Usage a commitment covers costs its effective (amortised) figure, not list price.
+        for name in CUR_EFFECTIVE:
+            if get(row, name).strip() and line_type.endswith("CoveredUsage"):
+                effective = money(get(row, name), name)
+        tags = clean_tags(
+            {key: row[index] for key, index in tag_columns if row[index].strip()},
+            "resourceTags",
+        )
+        return _line(
+            billing=billing,
+            start=start,
+            end=when(get(row, "lineitem/usageenddate"), "lineItem/UsageEndDate"),
+            category=CUR_CATEGORIES.get(line_type.lower(), "Usage"),
+            provider="AWS",
+            service=text(get(row, "product/productname") or get(row, "lineitem/productcode"), 200),
+            service_column="lineItem/ProductCode",
+            resource_id=text(get(row, "lineitem/resourceid"), 1024),
+            resource_name=None,
+            region=text(get(row, "product/regioncode") or get(row, "product/region"), 100),
+            environment=environment_of(tags),
+            billed=billed,
+            effective=effective,
+            code=currency(get(row, "lineitem/currencycode"), "lineItem/CurrencyCode"),
+            tags=tags,
+        )
+
+    return parse
+
+
+# -- generic --------------------------------------------------------------------------------
+def _generic(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
+    get, when = _getter(columns), Times()
+    tag_columns = [
+        (name.removeprefix("tag:"), index) for name, index in columns.items() if name[:4] == "tag:"
+    ]
+
+    def parse(row: Sequence[str]) -> Line:
+        day = when(get(row, "date"), "date")
+        raw: dict[str, Any] = {}
+        for pair in filter(None, (p.strip() for p in get(row, "tags").split(";"))):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise RowError("tags", "write tags as key=value;key=value")
+            raw[key] = value.strip()
+        raw.update({key: row[index] for key, index in tag_columns if row[index].strip()})
+        tags = clean_tags(raw, "tags")
+        billed = money(get(row, "cost"), "cost")
+        effective_text = get(row, "effective_cost")
+        return _line(
+            billing=day.date().replace(day=1),
+            start=day,
+            end=day + timedelta(days=1),
+            category=(get(row, "category").strip() or "Usage").capitalize()[:32],
+            provider=text(get(row, "provider"), 200),
+            service=text(get(row, "service"), 200),
+            service_column="service",
+            resource_id=text(get(row, "resource"), 1024),
+            resource_name=None,
+            region=text(get(row, "region"), 100),
+            environment=text(get(row, "environment"), 100) or environment_of(tags),
+            billed=billed,
+            effective=money(effective_text, "effective_cost") if effective_text.strip() else billed,
+            code=currency(get(row, "currency"), "currency"),
+            tags=tags,
+        )
+
+    return parse
+
+
+FORMATS: dict[str, Format] = {
+    "focus": Format(
+        "focus",
+        "FOCUS 1.2",
+        (
+            "BillingPeriodStart",
+            "ChargePeriodStart",
+            "ChargePeriodEnd",
+            "BilledCost",
+            "EffectiveCost",
+            "BillingCurrency",
+            "ServiceName",
+        ),
+        (
+            "ChargeCategory",
+            "ServiceProviderName",
+            "ProviderName",
+            "ResourceId",
+            "ResourceName",
+            "RegionId",
+            "RegionName",
+            "Tags",
+        ),
+        _focus,
+    ),
+    "aws_cur": Format(
+        "aws_cur",
+        "AWS Cost and Usage Report",
+        (
+            "lineItem/UsageStartDate",
+            "lineItem/UsageEndDate",
+            "lineItem/UnblendedCost",
+            "lineItem/CurrencyCode",
+            "lineItem/ProductCode",
+        ),
+        ("bill/BillingPeriodStartDate", "lineItem/LineItemType", "product/ProductName"),
+        _cur,
+    ),
+    "generic": Format(
+        "generic",
+        "generic (date, service, cost, currency)",
+        ("date", "service", "cost", "currency"),
+        ("effective_cost", "provider", "resource", "region", "environment", "category", "tags"),
+        _generic,
+    ),
+}
+
+
+def missing(fmt: Format, header: Sequence[str]) -> list[str]:
+    names = {h.strip().lower() for h in header}
+    return [c for c in fmt.required if c.lower() not in names]
+
+
+def detect(header: Sequence[str]) -> Format | None:
+    return next((f for f in FORMATS.values() if not missing(f, header)), None)
+
+
+def row_parser(fmt: Format, header: Sequence[str]) -> Callable[[Sequence[str]], Line]:
+    columns: dict[str, int] = {}
+    for index, name in enumerate(header):
+        columns.setdefault(name.strip().lower(), index)
+    return fmt.parser(columns)

@@ -1,0 +1,401 @@
+"""Cost file imports: the upload is streamed to a temp file (hashed on the way, constant
+memory), its header checked before anything is written, and the rows are then imported
+by a job in batches. Until the job has written the import's roll-ups nothing of it is
+counted anywhere, and a job that fails removes every line it wrote: a file is either
+imported whole (minus its reported rejected rows) or not at all."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import csv
+import hashlib
+import io
+import json
+import operator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, func, insert, literal, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.core.clock import utcnow
+from opscenter.core.db import Database
+from opscenter.core.errors import AppError, InvalidInput
+from opscenter.finops import formats
+from opscenter.finops.formats import Format, RowError
+from opscenter.models import CostImport, CostLine, CostRollup
+from opscenter.models.finops import ImportStatus
+
+MAX_IMPORT_BYTES = 4 * 1024**3
+BATCH_ROWS = 5000
+MAX_REJECTED_KEPT = 1000
+CHUNK = 1024 * 1024
+#: The dimensions rolled up per day; `category` holds each line once, so it gives totals.
+DIMENSIONS = {
+    "category": CostLine.charge_category,
+    "service": CostLine.service,
+    "provider": CostLine.provider,
+    "environment": CostLine.environment,
+    "region": CostLine.region,
+}
+_MIDDLE = [
+    c.name
+    for c in CostLine.__table__.columns
+    if c.name not in ("id", "import_id", "team_id", "tags")
+]
+COPY_COLUMNS = ["import_id", "team_id", *_MIDDLE, "tags"]
+_VALUES = operator.itemgetter(*_MIDDLE)
+
+
+# Tag roll-ups expand each line's tags with the database's own JSON function.
+_TAG_ROLLUP = (
+    "INSERT INTO cost_rollups (import_id, team_id, day, dimension, value, currency,"
+    " billed_cost, effective_cost, lines)"
+    " SELECT l.import_id, l.team_id, l.charge_day, 'tag:' || t.key, t.value, l.currency,"
+    " sum(l.billed_cost), sum(l.effective_cost), count(*)"
+    " FROM cost_lines AS l CROSS JOIN {} WHERE l.import_id = :i"
+    " GROUP BY l.import_id, l.team_id, l.charge_day, t.key, t.value, l.currency"
+)
+# PostgreSQL rolls every dimension of DIMENSIONS up in one scan (grouping sets).
+ROLLUP_PG = """
+INSERT INTO cost_rollups
+    (import_id, team_id, day, dimension, value, currency, billed_cost, effective_cost, lines)
+SELECT import_id, team_id, charge_day,
+    CASE WHEN GROUPING(charge_category) = 0 THEN 'category'
+         WHEN GROUPING(service) = 0 THEN 'service'
+         WHEN GROUPING(provider) = 0 THEN 'provider'
+         WHEN GROUPING(environment) = 0 THEN 'environment'
+         ELSE 'region' END,
+    COALESCE(CASE WHEN GROUPING(charge_category) = 0 THEN charge_category
+                  WHEN GROUPING(service) = 0 THEN service
+                  WHEN GROUPING(provider) = 0 THEN provider
+                  WHEN GROUPING(environment) = 0 THEN environment
+                  ELSE region END, ''),
+    currency, sum(billed_cost), sum(effective_cost), count(*)
+FROM cost_lines WHERE import_id = :i
+GROUP BY import_id, team_id, charge_day, currency,
+    GROUPING SETS ((charge_category), (service), (provider), (environment), (region))
+"""
+TAG_ROLLUP_PG = _TAG_ROLLUP.format("jsonb_each_text(l.tags) AS t")
+TAG_ROLLUP_SQLITE = _TAG_ROLLUP.format("json_each(l.tags) AS t")
+
+
+class TooLarge(AppError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class BadCostFile(InvalidInput):
+    code = "INVALID_COST_FILE"
+
+
+#: The job failure codes of a file that is not what it says (already discarded).
+FAILURE_CODES = frozenset({"encoding", "malformed_csv", "no_rows", "not_this_format", "gone"})
+
+
+class ImportFailed(Exception):
+    """The file is not what it says: the whole import is refused."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: Path
+    sha256: str
+    size: int
+
+
+def imports_dir(data_dir: Path) -> Path:
+    return data_dir / "finops-imports"
+
+
+async def receive(chunks: AsyncIterator[bytes], data_dir: Path) -> Upload:
+    """Write the body to a server-named temp file, hashing it; 413 past the limit."""
+    folder = imports_dir(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{uuid.uuid4().hex}.csv.part"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with path.open("wb") as out:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > MAX_IMPORT_BYTES:
+                    raise TooLarge(f"A cost file may hold at most {MAX_IMPORT_BYTES} bytes")
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise BadCostFile("The file is empty: send the CSV file as the request body")
+    return Upload(path, digest.hexdigest(), size)
+
+
+_WIDE_BOMS = {
+    codecs.BOM_UTF32_LE: "UTF-32",
+    codecs.BOM_UTF32_BE: "UTF-32",
+    codecs.BOM_UTF16_LE: "UTF-16",
+    codecs.BOM_UTF16_BE: "UTF-16",
+}
+
+
+def check_header(path: Path, wanted: str | None) -> tuple[Format, list[str]]:
+    """The file's format (the one asked for, or the one its header shows) and header."""
+    with path.open("rb") as raw:
+        first = raw.readline(CHUNK)  # only the header: the rows are the job's to judge
+    for bom, name in _WIDE_BOMS.items():
+        if first.startswith(bom):
+            raise BadCostFile(f"The file is {name}; export it as UTF-8 and upload it again")
+    try:
+        header = next(csv.reader([first.decode("utf-8-sig")]), [])
+    except UnicodeDecodeError:
+        raise BadCostFile("The header is not UTF-8; export the file as UTF-8") from None
+    except csv.Error as err:
+        raise BadCostFile(f"The file is not CSV: {err}") from None
+    if not any(h.strip() for h in header):
+        raise BadCostFile("The first line must be the CSV header (column names)")
+    if wanted is not None:
+        fmt = formats.FORMATS[wanted]
+        if absent := formats.missing(fmt, header):
+            seen = formats.detect(header)
+            hint = f"; it looks like {seen.label} (format={seen.name})" if seen else ""
+            raise BadCostFile(
+                f"The header is not a {fmt.label} header: missing {', '.join(absent)}{hint}"
+            )
+        return fmt, header
+    fmt_found = formats.detect(header)
+    if fmt_found is None:
+        need = "; ".join(f"{f.name}: {', '.join(f.required)}" for f in formats.FORMATS.values())
+        raise BadCostFile(f"Unknown cost file: the header has none of the column sets ({need})")
+    return fmt_found, header
+
+
+# -- reading (in a worker thread) -----------------------------------------------------------
+@dataclass
+class Progress:
+    rows: int = 0
+    rejected: int = 0
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    bytes_read: int = 0
+
+    def reject(self, line: int, column: str | None, reason: str) -> None:
+        self.rejected += 1
+        if len(self.kept) < MAX_REJECTED_KEPT:
+            self.kept.append({"line": line, "column": column, "reason": reason})
+
+
+class _Counting(io.RawIOBase):
+    def __init__(self, raw: io.BufferedReader, progress: Progress) -> None:
+        self.raw, self.progress = raw, progress
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.raw.readinto(buffer)
+        self.progress.bytes_read += n
+        return n
+
+
+def read_batches(path: Path, fmt: Format, progress: Progress) -> Iterator[list[dict[str, Any]]]:
+    """Parsed lines in batches; rejected rows go to `progress`. Raises ImportFailed when
+    the file is not UTF-8 or not CSV past its header."""
+    with path.open("rb") as raw:
+        stream = io.TextIOWrapper(
+            io.BufferedReader(_Counting(raw, progress), CHUNK), encoding="utf-8-sig", newline=""
+        )
+        reader = csv.reader(stream)
+        try:
+            header = next(reader)
+            parse, width = formats.row_parser(fmt, header), len(header)
+            batch: list[dict[str, Any]] = []
+            for row in reader:
+                progress.rows += 1
+                if len(row) != width:
+                    if not any(row):
+                        progress.rows -= 1  # a blank line is no row
+                        continue
+                    progress.reject(reader.line_num, None, f"{len(row)} fields, header has {width}")
+                    continue
+                try:
+                    batch.append(parse(row))
+                except RowError as err:
+                    progress.reject(reader.line_num, err.column, err.reason)
+                    continue
+                if len(batch) >= BATCH_ROWS:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+        except UnicodeDecodeError:
+            raise ImportFailed(
+                "encoding",
+                f"The file is not UTF-8 (after line {reader.line_num}); export it as UTF-8",
+            ) from None
+        except csv.Error as err:
+            raise ImportFailed(
+                "malformed_csv", f"The file is not valid CSV at line {reader.line_num}: {err}"
+            ) from None
+
+
+# -- writing --------------------------------------------------------------------------------
+async def _write_lines(
+    session: AsyncSession, rows: list[dict[str, Any]], import_id: int, team_id: int
+) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # COPY: an order of magnitude faster than INSERTs for a million lines. Lines share
+        # their tag dicts (formats.py), so each is dumped to JSON once per batch.
+        conn = await session.connection()
+        raw = await conn.get_raw_connection()
+        dumped: dict[int, str] = {}
+        records = [
+            (
+                import_id,
+                team_id,
+                *_VALUES(r),
+                dumped.get(id(r["tags"]))
+                or dumped.setdefault(id(r["tags"]), json.dumps(r["tags"])),
+            )
+            for r in rows
+        ]
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            "cost_lines", records=records, columns=COPY_COLUMNS
+        )
+    else:
+        for r in rows:
+            r["import_id"], r["team_id"] = import_id, team_id
+        await session.execute(insert(CostLine), rows)
+
+
+async def _write_rollups(session: AsyncSession, import_id: int) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        # One scan of the lines for every dimension, then one for the tags.
+        await session.execute(text(ROLLUP_PG), {"i": import_id})
+        await session.execute(text(TAG_ROLLUP_PG), {"i": import_id})
+        return
+    day, team, currency = CostLine.charge_day, CostLine.team_id, CostLine.currency
+    for name, column in DIMENSIONS.items():
+        value = func.coalesce(column, "")
+        select_rows = (
+            select(
+                CostLine.import_id,
+                team,
+                day,
+                literal(name),
+                value,
+                currency,
+                func.sum(CostLine.billed_cost),
+                func.sum(CostLine.effective_cost),
+                func.count(),
+            )
+            .where(CostLine.import_id == import_id)
+            .group_by(CostLine.import_id, team, day, value, currency)
+        )
+        await session.execute(
+            insert(CostRollup).from_select(
+                [
+                    "import_id",
+                    "team_id",
+                    "day",
+                    "dimension",
+                    "value",
+                    "currency",
+                    "billed_cost",
+                    "effective_cost",
+                    "lines",
+                ],
+                select_rows,
+            )
+        )
+    await session.execute(text(TAG_ROLLUP_SQLITE), {"i": import_id})
+
+
+ProgressHook = Any  # an async callable (percent: float) -> None
+
+
+async def run(
+    db: Database, import_id: int, path: Path, progress: Progress, on_progress: ProgressHook
+) -> None:
+    """Import the file into lines, then its roll-ups; raises ImportFailed (the caller
+    then calls `discard`)."""
+    async with db.write_session() as session:
+        imp = await session.get(CostImport, import_id)
+        if imp is None:
+            raise ImportFailed("gone", "The import was deleted before it ran")
+        imp.status = ImportStatus.RUNNING
+        fmt, team_id, size = formats.FORMATS[imp.format], imp.team_id, imp.size_bytes
+        await session.commit()
+    batches = read_batches(path, fmt, progress)
+    imported = 0
+    # Parsing runs in a thread (the server keeps answering during a big import), one batch
+    # ahead: the next batch is parsed while the database writes this one.
+    ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    try:
+        while (batch := await ahead) is not None:
+            ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+            async with db.write_session() as session:
+                await _write_lines(session, batch, import_id, team_id)
+                await session.commit()
+            imported += len(batch)
+            await on_progress(100.0 * progress.bytes_read / max(size, 1))
+    finally:
+        if not ahead.done():
+            await asyncio.wait([ahead])  # a thread cannot be cancelled: let it end
+        if ahead.done() and not ahead.cancelled():
+            ahead.exception()  # retrieved: a failure here is the one already raised
+    if progress.rows == 0:
+        raise ImportFailed("no_rows", "The file has a header but no rows")
+    if progress.rejected * 2 > progress.rows:
+        example = progress.kept[0] if progress.kept else {}
+        raise ImportFailed(
+            "not_this_format",
+            f"{progress.rejected} of {progress.rows} rows were rejected, so this is not a"
+            f" usable {fmt.label} file (line {example.get('line')}, column"
+            f" {example.get('column')}: {example.get('reason')}); nothing was imported",
+        )
+    async with db.write_session() as session:
+        await _write_rollups(session, import_id)
+        await session.execute(
+            update(CostImport)
+            .where(CostImport.id == import_id)
+            .values(
+                status=ImportStatus.COMPLETED,
+                rows_total=progress.rows,
+                rows_imported=imported,
+                rows_rejected=progress.rejected,
+                rejected=progress.kept,
+                completed_at=utcnow(),
+                error=None,
+            )
+        )
+        await session.commit()
+
+
+async def discard(db: Database, import_id: int, message: str, progress: Progress | None) -> None:
+    """Remove every line of a failed import and say why it failed."""
+    async with db.write_session() as session:
+        await session.execute(delete(CostRollup).where(CostRollup.import_id == import_id))
+        await session.execute(delete(CostLine).where(CostLine.import_id == import_id))
+        values: dict[str, Any] = {"status": ImportStatus.FAILED, "error": message[:2000]}
+        if progress is not None:
+            values.update(
+                rows_total=progress.rows,
+                rows_imported=0,
+                rows_rejected=progress.rejected,
+                rejected=progress.kept,
+            )
+        await session.execute(update(CostImport).where(CostImport.id == import_id).values(values))
+        await session.commit()
+
+
+def remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
