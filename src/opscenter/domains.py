@@ -15,6 +15,7 @@ from opscenter.encryption import plugin as encryption
 from opscenter.external_jobs import plugin as external_jobs
 from opscenter.integrations import plugin as integrations
 from opscenter.jobs import plugin as jobs
+from opscenter.knowledge import plugin as knowledge
 from opscenter.notifications import plugin as notifications
 from opscenter.ops import plugin as ops
 from opscenter.realtime import plugin as realtime
@@ -46,6 +47,7 @@ DOMAINS = (
     notifications,
     ops,
     realtime,
+    knowledge,
 )
 
 

@@ -7,6 +7,13 @@ from opscenter.models.base import Base, IdMixin, TimestampMixin
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
 from opscenter.models.integrations import Integration, WebhookDelivery
+from opscenter.models.knowledge import (
+    KnowledgeArticle,
+    KnowledgeFeedback,
+    KnowledgeLink,
+    KnowledgeTag,
+    KnowledgeVersion,
+)
 from opscenter.models.notifications import (
     AlertPolicy,
     Notification,
@@ -32,6 +39,11 @@ __all__ = [
     "Integration",
     "Job",
     "JobStatus",
+    "KnowledgeArticle",
+    "KnowledgeFeedback",
+    "KnowledgeLink",
+    "KnowledgeTag",
+    "KnowledgeVersion",
     "Notification",
     "NotificationChannel",
     "NotificationPreference",

@@ -1,0 +1,304 @@
+"""Full-text search on both backends from one reading of what a person typed.
+
+The words, "quoted phrases", `OR` between alternatives, `-word` to exclude and `word*` for a
+prefix are read here into a small tree; each backend gets it in its own syntax, made only of
+quoted words (FTS5) or of `plainto_tsquery` / `phraseto_tsquery` calls on bound values
+(PostgreSQL). Whatever the input, the query is valid: it may match nothing, never fail.
+English stop words are dropped on both sides, so "how to restore" finds what "restore" finds.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    case,
+    column,
+    func,
+    literal_column,
+    select,
+    table,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import REGCONFIG
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.core.pagination import PageParams
+from opscenter.knowledge.render import MARK_CLOSE, MARK_OPEN
+from opscenter.models import KnowledgeArticle
+
+#: PostgreSQL's english.stop, so both backends ignore the same words.
+_ENGLISH_STOP = """a about above after again against all am an and any are as at be because
+    been before
+    being below between both but by can did do does doing don down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is
+    it its itself just me more most my myself no nor not now of off on once only or other our
+    ours ourselves out over own s same she should so some such t than that the their theirs
+    them themselves then there these they this those through to too under until up very was
+    we were what when where which while who whom why will with you your yours yourself
+    yourselves"""
+STOP_WORDS = frozenset(_ENGLISH_STOP.split())
+MAX_TERMS = 16
+_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class Term:
+    """Words that must appear together, in order; `prefix`: the last one may go on."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+
+@dataclass
+class Query:
+    #: Every group must match; a group matches when one of its terms does (OR).
+    groups: list[list[Term]] = field(default_factory=list)
+    excluded: list[Term] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups
+
+    def words(self) -> list[str]:
+        return [w for group in self.groups for term in group for w in term.words]
+
+
+def _term(chunk: str, *, phrase: bool, prefix: bool = False) -> Term | None:
+    words = [w.lower() for w in _WORD.findall(chunk)]
+    if not phrase:  # a single typed word split by punctuation ("dump_failed") stays a phrase
+        words = [w for w in words if w not in STOP_WORDS] if len(words) == 1 else words
+    if not words or all(w in STOP_WORDS for w in words):
+        return None
+    return Term(tuple(words[:MAX_TERMS]), prefix)
+
+
+def parse(typed: str, *, prefix_last: bool = False) -> Query:
+    """Read a person's query. `prefix_last`: the last word is still being typed."""
+    query = Query()
+    alternative = False
+    tokens = list(_TOKEN.finditer(typed))
+    for index, match in enumerate(tokens):
+        negate, quoted, bare = match.group(1) == "-", match.group(2), match.group(3)
+        if bare is not None and bare.upper() in ("OR", "|"):
+            alternative = bool(query.groups)
+            continue
+        if bare is not None and bare.startswith("-") and len(bare) > 1:
+            negate, bare = True, bare[1:]
+        last = index == len(tokens) - 1 and not typed.endswith((" ", '"'))
+        if quoted is not None:
+            term = _term(quoted, phrase=True)
+        else:
+            assert bare is not None
+            star = bare.endswith("*")
+            term = _term(bare, phrase=False, prefix=star or (prefix_last and last))
+        if term is None:
+            continue
+        if negate:
+            query.excluded.append(term)
+        elif alternative and query.groups:
+            query.groups[-1].append(term)
+        else:
+            query.groups.append([term])
+        alternative = False
+        if sum(len(g) for g in query.groups) + len(query.excluded) >= MAX_TERMS:
+            break
+    return query
+
+
+# --- SQLite FTS5 -----------------------------------------------------------------------
+
+
+def _fts_term(term: Term) -> str:
+    # Quoted strings are plain text to FTS5 (the tokenizer stems them): no operator inside.
+    return '"' + " ".join(term.words) + '"' + ("*" if term.prefix else "")
+
+
+def fts5_match(query: Query, *, title_only: bool = False) -> str:
+    groups = [" OR ".join(map(_fts_term, group)) for group in query.groups]
+    groups = [
+        f"({g})" if len(group) > 1 else g for g, group in zip(groups, query.groups, strict=True)
+    ]
+    expression = " AND ".join(groups)
+    if title_only:
+        return f"title : ({expression})"
+    if query.excluded:
+        expression = f"({expression}) NOT (" + " OR ".join(map(_fts_term, query.excluded)) + ")"
+    return expression
+
+
+# --- PostgreSQL tsquery ----------------------------------------------------------------
+
+ENGLISH = literal_column("'english'::regconfig", REGCONFIG)
+
+
+def _pg_term(term: Term) -> ColumnElement[Any]:
+    if not term.prefix:
+        return func.phraseto_tsquery(ENGLISH, bindparam(None, " ".join(term.words)))
+    # `'word':*` from a word of letters and digits: always valid tsquery syntax.
+    last = func.to_tsquery(ENGLISH, bindparam(None, f"'{term.words[-1]}':*"))
+    if len(term.words) == 1:
+        return last
+    head = func.phraseto_tsquery(ENGLISH, bindparam(None, " ".join(term.words[:-1])))
+    return func.tsquery_phrase(head, last)
+
+
+def _any(terms: list[Term]) -> ColumnElement[Any]:
+    expression = _pg_term(terms[0])
+    for term in terms[1:]:
+        expression = expression.op("||")(_pg_term(term))
+    return expression
+
+
+def pg_tsquery(query: Query) -> ColumnElement[Any]:
+    expression = _any(query.groups[0])
+    for group in query.groups[1:]:
+        expression = expression.op("&&")(_any(group))
+    if query.excluded:
+        expression = expression.op("&&")(func.tsquery_not(_any(query.excluded)))
+    return expression
+
+
+# --- Snippets ---------------------------------------------------------------------------
+
+
+def marked(fragment: str | None) -> str:
+    """A snippet the database marked with our private markers, as safe HTML with <mark>."""
+    escaped = html.escape(fragment or "", quote=False)
+    return escaped.replace(MARK_OPEN, "<mark>").replace(MARK_CLOSE, "</mark>")
+
+
+@dataclass(frozen=True)
+class Hit:
+    article_id: int
+    score: float  # higher is better, on either backend
+    title: str
+    snippet: str
+
+
+FTS = table("knowledge_fts", column("rowid"))
+_FTS_NAME = literal_column("knowledge_fts")
+# Column weights, in the FTS5 table's order: title, summary, tags, body.
+_BM25 = func.bm25(_FTS_NAME, *(literal_column(w) for w in ("10.0", "4.0", "4.0", "1.0")))
+SEARCH_VECTOR = literal_column("knowledge_articles.search_vector")
+_TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
+_BODY_OPTS = (
+    f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, MaxWords=24, MinWords=12, "
+    'MaxFragments=2, FragmentDelimiter=" … "'
+)
+
+
+async def _count(session: AsyncSession, stmt: Select[Any]) -> int:
+    return int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+
+
+async def _sqlite_hits(
+    session: AsyncSession, query: Query, conditions: list[ColumnElement[bool]], page: PageParams
+) -> tuple[list[Hit], int]:
+    match = _FTS_NAME.op("MATCH")(fts5_match(query))
+    # bm25's IDF is floored at ~0 for words in more than half of the articles, so in a small
+    # or focused knowledge base it cannot tell them apart; an article whose title has all
+    # the words comes first, as PostgreSQL's title weight (A) does.
+    in_title = select(FTS.c.rowid).where(_FTS_NAME.op("MATCH")(fts5_match(query, title_only=True)))
+    score = _BM25 - case((FTS.c.rowid.in_(in_title), literal_column("10.0")), else_=0.0)
+    matching = (
+        select(KnowledgeArticle.id, score.label("score"))
+        .select_from(FTS.join(KnowledgeArticle, KnowledgeArticle.id == FTS.c.rowid))
+        .where(match, *conditions)
+    )
+    total = await _count(session, matching)
+    ranked = (
+        await session.execute(
+            matching.order_by(literal_column("score"), KnowledgeArticle.id)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    if not ranked:
+        return [], total
+    # Highlights only for the page shown: highlight() and snippet() re-read each document.
+    marks = select(
+        FTS.c.rowid,
+        func.highlight(_FTS_NAME, 0, MARK_OPEN, MARK_CLOSE),
+        func.snippet(_FTS_NAME, -1, MARK_OPEN, MARK_CLOSE, "…", 24),
+    ).where(match, FTS.c.rowid.in_([row.id for row in ranked]))
+    found = {row[0]: row for row in (await session.execute(marks)).all()}
+    return [
+        Hit(row.id, -float(row.score), marked(found[row.id][1]), marked(found[row.id][2]))
+        for row in ranked
+    ], total
+
+
+async def _pg_hits(
+    session: AsyncSession, query: Query, conditions: list[ColumnElement[bool]], page: PageParams
+) -> tuple[list[Hit], int]:
+    q = select(pg_tsquery(query).label("query")).cte("q")
+    score = func.ts_rank_cd(SEARCH_VECTOR, q.c.query, 1)  # 1: divided by 1 + log(length)
+    matching = (
+        select(KnowledgeArticle.id, score.label("score"))
+        .select_from(KnowledgeArticle)
+        .join(q, true())
+        .where(SEARCH_VECTOR.op("@@")(q.c.query), *conditions)
+    )
+    total = await _count(session, matching)
+    ranked = (
+        await session.execute(
+            matching.order_by(score.desc(), KnowledgeArticle.id)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    if not ranked:
+        return [], total
+    marks = (
+        select(
+            KnowledgeArticle.id,
+            func.ts_headline(ENGLISH, KnowledgeArticle.title, q.c.query, _TITLE_OPTS),
+            func.ts_headline(ENGLISH, KnowledgeArticle.body_text, q.c.query, _BODY_OPTS),
+        )
+        .select_from(KnowledgeArticle)
+        .join(q, true())
+        .where(KnowledgeArticle.id.in_([row.id for row in ranked]))
+    )
+    found = {row[0]: row for row in (await session.execute(marks)).all()}
+    return [
+        Hit(row.id, float(row.score), marked(found[row.id][1]), marked(found[row.id][2]))
+        for row in ranked
+    ], total
+
+
+async def hits(
+    session: AsyncSession, query: Query, conditions: list[ColumnElement[bool]], page: PageParams
+) -> tuple[list[Hit], int]:
+    """The page of articles matching `query` and `conditions` (on KnowledgeArticle), best
+    first, with the total number of matches."""
+    if query.empty:
+        return [], 0
+    if session.get_bind().dialect.name == "postgresql":
+        return await _pg_hits(session, query, conditions, page)
+    return await _sqlite_hits(session, query, conditions, page)
+
+
+async def reindex(session: AsyncSession, article_id: int, values: dict[str, str] | None) -> None:
+    """Bring the index up to date with one article (None: it is gone). PostgreSQL's
+    generated column follows the row by itself; SQLite's FTS5 table is written here, in
+    the same transaction as the article."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    await session.execute(text("DELETE FROM knowledge_fts WHERE rowid = :id"), {"id": article_id})
+    if values is not None:
+        await session.execute(
+            text(
+                "INSERT INTO knowledge_fts (rowid, title, summary, tags, body) "
+                "VALUES (:id, :title, :summary, :tags, :body)"
+            ),
+            {"id": article_id, **values},
+        )
