@@ -228,7 +228,7 @@ async def _sqlite_hits(
     marks = select(
         FTS.c.rowid,
         func.highlight(_FTS_NAME, 0, MARK_OPEN, MARK_CLOSE),
-        func.snippet(_FTS_NAME, -1, MARK_OPEN, MARK_CLOSE, "…", 24),
+        func.snippet(_FTS_NAME, 3, MARK_OPEN, MARK_CLOSE, "…", 24),  # the body, as on PostgreSQL,
     ).where(match, FTS.c.rowid.in_([row.id for row in ranked]))
     found = {row[0]: row for row in (await session.execute(marks)).all()}
     return [

@@ -41,6 +41,7 @@ from opscenter.models import (
     KnowledgeLink,
     KnowledgeTag,
     KnowledgeVersion,
+    Team,
 )
 
 EDIT = "write:knowledge"
@@ -514,6 +515,8 @@ async def create_article(
         if team_id is None:
             raise InvalidInput("You belong to no team; give team_id or ask an admin to add you")
         check_team_access(principal, team_id)
+        if await session.get(Team, team_id) is None:
+            raise NotFound("Team", team_id)
     return await add_article(session, data, Author.of(principal), team_id)
 
 
@@ -593,17 +596,12 @@ async def vote(
     else:
         feedback.helpful = helpful
     await session.flush()
-    counts = dict(
-        (
-            await session.execute(
-                select(KnowledgeFeedback.helpful, func.count())
-                .where(KnowledgeFeedback.article_id == article.id)
-                .group_by(KnowledgeFeedback.helpful)
-            )
-        )
-        .tuples()
-        .all()
+    rows = await session.execute(
+        select(KnowledgeFeedback.helpful, func.count())
+        .where(KnowledgeFeedback.article_id == article.id)
+        .group_by(KnowledgeFeedback.helpful)
     )
+    counts = {helpful: count for helpful, count in rows}
     article.helpful_yes, article.helpful_no = counts.get(True, 0), counts.get(False, 0)
     await session.flush()
     return article

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from opscenter.core.clock import utcnow
 from opscenter.models.base import Base, IdMixin, TimestampMixin
 
+
 class KnowledgeArticle(IdMixin, TimestampMixin, Base):
     """The current version of an article. `team_id` NULL: shared with every team (the
     articles shipped with opscenter, and those an admin writes for everyone)."""
@@ -62,9 +63,7 @@ class KnowledgeVersion(IdMixin, Base):
         {"sqlite_autoincrement": True},
     )
 
-    article_id: Mapped[int] = mapped_column(
-        ForeignKey("knowledge_articles.id", ondelete="CASCADE")
-    )
+    article_id: Mapped[int] = mapped_column(ForeignKey("knowledge_articles.id", ondelete="CASCADE"))
     version: Mapped[int]
     title: Mapped[str] = mapped_column(String(200))
     summary: Mapped[str] = mapped_column(String(1000), default="")
