@@ -161,5 +161,6 @@ def test_the_query_reading() -> None:
         'NOT ("mysql")'
     )
     assert parse("the of and").empty
-    assert fts5_match(parse("restore", prefix_last=True)) == '"restore"*'
+    assert fts5_match(parse("restore", prefix_last=True)) == '("restore"* OR "rest"*)'
+    assert fts5_match(parse("verificat", prefix_last=True)) == '("verificat"* OR "verif"*)'
     assert fts5_match(parse("restore ", prefix_last=True)) == '"restore"'

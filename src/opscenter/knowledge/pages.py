@@ -12,6 +12,7 @@ from opscenter.core.pages import LIST_LIMIT, View
 from opscenter.core.pagination import PageParams, PathId
 from opscenter.core.principal import Principal
 from opscenter.knowledge import service
+from opscenter.knowledge.schemas import SearchHit
 
 SearchText = Annotated[str, Query(max_length=500)]
 Filter = Annotated[str, Query(max_length=100)]
@@ -23,7 +24,8 @@ async def knowledge_page(
 ) -> View:
     stmt = service.articles_query(principal, category=category or None).limit(LIST_LIMIT)
     articles = [service.article_summary(a) for a in await session.scalars(stmt)]
-    hits, total = [], 0
+    hits: list[SearchHit] = []
+    total = 0
     if q.strip():
         hits, total = await service.search_articles(
             session, principal, q, PageParams(limit=20, offset=0), category=category or None
@@ -45,7 +47,8 @@ async def search_partial(
     principal: Principal, session: SessionDep, q: SearchText = "", category: Filter = ""
 ) -> View:
     """The results under the search box, as the person types (the last word as a prefix)."""
-    hits, total = [], 0
+    hits: list[SearchHit] = []
+    total = 0
     if q.strip():
         hits, total = await service.search_articles(
             session,

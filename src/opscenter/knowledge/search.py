@@ -25,7 +25,6 @@ from sqlalchemy import (
     select,
     table,
     text,
-    true,
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -81,6 +80,12 @@ def _term(chunk: str, *, phrase: bool, prefix: bool = False) -> Term | None:
     return Term(tuple(words[:MAX_TERMS]), prefix)
 
 
+def _root(partial: str) -> Term:
+    """A word still being typed ("verificat") is not yet the word the index stemmed
+    ("verification" -> "verif"): its first letters, short of an English suffix, match."""
+    return Term((partial[: max(4, len(partial) - 4)],), prefix=True)
+
+
 def parse(typed: str, *, prefix_last: bool = False) -> Query:
     """Read a person's query. `prefix_last`: the last word is still being typed."""
     query = Query()
@@ -108,6 +113,8 @@ def parse(typed: str, *, prefix_last: bool = False) -> Query:
             query.groups[-1].append(term)
         else:
             query.groups.append([term])
+        if prefix_last and last and not negate and term.prefix and len(term.words) == 1:
+            query.groups[-1].append(_root(term.words[0]))
         alternative = False
         if sum(len(g) for g in query.groups) + len(query.excluded) >= MAX_TERMS:
             break
@@ -185,10 +192,10 @@ class Hit:
 
 
 FTS = table("knowledge_fts", column("rowid"))
-_FTS_NAME = literal_column("knowledge_fts")
+_FTS_NAME: ColumnElement[Any] = literal_column("knowledge_fts")
 # Column weights, in the FTS5 table's order: title, summary, tags, body.
 _BM25 = func.bm25(_FTS_NAME, *(literal_column(w) for w in ("10.0", "4.0", "4.0", "1.0")))
-SEARCH_VECTOR = literal_column("knowledge_articles.search_vector")
+SEARCH_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vector")
 _TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
 _BODY_OPTS = (
     f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, MaxWords=24, MinWords=12, "
@@ -196,8 +203,25 @@ _BODY_OPTS = (
 )
 
 
-async def _count(session: AsyncSession, stmt: Select[Any]) -> int:
-    return int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+async def _ranked(
+    session: AsyncSession, matching: Select[Any], order: Any, ident: Any, page: PageParams
+) -> tuple[list[Any], int]:
+    """One page of (id, score) rows and the number of all matches, in one pass: the total
+    is a window over the matches before LIMIT (a second count would search twice)."""
+    rows = (
+        await session.execute(
+            matching.add_columns(func.count().over().label("total"))
+            .order_by(order, ident)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    if rows:
+        return list(rows), int(rows[0].total)
+    if page.offset == 0:
+        return [], 0
+    counted = await session.scalar(select(func.count()).select_from(matching.subquery()))
+    return [], int(counted or 0)
 
 
 async def _sqlite_hits(
@@ -209,30 +233,31 @@ async def _sqlite_hits(
     # the words comes first, as PostgreSQL's title weight (A) does.
     in_title = select(FTS.c.rowid).where(_FTS_NAME.op("MATCH")(fts5_match(query, title_only=True)))
     score = _BM25 - case((FTS.c.rowid.in_(in_title), literal_column("10.0")), else_=0.0)
-    matching = (
-        select(KnowledgeArticle.id, score.label("score"))
-        .select_from(FTS.join(KnowledgeArticle, KnowledgeArticle.id == FTS.c.rowid))
-        .where(match, *conditions)
+    # The matches first, materialized: joined directly, SQLite may walk the articles and
+    # run the full-text query once per row.
+    found = (
+        select(FTS.c.rowid.label("id"), score.label("score"))
+        .where(match)
+        .cte("found")
+        .prefix_with("MATERIALIZED")
     )
-    total = await _count(session, matching)
-    ranked = (
-        await session.execute(
-            matching.order_by(literal_column("score"), KnowledgeArticle.id)
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-    ).all()
+    matching = (
+        select(found.c.id, found.c.score)
+        .join(KnowledgeArticle, KnowledgeArticle.id == found.c.id)
+        .where(*conditions)
+    )
+    ranked, total = await _ranked(session, matching, found.c.score, found.c.id, page)
     if not ranked:
         return [], total
     # Highlights only for the page shown: highlight() and snippet() re-read each document.
     marks = select(
         FTS.c.rowid,
         func.highlight(_FTS_NAME, 0, MARK_OPEN, MARK_CLOSE),
-        func.snippet(_FTS_NAME, 3, MARK_OPEN, MARK_CLOSE, "…", 24),  # the body, as on PostgreSQL,
+        func.snippet(_FTS_NAME, 3, MARK_OPEN, MARK_CLOSE, "…", 24),  # the body, as on PostgreSQL
     ).where(match, FTS.c.rowid.in_([row.id for row in ranked]))
-    found = {row[0]: row for row in (await session.execute(marks)).all()}
+    shown = {row[0]: row for row in (await session.execute(marks)).all()}
     return [
-        Hit(row.id, -float(row.score), marked(found[row.id][1]), marked(found[row.id][2]))
+        Hit(row.id, -float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
         for row in ranked
     ], total
 
@@ -240,37 +265,26 @@ async def _sqlite_hits(
 async def _pg_hits(
     session: AsyncSession, query: Query, conditions: list[ColumnElement[bool]], page: PageParams
 ) -> tuple[list[Hit], int]:
-    q = select(pg_tsquery(query).label("query")).cte("q")
-    score = func.ts_rank_cd(SEARCH_VECTOR, q.c.query, 1)  # 1: divided by 1 + log(length)
-    matching = (
-        select(KnowledgeArticle.id, score.label("score"))
-        .select_from(KnowledgeArticle)
-        .join(q, true())
-        .where(SEARCH_VECTOR.op("@@")(q.c.query), *conditions)
+    # The tsquery inline (not from a CTE or a join): a constant to the planner, so the GIN
+    # index finds the matches.
+    tsquery = pg_tsquery(query)
+    score = func.ts_rank_cd(SEARCH_VECTOR, tsquery, 1)  # 1: divided by 1 + log(length)
+    matching = select(KnowledgeArticle.id, score.label("score")).where(
+        SEARCH_VECTOR.op("@@")(tsquery), *conditions
     )
-    total = await _count(session, matching)
-    ranked = (
-        await session.execute(
-            matching.order_by(score.desc(), KnowledgeArticle.id)
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-    ).all()
+    ranked, total = await _ranked(
+        session, matching, literal_column("score").desc(), KnowledgeArticle.id, page
+    )
     if not ranked:
         return [], total
-    marks = (
-        select(
-            KnowledgeArticle.id,
-            func.ts_headline(ENGLISH, KnowledgeArticle.title, q.c.query, _TITLE_OPTS),
-            func.ts_headline(ENGLISH, KnowledgeArticle.body_text, q.c.query, _BODY_OPTS),
-        )
-        .select_from(KnowledgeArticle)
-        .join(q, true())
-        .where(KnowledgeArticle.id.in_([row.id for row in ranked]))
-    )
-    found = {row[0]: row for row in (await session.execute(marks)).all()}
+    marks = select(
+        KnowledgeArticle.id,
+        func.ts_headline(ENGLISH, KnowledgeArticle.title, tsquery, _TITLE_OPTS),
+        func.ts_headline(ENGLISH, KnowledgeArticle.body_text, tsquery, _BODY_OPTS),
+    ).where(KnowledgeArticle.id.in_([row.id for row in ranked]))
+    shown = {row[0]: row for row in (await session.execute(marks)).all()}
     return [
-        Hit(row.id, float(row.score), marked(found[row.id][1]), marked(found[row.id][2]))
+        Hit(row.id, float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
         for row in ranked
     ], total
 

@@ -142,7 +142,7 @@ def article_summary(article: KnowledgeArticle) -> ArticleSummary:
         summary=article.summary,
         category=article.category,
         tags=article.tags,
-        status=article.status,  # type: ignore[arg-type]
+        status=article.status,
         version=article.version,
         team_id=article.team_id,
         shared=article.team_id is None,
@@ -214,10 +214,19 @@ async def search_articles(
     found, total = await search.hits(
         session, search.parse(q, prefix_last=prefix_last), conditions, page
     )
-    rows = await session.scalars(
-        select(KnowledgeArticle).where(KnowledgeArticle.id.in_([h.article_id for h in found]))
+    # The listed fields only: the bodies (Markdown, HTML, text) stay in the database.
+    rows = await session.execute(
+        select(
+            KnowledgeArticle.id,
+            KnowledgeArticle.slug,
+            KnowledgeArticle.title,
+            KnowledgeArticle.summary,
+            KnowledgeArticle.category,
+            KnowledgeArticle.tags,
+            KnowledgeArticle.updated_at,
+        ).where(KnowledgeArticle.id.in_([h.article_id for h in found]))
     )
-    articles = {a.id: a for a in rows}
+    articles = {row.id: row for row in rows}
     return [
         SearchHit(
             id=hit.article_id,

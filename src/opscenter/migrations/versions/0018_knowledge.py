@@ -23,7 +23,9 @@ def _create_search_index() -> None:
     if op.get_bind().dialect.name == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE knowledge_fts USING fts5("
-            "title, summary, tags, body, tokenize = 'porter unicode61 remove_diacritics 2')"
+            "title, summary, tags, body, tokenize = 'porter unicode61 remove_diacritics 2', "
+            # Prefix indexes: search as you type asks for the start of a word.
+            "prefix = '2 3 4')"
         )
         return
     op.execute(
