@@ -9,6 +9,7 @@ English stop words are dropped on both sides, so "how to restore" finds what "re
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from dataclasses import dataclass, field
@@ -16,12 +17,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
     bindparam,
     case,
     column,
     func,
     literal_column,
+    or_,
     select,
     table,
     text,
@@ -31,18 +32,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.pagination import PageParams
 from opscenter.knowledge.render import MARK_CLOSE, MARK_OPEN
-from opscenter.models import KnowledgeArticle
+from opscenter.models import KnowledgeArticle, KnowledgeTag
 
 #: PostgreSQL's english.stop, so both backends ignore the same words.
-_ENGLISH_STOP = """a about above after again against all am an and any are as at be because
-    been before
-    being below between both but by can did do does doing don down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is
-    it its itself just me more most my myself no nor not now of off on once only or other our
-    ours ourselves out over own s same she should so some such t than that the their theirs
-    them themselves then there these they this those through to too under until up very was
-    we were what when where which while who whom why will with you your yours yourself
-    yourselves"""
+_ENGLISH_STOP = """
+a about above after again against all am an and any are as at be because been before
+being below between both but by can did do does doing don down during each few for from
+further had has have having he her here hers herself him himself his how i if in into is
+it its itself just me more most my myself no nor not now of off on once only or other
+our ours ourselves out over own s same she should so some such t than that the their
+theirs them themselves then there these they this those through to too under until up
+very was we were what when where which while who whom why will with you your yours
+yourself yourselves
+"""
 STOP_WORDS = frozenset(_ENGLISH_STOP.split())
 MAX_TERMS = 16
 _TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
@@ -191,9 +193,18 @@ class Hit:
     snippet: str
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Which published articles a search may return: shared ones and those of `team_ids`
+    (None: every team), in `category`, with `tag`."""
+
+    team_ids: frozenset[int] | None
+    category: str | None = None
+    tag: str | None = None
+
+
 FTS = table("knowledge_fts", column("rowid"))
 _FTS_NAME: ColumnElement[Any] = literal_column("knowledge_fts")
-# Column weights, in the FTS5 table's order: title, summary, tags, body.
 _BM25 = func.bm25(_FTS_NAME, *(literal_column(w) for w in ("10.0", "4.0", "4.0", "1.0")))
 SEARCH_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vector")
 _TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
@@ -203,50 +214,53 @@ _BODY_OPTS = (
 )
 
 
-async def _ranked(
-    session: AsyncSession, matching: Select[Any], order: Any, ident: Any, page: PageParams
-) -> tuple[list[Any], int]:
-    """One page of (id, score) rows and the number of all matches, in one pass: the total
-    is a window over the matches before LIMIT (a second count would search twice)."""
-    rows = (
-        await session.execute(
-            matching.add_columns(func.count().over().label("total"))
-            .order_by(order, ident)
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-    ).all()
-    if rows:
-        return list(rows), int(rows[0].total)
-    if page.offset == 0:
-        return [], 0
-    counted = await session.scalar(select(func.count()).select_from(matching.subquery()))
-    return [], int(counted or 0)
+def facet(kind: str, value: str) -> str:
+    """A filter value as one word of letters and digits in the FTS5 `facets` column (team,
+    category, tag), so the full-text index itself filters: a search reads no other table."""
+    return kind + hashlib.sha256(value.lower().encode()).hexdigest()[:16]
+
+
+def facets_of(team_id: int | None, category: str, tags: list[str]) -> str:
+    words = [facet("scope", str(team_id) if team_id is not None else "shared")]
+    words.append(facet("category", category))
+    words += [facet("tag", t) for t in tags]
+    return " ".join(words)
+
+
+def _facet_filter(scope: Scope) -> str:
+    parts = []
+    if scope.team_ids is not None:
+        teams = ["shared", *map(str, sorted(scope.team_ids))]
+        parts.append(" OR ".join(facet("scope", t) for t in teams))
+    if scope.category:
+        parts.append(facet("category", scope.category))
+    if scope.tag:
+        parts.append(facet("tag", scope.tag))
+    return " AND ".join(f"facets : ({p})" for p in parts)
 
 
 async def _sqlite_hits(
-    session: AsyncSession, query: Query, conditions: list[ColumnElement[bool]], page: PageParams
+    session: AsyncSession, query: Query, scope: Scope, page: PageParams
 ) -> tuple[list[Hit], int]:
-    match = _FTS_NAME.op("MATCH")(fts5_match(query))
+    expression = fts5_match(query)
+    if filters := _facet_filter(scope):
+        expression = f"({expression}) AND {filters}"
+    match = _FTS_NAME.op("MATCH")(expression)
     # bm25's IDF is floored at ~0 for words in more than half of the articles, so in a small
     # or focused knowledge base it cannot tell them apart; an article whose title has all
     # the words comes first, as PostgreSQL's title weight (A) does.
     in_title = select(FTS.c.rowid).where(_FTS_NAME.op("MATCH")(fts5_match(query, title_only=True)))
     score = _BM25 - case((FTS.c.rowid.in_(in_title), literal_column("10.0")), else_=0.0)
-    # The matches first, materialized: joined directly, SQLite may walk the articles and
-    # run the full-text query once per row.
-    found = (
-        select(FTS.c.rowid.label("id"), score.label("score"))
-        .where(match)
-        .cte("found")
-        .prefix_with("MATERIALIZED")
-    )
-    matching = (
-        select(found.c.id, found.c.score)
-        .join(KnowledgeArticle, KnowledgeArticle.id == found.c.id)
-        .where(*conditions)
-    )
-    ranked, total = await _ranked(session, matching, found.c.score, found.c.id, page)
+    total = int(await session.scalar(select(func.count()).select_from(FTS).where(match)) or 0)
+    ranked = (
+        await session.execute(
+            select(FTS.c.rowid.label("id"), score.label("score"))
+            .where(match)
+            .order_by(literal_column("score"), FTS.c.rowid)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
     if not ranked:
         return [], total
     # Highlights only for the page shown: highlight() and snippet() re-read each document.
@@ -262,19 +276,37 @@ async def _sqlite_hits(
     ], total
 
 
+def _pg_conditions(scope: Scope) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [KnowledgeArticle.status == "published"]
+    if scope.team_ids is not None:
+        conditions.append(
+            or_(KnowledgeArticle.team_id.is_(None), KnowledgeArticle.team_id.in_(scope.team_ids))
+        )
+    if scope.category:
+        conditions.append(func.lower(KnowledgeArticle.category) == scope.category.lower())
+    if scope.tag:
+        tagged = select(KnowledgeTag.article_id).where(KnowledgeTag.tag == scope.tag.lower())
+        conditions.append(KnowledgeArticle.id.in_(tagged))
+    return conditions
+
+
 async def _pg_hits(
-    session: AsyncSession, query: Query, conditions: list[ColumnElement[bool]], page: PageParams
+    session: AsyncSession, query: Query, scope: Scope, page: PageParams
 ) -> tuple[list[Hit], int]:
     # The tsquery inline (not from a CTE or a join): a constant to the planner, so the GIN
     # index finds the matches.
     tsquery = pg_tsquery(query)
     score = func.ts_rank_cd(SEARCH_VECTOR, tsquery, 1)  # 1: divided by 1 + log(length)
-    matching = select(KnowledgeArticle.id, score.label("score")).where(
-        SEARCH_VECTOR.op("@@")(tsquery), *conditions
-    )
-    ranked, total = await _ranked(
-        session, matching, literal_column("score").desc(), KnowledgeArticle.id, page
-    )
+    ranked = (
+        await session.execute(
+            select(KnowledgeArticle.id, score.label("score"), func.count().over().label("total"))
+            .where(SEARCH_VECTOR.op("@@")(tsquery), *_pg_conditions(scope))
+            .order_by(literal_column("score").desc(), KnowledgeArticle.id)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    total = int(ranked[0].total) if ranked else 0
     if not ranked:
         return [], total
     marks = select(
@@ -290,29 +322,29 @@ async def _pg_hits(
 
 
 async def hits(
-    session: AsyncSession, query: Query, conditions: list[ColumnElement[bool]], page: PageParams
+    session: AsyncSession, query: Query, scope: Scope, page: PageParams
 ) -> tuple[list[Hit], int]:
-    """The page of articles matching `query` and `conditions` (on KnowledgeArticle), best
-    first, with the total number of matches."""
+    """The page of published articles in `scope` matching `query`, best first, with the
+    total number of matches (past the last page: 0)."""
     if query.empty:
         return [], 0
     if session.get_bind().dialect.name == "postgresql":
-        return await _pg_hits(session, query, conditions, page)
-    return await _sqlite_hits(session, query, conditions, page)
+        return await _pg_hits(session, query, scope, page)
+    return await _sqlite_hits(session, query, scope, page)
 
 
-async def reindex(session: AsyncSession, article_id: int, values: dict[str, str] | None) -> None:
-    """Bring the index up to date with one article (None: it is gone). PostgreSQL's
-    generated column follows the row by itself; SQLite's FTS5 table is written here, in
-    the same transaction as the article."""
+async def reindex(session: AsyncSession, article_id: int, values: dict[str, Any] | None) -> None:
+    """Bring the index up to date with one article (None: not searchable, e.g. a draft).
+    PostgreSQL's generated column follows the row by itself; SQLite's FTS5 table, which
+    holds the published articles only, is written here, in the article's transaction."""
     if session.get_bind().dialect.name != "sqlite":
         return
     await session.execute(text("DELETE FROM knowledge_fts WHERE rowid = :id"), {"id": article_id})
     if values is not None:
         await session.execute(
             text(
-                "INSERT INTO knowledge_fts (rowid, title, summary, tags, body) "
-                "VALUES (:id, :title, :summary, :tags, :body)"
+                "INSERT INTO knowledge_fts (rowid, title, summary, tags, body, facets) "
+                "VALUES (:id, :title, :summary, :tags, :body, :facets)"
             ),
             {"id": article_id, **values},
         )

@@ -209,11 +209,9 @@ async def search_articles(
     prefix_last: bool = False,
 ) -> tuple[list[SearchHit], int]:
     """Published articles matching `q`, best first, with highlighted snippets."""
-    conditions = [*visible(principal), *_filters(category, tag)]
-    conditions.append(KnowledgeArticle.status == "published")
-    found, total = await search.hits(
-        session, search.parse(q, prefix_last=prefix_last), conditions, page
-    )
+    teams = None if principal.sees_all_teams else principal.team_ids
+    scope = search.Scope(teams, category=category or None, tag=tag or None)
+    found, total = await search.hits(session, search.parse(q, prefix_last=prefix_last), scope, page)
     # The listed fields only: the bodies (Markdown, HTML, text) stay in the database.
     rows = await session.execute(
         select(
@@ -414,12 +412,15 @@ async def _free_slug(session: AsyncSession, wanted: str | None, title: str) -> s
     return slug
 
 
-def _index_values(article: KnowledgeArticle) -> dict[str, str]:
+def _index_values(article: KnowledgeArticle) -> dict[str, Any] | None:
+    if article.status != "published":
+        return None  # search finds published articles only
     return {
         "title": article.title,
         "summary": article.summary,
         "tags": " ".join(article.tags),
         "body": article.body_text,
+        "facets": search.facets_of(article.team_id, article.category, article.tags),
     }
 
 

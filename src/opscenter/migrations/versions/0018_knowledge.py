@@ -23,7 +23,9 @@ def _create_search_index() -> None:
     if op.get_bind().dialect.name == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE knowledge_fts USING fts5("
-            "title, summary, tags, body, tokenize = 'porter unicode61 remove_diacritics 2', "
+            # facets: team, category and tags as words, so the index itself filters.
+            "title, summary, tags, body, facets, "
+            "tokenize = 'porter unicode61 remove_diacritics 2', "
             # Prefix indexes: search as you type asks for the start of a word.
             "prefix = '2 3 4')"
         )
