@@ -412,7 +412,7 @@ async def _free_slug(session: AsyncSession, wanted: str | None, title: str) -> s
     return slug
 
 
-def _index_values(article: KnowledgeArticle) -> dict[str, Any] | None:
+def index_values(article: KnowledgeArticle) -> dict[str, Any] | None:
     if article.status != "published":
         return None  # search finds published articles only
     return {
@@ -437,7 +437,7 @@ async def _write_related(
             for target in links[field]
         )
     await session.flush()
-    await search.reindex(session, article.id, _index_values(article))
+    await search.reindex(session, article.id, index_values(article))
 
 
 def _set_content(article: KnowledgeArticle, content: str) -> None:

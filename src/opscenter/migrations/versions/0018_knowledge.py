@@ -37,6 +37,8 @@ def _create_search_index() -> None:
         "setweight(to_tsvector('english', tags), 'B') || "
         "setweight(to_tsvector('english', body_text), 'D')) STORED"
     )
+    # Ranking reads the vector of every match: kept uncompressed, it is read, not inflated.
+    op.execute("ALTER TABLE knowledge_articles ALTER COLUMN search_vector SET STORAGE EXTERNAL")
     op.execute(
         "CREATE INDEX ix_knowledge_articles_search ON knowledge_articles USING gin (search_vector)"
     )
