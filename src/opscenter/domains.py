@@ -18,6 +18,7 @@ from opscenter.finops import plugin as finops
 from opscenter.incidents import plugin as incidents
 from opscenter.integrations import plugin as integrations
 from opscenter.jobs import plugin as jobs
+from opscenter.knowledge import plugin as knowledge
 from opscenter.notifications import plugin as notifications
 from opscenter.ops import plugin as ops
 from opscenter.realtime import plugin as realtime
@@ -54,6 +55,7 @@ DOMAINS = (
     finops,
     ops,
     realtime,
+    knowledge,
 )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from opscenter.models import Base
-from opscenter.models.base import UtcDateTime
+from opscenter.models.base import UtcDateTime, is_mapped
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,6 +31,7 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         render_item=_render_item,
+        include_name=is_mapped,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -27,6 +27,13 @@ from opscenter.models.incidents import (
     TaskStatus,
 )
 from opscenter.models.integrations import Integration, WebhookDelivery
+from opscenter.models.knowledge import (
+    KnowledgeArticle,
+    KnowledgeFeedback,
+    KnowledgeLink,
+    KnowledgeTag,
+    KnowledgeVersion,
+)
 from opscenter.models.notifications import (
     AlertPolicy,
     Notification,
@@ -68,6 +75,11 @@ __all__ = [
     "Integration",
     "Job",
     "JobStatus",
+    "KnowledgeArticle",
+    "KnowledgeFeedback",
+    "KnowledgeLink",
+    "KnowledgeTag",
+    "KnowledgeVersion",
     "Notification",
     "NotificationChannel",
     "NotificationPreference",

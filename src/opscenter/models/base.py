@@ -19,6 +19,17 @@ NAMING_CONVENTION = {
 }
 
 
+#: Schema objects made by migrations outside the ORM, because they differ per backend (the
+#: knowledge base's full-text index: an FTS5 table and its shadow tables on SQLite, a
+#: generated tsvector column and its GIN index on PostgreSQL). Schema comparisons skip them.
+UNMAPPED_PREFIXES = ("knowledge_fts", "search_vector", "ix_knowledge_articles_search")
+
+
+def is_mapped(name: str | None, type_: str, parent_names: object) -> bool:
+    """alembic's `include_name` hook: False for the objects of UNMAPPED_PREFIXES."""
+    return not (name or "").startswith(UNMAPPED_PREFIXES)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in and out, on SQLite (which drops tzinfo) as on PostgreSQL."""
 

@@ -77,10 +77,20 @@
     setTimeout(() => box.remove(), kind === "error" ? 15000 : 6000);
   }
 
+  // An error's code links to its article in the knowledge base.
+  function helpLink(code) {
+    const link = document.createElement("a");
+    link.href = `/knowledge/help?context=${encodeURIComponent(`error:${code}`)}`;
+    link.textContent = `What does ${code} mean?`;
+    link.className = "help-link";
+    return link;
+  }
+
   function showError(box, err) {
     const text = err instanceof ApiError ? err.message : `Unexpected error: ${err.message} (CLIENT_ERROR)`;
     if (box) {
       box.textContent = text;
+      if (err instanceof ApiError && err.code) box.append(" ", helpLink(err.code));
       box.hidden = false;
       box.focus && box.setAttribute("tabindex", "-1");
     } else {
@@ -577,12 +587,17 @@
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${window.location.host}/ws`);
     socket.addEventListener("open", () => {
-      socket.send(JSON.stringify({ type: "subscribe", channels: ["backups", "servers", "notifications", "sso"] }));
+      // Pages add the channels they show live with data-live-channel="name".
+      const extra = $$("[data-live-channel]").map((el) => el.dataset.liveChannel);
+      socket.send(JSON.stringify({ type: "subscribe", channels: ["backups", "servers", "notifications", "sso", ...extra] }));
     });
     socket.addEventListener("message", (message) => {
       const msg = JSON.parse(message.data);
       if (msg.type === "subscribed") document.body.dataset.live = "on";
-      else onEvent(msg);
+      else {
+        onEvent(msg);
+        document.dispatchEvent(new CustomEvent("opscenter:event", { detail: msg }));
+      }
     });
     socket.addEventListener("close", (event) => {
       document.body.dataset.live = "off";

@@ -1,0 +1,350 @@
+"""Full-text search on both backends from one reading of what a person typed.
+
+The words, "quoted phrases", `OR` between alternatives, `-word` to exclude and `word*` for a
+prefix are read here into a small tree; each backend gets it in its own syntax, made only of
+quoted words (FTS5) or of `plainto_tsquery` / `phraseto_tsquery` calls on bound values
+(PostgreSQL). Whatever the input, the query is valid: it may match nothing, never fail.
+English stop words are dropped on both sides, so "how to restore" finds what "restore" finds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    case,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.dialects.postgresql import REGCONFIG
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from opscenter.core.pagination import PageParams
+from opscenter.knowledge.render import MARK_CLOSE, MARK_OPEN
+from opscenter.models import KnowledgeArticle, KnowledgeTag
+
+#: PostgreSQL's english.stop, so both backends ignore the same words.
+_ENGLISH_STOP = """
+a about above after again against all am an and any are as at be because been before
+being below between both but by can did do does doing don down during each few for from
+further had has have having he her here hers herself him himself his how i if in into is
+it its itself just me more most my myself no nor not now of off on once only or other
+our ours ourselves out over own s same she should so some such t than that the their
+theirs them themselves then there these they this those through to too under until up
+very was we were what when where which while who whom why will with you your yours
+yourself yourselves
+"""
+STOP_WORDS = frozenset(_ENGLISH_STOP.split())
+MAX_TERMS = 16
+_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class Term:
+    """Words that must appear together, in order; `prefix`: the last one may go on."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+
+@dataclass
+class Query:
+    #: Every group must match; a group matches when one of its terms does (OR).
+    groups: list[list[Term]] = field(default_factory=list)
+    excluded: list[Term] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.groups
+
+    def words(self) -> list[str]:
+        return [w for group in self.groups for term in group for w in term.words]
+
+
+def _term(chunk: str, *, phrase: bool, prefix: bool = False) -> Term | None:
+    words = [w.lower() for w in _WORD.findall(chunk)]
+    if not phrase:  # a single typed word split by punctuation ("dump_failed") stays a phrase
+        words = [w for w in words if w not in STOP_WORDS] if len(words) == 1 else words
+    if not words or all(w in STOP_WORDS for w in words):
+        return None
+    return Term(tuple(words[:MAX_TERMS]), prefix)
+
+
+def _root(partial: str) -> Term:
+    """A word still being typed ("verificat") is not yet the word the index stemmed
+    ("verification" -> "verif"): its first letters, short of an English suffix, match."""
+    return Term((partial[: max(4, len(partial) - 4)],), prefix=True)
+
+
+def parse(typed: str, *, prefix_last: bool = False) -> Query:
+    """Read a person's query. `prefix_last`: the last word is still being typed."""
+    query = Query()
+    alternative = False
+    tokens = list(_TOKEN.finditer(typed))
+    for index, match in enumerate(tokens):
+        negate, quoted, bare = match.group(1) == "-", match.group(2), match.group(3)
+        if bare is not None and bare.upper() in ("OR", "|"):
+            alternative = bool(query.groups)
+            continue
+        if bare is not None and bare.startswith("-") and len(bare) > 1:
+            negate, bare = True, bare[1:]
+        last = index == len(tokens) - 1 and not typed.endswith((" ", '"'))
+        if quoted is not None:
+            term = _term(quoted, phrase=True)
+        else:
+            assert bare is not None
+            star = bare.endswith("*")
+            term = _term(bare, phrase=False, prefix=star or (prefix_last and last))
+        if term is None:
+            continue
+        if negate:
+            query.excluded.append(term)
+        elif alternative and query.groups:
+            query.groups[-1].append(term)
+        else:
+            query.groups.append([term])
+        if prefix_last and last and not negate and term.prefix and len(term.words) == 1:
+            query.groups[-1].append(_root(term.words[0]))
+        alternative = False
+        if sum(len(g) for g in query.groups) + len(query.excluded) >= MAX_TERMS:
+            break
+    return query
+
+
+# --- SQLite FTS5 -----------------------------------------------------------------------
+
+
+def _fts_term(term: Term) -> str:
+    # Quoted strings are plain text to FTS5 (the tokenizer stems them): no operator inside.
+    return '"' + " ".join(term.words) + '"' + ("*" if term.prefix else "")
+
+
+def fts5_match(query: Query, *, title_only: bool = False) -> str:
+    groups = [" OR ".join(map(_fts_term, group)) for group in query.groups]
+    groups = [
+        f"({g})" if len(group) > 1 else g for g, group in zip(groups, query.groups, strict=True)
+    ]
+    expression = " AND ".join(groups)
+    if title_only:
+        return f"title : ({expression})"
+    if query.excluded:
+        expression = f"({expression}) NOT (" + " OR ".join(map(_fts_term, query.excluded)) + ")"
+    return expression
+
+
+# --- PostgreSQL tsquery ----------------------------------------------------------------
+
+ENGLISH = literal_column("'english'::regconfig", REGCONFIG)
+
+
+def _pg_term(term: Term) -> ColumnElement[Any]:
+    if not term.prefix:
+        return func.phraseto_tsquery(ENGLISH, bindparam(None, " ".join(term.words)))
+    # `'word':*` from a word of letters and digits: always valid tsquery syntax.
+    last = func.to_tsquery(ENGLISH, bindparam(None, f"'{term.words[-1]}':*"))
+    if len(term.words) == 1:
+        return last
+    head = func.phraseto_tsquery(ENGLISH, bindparam(None, " ".join(term.words[:-1])))
+    return func.tsquery_phrase(head, last)
+
+
+def _any(terms: list[Term]) -> ColumnElement[Any]:
+    expression = _pg_term(terms[0])
+    for term in terms[1:]:
+        expression = expression.op("||")(_pg_term(term))
+    return expression
+
+
+def pg_tsquery(query: Query) -> ColumnElement[Any]:
+    expression = _any(query.groups[0])
+    for group in query.groups[1:]:
+        expression = expression.op("&&")(_any(group))
+    if query.excluded:
+        expression = expression.op("&&")(func.tsquery_not(_any(query.excluded)))
+    return expression
+
+
+# --- Snippets ---------------------------------------------------------------------------
+
+
+def marked(fragment: str | None) -> str:
+    """A snippet the database marked with our private markers, as safe HTML with <mark>."""
+    escaped = html.escape(fragment or "", quote=False)
+    return escaped.replace(MARK_OPEN, "<mark>").replace(MARK_CLOSE, "</mark>")
+
+
+@dataclass(frozen=True)
+class Hit:
+    article_id: int
+    score: float  # higher is better, on either backend
+    title: str
+    snippet: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which published articles a search may return: shared ones and those of `team_ids`
+    (None: every team), in `category`, with `tag`."""
+
+    team_ids: frozenset[int] | None
+    category: str | None = None
+    tag: str | None = None
+
+
+FTS = table("knowledge_fts", column("rowid"))
+_FTS_NAME: ColumnElement[Any] = literal_column("knowledge_fts")
+_BM25 = func.bm25(_FTS_NAME, *(literal_column(w) for w in ("10.0", "4.0", "4.0", "1.0")))
+SEARCH_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vector")
+_TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
+_BODY_OPTS = (
+    f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, MaxWords=24, MinWords=12, "
+    'MaxFragments=2, FragmentDelimiter=" … "'
+)
+
+
+def facet(kind: str, value: str) -> str:
+    """A filter value as one word of letters and digits in the FTS5 `facets` column (team,
+    category, tag), so the full-text index itself filters: a search reads no other table."""
+    return kind + hashlib.sha256(value.lower().encode()).hexdigest()[:16]
+
+
+def facets_of(team_id: int | None, category: str, tags: list[str]) -> str:
+    words = [facet("scope", str(team_id) if team_id is not None else "shared")]
+    words.append(facet("category", category))
+    words += [facet("tag", t) for t in tags]
+    return " ".join(words)
+
+
+def _facet_filter(scope: Scope) -> str:
+    parts = []
+    if scope.team_ids is not None:
+        teams = ["shared", *map(str, sorted(scope.team_ids))]
+        parts.append(" OR ".join(facet("scope", t) for t in teams))
+    if scope.category:
+        parts.append(facet("category", scope.category))
+    if scope.tag:
+        parts.append(facet("tag", scope.tag))
+    return " AND ".join(f"facets : ({p})" for p in parts)
+
+
+async def _sqlite_hits(
+    session: AsyncSession, query: Query, scope: Scope, page: PageParams
+) -> tuple[list[Hit], int]:
+    expression = fts5_match(query)
+    if filters := _facet_filter(scope):
+        expression = f"({expression}) AND {filters}"
+    match = _FTS_NAME.op("MATCH")(expression)
+    # bm25's IDF is floored at ~0 for words in more than half of the articles, so in a small
+    # or focused knowledge base it cannot tell them apart; an article whose title has all
+    # the words comes first, as PostgreSQL's title weight (A) does.
+    in_title = select(FTS.c.rowid).where(_FTS_NAME.op("MATCH")(fts5_match(query, title_only=True)))
+    score = _BM25 - case((FTS.c.rowid.in_(in_title), literal_column("10.0")), else_=0.0)
+    total = int(await session.scalar(select(func.count()).select_from(FTS).where(match)) or 0)
+    ranked = (
+        await session.execute(
+            select(FTS.c.rowid.label("id"), score.label("score"))
+            .where(match)
+            .order_by(literal_column("score"), FTS.c.rowid)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    if not ranked:
+        return [], total
+    # Highlights only for the page shown: highlight() and snippet() re-read each document.
+    marks = select(
+        FTS.c.rowid,
+        func.highlight(_FTS_NAME, 0, MARK_OPEN, MARK_CLOSE),
+        func.snippet(_FTS_NAME, 3, MARK_OPEN, MARK_CLOSE, "…", 24),  # the body, as on PostgreSQL
+    ).where(match, FTS.c.rowid.in_([row.id for row in ranked]))
+    shown = {row[0]: row for row in (await session.execute(marks)).all()}
+    return [
+        Hit(row.id, -float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
+        for row in ranked
+    ], total
+
+
+def _pg_conditions(scope: Scope) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [KnowledgeArticle.status == "published"]
+    if scope.team_ids is not None:
+        conditions.append(
+            or_(KnowledgeArticle.team_id.is_(None), KnowledgeArticle.team_id.in_(scope.team_ids))
+        )
+    if scope.category:
+        conditions.append(func.lower(KnowledgeArticle.category) == scope.category.lower())
+    if scope.tag:
+        tagged = select(KnowledgeTag.article_id).where(KnowledgeTag.tag == scope.tag.lower())
+        conditions.append(KnowledgeArticle.id.in_(tagged))
+    return conditions
+
+
+async def _pg_hits(
+    session: AsyncSession, query: Query, scope: Scope, page: PageParams
+) -> tuple[list[Hit], int]:
+    # The tsquery inline (not from a CTE or a join): a constant to the planner, so the GIN
+    # index finds the matches.
+    tsquery = pg_tsquery(query)
+    score = func.ts_rank_cd(SEARCH_VECTOR, tsquery, 1)  # 1: divided by 1 + log(length)
+    ranked = (
+        await session.execute(
+            select(KnowledgeArticle.id, score.label("score"), func.count().over().label("total"))
+            .where(SEARCH_VECTOR.op("@@")(tsquery), *_pg_conditions(scope))
+            .order_by(literal_column("score").desc(), KnowledgeArticle.id)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+    ).all()
+    total = int(ranked[0].total) if ranked else 0
+    if not ranked:
+        return [], total
+    marks = select(
+        KnowledgeArticle.id,
+        func.ts_headline(ENGLISH, KnowledgeArticle.title, tsquery, _TITLE_OPTS),
+        func.ts_headline(ENGLISH, KnowledgeArticle.body_text, tsquery, _BODY_OPTS),
+    ).where(KnowledgeArticle.id.in_([row.id for row in ranked]))
+    shown = {row[0]: row for row in (await session.execute(marks)).all()}
+    return [
+        Hit(row.id, float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
+        for row in ranked
+    ], total
+
+
+async def hits(
+    session: AsyncSession, query: Query, scope: Scope, page: PageParams
+) -> tuple[list[Hit], int]:
+    """The page of published articles in `scope` matching `query`, best first, with the
+    total number of matches (past the last page: 0)."""
+    if query.empty:
+        return [], 0
+    if session.get_bind().dialect.name == "postgresql":
+        return await _pg_hits(session, query, scope, page)
+    return await _sqlite_hits(session, query, scope, page)
+
+
+async def reindex(session: AsyncSession, article_id: int, values: dict[str, Any] | None) -> None:
+    """Bring the index up to date with one article (None: not searchable, e.g. a draft).
+    PostgreSQL's generated column follows the row by itself; SQLite's FTS5 table, which
+    holds the published articles only, is written here, in the article's transaction."""
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    await session.execute(text("DELETE FROM knowledge_fts WHERE rowid = :id"), {"id": article_id})
+    if values is not None:
+        await session.execute(
+            text(
+                "INSERT INTO knowledge_fts (rowid, title, summary, tags, body, facets) "
+                "VALUES (:id, :title, :summary, :tags, :body, :facets)"
+            ),
+            {"id": article_id, **values},
+        )
