@@ -10,6 +10,7 @@ from functools import cache
 from opscenter.audit import plugin as audit
 from opscenter.auth import plugin as auth
 from opscenter.backups import plugin as backups
+from opscenter.commands import plugin as commands
 from opscenter.core.registry import Registry
 from opscenter.encryption import plugin as encryption
 from opscenter.external_jobs import plugin as external_jobs
@@ -42,6 +43,7 @@ DOMAINS = (
     recovery,
     external_jobs,
     verify,
+    commands,
     integrations,
     notifications,
     ops,

@@ -4,6 +4,16 @@ from opscenter.models.audit import AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
 from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
 from opscenter.models.base import Base, IdMixin, TimestampMixin
+from opscenter.models.commands import (
+    Command,
+    CommandExecution,
+    CommandResult,
+    ResultStatus,
+    Sop,
+    SopRun,
+    SopStepRun,
+    SopVersion,
+)
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
 from opscenter.models.integrations import Integration, WebhookDelivery
@@ -25,6 +35,9 @@ __all__ = [
     "Backup",
     "BackupStatus",
     "Base",
+    "Command",
+    "CommandExecution",
+    "CommandResult",
     "EscrowRecipient",
     "ExternalJob",
     "ExternalJobReport",
@@ -36,11 +49,16 @@ __all__ = [
     "NotificationChannel",
     "NotificationPreference",
     "RefreshToken",
+    "ResultStatus",
     "RetentionPolicy",
     "Role",
     "Schedule",
     "ScheduleRun",
     "Server",
+    "Sop",
+    "SopRun",
+    "SopStepRun",
+    "SopVersion",
     "StorageProvider",
     "Team",
     "TimestampMixin",
