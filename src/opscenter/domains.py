@@ -21,6 +21,7 @@ from opscenter.ops import plugin as ops
 from opscenter.realtime import plugin as realtime
 from opscenter.recovery import plugin as recovery
 from opscenter.retention import plugin as retention
+from opscenter.runbooks import plugin as runbooks
 from opscenter.schedules import plugin as schedules
 from opscenter.servers import plugin as servers
 from opscenter.storage import plugin as storage
@@ -44,6 +45,7 @@ DOMAINS = (
     external_jobs,
     verify,
     commands,
+    runbooks,
     integrations,
     notifications,
     ops,

@@ -47,12 +47,15 @@ def overall(statuses: list[str]) -> str:
     return ResultStatus.COMPLETED
 
 
+# At most PER_SERVER commands at once on one server, whoever started them.
+_PER_SERVER: defaultdict[int, asyncio.Semaphore] = defaultdict(
+    lambda: asyncio.Semaphore(PER_SERVER)
+)
+
+
 class CommandJobs:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        self._per_server: defaultdict[int, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(PER_SERVER)
-        )
 
     def register(self) -> None:
         self.ctx.runner.register(JOB_KIND, self.run, self.finish)
@@ -62,10 +65,15 @@ class CommandJobs:
 
     async def run(self, job: JobContext) -> dict[str, Any]:
         execution_id = int(job.params["execution_id"])
+        status = await self.execute(execution_id, job.params["sealed"])
+        if status != ResultStatus.COMPLETED:
+            raise JobFailed(f"command_{status}", f"the command {status} on at least one target")
+        return {"execution_id": execution_id, "status": status}
+
+    async def execute(self, execution_id: int, sealed_text: str) -> str:
+        """Run an execution on all its targets (in a job of its own, or a runbook's)."""
         sealed = json.loads(
-            self.ctx.keyring.decrypt_secret(
-                job.params["sealed"], context=sealed_context(execution_id)
-            )
+            self.ctx.keyring.decrypt_secret(sealed_text, context=sealed_context(execution_id))
         )
         async with self.ctx.db.write_session() as session:
             execution = await session.get(CommandExecution, execution_id)
@@ -102,12 +110,14 @@ class CommandJobs:
                 server = by_id.get(result.server_id or 0)
                 return await self._target(execution, result, server, sealed, timeout, team_id)
 
-        statuses = await asyncio.gather(*(one(r) for r in results))
+        try:
+            statuses = await asyncio.gather(*(one(r) for r in results))
+        except asyncio.CancelledError:
+            await asyncio.shield(self._finish_execution(execution_id, ResultStatus.CANCELLED))
+            raise
         status = overall(list(statuses))
         await self._finish_execution(execution_id, status)
-        if status != ResultStatus.COMPLETED:
-            raise JobFailed(f"command_{status}", f"the command {status} on at least one target")
-        return {"execution_id": execution_id, "status": status}
+        return status
 
     async def _target(
         self,
@@ -133,7 +143,7 @@ class CommandJobs:
             )
         else:
             try:
-                async with self._per_server[server.id]:
+                async with _PER_SERVER[server.id]:
                     outcome = await self._run(
                         execution, result, server, sealed, limit_seconds, on_line
                     )

@@ -242,13 +242,17 @@ def sealed_context(execution_id: int) -> str:
     return f"command_executions.script:{execution_id}"
 
 
-async def start_execution(
+async def create_execution(
     session: AsyncSession,
     keyring: Keyring,
     principal: Principal,
     cmd: Command,
     req: ExecuteRequest,
-) -> tuple[CommandExecution, Job]:
+    *,
+    sop_run_id: int | None = None,
+) -> tuple[CommandExecution, str]:
+    """The execution's record with one pending result per target, and what it runs,
+    sealed (it holds secret values: only its ciphertext is kept)."""
     servers = await resolve_targets(session, principal, cmd.team_id, req)
     if not servers:
         raise InvalidInput("No server matches the selection; preview it with /targets first")
@@ -261,17 +265,7 @@ async def start_execution(
             f"({', '.join(production)}): set confirm to the command's name ({cmd.name!r}) "
             "to run it there"
         )
-    defs = [Variable.of(v) for v in cmd.variables]
-    kind = "shell"
-    if cmd.type == "sql":
-        engines = {_engine(s) for s in servers}
-        if len(engines) != 1:
-            raise InvalidInput("SQL runs on one kind of database at a time; split the targets")
-        kind = f"sql:{engines.pop()}"
-    try:
-        rendered = templates.render(cmd.command_template, defs, req.variables, kind=kind)
-    except TemplateError as exc:
-        raise InvalidInput(str(exc)) from None
+    rendered = render_for(cmd, servers, req.variables)
     execution = CommandExecution(
         team_id=cmd.team_id,
         command_id=cmd.id,
@@ -283,6 +277,7 @@ async def start_execution(
         timeout_seconds=cmd.timeout_seconds,
         executed_by=principal.username,
         executed_by_id=principal.user_id or None,
+        sop_run_id=sop_run_id,
     )
     session.add(execution)
     await session.flush()
@@ -295,7 +290,6 @@ async def start_execution(
                 environment=s.environment,
             )
         )
-    # What runs holds secret values: only its ciphertext is kept (jobs' params are readable).
     sealed = keyring.encrypt_secret(
         json.dumps(
             {
@@ -307,6 +301,34 @@ async def start_execution(
         ),
         context=sealed_context(execution.id),
     )
+    await session.flush()
+    return execution, sealed
+
+
+def render_for(
+    cmd: Command, servers: list[Server], variables: dict[str, str | int]
+) -> templates.Rendered:
+    defs = [Variable.of(v) for v in cmd.variables]
+    kind = "shell"
+    if cmd.type == "sql":
+        engines = {_engine(s) for s in servers}
+        if len(engines) != 1:
+            raise InvalidInput("SQL runs on one kind of database at a time; split the targets")
+        kind = f"sql:{engines.pop()}"
+    try:
+        return templates.render(cmd.command_template, defs, variables, kind=kind)
+    except TemplateError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+async def start_execution(
+    session: AsyncSession,
+    keyring: Keyring,
+    principal: Principal,
+    cmd: Command,
+    req: ExecuteRequest,
+) -> tuple[CommandExecution, Job]:
+    execution, sealed = await create_execution(session, keyring, principal, cmd, req)
     job = await jobs.create_job(
         session,
         principal,

@@ -169,6 +169,8 @@ class SopStepRun(IdMixin, TimestampMixin, Base):
     position: Mapped[int]
     name: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(16))
+    #: The step as the run's version defined it (the runbook may change or go meanwhile).
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     actor: Mapped[str | None] = mapped_column(String(200))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -264,6 +264,7 @@ def upgrade() -> None:
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("type", sa.String(length=16), nullable=False),
+        sa.Column("definition", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("actor", sa.String(length=200), nullable=True),
         sa.Column("actor_id", sa.Integer(), nullable=True),

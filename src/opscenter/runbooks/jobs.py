@@ -1,0 +1,200 @@
+"""The `sop` job: takes a run from its current step as far as it goes without a person.
+
+Manual and approval steps end the job with the run `waiting`; ticking or approving the
+step queues the next job. Command steps run their command in this job (cancelling the run
+kills it); wait steps poll their condition until it holds or their time is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from opscenter.commands import service as commands
+from opscenter.commands.jobs import CommandJobs
+from opscenter.commands.schemas import ExecuteRequest
+from opscenter.core.clock import utcnow
+from opscenter.core.context import AppContext
+from opscenter.core.errors import AppError
+from opscenter.core.events import Event
+from opscenter.jobs.runner import JobContext
+from opscenter.models import Backup, Command, ResultStatus, SopRun, SopStepRun
+from opscenter.runbooks import service
+from opscenter.runbooks.service import JOB_KIND, TERMINAL
+
+#: A backup counts as verified once a deep check or a restore test passed (verify's words).
+VERIFIED = ("deep_ok", "restore_verified")
+#: How often a wait step looks at its condition again.
+POLL_SECONDS = 2.0
+
+
+class RunbookJobs:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.commands = CommandJobs(ctx)
+
+    def register(self) -> None:
+        self.ctx.runner.register(JOB_KIND, self.advance, self.finish)
+
+    def publish(self, run: SopRun, action: str, **data: Any) -> None:
+        self.ctx.events.publish(
+            Event(
+                f"sop.{action}",
+                {"run_id": run.id, "sop_id": run.sop_id, "sop": run.sop_name, **data},
+                team_id=run.team_id,
+            )
+        )
+
+    async def advance(self, job: JobContext) -> dict[str, Any]:
+        run_id = int(job.params["run_id"])
+        while True:
+            async with self.ctx.db.write_session() as session:
+                run = await session.get(SopRun, run_id)
+                if run is None or run.status in TERMINAL:
+                    return {"run_id": run_id}
+                if run.paused:
+                    run.status = "paused"
+                    await session.commit()
+                    self.publish(run, "paused", status="paused")
+                    return {"run_id": run_id, "status": "paused"}
+                steps = await service.step_runs(session, run_id)
+                if run.current_step >= len(steps):
+                    run.status = "completed"
+                    run.completed_at = utcnow()
+                    await session.commit()
+                    self.publish(run, "completed", status="completed")
+                    return {"run_id": run_id, "status": "completed"}
+                step = steps[run.current_step]
+                if step.status in ("completed", "skipped") or (
+                    step.status == "failed" and step.definition.get("continue_on_failure")
+                ):
+                    run.current_step += 1
+                    await session.commit()
+                    continue
+                if step.type in ("manual", "approval"):
+                    step.status = "waiting"
+                    step.started_at = step.started_at or utcnow()
+                    run.status = "waiting"
+                    await session.commit()
+                    self.publish(
+                        run,
+                        "waiting",
+                        status="waiting",
+                        step=step.position,
+                        step_name=step.name,
+                        step_type=step.type,
+                        approver_role=step.definition.get("approver_role")
+                        if step.type == "approval"
+                        else None,
+                    )
+                    return {"run_id": run_id, "status": "waiting", "step": step.position}
+                step.status = "running"
+                step.started_at = utcnow()
+                run.status = "running"
+                await session.commit()
+            self.publish(run, "step_started", step=step.position, step_name=step.name)
+            if step.type == "command":
+                ok, outputs = await self._command(run, step)
+            else:
+                ok, outputs = await self._wait(run, step)
+            async with self.ctx.db.write_session() as session:
+                run = await session.get(SopRun, run_id)
+                row = await session.get(SopStepRun, step.id)
+                assert run is not None and row is not None
+                row.status = "completed" if ok else "failed"
+                row.outputs = outputs
+                row.completed_at = utcnow()
+                if run.status in TERMINAL:
+                    await session.commit()
+                    return {"run_id": run_id}
+                self.publish(run, "step_" + row.status, step=row.position, step_name=row.name)
+                if not ok and not row.definition.get("continue_on_failure"):
+                    run.status = "failed"
+                    run.error = f"step {row.position + 1} ({row.name}) failed"
+                    run.completed_at = utcnow()
+                    await session.commit()
+                    self.publish(run, "failed", status="failed", error=run.error)
+                    return {"run_id": run_id, "status": "failed"}
+                run.current_step += 1
+                await session.commit()
+
+    async def _command(self, run: SopRun, step: SopStepRun) -> tuple[bool, dict[str, Any]]:
+        d = step.definition
+        async with self.ctx.db.write_session() as session:
+            cmd = await session.get(Command, d["command_id"])
+            if cmd is None:
+                return False, {"error": "the command was deleted"}
+            try:
+                execution, sealed = await commands.create_execution(
+                    session,
+                    self.ctx.keyring,
+                    service.requester(run),
+                    cmd,
+                    ExecuteRequest(
+                        server_ids=service.step_targets(d, run.server_ids),
+                        variables=d.get("variables") or {},
+                        confirm=cmd.name,  # the run was confirmed when it started
+                    ),
+                    sop_run_id=run.id,
+                )
+            except AppError as exc:
+                return False, {"error": exc.detail}
+            row = await session.get(SopStepRun, step.id)
+            assert row is not None
+            row.command_execution_id = execution.id
+            await session.commit()
+        status = await self.commands.execute(execution.id, sealed)
+        return status == ResultStatus.COMPLETED, {
+            "execution_id": execution.id,
+            "status": status,
+        }
+
+    async def _wait(self, run: SopRun, step: SopStepRun) -> tuple[bool, dict[str, Any]]:
+        d = step.definition
+        targets = service.step_targets(d, run.server_ids)
+        deadline = asyncio.get_running_loop().time() + int(d.get("wait_timeout_seconds", 3600))
+        while True:
+            since = utcnow() - timedelta(minutes=int(d.get("within_minutes", 60)))
+            stmt = select(Backup.id).where(
+                Backup.team_id == run.team_id,
+                Backup.status == "completed",
+                Backup.completed_at >= since,
+            )
+            if targets:
+                stmt = stmt.where(Backup.server_id.in_(targets))
+            if d.get("condition") == "backup_verified_within":
+                stmt = stmt.where(Backup.verification_status.in_(VERIFIED))
+            async with self.ctx.db.read_session() as session:
+                found = await session.scalar(stmt.order_by(Backup.id.desc()).limit(1))
+            if found is not None:
+                return True, {"condition": d.get("condition"), "backup_id": found}
+            if asyncio.get_running_loop().time() >= deadline:
+                return False, {
+                    "condition": d.get("condition"),
+                    "error": f"not met within {d.get('wait_timeout_seconds')} s",
+                }
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def finish(
+        self, job: JobContext, status: str, code: str | None, message: str | None
+    ) -> None:
+        """A job that ended otherwise than by returning (cancelled, interrupted, crashed)
+        leaves its run `failed` or `cancelled`, never `running`."""
+        if status == "succeeded":
+            return
+        run_id = int(job.params["run_id"])
+        async with self.ctx.db.write_session() as session:
+            run = await session.get(SopRun, run_id)
+            if run is None or run.status in TERMINAL or run.paused:
+                return
+            run.status = "cancelled" if status == "cancelled" else "failed"
+            run.error = message
+            run.completed_at = utcnow()
+            for step in await service.step_runs(session, run_id):
+                if step.status in ("pending", "waiting", "running"):
+                    step.status = "cancelled" if status == "cancelled" else "failed"
+            await session.commit()
+        self.publish(run, run.status, status=run.status)
