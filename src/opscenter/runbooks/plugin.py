@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
+from opscenter.runbooks import pages
 from opscenter.runbooks.jobs import RunbookJobs
 from opscenter.runbooks.router import router
 
@@ -10,3 +12,6 @@ from opscenter.runbooks.router import router
 def register(registry: Registry) -> None:
     registry.api(router)
     registry.wire(lambda ctx: RunbookJobs(ctx).register())
+    registry.page("/sops", pages.sops_page, permission="read:sops")
+    registry.page("/sops/executions/{run_id}", pages.sop_run_page, permission="read:sops")
+    registry.nav(NavLink("Operations", "Runbooks", "/sops", "read:sops", rank=130))
