@@ -162,7 +162,8 @@ async def test_cancel_kills_and_output_streams(
         lines: list[str] = []
         while len(lines) < 2:
             event: Event = await queue.get()
-            if event.data.get("execution_id") == execution_id and event.type == "command.progress":
+            data = event.data
+            if data.get("execution_id") == execution_id and "line" in data:
                 assert f"command:{execution_id}" in channels_of(event)
                 lines.append(event.data["line"])
         assert lines == ["one", "two"]

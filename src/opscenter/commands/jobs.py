@@ -132,6 +132,8 @@ class CommandJobs:
         started = utcnow()
         await self._write_result(result.id, status=ResultStatus.RUNNING, started_at=started)
 
+        # Lines and per-target ends are progress (`command.progress`: notification policies
+        # skip it); the execution's end is news (`command.completed`, `command.failed`, ...).
         def on_line(stream: str, line: str) -> None:
             self.publish(
                 team_id, "command.progress", {**base, "stream": stream, "line": line[:LINE_CAP]}
@@ -154,7 +156,7 @@ class CommandJobs:
                     completed_at=utcnow(),
                     error="cancelled by request; the command was killed",
                 )
-                self.publish(team_id, "command.result", {**base, "status": "cancelled"})
+                self.publish(team_id, "command.progress", {**base, "result_status": "cancelled"})
                 raise
             except BackupError as exc:
                 message = connect.explain(exc)
@@ -182,8 +184,8 @@ class CommandJobs:
         )
         self.publish(
             team_id,
-            "command.result",
-            {**base, "status": outcome.status, "exit_code": outcome.exit_code},
+            "command.progress",
+            {**base, "result_status": outcome.status, "exit_code": outcome.exit_code},
         )
         return outcome.status
 

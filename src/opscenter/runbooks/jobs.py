@@ -95,7 +95,9 @@ class RunbookJobs:
                 step.started_at = utcnow()
                 run.status = "running"
                 await session.commit()
-            self.publish(run, "step_started", step=step.position, step_name=step.name)
+            self.publish(
+                run, "progress", step=step.position, step_name=step.name, step_status="running"
+            )
             if step.type == "command":
                 ok, outputs = await self._command(run, step)
             else:
@@ -110,7 +112,9 @@ class RunbookJobs:
                 if run.status in TERMINAL:
                     await session.commit()
                     return {"run_id": run_id}
-                self.publish(run, "step_" + row.status, step=row.position, step_name=row.name)
+                self.publish(
+                    run, "progress", step=row.position, step_name=row.name, step_status=row.status
+                )
                 if not ok and not row.definition.get("continue_on_failure"):
                     run.status = "failed"
                     run.error = f"step {row.position + 1} ({row.name}) failed"

@@ -164,7 +164,7 @@ async def complete_step(
         note=body.note,
     )
     _submit(ctx, request, job)
-    _news(ctx, request, run, "step_completed", step=position)
+    _news(ctx, request, run, "progress", step=position, step_status="completed")
     return service.run_out(run, steps)
 
 
@@ -194,7 +194,7 @@ async def _decide(
         note=body.note,
     )
     _submit(ctx, request, job)
-    _news(ctx, request, run, "approved" if approve else "failed", step=position)
+    _news(ctx, request, run, "approved" if approve else "rejected", step=position)
     return service.run_out(run, steps)
 
 

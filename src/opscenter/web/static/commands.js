@@ -108,21 +108,17 @@
 
   const execution = $("#execution");
   if (execution && ["pending", "running"].includes(execution.dataset.status)) {
-    let first = true;
     follow(`command:${execution.dataset.executionId}`, (msg) => {
       const data = msg.data || {};
-      if (msg.action === "progress" && data.stream === "stdout") {
-        const pre = $(`[data-output="${data.server_id}"]`);
-        if (pre) {
-          if (first && pre.textContent === "") first = false;
-          pre.textContent += `${data.line}\n`;
-        }
-      } else if (msg.action === "result") {
+      if (msg.action === "progress" && data.result_status) {
         const badge = $(`[data-result-status="${data.result_id}"]`);
         if (badge) {
-          badge.textContent = data.status;
-          badge.className = `badge status-${data.status}`;
+          badge.textContent = data.result_status;
+          badge.className = `badge status-${data.result_status}`;
         }
+      } else if (msg.action === "progress" && data.stream === "stdout") {
+        const pre = $(`[data-output="${data.server_id}"]`);
+        if (pre) pre.textContent += `${data.line}\n`;
       } else if (["completed", "failed", "timed_out", "cancelled"].includes(msg.action)) {
         toast(`Execution ${data.execution_id} ${msg.action}`, msg.action === "completed" ? "ok" : "error");
         setTimeout(() => window.location.reload(), 300);
