@@ -95,20 +95,25 @@
   });
 
   // Live: the output of an execution line by line; a runbook run's steps as they change.
-  function follow(channel, onMessage) {
+  // What changed between rendering the page and subscribing is not lost: once
+  // subscribed, the page asks for the record once and reloads if it moved on.
+  function follow(channel, url, shown, onMessage) {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${window.location.host}/ws`);
     socket.addEventListener("open", () => socket.send(JSON.stringify({ type: "subscribe", channels: [channel] })));
-    socket.addEventListener("message", (message) => {
+    socket.addEventListener("message", async (message) => {
       const msg = JSON.parse(message.data);
-      if (msg.type === "subscribed") document.body.dataset.follow = "on";
-      else onMessage(msg);
+      if (msg.type !== "subscribed") return onMessage(msg);
+      document.body.dataset.follow = "on";
+      const now = await api("GET", url);
+      if (now.status !== shown) window.location.reload();
     });
   }
 
   const execution = $("#execution");
   if (execution && ["pending", "running"].includes(execution.dataset.status)) {
-    follow(`command:${execution.dataset.executionId}`, (msg) => {
+    const id = execution.dataset.executionId;
+    follow(`command:${id}`, `/api/v1/commands/executions/${id}`, execution.dataset.status, (msg) => {
       const data = msg.data || {};
       if (msg.action === "progress" && data.result_status) {
         const badge = $(`[data-result-status="${data.result_id}"]`);
@@ -128,7 +133,8 @@
 
   const run = $("#sop-run");
   if (run && !["completed", "failed", "cancelled"].includes(run.dataset.status)) {
-    follow(`sop:${run.dataset.runId}`, (msg) => {
+    const id = run.dataset.runId;
+    follow(`sop:${id}`, `/api/v1/sops/executions/${id}`, run.dataset.status, (msg) => {
       if (msg.type === "sop") setTimeout(() => window.location.reload(), 200);
     });
   }
