@@ -11,7 +11,8 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.commands import service as commands
 from opscenter.commands.jobs import CommandJobs
@@ -20,10 +21,24 @@ from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
 from opscenter.core.errors import AppError
 from opscenter.core.events import Event
+from opscenter.core.logging import get_logger
+from opscenter.jobs.runner import TERMINAL as JOB_TERMINAL
 from opscenter.jobs.runner import JobContext
-from opscenter.models import Backup, Command, ResultStatus, SopRun, SopStepRun
+from opscenter.models import (
+    Backup,
+    Command,
+    Job,
+    ResultStatus,
+    SopRun,
+    SopStepRun,
+    VerificationRun,
+)
 from opscenter.runbooks import service
 from opscenter.runbooks.service import JOB_KIND, TERMINAL
+from opscenter.verify import service as verify
+from opscenter.verify.schemas import VerifyRequest
+
+log = get_logger("opscenter.runbooks")
 
 #: A backup counts as verified once a deep check or a restore test passed (verify's words).
 VERIFIED = ("deep_ok", "restore_verified")
@@ -73,6 +88,23 @@ class RunbookJobs:
                 ):
                     run.current_step += 1
                     await session.commit()
+                    continue
+                if step.type == "verify" and step.status == "waiting":
+                    return {"run_id": run_id, "status": "running", "step": step.position}
+                if step.type == "verify":
+                    submitted = await self._start_verify(session, run, step)
+                    await session.commit()
+                    for job_id in submitted:
+                        self.ctx.runner.submit(job_id)
+                    if submitted:  # the watcher moves the run on once they all ended
+                        return {"run_id": run_id, "status": "running", "step": step.position}
+                    if not step.definition.get("continue_on_failure"):
+                        run.status = "failed"
+                        run.error = f"step {step.position + 1} ({step.name}) failed"
+                        run.completed_at = utcnow()
+                        await session.commit()
+                        self.publish(run, "failed", status="failed", error=run.error)
+                        return {"run_id": run_id, "status": "failed"}
                     continue
                 if step.type in ("manual", "approval"):
                     step.status = "waiting"
@@ -124,6 +156,96 @@ class RunbookJobs:
                     return {"run_id": run_id, "status": "failed"}
                 run.current_step += 1
                 await session.commit()
+
+    async def _start_verify(
+        self, session: AsyncSession, run: SopRun, step: SopStepRun
+    ) -> list[int]:
+        """Queue a check of the newest completed backup of each database of the targets;
+        the step waits for their jobs (without holding a job slot: `watch` ends it)."""
+        targets = service.step_targets(step.definition, run.server_ids)
+        newest = (
+            select(Backup.server_id, Backup.database_name, func.max(Backup.id).label("id"))
+            .where(
+                Backup.team_id == run.team_id,
+                Backup.status == "completed",
+                Backup.server_id.in_(targets),
+                Backup.copy_of_id.is_(None),
+            )
+            .group_by(Backup.server_id, Backup.database_name)
+        )
+        backup_ids = sorted(row.id for row in (await session.execute(newest)).all())
+        step.started_at = utcnow()
+        if not backup_ids:
+            step.status = "failed"
+            step.completed_at = utcnow()
+            step.outputs = {"error": "no completed backup of these servers to verify"}
+            return []
+        request = VerifyRequest(test_type=step.definition.get("test_type", "deep"))
+        runs, job_ids = [], []
+        for backup_id in backup_ids:
+            vrun, job = await verify.create_verification(
+                session, service.requester(run), backup_id, request, trigger="runbook"
+            )
+            runs.append(vrun.id)
+            job_ids.append(job.id)
+        step.status = "waiting"
+        step.outputs = {"backup_ids": backup_ids, "verification_ids": runs, "job_ids": job_ids}
+        run.status = "running"
+        return job_ids
+
+    async def watch(self) -> None:
+        """Ends verify steps whose jobs all ended, and moves their runs on."""
+        await self.settle_verify_steps()
+        async with self.ctx.events.subscribe() as queue:
+            while True:
+                event = await queue.get()
+                kind = event.data.get("kind")
+                if (
+                    event.type.startswith("job.")
+                    and kind == verify.JOB_KIND
+                    and (event.data.get("status") in JOB_TERMINAL)
+                ):
+                    try:
+                        await self.settle_verify_steps()
+                    except Exception:
+                        log.exception("settling runbook verify steps failed")
+
+    async def settle_verify_steps(self) -> None:
+        submit: list[int] = []
+        async with self.ctx.db.write_session() as session:
+            waiting = (
+                await session.scalars(
+                    select(SopStepRun).where(
+                        SopStepRun.type == "verify", SopStepRun.status == "waiting"
+                    )
+                )
+            ).all()
+            for step in waiting:
+                ids = list(step.outputs.get("job_ids") or [])
+                found = (await session.scalars(select(Job).where(Job.id.in_(ids)))).all()
+                if any(j.status not in JOB_TERMINAL for j in found):
+                    continue
+                vruns = (
+                    await session.scalars(
+                        select(VerificationRun).where(
+                            VerificationRun.id.in_(step.outputs.get("verification_ids") or [])
+                        )
+                    )
+                ).all()
+                passed = [v.id for v in vruns if v.status == "passed"]
+                step.status = "completed" if len(passed) == len(ids) else "failed"
+                step.completed_at = utcnow()
+                step.outputs = {
+                    **step.outputs,
+                    "results": {str(v.backup_id): v.status for v in vruns},
+                }
+                run = await session.get(SopRun, step.run_id)
+                if run is not None and run.status not in TERMINAL:
+                    job = await service.advance_job(session, service.requester(run), run)
+                    submit.append(job.id)
+            await session.commit()
+        for job_id in submit:
+            self.ctx.runner.submit(job_id)
 
     async def _command(self, run: SopRun, step: SopStepRun) -> tuple[bool, dict[str, Any]]:
         d = step.definition

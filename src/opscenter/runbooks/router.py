@@ -20,6 +20,8 @@ from opscenter.jobs.schemas import Accepted
 from opscenter.models import Job, SopRun
 from opscenter.runbooks import service
 from opscenter.runbooks.schemas import (
+    BuiltinCreate,
+    BuiltinOut,
     SopCreate,
     SopExecute,
     SopOut,
@@ -115,6 +117,33 @@ async def create_sop(
         name=sop.name,
         steps=len(sop.steps),
     )
+    return service.sop_out(sop)
+
+
+@router.get("/builtins", response_model=Page[BuiltinOut])
+async def list_builtins(_: ReadSops) -> Page[BuiltinOut]:
+    """Runbooks that ship with opscenter; add one to a team to run it."""
+    return Page.whole(service.builtins_out())
+
+
+@router.post(
+    "/builtins/{key}",
+    response_model=SopOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(Conflict, InvalidInput, NotFound),
+)
+async def add_builtin(
+    key: Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9-]+$")],
+    body: BuiltinCreate,
+    principal: WriteSops,
+    session: SessionDep,
+    request: Request,
+) -> SopOut:
+    sop = await service.add_builtin(session, principal, key, body)
+    await _record(
+        session, request, principal, "sop.create", "sop", sop.id, sop.team_id,
+        name=sop.name, builtin=key,
+    )  # fmt: skip
     return service.sop_out(sop)
 
 

@@ -7,7 +7,7 @@ from pydantic import Field, StringConstraints, model_validator
 from opscenter.commands.schemas import VarName
 from opscenter.core.schemas import Id, InputModel, Name, OutputModel, Text, UtcDatetime
 
-StepType = Literal["manual", "command", "approval", "wait"]
+StepType = Literal["manual", "command", "approval", "wait", "verify"]
 Condition = Literal["backup_completed_within", "backup_verified_within"]
 RoleName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
 Category = Annotated[str, StringConstraints(max_length=100)]
@@ -29,6 +29,8 @@ class StepIn(InputModel):
     condition: Condition | None = None
     within_minutes: int = Field(60, ge=1, le=60 * 24 * 31)
     wait_timeout_seconds: int = Field(3600, ge=1, le=86_400)
+    #: verify: how deep to check the newest completed backup of each database of the targets.
+    test_type: Literal["checksum", "deep", "restore"] = "deep"
 
     @model_validator(mode="after")
     def _fits_type(self) -> StepIn:
@@ -47,6 +49,19 @@ class SopCreate(InputModel):
     category: Category = ""
     steps: list[StepIn] = Field(min_length=1, max_length=100)
     server_ids: list[Id] = Field(default_factory=list, max_length=500)
+    team_id: Id | None = None
+
+
+class BuiltinOut(OutputModel):
+    key: str
+    name: str
+    description: str
+    steps: list[dict[str, Any]]
+
+
+class BuiltinCreate(InputModel):
+    server_ids: list[Id] = Field(default_factory=list, max_length=500)
+    name: Name | None = None
     team_id: Id | None = None
 
 

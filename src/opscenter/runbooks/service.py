@@ -16,7 +16,10 @@ from opscenter.core.principal import SYSTEM, Principal
 from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.jobs import service as jobs
 from opscenter.models import Job, Server, Sop, SopRun, SopStepRun, SopVersion
+from opscenter.runbooks.builtins import BUILTINS
 from opscenter.runbooks.schemas import (
+    BuiltinCreate,
+    BuiltinOut,
     SopCreate,
     SopExecute,
     SopOut,
@@ -115,6 +118,34 @@ async def create_sop(session: AsyncSession, principal: Principal, data: SopCreat
     session.add(sop)
     await session.flush()
     session.add(_snapshot(sop, principal.username))
+    await session.flush()
+    return sop
+
+
+def builtins_out() -> list[BuiltinOut]:
+    return [BuiltinOut(key=k, **v) for k, v in BUILTINS.items()]
+
+
+async def add_builtin(
+    session: AsyncSession, principal: Principal, key: str, data: BuiltinCreate
+) -> Sop:
+    """A team's own copy of a built-in runbook, for its servers."""
+    builtin = BUILTINS.get(key)
+    if builtin is None:
+        raise NotFound("Built-in runbook", key)
+    sop = await create_sop(
+        session,
+        principal,
+        SopCreate(
+            name=data.name or builtin["name"],
+            description=builtin["description"],
+            category="built-in",
+            steps=[StepIn(**step) for step in builtin["steps"]],
+            server_ids=data.server_ids,
+            team_id=data.team_id,
+        ),
+    )
+    sop.builtin = key
     await session.flush()
     return sop
 
