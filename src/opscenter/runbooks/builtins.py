@@ -15,4 +15,19 @@ BUILTINS: dict[str, dict[str, Any]] = {
             {"name": "Review the results and file what failed", "type": "manual"},
         ],
     },
+    "staging-restore": {
+        "name": "Restore last night's production backup into staging, masked",
+        "description": "After an approval, the newest completed backup of a production "
+        "database is restored into a staging database (replacing it), with sensitive columns "
+        "masked in the target; then a person checks staging.",
+        "steps": [
+            {"name": "Approve the refresh of staging", "type": "approval"},
+            {
+                "name": "Restore the newest backup into staging, masked",
+                "type": "restore",
+                "drop_existing": True,
+            },
+            {"name": "Check staging and tell its users", "type": "manual"},
+        ],
+    },
 }

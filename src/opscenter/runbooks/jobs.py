@@ -14,13 +14,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.backups import service as backups
+from opscenter.backups.schemas import RestoreRequest
 from opscenter.commands import service as commands
 from opscenter.commands.jobs import CommandJobs
 from opscenter.commands.schemas import ExecuteRequest
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
-from opscenter.core.errors import AppError
+from opscenter.core.errors import AppError, NotFound
 from opscenter.core.events import Event
+from opscenter.core.hostfiles import HostFiles
 from opscenter.core.logging import get_logger
 from opscenter.jobs.runner import TERMINAL as JOB_TERMINAL
 from opscenter.jobs.runner import JobContext
@@ -42,6 +45,8 @@ log = get_logger("opscenter.runbooks")
 
 #: A backup counts as verified once a deep check or a restore test passed (verify's words).
 VERIFIED = ("deep_ok", "restore_verified")
+#: Steps that run as other domains' jobs and wait for them (settled by `watch`).
+ON_JOBS = ("verify", "restore")
 #: How often a wait step looks at its condition again.
 POLL_SECONDS = 2.0
 
@@ -89,10 +94,18 @@ class RunbookJobs:
                     run.current_step += 1
                     await session.commit()
                     continue
-                if step.type == "verify" and step.status == "waiting":
+                if step.status == "failed":  # settled by the watcher: the run stops here
+                    run.status = "failed"
+                    run.error = f"step {step.position + 1} ({step.name}) failed"
+                    run.completed_at = utcnow()
+                    await session.commit()
+                    self.publish(run, "failed", status="failed", error=run.error)
+                    return {"run_id": run_id, "status": "failed"}
+                if step.type in ON_JOBS and step.status == "waiting":
                     return {"run_id": run_id, "status": "running", "step": step.position}
-                if step.type == "verify":
-                    submitted = await self._start_verify(session, run, step)
+                if step.type in ON_JOBS:
+                    start = self._start_verify if step.type == "verify" else self._start_restore
+                    submitted = await start(session, run, step)
                     await session.commit()
                     for job_id in submitted:
                         self.ctx.runner.submit(job_id)
@@ -193,30 +206,79 @@ class RunbookJobs:
         run.status = "running"
         return job_ids
 
+    async def _start_restore(
+        self, session: AsyncSession, run: SopRun, step: SopStepRun
+    ) -> list[int]:
+        """Queue the restore of the newest completed backup of the step's database on the
+        run's first target (the restore checks the target as `POST /backups/{id}/restore`)."""
+        d = step.definition
+        step.started_at = utcnow()
+        source = service.step_targets(d, run.server_ids)[0]
+        backup_id = await session.scalar(
+            select(func.max(Backup.id)).where(
+                Backup.team_id == run.team_id,
+                Backup.server_id == source,
+                Backup.database_name == d["database_name"],
+                Backup.status == "completed",
+            )
+        )
+        try:
+            if backup_id is None:
+                raise NotFound("Completed backup", f"of {d['database_name']} on server {source}")
+            request = RestoreRequest(
+                target_server_id=d["target_server_id"],
+                target_database=d["target_database"],
+                drop_existing=bool(d.get("drop_existing")),
+                confirm=d["target_database"],  # the run was confirmed when it started
+                mask_sensitive_data=bool(d.get("masking_rules")),
+                masking_rules=d.get("masking_rules") or {},
+            )
+            _, job = await backups.queue_restore(
+                session,
+                service.requester(run),
+                self.ctx.keyring,
+                HostFiles(self.ctx.settings),
+                backup_id,
+                request,
+                None,
+            )
+        except (AppError, ValueError) as exc:
+            row = await session.get(SopStepRun, step.id)
+            assert row is not None
+            row.status = "failed"
+            row.completed_at = utcnow()
+            row.outputs = {"error": getattr(exc, "detail", None) or str(exc)}
+            return []
+        row = await session.get(SopStepRun, step.id)
+        assert row is not None
+        row.status = "waiting"
+        row.outputs = {"backup_id": backup_id, "job_ids": [job.id]}
+        return [job.id]
+
     async def watch(self) -> None:
-        """Ends verify steps whose jobs all ended, and moves their runs on."""
-        await self.settle_verify_steps()
+        """Ends verify and restore steps whose jobs all ended, and moves their runs on."""
+        await self.settle_job_steps()
         async with self.ctx.events.subscribe() as queue:
             while True:
                 event = await queue.get()
                 kind = event.data.get("kind")
                 if (
                     event.type.startswith("job.")
-                    and kind == verify.JOB_KIND
+                    and kind in (verify.JOB_KIND, "restore")
                     and (event.data.get("status") in JOB_TERMINAL)
                 ):
                     try:
-                        await self.settle_verify_steps()
+                        await self.settle_job_steps()
                     except Exception:
-                        log.exception("settling runbook verify steps failed")
+                        log.exception("settling runbook steps failed")
 
-    async def settle_verify_steps(self) -> None:
+    async def settle_job_steps(self) -> None:
         submit: list[int] = []
         async with self.ctx.db.write_session() as session:
             waiting = (
                 await session.scalars(
                     select(SopStepRun).where(
-                        SopStepRun.type == "verify", SopStepRun.status == "waiting"
+                        SopStepRun.type.in_(ON_JOBS), SopStepRun.status == "waiting"
                     )
                 )
             ).all()
@@ -225,22 +287,25 @@ class RunbookJobs:
                 found = (await session.scalars(select(Job).where(Job.id.in_(ids)))).all()
                 if any(j.status not in JOB_TERMINAL for j in found):
                     continue
-                vruns = (
-                    await session.scalars(
-                        select(VerificationRun).where(
-                            VerificationRun.id.in_(step.outputs.get("verification_ids") or [])
+                if step.type == "verify":
+                    vruns = (
+                        await session.scalars(
+                            select(VerificationRun).where(
+                                VerificationRun.id.in_(step.outputs.get("verification_ids") or [])
+                            )
                         )
-                    )
-                ).all()
-                passed = [v.id for v in vruns if v.status == "passed"]
-                step.status = "completed" if len(passed) == len(ids) else "failed"
+                    ).all()
+                    ok = sum(v.status == "passed" for v in vruns) == len(ids)
+                    results = {str(v.backup_id): v.status for v in vruns}
+                else:
+                    ok = all(j.status == "succeeded" for j in found) and len(found) == len(ids)
+                    results = {str(j.id): j.error_message or j.status for j in found}
+                step.status = "completed" if ok else "failed"
                 step.completed_at = utcnow()
-                step.outputs = {
-                    **step.outputs,
-                    "results": {str(v.backup_id): v.status for v in vruns},
-                }
+                step.outputs = {**step.outputs, "results": results}
                 run = await session.get(SopRun, step.run_id)
                 if run is not None and run.status not in TERMINAL:
+                    # The advance job stops the run at a failed step, or goes on.
                     job = await service.advance_job(session, service.requester(run), run)
                     submit.append(job.id)
             await session.commit()

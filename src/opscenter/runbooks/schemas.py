@@ -7,7 +7,7 @@ from pydantic import Field, StringConstraints, model_validator
 from opscenter.commands.schemas import VarName
 from opscenter.core.schemas import Id, InputModel, Name, OutputModel, Text, UtcDatetime
 
-StepType = Literal["manual", "command", "approval", "wait", "verify"]
+StepType = Literal["manual", "command", "approval", "wait", "verify", "restore"]
 Condition = Literal["backup_completed_within", "backup_verified_within"]
 RoleName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
 Category = Annotated[str, StringConstraints(max_length=100)]
@@ -31,6 +31,13 @@ class StepIn(InputModel):
     wait_timeout_seconds: int = Field(3600, ge=1, le=86_400)
     #: verify: how deep to check the newest completed backup of each database of the targets.
     test_type: Literal["checksum", "deep", "restore"] = "deep"
+    #: restore: the newest completed backup of `database_name` on the run's (first) target,
+    #: into `target_database` on `target_server_id`, masked by `masking_rules`.
+    database_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    target_server_id: Id | None = None
+    target_database: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    masking_rules: dict[str, str] = Field(default_factory=dict, max_length=200)
+    drop_existing: bool = False
 
     @model_validator(mode="after")
     def _fits_type(self) -> StepIn:
@@ -40,6 +47,13 @@ class StepIn(InputModel):
             raise ValueError(f"step {self.name!r}: only command steps take a command")
         if self.type == "wait" and self.condition is None:
             raise ValueError(f"step {self.name!r}: a wait step needs a condition")
+        if self.type == "restore" and not (
+            self.database_name and self.target_server_id and self.target_database
+        ):
+            raise ValueError(
+                f"step {self.name!r}: a restore step needs database_name, target_server_id "
+                "and target_database"
+            )
         return self
 
 
@@ -63,6 +77,11 @@ class BuiltinCreate(InputModel):
     server_ids: list[Id] = Field(default_factory=list, max_length=500)
     name: Name | None = None
     team_id: Id | None = None
+    #: Filled into the built-in's restore step (the staging restore).
+    database_name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    target_server_id: Id | None = None
+    target_database: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    masking_rules: dict[str, str] = Field(default_factory=dict, max_length=200)
 
 
 class SopUpdate(InputModel):

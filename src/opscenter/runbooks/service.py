@@ -126,6 +126,18 @@ def builtins_out() -> list[BuiltinOut]:
     return [BuiltinOut(key=k, **v) for k, v in BUILTINS.items()]
 
 
+def _filled(step: dict[str, Any], data: BuiltinCreate) -> dict[str, Any]:
+    if step["type"] != "restore":
+        return step
+    return {
+        **step,
+        "database_name": data.database_name,
+        "target_server_id": data.target_server_id,
+        "target_database": data.target_database,
+        "masking_rules": data.masking_rules,
+    }
+
+
 async def add_builtin(
     session: AsyncSession, principal: Principal, key: str, data: BuiltinCreate
 ) -> Sop:
@@ -140,7 +152,7 @@ async def add_builtin(
             name=data.name or builtin["name"],
             description=builtin["description"],
             category="built-in",
-            steps=[StepIn(**step) for step in builtin["steps"]],
+            steps=[StepIn(**_filled(step, data)) for step in builtin["steps"]],
             server_ids=data.server_ids,
             team_id=data.team_id,
         ),
@@ -207,6 +219,17 @@ async def start_run(
     run_servers = list(dict.fromkeys(data.server_ids or sop.server_ids))
     production: set[str] = set()
     for index, step in enumerate(sop.steps):
+        if step["type"] == "restore":
+            if not principal.can("execute:restores"):
+                raise Forbidden(f"step {index + 1} restores a backup: that needs execute:restores")
+            if not run_servers:
+                raise InvalidInput(f"step {index + 1} ({step['name']}) needs a source server")
+            target = await get_readable(
+                session, Server, step["target_server_id"], principal, name="Server"
+            )
+            if target.environment == "production":
+                production.add(target.name)
+            continue
         if step["type"] != "command":
             continue
         cmd = await commands.get_command(session, principal, step["command_id"])
