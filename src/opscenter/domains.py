@@ -11,6 +11,7 @@ from opscenter.ai_models import plugin as ai_models
 from opscenter.audit import plugin as audit
 from opscenter.auth import plugin as auth
 from opscenter.backups import plugin as backups
+from opscenter.commands import plugin as commands
 from opscenter.core.registry import Registry
 from opscenter.encryption import plugin as encryption
 from opscenter.external_jobs import plugin as external_jobs
@@ -24,6 +25,7 @@ from opscenter.ops import plugin as ops
 from opscenter.realtime import plugin as realtime
 from opscenter.recovery import plugin as recovery
 from opscenter.retention import plugin as retention
+from opscenter.runbooks import plugin as runbooks
 from opscenter.schedules import plugin as schedules
 from opscenter.servers import plugin as servers
 from opscenter.sso import plugin as sso
@@ -48,6 +50,8 @@ DOMAINS = (
     recovery,
     external_jobs,
     verify,
+    commands,
+    runbooks,
     integrations,
     incidents,
     notifications,

@@ -5,6 +5,16 @@ from opscenter.models.audit import AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
 from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
 from opscenter.models.base import Base, IdMixin, TimestampMixin
+from opscenter.models.commands import (
+    Command,
+    CommandExecution,
+    CommandResult,
+    ResultStatus,
+    Sop,
+    SopRun,
+    SopStepRun,
+    SopVersion,
+)
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
 from opscenter.models.finops import (
@@ -58,6 +68,9 @@ __all__ = [
     "BackupStatus",
     "Base",
     "Budget",
+    "Command",
+    "CommandExecution",
+    "CommandResult",
     "CostCredit",
     "CostImport",
     "CostLine",
@@ -85,11 +98,16 @@ __all__ = [
     "NotificationPreference",
     "Recommendation",
     "RefreshToken",
+    "ResultStatus",
     "RetentionPolicy",
     "Role",
     "Schedule",
     "ScheduleRun",
     "Server",
+    "Sop",
+    "SopRun",
+    "SopStepRun",
+    "SopVersion",
     "SsoIdentity",
     "SsoLogin",
     "SsoProvider",

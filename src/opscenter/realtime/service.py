@@ -25,7 +25,11 @@ _CHANNELS = {
     "incident": ("incidents", "incident_id"),
     "task": ("tasks", "task_id"),
     "asset": ("assets", "asset_id"),
+    "command": ("commands", "execution_id"),
+    "sop": ("sops", "run_id"),
 }
+# Where the id channel is named after the area, not the id field (`command:<execution_id>`).
+_ID_CHANNEL = {"command": "command", "sop": "sop"}
 
 
 def visible(event: Event, principal: Principal) -> bool:
@@ -45,7 +49,8 @@ def channels_of(event: Event) -> set[str]:
         names.add("backups")
     for field in filter(None, (id_field, "backup_id", "job_id", "server_id")):
         if field in event.data:
-            names.add(f"{field.removesuffix('_id')}:{event.data[field]}")
+            name = _ID_CHANNEL.get(prefix, "") if field == id_field else ""
+            names.add(f"{name or field.removesuffix('_id')}:{event.data[field]}")
     if environment := event.data.get("environment"):
         names.add(str(environment))
     if squad := event.data.get("squad"):  # seed 004: incidents and tasks reach their squad
