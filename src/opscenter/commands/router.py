@@ -144,7 +144,14 @@ async def cancel_execution(
 @router.get(
     "/executions/{execution_id}/results/{result_id}/log",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **responses(NotFound)},
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+        **responses(NotFound),
+    },
 )
 async def download_log(
     execution_id: PathId,
