@@ -19,6 +19,7 @@ from opscenter.notifications import plugin as notifications
 from opscenter.ops import plugin as ops
 from opscenter.realtime import plugin as realtime
 from opscenter.recovery import plugin as recovery
+from opscenter.resources import plugin as resources
 from opscenter.retention import plugin as retention
 from opscenter.schedules import plugin as schedules
 from opscenter.servers import plugin as servers
@@ -46,6 +47,7 @@ DOMAINS = (
     notifications,
     ops,
     realtime,
+    resources,
 )
 
 

@@ -13,6 +13,13 @@ from opscenter.models.notifications import (
     NotificationChannel,
     NotificationPreference,
 )
+from opscenter.models.resources import (
+    AlertStatus,
+    ResourceAlert,
+    ResourceAlertRule,
+    ResourceSample,
+    RollupMark,
+)
 from opscenter.models.schedules import RetentionPolicy, Schedule, ScheduleRun
 from opscenter.models.servers import Server
 from opscenter.models.storage import StorageProvider
@@ -20,6 +27,7 @@ from opscenter.models.verification import VerificationRun
 
 __all__ = [
     "AlertPolicy",
+    "AlertStatus",
     "ApiKey",
     "AuditLog",
     "Backup",
@@ -36,8 +44,12 @@ __all__ = [
     "NotificationChannel",
     "NotificationPreference",
     "RefreshToken",
+    "ResourceAlert",
+    "ResourceAlertRule",
+    "ResourceSample",
     "RetentionPolicy",
     "Role",
+    "RollupMark",
     "Schedule",
     "ScheduleRun",
     "Server",

@@ -25,6 +25,7 @@ _CHANNELS = {
     "incident": ("incidents", "incident_id"),
     "task": ("tasks", "task_id"),
     "asset": ("assets", "asset_id"),
+    "resource_alert": ("resources", "alert_id"),
 }
 
 
