@@ -83,6 +83,7 @@ class Collector:
     host: HostCollector = field(default_factory=HostCollector)
     counters: dict[int, Counters] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_round: int | None = None
 
 
 _collectors: dict[int, Collector] = {}
@@ -170,8 +171,8 @@ async def _round(app: AppContext, collector: Collector, now: datetime | None) ->
         count = 0
         for item in collected:
             count += await store.write(session, item.source, item.team_id, at, item.samples)
-        await store.rollup(session, at)
-        await store.prune(session, at)
+        await store.maintain(session, at, collector.last_round)
+        collector.last_round = at
         events = await _evaluate(session, collected, when)
         await session.commit()
     for event in events:
