@@ -12,6 +12,7 @@ import pytest
 from opscenter.app import create_app
 from opscenter.core.context import AppContext
 from tests.conftest import fresh_pg_database, make_settings
+from tests.ssh.conftest import make_sshd, ssh_client_key, sshd  # noqa: F401  (SSH fixtures)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -24,3 +25,12 @@ async def fresh(
         async with app.router.lifespan_context(app):
             ctx: AppContext = app.state.ctx
             yield ctx
+
+
+def mem_total() -> float:
+    """What this host's kernel reports, read here without psutil."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return float(line.split()[1]) * 1024
+    raise AssertionError("no MemTotal")

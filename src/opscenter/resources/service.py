@@ -113,18 +113,26 @@ async def _server(
     return samples
 
 
-async def collect_round(app: AppContext, now: datetime | None = None) -> CollectOut:
-    """One round over every source; writes, rolls up, prunes and evaluates the rules in
-    one short transaction after all the I/O. Safe to run concurrently (rounds queue)."""
+async def collect_round(
+    app: AppContext, now: datetime | None = None, only: set[str] | None = None
+) -> CollectOut:
+    """One round over every source (or `only` these: "host", "server:<id>", ...); writes,
+    rolls up, prunes and evaluates the rules in one short transaction after all the I/O.
+    Rounds queue behind each other."""
     collector = collector_for(app)
     async with collector.lock:
         started = time.perf_counter()
-        result = await _round(app, collector, now)
+        result = await _round(app, collector, now, only)
         ROUND_SECONDS.set(time.perf_counter() - started)
         return result
 
 
-async def _round(app: AppContext, collector: Collector, now: datetime | None) -> CollectOut:
+async def _round(
+    app: AppContext, collector: Collector, now: datetime | None, only: set[str] | None
+) -> CollectOut:
+    def wanted(source: str) -> bool:
+        return only is None or source in only
+
     errors: dict[str, str] = {}
     async with app.db.read_session() as session:
         server_rows = list((await session.scalars(select(Server).order_by(Server.id))).all())
@@ -143,20 +151,22 @@ async def _round(app: AppContext, collector: Collector, now: datetime | None) ->
         async with gate, asyncio.timeout(SOURCE_SECONDS):
             return await coro  # type: ignore[misc, no-any-return]
 
-    collected = [Collected(HOST, None, None, collector.host.collect())]
+    collected = [Collected(HOST, None, None, collector.host.collect())] if wanted(HOST) else []
     tasks: list[tuple[str, int | None, int | None, asyncio.Task[list[Sample]]]] = []
     for server, target in targets:
         kind = ServerType(server.type)
         has_db = kind in (ServerType.POSTGRESQL, ServerType.MYSQL) or bool(
             kind in HOSTS and server.db_engine
         )
-        if kind not in HOSTS and not has_db:
+        if (kind not in HOSTS and not has_db) or not wanted(server_source(server.id)):
             continue  # an SQLite file: nothing to read but the file (a backup's concern)
         counters = collector.counters.setdefault(server.id, Counters())
         coro = _server(target, counters, kind, has_db)
         task = asyncio.create_task(bounded(server.name, coro))
         tasks.append((server_source(server.id), server.team_id, server.id, task))
     for provider_id, provider_team, backend in backends:
+        if not wanted(storage_source(provider_id)):
+            continue
         task = asyncio.create_task(bounded(str(provider_id), _storage(backend)))
         tasks.append((storage_source(provider_id), provider_team, None, task))
     for source, team_id, server_id, task in tasks:
@@ -177,7 +187,8 @@ async def _round(app: AppContext, collector: Collector, now: datetime | None) ->
         await session.commit()
     for event in events:
         app.events.publish(event)
-    VALUE.clear()
+    if only is None:
+        VALUE.clear()  # a source gone (deleted, or failing) leaves the exposition
     for item in collected:
         for s in item.samples:
             VALUE.labels(item.source, s.metric, s.label).set(s.value)
