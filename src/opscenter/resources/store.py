@@ -16,13 +16,12 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    and_,
     delete,
     func,
     insert,
     literal_column,
-    or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -191,29 +190,31 @@ async def history(
     up, the raw samples after that (so the newest minutes are there too)."""
     resolution = resolution_for(step)
     s = ResourceSample
-    if resolution == RAW:
-        rows_of: ColumnElement[bool] = and_(s.resolution == RAW, s.at >= start)
-    else:
-        mark = await _mark(session, resolution) or start
-        rows_of = or_(
-            and_(s.resolution == resolution, s.at >= start, s.at < mark),
-            and_(s.resolution == RAW, s.at >= max(start, mark)),
+    columns = (s.label, s.at, s.value, s.min, s.max, s.count)
+    series = (s.source == source, s.metric == metric, s.at <= end)
+    if labels:
+        series += (s.label.in_(labels),)
+    # One index range per tier (source, metric, resolution, at): the rollups up to their
+    # watermark, the raw samples after it.
+    mark = start if resolution == RAW else (await _mark(session, resolution) or start)
+    parts = [select(*columns).where(*series, s.resolution == RAW, s.at >= max(start, mark))]
+    if resolution != RAW:
+        parts.append(
+            select(*columns).where(*series, s.resolution == resolution, s.at >= start, s.at < mark)
         )
-    bucket = _bucket(s.at, step).label("bucket")
+    rows = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+    bucket = _bucket(rows.c.at, step).label("bucket")
     stmt = (
         select(
-            s.label,
+            rows.c.label,
             bucket,
-            func.sum(s.value * s.count) / func.sum(s.count),
-            func.min(s.min),
-            func.max(s.max),
+            func.sum(rows.c.value * rows.c.count) / func.sum(rows.c.count),
+            func.min(rows.c.min),
+            func.max(rows.c.max),
         )
-        .where(s.source == source, s.metric == metric, s.at <= end, rows_of)
-        .group_by(s.label, bucket)
-        .order_by(s.label, bucket)
+        .group_by(rows.c.label, bucket)
+        .order_by(rows.c.label, bucket)
     )
-    if labels:
-        stmt = stmt.where(s.label.in_(labels))
     out: dict[str, list[Point]] = {}
     for label, at, mean, low, high in await session.execute(stmt):
         out.setdefault(label, []).append(Point(int(at), float(mean), float(low), float(high)))

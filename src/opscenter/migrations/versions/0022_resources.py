@@ -36,7 +36,7 @@ def upgrade() -> None:
     op.create_index(
         "uq_resource_samples_series",
         "resource_samples",
-        ["source", "metric", "label", "resolution", "at"],
+        ["source", "metric", "resolution", "at", "label"],
         unique=True,
     )
     op.create_index("ix_resource_samples_resolution_at", "resource_samples", ["resolution", "at"])
