@@ -191,7 +191,7 @@ async def history(
     resolution = resolution_for(step)
     s = ResourceSample
     columns = (s.label, s.at, s.value, s.min, s.max, s.count)
-    series = (s.source == source, s.metric == metric, s.at <= end)
+    series: tuple[ColumnElement[bool], ...] = (s.source == source, s.metric == metric, s.at <= end)
     if labels:
         series += (s.label.in_(labels),)
     # One index range per tier (source, metric, resolution, at): the rollups up to their
