@@ -1,5 +1,5 @@
 """Resource monitoring at scale: 100 sources x 20 metrics collected every 15 s, 30 days
-simulated, written through the collection's own write path (`store.write`, then
+simulated, written through the collection's own write path (`store.write_round`, then
 `store.maintain`: rollups and pruning, one transaction per round). Prints three figures,
 each with its limit and ratio (measured / limit, below 1 is within):
 
@@ -80,12 +80,21 @@ async def run(ctx: Any, args: argparse.Namespace) -> None:
     previous: int | None = None
     for n, at in enumerate(rounds):
         async with ctx.db.write_session() as session:
-            for s in range(args.sources):
-                samples = [
-                    Sample(f"metric_{m}", level[s, m] + rng.uniform(-5, 5), "")
-                    for m in range(args.metrics)
-                ]
-                await store.write(session, f"server:{s + 1}", 1, at, samples)
+            await store.write_round(
+                session,
+                at,
+                [
+                    (
+                        f"server:{s + 1}",
+                        1,
+                        [
+                            Sample(f"metric_{m}", level[s, m] + rng.uniform(-5, 5), "")
+                            for m in range(args.metrics)
+                        ],
+                    )
+                    for s in range(args.sources)
+                ],
+            )
             await store.maintain(session, at, previous)
             await session.commit()
         previous = at

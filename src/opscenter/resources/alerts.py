@@ -155,7 +155,10 @@ def _event(kind: str, alert: ResourceAlert, **extra: object) -> Event:
         "metric": alert.metric,
         "label": alert.label,
         "value": alert.value,
-        "severity": alert.severity,
+        # Notifications read `severity`: only firing is news at the alert's own level;
+        # acknowledgments, severity changes and resolutions are info.
+        "severity": alert.severity if kind == "fired" else "info",
+        "alert_severity": alert.severity,
         "status": alert.status,
         "message": alert.message,
         **extra,
@@ -291,6 +294,6 @@ async def evaluate(
                     now,
                     reading.value,
                 )
-                events.append(_event("resolved", alert, severity="info", was=alert.severity))
+                events.append(_event("resolved", alert))
     await session.flush()
     return events

@@ -178,9 +178,9 @@ async def _round(
     at = int(when.timestamp())
     events: list[Event]
     async with app.db.write_session() as session:
-        count = 0
-        for item in collected:
-            count += await store.write(session, item.source, item.team_id, at, item.samples)
+        count = await store.write_round(
+            session, at, [(c.source, c.team_id, c.samples) for c in collected]
+        )
         await store.maintain(session, at, collector.last_round)
         collector.last_round = at
         events = await _evaluate(session, collected, when)

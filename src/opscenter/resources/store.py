@@ -75,6 +75,15 @@ def _insert(session: AsyncSession) -> Any:
 async def write(
     session: AsyncSession, source: str, team_id: int | None, at: int, samples: Iterable[Sample]
 ) -> int:
+    return await write_round(session, at, [(source, team_id, samples)])
+
+
+async def write_round(
+    session: AsyncSession,
+    at: int,
+    sources: Iterable[tuple[str, int | None, Iterable[Sample]]],
+) -> int:
+    """Every source's samples of one round, in one statement."""
     rows = [
         {
             "source": source,
@@ -88,6 +97,7 @@ async def write(
             "max": s.value,
             "count": 1,
         }
+        for source, team_id, samples in sources
         for s in samples
     ]
     if rows:
