@@ -132,6 +132,7 @@ async def run(ctx: Any, args: argparse.Namespace) -> None:
             points = sum(len(p) for p in got.values())
             print(f"   (a 7-day answer at 5 min has {points} points)")
     p99 = statistics.quantiles(timings, n=100)[98]
+    print(f"   (median {statistics.median(timings):.1f} ms, first {timings[0]:.1f} ms)")
     print(
         f"2. 7-day history at a 5-min step, p99 of {args.queries}: {p99:.1f} ms, "
         f"limit {QUERY_LIMIT_MS:.0f} ms, ratio {p99 / QUERY_LIMIT_MS:.3f}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from opscenter.models.base import Base, IdMixin, TimestampMixin
@@ -20,22 +20,16 @@ class ResourceSample(Base):
     """
 
     __tablename__ = "resource_samples"
+    # The series' key is the primary key, and on SQLite the table is stored in its order
+    # (WITHOUT ROWID): a 7-day read is one contiguous range, not 2000 scattered rows.
+    # Samples are never referred to by id, so there is none (and no AUTOINCREMENT).
     __table_args__ = (
-        Index(
-            "uq_resource_samples_series",
-            "source",
-            "metric",
-            "resolution",
-            "at",
-            "label",
-            unique=True,
-        ),
+        PrimaryKeyConstraint("source", "metric", "resolution", "at", "label"),
         Index("ix_resource_samples_resolution_at", "resolution", "at"),
         Index("ix_resource_samples_source_latest", "source", "resolution", "at"),
-        {"sqlite_autoincrement": True},
+        {"sqlite_with_rowid": False},
     )
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     #: "host" (this opscenter host), "server:<id>" or "storage:<id>".
     source: Mapped[str] = mapped_column(String(40))
     #: The owner of the source (None for this host: every reader may see it).

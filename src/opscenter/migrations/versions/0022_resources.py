@@ -17,9 +17,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # Stored in key order on SQLite (WITHOUT ROWID): a series' range is contiguous.
     op.create_table(
         "resource_samples",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("source", sa.String(length=40), nullable=False),
         sa.Column("team_id", sa.Integer(), nullable=True),
         sa.Column("metric", sa.String(length=60), nullable=False),
@@ -30,14 +30,10 @@ def upgrade() -> None:
         sa.Column("min", sa.Float(), nullable=False),
         sa.Column("max", sa.Float(), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_resource_samples")),
-        sqlite_autoincrement=True,
-    )
-    op.create_index(
-        "uq_resource_samples_series",
-        "resource_samples",
-        ["source", "metric", "resolution", "at", "label"],
-        unique=True,
+        sa.PrimaryKeyConstraint(
+            "source", "metric", "resolution", "at", "label", name=op.f("pk_resource_samples")
+        ),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_resource_samples_resolution_at", "resource_samples", ["resolution", "at"])
     op.create_index(
