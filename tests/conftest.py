@@ -58,6 +58,7 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         "OPSCENTER_RATE_LIMIT_ENABLED": False,
         "OPSCENTER_LOG_LEVEL": "WARNING",
         "OPSCENTER_HEALTH_INTERVAL": 0,
+        "OPSCENTER_RESOURCES_INTERVAL": 0,
         "OPSCENTER_SCHEDULER_INTERVAL": 0,
         "OPSCENTER_BACKUP_RETRY_SECONDS": 0.05,
         "DATABASE_URL": database_url,

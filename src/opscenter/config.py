@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     health_interval_seconds: float = Field(
         60, ge=0, le=86400, validation_alias="OPSCENTER_HEALTH_INTERVAL"
     )
+    # Seconds between resource collection rounds (this host, servers, storage); 0 turns it off.
+    resources_interval_seconds: float = Field(
+        15, ge=0, le=86400, validation_alias="OPSCENTER_RESOURCES_INTERVAL"
+    )
     # Seconds between scheduler rounds (due schedules, daily retention); 0 turns it off.
     scheduler_interval_seconds: float = Field(
         15, ge=0, le=3600, validation_alias="OPSCENTER_SCHEDULER_INTERVAL"

@@ -50,6 +50,13 @@ from opscenter.models.notifications import (
     NotificationChannel,
     NotificationPreference,
 )
+from opscenter.models.resources import (
+    AlertStatus,
+    ResourceAlert,
+    ResourceAlertRule,
+    ResourceSample,
+    RollupMark,
+)
 from opscenter.models.schedules import RetentionPolicy, Schedule, ScheduleRun
 from opscenter.models.servers import Server
 from opscenter.models.sso import SsoIdentity, SsoLogin, SsoProvider
@@ -62,6 +69,7 @@ __all__ = [
     "AiModel",
     "AiPrompt",
     "AlertPolicy",
+    "AlertStatus",
     "ApiKey",
     "AuditLog",
     "Backup",
@@ -98,9 +106,13 @@ __all__ = [
     "NotificationPreference",
     "Recommendation",
     "RefreshToken",
+    "ResourceAlert",
+    "ResourceAlertRule",
+    "ResourceSample",
     "ResultStatus",
     "RetentionPolicy",
     "Role",
+    "RollupMark",
     "Schedule",
     "ScheduleRun",
     "Server",

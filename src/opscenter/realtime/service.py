@@ -27,6 +27,7 @@ _CHANNELS = {
     "asset": ("assets", "asset_id"),
     "command": ("commands", "execution_id"),
     "sop": ("sops", "run_id"),
+    "resource_alert": ("resources", "alert_id"),
 }
 # Where the id channel is named after the area, not the id field (`command:<execution_id>`).
 _ID_CHANNEL = {"command": "command", "sop": "sop"}
