@@ -88,7 +88,7 @@
       window.location.reload();
     },
     aiLabels: async (form) => {
-      await api("PUT", `/api/v1/ai-models/prompts/${form.dataset.aiLabels}/labels`, { labels: words(form.elements.labels.value) });
+      await api("PUT", `/api/v1/ai-models/prompts/${form.dataset.aiLabels}/labels`, { labels: words(form.elements.prompt_labels.value) });
       window.location.reload();
     },
     aiPrompt: async (form) => {
@@ -98,7 +98,7 @@
         name: f.name.value.trim(),
         system: f.system.value,
         template: f.template.value,
-        labels: words(f.labels.value),
+        labels: words(f.prompt_labels.value),
       });
       window.location.reload();
     },
