@@ -153,7 +153,7 @@ def test_a_viewer_reads_but_cannot_change_or_call(
         "/api/v1/infra/incidents",
         json={
             "title": "Seen by a viewer",
-            "description": "Read only",
+            "description": "Read only, by a viewer",
             "severity": "low",
             "environment": "staging",
             "squad": "viewers",
