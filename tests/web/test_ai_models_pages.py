@@ -1,6 +1,7 @@
 """The AI models page in a real browser: a model, a chain with a budget, a prompt version
 and a call through the registry against a loopback server speaking OpenAI's protocol, the
-calls table live, a failed backup explained with the model named; and a viewer's limits."""
+calls table live, a failed backup explained and an incident's timeline summarized, each
+with the model named; and a viewer's limits."""
 
 from __future__ import annotations
 
@@ -86,6 +87,28 @@ def test_register_chain_prompt_run_and_explain(
         expect(backup_row.locator(".ai-answer")).to_contain_text("Explained by web-gpt")
         assert "no_such_db_web_ai" in fake.requests[-1]["body"]["messages"][-1]["content"]
 
+        # and an incident's timeline summarized, with the model named
+        models = admin_api.get("/api/v1/ai-models/", params={"limit": 500}).json()["items"]
+        team = next(m["team_id"] for m in models if m["name"] == "web-gpt")
+        r = admin_api.post(
+            "/api/v1/infra/incidents",
+            json={
+                "title": "Replica lag on the web tier",
+                "description": "Reads are minutes behind",
+                "severity": "high",
+                "environment": "production",
+                "squad": "web-ai",
+                "team_id": team,
+            },
+        )
+        assert r.status_code == 201, r.text
+        incident = r.json()
+        page.goto(f"{live.base}/incidents/{incident['id']}")
+        page.get_by_role("button", name="Summarize with AI").click()
+        expect(page.locator("#ai-summary .ai-answer")).to_contain_text("Summarized by web-gpt")
+        expect(page.locator("#ai-summary .ai-text")).to_have_text("web says: the answer")
+        assert "Replica lag on the web tier" in fake.requests[-1]["body"]["messages"][-1]["content"]
+
 
 def test_a_viewer_reads_but_cannot_change_or_call(
     new_page: PageFactory, live: LiveServer, admin_api: httpx.Client
@@ -125,3 +148,18 @@ def test_a_viewer_reads_but_cannot_change_or_call(
         }"""
     )
     assert status == [403, "FORBIDDEN"]
+    # an incident's page offers the viewer no AI summary (it is a call, paid for)
+    r = admin_api.post(
+        "/api/v1/infra/incidents",
+        json={
+            "title": "Seen by a viewer",
+            "description": "Read only, by a viewer",
+            "severity": "low",
+            "environment": "staging",
+            "squad": "viewers",
+        },
+    )
+    assert r.status_code == 201, r.text
+    page.goto(f"{live.base}/incidents/{r.json()['id']}")
+    expect(page.locator("#timeline")).to_be_visible()
+    expect(page.get_by_role("button", name="Summarize with AI")).to_have_count(0)

@@ -7,8 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.ai_models import service
-from opscenter.ai_models.explain import PROMPT_NAME
+from opscenter.ai_models import explain, service, summarize
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SessionDep
 from opscenter.core.pages import LIST_LIMIT, FilterId, View
@@ -80,7 +79,8 @@ async def ai_models_page(
             **await _live(session, principal, team),
             "teams": await _teams(session, principal),
             "prompts": [service.prompt_out(p) for p in prompts],
-            "explain_prompt": PROMPT_NAME,
+            "explain_prompt": explain.PROMPT_NAME,
+            "summary_prompt": summarize.PROMPT_NAME,
         },
     )
 

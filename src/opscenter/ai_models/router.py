@@ -1,5 +1,6 @@
 """The AI model registry (seed 002): `/ai-models/` models, `/prompts`, `/fallback-config`,
-`/{id}/metrics`, plus `/run` and `/calls`, and the explanation of a failed backup."""
+`/{id}/metrics`, plus `/run` and `/calls`, the explanation of a failed backup and the
+summary of an incident's timeline."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
 
-from opscenter.ai_models import explain, gateway, service
+from opscenter.ai_models import explain, gateway, service, summarize
 from opscenter.ai_models.schemas import (
     CallOut,
     Explanation,
     FallbackConfigOut,
     FallbackConfigUpdate,
+    IncidentSummary,
     LabelsUpdate,
     Metrics,
     ModelCreate,
@@ -317,6 +319,37 @@ async def explain_backup(
         resource_type="backup",
         resource_id=backup_id,
         details={"model_id": result.model_id, "request_id": result.request_id},
+        origin=origin_of(request),
+    )
+    return result
+
+
+@router.post(
+    "/summarize/incident/{incident_id}",
+    response_model=IncidentSummary,
+    responses=responses(*CALL_ERRORS),
+)
+async def summarize_incident(
+    incident_id: PathId, principal: WriteModels, session: SessionDep, ctx: Ctx, request: Request
+) -> IncidentSummary:
+    """Ask the team's models to summarize an incident's timeline (chain `incident_summary`,
+    else `default`); the answer names the model that gave it."""
+    if not principal.can("read:incidents"):
+        raise Forbidden("Summarizing an incident needs read:incidents")
+    result = await summarize.summarize_incident(_services(ctx), session, principal, incident_id)
+    await audit.record(
+        session,
+        action="ai_model.summarize_incident",
+        actor=principal,
+        resource_type="incident",
+        resource_id=incident_id,
+        team_id=result.team_id,
+        details={
+            "model_id": result.model_id,
+            "request_id": result.request_id,
+            "prompt_version": result.prompt_version,
+            "cost_usd": result.cost_usd,
+        },
         origin=origin_of(request),
     )
     return result

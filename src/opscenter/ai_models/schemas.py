@@ -279,3 +279,17 @@ class Explanation(OutputModel):
     prompt_version: int | None = Field(description="None: the built-in prompt")
     request_id: str
     cost_usd: float
+
+
+class IncidentSummary(OutputModel):
+    incident_id: int
+    team_id: int
+    summary: str
+    timeline_entries: int = Field(description="Timeline entries sent to the model")
+    model_id: int
+    model_name: str
+    provider: str
+    model: str
+    prompt_version: int | None = Field(description="None: the built-in prompt")
+    request_id: str
+    cost_usd: float

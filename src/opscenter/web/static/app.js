@@ -299,6 +299,10 @@
       const box = out(el);
       if (box) box.innerHTML = `<article class="ai-answer"><p><strong>Explained by ${escapeHtml(result.model_name)}</strong> <small>(${escapeHtml(result.provider)} / ${escapeHtml(result.model)})</small></p><pre class="ai-text">${escapeHtml(result.explanation)}</pre></article>`;
     },
+    aiSummarized: (result, el) => {
+      const box = out(el);
+      if (box) box.innerHTML = `<article class="ai-answer"><p><strong>Summarized by ${escapeHtml(result.model_name)}</strong> <small>(${escapeHtml(result.provider)} / ${escapeHtml(result.model)}, ${result.timeline_entries} timeline entries)</small></p><pre class="ai-text">${escapeHtml(result.summary)}</pre></article>`;
+    },
     tokenCreated: (result) => {
       $("#new-token").hidden = false;
       $("#new-token-key").textContent = result.key;
