@@ -50,9 +50,10 @@ async def failed_backup(api: Api) -> Backup:
 
 async def incidents_of(api: Api, backup_id: int) -> list[Incident]:
     async with api.app.state.ctx.db.read_session() as s:
-        rows = await s.scalars(
-            select(Incident).where(Incident.source_type == "backup", Incident.source_id == backup_id)
+        stmt = select(Incident).where(
+            Incident.source_type == "backup", Incident.source_id == backup_id
         )
+        rows = await s.scalars(stmt)
         return list(rows)
 
 
