@@ -5,11 +5,14 @@ from __future__ import annotations
 from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
 from opscenter.incidents import pages
+from opscenter.incidents.alerts import IncidentOpener
 from opscenter.incidents.router import router
 
 
 def register(registry: Registry) -> None:
     registry.api(router)
+    # Alert policies with the `open_incident` action, on this process's own events.
+    registry.background(lambda ctx, _: IncidentOpener(ctx), outlives_jobs=True)
     # Evidence streams to storage, bounded by OPSCENTER_EVIDENCE_MAX_BYTES.
     registry.streamed_upload("/infra/incidents/[0-9]+/evidence")
     registry.page("/incidents", pages.board_page, permission="read:incidents")

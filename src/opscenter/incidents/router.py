@@ -20,7 +20,7 @@ from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.incidents import evidence as ev
-from opscenter.incidents import service, tasks
+from opscenter.incidents import jira, service, tasks
 from opscenter.incidents.schemas import (
     CustodyEntry,
     Environment,
@@ -105,20 +105,27 @@ async def create_incident(
     request: Request,
     response: Response,
 ) -> IncidentOut:
-    """Opens an incident (key `INC-<id>` in `jira_id`). With `source_type` and `source_id`
+    """Opens an incident (key `INC-<id>` in `jira_id`, or the Jira issue's key when a Jira
+    integration is enabled). With `source_type` and `source_id`
     (what raised it), a repeat while that alert's incident is open adds to it (200)."""
     incident, created = await service.create_incident(session, principal, body)
-    out = await service.output(session, incident)
     await audit.record(
         session,
         action="incident.create" if created else "incident.alert_repeated",
         actor=principal,
         resource_type="incident",
         resource_id=incident.id,
-        details={"jira_id": out.jira_id, "severity": out.severity, "source": incident.alert_key},
+        details={
+            "jira_id": service.jira_key(incident),
+            "severity": incident.severity,
+            "source": incident.alert_key,
+        },
         origin=origin_of(request),
         team_id=incident.team_id,
     )
+    if created:
+        incident = await jira.file_issue(ctx, session, incident, principal)
+    out = await service.output(session, incident)
     if not created:
         response.status_code = status.HTTP_200_OK
     _incident_event(request, ctx, "created" if created else "updated", out)

@@ -231,24 +231,8 @@ async def create_incident(
     if data.source_type is not None and data.source_id is not None:
         await _check_source(session, principal, team_id, data.source_type, data.source_id)
         alert_key = f"{data.source_type.value}:{data.source_id}"
-        existing = await session.scalar(
-            select(Incident)
-            .where(
-                Incident.team_id == team_id,
-                Incident.alert_key == alert_key,
-                Incident.status.in_(OPEN_STATES),
-            )
-            .order_by(Incident.id.desc())
-            .limit(1)
-        )
+        existing = await _repeat(session, principal, team_id, alert_key)
         if existing is not None:
-            existing.alert_count += 1
-            existing.updated_at = utcnow()
-            timeline = Timeline(session, existing, principal)
-            timeline.add(
-                "alert_repeated", "alert_count", existing.alert_count - 1, existing.alert_count
-            )
-            await timeline.flush()
             return existing, False
     participants = list(dict.fromkeys(data.participant_ids))
     await check_users(session, [*participants, *filter(None, [data.commander_id])])
@@ -276,6 +260,77 @@ async def create_incident(
     timeline.add("created", "status", None, S.OPEN.value)
     if alert_key:
         timeline.add("raised_by", "source", None, alert_key)
+    await timeline.flush()
+    return incident, True
+
+
+async def _repeat(
+    session: AsyncSession, principal: Principal, team_id: int, alert_key: str
+) -> Incident | None:
+    """The open incident this alert already raised, with the repeat counted, or None."""
+    existing = await session.scalar(
+        select(Incident)
+        .where(
+            Incident.team_id == team_id,
+            Incident.alert_key == alert_key,
+            Incident.status.in_(OPEN_STATES),
+        )
+        .order_by(Incident.id.desc())
+        .limit(1)
+    )
+    if existing is not None:
+        existing.alert_count += 1
+        existing.updated_at = utcnow()
+        timeline = Timeline(session, existing, principal)
+        timeline.add(
+            "alert_repeated", "alert_count", existing.alert_count - 1, existing.alert_count
+        )
+        await timeline.flush()
+    return existing
+
+
+@dataclass
+class Alert:
+    """An alert an alert policy's `open_incident` action turns into an incident."""
+
+    team_id: int
+    title: str
+    description: str
+    severity: str
+    environment: str
+    squad: str
+    alert_key: str
+    source: tuple[SourceType, int] | None = None
+
+
+async def open_from_alert(
+    session: AsyncSession, actor: Principal, alert: Alert
+) -> tuple[Incident, bool]:
+    """A new incident raised by an alert, or its open incident with the repeat counted."""
+    existing = await _repeat(session, actor, alert.team_id, alert.alert_key)
+    if existing is not None:
+        return existing, False
+    incident = Incident(
+        team_id=alert.team_id,
+        title=alert.title,
+        description=alert.description,
+        severity=alert.severity,
+        environment=alert.environment,
+        squad=alert.squad,
+        affected_services=[],
+        status=S.OPEN.value,
+        source_type=alert.source[0].value if alert.source else None,
+        source_id=alert.source[1] if alert.source else None,
+        alert_key=alert.alert_key,
+        alert_count=1,
+        created_by=None,
+    )
+    session.add(incident)
+    await session.flush()
+    incident.jira_id = jira_key(incident)
+    timeline = Timeline(session, incident, actor)
+    timeline.add("created", "status", None, S.OPEN.value)
+    timeline.add("raised_by", "source", None, alert.alert_key)
     await timeline.flush()
     return incident, True
 

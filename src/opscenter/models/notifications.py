@@ -54,6 +54,9 @@ class AlertPolicy(IdMixin, TimestampMixin, Base):
     user_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     team_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     throttle_seconds: Mapped[int] = mapped_column(default=300)
+    # The `open_incident` action: {"severity", "environment", "squad"} of the incident a
+    # matching event opens (the incidents domain acts on it); None: no incident.
+    open_incident: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
 

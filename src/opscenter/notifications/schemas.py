@@ -141,6 +141,19 @@ class TestResult(OutputModel):
 
 
 # -- alert policies -----------------------------------------------------------------------------
+class OpenIncident(InputModel):
+    """The policy's `open_incident` action: a matching event opens an incident (a repeat of
+    the same alert adds to the open one). Values are the incident's defaults."""
+
+    severity: Literal["critical", "high", "medium", "low"] = "high"
+    environment: Literal["production", "staging", "development"] = Field(
+        "production", description="Used when the event's server names no such environment"
+    )
+    squad: Annotated[
+        str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    ] = "ops"
+
+
 class PolicyCreate(InputModel):
     name: Name
     description: Annotated[str, StringConstraints(max_length=2000), NoControlChars] = ""
@@ -154,6 +167,7 @@ class PolicyCreate(InputModel):
     user_ids: list[Id] = Field([], max_length=200)
     team_ids: list[Id] = Field([], max_length=50, description="Members get it in-app")
     throttle_seconds: int = Field(300, ge=0, le=7 * 86400)
+    open_incident: OpenIncident | None = Field(None, description="Also open an incident")
     team_id: Id | None = Field(None, description="Defaults to the caller's first team")
 
 
@@ -172,6 +186,7 @@ class PolicyUpdate(InputModel):
     user_ids: list[Id] | None = Field(None, max_length=200)
     team_ids: list[Id] | None = Field(None, max_length=50)
     throttle_seconds: int | None = Field(None, ge=0, le=7 * 86400)
+    open_incident: OpenIncident | None = Field(None, description="null removes the action")
 
 
 class PolicyOut(OutputModel):
@@ -189,6 +204,7 @@ class PolicyOut(OutputModel):
     user_ids: list[int]
     team_ids: list[int]
     throttle_seconds: int
+    open_incident: dict[str, Any] | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
 

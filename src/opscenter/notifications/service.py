@@ -274,6 +274,7 @@ async def create_policy(
         is_enabled=data.is_enabled,
         min_severity=data.min_severity,
         throttle_seconds=data.throttle_seconds,
+        open_incident=data.open_incident.model_dump() if data.open_incident else None,
         created_by=principal.user_id,
         **{name: sorted(set(getattr(data, name))) for name in _POLICY_LISTS},
     )
@@ -290,7 +291,12 @@ async def update_policy(
         await _unique_name(session, AlertPolicy, policy.team_id, data.name, policy.id)
     await _check_targets(session, policy.team_id, data.channel_ids, data.user_ids, data.team_ids)
     changed = []
-    for name in data.model_fields_set:
+    if "open_incident" in data.model_fields_set:
+        action = data.open_incident.model_dump() if data.open_incident else None
+        if action != policy.open_incident:
+            policy.open_incident = action
+            changed.append("open_incident")
+    for name in data.model_fields_set - {"open_incident"}:
         value = getattr(data, name)
         if value is None:
             continue
