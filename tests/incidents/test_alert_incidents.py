@@ -265,3 +265,52 @@ async def test_jira_integration_files_the_incident(
     r = await admin.post(INCIDENTS, json=seed_example(uid("sq")))
     assert r.json()["jira_id"] == f"INC-{r.json()['id']}"  # no integration: INC-<id>
     assert len(jira_server.requests) == 2
+
+
+async def test_a_resource_rule_that_asks_opens_one_incident_without_a_policy(api: Api) -> None:
+    team_id = (await failed_backup(api)).team_id
+    rule_id = 900_000 + int(uid("")[-4:], 16)  # a rule id no other test uses
+    key = f"resource_rule:{rule_id}:host:/data"
+
+    def fire(alert_id: int, *, ask: bool = True) -> None:
+        data = {
+            "alert_id": alert_id,
+            "rule_id": rule_id,
+            "source": "host",
+            "metric": "disk_used_percent",
+            "label": "/data",
+            "value": 97.0,
+            "severity": "critical",
+            "alert_severity": "critical",
+            "status": "firing",
+            "message": "disk_used_percent of /data is 97 (> 90)",
+            "open_incident": ask,
+        }
+        api.app.state.ctx.events.publish(Event("resource_alert.fired", data, team_id=team_id))
+
+    async def opened() -> list[Incident]:
+        async with api.app.state.ctx.db.read_session() as s:
+            return list(await s.scalars(select(Incident).where(Incident.alert_key == key)))
+
+    fire(1, ask=False)  # the rule does not ask: nothing opens
+    await asyncio.sleep(0.5)
+    assert await opened() == []
+
+    fire(2)
+    await eventually(lambda: _count_is(opened, 1))
+    (incident,) = await opened()
+    assert incident.severity == "critical" and incident.alert_count == 1
+    assert "resource rule" in incident.description
+
+    fire(3)  # the same rule, source and disk firing again adds to the open incident
+    await eventually(lambda: _alert_count_is(opened, 2))
+    assert len(await opened()) == 1
+
+
+async def _count_is(rows: Callable[[], Awaitable[list[Incident]]], n: int) -> bool:
+    return len(await rows()) == n
+
+
+async def _alert_count_is(rows: Callable[[], Awaitable[list[Incident]]], n: int) -> bool:
+    found = await rows()
+    return len(found) == 1 and found[0].alert_count == n

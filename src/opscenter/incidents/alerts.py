@@ -25,6 +25,10 @@ from opscenter.notifications.dispatch import alertable, describe, facts_of, poli
 log = get_logger("opscenter.incidents")
 
 _ENVIRONMENTS = {e.value for e in Environment}
+# A resource threshold rule with "open an incident" set asks for one itself, no policy
+# needed; its alert severity maps onto the incident scale.
+RESOURCE_FIRED = "resource_alert.fired"
+_RESOURCE_SEVERITY = {"critical": "critical", "error": "high", "warning": "medium", "info": "low"}
 
 
 def source_of(event: Event) -> tuple[SourceType, int] | None:
@@ -42,7 +46,11 @@ def source_of(event: Event) -> tuple[SourceType, int] | None:
 
 def alert_key_of(event: Event, source: tuple[SourceType, int] | None) -> str:
     """The same key a person's incident for this source gets, so both de-duplicate; an
-    event without a linkable source repeats per type and subject."""
+    event without a linkable source repeats per type and subject (a resource rule's
+    firings per rule, source and instance, so a flapping disk stays one incident)."""
+    if event.type == RESOURCE_FIRED:
+        data = event.data
+        return f"resource_rule:{data.get('rule_id')}:{data.get('source')}:{data.get('label')}"[:100]
     if source is not None:
         return f"{source[0].value}:{source[1]}"
     keys = ("server_id", "integration_id", "job_id")
@@ -102,18 +110,24 @@ class IncidentOpener:
                     .order_by(AlertPolicy.id)
                 )
             )
-            if not policies:
+            wants_incident = event.type == RESOURCE_FIRED and event.data.get("open_incident")
+            if not policies and not wants_incident:
                 return None
             facts = await facts_of(session, event)
             policy = next((p for p in policies if policy_matches(p, event, level, facts)), None)
-            if policy is None or not policy.open_incident:
+            if policy is not None and policy.open_incident:
+                action, asked_by = policy.open_incident, f"alert policy '{policy.name}'"
+            elif event.type == RESOURCE_FIRED and event.data.get("open_incident"):
+                mapped = _RESOURCE_SEVERITY.get(str(event.data.get("alert_severity")), "high")
+                action = {"severity": mapped}
+                asked_by = f"resource rule {event.data.get('rule_id')}"
+            else:
                 return None
             source = source_of(event)
             if source is not None:
                 linked = await session.get(_MODELS[source[0]], source[1])
                 if linked is None or linked.team_id != event.team_id:
                     source = None  # gone, or not this team's: do not link to it
-            action = policy.open_incident
             title, message = describe(event, level)
             environment = (
                 facts.environment
@@ -123,7 +137,7 @@ class IncidentOpener:
             alert = service.Alert(
                 team_id=event.team_id,
                 title=title if len(title) >= 3 else f"Alert: {event.type}",
-                description=f"{message}\n\nOpened by alert policy '{policy.name}'.",
+                description=f"{message}\n\nOpened by {asked_by}.",
                 severity=str(action.get("severity") or "high"),
                 environment=environment,
                 squad=str(action.get("squad") or "ops"),
@@ -138,7 +152,7 @@ class IncidentOpener:
                 resource_type="incident",
                 resource_id=incident.id,
                 details={
-                    "policy_id": policy.id,
+                    "policy_id": policy.id if policy is not None else None,
                     "event_type": event.type,
                     "source": incident.alert_key,
                 },
