@@ -107,4 +107,7 @@ async def rotate(target: connect.Target, password: str) -> str:
     except BackupError as exc:
         raise RotationFailed(scrub(connect.explain(exc), (password,))) from None
     except TimeoutError:
-        raise RotationFailed("the database did not answer in time; check the server") from None
+        raise RotationFailed(
+            "the database did not answer in time, so whether the password changed is unknown: "
+            "check whether the stored password still logs in (Test connection)"
+        ) from None
