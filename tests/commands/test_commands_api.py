@@ -65,7 +65,7 @@ async def test_run_on_this_host_records_output(api: Api, admin: httpx.AsyncClien
     )
     ok = await execute(api, admin, cmd["id"], server_id=local["id"], variables={"who": "bob"})
     assert ok["status"] == "completed" and ok["exit_code"] == 0
-    assert ok["stdout"] == "bob\n3\n" and ok["stderr"] == "oops"
+    assert ok["stdout"] == "bob\n3\n" and ok["stderr"] == "oops\n"
     [result] = ok["results"]
     assert result["server_name"] == "this host" and result["stdout_bytes"] == 6
 

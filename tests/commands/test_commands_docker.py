@@ -37,13 +37,14 @@ async def container_server(admin: httpx.AsyncClient, pg_container: PgContainer) 
 async def test_docker_shell_and_sql_run_where_they_should(
     api: Api, admin: httpx.AsyncClient, container_server: dict[str, Any], pg_container: PgContainer
 ) -> None:
-    where = "id -u; cat /proc/1/cmdline | tr '\\000' ' '; echo"
+    where = "id -u; cat /proc/1/cmdline | tr '\\000' ' '; echo; echo to-stderr >&2"
     inside = await create_command(admin, type="docker", command_template=where)
     host = await create_command(admin, type="shell", command_template=where)
     e = await execute(api, admin, inside["id"], server_id=container_server["id"])
     assert e["status"] == "completed", e
     uid, init = e["stdout"].splitlines()[:2]
     assert uid == "70" and "postgres -D /var/lib/pg" in init  # its user, its PID 1
+    assert e["stderr"] == "to-stderr\n"  # streamed, without the wrapper's marker line
     e = await execute(api, admin, host["id"], server_id=container_server["id"])
     assert e["status"] == "completed" and e["stdout"].splitlines()[0] != "70", e
 

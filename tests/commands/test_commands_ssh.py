@@ -110,7 +110,7 @@ async def test_output_exit_codes_and_bytes_exactly(
     cmd = await create_command(
         admin,
         command_template="printf 'caf\\351\\n\\377\\376end'; "
-        "printf 'warn: d\\303\\251j\\303\\240\\n' >&2; exit {{code}}",
+        "printf 'warn: d\\303\\251j\\303\\240\\n\\377bad\\n' >&2; exit {{code}}",
         variables=[{"name": "code", "type": "int", "minimum": 0, "maximum": 255}],
     )
     e = await execute(api, admin, cmd["id"], server_id=ssh_server["id"], variables={"code": 42})
@@ -118,12 +118,12 @@ async def test_output_exit_codes_and_bytes_exactly(
     [result] = e["results"]
     assert result["stdout_bytes"] == 10
     assert e["stdout"] == "caf\ufffd\n\ufffd\ufffdend"  # the row is text
-    assert e["stderr"] == "warn: déjà"
-    log = await admin.get(
-        f"/api/v1/commands/executions/{e['id']}/results/{result['id']}/log",
-        params={"stream": "stdout"},
-    )
-    assert log.content == b"caf\xe9\n\xff\xfeend"  # the log has the very bytes
+    assert e["stderr"] == "warn: déjà\n\ufffdbad\n" and result["stderr_bytes"] == 18
+    url = f"/api/v1/commands/executions/{e['id']}/results/{result['id']}/log"
+    log = await admin.get(url, params={"stream": "stdout"})
+    assert log.content == b"caf\xe9\n\xff\xfeend"  # the logs have the very bytes
+    log = await admin.get(url, params={"stream": "stderr"})
+    assert log.content == b"warn: d\xc3\xa9j\xc3\xa0\n\xffbad\n"
     ok = await execute(api, admin, cmd["id"], server_id=ssh_server["id"], variables={"code": 0})
     assert ok["status"] == "completed" and ok["exit_code"] == 0
 
@@ -150,7 +150,9 @@ async def test_cancel_kills_and_output_streams(
 ) -> None:
     marker = f"oc{uuid.uuid4().hex[:10]}"
     cmd = await create_command(
-        admin, command_template=f"echo one; echo two; sleep 300; echo {marker}-never"
+        admin,
+        command_template=f"echo one; sleep 0.2; printf 'e\\377rr\\n' >&2; sleep 0.2; echo two; "
+        f"sleep 300; echo {marker}-never",
     )
     bus = api.app.state.ctx.events
     async with bus.subscribe() as queue:
@@ -159,14 +161,14 @@ async def test_cancel_kills_and_output_streams(
         )
         assert r.status_code == 202
         execution_id = r.json()["execution_id"]
-        lines: list[str] = []
-        while len(lines) < 2:
+        lines: list[tuple[str, str]] = []
+        while len(lines) < 3:  # both streams, live, each line marked with its stream
             event: Event = await queue.get()
             data = event.data
             if data.get("execution_id") == execution_id and "line" in data:
                 assert f"command:{execution_id}" in channels_of(event)
-                lines.append(event.data["line"])
-        assert lines == ["one", "two"]
+                lines.append((data["stream"], data["line"]))
+        assert lines == [("stdout", "one"), ("stderr", "e\ufffdrr"), ("stdout", "two")]
     assert _processes_with(marker)  # it runs
     r = await admin.post(f"/api/v1/commands/executions/{execution_id}/cancel")
     assert r.status_code == 200, r.text

@@ -24,7 +24,7 @@ def test_write_run_a_command_and_a_runbook(
     page.goto(f"{live.base}/commands")
     form = page.locator("#command-form")
     form.get_by_label("Name").fill(name)
-    form.get_by_label("Template").fill("echo hello {{who}}; echo done")
+    form.get_by_label("Template").fill("echo hello {{who}}; echo done; echo careful >&2")
     form.get_by_label("Tags").fill("demo,greeting")
     form.get_by_role("button", name="Create command").click()
     row = page.locator(f"tr[data-command='{name}']")
@@ -43,6 +43,7 @@ def test_write_run_a_command_and_a_runbook(
     page.wait_for_url("**/commands/executions/*")
     expect(page.locator("#execution-status")).to_have_text("completed", timeout=30_000)
     expect(page.locator("pre.output").first).to_have_text("hello world\ndone\n")
+    expect(page.locator("pre.stderr").first).to_have_text("careful\n")
     screenshot(page, "command_execution")
 
     command_id = admin_api.get("/api/v1/commands", params={"q": name}).json()["items"][0]["id"]

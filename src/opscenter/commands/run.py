@@ -5,9 +5,10 @@ the whole process group when the time is up, even if this server lost the connec
 (closing an SSH channel does not stop what it started). Here, cancellation and a second,
 later deadline kill the group through the runner (`RunningCommand.kill`).
 
-stdout arrives through a pipe, line by line: each line goes to the log file (the whole
-output, exact bytes, secret values masked), to the live stream, and into the capped copy
-kept in the database row. stderr is the runner's tail (64 KiB), decoded.
+stdout arrives through a pipe and stderr through the runner's `on_stderr` stream; each is
+cut into lines, and each line goes to its log file (the whole output, exact bytes, secret
+values masked), to the live stream (marked with its stream), and into the capped copy
+kept in the database row.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from opscenter.remote.runner import Command, CommandRunner
 
 #: What a database row keeps of each stream; the log file keeps everything.
 ROW_CAP = 64 * 1024
-STDERR_TAIL = 64 * 1024
 #: Our own deadline comes this long after the target's watchdog.
 GRACE_SECONDS = 5.0
 MASK = b"********"
@@ -80,19 +80,39 @@ def _scrub(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
     return data
 
 
-class _Capture:
-    """Keeps the first ROW_CAP bytes for the row; writes everything to the log."""
+class _Stream:
+    """One output stream: cut into lines, masked, all of it to the log file, the first
+    ROW_CAP bytes kept for the row, each line passed on live."""
 
-    def __init__(self, log_dir: Path, secrets: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        name: str,
+        secrets: tuple[str, ...],
+        on_line: Callable[[str, str], None],
+    ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir = log_dir
+        self.name = name
         self.secrets = tuple(s.encode() for s in secrets if s)
+        self.on_line = on_line
         self.head = bytearray()
         self.total = 0
         self.truncated = False
-        self._fh = open(log_dir / "stdout", "wb")  # noqa: SIM115 (closed in close())
+        self.timed_out = False  # the watchdog said so (its message is on stderr)
+        self._pending = b""
+        self._fh = open(log_dir / name, "wb")  # noqa: SIM115 (closed in close())
 
-    def add(self, line: bytes) -> bytes:
+    def feed(self, chunk: bytes) -> None:
+        if self._fh.closed:  # a straggler after the end (the runner waits only so long)
+            return
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        for line in lines:
+            self._add(line + b"\n")
+        if len(self._pending) > 1 << 16:  # a very long line (or binary output): pass it on
+            self._add(self._pending)
+            self._pending = b""
+
+    def _add(self, line: bytes) -> None:
         line = _scrub(line, self.secrets)
         self._fh.write(line)
         self.total += len(line)
@@ -101,13 +121,17 @@ class _Capture:
             self.head += line[:room]
         if len(line) > room:
             self.truncated = True
-        return line
+        self.timed_out = self.timed_out or line.startswith(b"opscenter: timed out after ")
+        self.on_line(self.name, line.removesuffix(b"\n").decode("utf-8", "replace"))
 
     def close(self) -> None:
+        if self._pending:
+            self._add(self._pending)
+            self._pending = b""
         self._fh.close()
 
-    def keep_stderr(self, text: str) -> None:
-        (self.log_dir / "stderr").write_bytes(text.encode())
+    def text(self) -> str:
+        return self.head.decode("utf-8", "replace")
 
 
 async def run_on(
@@ -119,16 +143,17 @@ async def run_on(
     on_line: Callable[[str, str], None],
 ) -> Outcome:
     """Run `command` (already wrapped by `shell_command`/`watched`) to its end."""
-    out = _Capture(log_dir, command.secrets)
+    out = _Stream(log_dir, "stdout", command.secrets, on_line)
+    err = _Stream(log_dir, "stderr", command.secrets, on_line)
     started = time.monotonic()
     rfd, wfd = os.pipe()
     proc = None
     try:
         try:
-            proc = await runner.start(command, stdout=wfd)
+            proc = await runner.start(command, stdout=wfd, on_stderr=err.feed)
         finally:
             os.close(wfd)
-        reader = asyncio.create_task(_pump(rfd, out, on_line))
+        reader = asyncio.create_task(_pump(rfd, out))
         rfd = -1
         try:
             async with asyncio.timeout(limit_seconds + GRACE_SECONDS):
@@ -150,12 +175,9 @@ async def run_on(
         if rfd >= 0:
             os.close(rfd)
         out.close()
+        err.close()
     duration = time.monotonic() - started
-    stderr = proc.stderr_tail(STDERR_TAIL) if proc is not None else ""
-    out.keep_stderr(stderr)
-    for line in stderr.splitlines():
-        on_line("stderr", line)
-    timed_out = duration >= limit_seconds and (rc < 0 or "opscenter: timed out" in stderr)
+    timed_out = duration >= limit_seconds and (rc < 0 or err.timed_out)
     if timed_out:
         status = ResultStatus.TIMED_OUT
     else:
@@ -163,11 +185,11 @@ async def run_on(
     return Outcome(
         status=status,
         exit_code=rc,
-        stdout=out.head.decode("utf-8", "replace"),
-        stderr=stderr[:ROW_CAP],
+        stdout=out.text(),
+        stderr=err.text(),
         stdout_bytes=out.total,
-        stderr_bytes=len(stderr.encode()),
-        truncated=out.truncated or len(stderr) > ROW_CAP,
+        stderr_bytes=err.total,
+        truncated=out.truncated or err.truncated,
         duration=duration,
         error=f"timed out after {limit_seconds} s; the command was killed" if timed_out else None,
     )
@@ -187,25 +209,14 @@ def _failed(started: float, message: str) -> Outcome:
     )
 
 
-async def _pump(fd: int, out: _Capture, on_line: Callable[[str, str], None]) -> None:
+async def _pump(fd: int, out: _Stream) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
     try:
-        pending = b""
         while chunk := await reader.read(1 << 16):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                shown = out.add(line + b"\n")
-                on_line("stdout", shown[:-1].decode("utf-8", "replace"))
-            if len(pending) > 1 << 16:  # a very long line (or binary output): pass it on
-                on_line("stdout", out.add(pending).decode("utf-8", "replace"))
-                pending = b""
-        if pending:
-            shown = out.add(pending)
-            on_line("stdout", shown.decode("utf-8", "replace"))
+            out.feed(chunk)
     finally:
         transport.close()

@@ -23,6 +23,16 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def set_password_sql(user: str, host: str, password: str, *, mariadb: bool) -> str:
+    """Sets the account ``user@host``'s password. MariaDB lets an account without the
+    CREATE USER privilege change its own password only with SET PASSWORD; MySQL 8 has no
+    PASSWORD() any more, and there an account may ALTER USER itself."""
+    account = f"{quote_ident(user)}@{quote_ident(host)}"
+    if mariadb:
+        return f"SET PASSWORD FOR {account} = PASSWORD({quote_literal(password)})"
+    return f"ALTER USER {account} IDENTIFIED BY {quote_literal(password)}"
+
+
 def _option_value(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'

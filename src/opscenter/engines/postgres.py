@@ -6,8 +6,12 @@ No ORM: everything runs the real client (psql, pg_dump) through a `CommandRunner
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 
 from opscenter.core.failures import BackupError, ErrorCode
@@ -22,6 +26,27 @@ def quote_ident(name: str) -> str:
 def quote_literal(value: str) -> str:
     """A PostgreSQL string literal (standard_conforming_strings: only quotes double)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def scram_sha_256(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677, as
+    psql's \\password computes it): sent instead of the password, so the plain text never
+    reaches the server's statement log. ``password`` must be ASCII (SASLprep is then the
+    identity)."""
+    if not password.isascii():
+        raise ValueError("only ASCII passwords are hashed here")
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    b64 = base64.b64encode
+    stored = b64(hashlib.sha256(client_key).digest()).decode()
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${stored}:{b64(server_key).decode()}"
+
+
+def set_password_sql(role: str, password: str) -> str:
+    """Sets ``role``'s password (a role may set its own), as a SCRAM verifier."""
+    return f"ALTER ROLE {quote_ident(role)} PASSWORD {quote_literal(scram_sha_256(password))}"
 
 
 PG_BIN_GLOBS: tuple[str, ...] = (

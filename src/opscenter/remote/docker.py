@@ -26,7 +26,13 @@ import threading
 from typing import TYPE_CHECKING
 
 from opscenter.core.failures import BackupError, ErrorCode
-from opscenter.remote.runner import Command, CommandRunner, CompletedCommand, RunningCommand
+from opscenter.remote.runner import (
+    Command,
+    CommandRunner,
+    CompletedCommand,
+    RunningCommand,
+    StderrCallback,
+)
 from opscenter.remote.shell import (
     Marker,
     boot_loop,
@@ -91,13 +97,51 @@ def _read_all(fd: int) -> bytes:
     return b"".join(parts)
 
 
+class _WithoutMarker:
+    """Passes the client's stderr on without the wrapper's marker line: lines are held
+    back only until the marker went by, then chunks flow through as they come."""
+
+    def __init__(self, sentinel: str, on_stderr: StderrCallback) -> None:
+        self._sentinel = sentinel.encode()
+        self._on_stderr = on_stderr
+        self._head = b""
+        self._seen = False
+
+    def __call__(self, chunk: bytes) -> None:
+        if self._seen:
+            self._on_stderr(chunk)
+            return
+        *lines, self._head = (self._head + chunk).split(b"\n")
+        for line in lines:
+            if self._seen:
+                self._on_stderr(line + b"\n")
+            elif self._sentinel in line:
+                self._seen = True
+            else:
+                self._on_stderr(line + b"\n")
+        if self._seen and self._head:
+            self._on_stderr(self._head)
+            self._head = b""
+
+    def flush(self) -> None:
+        head, self._head = self._head, b""
+        if head and self._sentinel not in head:
+            self._on_stderr(head)
+
+
 class DockerProcess:
     """A command running in the container. ``pid`` is the wrapper's pid in there."""
 
     def __init__(
-        self, command: Command, runner: DockerRunner, client: RunningCommand, sentinel: str
+        self,
+        command: Command,
+        runner: DockerRunner,
+        client: RunningCommand,
+        sentinel: str,
+        stderr_filter: _WithoutMarker | None = None,
     ) -> None:
         self.command = command
+        self._stderr_filter = stderr_filter
         self._runner = runner
         self._client = client
         self._sentinel = sentinel
@@ -147,6 +191,8 @@ class DockerProcess:
 
     async def wait(self) -> int:
         rc = await self._client.wait()
+        if self._stderr_filter is not None:
+            self._stderr_filter.flush()
         task = self._kill_task
         if task is not None:
             with contextlib.suppress(Exception):
@@ -234,6 +280,7 @@ class DockerRunner:
         stdin: int | None,
         stdout: int | None,
         input: bytes | None = None,
+        on_stderr: StderrCallback | None = None,
     ) -> DockerProcess:
         sentinel = new_sentinel()
         script = wrapper_script(
@@ -246,13 +293,16 @@ class DockerRunner:
         client_command = self.exec_command(
             ("/bin/sh", "-c", boot_loop(sentinel)), secrets=command.secrets
         )
+        stderr_filter = _WithoutMarker(sentinel, on_stderr) if on_stderr is not None else None
         rfd, wfd = os.pipe()
         src = os.dup(stdin) if stdin is not None else None
         feeder = threading.Thread(
             target=_feed, args=(wfd, script + (input or b""), src), daemon=True
         )
         try:
-            client = await self.host.start(client_command, stdin=rfd, stdout=stdout)
+            client = await self.host.start(
+                client_command, stdin=rfd, stdout=stdout, on_stderr=stderr_filter
+            )
         except FileNotFoundError:
             for fd in (wfd, src):
                 if fd is not None:
@@ -270,7 +320,7 @@ class DockerRunner:
         finally:
             os.close(rfd)
         feeder.start()
-        proc = DockerProcess(command, self, client, sentinel)
+        proc = DockerProcess(command, self, client, sentinel, stderr_filter)
         try:
             marker = await proc.started(self.start_timeout)
         except BaseException:
@@ -304,8 +354,9 @@ class DockerRunner:
         *,
         stdin: int | None = None,
         stdout: int | None = None,
+        on_stderr: StderrCallback | None = None,
     ) -> DockerProcess:
-        return await self._spawn(command, stdin=stdin, stdout=stdout)
+        return await self._spawn(command, stdin=stdin, stdout=stdout, on_stderr=on_stderr)
 
     async def run(
         self, command: Command, *, input: bytes | None = None, limit_seconds: float = 60.0

@@ -23,7 +23,7 @@ import shutil
 import signal
 import subprocess
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -37,7 +37,12 @@ __all__ = [
     "LocalRunner",
     "RunningCommand",
     "SecretFile",
+    "StderrCallback",
 ]
+
+#: Receives each chunk of a command's stderr as it arrives (exact bytes, not scrubbed:
+#: the caller knows what to mask). It must not block; the tail is kept either way.
+StderrCallback = Callable[[bytes], None]
 
 _STDERR_TAIL = 64 * 1024
 #: How long a probe (a tool's --version, a server's version query) may take.
@@ -133,8 +138,10 @@ class CommandRunner(Protocol):
         *,
         stdin: int | None = None,
         stdout: int | None = None,
+        on_stderr: StderrCallback | None = None,
     ) -> RunningCommand:
-        """Start ``command``; ``stdin``/``stdout`` are fds (``None``: /dev/null)."""
+        """Start ``command``; ``stdin``/``stdout`` are fds (``None``: /dev/null).
+        ``on_stderr`` gets the whole stderr as a stream, before ``wait()`` returns."""
         ...
 
     async def run(
@@ -196,9 +203,14 @@ class _SecretFds:
 
 class LocalProcess:
     def __init__(
-        self, command: Command, proc: asyncio.subprocess.Process, secrets: _SecretFds
+        self,
+        command: Command,
+        proc: asyncio.subprocess.Process,
+        secrets: _SecretFds,
+        on_stderr: StderrCallback | None = None,
     ) -> None:
         self.command = command
+        self._on_stderr = on_stderr
         self._proc = proc
         self._secrets = secrets
         self._stderr: deque[bytes] = deque()
@@ -214,6 +226,8 @@ class LocalProcess:
             chunk = await stream.read(8192)
             if not chunk:
                 return
+            if self._on_stderr is not None:
+                self._on_stderr(chunk)
             self._stderr.append(chunk)
             self._stderr_len += len(chunk)
             while self._stderr_len - len(self._stderr[0]) > _STDERR_TAIL:
@@ -274,6 +288,7 @@ class LocalRunner:
         *,
         stdin: int | None = None,
         stdout: int | None = None,
+        on_stderr: StderrCallback | None = None,
     ) -> LocalProcess:
         secrets = _SecretFds(command.secret_files)
         try:
@@ -291,7 +306,7 @@ class LocalRunner:
         except BaseException:
             secrets.remove()
             raise
-        return LocalProcess(command, proc, secrets)
+        return LocalProcess(command, proc, secrets, on_stderr)
 
     async def run(
         self, command: Command, *, input: bytes | None = None, limit_seconds: float = 60.0

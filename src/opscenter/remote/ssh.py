@@ -67,6 +67,7 @@ from opscenter.remote.runner import (
     CommandRunner,
     CompletedCommand,
     RunningCommand,
+    StderrCallback,
 )
 from opscenter.remote.shell import (
     Marker,
@@ -503,8 +504,10 @@ class SshProcess:
         sentinel: str,
         *,
         sink: _Sink,
+        on_stderr: StderrCallback | None = None,
     ) -> None:
         self.command = command
+        self._on_stderr = on_stderr
         self._runner = runner
         self._conn = conn
         self._proc = proc
@@ -529,6 +532,8 @@ class SshProcess:
     def _add_stderr(self, chunk: bytes) -> None:
         if not chunk:
             return
+        if self._on_stderr is not None:
+            self._on_stderr(chunk)
         self._stderr.append(chunk)
         self._stderr_len += len(chunk)
         while len(self._stderr) > 1 and self._stderr_len - len(self._stderr[0]) > _STDERR_TAIL:
@@ -618,6 +623,8 @@ class SshProcess:
             f"ssh: the connection to {self._runner.config.label} was lost "
             "before the command finished"
         )
+        if self._on_stderr is not None:  # a streaming caller learns why, as the tail does
+            self._on_stderr(f"\n{self._note}\n".encode())
         return 255
 
     # ---------------------------------------------------------------- protocol
@@ -800,6 +807,7 @@ class SshRunner(ClosesOnExit):
         stdout: int | None,
         capture: bool,
         input: bytes | None = None,
+        on_stderr: StderrCallback | None = None,
     ) -> SshProcess:
         sentinel = new_sentinel()
         script = wrapper_script(
@@ -823,7 +831,7 @@ class SshRunner(ClosesOnExit):
         except BaseException:
             sink.abort()
             raise
-        sp = SshProcess(command, self, conn, proc, sentinel, sink=sink)
+        sp = SshProcess(command, self, conn, proc, sentinel, sink=sink, on_stderr=on_stderr)
         try:
             proc.stdin.write(script)
             if stdin is not None:
@@ -876,8 +884,11 @@ class SshRunner(ClosesOnExit):
         *,
         stdin: int | None = None,
         stdout: int | None = None,
+        on_stderr: StderrCallback | None = None,
     ) -> SshProcess:
-        return await self._spawn(command, stdin=stdin, stdout=stdout, capture=False)
+        return await self._spawn(
+            command, stdin=stdin, stdout=stdout, capture=False, on_stderr=on_stderr
+        )
 
     async def run(
         self, command: Command, *, input: bytes | None = None, limit_seconds: float = 60.0

@@ -30,4 +30,15 @@ BUILTINS: dict[str, dict[str, Any]] = {
             {"name": "Check staging and tell its users", "type": "manual"},
         ],
     },
+    "rotate-db-password": {
+        "name": "Rotate a database user's password",
+        "description": "A new random password (32 letters and digits) for the database login "
+        "opscenter uses on each chosen server: set on the database (a SCRAM verifier on "
+        "PostgreSQL), proven by a fresh login, then stored encrypted in the server's "
+        "credentials; then a person updates the other clients of that login.",
+        "steps": [
+            {"name": "Rotate the password and store it", "type": "rotate_password"},
+            {"name": "Update the other clients of this login", "type": "manual"},
+        ],
+    },
 }

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.audit import service as audit
 from opscenter.backups import service as backups
 from opscenter.backups.schemas import RestoreRequest
 from opscenter.commands import service as commands
@@ -32,12 +33,14 @@ from opscenter.models import (
     Command,
     Job,
     ResultStatus,
+    Server,
     SopRun,
     SopStepRun,
     VerificationRun,
 )
-from opscenter.runbooks import service
+from opscenter.runbooks import rotation, service
 from opscenter.runbooks.service import JOB_KIND, TERMINAL
+from opscenter.servers import service as servers
 from opscenter.verify import service as verify
 from opscenter.verify.schemas import VerifyRequest
 
@@ -145,6 +148,8 @@ class RunbookJobs:
             )
             if step.type == "command":
                 ok, outputs = await self._command(run, step)
+            elif step.type == "rotate_password":
+                ok, outputs = await self._rotate(run, step)
             else:
                 ok, outputs = await self._wait(run, step)
             async with self.ctx.db.write_session() as session:
@@ -342,6 +347,47 @@ class RunbookJobs:
             "execution_id": execution.id,
             "status": status,
         }
+
+    async def _rotate(self, run: SopRun, step: SopStepRun) -> tuple[bool, dict[str, Any]]:
+        """Each target in turn; the first that fails stops the step (the rest untouched)."""
+        done: dict[str, Any] = {}
+        for server_id in service.step_targets(step.definition, run.server_ids):
+            async with self.ctx.db.read_session() as session:
+                server = await session.get(Server, server_id)
+            if server is None or server.team_id != run.team_id:
+                return False, {"servers": done, "error": f"server {server_id} is gone"}
+            password = rotation.new_password()
+            try:
+                user = await rotation.rotate(servers.target_of(self.ctx.keyring, server), password)
+            except rotation.RotationFailed as exc:
+                return False, {"servers": done, "error": f"{server.name}: {exc}"}
+            async with self.ctx.db.write_session() as session:
+                row = await session.get(Server, server_id)
+                if row is None:
+                    return False, {
+                        "servers": done,
+                        "error": f"{server.name} was deleted while its password changed; "
+                        "the new password was not stored",
+                    }
+                servers.replace_db_password(self.ctx.keyring, row, password)
+                await audit.record(
+                    session,
+                    action="server.rotate_password",
+                    actor=service.requester(run),
+                    resource_type="server",
+                    resource_id=row.id,
+                    details={"database_user": user, "sop_run_id": run.id},
+                )
+                await session.commit()
+            done[str(server_id)] = {"server": server.name, "database_user": user}
+            self.ctx.events.publish(
+                Event(
+                    "server.credentials_rotated",
+                    {"server_id": server_id, "database_user": user, "sop_run_id": run.id},
+                    team_id=run.team_id,
+                )
+            )
+        return True, {"servers": done}
 
     async def _wait(self, run: SopRun, step: SopStepRun) -> tuple[bool, dict[str, Any]]:
         d = step.definition

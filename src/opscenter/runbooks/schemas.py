@@ -7,7 +7,7 @@ from pydantic import Field, StringConstraints, model_validator
 from opscenter.commands.schemas import VarName
 from opscenter.core.schemas import Id, InputModel, Name, OutputModel, Text, UtcDatetime
 
-StepType = Literal["manual", "command", "approval", "wait", "verify", "restore"]
+StepType = Literal["manual", "command", "approval", "wait", "verify", "restore", "rotate_password"]
 Condition = Literal["backup_completed_within", "backup_verified_within"]
 RoleName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")]
 Category = Annotated[str, StringConstraints(max_length=100)]

@@ -17,6 +17,7 @@ from opscenter.core.scoping import check_team_access, get_readable, readable
 from opscenter.jobs import service as jobs
 from opscenter.models import Job, Server, Sop, SopRun, SopStepRun, SopVersion
 from opscenter.runbooks.builtins import BUILTINS
+from opscenter.runbooks.rotation import ENGINES
 from opscenter.runbooks.schemas import (
     BuiltinCreate,
     BuiltinOut,
@@ -229,6 +230,29 @@ async def start_run(
             )
             if target.environment == "production":
                 production.add(target.name)
+            continue
+        if step["type"] == "rotate_password":
+            if not principal.can("write:servers"):
+                raise Forbidden(
+                    f"step {index + 1} changes servers' stored credentials: that needs "
+                    "write:servers"
+                )
+            ids = step_targets(step, run_servers)
+            if not ids:
+                raise InvalidInput(
+                    f"step {index + 1} ({step['name']}) has no target: give server_ids"
+                )
+            targets = await commands.resolve_targets(
+                session, principal, sop.team_id, ExecuteRequest(server_ids=ids)
+            )
+            for server in targets:
+                engine = server.type if server.type in ENGINES else server.db_engine
+                if engine not in ENGINES:
+                    raise InvalidInput(
+                        f"step {index + 1} rotates a database password, but {server.name} has "
+                        "no PostgreSQL or MySQL database (set db_engine on a host)"
+                    )
+            production |= {s.name for s in targets if s.environment == "production"}
             continue
         if step["type"] != "command":
             continue

@@ -96,6 +96,15 @@ def credentials_of(keyring: Keyring, server: Server) -> dict[str, Any]:
     return data
 
 
+def replace_db_password(keyring: Keyring, server: Server, password: str) -> None:
+    """Stores a new database password (a rotated one), encrypted, in the field the server's
+    database login reads it from (see `_target`)."""
+    creds = credentials_of(keyring, server)
+    direct = server.type in (ServerType.POSTGRESQL, ServerType.MYSQL)
+    field = "password" if direct and "db_password" not in creds else "db_password"
+    _store_credentials(keyring, server, Credentials(**{**creds, field: password}))
+
+
 def _target(
     *,
     kind: ServerType,

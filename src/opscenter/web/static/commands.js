@@ -124,6 +124,11 @@
       } else if (msg.action === "progress" && data.stream === "stdout") {
         const pre = $(`[data-output="${data.server_id}"]`);
         if (pre) pre.textContent += `${data.line}\n`;
+      } else if (msg.action === "progress" && data.stream === "stderr") {
+        const pre = $(`[data-errors="${data.server_id}"]`);
+        const box = $(`[data-errors-box="${data.server_id}"]`);
+        if (box) box.hidden = false;
+        if (pre) pre.textContent += `${data.line}\n`;
       } else if (["completed", "failed", "timed_out", "cancelled"].includes(msg.action)) {
         toast(`Execution ${data.execution_id} ${msg.action}`, msg.action === "completed" ? "ok" : "error");
         setTimeout(() => window.location.reload(), 300);
