@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from opscenter.knowledge import search
 from opscenter.knowledge.search import fts5_match, parse
 from tests.conftest import Api
 from tests.knowledge.helpers import make_article, uid
@@ -124,6 +125,30 @@ async def test_filters_by_category_and_tag(
     assert all(h["category"] == "Fixture" for h in fixture.json()["items"])
     none = await _search(admin, "restore", str(corpus["tag"]), category="Error codes")
     assert none["total"] == 0
+
+
+async def test_many_matches_rank_a_bounded_set_led_by_the_title(
+    admin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More matches than are ranked on their whole text: the article titled with the word
+    # (the oldest, so no accident of order) still comes first, the total stays exact, and
+    # every page can be reached.
+    monkeypatch.setattr(search, "CANDIDATES", 2)
+    tag, word = uid("bound"), uid("quokka")
+    titled = await make_article(
+        admin, title=f"All about {word}", content="Nothing else here.", tags=[tag]
+    )
+    for n in range(5):
+        await make_article(
+            admin, title=f"Other {n}", content=f"Once {word} appears. " * (n + 1), tags=[tag]
+        )
+    found = await _search(admin, word, tag, limit="2")
+    assert (found["total"], len(found["items"])) == (6, 2)
+    assert found["items"][0]["id"] == titled["id"]
+    assert "<mark>" in found["items"][1]["snippet_html"]
+    later = await _search(admin, word, tag, limit="2", offset="2")
+    assert (later["total"], len(later["items"])) == (6, 2)
+    assert titled["id"] not in {h["id"] for h in later["items"]}
 
 
 @pytest.mark.parametrize(

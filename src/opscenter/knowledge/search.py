@@ -207,6 +207,10 @@ FTS = table("knowledge_fts", column("rowid"))
 _FTS_NAME: ColumnElement[Any] = literal_column("knowledge_fts")
 _BM25 = func.bm25(_FTS_NAME, *(literal_column(w) for w in ("10.0", "4.0", "4.0", "1.0")))
 SEARCH_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vector")
+HEAD_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vector_head")
+#: How many matches are ranked on their whole text when more match (at least to the
+#: page's end): chosen first by title, summary and tags (PostgreSQL) or title (SQLite).
+CANDIDATES = 200
 _TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
 _BODY_OPTS = (
     f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, MaxWords=24, MinWords=12, "
@@ -242,20 +246,30 @@ def _facet_filter(scope: Scope) -> str:
 async def _sqlite_hits(
     session: AsyncSession, query: Query, scope: Scope, page: PageParams
 ) -> tuple[list[Hit], int]:
-    expression = fts5_match(query)
+    expression, titled = fts5_match(query), fts5_match(query, title_only=True)
     if filters := _facet_filter(scope):
-        expression = f"({expression}) AND {filters}"
+        expression, titled = f"({expression}) AND {filters}", f"{titled} AND {filters}"
     match = _FTS_NAME.op("MATCH")(expression)
     # bm25's IDF is floored at ~0 for words in more than half of the articles, so in a small
     # or focused knowledge base it cannot tell them apart; an article whose title has all
     # the words comes first, as PostgreSQL's title weight (A) does.
-    in_title = select(FTS.c.rowid).where(_FTS_NAME.op("MATCH")(fts5_match(query, title_only=True)))
+    in_title = select(FTS.c.rowid).where(_FTS_NAME.op("MATCH")(titled))
     score = _BM25 - case((FTS.c.rowid.in_(in_title), literal_column("10.0")), else_=0.0)
     total = int(await session.scalar(select(func.count()).select_from(FTS).where(match)) or 0)
+    if total <= page.offset:
+        return [], total
+    ranked_among: list[ColumnElement[bool]] = [match]
+    bound = max(CANDIDATES, page.offset + page.limit)
+    if total > bound:
+        # bm25 reads every match's sizes and positions: for a common word, every article.
+        # Ranked instead: the title matches and the newest others, a bounded set that
+        # FTS5 finds in its own order (rowid), before any score is computed.
+        newest = select(FTS.c.rowid).where(match).order_by(FTS.c.rowid.desc()).limit(bound)
+        ranked_among.append(or_(FTS.c.rowid.in_(in_title.limit(bound)), FTS.c.rowid.in_(newest)))
     ranked = (
         await session.execute(
             select(FTS.c.rowid.label("id"), score.label("score"))
-            .where(match)
+            .where(*ranked_among)
             .order_by(literal_column("score"), FTS.c.rowid)
             .limit(page.limit)
             .offset(page.offset)
@@ -296,16 +310,30 @@ async def _pg_hits(
     # The tsquery inline (not from a CTE or a join): a constant to the planner, so the GIN
     # index finds the matches.
     tsquery = pg_tsquery(query)
+    # Ranking reads a match's whole vector (TOAST, kilobytes): for a common word, every
+    # article. So the matches are first ordered by the small in-row title/summary/tags
+    # vector, and only the best CANDIDATES of them are ranked on the whole text.
+    candidates = (
+        select(KnowledgeArticle.id, func.count().over().label("total"))
+        .where(SEARCH_VECTOR.op("@@")(tsquery), *_pg_conditions(scope))
+        .order_by(func.ts_rank(HEAD_VECTOR, tsquery).desc(), KnowledgeArticle.id)
+        .limit(max(CANDIDATES, page.offset + page.limit))
+        .subquery()
+    )
     score = func.ts_rank_cd(SEARCH_VECTOR, tsquery, 1)  # 1: divided by 1 + log(length)
+    # A word in most articles makes a sequential scan look cheaper than the GIN index, but
+    # its filter reads every whole vector; the index's bitmap needs none of them.
+    await session.execute(text("SET LOCAL enable_seqscan = off"))
     ranked = (
         await session.execute(
-            select(KnowledgeArticle.id, score.label("score"), func.count().over().label("total"))
-            .where(SEARCH_VECTOR.op("@@")(tsquery), *_pg_conditions(scope))
+            select(KnowledgeArticle.id, score.label("score"), candidates.c.total)
+            .join(candidates, candidates.c.id == KnowledgeArticle.id)
             .order_by(literal_column("score").desc(), KnowledgeArticle.id)
             .limit(page.limit)
             .offset(page.offset)
         )
     ).all()
+    await session.execute(text("SET LOCAL enable_seqscan = on"))
     total = int(ranked[0].total) if ranked else 0
     if not ranked:
         return [], total
