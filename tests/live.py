@@ -31,6 +31,7 @@ class LiveServer:
             "OPSCENTER_PORT": str(self.port),
             "OPSCENTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "OPSCENTER_HEALTH_INTERVAL": "0",
+            "OPSCENTER_DB_POOL_TIMEOUT": "30",
             "OPSCENTER_RESOURCES_INTERVAL": "0",
             "OPSCENTER_RATE_LIMIT_ENABLED": "false",
             "OPSCENTER_LOG_LEVEL": "WARNING",

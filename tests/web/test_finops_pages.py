@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from playwright.sync_api import expect
@@ -84,14 +84,17 @@ def test_import_summary_breakdown_budget_credit_and_recommendation(
     cname = f"c-{uuid.uuid4().hex[:6]}"
     today = datetime.now(UTC).date()
     credit.get_by_label("Name").fill(cname)
+    # A provider nothing here spends on: the credit stays unused, and it expires within the
+    # warning window (not on its boundary, whatever the hour), so "Check now" flags it.
+    credit.get_by_label("Provider (empty: any)").fill(f"unused-{cname}")
     credit.get_by_label("Amount").fill("5")
     credit.get_by_label("Starts on").fill(today.replace(day=1).isoformat())
-    credit.get_by_label("Expires on").fill(today.isoformat())
+    credit.get_by_label("Expires on").fill((today + timedelta(days=7)).isoformat())
     credit.get_by_role("button", name="Add credit").click()
     expect(page.locator(f'#credits tr[data-credit="{cname}"]')).to_contain_text("-5.00")
 
     page.get_by_role("button", name="Check now").click()
-    first = page.locator("#recommendations tbody tr").first
+    first = page.locator("#recommendations tbody tr", has_text=cname).first
     expect(first).to_be_visible()
     first.get_by_role("button", name="Dismiss").click()
     expect(page.locator("#recommendations .badge", has_text="dismissed").first).to_be_visible()
