@@ -30,10 +30,9 @@ from opscenter.ai_models.schemas import (
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.clock import utcnow
-from opscenter.core.context import AppContext, Ctx, SessionDep
+from opscenter.core.context import AppContext, Ctx, SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 
@@ -57,10 +56,7 @@ def _services(ctx: AppContext) -> gateway.Services:
 def _publish_after_commit(
     request: Request, ctx: AppContext, type_: str, data: dict[str, Any], team_id: int
 ) -> None:
-    async def publish() -> None:
-        ctx.events.publish(Event(f"ai_models.{type_}", data, team_id=team_id))
-
-    defer(request.state, publish)
+    publish_after_commit(request, Event(f"ai_models.{type_}", data, team_id=team_id))
 
 
 # -- models -------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from opscenter.commands.schemas import (
     TargetPreview,
     TargetSelection,
 )
-from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
 from opscenter.core.middleware import defer
@@ -37,11 +37,10 @@ WriteCommands = Annotated[Principal, Depends(require("write:commands"))]
 ExecuteCommands = Annotated[Principal, Depends(require("execute:commands"))]
 
 
-def _changed(ctx: Ctx, request: Request, team_id: int, action: str, command_id: int) -> None:
-    async def publish() -> None:
-        ctx.events.publish(Event(f"command.{action}", {"command_id": command_id}, team_id=team_id))
-
-    defer(request.state, publish)
+def _changed(request: Request, team_id: int, action: str, command_id: int) -> None:
+    publish_after_commit(
+        request, Event(f"command.{action}", {"command_id": command_id}, team_id=team_id)
+    )
 
 
 @router.get("", response_model=Page[CommandOut])
@@ -81,7 +80,7 @@ async def create_command(
         origin=origin_of(request),
         team_id=cmd.team_id,
     )
-    _changed(ctx, request, cmd.team_id, "created", cmd.id)
+    _changed(request, cmd.team_id, "created", cmd.id)
     return service.command_out(cmd)
 
 
@@ -204,7 +203,7 @@ async def update_command(
         origin=origin_of(request),
         team_id=cmd.team_id,
     )
-    _changed(ctx, request, cmd.team_id, "updated", cmd.id)
+    _changed(request, cmd.team_id, "updated", cmd.id)
     return service.command_out(cmd)
 
 
@@ -228,7 +227,7 @@ async def delete_command(
         origin=origin_of(request),
         team_id=cmd.team_id,
     )
-    _changed(ctx, request, cmd.team_id, "deleted", command_id)
+    _changed(request, cmd.team_id, "deleted", command_id)
 
 
 @router.post(

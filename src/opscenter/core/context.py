@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.config import Settings
 from opscenter.core.db import Database, session_scope
-from opscenter.core.events import EventBus
+from opscenter.core.events import Event, EventBus
+from opscenter.core.middleware import defer
 from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
@@ -45,6 +46,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     factory = db.read_session if request.method in SAFE_METHODS else db.write_session
     async for session in session_scope(factory):
         yield session
+
+
+def publish_after_commit(request: Request, event: Event) -> None:
+    """Publish `event` once the request's transaction has committed; a request that fails
+    and rolls back publishes nothing, so no screen shows a change that was not kept."""
+    events = get_ctx(request).events
+
+    async def publish() -> None:
+        events.publish(event)
+
+    defer(request.state, publish)
 
 
 def client_ip(request: Request) -> str:

@@ -10,10 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.clock import utcnow
-from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
-from opscenter.core.events import Event
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.external_jobs import service
@@ -32,13 +30,6 @@ legacy_router = APIRouter(prefix="/api/backup", tags=["External jobs"])
 # Reports are backup results: a key needs write:backups to send them, read:backups to see.
 ReadJobs = Annotated[Principal, Depends(require("read:backups"))]
 WriteJobs = Annotated[Principal, Depends(require("write:backups"))]
-
-
-def _publish_after_commit(request: Request, ctx: Ctx, event: Event) -> None:
-    async def publish() -> None:
-        ctx.events.publish(event)
-
-    defer(request.state, publish)
 
 
 async def _report(
@@ -63,7 +54,7 @@ async def _report(
         origin=origin_of(request),
     )
     if recorded.recovered is not None:
-        _publish_after_commit(request, ctx, recorded.recovered)
+        publish_after_commit(request, recorded.recovered)
     return ReportAccepted(
         report=service.report_out(recorded.report),
         job=service.job_out(job, now),

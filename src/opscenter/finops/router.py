@@ -11,11 +11,10 @@ from sqlalchemy.exc import IntegrityError
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
-from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.finops import importer, recommend, service
@@ -65,15 +64,8 @@ class UnsupportedType(InvalidInput):
     code = "UNSUPPORTED_MEDIA_TYPE"
 
 
-def publish_after_commit(
-    request: Request, ctx: Ctx, type_: str, data: dict[str, Any], team: int | None
-) -> None:
-    event = Event(type_, data, team_id=team)
-
-    async def publish() -> None:
-        ctx.events.publish(event)
-
-    defer(request.state, publish)
+def _announce(request: Request, type_: str, data: dict[str, Any], team: int | None) -> None:
+    publish_after_commit(request, Event(type_, data, team_id=team))
 
 
 # -- imports --------------------------------------------------------------------------------
@@ -157,9 +149,7 @@ async def create_import(
     except BaseException:
         importer.remove(upload.path)
         raise
-    publish_after_commit(
-        request, ctx, "finops.import_queued", {"import_id": imp.id, "status": "queued"}, team
-    )
+    _announce(request, "finops.import_queued", {"import_id": imp.id, "status": "queued"}, team)
     return accepted(
         request,
         job.id,
@@ -204,7 +194,7 @@ async def delete_import(
         origin=origin_of(request),
         team_id=imp.team_id,
     )
-    publish_after_commit(request, ctx, "finops.import_deleted", {"import_id": imp.id}, imp.team_id)
+    _announce(request, "finops.import_deleted", {"import_id": imp.id}, imp.team_id)
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -278,7 +268,7 @@ async def set_price(
         origin=origin_of(request),
         team_id=out.team_id,
     )
-    publish_after_commit(request, ctx, "finops.price_set", {"storage_id": storage_id}, out.team_id)
+    _announce(request, "finops.price_set", {"storage_id": storage_id}, out.team_id)
     return out
 
 
@@ -314,9 +304,7 @@ async def create_credit(
         origin=origin_of(request),
         team_id=credit.team_id,
     )
-    publish_after_commit(
-        request, ctx, "finops.credit_created", {"credit_id": credit.id}, credit.team_id
-    )
+    _announce(request, "finops.credit_created", {"credit_id": credit.id}, credit.team_id)
     [use] = await service.credit_uses(session, principal, [credit])
     return service.credit_out(use)
 
@@ -339,9 +327,7 @@ async def delete_credit(
         origin=origin_of(request),
         team_id=credit.team_id,
     )
-    publish_after_commit(
-        request, ctx, "finops.credit_deleted", {"credit_id": credit_id}, credit.team_id
-    )
+    _announce(request, "finops.credit_deleted", {"credit_id": credit_id}, credit.team_id)
 
 
 # -- budgets --------------------------------------------------------------------------------
@@ -374,9 +360,7 @@ async def create_budget(
         origin=origin_of(request),
         team_id=budget.team_id,
     )
-    publish_after_commit(
-        request, ctx, "finops.budget_created", {"budget_id": budget.id}, budget.team_id
-    )
+    _announce(request, "finops.budget_created", {"budget_id": budget.id}, budget.team_id)
     return await service.budget_state(session, principal, budget)
 
 
@@ -404,9 +388,7 @@ async def delete_budget(
         origin=origin_of(request),
         team_id=budget.team_id,
     )
-    publish_after_commit(
-        request, ctx, "finops.budget_deleted", {"budget_id": budget_id}, budget.team_id
-    )
+    _announce(request, "finops.budget_deleted", {"budget_id": budget_id}, budget.team_id)
 
 
 @router.post("/budgets/evaluate", response_model=Page[BudgetOut])
@@ -425,7 +407,7 @@ async def evaluate_budgets(
         origin=origin_of(request),
     )
     for type_, data, team in raised:
-        publish_after_commit(request, ctx, type_, data, team)
+        _announce(request, type_, data, team)
     budgets = (await session.scalars(service.budgets_query(principal))).all()
     return Page.whole([await service.budget_state(session, principal, b) for b in budgets])
 
@@ -464,9 +446,7 @@ async def refresh_recommendations(
     # Each of the caller's teams hears of it; an admin in no team, everyone it may see.
     teams: list[int | None] = [*sorted(principal.team_ids)] or [None]
     for team in teams:
-        publish_after_commit(
-            request, ctx, "finops.recommendations_refreshed", out.model_dump(), team
-        )
+        _announce(request, "finops.recommendations_refreshed", out.model_dump(), team)
     return out
 
 
@@ -489,9 +469,8 @@ async def _set_status(
         origin=origin_of(request),
         team_id=rec.team_id,
     )
-    publish_after_commit(
+    _announce(
         request,
-        ctx,
         "finops.recommendation_updated",
         {"recommendation_id": rec.id, "status": rec.status},
         rec.team_id,

@@ -12,11 +12,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.clock import isoformat_z, utcnow
-from opscenter.core.context import Ctx, SessionDep, client_ip
+from opscenter.core.context import Ctx, SessionDep, client_ip, publish_after_commit
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.incidents import evidence as ev
@@ -48,22 +47,15 @@ WriteTasks = Annotated[Principal, Depends(require("write:tasks"))]
 SquadQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
-def _publish_after_commit(request: Request, ctx: Ctx, event: Event) -> None:
-    async def publish() -> None:
-        ctx.events.publish(event)
-
-    defer(request.state, publish)
-
-
 def _incident_event(request: Request, ctx: Ctx, action: str, out: IncidentOut) -> None:
     # Channels: `incidents`, `incident:<id>`, the environment and `squad:<name>`.
     data = out.model_dump(mode="json") | {"incident_id": out.id}
-    _publish_after_commit(request, ctx, Event(f"incident.{action}", data, team_id=out.team_id))
+    publish_after_commit(request, Event(f"incident.{action}", data, team_id=out.team_id))
 
 
 def _task_event(request: Request, ctx: Ctx, action: str, out: TaskOut) -> None:
     data = out.model_dump(mode="json") | {"task_id": out.id}
-    _publish_after_commit(request, ctx, Event(f"task.{action}", data, team_id=out.team_id))
+    publish_after_commit(request, Event(f"task.{action}", data, team_id=out.team_id))
 
 
 # -- incidents -----------------------------------------------------------------------------

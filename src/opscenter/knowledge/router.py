@@ -8,10 +8,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request, status
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
-from opscenter.core.context import SessionDep, get_ctx
+from opscenter.core.context import SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import InputModel, OutputModel
@@ -44,14 +43,8 @@ VersionNumber = Annotated[int | None, Query(ge=1, le=1_000_000)]
 
 def _announce(request: Request, action: str, article: KnowledgeArticle, **extra: object) -> None:
     """`knowledge.<action>` on the event bus (channel `knowledge`) once the change committed."""
-    events = get_ctx(request).events
     data = {"article_id": article.id, "title": article.title, "version": article.version, **extra}
-    event = Event(f"knowledge.{action}", data, team_id=article.team_id)
-
-    async def publish() -> None:
-        events.publish(event)
-
-    defer(request.state, publish)
+    publish_after_commit(request, Event(f"knowledge.{action}", data, team_id=article.team_id))
 
 
 @router.get("/articles", response_model=Page[ArticleSummary])

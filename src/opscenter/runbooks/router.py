@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, status
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
-from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
 from opscenter.core.middleware import defer
@@ -56,11 +56,7 @@ def _news(ctx: Ctx, request: Request, run: SopRun, action: str, **data: object) 
         {"run_id": run.id, "sop_id": run.sop_id, "status": run.status, **data},
         team_id=run.team_id,
     )
-
-    async def publish() -> None:
-        ctx.events.publish(event)
-
-    defer(request.state, publish)
+    publish_after_commit(request, event)
 
 
 async def _record(

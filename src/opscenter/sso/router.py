@@ -13,10 +13,9 @@ from fastapi.responses import RedirectResponse
 from opscenter.audit import service as audit
 from opscenter.auth.deps import SESSION_COOKIE, CurrentPrincipal, origin_of, require
 from opscenter.auth.router import CSRF_COOKIE, set_session_cookies
-from opscenter.core.context import Ctx, SessionDep, get_ctx
+from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.sso import service
@@ -35,13 +34,8 @@ def _base(request: Request) -> str:
 
 def _announce(request: Request, action: str, provider_id: int, name: str) -> None:
     """`sso.provider_<action>` on the event bus once the request has committed."""
-    events = get_ctx(request).events
     event = Event(f"sso.provider_{action}", {"provider_id": provider_id, "name": name})
-
-    async def publish() -> None:
-        events.publish(event)
-
-    defer(request.state, publish)
+    publish_after_commit(request, event)
 
 
 @router.get("/providers", response_model=Page[ProviderOut])
@@ -220,14 +214,9 @@ async def finish_login(
         # without a login row of this browser goes by its code.
         return _refused(None if refused.login_id and sso_state == state else refused.code)
     if done.created:
-        events = ctx.events
         user = done.issued.user
         created = Event("user.created", {"user_id": user.id, "username": user.username})
-
-        async def publish() -> None:
-            events.publish(created)
-
-        defer(request.state, publish)
+        publish_after_commit(request, created)
     response = RedirectResponse(done.next_path, status_code=status.HTTP_303_SEE_OTHER)
     set_session_cookies(response, ctx, done.issued)
     response.delete_cookie(service.STATE_COOKIE, path="/sso")

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.auth.permissions import PERMISSIONS, describe
-from opscenter.core.context import SessionDep, get_ctx
+from opscenter.core.context import SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
-from opscenter.core.middleware import defer
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
 from opscenter.users import service
@@ -136,13 +135,9 @@ async def list_users(
 
 def _announce(request: Request, action: str, user_id: int, username: str) -> None:
     """`user.<action>` on the event bus, once the request has finished."""
-    events = get_ctx(request).events
-    event = Event(f"user.{action}", {"user_id": user_id, "username": username})
-
-    async def publish() -> None:
-        events.publish(event)
-
-    defer(request.state, publish)
+    publish_after_commit(
+        request, Event(f"user.{action}", {"user_id": user_id, "username": username})
+    )
 
 
 @router.post(
