@@ -91,7 +91,9 @@ def test_import_summary_breakdown_budget_credit_and_recommendation(
     credit.get_by_label("Starts on").fill(today.replace(day=1).isoformat())
     credit.get_by_label("Expires on").fill((today + timedelta(days=7)).isoformat())
     credit.get_by_role("button", name="Add credit").click()
-    expect(page.locator(f'#credits tr[data-credit="{cname}"]')).to_contain_text("-5.00")
+    added = page.locator(f'#credits tr[data-credit="{cname}"]')
+    expect(added).to_contain_text("5.00 USD")
+    expect(added).to_contain_text("active")
 
     page.get_by_role("button", name="Check now").click()
     first = page.locator("#recommendations tbody tr", has_text=cname).first
