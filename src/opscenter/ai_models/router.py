@@ -53,9 +53,7 @@ def _services(ctx: AppContext) -> gateway.Services:
     return gateway.Services(ctx.db, ctx.keyring, ctx.outbound, ctx.events)
 
 
-def _publish_after_commit(
-    request: Request, ctx: AppContext, type_: str, data: dict[str, Any], team_id: int
-) -> None:
+def _publish_after_commit(request: Request, type_: str, data: dict[str, Any], team_id: int) -> None:
     publish_after_commit(request, Event(f"ai_models.{type_}", data, team_id=team_id))
 
 
@@ -96,7 +94,7 @@ async def create_model(
         origin=origin_of(request),
     )
     _publish_after_commit(
-        request, ctx, "model_created", {"model_id": model.id, "name": model.name}, model.team_id
+        request, "model_created", {"model_id": model.id, "name": model.name}, model.team_id
     )
     return service.model_out(model)
 
@@ -121,7 +119,7 @@ async def list_prompts(
     responses=responses(Forbidden, NotFound, InvalidInput),
 )
 async def create_prompt(
-    body: PromptCreate, principal: WriteModels, session: SessionDep, ctx: Ctx, request: Request
+    body: PromptCreate, principal: WriteModels, session: SessionDep, request: Request
 ) -> PromptOut:
     """A new immutable version of the named prompt; its labels move here."""
     prompt = await service.create_prompt(session, principal, body)
@@ -137,7 +135,6 @@ async def create_prompt(
     )
     _publish_after_commit(
         request,
-        ctx,
         "prompt_created",
         {"prompt_id": prompt.id, "name": prompt.name, "version": prompt.version},
         prompt.team_id,
@@ -155,7 +152,6 @@ async def set_labels(
     body: LabelsUpdate,
     principal: WriteModels,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> PromptOut:
     """Give this version these labels (taking them off the name's other versions)."""
@@ -172,7 +168,6 @@ async def set_labels(
     )
     _publish_after_commit(
         request,
-        ctx,
         "labels_moved",
         {"prompt_id": prompt.id, "name": prompt.name, "labels": prompt.labels},
         prompt.team_id,
@@ -216,7 +211,6 @@ async def put_fallback_config(
     body: FallbackConfigUpdate,
     principal: WriteModels,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> FallbackConfigOut:
     """Replace the team's chains (ordered models per purpose, retries with doubling
@@ -236,9 +230,7 @@ async def put_fallback_config(
         },
         origin=origin_of(request),
     )
-    _publish_after_commit(
-        request, ctx, "fallback_updated", {"config_id": config.id}, config.team_id
-    )
+    _publish_after_commit(request, "fallback_updated", {"config_id": config.id}, config.team_id)
     return await service.config_out(session, config.team_id, config, utcnow())
 
 
@@ -386,7 +378,7 @@ async def update_model(
         origin=origin_of(request),
     )
     _publish_after_commit(
-        request, ctx, "model_updated", {"model_id": model.id, "name": model.name}, model.team_id
+        request, "model_updated", {"model_id": model.id, "name": model.name}, model.team_id
     )
     return service.model_out(model)
 
@@ -395,7 +387,7 @@ async def update_model(
     "/{model_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(Forbidden, NotFound)
 )
 async def delete_model(
-    model_id: PathId, principal: WriteModels, session: SessionDep, ctx: Ctx, request: Request
+    model_id: PathId, principal: WriteModels, session: SessionDep, request: Request
 ) -> None:
     """The model's recorded calls stay (with its name); chains skip it from now on."""
     model = await service.get_model(session, principal, model_id)
@@ -412,7 +404,7 @@ async def delete_model(
         details={"name": name},
         origin=origin_of(request),
     )
-    _publish_after_commit(request, ctx, "model_deleted", {"model_id": model_id}, team_id)
+    _publish_after_commit(request, "model_deleted", {"model_id": model_id}, team_id)
 
 
 @router.get("/{model_id}/metrics", response_model=Metrics, responses=responses(NotFound))

@@ -64,7 +64,7 @@ class RangeNotSatisfiable(AppError):
     responses=responses(NotFound, InvalidInput),
 )
 async def create_backup(
-    body: BackupCreate, principal: WriteBackups, session: SessionDep, ctx: Ctx, request: Request
+    body: BackupCreate, principal: WriteBackups, session: SessionDep, request: Request
 ) -> Accepted:
     """Queues a backup job: dump -> compress -> encrypt -> sha256 -> storage, streaming.
     With `storage_ids`, the one dump is written to each storage: the answer's `id` is the

@@ -65,7 +65,7 @@ async def list_commands(
     responses=responses(Conflict, InvalidInput, NotFound),
 )
 async def create_command(
-    body: CommandCreate, principal: WriteCommands, session: SessionDep, ctx: Ctx, request: Request
+    body: CommandCreate, principal: WriteCommands, session: SessionDep, request: Request
 ) -> CommandOut:
     """`{{name}}` placeholders get typed definitions; one without gets a conservative
     string. A placeholder inside quotes is refused: values are quoted for you."""
@@ -189,7 +189,6 @@ async def update_command(
     body: CommandUpdate,
     principal: WriteCommands,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> CommandOut:
     cmd, changed = await service.update_command(session, principal, command_id, body)
@@ -213,7 +212,7 @@ async def update_command(
     responses=responses(NotFound, Conflict),
 )
 async def delete_command(
-    command_id: PathId, principal: WriteCommands, session: SessionDep, ctx: Ctx, request: Request
+    command_id: PathId, principal: WriteCommands, session: SessionDep, request: Request
 ) -> None:
     """Its executions stay on record."""
     cmd = await service.delete_command(session, principal, command_id)

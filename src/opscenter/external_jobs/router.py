@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.clock import utcnow
-from opscenter.core.context import Ctx, SessionDep, publish_after_commit
+from opscenter.core.context import SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
@@ -33,7 +33,7 @@ WriteJobs = Annotated[Principal, Depends(require("write:backups"))]
 
 
 async def _report(
-    body: ReportIn, principal: Principal, session: SessionDep, ctx: Ctx, request: Request
+    body: ReportIn, principal: Principal, session: SessionDep, request: Request
 ) -> ReportAccepted:
     now = utcnow()
     recorded = await service.record_report(session, principal, body, now)
@@ -70,11 +70,11 @@ async def _report(
     responses=responses(InvalidInput),
 )
 async def report_legacy(
-    body: ReportIn, principal: WriteJobs, session: SessionDep, ctx: Ctx, request: Request
+    body: ReportIn, principal: WriteJobs, session: SessionDep, request: Request
 ) -> ReportAccepted:
     """Seed 000's path for backup scripts (send `X-API-Key`). The first report of a
     `job_name` + `host` creates the job, expecting a report every 24 h with 1 h grace."""
-    return await _report(body, principal, session, ctx, request)
+    return await _report(body, principal, session, request)
 
 
 @router.post(
@@ -84,10 +84,10 @@ async def report_legacy(
     responses=responses(InvalidInput),
 )
 async def report(
-    body: ReportIn, principal: WriteJobs, session: SessionDep, ctx: Ctx, request: Request
+    body: ReportIn, principal: WriteJobs, session: SessionDep, request: Request
 ) -> ReportAccepted:
     """The same as `POST /api/backup/status`, under the versioned API."""
-    return await _report(body, principal, session, ctx, request)
+    return await _report(body, principal, session, request)
 
 
 @router.get("", response_model=Page[ExternalJobOut])

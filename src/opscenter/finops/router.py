@@ -180,7 +180,7 @@ async def get_import(import_id: PathId, principal: ReadFinops, session: SessionD
     responses=responses(NotFound, Conflict),
 )
 async def delete_import(
-    import_id: PathId, principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    import_id: PathId, principal: WriteFinops, session: SessionDep, request: Request
 ) -> None:
     """Remove an import and every cost line it brought (a wrong file, a corrected bill)."""
     imp = await service.delete_import(session, principal, import_id)
@@ -254,7 +254,6 @@ async def set_price(
     body: StoragePriceIn,
     principal: WriteStorage,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> StoragePriceOut:
     out = await service.set_price(session, principal, storage_id, body)
@@ -291,7 +290,7 @@ async def list_credits(
     responses=responses(InvalidInput, NotFound),
 )
 async def create_credit(
-    body: CreditIn, principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    body: CreditIn, principal: WriteFinops, session: SessionDep, request: Request
 ) -> CreditOut:
     credit = await service.create_credit(session, principal, body)
     await audit.record(
@@ -313,7 +312,7 @@ async def create_credit(
     "/credits/{credit_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(NotFound)
 )
 async def delete_credit(
-    credit_id: PathId, principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    credit_id: PathId, principal: WriteFinops, session: SessionDep, request: Request
 ) -> None:
     credit = await service.get_credit(session, principal, credit_id)
     await session.delete(credit)
@@ -347,7 +346,7 @@ async def list_budgets(
     responses=responses(InvalidInput, NotFound, Conflict),
 )
 async def create_budget(
-    body: BudgetIn, principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    body: BudgetIn, principal: WriteFinops, session: SessionDep, request: Request
 ) -> BudgetOut:
     budget = await service.create_budget(session, principal, body)
     await audit.record(
@@ -374,7 +373,7 @@ async def get_budget(budget_id: PathId, principal: ReadFinops, session: SessionD
     "/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT, responses=responses(NotFound)
 )
 async def delete_budget(
-    budget_id: PathId, principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    budget_id: PathId, principal: WriteFinops, session: SessionDep, request: Request
 ) -> None:
     budget = await service.get_budget(session, principal, budget_id)
     await session.delete(budget)
@@ -393,7 +392,7 @@ async def delete_budget(
 
 @router.post("/budgets/evaluate", response_model=Page[BudgetOut])
 async def evaluate_budgets(
-    principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    principal: WriteFinops, session: SessionDep, request: Request
 ) -> Page[BudgetOut]:
     """Check the budgets now: thresholds newly crossed and spending above its trailing
     level raise `finops.budget_threshold` and `finops.anomaly` (each once)."""
@@ -431,7 +430,7 @@ async def list_recommendations(
 
 @router.post("/recommendations/refresh", response_model=RefreshOut)
 async def refresh_recommendations(
-    principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    principal: WriteFinops, session: SessionDep, request: Request
 ) -> RefreshOut:
     """Run every rule now (the server also does so every hour)."""
     out = await recommend.refresh(session, principal)
@@ -455,7 +454,6 @@ async def _set_status(
     new: RecommendationStatus,
     principal: Principal,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> RecommendationOut:
     rec = await recommend.set_status(session, principal, rec_id, new)
@@ -484,11 +482,9 @@ async def _set_status(
     responses=responses(NotFound),
 )
 async def dismiss(
-    rec_id: PathId, principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    rec_id: PathId, principal: WriteFinops, session: SessionDep, request: Request
 ) -> RecommendationOut:
-    return await _set_status(
-        rec_id, RecommendationStatus.DISMISSED, principal, session, ctx, request
-    )
+    return await _set_status(rec_id, RecommendationStatus.DISMISSED, principal, session, request)
 
 
 @router.post(
@@ -497,10 +493,10 @@ async def dismiss(
     responses=responses(NotFound),
 )
 async def apply(
-    rec_id: PathId, principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    rec_id: PathId, principal: WriteFinops, session: SessionDep, request: Request
 ) -> RecommendationOut:
     """Mark it applied (the change itself is made where the link points)."""
-    return await _set_status(rec_id, RecommendationStatus.APPLIED, principal, session, ctx, request)
+    return await _set_status(rec_id, RecommendationStatus.APPLIED, principal, session, request)
 
 
 @router.post(
@@ -509,6 +505,6 @@ async def apply(
     responses=responses(NotFound),
 )
 async def reopen(
-    rec_id: PathId, principal: WriteFinops, session: SessionDep, ctx: Ctx, request: Request
+    rec_id: PathId, principal: WriteFinops, session: SessionDep, request: Request
 ) -> RecommendationOut:
-    return await _set_status(rec_id, RecommendationStatus.OPEN, principal, session, ctx, request)
+    return await _set_status(rec_id, RecommendationStatus.OPEN, principal, session, request)

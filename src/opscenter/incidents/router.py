@@ -47,13 +47,13 @@ WriteTasks = Annotated[Principal, Depends(require("write:tasks"))]
 SquadQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
-def _incident_event(request: Request, ctx: Ctx, action: str, out: IncidentOut) -> None:
+def _incident_event(request: Request, action: str, out: IncidentOut) -> None:
     # Channels: `incidents`, `incident:<id>`, the environment and `squad:<name>`.
     data = out.model_dump(mode="json") | {"incident_id": out.id}
     publish_after_commit(request, Event(f"incident.{action}", data, team_id=out.team_id))
 
 
-def _task_event(request: Request, ctx: Ctx, action: str, out: TaskOut) -> None:
+def _task_event(request: Request, action: str, out: TaskOut) -> None:
     data = out.model_dump(mode="json") | {"task_id": out.id}
     publish_after_commit(request, Event(f"task.{action}", data, team_id=out.team_id))
 
@@ -120,7 +120,7 @@ async def create_incident(
     out = await service.output(session, incident)
     if not created:
         response.status_code = status.HTTP_200_OK
-    _incident_event(request, ctx, "created" if created else "updated", out)
+    _incident_event(request, "created" if created else "updated", out)
     return out
 
 
@@ -153,7 +153,6 @@ async def update_incident(
     body: IncidentUpdate,
     principal: WriteIncidents,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> IncidentOut:
     """Fields, commander, participants and status (409 names the allowed next states)."""
@@ -170,7 +169,7 @@ async def update_incident(
             origin=origin_of(request),
             team_id=incident.team_id,
         )
-        _incident_event(request, ctx, "updated", out)
+        _incident_event(request, "updated", out)
     return out
 
 
@@ -312,7 +311,7 @@ async def add_evidence(
             await session.rollback()
             await storage.delete(form.file.key)  # no object without its row
         raise
-    _incident_event(request, ctx, "updated", await service.output(session, incident))
+    _incident_event(request, "updated", await service.output(session, incident))
     return ev.evidence_out(item, {})
 
 
@@ -448,14 +447,14 @@ async def list_tasks(
     responses=responses(Forbidden, InvalidInput, NotFound),
 )
 async def create_task(
-    body: TaskCreate, principal: WriteTasks, session: SessionDep, ctx: Ctx, request: Request
+    body: TaskCreate, principal: WriteTasks, session: SessionDep, request: Request
 ) -> TaskOut:
     task, incident = await tasks.create_task(session, principal, body)
     out = (await tasks.outputs(session, [task]))[0]
     await _audit_task(session, principal, request, task, "task.create", {"title": task.title})
-    _task_event(request, ctx, "created", out)
+    _task_event(request, "created", out)
     if incident is not None:
-        _incident_event(request, ctx, "updated", await service.output(session, incident))
+        _incident_event(request, "updated", await service.output(session, incident))
     return out
 
 
@@ -472,7 +471,6 @@ async def update_task(
     body: TaskUpdate,
     principal: WriteTasks,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> TaskOut:
     task, changes = await tasks.update_task(session, principal, task_id, body)
@@ -480,7 +478,7 @@ async def update_task(
     if changes:
         details: dict[str, Any] = {k: [str(o), str(n)] for k, (o, n) in changes.items()}
         await _audit_task(session, principal, request, task, "task.update", details)
-        _task_event(request, ctx, "updated", out)
+        _task_event(request, "updated", out)
     return out
 
 

@@ -50,7 +50,7 @@ def _submit(ctx: Ctx, request: Request, job: Job | None) -> None:
     defer(request.state, submit)
 
 
-def _news(ctx: Ctx, request: Request, run: SopRun, action: str, **data: object) -> None:
+def _news(request: Request, run: SopRun, action: str, **data: object) -> None:
     event = Event(
         f"sop.{action}",
         {"run_id": run.id, "sop_id": run.sop_id, "status": run.status, **data},
@@ -99,7 +99,7 @@ async def list_sops(
     responses=responses(Conflict, InvalidInput, NotFound),
 )
 async def create_sop(
-    body: SopCreate, principal: WriteSops, session: SessionDep, ctx: Ctx, request: Request
+    body: SopCreate, principal: WriteSops, session: SessionDep, request: Request
 ) -> SopOut:
     sop = await service.create_sop(session, principal, body)
     await _record(
@@ -189,7 +189,7 @@ async def complete_step(
         note=body.note,
     )
     _submit(ctx, request, job)
-    _news(ctx, request, run, "progress", step=position, step_status="completed")
+    _news(request, run, "progress", step=position, step_status="completed")
     return service.run_out(run, steps)
 
 
@@ -219,7 +219,7 @@ async def _decide(
         note=body.note,
     )
     _submit(ctx, request, job)
-    _news(ctx, request, run, "approved" if approve else "rejected", step=position)
+    _news(request, run, "approved" if approve else "rejected", step=position)
     return service.run_out(run, steps)
 
 
@@ -263,12 +263,12 @@ async def reject_step(
     "/executions/{run_id}/pause", response_model=SopRunOut, responses=responses(NotFound, Conflict)
 )
 async def pause_run(
-    run_id: PathId, principal: ExecuteSops, session: SessionDep, ctx: Ctx, request: Request
+    run_id: PathId, principal: ExecuteSops, session: SessionDep, request: Request
 ) -> SopRunOut:
     """A running step finishes; the run stops before the next one."""
     run = await service.pause(session, principal, run_id)
     await _record(session, request, principal, "sop.pause", "sop_run", run.id, run.team_id)
-    _news(ctx, request, run, "paused")
+    _news(request, run, "paused")
     return service.run_out(run, await service.step_runs(session, run.id))
 
 
@@ -283,7 +283,7 @@ async def resume_run(
     run, job = await service.resume(session, principal, run_id)
     await _record(session, request, principal, "sop.resume", "sop_run", run.id, run.team_id)
     _submit(ctx, request, job)
-    _news(ctx, request, run, "resumed")
+    _news(request, run, "resumed")
     return service.run_out(run, await service.step_runs(session, run.id))
 
 
@@ -305,7 +305,7 @@ async def cancel_run(
 
         defer(request.state, signal)
     await _record(session, request, principal, "sop.cancel", "sop_run", run.id, run.team_id)
-    _news(ctx, request, run, "cancelled")
+    _news(request, run, "cancelled")
     return service.run_out(run, await service.step_runs(session, run.id))
 
 
@@ -372,7 +372,6 @@ async def execute_sop(
     body: SopExecute,
     principal: ExecuteSops,
     session: SessionDep,
-    ctx: Ctx,
     request: Request,
 ) -> Accepted:
     """Starts a run of the current version; follow it at `status_url` or on the WebSocket
@@ -391,7 +390,7 @@ async def execute_sop(
         version=sop.version,
         server_ids=run.server_ids,
     )
-    _news(ctx, request, run, "started", version=run.version)
+    _news(request, run, "started", version=run.version)
     return accepted(
         request,
         job.id,
