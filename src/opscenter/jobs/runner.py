@@ -80,6 +80,16 @@ class JobContext:
             self._pending.clear()
 
 
+@dataclass(frozen=True)
+class EngineStatus:
+    """What /health says of the job engine."""
+
+    engine: str  # "embedded" (in-process) or "procrastinate" (scale-out)
+    ok: bool
+    workers: int  # live processes taking jobs
+    error: str | None = None
+
+
 Handler = Callable[[JobContext], Coroutine[Any, Any, dict[str, Any]]]
 Finalizer = Callable[[JobContext, str, str | None, str | None], Awaitable[None]]
 
@@ -160,6 +170,9 @@ class JobRunner:
             self.submit(job_id)
 
     # -- API ---------------------------------------------------------------------------------
+    async def engine_status(self) -> EngineStatus:
+        return EngineStatus("embedded", ok=True, workers=1 if self._workers else 0)
+
     def submit(self, job_id: int) -> None:
         """Call after the transaction that created the job committed."""
         self._queue.put_nowait(job_id)
