@@ -21,33 +21,32 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _env(data_dir: Path, **env: str) -> dict[str, str]:
+    values = {
+        **os.environ,
+        "OPSCENTER_DATA_DIR": str(data_dir),
+        "OPSCENTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "OPSCENTER_HEALTH_INTERVAL": "0",
+        "OPSCENTER_DB_POOL_TIMEOUT": "30",
+        "OPSCENTER_RESOURCES_INTERVAL": "0",
+        "OPSCENTER_RATE_LIMIT_ENABLED": "false",
+        "OPSCENTER_LOG_LEVEL": "WARNING",
+    }
+    values.pop("DATABASE_URL", None)
+    values.update(env)
+    return values
+
+
 class LiveServer:
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, log: Path | None = None, **env: str) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "OPSCENTER_DATA_DIR": str(data_dir),
-            "OPSCENTER_PORT": str(self.port),
-            "OPSCENTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "OPSCENTER_HEALTH_INTERVAL": "0",
-            "OPSCENTER_DB_POOL_TIMEOUT": "30",
-            "OPSCENTER_RESOURCES_INTERVAL": "0",
-            "OPSCENTER_RATE_LIMIT_ENABLED": "false",
-            "OPSCENTER_LOG_LEVEL": "WARNING",
-        }
-        self.env.pop("DATABASE_URL", None)
-        self.env.update(env)
+        self.env = _env(data_dir, OPSCENTER_PORT=str(self.port), **env)
+        self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "opscenter", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.proc = _spawn("serve", self.env, self.log)
         for _ in range(150):
             try:
                 if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
@@ -76,3 +75,51 @@ class LiveServer:
         return httpx.Client(
             base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
+
+
+class LiveWorker:
+    """A real `opscenter worker` process (scale-out: OPSCENTER_JOB_ENGINE=procrastinate)."""
+
+    def __init__(self, data_dir: Path, log: Path | None = None, **env: str) -> None:
+        self.env = _env(data_dir, **env)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = _spawn("worker", self.env, self.log)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)  # the worker and its tools: a lost machine
+        self.proc.wait()
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, and the exit code once it left."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+
+def _spawn(command: str, env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "opscenter", command],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]

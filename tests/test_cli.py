@@ -148,3 +148,21 @@ async def test_migrate_user_create_and_audit_verify_on_both_backends(tmp_path: P
     for outcome in outcomes:  # both finished (and cleaned up) before any failure is raised
         if isinstance(outcome, BaseException):
             raise outcome
+
+
+async def test_scale_out_commands_refuse_a_setup_that_cannot_run_jobs(tmp_path: Path) -> None:
+    """`worker` and `serve --no-jobs` need the distributed engine; with the embedded one
+    (or SQLite) they stop at once with a line that says what to set, not a stack trace."""
+    env = cli_env(tmp_path / "data", None)
+    for args, needs in (
+        (("worker",), "OPSCENTER_JOB_ENGINE=procrastinate"),
+        (("serve", "--no-jobs"), "OPSCENTER_JOB_ENGINE=procrastinate"),
+    ):
+        run = await opscenter(env, tmp_path, *args)
+        assert run.code == 2, (args, run.out, run.err)
+        assert needs in run.err, (args, run.err)
+        assert no_stack_trace(run.err), run.err
+    # procrastinate keeps its queue in the metadata database: SQLite can't hold it
+    run = await opscenter({**env, "OPSCENTER_JOB_ENGINE": "procrastinate"}, tmp_path, "worker")
+    assert run.code == 2 and "needs a PostgreSQL DATABASE_URL" in run.err, run.err
+    assert no_stack_trace(run.err), run.err

@@ -79,6 +79,16 @@ def test_killed_server_reconciles_on_restart(server: LiveServer, tmp_path: Path)
         assert job["status"] == "interrupted" and job["error_code"] == "interrupted"
         backup = c.get(f"/api/v1/backups/{doomed['id']}").json()
         assert backup["status"] == "interrupted" and backup["storage_path"] is None
+        assert not [p for p in partials if p.exists()]
+        # Backups are safe to redo: a fresh attempt was queued. Stop it (it would run for
+        # minutes); cancelling removes what it had written.
+        retry = next(
+            b
+            for b in c.get("/api/v1/backups", params={"limit": 5}).json()["items"]
+            if b["id"] > doomed["id"]
+        )
+        assert c.post(f"/api/v1/jobs/{retry['job_id']}/cancel").status_code in (200, 202)
+        assert _wait_job(c, retry["job_id"], {"cancelled", "failed"})["status"] == "cancelled"
         assert not list(storage.rglob("*.partial"))
         kept = c.get(f"/api/v1/backups/{good['id']}").json()
         assert kept["status"] == "completed" and (storage / good_key).exists()

@@ -1,16 +1,18 @@
-"""Command line: `opscenter serve | migrate | user create | audit verify`."""
+"""Command line: `opscenter serve | worker | migrate | user create | audit verify | ...`."""
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import os
 import sys
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from opscenter.cli_backups import backup_app, decrypt, keys_app
-from opscenter.config import get_settings
+from opscenter.config import Settings, get_settings
 
 app = typer.Typer(
     help="opscenter: ops control center built around trustworthy backups", no_args_is_help=True
@@ -28,9 +30,16 @@ app.command("decrypt")(decrypt)
 def serve(
     host: str | None = typer.Option(None, help="Default: OPSCENTER_HOST"),
     port: int | None = typer.Option(None, help="Default: OPSCENTER_PORT"),
+    no_jobs: bool = typer.Option(
+        False,
+        "--no-jobs",
+        help="API only: take no jobs here (OPSCENTER_JOB_ENGINE=procrastinate, with workers)",
+    ),
 ) -> None:
-    """Migrate, then serve the API and UI."""
-    settings = get_settings()
+    """Migrate, then serve the API and UI (and take jobs, unless --no-jobs)."""
+    if no_jobs:
+        os.environ["OPSCENTER_RUN_JOBS"] = "false"
+    settings = _settings()
     uvicorn.run(
         "opscenter.app:create_app",
         factory=True,
@@ -39,6 +48,42 @@ def serve(
         log_config=None,
         access_log=False,
     )
+
+
+@app.command()
+def worker(
+    concurrency: int | None = typer.Option(
+        None, min=1, max=64, help="Jobs at once. Default: OPSCENTER_JOB_CONCURRENCY"
+    ),
+) -> None:
+    """Take jobs from the queue (OPSCENTER_JOB_ENGINE=procrastinate). SIGTERM or Ctrl-C let
+    running jobs finish within OPSCENTER_JOB_SHUTDOWN_GRACE_SECONDS, then hand them back."""
+    os.environ["OPSCENTER_RUN_JOBS"] = "true"
+    if concurrency is not None:
+        os.environ["OPSCENTER_JOB_CONCURRENCY"] = str(concurrency)
+    settings = _settings()
+    if settings.job_engine != "procrastinate":
+        typer.secho(
+            "error: a worker needs OPSCENTER_JOB_ENGINE=procrastinate and a PostgreSQL "
+            "OPSCENTER_DATABASE_URL; with the embedded engine, `opscenter serve` runs the jobs",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+    from opscenter.cli_actions import run_worker
+
+    asyncio.run(run_worker(settings))
+
+
+def _settings() -> Settings:
+    """The settings, or a one-line error that says which variable to fix."""
+    get_settings.cache_clear()
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+        typer.secho(f"error: {problems}", fg="red", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

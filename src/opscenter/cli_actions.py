@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+
 from opscenter.audit import service as audit
 from opscenter.bootstrap import bootstrap
-from opscenter.config import get_settings
+from opscenter.config import Settings, get_settings
 from opscenter.core.db import Database
 from opscenter.core.principal import SYSTEM
 from opscenter.users import service as users
@@ -51,3 +54,26 @@ async def verify_audit() -> audit.ChainReport:
             return await audit.verify_chain(session)
     finally:
         await db.dispose()
+
+
+async def run_worker(settings: Settings) -> None:
+    """A worker process: jobs, the reactions they trigger and the event relay; no API, no
+    scheduler. Runs until SIGTERM or SIGINT, then stops gracefully."""
+    from opscenter.core.logging import configure_logging, get_logger
+    from opscenter.runtime import build_context, running
+
+    configure_logging(settings.log_level)
+    log = get_logger("opscenter.worker")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ctx = build_context(settings)
+    async with running(ctx):
+        log.info("worker started", worker=ctx.runner.worker_id, concurrency=ctx.runner.concurrency)
+        await stop.wait()
+        log.info(
+            "worker stopping: running jobs may finish",
+            grace_seconds=settings.job_shutdown_grace_seconds,
+        )
+    log.info("worker stopped", worker=ctx.runner.worker_id)

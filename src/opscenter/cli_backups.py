@@ -39,7 +39,12 @@ err = Console(stderr=True)
 
 def _run(work: Callable[[AppContext], Awaitable[int]]) -> None:
     async def main() -> int:
-        ctx = build_context(get_settings())
+        settings = get_settings()
+        if settings.job_engine == "procrastinate":
+            # Workers are there: the CLI hands its job to them and follows it, rather than
+            # taking other people's jobs for as long as it runs.
+            settings = settings.model_copy(update={"run_jobs": False})
+        ctx = build_context(settings)
         async with running(ctx):
             return await work(ctx)
 

@@ -97,6 +97,21 @@ class Settings(BaseSettings):
         30, gt=0, le=3600, validation_alias="OPSCENTER_WS_KEEPALIVE"
     )
     job_concurrency: int = Field(2, ge=1, le=64, validation_alias="OPSCENTER_JOB_CONCURRENCY")
+    # Where jobs run: "embedded" in the server process; "procrastinate" on PostgreSQL, taken
+    # by any number of `opscenter worker` (and `opscenter serve`) processes.
+    job_engine: Literal["embedded", "procrastinate"] = Field(
+        "embedded", validation_alias="OPSCENTER_JOB_ENGINE"
+    )
+    # False for an API-only process (`opscenter serve --no-jobs`); needs the procrastinate engine.
+    run_jobs: bool = Field(True, validation_alias="OPSCENTER_RUN_JOBS")
+    # A running job writes a heartbeat this often; one silent for 3 beats is interrupted.
+    job_heartbeat_seconds: float = Field(
+        10, ge=0.2, le=600, validation_alias="OPSCENTER_JOB_HEARTBEAT_SECONDS"
+    )
+    # On SIGTERM a worker lets its running jobs finish for this long, then hands them back.
+    job_shutdown_grace_seconds: float = Field(
+        60, ge=0, le=86400, validation_alias="OPSCENTER_JOB_SHUTDOWN_GRACE_SECONDS"
+    )
     # Seconds between server health checks; 0 turns the periodic check off.
     health_interval_seconds: float = Field(
         60, ge=0, le=86400, validation_alias="OPSCENTER_HEALTH_INTERVAL"
@@ -144,12 +159,21 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _event_bus_needs_its_transport(self) -> Settings:
+    def _transports_are_there(self) -> Settings:
         if self.event_bus == "redis" and not self.redis_url:
             raise ValueError("OPSCENTER_EVENT_BUS=redis needs OPSCENTER_REDIS_URL")
-        if self.event_bus == "postgres" and not self.effective_database_url.startswith(
-            "postgresql+asyncpg://"
-        ):
+        postgres = self.effective_database_url.startswith("postgresql+asyncpg://")
+        if self.job_engine == "procrastinate" and not postgres:
+            raise ValueError(
+                "OPSCENTER_JOB_ENGINE=procrastinate needs a PostgreSQL DATABASE_URL: the job "
+                "queue lives in the same database as the metadata"
+            )
+        if not self.run_jobs and self.job_engine == "embedded":
+            raise ValueError(
+                "an API-only process (--no-jobs, OPSCENTER_RUN_JOBS=false) needs "
+                "OPSCENTER_JOB_ENGINE=procrastinate, so that workers take the jobs"
+            )
+        if self.event_bus == "postgres" and not postgres:
             raise ValueError(
                 "OPSCENTER_EVENT_BUS=postgres needs a PostgreSQL DATABASE_URL; "
                 "with the embedded SQLite there is one process and nothing to relay"

@@ -17,6 +17,7 @@ from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.registry import BackgroundService
 from opscenter.core.security import Keyring
 from opscenter.domains import registry
+from opscenter.jobs.engine import DistributedRunner
 from opscenter.jobs.runner import JobRunner
 from opscenter.storage.service import StoragePool
 
@@ -36,13 +37,32 @@ def build_context(settings: Settings) -> AppContext:
         keyring=keyring,
         limiter=RateLimiter(settings.redis_url, enabled=settings.rate_limit_enabled),
         events=events,
-        runner=JobRunner(db, events, concurrency=settings.job_concurrency),
+        runner=_runner(settings, db, events),
         outbound=OutboundPolicy(settings.outbound_allowlist),
         storages=StoragePool(keyring),
     )
     for wire in registry().wirings:
         wire(ctx)
     return ctx
+
+
+def _runner(settings: Settings, db: Database, events: EventBus) -> JobRunner:
+    if settings.job_engine == "procrastinate":
+        return DistributedRunner(
+            db,
+            events,
+            database_url=settings.effective_database_url,
+            concurrency=settings.job_concurrency,
+            heartbeat_seconds=settings.job_heartbeat_seconds,
+            shutdown_grace_seconds=settings.job_shutdown_grace_seconds,
+            take_jobs=settings.run_jobs,
+        )
+    return JobRunner(
+        db,
+        events,
+        concurrency=settings.job_concurrency,
+        heartbeat_seconds=settings.job_heartbeat_seconds,
+    )
 
 
 @asynccontextmanager

@@ -126,7 +126,7 @@ class BackupJobs:
         self.keys = backup_keys.load_or_create(app.keyring, app.settings.keys_dir)
 
     def register(self, runner: JobRunner) -> None:
-        runner.register("backup", self.run_backup, self.finish_backup)
+        runner.register("backup", self.run_backup, self.finish_backup, self.retry_backup)
         runner.register("restore", self.run_restore, self.finish_restore)
 
     # -- backup --------------------------------------------------------------------------
@@ -346,6 +346,14 @@ class BackupJobs:
         if copy_results:
             out["copies"] = copy_results
         return out
+
+    async def retry_backup(self, ctx: JobContext) -> int | None:
+        async with self.app.db.write_session() as session:
+            job = await backup_service.queue_retry(
+                session, int(ctx.params["backup_id"]), int(ctx.params.get("attempt", 1)) + 1
+            )
+            await session.commit()
+        return job.id if job is not None else None
 
     async def finish_backup(
         self, ctx: JobContext, status: str, code: str | None, message: str | None

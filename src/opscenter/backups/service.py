@@ -19,7 +19,7 @@ from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from opscenter.core.events import Event
 from opscenter.core.failures import BackupError
 from opscenter.core.hostfiles import HostFiles, check_shape
-from opscenter.core.principal import Principal
+from opscenter.core.principal import SYSTEM, Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
 from opscenter.jobs import service as jobs
@@ -276,6 +276,36 @@ async def create_backup(
         b.job_id = job.id
     await session.flush()
     return backup, job
+
+
+async def queue_retry(session: AsyncSession, backup_id: int, attempt: int) -> Job | None:
+    """A fresh attempt of a backup whose process was lost mid-run: the same target, storages
+    and options, as a new backup row (the interrupted one keeps its own story)."""
+    old = await session.get(Backup, backup_id)
+    if old is None or old.server_id is None or old.copy_of_id is not None:
+        return None
+    copies = (
+        await session.scalars(
+            select(Backup.storage_id).where(Backup.copy_of_id == old.id).order_by(Backup.id)
+        )
+    ).all()
+    is_file = old.db_type in FILE_ENGINES
+    compressed = old.compression_type != CompressionType.NONE
+    data = BackupCreate(
+        server_id=old.server_id,
+        database_name=None if is_file else old.database_name,
+        source_path=old.database_name if is_file else None,
+        compress=compressed,
+        compression_type=CompressionType(old.compression_type)
+        if compressed
+        else CompressionType.ZSTD,
+        encrypt=old.is_encrypted,
+        storage_id=None if copies else old.storage_id,
+        storage_ids=[old.storage_id, *copies] if copies else None,
+    )
+    _, job = await create_backup(session, SYSTEM, data, schedule_id=old.schedule_id)
+    job.params = {**job.params, "attempt": attempt, "retry_of_backup_id": old.id}
+    return job
 
 
 async def mark_damaged(

@@ -45,7 +45,22 @@ def _redact_processor(
     }
 
 
+_plain_records = logging.getLogRecordFactory()
+
+
+def _redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Libraries log through the standard module (uvicorn names each WebSocket's URL, and
+    `?token=` carries a JWT there): their lines are redacted as they are made."""
+    record = _plain_records(*args, **kwargs)
+    message = record.getMessage()
+    cleaned = SECRET_VALUES.sub(REDACTED, message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    return record
+
+
 def configure_logging(level: str = "INFO") -> None:
+    logging.setLogRecordFactory(_redacted_record)
     logging.basicConfig(format="%(message)s", level=level.upper())
     structlog.configure(
         processors=[

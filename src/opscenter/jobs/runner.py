@@ -2,7 +2,8 @@
 lock at a time, heartbeats, cancellation, and reconciliation at start-up.
 
 The `jobs` table is the truth; the runner only carries "run job N" to a coroutine.
-A distributed engine can replace it behind the same `submit` / `cancel` interface.
+`jobs.engine.DistributedRunner` carries it through procrastinate instead and reuses
+`execute` and `interrupt`, so a job runs the same way in either mode.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from opscenter.models import Job, JobStatus
 
 log = get_logger("opscenter.jobs")
 HEARTBEAT_SECONDS = 10.0
+# How soon a running job notices a cancel asked for in another process.
+CANCEL_POLL_SECONDS = 1.0
 PROGRESS_WRITE_SECONDS = 1.0
 TERMINAL = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED}
@@ -92,6 +95,10 @@ class EngineStatus:
 
 Handler = Callable[[JobContext], Coroutine[Any, Any, dict[str, Any]]]
 Finalizer = Callable[[JobContext, str, str | None, str | None], Awaitable[None]]
+# Queues a fresh attempt of an interrupted job (its id), or None when there is nothing to redo.
+Retrier = Callable[[JobContext], Awaitable[int | None]]
+#: Attempts of one piece of work that a lost process may cost before it stays interrupted.
+MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class JobKind:
     run: Handler
     # Called once the job ended, whatever the outcome: (ctx, status, error_code, message).
     finish: Finalizer | None = None
+    # Kinds that are safe to redo after a lost process give one (backups: a new backup row).
+    retry: Retrier | None = None
 
 
 def _context(job: Job, runner: JobRunner) -> JobContext:
@@ -109,10 +118,18 @@ def _context(job: Job, runner: JobRunner) -> JobContext:
 
 
 class JobRunner:
-    def __init__(self, db: Database, events: EventBus, *, concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        db: Database,
+        events: EventBus,
+        *,
+        concurrency: int = 2,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+    ) -> None:
         self.db = db
         self.events = events
         self.concurrency = concurrency
+        self.heartbeat_seconds = heartbeat_seconds
         self.kinds: dict[str, JobKind] = {}
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._queue: asyncio.Queue[int] = asyncio.Queue()
@@ -120,8 +137,14 @@ class JobRunner:
         self._running: dict[int, asyncio.Task[dict[str, Any]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def register(self, kind: str, run: Handler, finish: Finalizer | None = None) -> None:
-        self.kinds[kind] = JobKind(run, finish)
+    def register(
+        self,
+        kind: str,
+        run: Handler,
+        finish: Finalizer | None = None,
+        retry: Retrier | None = None,
+    ) -> None:
+        self.kinds[kind] = JobKind(run, finish, retry)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -142,30 +165,17 @@ class JobRunner:
     async def reconcile(self) -> None:
         """Jobs that were running when the last process died are `interrupted` (their
         finishers clean up); queued ones are taken up again."""
-        async with self.db.write_session() as session:
+        async with self.db.read_session() as session:
             stale = (
-                await session.scalars(select(Job).where(Job.status == JobStatus.RUNNING))
+                await session.scalars(select(Job.id).where(Job.status == JobStatus.RUNNING))
             ).all()
             queued = (
                 await session.scalars(
                     select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.id)
                 )
             ).all()
-            for job in stale:
-                job.status = JobStatus.INTERRUPTED
-                job.error_code = "interrupted"
-                job.error_message = "opscenter stopped while this job was running"
-                job.finished_at = utcnow()
-            await session.commit()
-        for job in stale:
-            kind = self.kinds.get(job.kind)
-            if kind and kind.finish:
-                ctx = _context(job, self)
-                try:
-                    await kind.finish(ctx, JobStatus.INTERRUPTED, "interrupted", job.error_message)
-                except Exception:
-                    log.exception("reconcile finisher failed", job_id=job.id)
-            log.warning("job interrupted by restart", job_id=job.id, kind=job.kind)
+        for job_id in stale:
+            await self.interrupt(job_id, "opscenter stopped while this job was running")
         for job_id in queued:
             self.submit(job_id)
 
@@ -250,44 +260,109 @@ class JobRunner:
             return
         lock = self._locks.setdefault(job.lock_key or f"job:{job_id}", asyncio.Lock())
         async with lock:  # one job per target: later ones wait here, still `queued`
-            claimed = await self._claim(job_id)
-            if claimed is None:
-                return
-            kind = self.kinds.get(claimed.kind)
-            ctx = _context(claimed, self)
-            if kind is None:
-                await self._end(ctx, "failed", "unknown_kind", f"no handler for '{claimed.kind}'")
-                return
-            self.publish(ctx, "job.started", {"status": "running"})
-            heartbeat = asyncio.create_task(self._heartbeat(job_id))
-            task = asyncio.create_task(kind.run(ctx))
-            self._running[job_id] = task
-            try:
-                result = await task
-            except asyncio.CancelledError:
-                if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise  # the runner itself is stopping
-                await self._end(ctx, "cancelled", "cancelled", "cancelled by request")
-            except JobFailed as failed:
-                await self._end(ctx, "failed", failed.code, failed.message, failed.result)
-            except Exception as exc:
-                log.exception("job crashed", job_id=job_id, kind=claimed.kind)
-                await self._end(
-                    ctx,
-                    "failed",
-                    "internal_error",
-                    f"unexpected error ({type(exc).__name__}); see the server log",
-                )
-            else:
-                await self._end(ctx, JobStatus.SUCCEEDED, None, None, result)
-            finally:
-                self._running.pop(job_id, None)
-                heartbeat.cancel()
+            await self.execute(job_id)
 
-    async def _heartbeat(self, job_id: int) -> None:
+    async def execute(self, job_id: int) -> None:
+        """Claim a queued job and run it to its end. Raises CancelledError, leaving the job
+        `running`, when this process itself is stopping (`interrupt` settles it then)."""
+        claimed = await self._claim(job_id)
+        if claimed is None:
+            return  # ended (cancelled) or taken elsewhere meanwhile
+        kind = self.kinds.get(claimed.kind)
+        ctx = _context(claimed, self)
+        if kind is None:
+            await self._end(ctx, "failed", "unknown_kind", f"no handler for '{claimed.kind}'")
+            return
+        self.publish(ctx, "job.started", {"status": "running"})
+        task = asyncio.create_task(kind.run(ctx))
+        watch = asyncio.create_task(self._watch(job_id, task))
+        self._running[job_id] = task
+        try:
+            result = await task
+        except asyncio.CancelledError:
+            if asyncio.current_task() and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the process is stopping
+            if watch.done() and not watch.cancelled() and watch.result() == "lost":
+                return  # another process found it silent and settled it
+            await self._end(ctx, "cancelled", "cancelled", "cancelled by request")
+        except JobFailed as failed:
+            await self._end(ctx, "failed", failed.code, failed.message, failed.result)
+        except Exception as exc:
+            log.exception("job crashed", job_id=job_id, kind=claimed.kind)
+            await self._end(
+                ctx,
+                "failed",
+                "internal_error",
+                f"unexpected error ({type(exc).__name__}); see the server log",
+            )
+        else:
+            await self._end(ctx, JobStatus.SUCCEEDED, None, None, result)
+        finally:
+            self._running.pop(job_id, None)
+            watch.cancel()
+
+    async def interrupt(self, job_id: int, message: str) -> bool:
+        """Settle a job whose process was lost or stopped mid-run: `interrupted`, its finisher
+        cleans up, and a kind that is safe to redo queues a fresh attempt. Only one caller
+        wins a job (processes may race to it); returns whether this one did."""
+        async with self.db.write_session() as session:
+            job = await session.scalar(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                .values(
+                    status=JobStatus.INTERRUPTED,
+                    phase=JobStatus.INTERRUPTED,
+                    error_code="interrupted",
+                    error_message=message,
+                    finished_at=utcnow(),
+                )
+                .returning(Job)
+            )
+            await session.commit()
+        if job is None:
+            return False
+        log.warning("job interrupted", job_id=job_id, kind=job.kind, reason=message)
+        ctx = _context(job, self)
+        await self._run_finisher(ctx, JobStatus.INTERRUPTED, "interrupted", message)
+        self._publish_end(ctx, JobStatus.INTERRUPTED, "interrupted", message)
+        kind = self.kinds.get(job.kind)
+        if kind and kind.retry and int(job.params.get("attempt", 1)) < MAX_ATTEMPTS:
+            try:
+                retry_id = await kind.retry(ctx)
+            except Exception:
+                log.exception("could not queue a retry", job_id=job_id)
+            else:
+                if retry_id is not None:
+                    log.info("interrupted job retried", job_id=job_id, retry_job_id=retry_id)
+                    self.submit(retry_id)
+        return True
+
+    async def _watch(self, job_id: int, task: asyncio.Task[Any]) -> str:
+        """Beat the job's heartbeat while it runs, and stop it when a cancel was asked for
+        (from any process) or another process settled it as lost ("lost")."""
+        beat = self.heartbeat_seconds
+        last_beat = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-            await self.write(job_id, heartbeat_at=utcnow())
+            await asyncio.sleep(min(CANCEL_POLL_SECONDS, beat))
+            try:
+                async with self.db.read_session() as session:
+                    row = (
+                        await session.execute(
+                            select(Job.status, Job.cancel_requested).where(Job.id == job_id)
+                        )
+                    ).one_or_none()
+                if row is None or row.status != JobStatus.RUNNING:
+                    task.cancel()
+                    return "lost"
+                if row.cancel_requested:
+                    task.cancel()
+                    return "cancelled"
+                now = asyncio.get_running_loop().time()
+                if now - last_beat >= beat:
+                    last_beat = now
+                    await self.write(job_id, heartbeat_at=utcnow())
+            except Exception:  # a database blip: the job goes on, the next beat retries
+                log.warning("job heartbeat failed", job_id=job_id, exc_info=True)
 
     async def _end(
         self,
@@ -311,7 +386,13 @@ class JobRunner:
         # The finisher first: whoever sees the job end (polling GET /jobs/{id}) then finds
         # what it worked on, such as the backup row, already settled.
         await self._run_finisher(ctx, status, code, message)
-        await self.write(ctx.job_id, **values)
+        async with self.db.write_session() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.id == ctx.job_id, Job.status == JobStatus.RUNNING)
+                .values(**values)
+            )
+            await session.commit()
         self._publish_end(ctx, status, code, message)
 
     async def _finish(

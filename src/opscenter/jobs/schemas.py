@@ -22,6 +22,8 @@ class JobOut(OutputModel):
     error_message: str | None
     cancel_requested: bool
     created_by: int | None
+    # The process that runs or ran it ("host:pid"): with several workers, where to look.
+    worker: str | None
     heartbeat_at: UtcDatetime | None
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None

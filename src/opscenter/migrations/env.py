@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -14,6 +15,7 @@ from opscenter.models import Base
 from opscenter.models.base import UtcDateTime, is_mapped
 
 config = context.config
+MIGRATION_LOCK = 7_460_113_900  # any constant; shared by every opscenter process
 target_metadata = Base.metadata
 
 
@@ -34,6 +36,9 @@ def _run(connection: Connection) -> None:
         include_name=is_mapped,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Processes starting together (API servers, workers) migrate one at a time.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
