@@ -77,11 +77,16 @@ class Cluster:
             time.sleep(0.2)
         raise AssertionError(f"{count} workers never came up; see {self.root}/worker*.log")
 
-    def restart_worker(self, worker: LiveWorker) -> None:
-        if worker.proc is not None and worker.proc.poll() is None:
-            worker.kill()
-        worker.start()
-        self.wait_workers(2)
+    def revive(self) -> None:
+        """Start again whatever a previous test killed or stopped."""
+        dead = [w for w in self.workers if w.proc is None or w.proc.poll() is not None]
+        for worker in dead:
+            worker.start()
+        for server in self.servers:
+            if server.proc is None or server.proc.poll() is not None:
+                server.start()
+        if dead:
+            self.wait_workers(2)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +98,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             yield c
         finally:
             c.stop()
+
+
+@pytest.fixture(autouse=True)
+def whole_cluster(cluster: Cluster) -> None:
+    cluster.revive()
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +302,6 @@ def test_a_worker_killed_mid_backup_is_found_cleaned_up_and_its_backup_retried(
             "/api/v1/backups", json={"server_id": files_server["id"], "source_path": str(huge)}
         ).json()
         assert wait_job(c, again["job_id"], TERMINAL)["status"] == "succeeded"
-    cluster.restart_worker(victim)
 
 
 def test_sigterm_lets_a_worker_hand_its_running_job_back(
@@ -315,7 +324,6 @@ def test_sigterm_lets_a_worker_hand_its_running_job_back(
         retry = retry_of(c, accepted["id"])
         assert c.post(f"/api/v1/jobs/{retry['job_id']}/cancel").status_code in (200, 202)
         assert wait_job(c, retry["job_id"], TERMINAL)["status"] == "cancelled"
-    cluster.restart_worker(worker)
 
 
 def test_a_server_killed_mid_request_leaves_no_job_behind(
@@ -352,4 +360,3 @@ def test_a_server_killed_mid_request_leaves_no_job_behind(
         made = [j for j in made if j["id"] > before]
         for job in made:
             assert wait_job(c, job["id"], TERMINAL, seconds=60)["status"] == "succeeded", job
-    victim.start()

@@ -208,6 +208,7 @@ class DistributedRunner(JobRunner):
             await self.interrupt(
                 job_id,
                 f"the worker running it stopped answering (no heartbeat for {self.lost_after:g} s)",
+                silent_since=cutoff,
             )
         # The engine's side: a lost worker's job still holds its lock. Freed once our row
         # ended; a worker in its shutdown grace stops beating the engine, not the job.

@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -27,6 +28,8 @@ log = get_logger("opscenter.jobs")
 HEARTBEAT_SECONDS = 10.0
 # How soon a running job notices a cancel asked for in another process.
 CANCEL_POLL_SECONDS = 1.0
+# The phase of a running job that a process has claimed to settle as interrupted.
+INTERRUPTING = "interrupting"
 PROGRESS_WRITE_SECONDS = 1.0
 TERMINAL = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED}
@@ -301,21 +304,22 @@ class JobRunner:
             self._running.pop(job_id, None)
             watch.cancel()
 
-    async def interrupt(self, job_id: int, message: str) -> bool:
+    async def interrupt(
+        self, job_id: int, message: str, *, silent_since: datetime | None = None
+    ) -> bool:
         """Settle a job whose process was lost or stopped mid-run: `interrupted`, its finisher
-        cleans up, and a kind that is safe to redo queues a fresh attempt. Only one caller
-        wins a job (processes may race to it); returns whether this one did."""
+        cleans up, and a kind that is safe to redo queues a fresh attempt. Processes may race
+        to a silent job (`silent_since`: its last heartbeat is older): one claims it, and if
+        that one dies too, the claim goes silent and is taken again. Returns whether this
+        caller settled it."""
+        claim = [Job.id == job_id, Job.status == JobStatus.RUNNING]
+        if silent_since is not None:
+            claim.append(Job.heartbeat_at < silent_since)
         async with self.db.write_session() as session:
             job = await session.scalar(
                 update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                .values(
-                    status=JobStatus.INTERRUPTED,
-                    phase=JobStatus.INTERRUPTED,
-                    error_code="interrupted",
-                    error_message=message,
-                    finished_at=utcnow(),
-                )
+                .where(*claim)
+                .values(phase=INTERRUPTING, heartbeat_at=utcnow())
                 .returning(Job)
             )
             await session.commit()
@@ -323,7 +327,16 @@ class JobRunner:
             return False
         log.warning("job interrupted", job_id=job_id, kind=job.kind, reason=message)
         ctx = _context(job, self)
+        # The finisher first, as in `_end`: whoever sees the job end finds its work settled.
         await self._run_finisher(ctx, JobStatus.INTERRUPTED, "interrupted", message)
+        await self.write(
+            job_id,
+            status=JobStatus.INTERRUPTED,
+            phase=JobStatus.INTERRUPTED,
+            error_code="interrupted",
+            error_message=message,
+            finished_at=utcnow(),
+        )
         self._publish_end(ctx, JobStatus.INTERRUPTED, "interrupted", message)
         kind = self.kinds.get(job.kind)
         if kind and kind.retry and int(job.params.get("attempt", 1)) < MAX_ATTEMPTS:
@@ -348,10 +361,12 @@ class JobRunner:
                 async with self.db.read_session() as session:
                     row = (
                         await session.execute(
-                            select(Job.status, Job.cancel_requested).where(Job.id == job_id)
+                            select(Job.status, Job.phase, Job.cancel_requested).where(
+                                Job.id == job_id
+                            )
                         )
                     ).one_or_none()
-                if row is None or row.status != JobStatus.RUNNING:
+                if row is None or row.status != JobStatus.RUNNING or row.phase == INTERRUPTING:
                     task.cancel()
                     return "lost"
                 if row.cancel_requested:
@@ -389,7 +404,11 @@ class JobRunner:
         async with self.db.write_session() as session:
             await session.execute(
                 update(Job)
-                .where(Job.id == ctx.job_id, Job.status == JobStatus.RUNNING)
+                .where(
+                    Job.id == ctx.job_id,
+                    Job.status == JobStatus.RUNNING,
+                    Job.phase.is_distinct_from(INTERRUPTING),  # another process settles it
+                )
                 .values(**values)
             )
             await session.commit()
