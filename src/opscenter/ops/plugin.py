@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from opscenter.core.context import AppContext
+from opscenter.core.events import Event
+from opscenter.core.metrics import BACKUP_BYTES
 from opscenter.core.registry import Registry
 from opscenter.ops.router import router
+from opscenter.ops.service import backup_size
+
+
+def _wire(ctx: AppContext) -> None:
+    # Reactions run in the process that ran the backup: each byte is counted once.
+    async def count_bytes(event: Event) -> None:
+        BACKUP_BYTES.inc(await backup_size(ctx, int(event.data["backup_id"])))
+
+    ctx.events.react_to("backup.completed", count_bytes)
 
 
 def register(registry: Registry) -> None:
     registry.root(router)
+    registry.wire(_wire)
