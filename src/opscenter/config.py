@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         30, gt=0, le=3600, validation_alias="OPSCENTER_WS_KEEPALIVE"
     )
     job_concurrency: int = Field(2, ge=1, le=64, validation_alias="OPSCENTER_JOB_CONCURRENCY")
+    # Where jobs run: "embedded" in the server process; "procrastinate" on PostgreSQL, taken
+    # by any number of `opscenter worker` (and `opscenter serve`) processes.
+    job_engine: Literal["embedded", "procrastinate"] = Field(
+        "embedded", validation_alias="OPSCENTER_JOB_ENGINE"
+    )
     # Seconds between server health checks; 0 turns the periodic check off.
     health_interval_seconds: float = Field(
         60, ge=0, le=86400, validation_alias="OPSCENTER_HEALTH_INTERVAL"
@@ -135,6 +140,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias="OPSCENTER_LOG_LEVEL")
     secure_cookies: bool = Field(False, validation_alias="OPSCENTER_SECURE_COOKIES")
+    # A process without the API (`opscenter worker`) serves its own /metrics on this port
+    # (at OPSCENTER_HOST); 0: none. The API server's /metrics is on its own port.
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias="OPSCENTER_METRICS_PORT")
 
     @field_validator("allowed_origins", "outbound_allowlist", "restore_roots", mode="before")
     @classmethod

@@ -5,7 +5,6 @@ serves without something (the event bus to the other processes, live workers).""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +13,14 @@ import pytest
 from tests.conftest import Api
 from tests.core.helpers import no_stack_trace, own_app
 from tests.helpers import psql
+from tests.ops.helpers import unused_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
 def closed_port() -> int:
-    """A loopback port where nothing listens."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return unused_port()
 
 
 async def get_health(api: Api) -> tuple[int, dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,9 +15,11 @@ from sqlalchemy import delete, select
 
 from opscenter.core.clock import utcnow
 from opscenter.models import Job, Team
-from tests.conftest import Api
+from opscenter.runtime import build_context, running
+from tests.conftest import Api, make_settings
 from tests.core.helpers import uid
 from tests.helpers import psql
+from tests.ops.helpers import unused_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -122,3 +125,17 @@ async def test_ended_jobs_and_backed_up_bytes(
     assert value(failed, "opscenter_backup_bytes_total") == value(
         after, "opscenter_backup_bytes_total"
     )
+
+
+async def test_a_process_without_the_api_serves_metrics_on_its_own_port(tmp_path: Path) -> None:
+    port = unused_port()
+    ctx = build_context(make_settings(tmp_path, OPSCENTER_METRICS_PORT=port))
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with running(ctx), httpx.AsyncClient() as c:  # as `opscenter worker` runs
+        r = await c.get(url)
+        assert r.status_code == 200, r.text
+        assert "opscenter_job_duration_seconds" in r.text
+        assert "opscenter_backup_bytes_total" in r.text
+    async with httpx.AsyncClient() as c:
+        with pytest.raises(httpx.ConnectError):  # and stops with it
+            await c.get(url)

@@ -9,9 +9,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from opscenter.core.logging import get_logger
+
+log = get_logger("opscenter.metrics")
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
@@ -107,3 +111,23 @@ def clear_job_queue() -> None:
     """The queue could not be read: no figure rather than a stale one."""
     for gauge in (JOBS_QUEUED, JOBS_RUNNING, OLDEST_QUEUED_AGE):
         gauge.clear()
+
+
+class MetricsServer:
+    """/metrics of this registry on a port of its own, for a process that serves no API."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._server: Any = None
+
+    async def start(self) -> None:
+        try:
+            self._server, _thread = start_http_server(self.port, self.host, registry=REGISTRY)
+        except OSError as exc:  # e.g. a CLI command beside a worker that holds the port
+            log.warning("metrics: port unavailable, not served", port=self.port, error=str(exc))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
