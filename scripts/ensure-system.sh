@@ -13,6 +13,8 @@ command -v tar >/dev/null || need+=(tar)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v dockerd >/dev/null || need+=(docker.io)
+# Validates deploy/compose.yaml without an engine (tests/ops/test_deploy_files.py).
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"

@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias="OPSCENTER_LOG_LEVEL")
     secure_cookies: bool = Field(False, validation_alias="OPSCENTER_SECURE_COOKIES")
+    # A process without the API (`opscenter worker`) serves its own /metrics on this port
+    # (at OPSCENTER_HOST); 0: none. The API server's /metrics is on its own port.
+    metrics_port: int = Field(0, ge=0, le=65535, validation_alias="OPSCENTER_METRICS_PORT")
 
     @field_validator("allowed_origins", "outbound_allowlist", "restore_roots", mode="before")
     @classmethod

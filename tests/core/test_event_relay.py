@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from opscenter.config import Settings
 from opscenter.core.event_relay import EventRelay, PostgresRelay, RedisRelay, relay_for
 from opscenter.core.events import Event, EventBus
+from opscenter.core.metrics import REGISTRY
 from tests.core.helpers import fresh_database
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -83,6 +84,35 @@ async def test_event_reaches_the_other_process_once(make_relay: Callable[[], Eve
         await nothing_in(b_local, 0)
 
 
+def sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_the_receiver_measures_the_relay_lag(make_relay: Callable[[], EventRelay]) -> None:
+    async with (
+        process(make_relay) as (bus_a, relay_a),
+        process(make_relay) as (bus_b, relay_b),
+        bus_b.subscribe(include_remote=True) as b_all,
+    ):
+        assert await relay_a.check() and await relay_b.check()
+        count = sample("opscenter_event_relay_lag_seconds_count")
+        total = sample("opscenter_event_relay_lag_seconds_sum")
+        bus_a.publish(Event("server.health_changed", {"server_id": 1}))
+        started = asyncio.get_running_loop().time()
+        await next_event(b_all)
+        waited = asyncio.get_running_loop().time() - started
+        # Process B observed this event's lag (and any other process's on the channel).
+        observed = sample("opscenter_event_relay_lag_seconds_count") - count
+        assert observed >= 1
+        assert (
+            0 <= sample("opscenter_event_relay_lag_seconds_sum") - total <= observed * (waited + 1)
+        )
+        # A message from a sender that does not say when it sent is delivered, unmeasured.
+        legacy = b'{"origin":"x","type":"t","data":{},"team_id":null,"timestamp":"z"}'
+        relay_b._receive(legacy)
+        assert (await next_event(b_all)).type == "t"
+
+
 async def test_listener_comes_back_after_its_connection_is_killed(
     make_relay: Callable[[], EventRelay], pg_dsn: str
 ) -> None:
@@ -126,6 +156,7 @@ async def test_postgres_keeps_an_oversized_event_local(pg_dsn: str) -> None:
 async def test_publish_never_blocks_when_the_transport_is_down() -> None:
     bus = EventBus()
     relay = RedisRelay("redis://127.0.0.1:1/0")  # nothing listens there
+    dropped = sample("opscenter_event_relay_dropped_events_total")
     await relay.start(bus)
     try:
         async with bus.subscribe() as local:
@@ -133,6 +164,8 @@ async def test_publish_never_blocks_when_the_transport_is_down() -> None:
                 bus.publish(Event("backup.progress", {"i": i}))
             assert local.qsize() == 1000 and bus.dropped == 500  # the local queue's own bound
             assert relay.dropped >= 500  # the outbox keeps the newest
+            assert sample("opscenter_event_relay_dropped_events_total") - dropped == relay.dropped
+            assert not await relay.check()  # and /health says so
     finally:
         await relay.stop()
 

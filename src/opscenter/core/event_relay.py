@@ -8,6 +8,9 @@ bus: a process that is down or reconnecting misses events, and clients re-read s
 over the REST API on reconnect. Publishing never blocks the caller: events go through
 a bounded queue to a sender task; when the transport is down the queue overflows and
 the oldest events are the ones lost, counted in ``dropped``.
+
+Each message carries the time it was handed to the relay (``sent``), so the receiving
+process measures the relay's lag (``opscenter_event_relay_lag_seconds``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
@@ -22,6 +26,7 @@ from typing import Any
 
 from opscenter.core.events import Event, EventBus
 from opscenter.core.logging import get_logger
+from opscenter.core.metrics import RELAY_DROPPED, RELAY_LAG
 
 log = get_logger("opscenter.events")
 
@@ -31,10 +36,11 @@ PG_PAYLOAD_LIMIT = 7900
 _RETRY_SECONDS = (0.5, 1, 2, 5, 10)
 
 
-def encode(event: Event, origin: str) -> str:
+def encode(event: Event, origin: str, sent: float) -> str:
     return json.dumps(
         {
             "origin": origin,
+            "sent": sent,
             "type": event.type,
             "data": event.data,
             "team_id": event.team_id,
@@ -45,8 +51,10 @@ def encode(event: Event, origin: str) -> str:
     )
 
 
-def decode(payload: str | bytes) -> tuple[str, Event]:
+def decode(payload: str | bytes) -> tuple[str, float | None, Event]:
+    """The sender's origin, when it sent (epoch seconds, if it said), and the event."""
     raw = json.loads(payload)
+    sent = raw.get("sent")
     team_id = raw.get("team_id")
     event = Event(
         type=str(raw["type"]),
@@ -54,7 +62,7 @@ def decode(payload: str | bytes) -> tuple[str, Event]:
         team_id=int(team_id) if team_id is not None else None,
         timestamp=str(raw["timestamp"]),
     )
-    return str(raw["origin"]), event
+    return str(raw["origin"]), float(sent) if sent is not None else None, event
 
 
 class EventRelay(ABC):
@@ -84,7 +92,7 @@ class EventRelay(ABC):
 
     # -- the bus side ---------------------------------------------------------------------
     def send(self, event: Event) -> None:
-        payload = encode(event, self.origin)
+        payload = encode(event, self.origin, time.time())
         while True:
             try:
                 self._outbox.put_nowait(payload)
@@ -92,6 +100,12 @@ class EventRelay(ABC):
             except asyncio.QueueFull:
                 self._outbox.get_nowait()  # the transport is behind: lose the oldest
                 self.dropped += 1
+                RELAY_DROPPED.inc()
+
+    async def check(self) -> bool:
+        """Whether events flow now: the listener is subscribed (a failed connection ends
+        its subscription until it is back)."""
+        return self.listening.is_set()
 
     async def start(self, bus: EventBus) -> None:
         self._bus = bus
@@ -147,13 +161,15 @@ class EventRelay(ABC):
 
     def _receive(self, payload: str | bytes) -> None:
         try:
-            origin, event = decode(payload)
+            origin, sent, event = decode(payload)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("event relay: unreadable message ignored", error=str(exc))
             return
         if origin == self.origin or self._bus is None:
             return
         self.received += 1
+        if sent is not None:
+            RELAY_LAG.observe(max(0.0, time.time() - sent))
         self._bus.deliver_remote(event)
 
 
@@ -166,6 +182,10 @@ class RedisRelay(EventRelay):
 
     async def _publish(self, payload: str) -> None:
         await self._redis.publish(CHANNEL, payload)
+
+    async def check(self) -> bool:
+        # The subscriber notices a silent server only when it next reads; a ping asks now.
+        return await super().check() and bool(await self._redis.ping())
 
     @contextlib.asynccontextmanager
     async def _listen(self) -> AsyncIterator[AsyncIterator[str | bytes]]:

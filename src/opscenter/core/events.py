@@ -98,3 +98,7 @@ class EventSink(Protocol):
     """Where the bus hands every local event for the other processes; never blocks."""
 
     def send(self, event: Event) -> None: ...
+
+    async def check(self) -> bool:
+        """Whether events reach the other processes now (for /health)."""
+        ...

@@ -21,6 +21,9 @@ from opscenter.core.security import InvalidToken, Keyring, sha256_hex
 log = get_logger("opscenter.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 AfterTask = Callable[[], Awaitable[None]]
+# Metric labels take these methods as they are and any other as "OTHER": a client that
+# makes methods up must not make up time series too.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 async def send_error(
@@ -74,8 +77,9 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            LATENCY.labels(scope["method"], route).observe(elapsed)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(elapsed)
             log.info(
                 "request",
                 method=scope["method"],

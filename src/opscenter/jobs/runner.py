@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
 from opscenter.core.events import Event, EventBus
 from opscenter.core.logging import get_logger
+from opscenter.core.metrics import observe_job_end
 from opscenter.models import Job, JobStatus
 
 log = get_logger("opscenter.jobs")
@@ -57,6 +59,7 @@ class JobContext:
     runner: JobRunner
     #: What the job acts on, named in its events as `<type>_id` (e.g. `backup_id`).
     subject: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)  # made as the job starts
     _last_write: float = 0.0
     _pending: dict[str, Any] = field(default_factory=dict)
 
@@ -412,6 +415,7 @@ class JobRunner:
                 .values(**values)
             )
             await session.commit()
+        observe_job_end(ctx.kind, status, ctx.started)
         self._publish_end(ctx, status, code, message)
 
     async def _finish(
