@@ -111,3 +111,29 @@ async def test_no_live_worker_degrades(tmp_path: Path) -> None:
     assert body["checks"]["workers"] is False and body["checks"]["task_engine"] is True
     assert body["jobs"] == {"engine": "embedded", "workers": 0}
     assert body["errors"] == {"workers": "no live worker takes jobs"}
+
+
+async def test_the_distributed_engine_reports_its_workers_and_a_loss_is_a_503(
+    tmp_path: Path,
+) -> None:
+    async with own_app(
+        "postgres", tmp_path, OPSCENTER_JOB_ENGINE="procrastinate", OPSCENTER_RUN_JOBS="false"
+    ) as api:
+        runner = api.app.state.ctx.runner
+        status, body = await get_health(api)
+        # API-only, and no worker anywhere yet: it serves, and says nobody takes jobs.
+        assert status == 200 and body["status"] == "degraded", body
+        assert body["jobs"] == {"engine": "procrastinate", "workers": 0}
+        assert body["checks"]["task_engine"] is True and body["checks"]["workers"] is False
+
+        # A worker registers in the engine (what `opscenter worker` does when it starts).
+        worker = await runner.app.job_manager.register_worker()
+        status, body = await get_health(api)
+        assert status == 200 and body["jobs"] == {"engine": "procrastinate", "workers": 1}
+        await runner.app.job_manager.unregister_worker(worker)
+
+        await runner.app.close_async()  # the engine's connections are gone
+        status, body = await get_health(api)
+        assert status == 503 and body["checks"]["task_engine"] is False, body
+        assert body["errors"]["task_engine"] and "postgres" not in body["errors"]["task_engine"]
+        await runner.app.open_async()  # for a clean stop

@@ -322,7 +322,12 @@ class JobRunner:
             job = await session.scalar(
                 update(Job)
                 .where(*claim)
-                .values(phase=INTERRUPTING, heartbeat_at=utcnow())
+                .values(
+                    phase=INTERRUPTING,
+                    heartbeat_at=utcnow(),
+                    error_code="interrupted",
+                    error_message=message,  # the finisher may add what it found
+                )
                 .returning(Job)
             )
             await session.commit()
@@ -333,12 +338,7 @@ class JobRunner:
         # The finisher first, as in `_end`: whoever sees the job end finds its work settled.
         await self._run_finisher(ctx, JobStatus.INTERRUPTED, "interrupted", message)
         await self.write(
-            job_id,
-            status=JobStatus.INTERRUPTED,
-            phase=JobStatus.INTERRUPTED,
-            error_code="interrupted",
-            error_message=message,
-            finished_at=utcnow(),
+            job_id, status=JobStatus.INTERRUPTED, phase=JobStatus.INTERRUPTED, finished_at=utcnow()
         )
         self._publish_end(ctx, JobStatus.INTERRUPTED, "interrupted", message)
         kind = self.kinds.get(job.kind)
