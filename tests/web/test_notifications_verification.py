@@ -120,6 +120,64 @@ def test_webhook_channel_create_test_and_failures(
     assert admin_api.delete(f"/api/v1/notifications/channels/{r.json()['id']}").status_code == 204
 
 
+def test_alert_policy_added_switched_off_and_removed_from_the_page(
+    new_page: PageFactory, live: LiveServer, admin_api: httpx.Client
+) -> None:
+    name = f"ui-policy-{uuid.uuid4().hex[:6]}"
+    page = new_page()
+    page.goto(f"{live.base}/notifications")
+    page.locator("#add-policy summary").click()
+    form = page.locator("#policy-form")
+    form.get_by_label("Name").fill(name)
+    form.get_by_label("Events").fill("verification.failed\nbackup.corrupt")
+    form.get_by_label("From severity").select_option("error")
+    form.get_by_label("On a match, also open an incident").select_option("yes")
+    form.get_by_label("Incident severity").select_option("critical")
+    form.get_by_label("Squad").fill("dba")
+    form.get_by_role("button", name="Add policy").click()
+
+    row = page.locator(f'tr[data-policy="{name}"]')
+    expect(row).to_contain_text("verification.failed")
+    expect(row).to_contain_text("critical (dba)")
+    saved = next(
+        p
+        for p in admin_api.get("/api/v1/notifications/policies").json()["items"]
+        if p["name"] == name
+    )
+    assert sorted(saved["event_types"]) == ["backup.corrupt", "verification.failed"]
+    assert saved["min_severity"] == "error" and saved["is_enabled"] is True
+    assert saved["open_incident"] == {
+        "severity": "critical",
+        "environment": "production",
+        "squad": "dba",
+    }
+
+    row.get_by_role("button", name="Disable").click()
+    expect(page.locator(f'tr[data-policy="{name}"]')).to_contain_text("disabled")
+    assert (
+        admin_api.get(f"/api/v1/notifications/policies/{saved['id']}").json()["is_enabled"] is False
+    )
+
+    # A viewer reads the policies and changes nothing.
+    viewer = f"viewer{uuid.uuid4().hex[:6]}"
+    password = f"pw-{uuid.uuid4().hex}"
+    r = admin_api.post(
+        "/api/v1/users",
+        json={"username": viewer, "email": f"{viewer}@example.com", "password": password},
+    )
+    assert r.status_code == 201, r.text
+    reader = new_page(username=viewer, password=password)
+    reader.goto(f"{live.base}/notifications")
+    expect(reader.locator(f'tr[data-policy="{name}"]')).to_contain_text("critical (dba)")
+    expect(reader.locator("#policy-form")).to_have_count(0)
+    expect(reader.locator(f'tr[data-policy="{name}"] button')).to_have_count(0)
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(f'tr[data-policy="{name}"]').get_by_role("button", name="Delete").click()
+    expect(page.locator(f'tr[data-policy="{name}"]')).to_have_count(0)
+    assert admin_api.get(f"/api/v1/notifications/policies/{saved['id']}").status_code == 404
+
+
 def test_the_notification_center_is_live(
     new_page: PageFactory, live: LiveServer, admin_api: httpx.Client
 ) -> None:

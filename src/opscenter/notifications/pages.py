@@ -1,4 +1,5 @@
-"""The notification center: the inbox (and its live-refreshed list) and the channels."""
+"""The notification center: the inbox (and its live-refreshed list), the channels and the
+alert policies that route events to them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from opscenter.core.context import SessionDep
 from opscenter.core.pages import LIST_LIMIT, View
 from opscenter.core.principal import Principal
 from opscenter.notifications import service as notifications
-from opscenter.notifications.schemas import CONFIG_MODELS
+from opscenter.notifications.schemas import CONFIG_MODELS, LEVELS
 
 
 async def _inbox(session: AsyncSession, principal: Principal) -> dict[str, object]:
@@ -24,12 +25,18 @@ async def notifications_page(principal: Principal, session: SessionDep) -> View:
     channel_rows = (
         await session.scalars(notifications.channels_query(principal).limit(LIST_LIMIT))
     ).all()
+    policy_rows = (
+        await session.scalars(notifications.policies_query(principal).limit(LIST_LIMIT))
+    ).all()
     return View(
         "notifications.html",
         {
             **await _inbox(session, principal),
             "channels": [notifications.channel_out(c) for c in channel_rows],
             "channel_types": list(CONFIG_MODELS),
+            "policies": [notifications.policy_out(p) for p in policy_rows],
+            "channel_names": {c.id: c.name for c in channel_rows},
+            "levels": LEVELS,
         },
     )
 

@@ -118,6 +118,9 @@
       if (el.type === "checkbox") {
         if (type !== "bool") continue;
         value = el.checked;
+      } else if (el.multiple) {
+        value = [...el.selectedOptions].map((o) => (type === "ints" ? Number.parseInt(o.value, 10) : o.value));
+        if (!value.length) continue;
       } else {
         value = el.value.trim();
         if (value === "" && el.dataset.empty === "null") {
