@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
-from opscenter.core.clock import utcnow
+from opscenter.core.clock import isoformat_z, utcnow
 from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
@@ -19,7 +19,7 @@ from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import Id
-from opscenter.models.security import FindingStatus, SecurityAsset, Severity
+from opscenter.models.security import Finding, FindingStatus, SecurityAsset, Severity
 from opscenter.security import service
 from opscenter.security.importers import ReportProblem
 from opscenter.security.importers.formats import Scanner, read
@@ -230,7 +230,7 @@ async def request_acceptance(
         actor=principal,
         resource_type="finding",
         resource_id=finding.id,
-        details={"reason": body.reason, "expires_at": finding.acceptance_expires_at},
+        details={"reason": body.reason, "expires_at": body.expires_at.isoformat()},
         origin=origin_of(request),
         team_id=finding.team_id,
     )
@@ -257,18 +257,23 @@ async def approve_acceptance(
         actor=principal,
         resource_type="finding",
         resource_id=finding.id,
-        details={"expires_at": finding.acceptance_expires_at},
+        details={"expires_at": _expiry(finding)},
         origin=origin_of(request),
         team_id=finding.team_id,
     )
     _announce(
         request,
         "risk_accepted",
-        {"finding_id": finding.id, "expires_at": finding.acceptance_expires_at},
+        {"finding_id": finding.id, "expires_at": _expiry(finding)},
         finding.team_id,
     )
     [out] = await service.finding_outputs(session, [finding], now)
     return out
+
+
+def _expiry(finding: Finding) -> str | None:
+    expires = finding.acceptance_expires_at
+    return isoformat_z(expires) if expires else None
 
 
 @security_router.get("/metrics", response_model=MetricsOut)

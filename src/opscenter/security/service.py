@@ -129,7 +129,7 @@ async def open_counts(session: AsyncSession, asset_ids: Sequence[int]) -> dict[i
         .where(Finding.asset_id.in_(asset_ids), Finding.status == FindingStatus.OPEN)
         .group_by(Finding.asset_id)
     )
-    return {asset_id: count for asset_id, count in rows.tuples()}
+    return {asset_id: count for asset_id, count in rows.all()}
 
 
 def asset_out(asset: SecurityAsset | None, server: Server | None, open_findings: int) -> AssetOut:
@@ -277,9 +277,8 @@ async def import_findings(
     for f in findings:
         reported.setdefault(fingerprint(asset.id, scanner, f), f)
     scope = and_(Finding.asset_id == asset.id, Finding.scanner == scanner.value)
-    known = dict(
-        (await session.execute(select(Finding.fingerprint, Finding.status).where(scope))).tuples()
-    )
+    rows = await session.execute(select(Finding.fingerprint, Finding.status).where(scope))
+    known: dict[str, str] = {fp: status for fp, status in rows.all()}
     gone = [
         fp for fp, status in known.items() if status != FindingStatus.FIXED and fp not in reported
     ]
@@ -433,7 +432,7 @@ async def _asset_names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
         .outerjoin(Server, Server.id == SecurityAsset.server_id)
         .where(SecurityAsset.id.in_(ids))
     )
-    return dict(rows.tuples())
+    return {asset_id: name for asset_id, name in rows.all()}
 
 
 async def get_finding(session: AsyncSession, principal: Principal, finding_id: int) -> Finding:
@@ -512,7 +511,7 @@ async def tick(session: AsyncSession, now: datetime) -> Tick:
             overdue_clause(now), Finding.overdue_notified_at.is_(None)
         )
     )
-    for finding_id, team_id in late.tuples():
+    for finding_id, team_id in late.all():
         result.overdue[team_id].append(finding_id)
     for ids in result.overdue.values():
         for start in range(0, len(ids), BATCH):
@@ -538,15 +537,12 @@ async def metrics(
         stmt = readable(_rows(*columns), Finding, principal)
         return stmt.where(Finding.team_id == team_id) if team_id else stmt
 
-    by_severity: dict[str, int] = dict(
-        (
-            await session.execute(
-                scoped(Finding.severity, func.count())
-                .where(Finding.status == FindingStatus.OPEN)
-                .group_by(Finding.severity)
-            )
-        ).tuples()
+    open_rows = await session.execute(
+        scoped(Finding.severity, func.count())
+        .where(Finding.status == FindingStatus.OPEN)
+        .group_by(Finding.severity)
     )
+    by_severity: dict[str, int] = {severity: count for severity, count in open_rows.all()}
     counts = (
         await session.execute(
             scoped(
