@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, and_, case, func, insert, null, or_, select, update
+from sqlalchemy import Select, Table, and_, case, func, null, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput
@@ -326,8 +326,7 @@ async def import_findings(
         update(Finding).where(scope, Finding.status != FindingStatus.FIXED).values(last_seen=now),
         execution_options={"synchronize_session": False},
     )
-    for start in range(0, len(new), BATCH):
-        await session.execute(insert(Finding), new[start : start + BATCH])
+    await _insert(session, new)
     imp = SecurityImport(
         team_id=asset.team_id,
         asset_id=asset.id,
@@ -345,6 +344,25 @@ async def import_findings(
     session.add(imp)
     await session.flush()
     return imp
+
+
+async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        # COPY: several times faster than INSERTs for a report of tens of thousands.
+        conn = await session.connection()
+        raw = await conn.get_raw_connection()
+        columns = list(rows[0])
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            Finding.__tablename__,
+            records=[tuple(r[c] for c in columns) for r in rows],
+            columns=columns,
+        )
+        return
+    table = cast(Table, Finding.__table__)  # Core executemany: no ORM bookkeeping per row
+    for start in range(0, len(rows), BATCH):
+        await session.execute(table.insert(), rows[start : start + BATCH])
 
 
 def _no_acceptance() -> dict[str, Any]:
