@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from opscenter.core.events import Event
 from opscenter.models import Finding, SecurityImport
 from opscenter.security.plugin import watch_once
-from tests.conftest import Api, UserFactory
+from tests.conftest import ADMIN_PASSWORD, Api, UserFactory
 from tests.core.helpers import assert_error, role_user
 from tests.schedules.helpers import make_server, uid
 from tests.security.helpers import (
@@ -427,3 +427,15 @@ async def test_team_scoping_and_roles(
     async with shared_viewer.client(api) as nobody:
         assert await findings(nobody, asset_id=asset["id"]) == []
     assert await stored(api, asset["id"]) == (1, 1)
+
+
+async def test_pages_take_blank_and_unknown_filters(api: Api) -> None:
+    async with api.client() as browser:  # the session cookie, as a browser has it
+        login = {"username": "admin", "password": ADMIN_PASSWORD}
+        assert (await browser.post("/api/v1/auth/login", json=login)).status_code == 200
+        for query in ("severity=&status=&asset=&overdue=", "severity=severe&asset=x&overdue=no"):
+            r = await browser.get(f"/security?{query}")
+            assert r.status_code == 200, r.text
+            assert 'id="security-import"' in r.text
+        for page in ("/security/assets", "/security/metrics"):
+            assert (await browser.get(page)).status_code == 200

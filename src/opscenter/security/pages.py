@@ -16,8 +16,10 @@ from opscenter.models.security import FindingStatus, Severity
 from opscenter.security import service
 from opscenter.security.importers.formats import Scanner
 
+# An empty choice is none; every value is checked against its list (`_pick`), so no length
+# limit is needed (and pydantic's would be applied to the None).
 _blank = BeforeValidator(lambda v: v or None)
-Choice = Annotated[str | None, _blank, Query(max_length=32)]
+Choice = Annotated[str | None, _blank, Query()]
 
 
 def _pick(value: str | None, allowed: list[str]) -> str | None:
