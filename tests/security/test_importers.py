@@ -152,6 +152,7 @@ def test_osv_report(tmp_path: Path) -> None:
         (b"\xff\xfe{", None, "not UTF-8"),
         (b'{"SchemaVersion": 2, "ArtifactName": "x", "Results": [', None, "not JSON (line 1"),
         (b'{"hello": "world"}', None, "none of SARIF 2.1.0, Trivy, Grype or OSV"),
+        (b"[]", Scanner.TRIVY, "the report must be a JSON object"),
         (b'{"SchemaVersion": 2, "ArtifactName": "x"}', Scanner.SARIF, "version must be 2.1.0"),
         (
             b'{"SchemaVersion": 2, "ArtifactName": "x", "Results": [{"Target": "t", '

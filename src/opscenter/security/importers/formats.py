@@ -35,6 +35,8 @@ def read(path: Path, claimed: Scanner | None) -> tuple[Scanner, list[ParsedFindi
         raise ReportProblem("the report is not UTF-8 text") from None
     except json.JSONDecodeError as err:
         raise ReportProblem(f"the report is not JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(report, dict):
+        raise ReportProblem("the report must be a JSON object")
     scanner = claimed or next((s for s, m in MODULES.items() if m.looks_like(report)), None)
     if scanner is None:
         raise ReportProblem("the report is none of SARIF 2.1.0, Trivy, Grype or OSV JSON")

@@ -19,13 +19,13 @@ def looks_like(report: Any) -> bool:
 def _vector(cvss: Reader | None) -> str | None:
     if cvss is None:
         return None
-    ordered = [*_SOURCES, *(k for k in cvss.value if k not in _SOURCES)]
-    for source in ordered:
-        entry = cvss.value.get(source)
+    by_source = cvss.value
+    for source in (*_SOURCES, *by_source):  # preferred first, then any other
+        entry = by_source.get(source)
         if isinstance(entry, dict):
-            for key in ("V40Vector", "V3Vector"):
-                if isinstance(entry.get(key), str) and entry[key]:
-                    return str(entry[key])
+            vector = entry.get("V40Vector") or entry.get("V3Vector")
+            if isinstance(vector, str):
+                return vector
     return None
 
 
