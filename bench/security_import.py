@@ -1,6 +1,7 @@
 """Security benchmark: importing a generated Trivy JSON report of 50,000 findings against
 `json.load` of the same file alone, in the same run; then reimporting the same file (all
-duplicates: nothing new, nothing closed) against the same bound; peak memory of each.
+duplicates: nothing new, nothing closed) against the same bound; peak memory of each;
+the best of three rounds each.
 
 Runs the route's own code (`formats.read` then `service.import_findings`, committed) on
 a PostgreSQL database it creates on 127.0.0.1:5432 (user postgres, trust) and drops, and
@@ -37,6 +38,7 @@ from opscenter.security import service
 from opscenter.security.importers.formats import Scanner, read
 
 IMPORT_LIMIT = 5.0  # x json.load of the same file alone
+ROUNDS = 3
 PG = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
 SEVERITIES = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 VECTORS = [
@@ -154,7 +156,17 @@ def verdict(seconds: float, floor: float) -> str:
     return f"{seconds:7.2f} s  ratio {ratio:.1f}x  limit {IMPORT_LIMIT:.0f}x ({within} the goal)"
 
 
+def load_alone(path: Path) -> tuple[float, float]:
+    with Peak() as peak:
+        started = time.perf_counter()
+        with path.open("rb") as f:
+            json.load(f)
+        return time.perf_counter() - started, peak.peak - peak.base
+
+
 async def run(url: str, findings: int, label: str) -> None:
+    """Each figure is the best of ROUNDS (the machine is shared: the best is the one least
+    disturbed), the imports each into an asset of their own."""
     db = Database(url)
     try:
         await asyncio.to_thread(migrate, url)
@@ -162,32 +174,33 @@ async def run(url: str, findings: int, label: str) -> None:
             team = Team(name=f"bench-{uuid.uuid4().hex[:6]}")
             session.add(team)
             await session.flush()
-            asset = SecurityAsset(team_id=team.id, name="app", kind="service")
-            session.add(asset)
+            assets = [
+                SecurityAsset(team_id=team.id, name=f"app{i}", kind="service")
+                for i in range(ROUNDS)
+            ]
+            session.add_all(assets)
             await session.commit()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "trivy.json"
             await asyncio.to_thread(generate, path, findings)
             size = path.stat().st_size / 2**20
             print(f"[{label}] Trivy JSON report: {findings:,} findings, {size:.0f} MiB")
-            with Peak() as load_peak:
-                started = time.perf_counter()
-                with path.open("rb") as f:
-                    json.load(f)
-                floor = time.perf_counter() - started
+            floor, floor_mem = min(load_alone(path) for _ in range(ROUNDS))
+            print(f"[{label}] json.load alone:   {floor:7.2f} s  peak +{floor_mem:.0f} MiB")
+            firsts, agains = [], []
+            for asset in assets:
+                first = await import_once(db, asset.id, path)
+                assert first[2] == {"reported": findings, "new": findings, "closed": 0}, first
+                again = await import_once(db, asset.id, path)
+                assert again[2] == {"reported": findings, "new": 0, "closed": 0}, again
+                firsts.append(first[:2])
+                agains.append(again[:2])
+            (first_s, first_mem), (again_s, again_mem) = min(firsts), min(agains)
             print(
-                f"[{label}] json.load alone:   {floor:7.2f} s"
-                f"  peak +{load_peak.peak - load_peak.base:.0f} MiB"
+                f"[{label}] import:            {verdict(first_s, floor)}  peak +{first_mem:.0f} MiB"
             )
-            first, first_mem, counts = await import_once(db, asset.id, path)
-            assert counts == {"reported": findings, "new": findings, "closed": 0}, counts
             print(
-                f"[{label}] import:            {verdict(first, floor)}  peak +{first_mem:.0f} MiB"
-            )
-            again, again_mem, counts = await import_once(db, asset.id, path)
-            assert counts == {"reported": findings, "new": 0, "closed": 0}, counts
-            print(
-                f"[{label}] reimport (dups):   {verdict(again, floor)}  peak +{again_mem:.0f} MiB"
+                f"[{label}] reimport (dups):   {verdict(again_s, floor)}  peak +{again_mem:.0f} MiB"
             )
         print(f"[{label}] load average: {os.getloadavg()[0]:.1f} (wall times move with it)")
     finally:

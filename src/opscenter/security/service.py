@@ -349,20 +349,37 @@ async def import_findings(
 async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql":
+    conn = await session.connection()
+    columns = list(rows[0])
+    if conn.dialect.name == "postgresql":
         # COPY: several times faster than INSERTs for a report of tens of thousands.
-        conn = await session.connection()
         raw = await conn.get_raw_connection()
-        columns = list(rows[0])
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
             Finding.__tablename__,
             records=[tuple(r[c] for c in columns) for r in rows],
             columns=columns,
         )
         return
-    table = cast(Table, Finding.__table__)  # Core executemany: no ORM bookkeeping per row
-    for start in range(0, len(rows), BATCH):
-        await session.execute(table.insert(), rows[start : start + BATCH])
+    # One executemany straight to the driver, half the time of a Core insert: the columns
+    # whose type converts (the timestamps) convert each distinct value once.
+    table = cast(Table, Finding.__table__)
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=columns)
+    order = list(compiled.positiontup or ())
+    converters: dict[str, tuple[Any, dict[Any, Any]]] = {
+        c: (convert, {}) for c in order if (convert := table.c[c].type.bind_processor(conn.dialect))
+    }
+
+    def bound(column: str, value: Any) -> Any:
+        if column not in converters or value is None:
+            return value
+        convert, seen = converters[column]
+        if value not in seen:
+            seen[value] = convert(value)
+        return seen[value]
+
+    await conn.exec_driver_sql(
+        compiled.string, [tuple(bound(c, r[c]) for c in order) for r in rows]
+    )
 
 
 def _no_acceptance() -> dict[str, Any]:
