@@ -249,6 +249,7 @@ async def test_risk_acceptance_needs_a_second_person_and_expires(
             if e.type == "security.finding_overdue" and finding["id"] in e.data["finding_ids"]
         ]
         assert len(overdue) == 1 and overdue[0].team_id == team.id
+        assert overdue[0].data["severity"] == "warning"  # the level alert policies hear
         assert_error(
             await c.post(url, json={"reason": "r", "expires_at": until.isoformat(), "extra": 1}),
             422,

@@ -4,7 +4,6 @@ upload, its pages, and the watch that expires acceptances and raises overdue eve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 
 from opscenter.core.background import Loop
@@ -36,21 +35,22 @@ async def watch_once(ctx: AppContext, now: datetime) -> service.Tick:
         ctx.events.publish(
             Event(
                 "security.finding_overdue",
-                {"finding_ids": ids[: service.EVENT_IDS], "count": len(ids)},
+                # `severity` is the level alert policies hear it at (notifications).
+                {"finding_ids": ids[: service.EVENT_IDS], "count": len(ids), "severity": "warning"},
                 team_id=team,
             )
         )
     return tick
 
 
-def _watch(ctx: AppContext, server: bool, clock: Callable[[], datetime] = utcnow) -> Loop | None:
+def _watch(ctx: AppContext, server: bool) -> Loop | None:
     if not server or ctx.settings.scheduler_interval_seconds <= 0:
         return None
 
     async def forever() -> None:
         while True:
             try:
-                await watch_once(ctx, clock())
+                await watch_once(ctx, utcnow())
             except Exception:
                 log.exception("security watch failed")
             await asyncio.sleep(WATCH_SECONDS)
