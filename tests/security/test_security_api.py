@@ -329,6 +329,7 @@ async def test_assets_crud_and_bad_input(
             {**body, "name": uid("x-"), "kind": "printer"},
             {**body, "name": ""},
             {**body, "name": uid("x-"), "owner": "me"},
+            {**body, "name": "server:1"},  # the servers' own rows
         ):
             assert_error(await c.post(ASSETS, json=bad), 422, "VALIDATION_ERROR")
         url = f"{ASSETS}/{asset['id']}"
@@ -440,3 +441,21 @@ async def test_pages_take_blank_and_unknown_filters(api: Api) -> None:
             assert 'id="security-import"' in r.text
         for page in ("/security/assets", "/security/metrics"):
             assert (await browser.get(page)).status_code == 200
+
+
+async def test_concurrent_imports_of_one_asset_never_duplicate(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    team = await own_team(api, admin, make_user)
+    report = trivy([Vuln(f"CVE-2025-{i:05d}", f"lib{i}", "1.0") for i in range(300)])
+    async with team.client as c:
+        asset = await new_asset(c)
+        answers = await asyncio.gather(*(upload(c, report, asset_id=asset["id"]) for _ in range(3)))
+        codes = sorted(r.status_code for r in answers)
+        assert codes[0] == 201 and set(codes) <= {201, 409}, [r.text for r in answers]
+        for r in answers:
+            if r.status_code == 409:
+                assert_error(r, 409, "CONFLICT")
+        assert sum(r.json()["new"] for r in answers if r.status_code == 201) == 300
+    found, imports = await stored(api, asset["id"])
+    assert (found, imports) == (300, codes.count(201))

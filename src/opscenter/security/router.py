@@ -54,7 +54,7 @@ def _announce(request: Request, action: str, data: dict[str, Any], team: int | N
     "/imports",
     response_model=ImportOut,
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidReport, NotFound, TooLarge, UnsupportedType),
+    responses=responses(InvalidReport, NotFound, Conflict, TooLarge, UnsupportedType),
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, case, func, null, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput
@@ -39,6 +40,7 @@ from opscenter.security.schemas import (
 )
 
 BATCH = 1000
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 MAX_ACCEPTANCE = timedelta(days=366)
 TREND_WEEKS = 12
 #: Findings named in one overdue event; the event also carries the full count.
@@ -166,6 +168,8 @@ def asset_out(asset: SecurityAsset | None, server: Server | None, open_findings:
 
 
 DB_TYPES = {"postgresql", "mysql", "sqlite"}
+#: The stored name of a server's asset row (never shown: the server's name is).
+SERVER_PREFIX = "server:"
 
 
 async def get_asset(session: AsyncSession, principal: Principal, asset_id: int) -> SecurityAsset:
@@ -178,6 +182,8 @@ async def asset_output(session: AsyncSession, asset: SecurityAsset) -> AssetOut:
 
 
 async def _name_free(session: AsyncSession, team_id: int, name: str, own_id: int | None) -> None:
+    if name.startswith(SERVER_PREFIX):
+        raise InvalidInput(f"Asset names starting with {SERVER_PREFIX!r} are the servers' own")
     taken = await session.scalar(
         select(SecurityAsset.id).where(
             SecurityAsset.team_id == team_id,
@@ -240,7 +246,10 @@ async def asset_of_server(
     if asset is None:
         # The row's own name and team are never shown (the server's are); keep them unique.
         asset = SecurityAsset(
-            team_id=server.team_id, name=f"server:{server.id}", kind="host", server_id=server.id
+            team_id=server.team_id,
+            name=f"{SERVER_PREFIX}{server.id}",
+            kind="host",
+            server_id=server.id,
         )
         session.add(asset)
         await session.flush()
@@ -318,7 +327,7 @@ async def import_findings(
         await session.execute(
             update(Finding)
             .where(scope, Finding.fingerprint.in_(back[start : start + BATCH]))
-            .values(status=FindingStatus.OPEN, fixed_at=None),
+            .values(status=FindingStatus.OPEN, fixed_at=None, overdue_notified_at=None),
             execution_options={"synchronize_session": False},
         )
     # Every finding of the scope that is not fixed now was in this report.
@@ -326,7 +335,10 @@ async def import_findings(
         update(Finding).where(scope, Finding.status != FindingStatus.FIXED).values(last_seen=now),
         execution_options={"synchronize_session": False},
     )
-    await _insert(session, new)
+    try:
+        await _insert(session, new)
+    except IntegrityError:
+        raise _concurrent() from None
     imp = SecurityImport(
         team_id=asset.team_id,
         asset_id=asset.id,
@@ -354,11 +366,16 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.name == "postgresql":
         # COPY: several times faster than INSERTs for a report of tens of thousands.
         raw = await conn.get_raw_connection()
-        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            Finding.__tablename__,
-            records=[tuple(r[c] for c in columns) for r in rows],
-            columns=columns,
-        )
+        try:
+            await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+                Finding.__tablename__,
+                records=[tuple(r[c] for c in columns) for r in rows],
+                columns=columns,
+            )
+        except Exception as err:  # the driver's own error: COPY bypasses SQLAlchemy
+            if getattr(err, "sqlstate", None) == UNIQUE_VIOLATION:
+                raise _concurrent() from None
+            raise
         return
     # One executemany straight to the driver, half the time of a Core insert: the columns
     # whose type converts (the timestamps) convert each distinct value once.
@@ -380,6 +397,11 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     await conn.exec_driver_sql(
         compiled.string, [tuple(bound(c, r[c]) for c in order) for r in rows]
     )
+
+
+def _concurrent() -> Conflict:
+    """Another import of the same asset and scanner wrote the same findings first."""
+    return Conflict("Another import for this asset is running; try again")
 
 
 def _no_acceptance() -> dict[str, Any]:
@@ -537,6 +559,7 @@ async def tick(session: AsyncSession, now: datetime) -> Tick:
         assert finding.accepted_at is not None and finding.acceptance_expires_at is not None
         finding.due_at += finding.acceptance_expires_at - finding.accepted_at
         finding.status = FindingStatus.OPEN
+        finding.overdue_notified_at = None  # a new due date: overdue is news again
         for field, value in _no_acceptance().items():
             setattr(finding, field, value)
         result.expired[finding.team_id].append(finding.id)
