@@ -1,6 +1,10 @@
 """Each importer against real scanner output (bandit's and ruff's SARIF, produced by the
 tools and committed) and against reports written to the tools' documented schemas; CVSS
-scores against the specifications' worked examples; broken reports named precisely."""
+scores against the specifications' worked examples; broken reports named precisely.
+
+The SARIF fixtures are the tools' output for `fixtures/app.py.txt` (saved as app.py):
+`bandit -f sarif -o bandit.sarif app.py` (bandit 1.9.4) and
+`ruff check --select S,F,E --output-format sarif app.py > ruff.sarif` (ruff 0.17.6)."""
 
 from __future__ import annotations
 
