@@ -10,6 +10,14 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Secrets that appear in docs and tutorials; refused outside development.
+SeverityName = Literal["critical", "high", "medium", "low", "info"]
+DEFAULT_SLA_DAYS: dict[SeverityName, int] = {
+    "critical": 7,
+    "high": 30,
+    "medium": 90,
+    "low": 180,
+    "info": 365,
+}
 WEAK_SECRETS = frozenset(
     {"", "secret", "changeme", "change-me", "your-secret-key-here", "password", "admin123"}
 )
@@ -71,6 +79,15 @@ class Settings(BaseSettings):
     # Incident evidence files stream to storage and have their own limit (413 beyond).
     evidence_max_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, validation_alias="OPSCENTER_EVIDENCE_MAX_BYTES"
+    )
+    # Scanner reports are read whole (json.load) after streaming to disk: this bounds it.
+    security_import_max_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, validation_alias="OPSCENTER_SECURITY_IMPORT_MAX_BYTES"
+    )
+    # Days to fix a finding, per severity (JSON in the environment).
+    security_sla_days: dict[SeverityName, int] = Field(
+        default_factory=lambda: dict(DEFAULT_SLA_DAYS),
+        validation_alias="OPSCENTER_SECURITY_SLA_DAYS",
     )
     rate_limit_default: str = Field("100/minute", validation_alias="OPSCENTER_RATE_LIMIT")
     rate_limit_write: str = Field("30/minute", validation_alias="OPSCENTER_RATE_LIMIT_WRITE")
@@ -189,6 +206,13 @@ class Settings(BaseSettings):
         if any(not root.is_absolute() or ".." in root.parts for root in value):
             raise ValueError("OPSCENTER_RESTORE_ROOTS takes absolute paths without '..'")
         return value
+
+    @field_validator("security_sla_days")
+    @classmethod
+    def _every_severity(cls, value: dict[SeverityName, int]) -> dict[SeverityName, int]:
+        if any(not 1 <= days <= 3650 for days in value.values()):
+            raise ValueError("days to fix must be 1..3650")
+        return {**DEFAULT_SLA_DAYS, **value}  # a severity left out keeps its default
 
     @field_validator("integration_retry_schedule", mode="before")
     @classmethod

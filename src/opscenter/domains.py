@@ -28,6 +28,7 @@ from opscenter.resources import plugin as resources
 from opscenter.retention import plugin as retention
 from opscenter.runbooks import plugin as runbooks
 from opscenter.schedules import plugin as schedules
+from opscenter.security import plugin as security
 from opscenter.servers import plugin as servers
 from opscenter.sso import plugin as sso
 from opscenter.storage import plugin as storage
@@ -62,6 +63,7 @@ DOMAINS = (
     realtime,
     knowledge,
     resources,
+    security,
 )
 
 

@@ -58,6 +58,12 @@ from opscenter.models.resources import (
     RollupMark,
 )
 from opscenter.models.schedules import RetentionPolicy, Schedule, ScheduleRun
+from opscenter.models.security import (
+    Finding,
+    FindingStatus,
+    SecurityAsset,
+    SecurityImport,
+)
 from opscenter.models.servers import Server
 from opscenter.models.sso import SsoIdentity, SsoLogin, SsoProvider
 from opscenter.models.storage import StorageProvider
@@ -88,6 +94,8 @@ __all__ = [
     "EvidenceAccess",
     "ExternalJob",
     "ExternalJobReport",
+    "Finding",
+    "FindingStatus",
     "IdMixin",
     "Incident",
     "IncidentEvent",
@@ -115,6 +123,8 @@ __all__ = [
     "RollupMark",
     "Schedule",
     "ScheduleRun",
+    "SecurityAsset",
+    "SecurityImport",
     "Server",
     "Sop",
     "SopRun",

@@ -1,0 +1,230 @@
+"""Security benchmark: importing a generated Trivy JSON report of 50,000 findings against
+`json.load` of the same file alone, in the same run; then reimporting the same file (all
+duplicates: nothing new, nothing closed) against the same bound; peak memory of each;
+the best of three rounds each.
+
+Runs the route's own code (`formats.read` then `service.import_findings`, committed) on
+a PostgreSQL database it creates on 127.0.0.1:5432 (user postgres, trust) and drops, and
+with `--sqlite` on a SQLite file in a temporary directory.
+
+    .venv/bin/python bench/security_import.py                      # 50,000 findings
+    .venv/bin/python bench/security_import.py --findings 5000 --sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from opscenter.bootstrap import migrate
+from opscenter.config import DEFAULT_SLA_DAYS
+from opscenter.core.clock import utcnow
+from opscenter.core.db import Database
+from opscenter.core.principal import SYSTEM
+from opscenter.models import SecurityAsset, Team
+from opscenter.security import service
+from opscenter.security.importers.formats import Scanner, read
+
+IMPORT_LIMIT = 5.0  # x json.load of the same file alone
+ROUNDS = 3
+PG = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
+SEVERITIES = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
+VECTORS = [
+    f"CVSS:3.1/AV:{av}/AC:{ac}/PR:{pr}/UI:N/S:U/C:{c}/I:{i}/A:N"
+    for av in ("N", "L")
+    for ac in ("L", "H")
+    for pr in ("N", "L")
+    for c in ("H", "L")
+    for i in ("H", "N")
+]
+
+
+def generate(path: Path, findings: int) -> None:
+    """A Trivy image report (SchemaVersion 2) spread over 50 targets, as Trivy writes it."""
+    rng = random.Random(7)
+    per_target = max(1, findings // 50)
+    results = []
+    for t in range(0, findings, per_target):
+        vulns = []
+        for n in range(t, min(t + per_target, findings)):
+            package = f"lib{n % 4000:04d}"
+            vulns.append(
+                {
+                    "VulnerabilityID": f"CVE-20{20 + n % 6}-{10000 + n}",
+                    "PkgID": f"{package}@1.{n % 30}.{n % 7}",
+                    "PkgName": package,
+                    "InstalledVersion": f"1.{n % 30}.{n % 7}",
+                    "FixedVersion": f"1.{n % 30}.{n % 7 + 1}" if n % 3 else "",
+                    "Status": "fixed" if n % 3 else "affected",
+                    "SeveritySource": "nvd",
+                    "PrimaryURL": f"https://avd.aquasec.com/nvd/cve-2024-{10000 + n}",
+                    "Title": f"{package}: out-of-bounds read in parser ({n})",
+                    "Description": "A flaw was found in the parser. " * 4,
+                    "Severity": rng.choice(SEVERITIES),
+                    "CweIDs": [f"CWE-{rng.choice((79, 89, 125, 787, 416, 20))}"],
+                    "CVSS": {"nvd": {"V3Vector": rng.choice(VECTORS), "V3Score": 0.0}},
+                    "PublishedDate": "2024-03-01T00:00:00Z",
+                    "LastModifiedDate": "2024-06-01T00:00:00Z",
+                }
+            )
+        results.append(
+            {
+                "Target": f"registry.local/app:{t // per_target} (debian 12.8)",
+                "Class": "os-pkgs",
+                "Type": "debian",
+                "Vulnerabilities": vulns,
+            }
+        )
+    report = {
+        "SchemaVersion": 2,
+        "CreatedAt": "2026-12-01T10:00:00Z",
+        "ArtifactName": "registry.local/app:1",
+        "ArtifactType": "container_image",
+        "Results": results,
+    }
+    path.write_text(json.dumps(report))
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Peak:
+    """Samples this process's RSS every 10 ms while it runs."""
+
+    def __init__(self) -> None:
+        self.base = rss_mib()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, rss_mib())
+
+    def __enter__(self) -> Peak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def import_once(
+    db: Database, asset_id: int, path: Path
+) -> tuple[float, float, dict[str, int]]:
+    size = await asyncio.to_thread(lambda: path.stat().st_size)
+    with Peak() as peak:
+        started = time.perf_counter()
+        scanner, parsed = await asyncio.to_thread(read, path, Scanner.TRIVY)
+        async with db.write_session() as session:
+            asset = await session.get(SecurityAsset, asset_id)
+            assert asset is not None
+            imp = await service.import_findings(
+                session,
+                SYSTEM,
+                asset,
+                scanner,
+                parsed,
+                service.ReportFile(path.name, "0" * 64, size),
+                utcnow(),
+                dict(DEFAULT_SLA_DAYS),
+            )
+            await session.commit()
+        elapsed = time.perf_counter() - started
+    counts = {"reported": imp.reported, "new": imp.new, "closed": imp.closed}
+    return elapsed, peak.peak - peak.base, counts
+
+
+def verdict(seconds: float, floor: float) -> str:
+    ratio = seconds / floor
+    within = "within" if ratio <= IMPORT_LIMIT else "OVER"
+    return f"{seconds:7.2f} s  ratio {ratio:.1f}x  limit {IMPORT_LIMIT:.0f}x ({within} the goal)"
+
+
+def load_alone(path: Path) -> tuple[float, float]:
+    with Peak() as peak:
+        started = time.perf_counter()
+        with path.open("rb") as f:
+            json.load(f)
+        return time.perf_counter() - started, peak.peak - peak.base
+
+
+async def run(url: str, findings: int, label: str) -> None:
+    """Each figure is the best of ROUNDS (the machine is shared: the best is the one least
+    disturbed), the imports each into an asset of their own."""
+    db = Database(url)
+    try:
+        await asyncio.to_thread(migrate, url)
+        async with db.write_session() as session:
+            team = Team(name=f"bench-{uuid.uuid4().hex[:6]}")
+            session.add(team)
+            await session.flush()
+            assets = [
+                SecurityAsset(team_id=team.id, name=f"app{i}", kind="service")
+                for i in range(ROUNDS)
+            ]
+            session.add_all(assets)
+            await session.commit()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "trivy.json"
+            await asyncio.to_thread(generate, path, findings)
+            size = path.stat().st_size / 2**20
+            print(f"[{label}] Trivy JSON report: {findings:,} findings, {size:.0f} MiB")
+            floor, floor_mem = min(load_alone(path) for _ in range(ROUNDS))
+            print(f"[{label}] json.load alone:   {floor:7.2f} s  peak +{floor_mem:.0f} MiB")
+            firsts, agains = [], []
+            for asset in assets:
+                first = await import_once(db, asset.id, path)
+                assert first[2] == {"reported": findings, "new": findings, "closed": 0}, first
+                again = await import_once(db, asset.id, path)
+                assert again[2] == {"reported": findings, "new": 0, "closed": 0}, again
+                firsts.append(first[:2])
+                agains.append(again[:2])
+            (first_s, first_mem), (again_s, again_mem) = min(firsts), min(agains)
+            print(
+                f"[{label}] import:            {verdict(first_s, floor)}  peak +{first_mem:.0f} MiB"
+            )
+            print(
+                f"[{label}] reimport (dups):   {verdict(again_s, floor)}  peak +{again_mem:.0f} MiB"
+            )
+        print(f"[{label}] load average: {os.getloadavg()[0]:.1f} (wall times move with it)")
+    finally:
+        await db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--findings", type=int, default=50_000)
+    parser.add_argument("--sqlite", action="store_true", help="also on SQLite")
+    args = parser.parse_args()
+    name = f"oc_bench_security_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["psql", *PG, "-qc", f'CREATE DATABASE "{name}"'], check=True)
+    try:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        asyncio.run(run(url, args.findings, "postgresql"))
+    finally:
+        subprocess.run(
+            ["psql", *PG, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True
+        )
+    if args.sqlite:
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(run(f"sqlite+aiosqlite:///{tmp}/bench.db", args.findings, "sqlite"))
+
+
+if __name__ == "__main__":
+    main()
