@@ -384,39 +384,45 @@ def open_loop_worker(url: str, token: str, rate: float, seconds: float, out: Any
 
 
 async def _open_loop(
-    url: str, token: str, rate: float, seconds: float
+    url: str, token: str, rate: float, seconds: float, connections: int = 64
 ) -> tuple[list[float], int, float]:
-    """Send at fixed instants whatever the answers do; latency from the intended instant."""
+    """Requests are due at fixed instants whatever the answers do; each one's latency counts
+    from its due instant, so time spent queued behind a slow server is in the figure.
+    Plain HTTP/1.1 on keep-alive connections: a client library's own queueing would cost
+    more CPU than the server under test."""
+    target = httpx.URL(url)
+    request = (
+        f"GET {target.raw_path.decode()} HTTP/1.1\r\nHost: {target.host}\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n"
+    ).encode()
+    due: asyncio.Queue[float | None] = asyncio.Queue()
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=60) as client:
 
-        async def one(intended: float) -> None:
-            nonlocal errors
-            try:
-                r = await client.get(url)
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok:
+    async def connection() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        while (intended := await due.get()) is not None:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            if head.startswith(b"HTTP/1.1 200"):
                 latencies.append((time.perf_counter() - intended) * 1000)
             else:
                 errors += 1
+        writer.close()
 
-        loop_start = time.perf_counter()
-        total = int(rate * seconds)
-        tasks = []
-        for i in range(total):
-            intended = loop_start + i / rate
-            delay = intended - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(intended)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - loop_start
-    return latencies, errors, elapsed
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    started = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        intended = started + i / rate
+        await asyncio.sleep(max(0.0, intended - time.perf_counter()))
+        due.put_nowait(intended)
+    for _ in workers:
+        due.put_nowait(None)
+    await asyncio.gather(*workers)
+    return latencies, errors, time.perf_counter() - started
 
 
 def open_loop(url: str, token: str, rate: float, seconds: float) -> tuple[float, float, float, int]:
