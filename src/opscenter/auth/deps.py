@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select, update
+from sqlalchemy import Executable, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -125,7 +125,16 @@ async def _from_jwt(
     return principal
 
 
-async def _from_api_key(ctx: AppContext, session: AsyncSession, raw_key: str) -> Principal:
+async def _write(ctx: AppContext, statement: Executable) -> None:
+    """After the answer, in a short transaction of its own: a read request stays a reader."""
+    async with ctx.db.write_session() as session:
+        await session.execute(statement)
+        await session.commit()
+
+
+async def _from_api_key(
+    ctx: AppContext, session: AsyncSession, raw_key: str, request: Request | None = None
+) -> Principal:
     cache_key = ("key", sha256_hex(raw_key))
     if (cached := ctx.principals.get(cache_key)) is not None:
         return cached
@@ -142,12 +151,16 @@ async def _from_api_key(ctx: AppContext, session: AsyncSession, raw_key: str) ->
         raise Unauthorized("The API key's owner is disabled")
     # Noted when the key is read, so at most once per cache lifetime; not a change of who
     # the key stands for, so the cache is kept.
-    await session.execute(
+    touch = (
         update(ApiKey)
         .where(ApiKey.id == key.id)
         .values(last_used_at=now)
         .execution_options(unwatched=True)
     )
+    if request is None:
+        await session.execute(touch)
+    else:
+        defer(request.state, lambda: _write(ctx, touch))
     # A key never does more than its owner can do today, whatever it was created with.
     permissions = frozenset(key.role.permissions) & frozenset(owner.role.permissions)
     principal = Principal(
@@ -176,7 +189,7 @@ async def authenticate(
         claims = jwt_claims(state, ctx.keyring, bearer.credentials)
         principal = await _from_jwt(ctx, session, claims, via_cookie=False)
     elif api_key:
-        principal = await _from_api_key(ctx, session, api_key)
+        principal = await _from_api_key(ctx, session, api_key, request)
     elif cookie:
         claims = jwt_claims(state, ctx.keyring, cookie)
         principal = await _from_jwt(ctx, session, claims, via_cookie=True)
