@@ -123,7 +123,9 @@ QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
 async def count(session: AsyncSession, stmt: Select[Any], offset: int = 0) -> Total:
-    """The rows of `stmt`, counted up to `COUNT_LIMIT` past `offset`."""
+    """The rows of `stmt`, counted up to `COUNT_LIMIT` past `offset`. Give a statement of
+    one narrow column where it can be (`keyset_page` does): the database then counts off
+    an index instead of reading every row."""
     stop = offset + COUNT_LIMIT
     counted = select(func.count()).select_from(stmt.order_by(None).limit(stop + 1).subquery())
     found = int(await session.scalar(counted) or 0)
@@ -144,7 +146,7 @@ async def keyset_page(
 ) -> tuple[list[Any], Total, int | None]:
     """Rows of one page of `stmt`, ordered by `key` descending, after `params.cursor`; the
     total of the whole list (cursor or not: see `count`), and the next page's cursor."""
-    total = await count(session, stmt, params.offset)
+    total = await count(session, stmt.with_only_columns(key), params.offset)
     page = stmt if params.cursor is None else stmt.where(key < params.cursor)
     rows = list((await session.scalars(page.limit(params.limit + 1).offset(params.offset))).all())
     more = len(rows) > params.limit
