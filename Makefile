@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/backup_mysql.py --mb 1000
 	$(BIN)/python bench/security_import.py --sqlite
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -10,6 +10,7 @@ command -v mariadb >/dev/null || need+=(mariadb-client)
 command -v zstd >/dev/null || need+=(zstd)
 command -v age >/dev/null || need+=(age)
 command -v tar >/dev/null || need+=(tar)
+command -v wrk >/dev/null || need+=(wrk)  # bench/api.py's load
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v dockerd >/dev/null || need+=(docker.io)

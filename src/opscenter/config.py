@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         15, ge=1, le=1440, validation_alias="OPSCENTER_ACCESS_TOKEN_MINUTES"
     )
     jwt_expiration_hours: int = Field(24 * 14, ge=1, validation_alias=_env("JWT_EXPIRATION_HOURS"))
+    # How long a process may reuse who a token or key stands for (user, role, teams, key)
+    # without reading it again: a change made through another process (disabling a user,
+    # revoking a key, logging out) takes effect there within this many seconds; in the
+    # process that made it, at once. 0 reads them on every request.
+    auth_cache_seconds: float = Field(
+        5, ge=0, le=60, validation_alias="OPSCENTER_AUTH_CACHE_SECONDS"
+    )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("ALLOWED_ORIGINS")
     )

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from opscenter.bootstrap import BootstrapResult, bootstrap
 from opscenter.config import Settings
 from opscenter.core.background import Background
+from opscenter.core.cache import TtlCache
 from opscenter.core.context import AppContext
 from opscenter.core.db import Database
 from opscenter.core.event_relay import relay_for
@@ -40,6 +41,7 @@ def build_context(settings: Settings) -> AppContext:
         runner=_runner(settings, db, events),
         outbound=OutboundPolicy(settings.outbound_allowlist),
         storages=StoragePool(keyring),
+        principals=TtlCache(settings.auth_cache_seconds),
     )
     for wire in registry().wirings:
         wire(ctx)

@@ -155,7 +155,7 @@ async def test_three_views_filters_and_cursor(admin: httpx.AsyncClient) -> None:
         bodies.append(r.json())
     assert bodies[0] == bodies[1] == bodies[2]
     body = bodies[0]
-    assert set(body) == {"items", "total", "limit", "offset", "next_cursor"}
+    assert set(body) == {"items", "total", "limit", "offset", "next_cursor", "total_estimated"}
     ids = [i["id"] for i in body["items"]]
     assert ids == sorted(ids, reverse=True) and len(ids) == 5  # newest first
     assert all(i["action"] == "team.create" and i["user_id"] == me["id"] for i in body["items"])

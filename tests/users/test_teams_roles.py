@@ -39,7 +39,7 @@ async def roles_by_name(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     r = await client.get(ROLE_LIST)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"items", "total", "limit", "offset"}
+    assert set(body) == {"items", "total", "limit", "offset", "total_estimated"}
     assert body["total"] == len(body["items"])
     return {role["name"]: role for role in body["items"]}
 
@@ -280,7 +280,7 @@ async def test_team_and_role_reads(
         async with who.client(api) as c:
             r = await c.get(path)
         assert r.status_code == 200, r.text
-        assert set(r.json()) == {"items", "total", "limit", "offset"}
+        assert set(r.json()) == {"items", "total", "limit", "offset", "total_estimated"}
     async with api.client() as c:
         assert_error(await c.get(path), 401, "UNAUTHORIZED")
 

@@ -62,7 +62,7 @@ async def test_list_filters_by_role_activity_and_text(admin: httpx.AsyncClient) 
         r = await admin.get(USERS, params={"q": token, **params})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert set(body) == {"items", "total", "limit", "offset"}
+        assert set(body) == {"items", "total", "limit", "offset", "total_estimated"}
         assert body["total"] == len(body["items"])
         return [u["id"] for u in body["items"]]
 

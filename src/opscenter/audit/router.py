@@ -8,6 +8,7 @@ import io
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -21,9 +22,10 @@ from opscenter.auth.deps import require
 from opscenter.core.clock import as_utc
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import InvalidInput
-from opscenter.core.pagination import Paging, QueryId, paginate
+from opscenter.core.pagination import PageParams, Paging, QueryId, keyset_page
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import MAX_ID
+from opscenter.models import AuditLog
 
 router = APIRouter(tags=["Audit"])
 Reader = Annotated[Principal, Depends(require("read:audit"))]
@@ -79,11 +81,12 @@ Filters = Annotated[service.AuditFilters, Depends(audit_filters)]
 
 
 async def _page(session: SessionDep, filters: service.AuditFilters, paging: Paging) -> AuditPage:
-    rows, total = await paginate(session, service.filtered(filters), paging)
-    items = [AuditLogOut.model_validate(r) for r in rows]
-    next_cursor = items[-1].id if len(items) == paging.limit else None
-    return AuditPage(
-        items=items, total=total, limit=paging.limit, offset=paging.offset, next_cursor=next_cursor
+    # The cursor pages through the list the other filters make (and counts that list).
+    whole = service.filtered(replace(filters, before_id=None))
+    params = PageParams(paging.limit, 0 if filters.before_id else paging.offset, filters.before_id)
+    rows, total, next_cursor = await keyset_page(session, whole, params, AuditLog.id)
+    return AuditPage.keyset(
+        [AuditLogOut.model_validate(r) for r in rows], total, params, next_cursor
     )
 
 

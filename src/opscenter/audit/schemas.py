@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opscenter.core.pagination import KeysetPage
 from opscenter.core.schemas import OutputModel, UtcDatetime
 
 
@@ -23,12 +24,8 @@ class AuditLogOut(OutputModel):
     hash: str
 
 
-class AuditPage(OutputModel):
-    items: list[AuditLogOut]
-    total: int
-    limit: int
-    offset: int
-    next_cursor: int | None = None
+class AuditPage(KeysetPage[AuditLogOut]):
+    """A page of the trail, newest first."""
 
 
 class ChainReportOut(OutputModel):

@@ -1,7 +1,11 @@
 """Authentication (Bearer JWT, X-API-Key, session cookie) and permission dependencies.
 
-Every request reloads the user, role and key from the database, so disabling a user,
-changing a role or revoking a key takes effect on the very next request.
+Who a token or key stands for (user, role, teams, key) is read from the database and kept
+in `ctx.principals` for `OPSCENTER_AUTH_CACHE_SECONDS` (5 s). A commit that changes a
+user, role, team, key or login session in this process empties that cache, so disabling a
+user, changing a role, revoking a key or logging out takes effect on the very next request
+here, and within those seconds in other processes. The token's signature and expiry are
+checked on every request.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import Executable, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -20,12 +24,14 @@ from opscenter.auth.permissions import checks
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SAFE_METHODS, AppContext, SessionDep, client_ip, get_ctx
 from opscenter.core.errors import Forbidden, Unauthorized
-from opscenter.core.middleware import defer
+from opscenter.core.middleware import defer, jwt_claims
 from opscenter.core.principal import Principal
-from opscenter.core.security import InvalidToken, sha256_hex
+from opscenter.core.security import sha256_hex
 from opscenter.models import ApiKey, RefreshToken, User
 
 SESSION_COOKIE = "session_token"
+#: The tables whose rows decide who a token or key stands for.
+PRINCIPAL_TABLES = ("users", "roles", "teams", "team_members", "api_keys", "refresh_tokens")
 CSRF_HEADER = "X-CSRF-Token"
 
 bearer_scheme = HTTPBearer(auto_error=False)
@@ -84,19 +90,29 @@ def principal_for(
     )
 
 
+def forget_principals_on_change(ctx: AppContext) -> None:
+    ctx.db.on_commit_changing(PRINCIPAL_TABLES, ctx.principals.clear)
+
+
 async def _from_jwt(
-    ctx: AppContext, session: AsyncSession, token: str, *, via_cookie: bool
+    ctx: AppContext,
+    session: AsyncSession,
+    claims: dict[str, Any] | None,
+    *,
+    via_cookie: bool,
 ) -> Principal:
-    try:
-        claims = ctx.keyring.decode_jwt(token)
-    except InvalidToken:
-        raise Unauthorized("Invalid or expired token; log in again") from None
-    if claims.get("typ") != ("session" if via_cookie else "access"):
+    if claims is None:
+        raise Unauthorized("Invalid or expired token; log in again")
+    typ = "session" if via_cookie else "access"
+    if claims.get("typ") != typ:
         raise Unauthorized("This token cannot be used here")
+    family = str(claims.get("sid", ""))
+    cache_key = ("jwt", typ, str(claims["sub"]), family, str(claims.get("sv")))
+    if (cached := ctx.principals.get(cache_key)) is not None:
+        return cached
     user = await load_user(session, int(claims["sub"]))
     if user is None or not user.is_active or claims.get("sv") != user.session_version:
         raise Unauthorized("Session is no longer valid; log in again")
-    family = str(claims.get("sid", ""))
     revoked = await session.scalar(
         select(RefreshToken.id)
         .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_not(None))
@@ -104,13 +120,27 @@ async def _from_jwt(
     )
     if revoked is not None:
         raise Unauthorized("Session was logged out; log in again")
-    return principal_for(user, session_id=family, via_cookie=via_cookie)
+    principal = principal_for(user, session_id=family, via_cookie=via_cookie)
+    ctx.principals.put(cache_key, principal)
+    return principal
 
 
-async def _from_api_key(session: AsyncSession, raw_key: str) -> Principal:
+async def _write(ctx: AppContext, statement: Executable) -> None:
+    """After the answer, in a short transaction of its own: a read request stays a reader."""
+    async with ctx.db.write_session() as session:
+        await session.execute(statement)
+        await session.commit()
+
+
+async def _from_api_key(
+    ctx: AppContext, session: AsyncSession, raw_key: str, request: Request | None = None
+) -> Principal:
+    cache_key = ("key", sha256_hex(raw_key))
+    if (cached := ctx.principals.get(cache_key)) is not None:
+        return cached
     key = await session.scalar(
         select(ApiKey)
-        .where(ApiKey.key_hash == sha256_hex(raw_key))
+        .where(ApiKey.key_hash == cache_key[1])
         .options(selectinload(ApiKey.role), selectinload(ApiKey.user))
     )
     now = utcnow()
@@ -119,10 +149,21 @@ async def _from_api_key(session: AsyncSession, raw_key: str) -> Principal:
     owner = await load_user(session, key.user_id)
     if owner is None or not owner.is_active:
         raise Unauthorized("The API key's owner is disabled")
-    key.last_used_at = now
+    # Noted when the key is read, so at most once per cache lifetime; not a change of who
+    # the key stands for, so the cache is kept.
+    touch = (
+        update(ApiKey)
+        .where(ApiKey.id == key.id)
+        .values(last_used_at=now)
+        .execution_options(unwatched=True)
+    )
+    if request is None:
+        await session.execute(touch)
+    else:
+        defer(request.state, lambda: _write(ctx, touch))
     # A key never does more than its owner can do today, whatever it was created with.
     permissions = frozenset(key.role.permissions) & frozenset(owner.role.permissions)
-    return Principal(
+    principal = Principal(
         user_id=owner.id,
         username=owner.username,
         role=key.role.name,
@@ -130,6 +171,9 @@ async def _from_api_key(session: AsyncSession, raw_key: str) -> Principal:
         team_ids=frozenset(t.id for t in owner.teams),
         api_key_id=key.id,
     )
+    expires_in = (key.expires_at - now).total_seconds() if key.expires_at else None
+    ctx.principals.put(cache_key, principal, ttl=expires_in)
+    return principal
 
 
 async def authenticate(
@@ -140,12 +184,15 @@ async def authenticate(
     cookie: Annotated[str | None, Depends(cookie_scheme)],
 ) -> Principal:
     ctx = get_ctx(request)
+    state = request.scope.setdefault("state", {})
     if bearer is not None:
-        principal = await _from_jwt(ctx, session, bearer.credentials, via_cookie=False)
+        claims = jwt_claims(state, ctx.keyring, bearer.credentials)
+        principal = await _from_jwt(ctx, session, claims, via_cookie=False)
     elif api_key:
-        principal = await _from_api_key(session, api_key)
+        principal = await _from_api_key(ctx, session, api_key, request)
     elif cookie:
-        principal = await _from_jwt(ctx, session, cookie, via_cookie=True)
+        claims = jwt_claims(state, ctx.keyring, cookie)
+        principal = await _from_jwt(ctx, session, claims, via_cookie=True)
         if request.method not in SAFE_METHODS:
             csrf = request.headers.get(CSRF_HEADER, "")
             if not ctx.keyring.verify_signature(f"csrf:{principal.session_id}", csrf):
@@ -172,11 +219,11 @@ async def principal_from(
 ) -> Principal:
     """The same checks as a request's, for callers that are not requests (WebSockets)."""
     if token:
-        return await _from_jwt(ctx, session, token, via_cookie=False)
+        return await _from_jwt(ctx, session, ctx.keyring.claims_or_none(token), via_cookie=False)
     if api_key:
-        return await _from_api_key(session, api_key)
+        return await _from_api_key(ctx, session, api_key)
     if cookie:
-        return await _from_jwt(ctx, session, cookie, via_cookie=True)
+        return await _from_jwt(ctx, session, ctx.keyring.claims_or_none(cookie), via_cookie=True)
     raise Unauthorized()
 
 

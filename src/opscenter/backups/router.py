@@ -28,7 +28,7 @@ from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.failures import BackupError
 from opscenter.core.hostfiles import HostFiles
-from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
+from opscenter.core.pagination import CursorPaging, KeysetPage, PathId, QueryId, keyset_page
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
@@ -90,11 +90,11 @@ async def create_backup(
     return accepted(request, job.id, backup.id, service.BACKUP_QUEUED)
 
 
-@router.get("", response_model=Page[BackupOut])
+@router.get("", response_model=KeysetPage[BackupOut])
 async def list_backups(
     principal: ReadBackups,
     session: SessionDep,
-    paging: Paging,
+    paging: CursorPaging,
     server_id: QueryId = None,
     schedule_id: QueryId = None,
     db_type: Annotated[str | None, Query(max_length=20)] = None,
@@ -102,7 +102,7 @@ async def list_backups(
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
     start_date: datetime | None = None,
     end_date: datetime | None = None,
-) -> Page[BackupOut]:
+) -> KeysetPage[BackupOut]:
     stmt = service.filter_backups(
         service.backups_query(principal),
         server_id=server_id,
@@ -113,8 +113,8 @@ async def list_backups(
         start=start_date,
         end=end_date,
     )
-    rows, total = await paginate(session, stmt, paging)
-    return Page.of([service.backup_out(b) for b in rows], total, paging)
+    rows, total, next_cursor = await keyset_page(session, stmt, paging, Backup.id)
+    return KeysetPage.keyset([service.backup_out(b) for b in rows], total, paging, next_cursor)
 
 
 @router.get("/{backup_id}", response_model=BackupOut, responses=responses(NotFound))

@@ -10,10 +10,12 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.config import Settings
+from opscenter.core.cache import TtlCache
 from opscenter.core.db import Database, session_scope
 from opscenter.core.events import Event, EventBus
 from opscenter.core.middleware import defer
 from opscenter.core.outbound import OutboundPolicy
+from opscenter.core.principal import Principal
 from opscenter.core.ratelimit import RateLimiter
 from opscenter.core.security import Keyring
 
@@ -34,6 +36,8 @@ class AppContext:
     runner: JobRunner
     outbound: OutboundPolicy
     storages: StoragePool
+    #: Who a token or key stands for, by its claims or digest (`auth/deps.py`).
+    principals: TtlCache[tuple[str, ...], Principal]
 
 
 def get_ctx(request: Request) -> AppContext:

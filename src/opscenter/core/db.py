@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import event
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
 
 class Database:
@@ -42,8 +44,23 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
-        self.read_session = async_sessionmaker(self.engine, expire_on_commit=False)
-        self.write_session = async_sessionmaker(writer, expire_on_commit=False)
+        # A Session class of its own, so the listeners of `on_commit_changing` hear this
+        # database's sessions only (tests run several applications in one process).
+        session_class = type("DatabaseSession", (Session,), {})
+        self.read_session = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=session_class
+        )
+        self.write_session = async_sessionmaker(
+            writer, expire_on_commit=False, sync_session_class=session_class
+        )
+        self._watchers: list[tuple[frozenset[str], Callable[[], None]]] = []
+        _listen_for_changes(session_class, self._watchers)
+
+    def on_commit_changing(self, tables: Collection[str], callback: Callable[[], None]) -> None:
+        """Call `callback` after each commit of a session of this database that wrote to one
+        of `tables`, through the ORM or an UPDATE or DELETE statement. A statement run with
+        the execution option `unwatched=True` (a key's last use) is not reported."""
+        self._watchers.append((frozenset(tables), callback))
 
     @property
     def dialect(self) -> str:
@@ -51,6 +68,39 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_CHANGED = "opscenter.changed_tables"
+
+
+def _listen_for_changes(
+    session_class: type[Session], watchers: list[tuple[frozenset[str], Callable[[], None]]]
+) -> None:
+    def changed(session: Session) -> set[str]:
+        tables: set[str] = session.info.setdefault(_CHANGED, set())
+        return tables
+
+    @event.listens_for(session_class, "after_flush")
+    def _after_flush(session: Session, _flush: UOWTransaction) -> None:
+        for obj in chain(session.new, session.dirty, session.deleted):
+            changed(session).add(getattr(obj, "__tablename__", ""))
+
+    @event.listens_for(session_class, "do_orm_execute")
+    def _on_execute(state: ORMExecuteState) -> None:
+        if (state.is_update or state.is_delete) and not state.execution_options.get("unwatched"):
+            table = getattr(state.statement, "table", None)
+            changed(state.session).add(getattr(table, "name", ""))
+
+    # A rolled-back change stays noted until the session's next commit: a needless call
+    # then costs little, a missed one would keep a stale entry.
+    @event.listens_for(session_class, "after_commit")
+    def _after_commit(session: Session) -> None:
+        if session.in_nested_transaction():  # a savepoint: the outer transaction decides
+            return
+        tables = session.info.pop(_CHANGED, set())
+        for watched, callback in watchers:
+            if tables & watched:
+                callback()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

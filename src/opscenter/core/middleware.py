@@ -16,7 +16,7 @@ from opscenter.core.clock import isoformat_z, utcnow
 from opscenter.core.logging import get_logger
 from opscenter.core.metrics import LATENCY, REQUESTS
 from opscenter.core.ratelimit import RateLimiter, Verdict
-from opscenter.core.security import InvalidToken, Keyring, sha256_hex
+from opscenter.core.security import Keyring, sha256_hex
 
 log = get_logger("opscenter.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -45,6 +45,16 @@ def defer(scope_state: Any, task: AfterTask) -> None:
     tasks: list[AfterTask] = getattr(scope_state, "after_response", None) or []
     tasks.append(task)
     scope_state.after_response = tasks
+
+
+def jwt_claims(state: dict[str, Any], keyring: Keyring, token: str) -> dict[str, Any] | None:
+    """The token's claims (None when it is not valid), decoded once per request: the rate
+    limit and the authentication both need them."""
+    decoded: tuple[str, dict[str, Any] | None] | None = state.get("jwt")
+    if decoded is None or decoded[0] != token:
+        decoded = (token, keyring.claims_or_none(token))
+        state["jwt"] = decoded
+    return decoded[1]
 
 
 class RequestContextMiddleware:
@@ -80,7 +90,10 @@ class RequestContextMiddleware:
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
             REQUESTS.labels(method, route, str(status)).inc()
             LATENCY.labels(method, route).observe(elapsed)
-            log.info(
+            # Every change and every failure is logged; a successful read only at DEBUG:
+            # writing a line per read costs more than the read itself.
+            quiet = status < 400 and scope["method"] in {"GET", "HEAD", "OPTIONS"}
+            (log.debug if quiet else log.info)(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
@@ -195,11 +208,9 @@ class RateLimitMiddleware:
             cookies = headers.get(b"cookie", b"").decode("latin-1")
             match = re.search(r"(?:^|;\s*)session_token=([^;]+)", cookies)
             token = match.group(1) if match else ""
-        if token:
-            try:
-                return "user:" + str(self.keyring.decode_jwt(token)["sub"])
-            except InvalidToken:
-                pass
+        claims = jwt_claims(scope.setdefault("state", {}), self.keyring, token) if token else None
+        if claims is not None:
+            return "user:" + str(claims["sub"])
         api_key = headers.get(b"x-api-key")
         if api_key:
             return "key:" + sha256_hex(api_key.decode("latin-1"))[:24]

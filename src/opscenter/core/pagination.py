@@ -1,21 +1,46 @@
-"""The one list shape: {"items", "total", "limit", "offset"}; page/page_size accepted too."""
+"""The one list shape: {"items", "total", "limit", "offset"}; page/page_size accepted too.
+
+Totals are counted only so far (`COUNT_LIMIT` rows past the offset): a list longer than
+that says `"total_estimated": true` and its `total` is a lower bound, so no request counts
+a million rows. Lists of tables that grow without bound also page by `cursor`
+(`next_cursor`): a deep page costs what the first one does.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
 from fastapi import Depends, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from opscenter.core.schemas import MAX_ID
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000_000
+#: Rows counted past the offset for `total`; beyond them the total is a lower bound.
+COUNT_LIMIT = 10_000
 T = TypeVar("T")
+ESTIMATED = (
+    "true when the list goes on past what was counted: `total` is then a lower bound (there "
+    "are more rows); page on with `next_cursor` where the list offers it, or `offset`"
+)
+
+
+class Total(int):
+    """A row count that knows whether it is exact (`paginate` stops counting early)."""
+
+    estimated: bool = False
+
+    @classmethod
+    def lower_bound(cls, value: int) -> Total:
+        total = cls(value)
+        total.estimated = True
+        return total
 
 
 class Page(BaseModel, Generic[T]):
@@ -23,11 +48,18 @@ class Page(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+    total_estimated: bool = Field(False, description=ESTIMATED)
 
     @classmethod
-    def of(cls, items: Iterable[T], total: int, paging: PageParams) -> Page[T]:
+    def of(cls, items: Iterable[T], total: int, paging: PageParams) -> Self:
         """One page, with the total of the unpaged list (both from `paginate`)."""
-        return cls(items=list(items), total=total, limit=paging.limit, offset=paging.offset)
+        return cls(
+            items=list(items),
+            total=total,
+            limit=paging.limit,
+            offset=paging.offset,
+            total_estimated=getattr(total, "estimated", False),
+        )
 
     @classmethod
     def whole(cls, items: Iterable[T]) -> Page[T]:
@@ -36,10 +68,25 @@ class Page(BaseModel, Generic[T]):
         return cls(items=rows, total=len(rows), limit=len(rows), offset=0)
 
 
+class KeysetPage(Page[T], Generic[T]):
+    next_cursor: int | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last page"
+    )
+
+    @classmethod
+    def keyset(
+        cls, items: Iterable[T], total: int, paging: PageParams, next_cursor: int | None
+    ) -> Self:
+        page = cls.of(items, total, paging)
+        page.next_cursor = next_cursor
+        return page
+
+
 @dataclass(frozen=True)
 class PageParams:
     limit: int
     offset: int
+    cursor: int | None = None
 
 
 def page_params(
@@ -54,15 +101,54 @@ def page_params(
     return PageParams(limit=size, offset=offset)
 
 
+def cursor_page_params(
+    paging: Annotated[PageParams, Depends(page_params)],
+    cursor: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="The `next_cursor` of the page before: the rows after it (the "
+            "offset is then ignored). A cursor page costs what the first page costs.",
+        ),
+    ] = None,
+) -> PageParams:
+    return PageParams(paging.limit, 0 if cursor else paging.offset, cursor)
+
+
 Paging = Annotated[PageParams, Depends(page_params)]
+CursorPaging = Annotated[PageParams, Depends(cursor_page_params)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
+async def count(session: AsyncSession, stmt: Select[Any], offset: int = 0) -> Total:
+    """The rows of `stmt`, counted up to `COUNT_LIMIT` past `offset`. Give a statement of
+    one narrow column where it can be (`keyset_page` does): the database then counts off
+    an index instead of reading every row."""
+    stop = offset + COUNT_LIMIT
+    counted = select(func.count()).select_from(stmt.order_by(None).limit(stop + 1).subquery())
+    found = int(await session.scalar(counted) or 0)
+    return Total.lower_bound(stop) if found > stop else Total(found)
+
+
 async def paginate(
     session: AsyncSession, stmt: Select[Any], params: PageParams
-) -> tuple[list[Any], int]:
-    """Rows of one page and the total count of the unpaged statement."""
-    total = await session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+) -> tuple[list[Any], Total]:
+    """Rows of one page and the total of the unpaged statement (see `count`)."""
+    total = await count(session, stmt, params.offset)
     rows = (await session.scalars(stmt.limit(params.limit).offset(params.offset))).all()
-    return list(rows), int(total or 0)
+    return list(rows), total
+
+
+async def keyset_page(
+    session: AsyncSession, stmt: Select[Any], params: PageParams, key: InstrumentedAttribute[int]
+) -> tuple[list[Any], Total, int | None]:
+    """Rows of one page of `stmt`, ordered by `key` descending, after `params.cursor`; the
+    total of the whole list (cursor or not: see `count`), and the next page's cursor."""
+    total = await count(session, stmt.with_only_columns(key), params.offset)
+    page = stmt if params.cursor is None else stmt.where(key < params.cursor)
+    rows = list((await session.scalars(page.limit(params.limit + 1).offset(params.offset))).all())
+    more = len(rows) > params.limit
+    rows = rows[: params.limit]
+    return rows, total, getattr(rows[-1], key.key) if more else None

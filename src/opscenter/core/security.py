@@ -117,6 +117,12 @@ class Keyring:
             raise InvalidToken(str(exc)) from exc
         return claims
 
+    def claims_or_none(self, token: str) -> dict[str, Any] | None:
+        try:
+            return self.decode_jwt(token)
+        except InvalidToken:
+            return None
+
     def sign(self, message: str) -> str:
         """HMAC for values we hand out and check later (CSRF tokens, signed URLs)."""
         mac = hmac.new(self.jwt_keys[self.jwt_kid], message.encode(), hashlib.sha256)

@@ -11,11 +11,12 @@ from opscenter.auth.deps import origin_of, require
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import Conflict, NotFound, responses
 from opscenter.core.middleware import defer
-from opscenter.core.pagination import Page, Paging, PathId, paginate
+from opscenter.core.pagination import CursorPaging, KeysetPage, PathId, keyset_page
 from opscenter.core.principal import Principal
 from opscenter.jobs import service
 from opscenter.jobs.runner import TERMINAL
 from opscenter.jobs.schemas import JobOut
+from opscenter.models import Job
 
 router = APIRouter(prefix="/jobs", tags=["Jobs"])
 ReadJobs = Annotated[Principal, Depends(require("read:jobs"))]
@@ -23,17 +24,17 @@ WriteJobs = Annotated[Principal, Depends(require("write:jobs"))]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 
 
-@router.get("", response_model=Page[JobOut])
+@router.get("", response_model=KeysetPage[JobOut])
 async def list_jobs(
     principal: ReadJobs,
     session: SessionDep,
-    paging: Paging,
+    paging: CursorPaging,
     kind: Annotated[str | None, Query(max_length=32)] = None,
     status: JobStatus | None = None,
-) -> Page[JobOut]:
+) -> KeysetPage[JobOut]:
     stmt = service.filter_jobs(service.jobs_query(principal), kind=kind, status=status)
-    rows, total = await paginate(session, stmt, paging)
-    return Page.of([JobOut.model_validate(j) for j in rows], total, paging)
+    rows, total, next_cursor = await keyset_page(session, stmt, paging, Job.id)
+    return KeysetPage.keyset([JobOut.model_validate(j) for j in rows], total, paging, next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=responses(NotFound))

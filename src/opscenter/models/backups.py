@@ -75,6 +75,8 @@ class Backup(IdMixin, TimestampMixin, Base):
     __tablename__ = "backups"
     __table_args__ = (
         Index("ix_backups_target", "server_id", "database_name", "status"),
+        # The list filtered by server and status, newest first, reads its page off this.
+        Index("ix_backups_server_status", "server_id", "status", "id"),
         UniqueConstraint("storage_id", "storage_key"),
     )
 

@@ -1,0 +1,160 @@
+"""Lists page by cursor without missing or repeating a row while rows are added, and say
+when their total is only a lower bound (`total_estimated`)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import insert, select
+
+from opscenter.audit import service as audit
+from opscenter.core.pagination import COUNT_LIMIT
+from opscenter.models import Backup, StorageProvider
+from tests.conftest import Api
+
+BACKUPS = "/api/v1/backups"
+AUDIT = "/api/v1/audit/logs"
+
+
+async def add_backups(api: Api, count: int, database_name: str) -> list[int]:
+    """Catalog rows (as an import leaves them), in one statement."""
+    async with api.app.state.ctx.db.write_session() as session:
+        storage = (await session.scalars(select(StorageProvider).limit(1))).one()
+        rows = [
+            {
+                "team_id": storage.team_id,
+                "storage_id": storage.id,
+                "database_name": database_name,
+                "db_type": "postgresql",
+                "status": "completed",
+                "imported": True,
+            }
+            for _ in range(count)
+        ]
+        ids = list((await session.scalars(insert(Backup).returning(Backup.id), rows)).all())
+        await session.commit()
+    return ids
+
+
+async def add_audit_rows(api: Api, count: int, resource_type: str) -> list[int]:
+    async with api.app.state.ctx.db.write_session() as session:
+        ids = [
+            (
+                await audit.record(
+                    session, action="paging.test", resource_type=resource_type, resource_id=i
+                )
+            ).id
+            for i in range(count)
+        ]
+        await session.commit()
+    return ids
+
+
+async def walk(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any], between: Any
+) -> list[int]:
+    """Every page by `next_cursor`, calling `between()` after each (rows added meanwhile)."""
+    seen: list[int] = []
+    cursor = None
+    while True:
+        r = await client.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["items"]) <= params["limit"] and body["total_estimated"] is False
+        seen += [item["id"] for item in body["items"]]
+        await between()
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen
+        assert body["items"], "a page with a next_cursor has rows"
+
+
+async def test_backups_walked_by_cursor_are_each_seen_once_while_more_arrive(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    name = f"paging_{uuid.uuid4().hex[:10]}"
+    ids = await add_backups(api, 25, name)  # five full pages: the last says it is the last
+
+    async def more() -> None:
+        await add_backups(api, 2, name)
+
+    seen = await walk(admin, BACKUPS, {"database_name": name, "limit": 5}, more)
+    assert seen == sorted(ids, reverse=True)
+    first = (await admin.get(BACKUPS, params={"database_name": name, "limit": 5})).json()
+    assert first["total"] == 25 + 2 * 5 and first["offset"] == 0
+
+
+async def test_audit_walked_by_cursor_is_each_row_once_while_more_arrive(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    kind = f"paging-{uuid.uuid4().hex[:10]}"
+    ids = await add_audit_rows(api, 17, kind)
+
+    async def more() -> None:
+        await add_audit_rows(api, 3, kind)
+
+    seen = await walk(admin, AUDIT, {"resource_type": kind, "limit": 4}, more)
+    assert seen == sorted(ids, reverse=True)
+    # The total is the list's, not what is left after the cursor.
+    deep = await admin.get(AUDIT, params={"resource_type": kind, "limit": 4, "cursor": ids[3]})
+    assert deep.json()["total"] == 17 + 3 * 5
+    assert [i["id"] for i in deep.json()["items"]] == ids[2::-1]
+
+
+async def test_a_long_list_states_its_total_is_a_lower_bound(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    long_name, short_name = f"long_{uuid.uuid4().hex[:10]}", f"short_{uuid.uuid4().hex[:10]}"
+    await add_backups(api, COUNT_LIMIT + 5, long_name)
+    await add_backups(api, 3, short_name)
+
+    r = await admin.get(BACKUPS, params={"database_name": long_name, "limit": 10})
+    body = r.json()
+    assert (body["total"], body["total_estimated"]) == (COUNT_LIMIT, True)
+    assert len(body["items"]) == 10 and body["next_cursor"] == body["items"][-1]["id"]
+
+    r = await admin.get(BACKUPS, params={"database_name": short_name})
+    assert (r.json()["total"], r.json()["total_estimated"]) == (3, False)
+    # Counting goes on past the offset: near the end the total is exact again.
+    r = await admin.get(
+        BACKUPS, params={"database_name": long_name, "limit": 10, "offset": COUNT_LIMIT}
+    )
+    body = r.json()
+    assert (body["total"], body["total_estimated"], len(body["items"])) == (
+        COUNT_LIMIT + 5,
+        False,
+        5,
+    )
+    assert body["next_cursor"] is None
+
+
+async def test_a_bad_cursor_is_a_validation_error(admin: httpx.AsyncClient) -> None:
+    for cursor in ("0", "-1", "x", str(2**31)):
+        r = await admin.get(BACKUPS, params={"cursor": cursor})
+        assert r.status_code == 422 and r.json()["code"] == "VALIDATION_ERROR", r.text
+
+
+async def test_a_list_is_read_while_another_connection_holds_the_write_lock(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    """Reads are SQLite WAL readers (BEGIN DEFERRED), never writers waiting for the lock."""
+    if api.backend != "sqlite":
+        pytest.skip("PostgreSQL readers never wait for writers")
+    await admin.get(BACKUPS)  # the caller is known: no write of authentication follows
+    path = api.app.state.ctx.db.url.split("///", 1)[1]
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("UPDATE backups SET status = status")
+        started = time.monotonic()
+        r = await admin.get(BACKUPS, params={"limit": 5})
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - started < 5  # the busy timeout is 30 s
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
