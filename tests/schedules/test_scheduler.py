@@ -8,13 +8,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
-from opscenter.models import Backup, ScheduleRun
+from opscenter.models import Backup, Schedule, ScheduleRun
 from opscenter.schedules.scheduler import Scheduler
 from opscenter.schedules.service import Fired
 from tests.conftest import Api
+from tests.core.helpers import admin_client, own_app
 from tests.schedules.helpers import (
     disable,
     end_job,
@@ -268,3 +270,34 @@ async def test_runs_use_the_first_storage_and_a_failed_start_is_recorded(
         ("failure", "failed"),
         ("success", "started"),
     ]
+
+
+async def test_the_loop_fires_a_slot_at_its_time_not_an_interval_later(tmp_path: Path) -> None:
+    async with own_app("sqlite", tmp_path) as api:
+        async with await admin_client(api) as admin:
+            server = await make_server(admin)
+            schedule = await make_schedule(admin, server["id"])
+        ctx = api.app.state.ctx
+        slot = utcnow() + timedelta(seconds=1)
+        async with ctx.db.write_session() as session:
+            await session.execute(
+                update(Schedule).where(Schedule.id == schedule["id"]).values(next_run=slot)
+            )
+            await session.commit()
+        collector = Collector()
+        # The loop's first round comes before the slot; the next is ten minutes away.
+        scheduler = Scheduler(ctx, interval_seconds=600, submit=collector)
+        await scheduler.start()
+        try:
+            for _ in range(100):
+                if collector.jobs:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await scheduler.stop()
+        async with ctx.db.read_session() as session:
+            runs = (await session.scalars(select(ScheduleRun))).all()
+        assert [(r.schedule_id, r.scheduled_for, r.trigger) for r in runs] == [
+            (schedule["id"], slot, "scheduled")
+        ]
+        assert collector.jobs == [runs[0].job_id]
