@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,9 +45,9 @@ CONNECTING_AT_ONCE = 50
 
 
 # -- the client process ---------------------------------------------------------------------
-async def hold_clients(url: str, count: int) -> None:
+async def hold_clients(url: str, count: int) -> dict[str, Any]:
     """`count` subscribed clients; prints `ready`, records every message until a line on
-    stdin, then prints each event's latencies (JSON) and the close codes seen."""
+    stdin; each event's latencies and the close codes seen."""
     received: list[tuple[float, str]] = []
     closes: Counter[str] = Counter()
     subscribed = 0
@@ -91,7 +92,7 @@ async def hold_clients(url: str, count: int) -> None:
         )
         sent = datetime.fromisoformat(message["timestamp"]).timestamp()
         latencies.setdefault(key, []).append(arrival - sent)
-    print(json.dumps({"latencies": latencies, "closes": closes}), flush=True)
+    return {"latencies": latencies, "closes": closes}
 
 
 # -- the servers ----------------------------------------------------------------------------
@@ -189,7 +190,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(relay: str, clients: int, backups: int) -> None:
+def run(relay: str, clients: int, backups: int, gap: float) -> None:
     with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
         root = Path(tmp)
         source = root / "source"
@@ -215,7 +216,12 @@ def run(relay: str, clients: int, backups: int) -> None:
                 idle = {s.name: s.memory_mb("VmRSS") for s in (a, b)}
                 holder = subprocess.Popen(
                     [sys.executable, __file__, "--hold", f"ws://127.0.0.1:{a.port}/ws"],
-                    env={**os.environ, "BENCH_WS_TOKEN": token, "BENCH_CLIENTS": str(clients)},
+                    env={
+                        **os.environ,
+                        "BENCH_WS_TOKEN": token,
+                        "BENCH_CLIENTS": str(clients),
+                        "BENCH_RESULT": str(root / "latencies.json"),
+                    },
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -227,14 +233,15 @@ def run(relay: str, clients: int, backups: int) -> None:
                 for name, client in (("A", on_a), ("B", on_b)):
                     for _ in range(backups):
                         origin[str(backup(client, server_id, source))] = name
-                        time.sleep(0.1)  # one backup's events, then the next's
+                        time.sleep(gap)  # one backup's events, then the next's
                 time.sleep(1)  # the last events' way to every client
                 after = {s.name: s.memory_mb("VmRSS") for s in (a, b)}
                 peak = {s.name: s.memory_mb("VmHWM") for s in (a, b)}
                 holder.stdin.write("stop\n")
                 holder.stdin.flush()
-                result: dict[str, Any] = json.loads(holder.stdout.readline())
+                assert holder.stdout.readline().strip() == "done"
                 holder.wait(60)
+                result: dict[str, Any] = json.loads((root / "latencies.json").read_text())
         finally:
             if holder is not None and holder.poll() is None:
                 holder.kill()
@@ -243,24 +250,37 @@ def run(relay: str, clients: int, backups: int) -> None:
 
     print(f"\nrelay {relay}: {clients} WebSocket clients on A subscribed to `backups`")
     by_case: dict[str, list[float]] = {"A": [], "B": []}
+    by_type: dict[str, list[float]] = {}
+    spreads: list[float] = []  # per event: its last client's receipt minus its first's
     events: Counter[str] = Counter()
     short = 0
     for key, values in result["latencies"].items():
-        backup_id = key.split(" ")[0]
+        backup_id, kind, _ = key.split(" ")
         if backup_id not in origin:
             continue
         events[origin[backup_id]] += 1
         short += clients - len(values)
         by_case[origin[backup_id]].extend(values)
-    for name, label in (("A", "raised on A (same process)"), ("B", "raised on B (relayed)")):
-        values = by_case[name]
+        by_type.setdefault(f"{kind} (on {origin[backup_id]})", []).extend(values)
+        spreads.append(max(values) - min(values))
+
+    def line(label: str, values: list[float], count: str) -> None:
         p50, p99 = pct(values, 0.5), pct(values, 0.99)
         print(
-            f"  {label:<27} {events[name]:4d} events x {clients} clients: p50 {p50 * 1000:6.1f} ms"
-            f"  p99 {p99 * 1000:6.1f} ms  max {max(values) * 1000:6.1f} ms  goal "
-            f"{LIMIT * 1000:.0f} ms  ratio p99/goal {p99 / LIMIT:5.2f}  "
+            f"  {label:<34} {count:>16}: p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms  "
+            f"goal {LIMIT * 1000:.0f} ms  ratio p99/goal {p99 / LIMIT:5.2f}  "
             f"{'OK' if p99 <= LIMIT else 'OVER THE GOAL'}"
         )
+
+    for name, label in (("A", "raised on A (same process)"), ("B", "raised on B (relayed)")):
+        line(label, by_case[name], f"{events[name]} x {clients}")
+    print("  by event, in the order a backup raises them:")
+    for kind, values in sorted(by_type.items(), key=lambda item: statistics.median(item[1])):
+        line("  " + kind, values, f"{len(values) // clients} x {clients}")
+    print(
+        f"  one event from its first client to its last: median "
+        f"{statistics.median(spreads) * 1000:.1f} ms, max {max(spreads) * 1000:.1f} ms"
+    )
     print(f"  deliveries missing: {short}; connections closed early: {dict(result['closes'])}")
     for s in ("A", "B"):
         print(
@@ -273,6 +293,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--backups", type=int, default=20, help="per origin process")
+    parser.add_argument("--gap", type=float, default=1.0, help="seconds between backups")
     parser.add_argument("--relays", nargs="+", default=["redis", "postgres"])
     parser.add_argument("--hold", metavar="WS_URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -282,10 +303,12 @@ def main() -> None:
     if args.hold:
         token = os.environ["BENCH_WS_TOKEN"]  # not in argv: the process list is public
         url = f"{args.hold}?token={token}"
-        asyncio.run(hold_clients(url, int(os.environ["BENCH_CLIENTS"])))
+        clients, result = int(os.environ["BENCH_CLIENTS"]), Path(os.environ["BENCH_RESULT"])
+        result.write_text(json.dumps(asyncio.run(hold_clients(url, clients))))
+        print("done", flush=True)
         return
     for relay in args.relays:
-        run(relay, args.clients, args.backups)
+        run(relay, args.clients, args.backups, args.gap)
 
 
 if __name__ == "__main__":
