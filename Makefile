@@ -55,6 +55,8 @@ bench: install
 	@bash scripts/ensure-system.sh
 	$(BIN)/python bench/backup.py
 	$(BIN)/python bench/backup_mysql.py --mb 1000
+	$(BIN)/python bench/events.py
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
