@@ -57,6 +57,8 @@ bench: install
 	$(BIN)/python bench/backup_mysql.py --mb 1000
 	$(BIN)/python bench/security_import.py --sqlite
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/events.py
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

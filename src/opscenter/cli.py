@@ -47,6 +47,9 @@ def serve(
         port=port or settings.port,
         log_config=None,
         access_log=False,
+        # Events are small JSON: compressing each frame for each of a thousand WebSocket
+        # clients cost the fan-out more CPU than it saved bytes.
+        ws_per_message_deflate=False,
     )
 
 

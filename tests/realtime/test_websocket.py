@@ -202,3 +202,16 @@ async def test_logout_closes_the_users_sockets(server: LiveServer) -> None:
             while True:
                 await recv(ws, 5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_frames_go_uncompressed_though_the_client_offers_deflate(
+    server: LiveServer,
+) -> None:
+    # Compressing each small event for each of a thousand clients cost the fan-out more
+    # CPU than it saved (bench/events.py).
+    token = login(server)["access_token"]
+    async with connect(ws_url(server, token), compression="deflate") as ws:
+        assert ws.request is not None and ws.response is not None
+        assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+        assert (await recv(ws))["type"] == "connected"

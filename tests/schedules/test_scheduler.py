@@ -8,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, update
 
+from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
-from opscenter.models import Backup, ScheduleRun
+from opscenter.models import Backup, Schedule, ScheduleRun
 from opscenter.schedules.scheduler import Scheduler
 from opscenter.schedules.service import Fired
 from tests.conftest import Api
+from tests.core.helpers import admin_client, own_app
 from tests.schedules.helpers import (
     disable,
     end_job,
@@ -268,3 +271,82 @@ async def test_runs_use_the_first_storage_and_a_failed_start_is_recorded(
         ("failure", "failed"),
         ("success", "started"),
     ]
+
+
+async def test_the_loop_fires_a_slot_at_its_time_not_an_interval_later(tmp_path: Path) -> None:
+    async with own_app("sqlite", tmp_path) as api:
+        async with await admin_client(api) as admin:
+            server = await make_server(admin)
+            schedule = await make_schedule(admin, server["id"])
+        ctx = api.app.state.ctx
+        slot = utcnow() + timedelta(seconds=1)
+        async with ctx.db.write_session() as session:
+            await session.execute(
+                update(Schedule).where(Schedule.id == schedule["id"]).values(next_run=slot)
+            )
+            await session.commit()
+        collector = Collector()
+        # The loop's first round comes before the slot; the next is ten minutes away.
+        scheduler = Scheduler(ctx, interval_seconds=600, submit=collector)
+        await scheduler.start()
+        try:
+            for _ in range(100):
+                if collector.jobs:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await scheduler.stop()
+        async with ctx.db.read_session() as session:
+            runs = (await session.scalars(select(ScheduleRun))).all()
+        assert [(r.schedule_id, r.scheduled_for, r.trigger) for r in runs] == [
+            (schedule["id"], slot, "scheduled")
+        ]
+        assert collector.jobs == [runs[0].job_id]
+
+
+async def test_a_slot_held_by_another_process_does_not_hold_up_the_others(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    """On PostgreSQL a round fires its due slots side by side: one whose schedule row is
+    locked (another process is deciding its run) does not keep the others waiting."""
+    if api.backend == "sqlite":
+        pytest.skip("SQLite has one writer: a round fires its slots one at a time")
+    server = await make_server(admin)
+    held = await make_schedule(admin, server["id"], priority=10)  # first in the round
+    free = await make_schedule(admin, server["id"], priority=1)
+    slot = await set_next_run(api, held["id"], utc(2022, 6, 1))
+    assert await set_next_run(api, free["id"], utc(2022, 6, 1)) == slot
+    ctx = api.app.state.ctx
+    other_process = Database(api.settings.effective_database_url)
+    scheduler = Scheduler(ctx, submit=Collector())
+    try:
+        async with other_process.write_session() as locker:
+            await locker.execute(
+                select(Schedule.id).where(Schedule.id == held["id"]).with_for_update()
+            )
+            tick = asyncio.create_task(
+                scheduler.tick(slot + timedelta(seconds=1), schedule_ids=[held["id"], free["id"]])
+            )
+            for _ in range(100):
+                async with ctx.db.read_session() as session:
+                    free_runs = (
+                        await session.scalars(
+                            select(ScheduleRun.scheduled_for).where(
+                                ScheduleRun.schedule_id == free["id"]
+                            )
+                        )
+                    ).all()
+                if free_runs:
+                    break
+                await asyncio.sleep(0.1)
+            assert not tick.done()  # the held one still waits for the lock
+        fired = await tick
+    finally:
+        await disable(api, held["id"])
+        await disable(api, free["id"])
+        await other_process.dispose()
+    assert free_runs == [slot]
+    assert {(f.schedule_id, f.scheduled_for) for f in fired} == {
+        (held["id"], slot),
+        (free["id"], slot),
+    }

@@ -146,22 +146,36 @@ async def _serve(
                         }
                     )
 
+        clock = asyncio.get_running_loop().time
+        last_event = clock()
+
         async def send() -> None:
-            keepalive = ctx.settings.ws_keepalive_seconds
+            nonlocal last_event
             while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), keepalive)
-                except TimeoutError:
-                    # Keep-alive, and a re-check: a revoked token or disabled user is cut off.
-                    await _authenticate(ctx, credentials)
-                    await websocket.send_json({"type": "ping"})
-                    continue
+                event = await queue.get()
+                last_event = clock()
                 if ctx.events.overflowed(queue):
                     raise _Closed(TRY_AGAIN_LATER, "too slow: events were lost; reconnect")
-                if service.visible(event, principal) and service.channels_of(event) & subscriptions:
-                    await websocket.send_json(service.message(event))
+                if not service.visible(event, principal):
+                    continue
+                out = service.rendered(event)
+                if out.channels & subscriptions:
+                    await websocket.send_text(out.text)
 
-        tasks = [asyncio.create_task(receive()), asyncio.create_task(send())]
+        async def keepalive() -> None:
+            # A quiet stream's keep-alive, in a task of its own rather than a timeout around
+            # each wait for an event: that timer, per client and event, slowed the fan-out.
+            nonlocal last_event
+            every = ctx.settings.ws_keepalive_seconds
+            while True:
+                await asyncio.sleep(last_event + every - clock())
+                if clock() - last_event >= every:
+                    # A re-check too: a revoked token or disabled user is cut off.
+                    await _authenticate(ctx, credentials)
+                    await websocket.send_json({"type": "ping"})
+                    last_event = clock()
+
+        tasks = [asyncio.create_task(job()) for job in (receive, send, keepalive)]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:

@@ -3,7 +3,9 @@ subscribed to, in seed 001's shapes and seed 004's envelope at once."""
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from opscenter.core.events import Event
@@ -103,3 +105,29 @@ def message(event: Event) -> dict[str, Any]:
             details=data,
         )
     return body
+
+
+@dataclass(frozen=True)
+class Rendered:
+    channels: frozenset[str]
+    text: str  # the message as sent
+
+
+# One event goes to every client of the process (a thousand of them): its channels and its
+# text are worked out once, not once per client. Keyed by the event's identity, which
+# cannot be reused while the entry holds the event; as many as a client's queue holds.
+_RENDERED: dict[int, tuple[Event, Rendered]] = {}
+RENDERED_KEPT = 256
+
+
+def rendered(event: Event) -> Rendered:
+    if (hit := _RENDERED.get(id(event))) is not None:
+        return hit[1]
+    out = Rendered(
+        frozenset(channels_of(event)),
+        json.dumps(message(event), separators=(",", ":"), ensure_ascii=False),
+    )
+    _RENDERED[id(event)] = (event, out)
+    if len(_RENDERED) > RENDERED_KEPT:
+        del _RENDERED[next(iter(_RENDERED))]  # the oldest
+    return out

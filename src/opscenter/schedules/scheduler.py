@@ -1,4 +1,6 @@
-"""The scheduler loop: every `interval` seconds, run the schedules whose next_run has come.
+"""The scheduler loop: run the schedules whose next_run has come, at their slot's time (a
+round sleeps until the earliest next slot, at most `interval` seconds: schedules made or
+changed meanwhile, by any process, are seen within an interval).
 
 Safe with any number of processes on one database: each due slot is claimed by INSERTing
 its `schedule_runs` row (UNIQUE schedule_id + scheduled_for) in the transaction that
@@ -23,7 +25,7 @@ import asyncio
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from opscenter.core.clock import utcnow
@@ -40,6 +42,7 @@ from opscenter.verify import automatic as verify_automatic
 log = get_logger("opscenter.scheduler")
 RETENTION_EVERY = timedelta(days=1)
 MIN_GRACE = timedelta(minutes=5)
+FIRING_AT_ONCE = 4  # connections of the pool: requests still get theirs
 
 
 class Scheduler:
@@ -80,16 +83,21 @@ class Scheduler:
             stmt = stmt.where(Schedule.id.in_(list(schedule_ids)))
         async with self.db.read_session() as session:
             due = list((await session.scalars(stmt)).all())
-        fired: list[Fired] = []
-        for schedule_id in due:
-            try:
-                result = await self._fire(schedule_id, now)
-            except Exception:
-                log.exception("schedule run failed", schedule_id=schedule_id)
-                continue
-            if result is not None:
-                fired.append(result)
-        return fired
+        # On PostgreSQL due slots fire side by side, each in its own transaction: a round
+        # takes less than the sum of its runs, and one slot waiting on a lock (another
+        # process firing it) does not hold up the others. SQLite has one writer anyway.
+        gate = asyncio.Semaphore(1 if self.db.is_sqlite else FIRING_AT_ONCE)
+
+        async def fire(schedule_id: int) -> Fired | None:
+            async with gate:
+                try:
+                    return await self._fire(schedule_id, now)
+                except Exception:
+                    log.exception("schedule run failed", schedule_id=schedule_id)
+                    return None
+
+        results = await asyncio.gather(*(fire(schedule_id) for schedule_id in due))
+        return [result for result in results if result is not None]
 
     async def _fire(self, schedule_id: int, now: datetime) -> Fired | None:
         async with self.db.write_session() as session:
@@ -149,17 +157,34 @@ class Scheduler:
         return await verify_automatic.restore_test_pass(self.app, now, schedule_ids=schedule_ids)
 
     # -- the loop ----------------------------------------------------------------------------
+    async def pause(self, round_started: datetime) -> float:
+        """Seconds until the next round: until the earliest slot after the ones this round
+        saw, at most `interval` (a slot that is still due, its run failed, waits for a later
+        round, so one broken schedule neither spins the loop nor delays the others)."""
+        async with self.db.read_session() as session:
+            earliest = await session.scalar(
+                select(func.min(Schedule.next_run)).where(
+                    Schedule.enabled.is_(True), Schedule.next_run > round_started
+                )
+            )
+        if earliest is None:
+            return self.interval
+        return min(self.interval, max(0.0, (earliest - utcnow()).total_seconds()))
+
     async def run_forever(self) -> None:
         while True:
+            started = utcnow()
+            pause = self.interval
             try:
-                await self.tick()
+                await self.tick(started)
                 now = utcnow()
                 if self.last_retention is None or now - self.last_retention >= RETENTION_EVERY:
                     await self.retention_pass(now)
                 await self.restore_test_pass(now)
+                pause = await self.pause(started)
             except Exception:
                 log.exception("scheduler round failed")
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(pause)
 
     async def start(self) -> None:
         """Start the loop (interval 0: disabled)."""
