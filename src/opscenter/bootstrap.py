@@ -10,10 +10,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from opscenter.config import Settings
-from opscenter.core.db import Database
+from opscenter.core.db import AdvisoryLock, Database, advisory_xact_lock
 from opscenter.core.security import hash_password
 from opscenter.models import Role, User
 from opscenter.servers import service as servers
@@ -46,9 +46,8 @@ async def bootstrap(settings: Settings, db: Database) -> BootstrapResult:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(migrate, db.url)
     async with db.write_session() as session:
-        if db.engine.dialect.name == "postgresql":
-            # Processes starting together seed one at a time (one admin, one default team).
-            await session.execute(text("SELECT pg_advisory_xact_lock(7460113900)"))
+        # Processes starting together seed one at a time (one admin, one default team).
+        await advisory_xact_lock(session, AdvisoryLock.STARTUP)
         await users.sync_builtin_roles(session)
         team = await users.ensure_default_team(session)
         await storage.ensure_default_provider(session, team.id, settings.data_dir)

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, cast, or_, select, text
+from sqlalchemy import Select, String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.clock import isoformat_z, utcnow
+from opscenter.core.db import AdvisoryLock, advisory_xact_lock
 from opscenter.core.logging import redact
 from opscenter.core.principal import Principal
 from opscenter.models import (
@@ -45,7 +46,6 @@ TEAM_OWNED: dict[str, Any] = {
     "storage": StorageProvider,
     "verification": VerificationRun,
 }
-_PG_LOCK_KEY = 0x0A0D17  # one advisory lock serialises appends to the chain
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,7 @@ async def record(
     The chain head is read under a lock: an advisory lock on PostgreSQL; on SQLite every
     write transaction already holds the database's single write lock (BEGIN IMMEDIATE).
     """
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    await advisory_xact_lock(session, AdvisoryLock.AUDIT_CHAIN)
     if team_id is None:
         team_id = await _team_of(session, resource_type, resource_id)
     prev = await session.scalar(select(AuditLog.hash).order_by(AuditLog.id.desc()).limit(1))

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -144,3 +144,18 @@ async def release(session: AsyncSession) -> None:
     again before changing it: it may have changed or gone while we waited.
     """
     await session.commit()
+
+
+class AdvisoryLock:
+    """PostgreSQL advisory lock keys, one per thing that processes must do one at a time."""
+
+    AUDIT_CHAIN = 0x0A0D17  # appends to the audit trail's hash chain
+    STARTUP = 7_460_113_900  # migrations and the first start's seeding
+    JOB_QUEUE_SCHEMA = 7_460_113_901  # creating the job engine's tables
+
+
+async def advisory_xact_lock(session: AsyncSession, key: int) -> None:
+    """Wait for `key` on PostgreSQL, held until the transaction ends. SQLite needs none: a
+    write transaction already holds its single write lock (BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})

@@ -11,11 +11,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from opscenter.core.db import AdvisoryLock
 from opscenter.models import Base
 from opscenter.models.base import UtcDateTime, is_mapped
 
 config = context.config
-MIGRATION_LOCK = 7_460_113_900  # any constant; shared by every opscenter process
 target_metadata = Base.metadata
 
 
@@ -38,7 +38,9 @@ def _run(connection: Connection) -> None:
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             # Processes starting together (API servers, workers) migrate one at a time.
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": AdvisoryLock.STARTUP}
+            )
         context.run_migrations()
 
 
