@@ -25,7 +25,7 @@ from procrastinate.jobs import Status
 from sqlalchemy import String, column, exists, func, select, table, text
 
 from opscenter.core.clock import utcnow
-from opscenter.core.db import Database
+from opscenter.core.db import AdvisoryLock, Database, advisory_xact_lock
 from opscenter.core.events import EventBus
 from opscenter.core.logging import get_logger
 from opscenter.jobs.runner import EngineStatus, JobRunner
@@ -38,8 +38,6 @@ TASK = "opscenter.run_job"
 MISSED_BEATS = 3
 PRUNE_SECONDS = 3600.0
 KEEP_ENDED_HOURS = 24
-# One process creates the engine's tables; the others wait for it (any constant key).
-_SCHEMA_LOCK = 7_460_113_901
 _ENGINE_JOBS = table("procrastinate_jobs", column("queueing_lock"), column("status"))
 
 
@@ -116,7 +114,7 @@ class DistributedRunner(JobRunner):
 
     async def _ensure_schema(self) -> None:
         async with self.db.write_session() as session:
-            await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            await advisory_xact_lock(session, AdvisoryLock.JOB_QUEUE_SCHEMA)
             present = await session.scalar(text("SELECT to_regclass('procrastinate_jobs')"))
             if present is None:
                 # The engine's own schema, once, through the same lock-holding transaction.
@@ -215,11 +213,22 @@ class DistributedRunner(JobRunner):
         stalled = await self.app.job_manager.get_stalled_jobs(
             queue=QUEUE, task_name=TASK, seconds_since_heartbeat=self.lost_after
         )
-        for engine_job in stalled:
-            owner = engine_job.task_kwargs.get("job_id")
+        owners = {job.id: job.task_kwargs.get("job_id") for job in stalled}
+        still_running: set[int] = set()
+        if owners:  # one query for them all; none in the usual sweep
             async with self.db.read_session() as session:
-                status = await session.scalar(select(Job.status).where(Job.id == owner))
-            if status == JobStatus.RUNNING:
+                still_running = set(
+                    (
+                        await session.scalars(
+                            select(Job.id).where(
+                                Job.id.in_([o for o in owners.values() if isinstance(o, int)]),
+                                Job.status == JobStatus.RUNNING,
+                            )
+                        )
+                    ).all()
+                )
+        for engine_job in stalled:
+            if owners[engine_job.id] in still_running:
                 continue
             assert engine_job.id is not None
             with contextlib.suppress(Exception):  # another sweeper finished it first
