@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,6 +36,18 @@ def _env(data_dir: Path, **env: str) -> dict[str, str]:
     values.pop("DATABASE_URL", None)
     values.update(env)
     return values
+
+
+def wait_job(c: httpx.Client, job_id: int, until: set[str], seconds: float = 60) -> dict[str, Any]:
+    """Poll a live server's job until its status is one of `until`."""
+    deadline = time.monotonic() + seconds
+    job: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        job = c.get(f"/api/v1/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {until}: {job}")
 
 
 class LiveServer:

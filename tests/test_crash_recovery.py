@@ -11,12 +11,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.backups.conftest import mysql, new_name
 from tests.backups.helpers import pgrep
-from tests.live import LiveServer
+from tests.live import LiveServer, wait_job
 
 
 @pytest.fixture
@@ -24,18 +23,6 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
     srv = LiveServer(tmp_path / "data")
     yield srv
     srv.stop()
-
-
-def _wait_job(
-    c: httpx.Client, job_id: int, until: set[str], seconds: float = 60
-) -> dict[str, object]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job: dict[str, object] = c.get(f"/api/v1/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {until}")
 
 
 def test_killed_server_reconciles_on_restart(server: LiveServer, tmp_path: Path) -> None:
@@ -56,13 +43,13 @@ def test_killed_server_reconciles_on_restart(server: LiveServer, tmp_path: Path)
         good = c.post(
             "/api/v1/backups", json={"server_id": srv["id"], "source_path": str(small)}
         ).json()
-        assert _wait_job(c, good["job_id"], {"succeeded", "failed"})["status"] == "succeeded"
+        assert wait_job(c, good["job_id"], {"succeeded", "failed"})["status"] == "succeeded"
         good_key = c.get(f"/api/v1/backups/{good['id']}").json()["storage_path"]
 
         doomed = c.post(
             "/api/v1/backups", json={"server_id": srv["id"], "source_path": str(big)}
         ).json()
-        job = _wait_job(c, doomed["job_id"], {"running"})
+        job = wait_job(c, doomed["job_id"], {"running"})
         deadline = time.monotonic() + 30
         while int(str(job["bytes_done"])) == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -88,7 +75,7 @@ def test_killed_server_reconciles_on_restart(server: LiveServer, tmp_path: Path)
             if b["id"] > doomed["id"]
         )
         assert c.post(f"/api/v1/jobs/{retry['job_id']}/cancel").status_code in (200, 202)
-        assert _wait_job(c, retry["job_id"], {"cancelled", "failed"})["status"] == "cancelled"
+        assert wait_job(c, retry["job_id"], {"cancelled", "failed"})["status"] == "cancelled"
         assert not list(storage.rglob("*.partial"))
         kept = c.get(f"/api/v1/backups/{good['id']}").json()
         assert kept["status"] == "completed" and (storage / good_key).exists()
@@ -130,7 +117,7 @@ def test_killed_mysql_restores_are_reconciled(server: LiveServer, my_names: list
             },
         ).json()
         backup = c.post("/api/v1/backups", json={"server_id": srv["id"], "database_name": src})
-        job = _wait_job(c, backup.json()["job_id"], {"succeeded", "failed"}, 120)
+        job = wait_job(c, backup.json()["job_id"], {"succeeded", "failed"}, 120)
         assert job["status"] == "succeeded", job
         jobs = {}
         for name, body in ((over, {"drop_existing": True}), (fresh, {})):
@@ -209,7 +196,7 @@ def test_a_killed_server_leaves_no_database_password_on_disk(tmp_path: Path) -> 
             backup = c.post(
                 "/api/v1/backups", json={"server_id": srv["id"], "database_name": db}
             ).json()
-            _wait_job(c, backup["job_id"], {"running"})
+            wait_job(c, backup["job_id"], {"running"})
             # The job's client (probes first, then row counts and the dump) blocks on the
             # lock: wait until one of its connections does, then find that client.
             waiting = (

@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from tests.conftest import fresh_pg_database
-from tests.live import LiveServer, LiveWorker
+from tests.live import LiveServer, LiveWorker, wait_job
 
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 
@@ -114,17 +114,6 @@ def files_server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
         )
         assert server.status_code == 201, server.text
         return {"id": server.json()["id"], "root": root}
-
-
-def wait_job(c: httpx.Client, job_id: int, until: set[str], seconds: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        job = c.get(f"/api/v1/jobs/{job_id}").json()
-        if job["status"] in until:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} never reached {until}: {job}")
 
 
 def source_dir(root: Path, name: str, content: str) -> Path:
