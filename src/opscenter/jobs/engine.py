@@ -47,6 +47,8 @@ def libpq_url(database_url: str) -> str:
 
 
 class DistributedRunner(JobRunner):
+    cancels_elsewhere = True
+
     def __init__(
         self,
         db: Database,

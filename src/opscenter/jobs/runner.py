@@ -124,6 +124,10 @@ def _context(job: Job, runner: JobRunner) -> JobContext:
 
 
 class JobRunner:
+    #: Whether a cancel may be asked in another process (the running job must look for it);
+    #: in one process `signal_cancel` stops the job itself.
+    cancels_elsewhere = False
+
     def __init__(
         self,
         db: Database,
@@ -184,6 +188,14 @@ class JobRunner:
             await self.interrupt(job_id, "opscenter stopped while this job was running")
         for job_id in queued:
             self.submit(job_id)
+
+    @property
+    def watch_seconds(self) -> float:
+        """How often a running job's watch reads its row: each beat, or each second where
+        a cancel or a lost-job claim may come from another process."""
+        if self.cancels_elsewhere:
+            return min(CANCEL_POLL_SECONDS, self.heartbeat_seconds)
+        return self.heartbeat_seconds
 
     # -- API ---------------------------------------------------------------------------------
     async def engine_status(self) -> EngineStatus:
@@ -359,7 +371,7 @@ class JobRunner:
         beat = self.heartbeat_seconds
         last_beat = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(min(CANCEL_POLL_SECONDS, beat))
+            await asyncio.sleep(self.watch_seconds)
             try:
                 async with self.db.read_session() as session:
                     row = (
