@@ -61,6 +61,16 @@ class InvalidInput(AppError):
     code = "VALIDATION_ERROR"
 
 
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+
 class RateLimited(AppError):
     status_code = 429
     code = "RATE_LIMITED"

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
-from opscenter.core.errors import AppError, InvalidInput
+from opscenter.core.errors import InvalidInput, PayloadTooLarge
 from opscenter.finops import formats
 from opscenter.finops.formats import Format, RowError
 from opscenter.models import CostImport, CostLine, CostRollup
@@ -84,11 +84,6 @@ TAG_ROLLUP_PG = _TAG_ROLLUP.format("jsonb_each_text(l.tags) AS t")
 TAG_ROLLUP_SQLITE = _TAG_ROLLUP.format("json_each(l.tags) AS t")
 
 
-class TooLarge(AppError):
-    status_code = 413
-    code = "PAYLOAD_TOO_LARGE"
-
-
 class BadCostFile(InvalidInput):
     code = "INVALID_COST_FILE"
 
@@ -128,7 +123,7 @@ async def receive(chunks: AsyncIterator[bytes], data_dir: Path) -> Upload:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > MAX_IMPORT_BYTES:
-                    raise TooLarge(f"A cost file may hold at most {MAX_IMPORT_BYTES} bytes")
+                    raise PayloadTooLarge(f"A cost file may hold at most {MAX_IMPORT_BYTES} bytes")
                 digest.update(chunk)
                 out.write(chunk)
     except BaseException:

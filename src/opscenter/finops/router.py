@@ -13,12 +13,19 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.db import release
-from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    responses,
+)
 from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.finops import importer, recommend, service
-from opscenter.finops.importer import TooLarge
 from opscenter.finops.schemas import (
     BackupCostsOut,
     BreakdownOut,
@@ -59,11 +66,6 @@ CSV_TYPES = {
 }
 
 
-class UnsupportedType(InvalidInput):
-    status_code = 415
-    code = "UNSUPPORTED_MEDIA_TYPE"
-
-
 def _announce(request: Request, type_: str, data: dict[str, Any], team: int | None) -> None:
     publish_after_commit(request, Event(type_, data, team_id=team))
 
@@ -73,7 +75,7 @@ def _announce(request: Request, type_: str, data: dict[str, Any], team: int | No
     "/imports",
     response_model=Accepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=responses(InvalidInput, NotFound, Forbidden, TooLarge, UnsupportedType),
+    responses=responses(InvalidInput, NotFound, Forbidden, PayloadTooLarge, UnsupportedMediaType),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -97,7 +99,7 @@ async def create_import(
     imported once: the second upload answers with the first import."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in CSV_TYPES:
-        raise UnsupportedType("Send the CSV file as the body with Content-Type: text/csv")
+        raise UnsupportedMediaType("Send the CSV file as the body with Content-Type: text/csv")
     team = service.team_for(principal, team_id)
     await release(session)  # the upload may take long: hold no lock while it arrives
     upload = await importer.receive(request.stream(), ctx.settings.data_dir)

@@ -14,7 +14,15 @@ from opscenter.auth.deps import origin_of, require
 from opscenter.core.clock import isoformat_z, utcnow
 from opscenter.core.context import Ctx, SessionDep, client_ip, publish_after_commit
 from opscenter.core.db import release
-from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    responses,
+)
 from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
@@ -35,7 +43,7 @@ from opscenter.incidents.schemas import (
     TaskUpdate,
     TimelineEntry,
 )
-from opscenter.incidents.upload import Form, TooLarge, UnsupportedType, receive
+from opscenter.incidents.upload import Form, receive
 from opscenter.models import Evidence, Incident, IncidentStatus, StorageProvider, Task, TaskStatus
 from opscenter.stores.backends import StorageError
 
@@ -241,7 +249,7 @@ _EVIDENCE_FORM = {
     response_model=EvidenceOut,
     status_code=status.HTTP_201_CREATED,
     openapi_extra=_EVIDENCE_FORM,
-    responses=responses(NotFound, InvalidInput, Conflict, TooLarge, UnsupportedType),
+    responses=responses(NotFound, InvalidInput, Conflict, PayloadTooLarge, UnsupportedMediaType),
 )
 async def add_evidence(
     incident_id: PathId,
@@ -256,7 +264,7 @@ async def add_evidence(
     limit = ctx.settings.evidence_max_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit + 2 * 1024 * 1024:
-        raise TooLarge(f"Evidence files are limited to {limit} bytes")
+        raise PayloadTooLarge(f"Evidence files are limited to {limit} bytes")
     incident = await service.get_incident(session, principal, incident_id)
     if incident.status == IncidentStatus.CLOSED.value:
         raise Conflict(f"Incident {incident.id} is closed; it takes no more evidence")

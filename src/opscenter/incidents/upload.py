@@ -14,7 +14,7 @@ import filetype
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from opscenter.core.errors import AppError, InvalidInput
+from opscenter.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from opscenter.stores.backends import StorageWriter
 
 #: Judged on the content, never on the name: what a file really is.
@@ -35,16 +35,6 @@ SNIFF_BYTES = 8192
 MAX_FIELD_BYTES = 1024 * 1024  # text content is a field too
 MAX_PARTS = 10
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class TooLarge(AppError):
-    status_code = 413
-    code = "PAYLOAD_TOO_LARGE"
-
-
-class UnsupportedType(AppError):
-    status_code = 415
-    code = "UNSUPPORTED_MEDIA_TYPE"
 
 
 def sniff(head: bytes) -> str | None:
@@ -117,7 +107,7 @@ async def receive(
         await validate(form)
         return form
     if kind != b"multipart/form-data" or not boundary:
-        raise UnsupportedType(
+        raise UnsupportedMediaType(
             "Send multipart/form-data (or a urlencoded form for text) with title, type "
             "and a file or content"
         )
@@ -175,7 +165,9 @@ async def receive(
                     else:
                         part.data.extend(data)
                         if len(part.data) > MAX_FIELD_BYTES:
-                            raise TooLarge(f"The field {part.name} is over {MAX_FIELD_BYTES} bytes")
+                            raise PayloadTooLarge(
+                                f"The field {part.name} is over {MAX_FIELD_BYTES} bytes"
+                            )
                 elif what == "end":
                     if part.file_name is not None:
                         form.file = await reader.finish(part.file_name)
@@ -199,7 +191,9 @@ async def _urlencoded(stream: AsyncIterator[bytes]) -> Form:
     async for chunk in stream:
         body.extend(chunk)
         if len(body) > 2 * MAX_FIELD_BYTES:
-            raise TooLarge(f"A form without a file is limited to {2 * MAX_FIELD_BYTES} bytes")
+            raise PayloadTooLarge(
+                f"A form without a file is limited to {2 * MAX_FIELD_BYTES} bytes"
+            )
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
     except (UnicodeDecodeError, ValueError):
@@ -238,7 +232,7 @@ class _FileSink:
         self.started = True
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise TooLarge(f"Evidence files are limited to {self.max_bytes} bytes")
+            raise PayloadTooLarge(f"Evidence files are limited to {self.max_bytes} bytes")
         self.hash.update(data)
         if self.writer is None:
             self.head.extend(data)
@@ -251,7 +245,7 @@ class _FileSink:
         self.media_type = sniff(bytes(self.head[:SNIFF_BYTES]))
         if self.media_type is None:
             allowed = ", ".join(sorted(ALLOWED_TYPES))
-            raise UnsupportedType(
+            raise UnsupportedMediaType(
                 f"This kind of file is not accepted as evidence; send one of: {allowed}"
             )
         self.writer = await self.open_writer()

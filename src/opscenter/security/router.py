@@ -14,7 +14,15 @@ from opscenter.auth.deps import origin_of, require
 from opscenter.core.clock import isoformat_z, utcnow
 from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.db import release
-from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
+from opscenter.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    responses,
+)
 from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
@@ -33,7 +41,7 @@ from opscenter.security.schemas import (
     MetricsOut,
     SlaOut,
 )
-from opscenter.security.upload import TooLarge, UnsupportedType, receive, remove
+from opscenter.security.upload import receive, remove
 
 security_router = APIRouter(prefix="/security", tags=["Security"])
 secops_router = APIRouter(prefix="/secops", tags=["Security"])
@@ -54,7 +62,7 @@ def _announce(request: Request, action: str, data: dict[str, Any], team: int | N
     "/imports",
     response_model=ImportOut,
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidReport, NotFound, Conflict, TooLarge, UnsupportedType),
+    responses=responses(InvalidReport, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType),
     openapi_extra={
         "requestBody": {
             "required": True,

@@ -14,20 +14,10 @@ from pathlib import Path
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from opscenter.core.errors import AppError, InvalidInput
+from opscenter.core.errors import AppError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 8
-
-
-class TooLarge(AppError):
-    status_code = 413
-    code = "PAYLOAD_TOO_LARGE"
-
-
-class UnsupportedType(AppError):
-    status_code = 415
-    code = "UNSUPPORTED_MEDIA_TYPE"
 
 
 @dataclass
@@ -51,7 +41,9 @@ async def receive(
     kind, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
-        raise UnsupportedType("Send multipart/form-data with the report in the field named file")
+        raise UnsupportedMediaType(
+            "Send multipart/form-data with the report in the field named file"
+        )
     os.makedirs(spool_dir, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="security-", suffix=".json", dir=spool_dir)
     upload = Upload()
@@ -87,14 +79,16 @@ async def receive(
         if state["is_file"]:
             upload.size += len(chunk)
             if upload.size > max_bytes:
-                problems.append(TooLarge(f"Scanner reports are limited to {max_bytes} bytes"))
+                problems.append(
+                    PayloadTooLarge(f"Scanner reports are limited to {max_bytes} bytes")
+                )
                 return
             digest.update(chunk)
             os.write(fd, chunk)
         else:
             value.extend(chunk)
             if len(value) > MAX_FIELD_BYTES:
-                problems.append(TooLarge(f"The field {state['name']} is too long"))
+                problems.append(PayloadTooLarge(f"The field {state['name']} is too long"))
 
     def on_part_end() -> None:
         if state["is_file"]:
