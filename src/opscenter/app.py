@@ -20,6 +20,7 @@ from opscenter.core.middleware import (
     RequestContextMiddleware,
     TrailingSlashMiddleware,
 )
+from opscenter.core.routing import FilteredRouter
 from opscenter.domains import registry
 from opscenter.runtime import build_context, running
 
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     for router in registry().api_routers:
-        api.include_router(router)
+        api.include_router(FilteredRouter(router))
     app.include_router(api)
     for router in registry().root_routers:
         app.include_router(router)

@@ -158,3 +158,30 @@ async def test_a_list_is_read_while_another_connection_holds_the_write_lock(
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+async def test_backup_list_rows_are_the_models_own_json(api: Api, admin: httpx.AsyncClient) -> None:
+    """The list encodes rows itself (core/jsonresponse.py); each item must be exactly what
+    `BackupOut` makes of the same backup on its own route: fields, nulls, timestamps."""
+    name = f"json_{uuid.uuid4().hex[:10]}"
+    ids = await add_backups(api, 2, name)
+    async with api.app.state.ctx.db.write_session() as session:
+        first = await session.get(Backup, ids[0])
+        assert first is not None
+        first.compression_type = "zstd"
+        first.is_encrypted = True
+        first.size_bytes = 12_345
+        first.duration_seconds = 1.25
+        first.encryption_key_ids = ["age1abc", "age1def"]
+        first.row_counts = {"public.users": 3, "public.orders": 0}
+        first.started_at = first.created_at.replace(microsecond=120_000)
+        first.error_message = 'quote " and ünïcode'
+        await session.commit()
+    r = await admin.get(BACKUPS, params={"database_name": name, "limit": 10})
+    assert r.status_code == 200, r.text
+    listed = r.json()["items"]
+    assert [item["id"] for item in listed] == sorted(ids, reverse=True)
+    for item in listed:
+        alone = await admin.get(f"{BACKUPS}/{item['id']}")
+        assert item == alone.json()
+    assert listed[-1]["started_at"].endswith(".120000Z")

@@ -46,7 +46,7 @@ EndDate = Annotated[
 ]
 
 
-def audit_filters(
+async def audit_filters(
     principal: Reader,
     user_id: QueryId = None,
     action: Annotated[str | None, Query(max_length=100)] = None,

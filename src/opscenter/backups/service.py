@@ -97,8 +97,31 @@ def backups_query(principal: Principal) -> Select[Backup]:
     return readable(select(Backup), Backup, principal).order_by(Backup.id.desc())
 
 
+# The columns of `BackupOut`, for lists read as rows (`backup_json`), not objects.
+_OUT_COLUMNS = [
+    getattr(Backup, name)
+    for name in BackupOut.model_fields
+    if name not in ("storage_path", "is_compressed")
+] + [Backup.storage_key]
+_OUT_NAMES = tuple(column.key for column in _OUT_COLUMNS)
+
+
+def backup_rows_query(principal: Principal) -> Select[Any]:
+    """`backups_query` as rows of `BackupOut`'s columns, for `backup_json`."""
+    return readable(select(*_OUT_COLUMNS), Backup, principal).order_by(Backup.id.desc())
+
+
+def backup_json(row: Any) -> dict[str, Any]:
+    """A row of `backup_rows_query` as `BackupOut`'s JSON fields (the list's fast path);
+    a column after them (`keyset_page`'s total) is left out."""
+    item = dict(zip(_OUT_NAMES, row, strict=False))
+    item["storage_path"] = item.pop("storage_key")
+    item["is_compressed"] = item["compression_type"] != "none"
+    return item
+
+
 def filter_backups(
-    stmt: Select[Backup],
+    stmt: Select[Any],
     *,
     server_id: int | None,
     db_type: str | None,
@@ -107,7 +130,7 @@ def filter_backups(
     schedule_id: int | None,
     start: datetime | None,
     end: datetime | None,
-) -> Select[Backup]:
+) -> Select[Any]:
     if server_id is not None:
         stmt = stmt.where(Backup.server_id == server_id)
     if db_type:

@@ -67,7 +67,12 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-Ctx = Annotated[AppContext, Depends(get_ctx)]
+async def _ctx(request: Request) -> AppContext:
+    # A dependency that is a plain `def` runs in a worker thread: a hand-over per request.
+    return get_ctx(request)
+
+
+Ctx = Annotated[AppContext, Depends(_ctx)]
 # "function": the transaction commits when the route returns, before the answer is sent,
 # so a client that got its 201 reads what it made, and a failed commit is not answered
 # as a success (the default, "request", commits after the answer left).

@@ -18,6 +18,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from opscenter.core.jsonresponse import JSONResponse
 from opscenter.core.schemas import MAX_ID
 
 MAX_LIMIT = 1000
@@ -82,6 +83,22 @@ class KeysetPage(Page[T], Generic[T]):
         return page
 
 
+def keyset_json(
+    items: list[dict[str, Any]], total: Total, paging: PageParams, next_cursor: int | None
+) -> JSONResponse:
+    """A `KeysetPage` of items already shaped as its item model's JSON (see `JSONResponse`)."""
+    return JSONResponse(
+        {
+            "items": items,
+            "total": total,
+            "limit": paging.limit,
+            "offset": paging.offset,
+            "total_estimated": getattr(total, "estimated", False),
+            "next_cursor": next_cursor,
+        }
+    )
+
+
 @dataclass(frozen=True)
 class PageParams:
     limit: int
@@ -89,7 +106,7 @@ class PageParams:
     cursor: int | None = None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
     offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
     page: Annotated[int | None, Query(ge=1, le=100_000)] = None,
@@ -101,7 +118,7 @@ def page_params(
     return PageParams(limit=size, offset=offset)
 
 
-def cursor_page_params(
+async def cursor_page_params(
     paging: Annotated[PageParams, Depends(page_params)],
     cursor: Annotated[
         int | None,
@@ -127,9 +144,16 @@ async def count(session: AsyncSession, stmt: Select[Any], offset: int = 0) -> To
     one narrow column where it can be (`keyset_page` does): the database then counts off
     an index instead of reading every row."""
     stop = offset + COUNT_LIMIT
-    counted = select(func.count()).select_from(stmt.order_by(None).limit(stop + 1).subquery())
-    found = int(await session.scalar(counted) or 0)
-    return Total.lower_bound(stop) if found > stop else Total(found)
+    return _total(await session.scalar(_counted(stmt, stop)), stop)
+
+
+def _counted(stmt: Select[Any], stop: int) -> Select[Any]:
+    """The rows of `stmt`, counted up to one past `stop`."""
+    return select(func.count()).select_from(stmt.order_by(None).limit(stop + 1).subquery())
+
+
+def _total(found: int | None, stop: int) -> Total:
+    return Total.lower_bound(stop) if (found or 0) > stop else Total(found or 0)
 
 
 async def paginate(
@@ -142,13 +166,31 @@ async def paginate(
 
 
 async def keyset_page(
-    session: AsyncSession, stmt: Select[Any], params: PageParams, key: InstrumentedAttribute[int]
+    session: AsyncSession,
+    stmt: Select[Any],
+    params: PageParams,
+    key: InstrumentedAttribute[int],
+    *,
+    columns: bool = False,
 ) -> tuple[list[Any], Total, int | None]:
     """Rows of one page of `stmt`, ordered by `key` descending, after `params.cursor`; the
-    total of the whole list (cursor or not: see `count`), and the next page's cursor."""
-    total = await count(session, stmt.with_only_columns(key), params.offset)
+    total of the whole list (cursor or not: see `count`), and the next page's cursor.
+    `columns=True` answers the `Row`s of a statement of columns (the total rides as their
+    last column) instead of objects.
+
+    The total is a scalar subquery of the page's own statement, run once by the database:
+    one statement per page instead of two (on SQLite each is several hand-overs to its
+    thread). A page past the end has no row to carry it and counts on its own."""
+    stop = params.offset + COUNT_LIMIT
+    counted = _counted(stmt.with_only_columns(key), stop).scalar_subquery()
     page = stmt if params.cursor is None else stmt.where(key < params.cursor)
-    rows = list((await session.scalars(page.limit(params.limit + 1).offset(params.offset))).all())
-    more = len(rows) > params.limit
-    rows = rows[: params.limit]
-    return rows, total, getattr(rows[-1], key.key) if more else None
+    page = page.add_columns(counted).limit(params.limit + 1).offset(params.offset)
+    found = list((await session.execute(page)).all())
+    if not found:
+        return [], await count(session, stmt.with_only_columns(key), params.offset), None
+    total = _total(found[0][-1], stop)
+    more = len(found) > params.limit
+    found = found[: params.limit]
+    rows = found if columns else [row[0] for row in found]
+    next_cursor = getattr(found[-1] if columns else rows[-1], key.key) if more else None
+    return rows, total, next_cursor

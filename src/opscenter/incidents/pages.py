@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Query
+from fastapi import Depends, Path, Query, Request
 from pydantic import BeforeValidator
 
 from opscenter.core.context import Ctx, SessionDep, client_ip
@@ -21,7 +21,13 @@ from opscenter.models import IncidentStatus, TaskStatus
 BOARD_COLUMN = 50
 _blank = BeforeValidator(lambda v: v or None)
 Choice = Annotated[str | None, _blank, Query(max_length=64)]
-ClientIp = Annotated[str, Depends(client_ip)]
+
+
+async def _client_ip(request: Request) -> str:
+    return client_ip(request)
+
+
+ClientIp = Annotated[str, Depends(_client_ip)]
 
 
 def _pick(value: str | None, allowed: list[str]) -> str | None:

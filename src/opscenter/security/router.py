@@ -176,7 +176,7 @@ async def list_imports(
 
 
 # -- findings (both views) ------------------------------------------------------------------
-def filters(
+async def filters(
     severity: Severity | None = None,
     status_filter: Annotated[FindingStatus | None, Query(alias="status")] = None,
     asset_id: QueryId = None,
