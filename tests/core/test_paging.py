@@ -14,11 +14,12 @@ from sqlalchemy import insert, select
 
 from opscenter.audit import service as audit
 from opscenter.core.pagination import COUNT_LIMIT
-from opscenter.models import Backup, StorageProvider
+from opscenter.models import Backup, Notification, StorageProvider
 from tests.conftest import Api
 
 BACKUPS = "/api/v1/backups"
 AUDIT = "/api/v1/audit/logs"
+NOTIFICATIONS = "/api/v1/notifications"
 
 
 async def add_backups(api: Api, count: int, database_name: str) -> list[int]:
@@ -104,6 +105,31 @@ async def test_audit_walked_by_cursor_is_each_row_once_while_more_arrive(
     deep = await admin.get(AUDIT, params={"resource_type": kind, "limit": 4, "cursor": ids[3]})
     assert deep.json()["total"] == 17 + 3 * 5
     assert [i["id"] for i in deep.json()["items"]] == ids[2::-1]
+
+
+async def test_notifications_walked_by_cursor_are_each_seen_once_while_more_arrive(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    kind = "paging_" + "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:10])
+    me = (await admin.get("/api/v1/auth/me")).json()["id"]
+
+    async def add(count: int) -> list[int]:
+        async with api.app.state.ctx.db.write_session() as session:
+            rows = [
+                {"user_id": me, "type": kind, "level": "info", "title": "t", "message": "m"}
+                for _ in range(count)
+            ]
+            ids = list(await session.scalars(insert(Notification).returning(Notification.id), rows))
+            await session.commit()
+        return ids
+
+    ids = await add(13)
+
+    async def more() -> None:
+        await add(2)
+
+    seen = await walk(admin, NOTIFICATIONS, {"type": kind, "limit": 4}, more)
+    assert seen == sorted(ids, reverse=True)
 
 
 async def test_a_long_list_states_its_total_is_a_lower_bound(

@@ -26,10 +26,18 @@ from opscenter.core.context import Ctx, SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
 from opscenter.core.middleware import defer
-from opscenter.core.pagination import Page, Paging, PathId, paginate
+from opscenter.core.pagination import (
+    CursorPaging,
+    KeysetPage,
+    Page,
+    Paging,
+    PathId,
+    keyset_page,
+    paginate,
+)
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
-from opscenter.models import Job
+from opscenter.models import CommandExecution, Job
 
 router = APIRouter(prefix="/commands", tags=["Commands"])
 ReadCommands = Annotated[Principal, Depends(require("read:commands"))]
@@ -85,12 +93,13 @@ async def create_command(
 
 
 # Execution routes come before /{command_id}, whose int path would take "executions".
-@router.get("/executions", response_model=Page[ExecutionOut])
+@router.get("/executions", response_model=KeysetPage[ExecutionOut])
 async def list_all_executions(
-    principal: ReadCommands, session: SessionDep, paging: Paging
-) -> Page[ExecutionOut]:
-    rows, total = await paginate(session, service.executions_query(principal), paging)
-    return Page.of([service.execution_out(e) for e in rows], total, paging)
+    principal: ReadCommands, session: SessionDep, paging: CursorPaging
+) -> KeysetPage[ExecutionOut]:
+    stmt = service.executions_query(principal)
+    rows, total, next_cursor = await keyset_page(session, stmt, paging, CommandExecution.id)
+    return KeysetPage.keyset([service.execution_out(e) for e in rows], total, paging, next_cursor)
 
 
 @router.get(

@@ -24,7 +24,15 @@ from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
-from opscenter.core.pagination import Page, Paging, PathId, paginate
+from opscenter.core.pagination import (
+    CursorPaging,
+    KeysetPage,
+    Page,
+    Paging,
+    PathId,
+    keyset_page,
+    paginate,
+)
 from opscenter.core.principal import Principal
 from opscenter.integrations import service
 from opscenter.integrations.delivery import probe
@@ -41,6 +49,7 @@ from opscenter.integrations.schemas import (
     SyncResult,
 )
 from opscenter.integrations.transport import OutboundClient
+from opscenter.models import WebhookDelivery
 
 router = APIRouter(prefix="/integrations", tags=["Integrations"])
 ReadIntegrations = Annotated[Principal, Depends(require("read:integrations"))]
@@ -189,16 +198,17 @@ async def integration_health(
 
 
 @router.get(
-    "/{integration_id}/deliveries", response_model=Page[DeliveryOut], responses=responses(NotFound)
+    "/{integration_id}/deliveries",
+    response_model=KeysetPage[DeliveryOut],
+    responses=responses(NotFound),
 )
 async def list_deliveries(
-    integration_id: PathId, principal: ReadIntegrations, session: SessionDep, paging: Paging
-) -> Page[DeliveryOut]:
+    integration_id: PathId, principal: ReadIntegrations, session: SessionDep, paging: CursorPaging
+) -> KeysetPage[DeliveryOut]:
     await service.get_integration(session, integration_id)
-    rows, total = await paginate(
-        session, service.deliveries_query(integration_id, principal), paging
-    )
-    return Page.of([service.delivery_out(d) for d in rows], total, paging)
+    stmt = service.deliveries_query(integration_id, principal)
+    rows, total, next_cursor = await keyset_page(session, stmt, paging, WebhookDelivery.id)
+    return KeysetPage.keyset([service.delivery_out(d) for d in rows], total, paging, next_cursor)
 
 
 @router.post(

@@ -13,8 +13,17 @@ from opscenter.auth.deps import origin_of, require
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
-from opscenter.core.pagination import Page, Paging, PathId, paginate
+from opscenter.core.pagination import (
+    CursorPaging,
+    KeysetPage,
+    Page,
+    Paging,
+    PathId,
+    keyset_page,
+    paginate,
+)
 from opscenter.core.principal import Principal
+from opscenter.models import Notification
 from opscenter.notifications import dispatch, service
 from opscenter.notifications.schemas import (
     ChannelCreate,
@@ -262,21 +271,23 @@ async def delete_policy(
 
 
 # -- the caller's own notifications ----------------------------------------------------------
-@router.get("", response_model=Page[NotificationOut])
+@router.get("", response_model=KeysetPage[NotificationOut])
 async def list_notifications(
     principal: ReadNotifications,
     session: SessionDep,
-    paging: Paging,
+    paging: CursorPaging,
     unread: bool | None = None,
     level: Level | None = None,
     type: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_]+(\.([a-z_]+|\*))?$")] = None,
     since: datetime | None = None,
-) -> Page[NotificationOut]:
+) -> KeysetPage[NotificationOut]:
     stmt = service.notifications_query(
         principal, unread=unread, level=level, type=type, since=since
     )
-    rows, total = await paginate(session, stmt, paging)
-    return Page.of([service.notification_out(n) for n in rows], total, paging)
+    rows, total, next_cursor = await keyset_page(session, stmt, paging, Notification.id)
+    return KeysetPage.keyset(
+        [service.notification_out(n) for n in rows], total, paging, next_cursor
+    )
 
 
 @router.get("/unread-count", response_model=UnreadCount)

@@ -353,7 +353,7 @@ def notifications_query(
             stmt = stmt.where(Notification.type == type)
     if since is not None:
         stmt = stmt.where(Notification.created_at >= as_utc(since))
-    return stmt.order_by(Notification.created_at.desc(), Notification.id.desc())
+    return stmt.order_by(Notification.id.desc())
 
 
 async def unread_count(session: AsyncSession, principal: Principal) -> int:
