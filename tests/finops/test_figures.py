@@ -7,6 +7,7 @@ import calendar
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from sqlalchemy import event
 
 from opscenter.core.events import Event
 from tests.conftest import Api, UserFactory
@@ -265,3 +266,47 @@ async def test_bad_input_roles_and_other_teams(
         assert (await c.delete(f"{BASE}/credits/{credit['id']}")).status_code == 204
         assert (await c.delete(f"{BASE}/budgets/{budget['id']}")).status_code == 204
         assert (await c.get(f"{BASE}/budgets")).json()["total"] == 0
+
+
+async def test_budget_list_reads_the_month_in_a_bounded_number_of_queries(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    team = await own_team(api, admin, make_user)
+    first = datetime.now(UTC).date().replace(day=1).isoformat()
+    rows = [
+        focus_row(first, "Amazon RDS", "30"),
+        focus_row(first, "Amazon S3", "12"),
+        focus_row(first, "Amazon RDS", "5", "EUR"),
+    ]
+    budgets = [
+        {"name": "all", "amount": "100", "currency": "USD"},
+        {"name": "rds", "service": "Amazon RDS", "amount": "60", "currency": "USD"},
+        {"name": "s3", "service": "Amazon S3", "amount": "10", "currency": "USD"},
+        {"name": "eur", "amount": "50", "currency": "EUR"},
+    ]
+    selects: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    engine = api.app.state.ctx.db.engine.sync_engine
+    async with team.client as c:
+        await imported(api, c, focus_csv(rows))
+        for body in budgets:
+            assert (await c.post(f"{BASE}/budgets", json=body)).status_code == 201
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            listed = (await c.get(f"{BASE}/budgets")).json()["items"]
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    got = {b["name"]: (b["spent"], b["percent_used"], b["state"]) for b in listed}
+    assert got == {
+        "all": (42.0, 42.0, "ok"),  # 30 + 12, the EUR line apart
+        "rds": (30.0, 50.0, "warning"),  # the default thresholds hold 50
+        "s3": (12.0, 120.0, "exceeded"),
+        "eur": (5.0, 10.0, "ok"),
+    }
+    # One read of the month's roll-ups and one of the backups for four budgets, not 2 each.
+    assert sum("cost_rollups" in s for s in selects) == 1
+    assert sum("FROM backups" in s for s in selects) == 1

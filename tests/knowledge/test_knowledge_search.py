@@ -189,3 +189,23 @@ def test_the_query_reading() -> None:
     assert fts5_match(parse("restore", prefix_last=True)) == '("restore"* OR "rest"*)'
     assert fts5_match(parse("verificat", prefix_last=True)) == '("verificat"* OR "verif"*)'
     assert fts5_match(parse("restore ", prefix_last=True)) == '"restore"'
+
+
+async def test_bounded_ranking_and_snippets_keep_the_best_match_and_the_marks(
+    admin: httpx.AsyncClient, corpus: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ranked on the bounded rank vector (PostgreSQL past WHOLE_RANK_UP_TO matches), the
+    # fixture queries still lead with the same article.
+    monkeypatch.setattr(search, "WHOLE_RANK_UP_TO", 0)
+    tag = str(corpus["tag"])
+    for query, best in BEST.items():
+        found = await _search(admin, query, tag)
+        assert found["items"][0]["id"] == corpus[best], query
+    # A word found only far into a long body is still shown marked in the snippet.
+    tag, word = uid("deep"), uid("wombat")
+    filler = "Routine maintenance notes about unrelated housekeeping chores. " * 150
+    await make_article(
+        admin, title="Long notes", content=f"{filler}\n\nThe {word} here.", tags=[tag]
+    )
+    [hit] = (await _search(admin, word, tag))["items"]
+    assert f"<mark>{word}</mark>" in hit["snippet_html"]

@@ -45,6 +45,19 @@ async def test_rollups_keep_min_max_and_mean(fresh: AppContext) -> None:
     point = got[""][0]
     assert point.at == T0 and point.min == min(first_hour) and point.max == max(first_hour)
     assert abs(point.value - statistics.fmean(first_hour)) < 1e-9
+    # At the rollups' own step each 5-minute row is a point, and the raw samples past the
+    # rollup's watermark follow (one newer sample, written after the rollup).
+    async with fresh.db.write_session() as session:
+        await store.write(session, "host", None, T0 + 7215, [Sample("cpu_percent", 7.5)])
+        await session.commit()
+    async with fresh.db.read_session() as session:
+        fine = (await store.history(session, "host", "cpu_percent", T0, T0 + 7500, 300))[""]
+    assert [p.at for p in fine] == [T0 + i * 300 for i in range(25)]
+    for p in fine[:24]:
+        inside = [v for at, v in values.items() if p.at <= at < p.at + 300]
+        assert (p.min, p.max) == (min(inside), max(inside))
+        assert abs(p.value - statistics.fmean(inside)) < 1e-9
+    assert tuple(fine[24]) == (T0 + 7200, 7.5, 7.5, 7.5)
 
 
 async def test_tables_stay_bounded_whatever_runs(fresh: AppContext) -> None:

@@ -43,6 +43,14 @@ _LIMIT = int(MAX_AMOUNT.scaleb(NANO))
 
 
 def money(text: str, column: str) -> int:
+    # Plain "123.45" (almost every amount) without Decimal: digits, padded to nano-units.
+    whole, _, fraction = text.partition(".")
+    if len(fraction) <= NANO and 0 < len(whole) <= 10:
+        digits = whole + fraction.ljust(NANO, "0")
+        if digits.isdigit() and digits.isascii():
+            nano = int(digits)
+            if nano < _LIMIT:
+                return nano
     try:
         nano = int(Decimal(text).scaleb(NANO).to_integral_value(ROUND_HALF_EVEN))
     except (InvalidOperation, ValueError, OverflowError):  # not a number, NaN, Infinity
@@ -155,9 +163,13 @@ FOCUS_CATEGORIES = {"usage", "purchase", "tax", "credit", "adjustment"}
 
 
 def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
+    # The hot loop of an import (a million rows): one function, no per-field calls. A bill
+    # repeats few distinct texts in most columns (timestamps, categories, services,
+    # regions, currencies, tag sets), so each column keeps what each distinct text parsed
+    # to; only the amounts and resource ids are read anew per row.
     when = Times()
-    # A bill repeats a few tag sets: each parsed once, its dict (and environment) shared.
     seen_tags: dict[str, tuple[dict[str, str], str | None]] = {}
+    seen: dict[str, Any] = {}  # (column letter + text) -> parsed value, bounded below
     # Column positions; a column the file lacks reads the empty cell appended to each row.
     at = {name: columns.get(name, -1) for name in _FOCUS_COLUMNS}
     category_at, tags_at, billing_at = at["chargecategory"], at["tags"], at["billingperiodstart"]
@@ -170,15 +182,27 @@ def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
         at["effectivecost"],
         at["billingcurrency"],
     )
+    missing = object()
+
+    def remembered(key: str, value: Any) -> Any:
+        if len(seen) > 10_000:
+            seen.clear()
+        seen[key] = value
+        return value
 
     def parse(row: Sequence[str]) -> Line:
         row = [*row, ""]
-        category = row[category_at].strip() or "Usage"
-        if category.lower() not in FOCUS_CATEGORIES:
-            raise RowError("ChargeCategory", f"'{category[:30]}' is not a FOCUS charge category")
-        raw_tags = row[tags_at].strip()
-        seen = seen_tags.get(raw_tags)
-        if seen is None:
+        raw = row[category_at]
+        category = seen.get("c" + raw)
+        if category is None:
+            name = raw.strip() or "Usage"
+            if name.lower() not in FOCUS_CATEGORIES:
+                raise RowError("ChargeCategory", f"'{name[:30]}' is not a FOCUS charge category")
+            category = remembered("c" + raw, name.capitalize())
+        raw = row[tags_at]
+        tagged = seen_tags.get(raw)
+        if tagged is None:
+            raw_tags = raw.strip()
             try:
                 loaded = json.loads(raw_tags) if raw_tags else {}
             except ValueError:
@@ -188,24 +212,54 @@ def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
             tags = clean_tags(loaded, "Tags")
             if len(seen_tags) > 10_000:
                 seen_tags.clear()
-            seen = seen_tags[raw_tags] = (tags, environment_of(tags))
-        return _line(
-            billing=when(row[billing_at], "BillingPeriodStart").date(),
-            start=when(row[start_at], "ChargePeriodStart"),
-            end=when(row[end_at], "ChargePeriodEnd"),
-            category=category.capitalize(),
-            provider=text(row[provider_at] or row[old_provider_at], 200),
-            service=text(row[service_at], 200),
-            service_column="ServiceName",
-            resource_id=text(row[resource_at], 1024),
-            resource_name=text(row[name_at], 1024),
-            region=text(row[region_at] or row[region_name_at], 100),
-            environment=seen[1],
-            billed=money(row[billed_at], "BilledCost"),
-            effective=money(row[effective_at], "EffectiveCost"),
-            code=currency(row[currency_at], "BillingCurrency"),
-            tags=seen[0],
-        )
+            tagged = seen_tags[raw] = (tags, environment_of(tags))
+        raw = row[billing_at]
+        billing = seen.get("b" + raw)
+        if billing is None:
+            billing = remembered("b" + raw, when(raw, "BillingPeriodStart").date())
+        start = when(row[start_at], "ChargePeriodStart")
+        end = when(row[end_at], "ChargePeriodEnd")
+        raw = row[provider_at] or row[old_provider_at]
+        provider = seen.get("p" + raw, missing)
+        if provider is missing:
+            provider = remembered("p" + raw, text(raw, 200))
+        raw = row[service_at]
+        service = seen.get("s" + raw, missing)
+        if service is missing:
+            service = remembered("s" + raw, text(raw, 200))
+        raw = row[region_at] or row[region_name_at]
+        region = seen.get("r" + raw, missing)
+        if region is missing:
+            region = remembered("r" + raw, text(raw, 100))
+        resource_id = row[resource_at].strip()[:1024] or None
+        resource_name = row[name_at].strip()[:1024] or None
+        billed = money(row[billed_at], "BilledCost")
+        effective = money(row[effective_at], "EffectiveCost")
+        raw = row[currency_at]
+        code = seen.get("$" + raw)
+        if code is None:
+            code = remembered("$" + raw, currency(raw, "BillingCurrency"))
+        if end < start:
+            raise RowError(None, "the charge period ends before it starts")
+        if not service:
+            raise RowError("ServiceName", "is empty")
+        return {
+            "billing_period_start": billing,
+            "charge_period_start": start,
+            "charge_period_end": end,
+            "charge_day": start.date(),
+            "charge_category": category,
+            "provider": provider or "(unknown)",
+            "service": service,
+            "resource_id": resource_id,
+            "resource_name": resource_name,
+            "region": region,
+            "environment": tagged[1],
+            "billed_cost": billed,
+            "effective_cost": effective,
+            "currency": code,
+            "tags": tagged[0],
+        }
 
     return parse
 

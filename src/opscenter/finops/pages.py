@@ -51,7 +51,7 @@ async def finops_page(
                 service.credit_out(u)
                 for u in await service.credit_uses(session, principal, credits)
             ],
-            "budgets": [await service.budget_state(session, principal, b) for b in budgets],
+            "budgets": await service.budget_states(session, principal, budgets),
             "recommendations": [recommend.recommendation_out(r) for r in recs],
             "skipped_rules": recommend.SKIPPED,
             "imports": [service.import_detail(i) for i in imports],

@@ -338,7 +338,7 @@ async def list_budgets(
 ) -> Page[BudgetOut]:
     """Budgets with this month's spending, forecast and state (ok, warning, exceeded)."""
     rows, total = await paginate(session, service.budgets_query(principal), paging)
-    return Page.of([await service.budget_state(session, principal, b) for b in rows], total, paging)
+    return Page.of(await service.budget_states(session, principal, rows), total, paging)
 
 
 @router.post(

@@ -7,13 +7,13 @@ from __future__ import annotations
 import calendar
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.clock import utcnow
@@ -708,23 +708,72 @@ async def budget_daily(
     )
     for (text, _), (_, effective) in sums.items():
         daily[date.fromisoformat(text[:10])] += effective
-    if budget.service in (None, BACKUP_SERVICE):
+    if counts_backups(budget):
         backups, _ = await priced_backups(session, principal, budget.team_id)
-        backups = [b for b in backups if b.currency == budget.currency]
-        day = span.start
-        while day < span.end and day <= today():
-            cost = sum(
-                backup_sums(backups, Span(day, day + timedelta(days=1)), lambda b: "").values()
-            )
-            if cost:
-                daily[day] += cost
-            day += timedelta(days=1)
+        for day, cost in backup_daily(backups, budget, span).items():
+            daily[day] += cost
+    return daily
+
+
+def counts_backups(budget: Budget) -> bool:
+    return budget.service in (None, BACKUP_SERVICE)
+
+
+def backup_daily(backups: Iterable[PricedBackup], budget: Budget, span: Span) -> dict[date, int]:
+    """The budget's backup storage cost per day up to today (nano-units, its currency)."""
+    mine = [b for b in backups if b.team_id == budget.team_id and b.currency == budget.currency]
+    daily: dict[date, int] = {}
+    day = span.start
+    while day < span.end and day <= today():
+        cost = sum(backup_sums(mine, Span(day, day + timedelta(days=1)), lambda b: "").values())
+        if cost:
+            daily[day] = cost
+        day += timedelta(days=1)
     return daily
 
 
 async def budget_state(session: AsyncSession, principal: Principal, budget: Budget) -> BudgetOut:
+    return (await budget_states(session, principal, [budget]))[0]
+
+
+async def budget_states(
+    session: AsyncSession, principal: Principal, budgets: Sequence[Budget]
+) -> list[BudgetOut]:
+    """Each budget's month so far, in at most two queries whatever the number of budgets:
+    the month's roll-ups of the budgets' teams, and their priced backups where counted."""
+    if not budgets:
+        return []
     mtd, days_in_month = month_span(today())
-    spent = sum((await budget_daily(session, principal, budget, mtd)).values())
+    teams = {b.team_id for b in budgets}
+    services = {b.service for b in budgets if b.service}
+    r = CostRollup
+    wanted = r.dimension == "category"
+    if services:
+        wanted = or_(wanted, and_(r.dimension == "service", r.value.in_(services)))
+    stmt = (
+        select(r.team_id, r.dimension, r.value, r.currency, func.sum(r.effective_cost))
+        .where(wanted, r.day >= mtd.start, r.day < mtd.end, r.team_id.in_(teams))
+        .group_by(r.team_id, r.dimension, r.value, r.currency)
+    )
+    spent_by: dict[tuple[int, str | None, str], int] = defaultdict(int)
+    for team, dimension, value, cur, effective in await session.execute(
+        readable(cast(Any, stmt), CostRollup, principal)
+    ):
+        # A whole-team budget counts every line once: the category roll-ups, all values.
+        spent_by[(int(team), value if dimension == "service" else None, cur)] += int(effective or 0)
+    backups: list[PricedBackup] = []
+    if any(counts_backups(b) for b in budgets):
+        backups, _ = await priced_backups(session, principal)
+    out = []
+    for budget in budgets:
+        spent = spent_by[(budget.team_id, budget.service, budget.currency)]
+        if counts_backups(budget):
+            spent += sum(backup_daily(backups, budget, mtd).values())
+        out.append(_budget_out(budget, spent, mtd, days_in_month))
+    return out
+
+
+def _budget_out(budget: Budget, spent: int, mtd: Span, days_in_month: int) -> BudgetOut:
     projected = forecast(spent, mtd, days_in_month)
     percent = 100.0 * spent / budget.amount
     crossed = [t for t in budget.thresholds if percent >= t]

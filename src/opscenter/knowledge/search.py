@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    and_,
     bindparam,
     case,
     column,
@@ -208,9 +209,17 @@ _FTS_NAME: ColumnElement[Any] = literal_column("knowledge_fts")
 _BM25 = func.bm25(_FTS_NAME, *(literal_column(w) for w in ("10.0", "4.0", "4.0", "1.0")))
 SEARCH_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vector")
 HEAD_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vector_head")
+#: Title, summary, tags and the body's first 2,000 characters, in the row (migration 0033).
+RANK_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vector_rank")
 #: How many matches are ranked on their whole text when more match (at least to the
 #: page's end): chosen first by title, summary and tags (PostgreSQL) or title (SQLite).
 CANDIDATES = 200
+#: Up to this many matches, PostgreSQL ranks them on their whole text (TOAST, a few
+#: kilobytes each); past it, on the bounded RANK_VECTOR.
+WHOLE_RANK_UP_TO = 40
+#: The stretch of a body a PostgreSQL snippet is chosen from: around the first place a
+#: searched word's stem appears (ts_headline parses all the text it is given).
+SNIPPET_WINDOW = 1200
 _TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
 _BODY_OPTS = (
     f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, MaxWords=24, MinWords=12, "
@@ -290,7 +299,14 @@ async def _sqlite_hits(
     ], total
 
 
-def _pg_conditions(scope: Scope) -> list[ColumnElement[bool]]:
+def _pg_conditions(scope: Scope) -> ColumnElement[bool]:
+    """The scope, as one condition no index can serve: the matches come from the GIN index
+    alone. Left indexable, a common word makes the status index look cheaper, and the
+    planner then tests every published article's whole (TOASTed) vector instead."""
+    return and_(*_pg_scope(scope)).is_(True)
+
+
+def _pg_scope(scope: Scope) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [KnowledgeArticle.status == "published"]
     if scope.team_ids is not None:
         conditions.append(
@@ -312,15 +328,19 @@ async def _pg_hits(
     tsquery = pg_tsquery(query)
     # Ranking reads a match's whole vector (TOAST, kilobytes): for a common word, every
     # article. So the matches are first ordered by the small in-row title/summary/tags
-    # vector, and only the best CANDIDATES of them are ranked on the whole text.
+    # vector, and only the best CANDIDATES of them are ranked: on the whole text when few
+    # match, else on the bounded in-row rank vector (title to the body's head).
     candidates = (
         select(KnowledgeArticle.id, func.count().over().label("total"))
-        .where(SEARCH_VECTOR.op("@@")(tsquery), *_pg_conditions(scope))
+        .where(SEARCH_VECTOR.op("@@")(tsquery), _pg_conditions(scope))
         .order_by(func.ts_rank(HEAD_VECTOR, tsquery).desc(), KnowledgeArticle.id)
         .limit(max(CANDIDATES, page.offset + page.limit))
         .subquery()
     )
-    score = func.ts_rank_cd(SEARCH_VECTOR, tsquery, 1)  # 1: divided by 1 + log(length)
+    score = case(  # 1: divided by 1 + log(length)
+        (candidates.c.total <= WHOLE_RANK_UP_TO, func.ts_rank_cd(SEARCH_VECTOR, tsquery, 1)),
+        else_=func.ts_rank_cd(RANK_VECTOR, tsquery, 1),
+    )
     # A word in most articles makes a sequential scan look cheaper than the GIN index, but
     # its filter reads every whole vector; the index's bitmap needs none of them.
     await session.execute(text("SET LOCAL enable_seqscan = off"))
@@ -340,13 +360,26 @@ async def _pg_hits(
     marks = select(
         KnowledgeArticle.id,
         func.ts_headline(ENGLISH, KnowledgeArticle.title, tsquery, _TITLE_OPTS),
-        func.ts_headline(ENGLISH, KnowledgeArticle.body_text, tsquery, _BODY_OPTS),
+        func.ts_headline(ENGLISH, _snippet_text(query), tsquery, _BODY_OPTS),
     ).where(KnowledgeArticle.id.in_([row.id for row in ranked]))
     shown = {row[0]: row for row in (await session.execute(marks)).all()}
     return [
         Hit(row.id, float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
         for row in ranked
     ], total
+
+
+def _snippet_text(query: Query) -> ColumnElement[str]:
+    """The body's stretch around the first word that starts with one of the searched words'
+    roots (the whole body when none does, e.g. a word the stemmer changed past its root)."""
+    body = KnowledgeArticle.body_text
+    spaced = func.lower(literal_column("' '").op("||")(body))
+    roots = {" " + _root(w).words[0] for w in query.words()}
+    found = [func.nullif(func.strpos(spaced, bindparam(None, r)), 0) for r in roots]
+    first = func.least(*found) if len(found) > 1 else found[0]
+    start = func.greatest(first - SNIPPET_WINDOW // 4, 1)
+    window: ColumnElement[str] = func.coalesce(func.substr(body, start, SNIPPET_WINDOW), body)
+    return window
 
 
 async def hits(
