@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from opscenter.audit import service as audit
+from opscenter.audit.schemas import AuditLogOut
 from opscenter.core.pagination import COUNT_LIMIT
 from opscenter.models import Backup, Notification, StorageProvider
 from tests.conftest import Api
@@ -211,3 +212,23 @@ async def test_backup_list_rows_are_the_models_own_json(api: Api, admin: httpx.A
         alone = await admin.get(f"{BACKUPS}/{item['id']}")
         assert item == alone.json()
     assert listed[-1]["started_at"].endswith(".120000Z")
+
+
+async def test_audit_list_rows_are_the_models_own_json(api: Api, admin: httpx.AsyncClient) -> None:
+    """The trail's pages are encoded from rows (core/jsonresponse.py): each item must be
+    what `AuditLogOut` makes of the same row, details, nulls and timestamps included."""
+    kind = f"json-{uuid.uuid4().hex[:10]}"
+    async with api.app.state.ctx.db.write_session() as session:
+        entry = await audit.record(
+            session,
+            action="paging.json",
+            resource_type=kind,
+            resource_id=7,
+            details={"nested": {"list": [1, 2.5, None], "text": 'quote " ü'}},
+        )
+        await session.commit()
+        expected = AuditLogOut.model_validate(entry).model_dump(mode="json")
+    r = await admin.get(AUDIT, params={"resource_type": kind})
+    assert r.status_code == 200, r.text
+    assert r.json()["items"] == [expected]
+    assert r.json()["items"][0]["created_at"].endswith("Z")
