@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from opscenter.jobs.runner import JobContext
 from opscenter.models import Backup, Job, Report, ReportVersion
 from tests.auth.test_auth import assert_unauthorized
 from tests.conftest import Api, UserFactory
@@ -289,3 +290,30 @@ async def test_periods_are_canonical(
         "period"
     ] == "2025-11-01..2025-11-30"
     await api.app.state.ctx.runner.wait(r.json()["job_id"], limit_seconds=60)
+
+
+async def test_the_finisher_removes_what_a_lost_job_left(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, tmp_path: Path
+) -> None:
+    """A process lost after writing the file but before recording the version: the
+    finisher (run for the interrupted job by whichever process settles it) removes it."""
+    team = await own_team(api, admin, make_user, tmp_path)
+    period, _ = last_month()
+    store = Path(team.storage["config"]["path"])
+    shutil.rmtree(store)
+    store.write_text("not a directory")
+    accepted, job = await generate(api, team.client, kind="costs", period=period)
+    assert job["status"] == "failed"
+    store.unlink()
+    store.mkdir()
+    runner = api.app.state.ctx.runner
+    async with api.app.state.ctx.db.read_session() as s:
+        row = await s.get(Job, accepted["job_id"])
+        assert row is not None
+        context = JobContext(row.id, row.kind, row.team_id, row.params, runner)
+    left = store / row.params["storage_key"]
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"%PDF-1.7 half written")
+    await runner.kinds["report"].finish(context, "interrupted", "interrupted", "process lost")
+    assert not left.exists()
+    assert (await team.client.get(f"{BASE}/{accepted['id']}/versions")).json()["items"] == []
