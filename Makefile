@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/events.py
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/reports.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -16,6 +16,10 @@ command -v wrk >/dev/null || need+=(wrk)  # bench/api.py's load
 command -v dockerd >/dev/null || need+=(docker.io)
 # Validates deploy/compose.yaml without an engine (tests/ops/test_deploy_files.py).
 command -v docker-compose >/dev/null || need+=(docker-compose)
+# WeasyPrint (reports' PDFs) loads Pango and HarfBuzz; the PDFs embed DejaVu fonts.
+ldconfig -p | grep -q 'libpangoft2-1.0.so.0' || need+=(libpango-1.0-0 libpangoft2-1.0-0)
+ldconfig -p | grep -q 'libharfbuzz-subset.so.0' || need+=(libharfbuzz-subset0)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "installing: ${need[*]}"

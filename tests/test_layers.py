@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"engines"},
     {"stores"},
     {"streaming"},
+    {"documents"},
     {"models"},
     set(),  # every other package is a domain
     {

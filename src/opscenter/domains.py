@@ -24,6 +24,7 @@ from opscenter.notifications import plugin as notifications
 from opscenter.ops import plugin as ops
 from opscenter.realtime import plugin as realtime
 from opscenter.recovery import plugin as recovery
+from opscenter.reports import plugin as reports
 from opscenter.resources import plugin as resources
 from opscenter.retention import plugin as retention
 from opscenter.runbooks import plugin as runbooks
@@ -64,6 +65,7 @@ DOMAINS = (
     knowledge,
     resources,
     security,
+    reports,
 )
 
 

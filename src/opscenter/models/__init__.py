@@ -50,6 +50,7 @@ from opscenter.models.notifications import (
     NotificationChannel,
     NotificationPreference,
 )
+from opscenter.models.reports import Report, ReportVersion
 from opscenter.models.resources import (
     AlertStatus,
     ResourceAlert,
@@ -114,6 +115,8 @@ __all__ = [
     "NotificationPreference",
     "Recommendation",
     "RefreshToken",
+    "Report",
+    "ReportVersion",
     "ResourceAlert",
     "ResourceAlertRule",
     "ResourceSample",
