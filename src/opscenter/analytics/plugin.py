@@ -71,4 +71,5 @@ def register(registry: Registry) -> None:
     registry.api(router)
     registry.background(_scheduled)
     registry.page("/analytics", pages.analytics_page, permission="read:analytics")
+    registry.widget(pages.dashboard_widget, permission="read:analytics", rank=10)
     registry.nav(NavLink("Operations", "Analytics", "/analytics", "read:analytics", rank=160))
