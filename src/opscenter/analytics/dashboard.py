@@ -1,5 +1,5 @@
 """What the dashboard shows, in one call: the week's figures, the last 14 days of backups
-and the open insights."""
+and the open insights (at most a minute old: `insights.recent`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ SHOWN_INSIGHTS = 5
 async def data(session: AsyncSession, principal: Principal, now: datetime) -> DashboardOut:
     period = Period(now - timedelta(days=WINDOW_DAYS), now)
     backups, verification = await service.backup_totals(session, principal, period)
-    found = [i for i in await insights.compute(session, principal, now) if not i.dismissed]
+    found = [i for i in await insights.recent(session, principal, now) if not i.dismissed]
     return DashboardOut(
         generated_at=now,
         window=period.out(),

@@ -29,6 +29,7 @@ from opscenter.analytics.figures import MONDAY_ORIGIN, WEEK, Period
 from opscenter.analytics.schemas import InsightOut
 from opscenter.analytics.service import scoped, server_names
 from opscenter.core import stats
+from opscenter.core.cache import TtlCache
 from opscenter.core.errors import Conflict, NotFound
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import readable
@@ -47,6 +48,9 @@ GAP_DAYS = 14
 INCIDENT_WEEKS = 8
 MIN_INCIDENTS = 3
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+#: The dashboard shows insights at most this old: computing them reads every target's
+#: recent backups, too much for each refresh of the dashboard. `/insights` always computes.
+RECENT_SECONDS = 60.0
 API = "/api/v1"
 
 
@@ -111,10 +115,14 @@ def _size(n: float) -> str:
 
 
 def _outliers(target: _Target, name: str) -> list[InsightOut]:
-    done = [r for r in target.rows if r.status == BackupStatus.COMPLETED and r[name] is not None]
+    done = [
+        r
+        for r in target.rows
+        if r.status == BackupStatus.COMPLETED and getattr(r, name) is not None
+    ]
     if len(done) < MIN_SERIES:
         return []
-    values = [float(r[name]) for r in done]
+    values = [float(getattr(r, name)) for r in done]
     center = stats.median(values)
     spread = stats.mad(values, center)
     sizes = name == "size_bytes"
@@ -324,7 +332,7 @@ async def _targets(session: AsyncSession, principal: Principal, now: datetime) -
         key = (r.server_id, r.database_name)
         if key not in targets:
             targets[key] = _Target(r.team_id, r.server_id, r.database_name, [])
-        targets[key].rows.append(r._mapping)
+        targets[key].rows.append(r)
     return list(targets.values())
 
 
@@ -348,6 +356,26 @@ async def compute(session: AsyncSession, principal: Principal, now: datetime) ->
     epoch = datetime.min.replace(tzinfo=UTC)
     found.sort(key=lambda i: i.at or epoch, reverse=True)
     found.sort(key=lambda i: SEVERITY_RANK[i.severity])
+    return found
+
+
+_recent: TtlCache[tuple[str, bool, frozenset[int]], list[InsightOut]] = TtlCache(
+    RECENT_SECONDS, 1000
+)
+
+
+async def recent(session: AsyncSession, principal: Principal, now: datetime) -> list[InsightOut]:
+    """`compute`, or its answer for the same teams (of the same database) of the last
+    RECENT_SECONDS; a dismissal in this process forgets them."""
+    key = (
+        str(session.get_bind().engine.url),
+        principal.sees_all_teams,
+        frozenset() if principal.sees_all_teams else principal.team_ids,
+    )
+    found = _recent.get(key)
+    if found is None:
+        found = await compute(session, principal, now)
+        _recent.put(key, found)
     return found
 
 
@@ -390,5 +418,6 @@ async def dismiss(
     )
     session.add(row)
     await session.flush()
+    _recent.clear()
     match.dismissed, match.dismissed_at = True, now
     return match, row

@@ -265,7 +265,13 @@ async def get_version(
     "/reports/{report_id}/versions/{version}/download",
     responses={
         **responses(NotFound),
-        200: {"content": {"application/json": {}, "text/csv": {}}},
+        200: {
+            "description": "The version as a file",
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ResultOut"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        },
     },
 )
 async def download_version(

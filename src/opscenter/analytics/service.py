@@ -145,8 +145,13 @@ async def rpo(session: AsyncSession, principal: Principal, at: datetime) -> RpoF
         await session.scalars(scoped(select(Schedule).where(Schedule.enabled), Schedule, principal))
     ).all()
     allowed: dict[tuple[int, str], timedelta] = {}
+    # Schedules mostly share a few expressions: each (cron, timezone) is evaluated once.
+    steps: dict[tuple[str, str], timedelta | None] = {}
     for s in schedules:
-        step = interval(s, at)
+        known = (s.cron_expression, s.timezone)
+        if known not in steps:
+            steps[known] = interval(s, at)
+        step = steps[known]
         if step is None:
             continue
         key = (s.server_id, s.database_name or s.source_path or "")
@@ -160,6 +165,10 @@ async def rpo(session: AsyncSession, principal: Principal, at: datetime) -> RpoF
             Backup.server_id.in_({k[0] for k in allowed}),
             Backup.copy_of_id.is_(None),
             Backup.completed_at <= at,
+            # Only a backup within the widest limit can make a target compliant; one made
+            # more than a day before that (read off the index) completed before it too.
+            Backup.completed_at >= at - max(allowed.values()),
+            Backup.created_at >= at - max(allowed.values()) - timedelta(days=1),
         )
         .group_by(Backup.server_id, Backup.database_name)
     )

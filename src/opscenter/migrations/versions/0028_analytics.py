@@ -1,4 +1,4 @@
-"""analytics: insight dismissals, custom reports and their versions
+"""analytics: insight dismissals, custom reports and their versions, backups by time
 
 Revision ID: 0028
 Revises: 0027
@@ -17,6 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_index("ix_backups_created", "backups", ["created_at"], unique=False)
     op.create_table(
         "analytics_dismissals",
         sa.Column("team_id", sa.Integer(), nullable=False),
@@ -142,3 +143,4 @@ def downgrade() -> None:
     op.drop_table("analytics_reports")
     op.drop_index(op.f("ix_analytics_dismissals_team_id"), table_name="analytics_dismissals")
     op.drop_table("analytics_dismissals")
+    op.drop_index("ix_backups_created", table_name="backups")
