@@ -268,7 +268,7 @@ async def get_version(
         200: {
             "description": "The version as a file",
             "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/ResultOut"}},
+                "application/json": {"schema": {"type": "object"}},
                 "text/csv": {"schema": {"type": "string"}},
             },
         },
