@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from opscenter.analytics import figures as fig
 from opscenter.analytics.figures import DAY, MONDAY_ORIGIN, WEEK
@@ -48,7 +49,7 @@ def summary_out(r: AnalyticsReportResult) -> ResultSummary:
         trigger=r.trigger,
         window_start=r.window_start,
         window_end=r.window_end,
-        row_count=len(r.rows),
+        row_count=r.row_count,
         generated_at=r.generated_at,
     )
 
@@ -186,6 +187,7 @@ async def generate(
         window_end=period.end,
         columns=[*names, *report.metrics],
         rows=rows,
+        row_count=len(rows),
         generated_by=by,
         generated_at=now,
     )
@@ -194,19 +196,21 @@ async def generate(
     return result
 
 
-def versions_query(report: AnalyticsReport) -> Select[Any]:
-    return (
+def versions_query(report: AnalyticsReport, *, with_rows: bool = False) -> Select[Any]:
+    """A report's versions, newest first; their rows only when asked (they can be long)."""
+    stmt = (
         select(AnalyticsReportResult)
         .where(AnalyticsReportResult.report_id == report.id)
         .order_by(AnalyticsReportResult.version.desc())
     )
+    return stmt if with_rows else stmt.options(defer(AnalyticsReportResult.rows, raiseload=True))
 
 
 async def get_version(
     session: AsyncSession, report: AnalyticsReport, version: int
 ) -> AnalyticsReportResult:
     found: AnalyticsReportResult | None = await session.scalar(
-        versions_query(report).where(AnalyticsReportResult.version == version)
+        versions_query(report, with_rows=True).where(AnalyticsReportResult.version == version)
     )
     if found is None:
         raise NotFound("Report version", version)

@@ -73,5 +73,7 @@ class AnalyticsReportResult(IdMixin, Base):
     window_end: Mapped[datetime]
     columns: Mapped[list[str]] = mapped_column(JSON, default=list)
     rows: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Lists of versions show it without reading the rows themselves.
+    row_count: Mapped[int] = mapped_column(default=0)
     generated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     generated_at: Mapped[datetime] = mapped_column(default=utcnow)

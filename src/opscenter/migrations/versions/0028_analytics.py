@@ -98,6 +98,7 @@ def upgrade() -> None:
         sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
         sa.Column("columns", sa.JSON(), nullable=False),
         sa.Column("rows", sa.JSON(), nullable=False),
+        sa.Column("row_count", sa.Integer(), nullable=False),
         sa.Column("generated_by", sa.Integer(), nullable=True),
         sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("id", sa.Integer(), nullable=False),
