@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import cache
 
 from opscenter.ai_models import plugin as ai_models
+from opscenter.analytics import plugin as analytics
 from opscenter.audit import plugin as audit
 from opscenter.auth import plugin as auth
 from opscenter.backups import plugin as backups
@@ -65,6 +66,7 @@ DOMAINS = (
     knowledge,
     resources,
     security,
+    analytics,
     reports,
 )
 

@@ -55,6 +55,17 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Widget:
+    """A panel a domain adds to the dashboard, shown to who holds `permission`: its
+    handler (`principal`, `session`) returns the `View` the dashboard includes, in the
+    order of `rank`."""
+
+    handler: PageHandler
+    permission: str
+    rank: int
+
+
+@dataclass(frozen=True)
 class NavLink:
     """A sidebar entry. Groups appear in the order of their first link's `rank`, links by
     `rank` within their group (ranks: Backups 0-99, Operations 100-199, ...)."""

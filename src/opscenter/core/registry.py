@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from opscenter.core.background import Background
-from opscenter.core.pages import NavLink, Page, PageHandler
+from opscenter.core.pages import NavLink, Page, PageHandler, Widget
 
 if TYPE_CHECKING:
     from opscenter.core.context import AppContext
@@ -43,6 +43,8 @@ class Registry:
     #: UI pages, mounted and rendered by the web layer.
     pages: list[Page] = field(default_factory=list)
     nav_links: list[NavLink] = field(default_factory=list)
+    #: Panels of the dashboard, rendered by the web layer below its own.
+    widgets: list[Widget] = field(default_factory=list)
     background_services: list[BackgroundService] = field(default_factory=list)
     #: API paths (regexes after the prefix) whose routes stream their body and bound it
     #: themselves; the request body limit does not apply to them.
@@ -66,6 +68,10 @@ class Registry:
 
     def nav(self, link: NavLink) -> None:
         self.nav_links.append(link)
+
+    def widget(self, handler: PageHandler, *, permission: str, rank: int) -> None:
+        """A dashboard panel: `handler(principal=, session=)` returns its `View`."""
+        self.widgets.append(Widget(handler, permission, rank))
 
     def streamed_upload(self, path_pattern: str) -> None:
         """A route that streams its request body to storage under its own size limit."""

@@ -1,6 +1,7 @@
 """All ORM models, a module per domain, imported here so metadata is complete."""
 
 from opscenter.models.ai_models import AiCall, AiFallbackConfig, AiModel, AiPrompt
+from opscenter.models.analytics import AnalyticsReport, AnalyticsReportResult, InsightDismissal
 from opscenter.models.audit import AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
 from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
@@ -77,6 +78,8 @@ __all__ = [
     "AiPrompt",
     "AlertPolicy",
     "AlertStatus",
+    "AnalyticsReport",
+    "AnalyticsReportResult",
     "ApiKey",
     "AuditLog",
     "Backup",
@@ -102,6 +105,7 @@ __all__ = [
     "IncidentEvent",
     "IncidentParticipant",
     "IncidentStatus",
+    "InsightDismissal",
     "Integration",
     "Job",
     "JobStatus",

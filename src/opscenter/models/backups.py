@@ -77,6 +77,8 @@ class Backup(IdMixin, TimestampMixin, Base):
         Index("ix_backups_target", "server_id", "database_name", "status"),
         # The list filtered by server and status, newest first, reads its page off this.
         Index("ix_backups_server_status", "server_id", "status", "id"),
+        # Analytics reads windows of time (the last week, the last 90 days) off this.
+        Index("ix_backups_created", "created_at"),
         UniqueConstraint("storage_id", "storage_key"),
     )
 

@@ -11,11 +11,11 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from opscenter.core import stats
+
 METHOD = "theil-sen trend over the window since the last drop"
 #: A fall of more than this share of the capacity (or of the largest value) is a drop.
 DROP_SHARE = 0.02
-#: Pairs are taken among at most this many evenly spread points (quadratic otherwise).
-MAX_POINTS = 200
 DAY = 86400.0
 
 
@@ -41,33 +41,12 @@ def since_last_drop(points: Sequence[tuple[int, float]], capacity: float | None)
     return start
 
 
-def _spread(points: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
-    if len(points) <= MAX_POINTS:
-        return list(points)
-    step = (len(points) - 1) / (MAX_POINTS - 1)
-    return [points[round(i * step)] for i in range(MAX_POINTS)]
-
-
-def theil_sen(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
-    """(slope per second, intercept) of the median line."""
-    pts = _spread(points)
-    slopes = [
-        (y2 - y1) / (t2 - t1)
-        for i, (t1, y1) in enumerate(pts)
-        for t2, y2 in pts[i + 1 :]
-        if t2 != t1
-    ]
-    slope = statistics.median(slopes) if slopes else 0.0
-    intercept = statistics.median(y - slope * t for t, y in pts)
-    return slope, intercept
-
-
 def forecast(points: Sequence[tuple[int, float]], capacity: float | None, now: int) -> Forecast:
     """Days until `capacity` is reached at the trend of `points` (epoch seconds, value)."""
     trend = list(points[since_last_drop(points, capacity) :])
     if len(trend) < 3 or trend[-1][0] - trend[0][0] < 3600:
         return Forecast(None, None, "insufficient", len(trend), trend[0][0] if trend else None)
-    slope, intercept = theil_sen(trend)
+    slope, intercept = stats.theil_sen(trend)
     growth = slope * DAY
     span = trend[-1][0] - trend[0][0]
     residuals = [abs(y - (intercept + slope * t)) for t, y in trend]

@@ -44,7 +44,12 @@ async def login_page(request: Request) -> Response:
 @router.get("/")
 async def dashboard_page(request: Request, principal: ReadBackups, session: SessionDep) -> Response:
     data = await dashboard.build(session, principal, utcnow())
-    return render(request, "dashboard.html", principal, {"board": data})
+    widgets = [
+        await w.handler(principal=principal, session=session)
+        for w in sorted(registry().widgets, key=lambda w: w.rank)
+        if principal.can(w.permission)
+    ]
+    return render(request, "dashboard.html", principal, {"board": data, "widgets": widgets})
 
 
 def _endpoint(page: Page) -> Callable[..., Awaitable[Response]]:
