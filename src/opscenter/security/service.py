@@ -27,6 +27,7 @@ from opscenter.models.security import (
 )
 from opscenter.security.importers import ParsedFinding
 from opscenter.security.importers.formats import Scanner
+from opscenter.security.scan_schemas import ScanSource
 from opscenter.security.schemas import (
     AssetIn,
     AssetOut,
@@ -274,7 +275,7 @@ async def import_findings(
     session: AsyncSession,
     principal: Principal,
     asset: SecurityAsset,
-    scanner: Scanner,
+    scanner: Scanner | ScanSource,
     findings: Iterable[ParsedFinding],
     report: ReportFile,
     now: datetime,
