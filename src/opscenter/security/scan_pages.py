@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from opscenter.core.context import SessionDep
 from opscenter.core.pages import LIST_LIMIT, View
+from sqlalchemy import select
+
 from opscenter.core.principal import Principal
+from opscenter.models import Team
 from opscenter.security import policies, scan, service
 from opscenter.security.scan_schemas import Check, Framework
 
@@ -20,6 +23,11 @@ async def scans_page(principal: Principal, session: SessionDep) -> View:
             "assets": [a for a in assets if a.address],
             "allow_list": await scan.allow_list(session),
             "running": any(s.status in scan.ACTIVE for s in rows),
+            "teams": (
+                await session.scalars(
+                    select(Team).where(Team.id.in_(principal.team_ids)).order_by(Team.name)
+                )
+            ).all(),
         },
     )
 

@@ -27,6 +27,7 @@
       const ids = [...form.elements.asset_ids.selectedOptions].map((o) => Number(o.value));
       const body = { scope: form.elements.scope.value };
       if (ids.length) body.asset_ids = ids;
+      if (form.elements.team_id) body.team_id = Number(form.elements.team_id.value);
       call(form, "POST", "/api/v1/security/scan", body, (a) =>
         window.opscenter.toast(`Scan ${a.id} started`, "ok"));
     } else if (form.id === "allow-form") {
