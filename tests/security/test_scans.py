@@ -8,17 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from opscenter.models import AuditLog, SecurityPolicy, SecurityScan, SurfaceAllow
+from opscenter.models import (
+    AuditLog,
+    Backup,
+    BackupStatus,
+    SecurityPolicy,
+    SecurityScan,
+    StorageProvider,
+    SurfaceAllow,
+    User,
+)
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error, role_user
-from tests.schedules.helpers import uid
+from tests.schedules.helpers import make_schedule, make_server, uid
 from tests.security.helpers import findings, new_asset
 from tests.security.scan_helpers import (
     ALLOW,
@@ -221,6 +231,8 @@ async def test_posture_findings_follow_the_installation(
     )
     # The tests run with rate limiting off: a weak setting, until it is turned on.
     assert mine(listed, "posture.weak-settings", "setting:rate_limit")["status"] == "open"
+    only = await findings(admin, team_id=team, scanner="posture")
+    assert only and {f["scanner"] for f in only} == {"posture"}
 
     assert (await admin.delete(f"/api/v1/admin/tokens/{key['id']}")).status_code == 204
     monkeypatch.setattr(api.app.state.ctx.settings, "rate_limit_enabled", True)
@@ -307,3 +319,96 @@ async def test_tls_certificate_expiring_in_five_days(
         listener.close()
         await admin.put(ALLOW, json={"entries": saved})
         await admin.put(f"{POLICIES}/{custom.json()['id']}", json={"enabled": False})
+
+
+async def test_a_scan_without_a_body_uses_the_defaults(api: Api, admin: httpx.AsyncClient) -> None:
+    """The seed's `POST /api/v1/security/scan`, as written: both scopes, the caller's team."""
+    r = await admin.post(SCAN)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert set(body) >= {"id", "status", "task_id", "job_id", "status_url"}
+    await api.app.state.ctx.runner.wait(body["job_id"], limit_seconds=120)
+    done = (await admin.get(body["status_url"])).json()
+    assert (done["scope"], done["status"], done["asset_ids"]) == ("both", "succeeded", [])
+
+
+async def set_rows(api: Api, model: Any, row_id: int, **values: Any) -> None:
+    async with api.app.state.ctx.db.write_session() as session:
+        await session.execute(update(model).where(model.id == row_id).values(**values))
+        await session.commit()
+
+
+async def test_accounts_age_into_findings_and_out_again(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    team = await new_team(admin)
+    boss = await make_user("admin", team_ids=[team])
+    now = datetime.now(UTC)
+    # Made 100 days ago and last seen 120 days ago (the clock is the rows' own).
+    await set_rows(api, User, boss.id, created_at=now - timedelta(days=100))
+    await set_rows(api, User, boss.id, last_login=now - timedelta(days=120))
+    await scanned(api, admin, scope="posture", team_id=team)
+    listed = await findings(admin, team_id=team, status="open")
+    age = mine(listed, "posture.admin-password-age", f"user:{boss.id}")
+    assert age["title"] == (
+        f"Admin {boss.username!r} has not changed their password for 100 days (policy: 90)"
+    )
+    idle = mine(listed, "posture.inactive-users", f"user:{boss.id}")
+    assert idle["title"] == f"User {boss.username!r} has not logged in for 120 days (policy: 90)"
+    assert idle["severity"] == "low"
+
+    r = await admin.put(f"/api/v1/users/{boss.id}", json={"password": f"pw-{uid()}-new"})
+    assert r.status_code == 200, r.text
+    await set_rows(api, User, boss.id, last_login=now)
+    await scanned(api, admin, scope="posture", team_id=team)
+    every = await findings(admin, team_id=team)
+    assert mine(every, "posture.admin-password-age", f"user:{boss.id}")["status"] == "fixed"
+    assert mine(every, "posture.inactive-users", f"user:{boss.id}")["status"] == "fixed"
+
+
+async def test_backups_unencrypted_and_outside_their_rpo(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    team = await new_team(admin)
+    server = await make_server(admin, team_id=team)
+    db = uid("sales_")
+    await make_schedule(admin, server["id"], database_name=db, cron_expression="0 3 * * *")
+    now = datetime.now(UTC)
+    async with api.app.state.ctx.db.write_session() as session:
+        storage = await session.scalar(select(StorageProvider.id).limit(1))
+        plain = Backup(
+            team_id=team, server_id=server["id"], storage_id=storage, database_name=db,
+            db_type="postgresql", status=BackupStatus.COMPLETED, is_encrypted=False,
+            completed_at=now - timedelta(hours=10),
+        )  # fmt: skip
+        session.add(plain)
+        await session.commit()
+        plain_id = plain.id
+    target = f"target:{server['id']}/{db}"
+    await scanned(api, admin, scope="posture", team_id=team)
+    listed = await findings(admin, team_id=team, status="open")
+    assert mine(listed, "posture.backup-encryption", target)["title"] == (
+        f"1 unencrypted backup(s) of {server['name']}/{db} in the last 30 days"
+    )
+    # A daily schedule: RPO 2 intervals = 48 h; the one backup is not verified.
+    rpo = mine(listed, "posture.backup-rpo", target)
+    assert rpo["title"] == (
+        f"{server['name']}/{db} has no verified backup within its RPO of 2.0 days (none yet)"
+    )
+    assert rpo["severity"] == "high"
+
+    # An encrypted, checked backup 5 h ago, and the plain one aged out of the window.
+    async with api.app.state.ctx.db.write_session() as session:
+        session.add(
+            Backup(
+                team_id=team, server_id=server["id"], storage_id=storage, database_name=db,
+                db_type="postgresql", status=BackupStatus.COMPLETED, is_encrypted=True,
+                verification_status="checksum_ok", completed_at=now - timedelta(hours=5),
+            )
+        )  # fmt: skip
+        await session.commit()
+    await set_rows(api, Backup, plain_id, completed_at=now - timedelta(days=31))
+    await scanned(api, admin, scope="posture", team_id=team)
+    every = await findings(admin, team_id=team)
+    assert mine(every, "posture.backup-encryption", target)["status"] == "fixed"
+    assert mine(every, "posture.backup-rpo", target)["status"] == "fixed"

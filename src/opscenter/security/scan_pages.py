@@ -3,10 +3,10 @@ and the Policies page (every check with its references; admins edit)."""
 
 from __future__ import annotations
 
-from opscenter.core.context import SessionDep
-from opscenter.core.pages import LIST_LIMIT, View
 from sqlalchemy import select
 
+from opscenter.core.context import SessionDep
+from opscenter.core.pages import LIST_LIMIT, View
 from opscenter.core.principal import Principal
 from opscenter.models import Team
 from opscenter.security import policies, scan, service

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Body, Depends, Request, status
 
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
@@ -121,12 +121,16 @@ async def update_policy(
     responses=responses(InvalidInput, NotFound, Conflict),
 )
 async def start_scan(
-    body: ScanIn, principal: ScanSecurity, session: SessionDep, request: Request
+    principal: ScanSecurity,
+    session: SessionDep,
+    request: Request,
+    body: Annotated[ScanIn | None, Body()] = None,
 ) -> Accepted:
     """Run the enabled policies as a job: posture (this installation) and/or surface (the
     assets at addresses on the allow-list). Failures become findings (scanner `posture`
-    or `surface`) that close when a later scan finds them fixed."""
-    row, job = await scan.start(session, principal, body, utcnow())
+    or `surface`) that close when a later scan finds them fixed. Without a body: both
+    scopes, every asset, the caller's only team."""
+    row, job = await scan.start(session, principal, body or ScanIn(), utcnow())
     await _audit(
         session, request, principal, "scan", "security_scan", row.id,
         {"scope": row.scope, "asset_ids": row.asset_ids}, row.team_id,

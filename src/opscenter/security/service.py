@@ -433,7 +433,7 @@ class Filters:
     asset_id: int | None = None
     team_id: int | None = None
     overdue: bool | None = None
-    scanner: Scanner | None = None
+    scanner: Scanner | ScanSource | None = None
 
 
 def overdue_clause(now: datetime) -> Any:
