@@ -65,7 +65,9 @@ async def new_team(admin: httpx.AsyncClient) -> int:
 
 
 def mine(items: list[dict[str, Any]], key: str, subject: str) -> dict[str, Any]:
-    [found] = [f for f in items if f["identifier"] == key and f["component"] == subject]
+    matching = [f for f in items if f["identifier"] == key and f["component"] == subject]
+    assert len(matching) == 1, [(f["identifier"], f["component"], f["status"]) for f in items]
+    found: dict[str, Any] = matching[0]
     return found
 
 
@@ -265,7 +267,7 @@ async def test_tls_certificate_expiring_in_five_days(
             "key": ports_key,
             "check": "open_ports",
             "title": "The test's own port list",
-            "parameters": {"ports": [plain_port], "timeout_seconds": 1},
+            "parameters": {"ports": [plain_port], "timeout_seconds": 5},
         },
     )
     assert custom.status_code == 201, custom.text

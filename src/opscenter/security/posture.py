@@ -36,18 +36,16 @@ async def _admins_password_age(
 ) -> list[Issue]:
     """Admins whose password was last set (created, or changed as the audit trail records)
     longer ago than `max_days`."""
-    rows = (
-        await session.execute(
-            select(User.id, User.username, User.created_at, Role.name, Role.permissions)
-            .join(Role, Role.id == User.role_id)
-            .where(User.is_active.is_(True))
+    roles = (await session.execute(select(Role.id, Role.name, Role.permissions))).all()
+    admin_roles = [
+        r.id for r in roles if r.name == "admin" or ADMIN_PERMISSION in (r.permissions or [])
+    ]
+    rows = await session.execute(
+        select(User.id, User.username, User.created_at).where(
+            User.is_active.is_(True), User.role_id.in_(admin_roles)
         )
-    ).all()
-    admins = {
-        r.id: (r.username, r.created_at)
-        for r in rows
-        if r.name == "admin" or ADMIN_PERMISSION in (r.permissions or [])
-    }
+    )
+    admins = {r.id: (r.username, r.created_at) for r in rows.all()}
     if not admins:
         return []
     changes = await session.execute(

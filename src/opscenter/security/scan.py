@@ -23,6 +23,7 @@ from opscenter.core.scoping import readable
 from opscenter.jobs import service as jobs
 from opscenter.jobs.runner import JobContext
 from opscenter.models import Finding, Job, SecurityAsset, Server, Team
+from opscenter.models.security import Severity
 from opscenter.models.security_scan import ScanScope, ScanStatus, SecurityScan, SurfaceAllow
 from opscenter.security import policies as pol
 from opscenter.security import posture, service, surface
@@ -34,6 +35,7 @@ JOB_KIND = "security_scan"
 INSTALLATION = "opscenter (this installation)"
 RESULTS_KEPT = 500
 ACTIVE = (ScanStatus.QUEUED, ScanStatus.RUNNING)
+SEVERITY_RANK = {s.value: i for i, s in enumerate(Severity)}
 
 
 # -- the allow-list -------------------------------------------------------------------------
@@ -274,9 +276,9 @@ async def run(db: Database, settings: Settings, job: JobContext) -> dict[str, An
             scan.new += imp.new
             scan.reopened += imp.reopened
             scan.closed += imp.closed
-            results += await _results(session, asset.id, f)
+            results += await _results(session, asset.id, f, RESULTS_KEPT - len(results))
         scan.checks_run, scan.targets_probed, scan.targets_skipped = checks_run, probed, skipped
-        scan.results = results[:RESULTS_KEPT]
+        scan.results = results
         scan.status, scan.finished_at = ScanStatus.SUCCEEDED, utcnow()
         summary = {
             "scan_id": scan.id,
@@ -289,8 +291,12 @@ async def run(db: Database, settings: Settings, job: JobContext) -> dict[str, An
     return summary
 
 
-async def _results(session: AsyncSession, asset_id: int, found: Found) -> list[dict[str, Any]]:
-    prints = {service.fingerprint(asset_id, found.source, f): f for f in found.findings}
+async def _results(
+    session: AsyncSession, asset_id: int, found: Found, room: int
+) -> list[dict[str, Any]]:
+    """The `room` most severe failures with their findings (the scan keeps no more)."""
+    worst = sorted(found.findings, key=lambda f: SEVERITY_RANK[f.severity])[:room]
+    prints = {service.fingerprint(asset_id, found.source, f): f for f in worst}
     ids = dict(
         (
             await session.execute(

@@ -21,7 +21,7 @@ from opscenter.security.posture import Issue
 from opscenter.security.scan_schemas import Check
 
 CONCURRENCY = 32
-TLS_TIMEOUT = 3.0
+TLS_TIMEOUT = 5.0
 # OpenSSL's verify codes for a self-signed leaf and for a self-signed root in the chain.
 SELF_SIGNED_CODES = (18, 19)
 TLS_RANK = {"SSLv3": 0, "TLSv1": 1, "TLSv1.1": 2, "TLSv1.2": 3, "TLSv1.3": 4}
