@@ -44,6 +44,8 @@ DOWNLOAD_BACKUPS = "download:backups"
 # Reading and writing this host's files as the server's OS user: the paths of local and
 # sqlite servers, and restoring artifacts that were imported rather than made here.
 HOST_FILES = "access:host_files"
+# Scans read this installation's accounts, keys and settings and probe the network: admins'.
+SCAN_SECURITY = "scan:security"
 
 PERMISSIONS: tuple[str, ...] = (
     *(f"read:{r}" for r in RESOURCES),
@@ -51,6 +53,7 @@ PERMISSIONS: tuple[str, ...] = (
     *(f"execute:{r}" for r in EXECUTABLE),
     DOWNLOAD_BACKUPS,
     HOST_FILES,
+    SCAN_SECURITY,
     ALL_TEAMS,
 )
 
@@ -90,6 +93,8 @@ DESCRIPTIONS = {
 }
 _SPECIAL = {
     ALL_TEAMS: "See and change the resources of every team, not only one's own",
+    SCAN_SECURITY: "Run posture and surface scans, change security policies and the "
+    "addresses the surface scan may probe",
     HOST_FILES: "Read and write this host's files as the server's OS user: the paths of "
     "local and sqlite servers, and restores of imported artifacts",
 }

@@ -66,6 +66,7 @@ from opscenter.models.security import (
     SecurityAsset,
     SecurityImport,
 )
+from opscenter.models.security_scan import SecurityPolicy, SecurityScan, SurfaceAllow
 from opscenter.models.servers import Server
 from opscenter.models.sso import SsoIdentity, SsoLogin, SsoProvider
 from opscenter.models.storage import StorageProvider
@@ -132,6 +133,8 @@ __all__ = [
     "ScheduleRun",
     "SecurityAsset",
     "SecurityImport",
+    "SecurityPolicy",
+    "SecurityScan",
     "Server",
     "Sop",
     "SopRun",
@@ -142,6 +145,7 @@ __all__ = [
     "SsoProvider",
     "StoragePrice",
     "StorageProvider",
+    "SurfaceAllow",
     "Task",
     "TaskStatus",
     "Team",

@@ -13,7 +13,7 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
-from opscenter.security import pages, service
+from opscenter.security import pages, scan_plugin, service
 from opscenter.security.router import secops_router, security_router
 
 log = get_logger(__name__)
@@ -64,6 +64,7 @@ def register(registry: Registry) -> None:
     # A report streams to a temp file, bounded by OPSCENTER_SECURITY_IMPORT_MAX_BYTES.
     registry.streamed_upload("/security/imports")
     registry.background(_watch)
+    scan_plugin.register(registry)
     registry.page("/security", pages.findings_page, permission="read:security")
     registry.page("/security/assets", pages.assets_page, permission="read:security")
     registry.page("/security/metrics", pages.metrics_page, permission="read:security")

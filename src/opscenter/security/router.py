@@ -31,6 +31,7 @@ from opscenter.models.security import Finding, FindingStatus, SecurityAsset, Sev
 from opscenter.security import service
 from opscenter.security.importers import ReportProblem
 from opscenter.security.importers.formats import Scanner, read
+from opscenter.security.scan_schemas import ScanSource
 from opscenter.security.schemas import (
     AcceptanceIn,
     AssetIn,
@@ -182,7 +183,7 @@ async def filters(
     asset_id: QueryId = None,
     team_id: QueryId = None,
     overdue: bool | None = None,
-    scanner: Scanner | None = None,
+    scanner: Scanner | ScanSource | None = None,
 ) -> service.Filters:
     return service.Filters(severity, status_filter, asset_id, team_id, overdue, scanner)
 

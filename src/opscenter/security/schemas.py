@@ -12,6 +12,7 @@ from pydantic import Field, StringConstraints
 from opscenter.core.schemas import Id, InputModel, OutputModel, UtcDatetime
 from opscenter.models.security import FindingStatus, Severity
 from opscenter.security.importers.formats import Scanner
+from opscenter.security.scan_schemas import ScanSource
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -81,7 +82,7 @@ class AssetOut(OutputModel):
 class ImportOut(OutputModel):
     id: int
     asset_id: int
-    scanner: Scanner
+    scanner: Scanner | ScanSource
     filename: str
     sha256: str
     size_bytes: int
@@ -105,7 +106,7 @@ class FindingOut(OutputModel):
     team_id: int
     asset_id: int
     asset_name: str
-    scanner: Scanner
+    scanner: Scanner | ScanSource
     fingerprint: str
     identifier: str
     cwe: str | None
