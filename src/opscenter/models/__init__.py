@@ -71,9 +71,6 @@ from opscenter.models.storage import StorageProvider
 from opscenter.models.verification import VerificationRun
 
 __all__ = [
-    "FuzzEngine",
-    "FuzzingCampaign",
-    "FuzzingCrash",
     "AiCall",
     "AiFallbackConfig",
     "AiModel",
@@ -100,6 +97,9 @@ __all__ = [
     "ExternalJobReport",
     "Finding",
     "FindingStatus",
+    "FuzzEngine",
+    "FuzzingCampaign",
+    "FuzzingCrash",
     "IdMixin",
     "Incident",
     "IncidentEvent",

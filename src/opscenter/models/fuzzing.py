@@ -55,9 +55,7 @@ class FuzzingCrash(IdMixin, Base):
         {"sqlite_autoincrement": True},
     )
 
-    campaign_id: Mapped[int] = mapped_column(
-        ForeignKey("fuzzing_campaigns.id", ondelete="CASCADE")
-    )
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("fuzzing_campaigns.id", ondelete="CASCADE"))
     stack_hash: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(100))
     access: Mapped[str | None] = mapped_column(String(10))

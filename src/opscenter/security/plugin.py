@@ -15,6 +15,7 @@ from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
 from opscenter.security import pages, service
 from opscenter.security.router import secops_router, security_router
+from opscenter.security.threat_router import coverage_router, fuzzing_router
 
 log = get_logger(__name__)
 WATCH_SECONDS = 60.0
@@ -61,6 +62,7 @@ def _watch(ctx: AppContext, server: bool) -> Loop | None:
 def register(registry: Registry) -> None:
     registry.api(security_router)
     registry.api(secops_router)
+    registry.api(coverage_router, fuzzing_router)
     # A report streams to a temp file, bounded by OPSCENTER_SECURITY_IMPORT_MAX_BYTES.
     registry.streamed_upload("/security/imports")
     registry.background(_watch)

@@ -30,7 +30,7 @@ from opscenter.core.schemas import Id
 from opscenter.models.security import Finding, FindingStatus, SecurityAsset, Severity
 from opscenter.security import service
 from opscenter.security.importers import ReportProblem
-from opscenter.security.importers.formats import Scanner, read
+from opscenter.security.importers.formats import REPORTS, Scanner, read
 from opscenter.security.schemas import (
     AcceptanceIn,
     AssetIn,
@@ -75,7 +75,7 @@ def _announce(request: Request, action: str, data: dict[str, Any], team: int | N
                             "file": {"type": "string", "format": "binary"},
                             "asset_id": {"type": "integer"},
                             "server_id": {"type": "integer"},
-                            "scanner": {"type": "string", "enum": [s.value for s in Scanner]},
+                            "scanner": {"type": "string", "enum": [s.value for s in REPORTS]},
                         },
                     }
                 }
@@ -155,8 +155,8 @@ def _target(fields: dict[str, str]) -> tuple[int | None, int | None, Scanner | N
     if (ids["asset_id"] is None) == (ids["server_id"] is None):
         raise InvalidInput("Give exactly one of asset_id and server_id")
     raw_scanner = fields.get("scanner", "").strip()
-    if raw_scanner and raw_scanner not in Scanner.__members__.values():
-        raise InvalidInput(f"scanner must be one of {', '.join(Scanner)} (or left out)")
+    if raw_scanner and raw_scanner not in REPORTS:
+        raise InvalidInput(f"scanner must be one of {', '.join(REPORTS)} (or left out)")
     return ids["asset_id"], ids["server_id"], Scanner(raw_scanner) if raw_scanner else None
 
 

@@ -15,6 +15,11 @@ class Scanner(StrEnum):
     TRIVY = "trivy"
     GRYPE = "grype"
     OSV = "osv"
+    FUZZING = "fuzzing"  # crashes of fuzzing campaigns (security/fuzzing.py), not a report
+
+
+#: The report formats POST /security/imports reads.
+REPORTS = (Scanner.SARIF, Scanner.TRIVY, Scanner.GRYPE, Scanner.OSV)
 
 
 MODULES: dict[Scanner, ModuleType] = {
