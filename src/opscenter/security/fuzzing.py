@@ -65,11 +65,7 @@ def read_output(body: FuzzingIn) -> Stats:
             raise InvalidFuzzingOutput(
                 "AFL++ runs are sent as fuzzer_stats (and crash_files), without logs"
             )
-        return afl_stats(
-            body.fuzzer_stats,
-            [c.file for c in body.crash_files],
-            [c.output for c in body.crash_files],
-        )
+        return afl_stats(body.fuzzer_stats, [(c.file, c.output) for c in body.crash_files])
     except OutputProblem as problem:
         raise InvalidFuzzingOutput(
             f"The {body.engine.value} output is not valid: {problem}"

@@ -203,10 +203,10 @@ _AFL_LINE = re.compile(r"^(\w+)\s*:\s*(.*)$")
 _AFL_CRASH = re.compile(r"^id:\d{6},(?:sig:\d+,)?")
 
 
-def afl_stats(text: str, crash_files: list[str], reports: list[str]) -> Stats:
-    """AFL++'s `fuzzer_stats` (key : value lines), the names of its `crashes/` files and
-    the sanitizer reports of replaying them (optional). A crash without a report is
-    identified by its signal only."""
+def afl_stats(text: str, crash_files: list[tuple[str, str]]) -> Stats:
+    """AFL++'s `fuzzer_stats` (key : value lines) and its `crashes/` files, each with the
+    sanitizer report of replaying it ("" if not replayed: the crash is then known by its
+    signal only)."""
     values: dict[str, str] = {}
     for line in text.splitlines():
         if m := _AFL_LINE.match(line.strip()):
@@ -227,23 +227,17 @@ def afl_stats(text: str, crash_files: list[str], reports: list[str]) -> Stats:
             ),
             corpus_size=int(values.get("corpus_count") or values.get("paths_total") or 0),
         )
-        saved = int(values.get("saved_crashes") or values.get("unique_crashes") or 0)
-    except ValueError as err:
+    except (ValueError, OverflowError, OSError) as err:
         raise OutputProblem(f"fuzzer_stats has a value that is not a number ({err})") from None
-    names = [n for n in crash_files if _AFL_CRASH.match(n)]
-    found = [c for report in reports for c in crashes(report.splitlines())]
-    if found:
-        stats.crashes = found
-    else:
-        # No replay: each crash file is a crash of its signal (sig:11 SEGV, sig:06 abort).
-        stats.crashes = [
-            Crash(f"signal-{_signal(n)}", None, [], f"AFL++ crash {n}", [n]) for n in names
-        ]
-    if not stats.crashes and saved:
-        stats.crashes = [
-            Crash("crash", None, [], "AFL++ saved a crash (no file name given)")
-            for _ in range(saved)
-        ]
+    for name, report in crash_files:
+        if not _AFL_CRASH.match(name):
+            raise OutputProblem(f"{name!r} is not an AFL++ crash file name (id:000000,...)")
+        found = crashes(report.splitlines()) if report.strip() else []
+        if report.strip() and not found:
+            raise OutputProblem(f"the report of {name} holds no sanitizer crash report")
+        for crash in found or [Crash(f"signal-{_signal(name)}", None, [], f"AFL++ crash {name}")]:
+            crash.artifacts.append(name)
+            stats.crashes.append(crash)
     return stats
 
 
