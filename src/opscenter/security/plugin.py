@@ -13,7 +13,7 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
-from opscenter.security import pages, service
+from opscenter.security import pages, service, threat_pages
 from opscenter.security.router import secops_router, security_router
 from opscenter.security.threat_router import coverage_router, fuzzing_router
 
@@ -82,5 +82,21 @@ def register(registry: Registry) -> None:
             "/security/metrics",
             "read:security",
             rank=212,
+        )
+    )
+    registry.page("/security/attack", threat_pages.attack_page, permission="read:security")
+    registry.page("/security/fuzzing", threat_pages.fuzzing_page, permission="read:security")
+    registry.nav(
+        NavLink(
+            "Security and compliance",
+            "ATT&CK coverage",
+            "/security/attack",
+            "read:security",
+            rank=218,
+        )
+    )
+    registry.nav(
+        NavLink(
+            "Security and compliance", "Fuzzing", "/security/fuzzing", "read:security", rank=219
         )
     )
