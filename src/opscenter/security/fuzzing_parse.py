@@ -113,7 +113,8 @@ def crashes(lines: Iterable[str]) -> list[Crash]:
     in_stack = False  # reading the first stack of the current report
     stack_done = False
     for line in lines:
-        error = _ERROR.search(line)
+        # A cheap test first: a long campaign's log is mostly status lines.
+        error = _ERROR.search(line) if "ERROR: " in line else None
         if error:
             tool, what = error["tool"], error["what"].strip()
             if current is not None and tool == "libFuzzer" and not current.artifacts:
@@ -124,7 +125,7 @@ def crashes(lines: Iterable[str]) -> list[Crash]:
             continue
         if current is None:
             continue
-        if artifact := _ARTIFACT.search(line):
+        if "Test unit" in line and (artifact := _ARTIFACT.search(line)):
             current.artifacts.append(artifact[1].rsplit("/", 1)[-1])
             continue
         if current.access is None and (access := _ACCESS.match(line) or _SEGV_ACCESS.search(line)):
@@ -151,7 +152,9 @@ _STATUS = re.compile(
     r".*?corp: (?P<corp>\d+)/"
 )
 _EXECS_PER_SEC = re.compile(r"exec/s: (\d+)")
-_FORK_STATUS = re.compile(r"^#(?P<n>\d+): cov: (?P<cov>\d+) .*?corp: (?P<corp>\d+) .*time: (\d+)s")
+_FORK_STATUS = re.compile(
+    r"^#(?P<n>\d+): cov: (?P<cov>\d+) ft: \d+ corp: (?P<corp>\d+) .*time: (?P<time>\d+)s"
+)
 _PCS = re.compile(r"INFO: Loaded \d+ PC tables \((\d+) PCs\)")
 _DONE = re.compile(r"^Done (\d+) runs in (\d+) second")
 _FUZZED = re.compile(r"^INFO: fuzzed for (\d+) seconds")
@@ -159,26 +162,29 @@ _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
 
 
 def libfuzzer(text: str) -> Stats:
-    """One libFuzzer run's stderr (`-print_final_stats=1` adds the exact executions)."""
+    """One libFuzzer run's stderr (`-print_final_stats=1` adds the exact executions).
+    Coverage and corpus only grow, so the last status line holds the run's figures."""
     stats = Stats()
+    lines = text.splitlines()
     pcs = 0
-    status_seen = False
     last_n = 0
-    for line in text.splitlines():
-        if m := _STATUS.match(line):
-            status_seen = True
-            last_n = int(m["n"])
-            stats.coverage_edges = max(stats.coverage_edges or 0, int(m["cov"]))
-            stats.corpus_size = int(m["corp"])
-            if (eps := _EXECS_PER_SEC.search(line)) and int(eps[1]) > 0:
-                stats.execs_per_second = float(eps[1])  # 0 only means "not a second yet"
-        elif m := _FORK_STATUS.match(line):
-            status_seen = True
-            last_n = int(m["n"])
-            stats.coverage_edges = max(stats.coverage_edges or 0, int(m["cov"]))
-            stats.corpus_size = int(m["corp"])
-            stats.duration_seconds = float(m[4])
-        elif m := _PCS.search(line):
+    status = [line for line in lines if line.startswith("#")]
+    for line in reversed(status):
+        m = _STATUS.match(line) or _FORK_STATUS.match(line)
+        if m is None:
+            continue
+        last_n = int(m["n"])
+        stats.coverage_edges, stats.corpus_size = int(m["cov"]), int(m["corp"])
+        if m.re is _FORK_STATUS:
+            stats.duration_seconds = float(m["time"])
+        # exec/s is 0 until the first second has passed: not a rate yet.
+        if (eps := _EXECS_PER_SEC.search(line)) and int(eps[1]) > 0:
+            stats.execs_per_second = float(eps[1])
+        break
+    for line in lines:
+        if not line.startswith(("INFO", "Done", "stat::")):
+            continue
+        if m := _PCS.search(line):
             pcs += int(m[1])
         elif m := _DONE.match(line):
             last_n = int(m[1])
@@ -190,12 +196,12 @@ def libfuzzer(text: str) -> Stats:
                 stats.executions = int(m[2])
             elif m[1] == "average_exec_per_sec" and int(m[2]) > 0:
                 stats.execs_per_second = float(m[2])
-    if not status_seen and not pcs:
+    if not last_n and not pcs:
         raise OutputProblem("no libFuzzer status lines (#N INITED/NEW/DONE cov: ...)")
     stats.executions = stats.executions or last_n
     if pcs and stats.coverage_edges is not None:
         stats.coverage_percent = round(100.0 * stats.coverage_edges / pcs, 2)
-    stats.crashes = crashes(text.splitlines())
+    stats.crashes = crashes(lines)
     return stats
 
 
