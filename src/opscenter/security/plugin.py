@@ -13,7 +13,7 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
-from opscenter.security import pages, service, threat_pages
+from opscenter.security import import_job, pages, service, threat_pages
 from opscenter.security.router import secops_router, security_router
 from opscenter.security.threat_router import coverage_router, fuzzing_router
 
@@ -66,6 +66,7 @@ def register(registry: Registry) -> None:
     # A report streams to a temp file, bounded by OPSCENTER_SECURITY_IMPORT_MAX_BYTES.
     registry.streamed_upload("/security/imports")
     registry.background(_watch)
+    registry.wire(import_job.wire)
     registry.page("/security", pages.findings_page, permission="read:security")
     registry.page("/security/assets", pages.assets_page, permission="read:security")
     registry.page("/security/metrics", pages.metrics_page, permission="read:security")
