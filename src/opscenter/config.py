@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     security_import_max_bytes: int = Field(
         100 * 1024 * 1024, ge=1024, validation_alias="OPSCENTER_SECURITY_IMPORT_MAX_BYTES"
     )
+    # A report larger than this is imported by a job (202) instead of in the request (201).
+    security_import_sync_bytes: int = Field(
+        8 * 1024 * 1024, ge=0, validation_alias="OPSCENTER_SECURITY_IMPORT_SYNC_BYTES"
+    )
     # Days to fix a finding, per severity (JSON in the environment).
     security_sla_days: dict[SeverityName, int] = Field(
         default_factory=lambda: dict(DEFAULT_SLA_DAYS),

@@ -9,6 +9,7 @@ from functools import cache
 
 from opscenter.ai_models import plugin as ai_models
 from opscenter.analytics import plugin as analytics
+from opscenter.attack import plugin as attack
 from opscenter.audit import plugin as audit
 from opscenter.auth import plugin as auth
 from opscenter.backups import plugin as backups
@@ -57,6 +58,7 @@ DOMAINS = (
     commands,
     runbooks,
     integrations,
+    attack,
     incidents,
     notifications,
     ai_models,

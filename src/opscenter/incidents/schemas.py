@@ -49,6 +49,7 @@ Title = Annotated[str, StringConstraints(min_length=3, max_length=200), NoContro
 Description = Annotated[str, StringConstraints(min_length=10, max_length=20_000)]
 ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=100), NoControlChars]
 Hours = Annotated[float, Field(ge=0, le=10_000)]
+TechniqueId = Annotated[str, StringConstraints(min_length=1, max_length=16), NoControlChars]
 
 
 class IncidentCreate(InputModel):
@@ -65,6 +66,9 @@ class IncidentCreate(InputModel):
         None, description="What raised it; a repeat of an open one adds to that incident"
     )
     source_id: Id | None = None
+    attack_techniques: list[TechniqueId] | None = Field(
+        None, max_length=50, description="ATT&CK technique ids (T1059, T1059.001) seen in it"
+    )
 
 
 class IncidentUpdate(InputModel):
@@ -77,6 +81,7 @@ class IncidentUpdate(InputModel):
     status: IncidentStatus | None = None
     commander_id: Id | None = None
     participant_ids: list[Id] | None = Field(None, max_length=100)
+    attack_techniques: list[TechniqueId] | None = Field(None, max_length=50)
 
 
 class Person(OutputModel):
@@ -94,6 +99,7 @@ class IncidentOut(OutputModel):
     environment: str
     squad: str
     affected_services: list[str]
+    attack_techniques: list[str]
     team_id: int
     commander: Person | None
     participants: list[Person]

@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.attack import catalogue as attack
 from opscenter.core.clock import isoformat_z, utcnow
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.principal import Principal
@@ -137,6 +138,7 @@ def _out(incident: Incident, names: dict[int, str], members: list[int]) -> Incid
         environment=incident.environment,
         squad=incident.squad,
         affected_services=list(incident.affected_services or []),
+        attack_techniques=list(incident.attack_techniques or []),
         team_id=incident.team_id,
         commander=Person(id=commander, username=names.get(commander, "?")) if commander else None,
         participants=[Person(id=u, username=names.get(u, "?")) for u in members],
@@ -225,6 +227,7 @@ async def create_incident(
     if team_id is None:
         raise InvalidInput("You belong to no team; give team_id or ask an admin to add you")
     check_team_access(principal, team_id)
+    techniques = attack.checked(data.attack_techniques or [])
     if (data.source_type is None) != (data.source_id is None):
         raise InvalidInput("Give source_type and source_id together, or neither")
     alert_key = None
@@ -244,6 +247,7 @@ async def create_incident(
         environment=data.environment.value,
         squad=data.squad,
         affected_services=list(dict.fromkeys(data.affected_services or [])),
+        attack_techniques=techniques,
         status=S.OPEN.value,
         commander_id=data.commander_id,
         source_type=data.source_type.value if data.source_type else None,
@@ -318,6 +322,7 @@ async def open_from_alert(
         environment=alert.environment,
         squad=alert.squad,
         affected_services=[],
+        attack_techniques=[],
         status=S.OPEN.value,
         source_type=alert.source[0].value if alert.source else None,
         source_id=alert.source[1] if alert.source else None,
@@ -394,6 +399,12 @@ async def update_incident(
             timeline.add("field", "affected_services", incident.affected_services, services)
             incident.affected_services = services
             changed.append("affected_services")
+    if "attack_techniques" in given:
+        techniques = attack.checked(data.attack_techniques or [])
+        if techniques != list(incident.attack_techniques or []):
+            timeline.add("field", "attack_techniques", incident.attack_techniques, techniques)
+            incident.attack_techniques = techniques
+            changed.append("attack_techniques")
     if "commander_id" in given and data.commander_id != incident.commander_id:
         if data.commander_id is not None:
             await check_users(session, [data.commander_id])

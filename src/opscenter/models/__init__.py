@@ -27,6 +27,7 @@ from opscenter.models.finops import (
     Recommendation,
     StoragePrice,
 )
+from opscenter.models.fuzzing import FuzzEngine, FuzzingCampaign, FuzzingCrash
 from opscenter.models.incidents import (
     Evidence,
     EvidenceAccess,
@@ -101,6 +102,9 @@ __all__ = [
     "ExternalJobReport",
     "Finding",
     "FindingStatus",
+    "FuzzEngine",
+    "FuzzingCampaign",
+    "FuzzingCrash",
     "IdMixin",
     "Incident",
     "IncidentEvent",

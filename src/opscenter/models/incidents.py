@@ -58,6 +58,8 @@ class Incident(IdMixin, TimestampMixin, Base):
     environment: Mapped[str] = mapped_column(String(16))
     squad: Mapped[str] = mapped_column(String(64))
     affected_services: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # ATT&CK technique ids seen in the incident, checked against the catalogue.
+    attack_techniques: Mapped[list[str]] = mapped_column(JSON, default=list)
     commander_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # What raised it (`backup`, `verification`, `external_job`, ...) and its id.
     source_type: Mapped[str | None] = mapped_column(String(32))

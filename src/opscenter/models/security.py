@@ -113,3 +113,5 @@ class Finding(IdMixin, Base):
     )
     acceptance_expires_at: Mapped[datetime | None]
     accepted_at: Mapped[datetime | None]
+    # ATT&CK technique ids the finding maps to (a SARIF rule's `attack.t1059` tags).
+    attack_techniques: Mapped[list[str]] = mapped_column(JSON, default=list)

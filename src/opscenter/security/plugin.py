@@ -13,8 +13,9 @@ from opscenter.core.events import Event
 from opscenter.core.logging import get_logger
 from opscenter.core.pages import NavLink
 from opscenter.core.registry import Registry
-from opscenter.security import pages, scan_plugin, service
+from opscenter.security import import_job, pages, scan_plugin, service, threat_pages
 from opscenter.security.router import secops_router, security_router
+from opscenter.security.threat_router import coverage_router, fuzzing_router
 
 log = get_logger(__name__)
 WATCH_SECONDS = 60.0
@@ -61,10 +62,12 @@ def _watch(ctx: AppContext, server: bool) -> Loop | None:
 def register(registry: Registry) -> None:
     registry.api(security_router)
     registry.api(secops_router)
+    registry.api(coverage_router, fuzzing_router)
     # A report streams to a temp file, bounded by OPSCENTER_SECURITY_IMPORT_MAX_BYTES.
     registry.streamed_upload("/security/imports")
     registry.background(_watch)
     scan_plugin.register(registry)
+    registry.wire(import_job.wire)
     registry.page("/security", pages.findings_page, permission="read:security")
     registry.page("/security/assets", pages.assets_page, permission="read:security")
     registry.page("/security/metrics", pages.metrics_page, permission="read:security")
@@ -81,5 +84,21 @@ def register(registry: Registry) -> None:
             "/security/metrics",
             "read:security",
             rank=212,
+        )
+    )
+    registry.page("/security/attack", threat_pages.attack_page, permission="read:security")
+    registry.page("/security/fuzzing", threat_pages.fuzzing_page, permission="read:security")
+    registry.nav(
+        NavLink(
+            "Security and compliance",
+            "ATT&CK coverage",
+            "/security/attack",
+            "read:security",
+            rank=218,
+        )
+    )
+    registry.nav(
+        NavLink(
+            "Security and compliance", "Fuzzing", "/security/fuzzing", "read:security", rank=219
         )
     )

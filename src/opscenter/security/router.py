@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 
 from opscenter.audit import service as audit
@@ -27,10 +29,13 @@ from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import Id
+from opscenter.jobs import service as jobs
+from opscenter.jobs.accept import accepted
+from opscenter.jobs.schemas import Accepted
 from opscenter.models.security import Finding, FindingStatus, SecurityAsset, Severity
-from opscenter.security import service
+from opscenter.security import import_job, service
 from opscenter.security.importers import ReportProblem
-from opscenter.security.importers.formats import Scanner, read
+from opscenter.security.importers.formats import REPORTS, Scanner, read, sniff
 from opscenter.security.scan_schemas import ScanSource
 from opscenter.security.schemas import (
     AcceptanceIn,
@@ -42,7 +47,7 @@ from opscenter.security.schemas import (
     MetricsOut,
     SlaOut,
 )
-from opscenter.security.upload import receive, remove
+from opscenter.security.upload import Upload, receive, remove
 
 security_router = APIRouter(prefix="/security", tags=["Security"])
 secops_router = APIRouter(prefix="/secops", tags=["Security"])
@@ -63,7 +68,10 @@ def _announce(request: Request, action: str, data: dict[str, Any], team: int | N
     "/imports",
     response_model=ImportOut,
     status_code=status.HTTP_201_CREATED,
-    responses=responses(InvalidReport, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType),
+    responses={
+        202: {"model": Accepted, "description": "A large report, imported by the job"},
+        **responses(InvalidReport, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -76,7 +84,7 @@ def _announce(request: Request, action: str, data: dict[str, Any], team: int | N
                             "file": {"type": "string", "format": "binary"},
                             "asset_id": {"type": "integer"},
                             "server_id": {"type": "integer"},
-                            "scanner": {"type": "string", "enum": [s.value for s in Scanner]},
+                            "scanner": {"type": "string", "enum": [s.value for s in REPORTS]},
                         },
                     }
                 }
@@ -86,33 +94,43 @@ def _announce(request: Request, action: str, data: dict[str, Any], team: int | N
 )
 async def create_import(
     request: Request, principal: WriteSecurity, session: SessionDep, ctx: Ctx
-) -> ImportOut:
+) -> ImportOut | JSONResponse:
     """Import a scanner report (SARIF 2.1.0, Trivy, Grype or OSV JSON) for one asset
     (`asset_id`, or `server_id` for a registered server). `scanner` names the format, or
     it is detected. Findings are deduplicated by fingerprint; the asset's findings from
     the same scanner that the report no longer lists are closed, and those that come back
-    reopen. A report that is not what it claims is refused whole (422, the first problem)."""
+    reopen. A report that is not what it claims is refused whole (422, the first problem).
+    A report over `OPSCENTER_SECURITY_IMPORT_SYNC_BYTES` is checked from its start (422
+    when it is plainly not a report) and imported by a job: 202 with the job to follow."""
     await release(session)  # the upload may take long: hold no lock while it arrives
+    spool = ctx.settings.data_dir / "tmp"
     upload = await receive(
         request.stream(),
         request.headers.get("content-type", ""),
-        ctx.settings.data_dir / "tmp",
+        spool,
         ctx.settings.security_import_max_bytes,
     )
     try:
         asset_id, server_id, scanner = _target(upload.fields)
         assert upload.path is not None
+        large = upload.size > ctx.settings.security_import_sync_bytes
         try:
-            found, parsed = await asyncio.to_thread(read, upload.path, scanner)
+            if large:
+                await asyncio.to_thread(sniff, upload.path, scanner)
+            else:
+                found, parsed = await asyncio.to_thread(read, upload.path, scanner)
         except ReportProblem as problem:
             raise InvalidReport(f"The report is not valid: {problem}") from None
         finally:
-            remove(upload.path)
+            if not large:
+                remove(upload.path)
         if asset_id is not None:
             asset = await service.get_asset(session, principal, asset_id)
         else:
             assert server_id is not None
             asset = await service.asset_of_server(session, principal, server_id)
+        if large:
+            return await _queue(request, session, principal, asset, upload, scanner, spool)
         imp = await service.import_findings(
             session,
             principal,
@@ -142,6 +160,44 @@ async def create_import(
     return out
 
 
+async def _queue(
+    request: Request,
+    session: SessionDep,
+    principal: Principal,
+    asset: SecurityAsset,
+    upload: Upload,
+    scanner: Scanner | None,
+    spool: Path,
+) -> JSONResponse:
+    path = import_job.keep(upload, spool)
+    try:
+        job = await jobs.create_job(
+            session,
+            principal,
+            kind=import_job.IMPORT_KIND,
+            team_id=asset.team_id,
+            lock_key=None,
+            resource_type="security_asset",
+            resource_id=asset.id,
+            params=import_job.params(asset, path, scanner, upload, principal.user_id or None),
+        )
+        await audit.record(
+            session,
+            action="security.import_queued",
+            actor=principal,
+            resource_type="security_asset",
+            resource_id=asset.id,
+            details={"job_id": job.id, "sha256": upload.sha256, "size_bytes": upload.size},
+            origin=origin_of(request),
+            team_id=asset.team_id,
+        )
+    except BaseException:
+        remove(path)
+        raise
+    answer = accepted(request, job.id, job.id, f"Importing {upload.filename} ({upload.size} bytes)")
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+
+
 def _target(fields: dict[str, str]) -> tuple[int | None, int | None, Scanner | None]:
     unknown = set(fields) - {"asset_id", "server_id", "scanner"}
     if unknown:
@@ -156,8 +212,8 @@ def _target(fields: dict[str, str]) -> tuple[int | None, int | None, Scanner | N
     if (ids["asset_id"] is None) == (ids["server_id"] is None):
         raise InvalidInput("Give exactly one of asset_id and server_id")
     raw_scanner = fields.get("scanner", "").strip()
-    if raw_scanner and raw_scanner not in Scanner.__members__.values():
-        raise InvalidInput(f"scanner must be one of {', '.join(Scanner)} (or left out)")
+    if raw_scanner and raw_scanner not in REPORTS:
+        raise InvalidInput(f"scanner must be one of {', '.join(REPORTS)} (or left out)")
     return ids["asset_id"], ids["server_id"], Scanner(raw_scanner) if raw_scanner else None
 
 

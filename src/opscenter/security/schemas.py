@@ -128,6 +128,7 @@ class FindingOut(OutputModel):
     acceptance_requested_by: int | None
     acceptance_approved_by: int | None
     acceptance_expires_at: UtcDatetime | None
+    attack_techniques: list[str] = Field(description="ATT&CK technique ids it maps to")
 
 
 class AcceptanceIn(InputModel):

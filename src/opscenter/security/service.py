@@ -4,6 +4,7 @@ that deduplicate, close and reopen, SLA clocks, risk acceptance and the figures.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -313,6 +314,8 @@ async def import_findings(
             "first_seen": now,
             "last_seen": now,
             "due_at": now + timedelta(days=sla_days[f.severity]),
+            # A tuple: hashable for the SQLite path's converter cache, JSON on both.
+            "attack_techniques": f.attack_techniques,
         }
         for fp, f in reported.items()
         if fp not in known
@@ -362,6 +365,11 @@ async def import_findings(
     return imp
 
 
+def _copy_value(value: Any) -> Any:
+    """COPY bypasses SQLAlchemy: a JSON column's list goes as its JSON text."""
+    return json.dumps(list(value)) if isinstance(value, tuple) else value
+
+
 async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
@@ -373,7 +381,7 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         try:
             await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
                 Finding.__tablename__,
-                records=[tuple(r[c] for c in columns) for r in rows],
+                records=[tuple(_copy_value(r[c]) for c in columns) for r in rows],
                 columns=columns,
             )
         except Exception as err:  # the driver's own error: COPY bypasses SQLAlchemy

@@ -32,6 +32,7 @@ class ParsedFinding:
     version: str = ""
     fixed_version: str = ""
     location: str = ""
+    attack_techniques: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=4096)

@@ -15,6 +15,11 @@ class Scanner(StrEnum):
     TRIVY = "trivy"
     GRYPE = "grype"
     OSV = "osv"
+    FUZZING = "fuzzing"  # crashes of fuzzing campaigns (security/fuzzing.py), not a report
+
+
+#: The report formats POST /security/imports reads.
+REPORTS = (Scanner.SARIF, Scanner.TRIVY, Scanner.GRYPE, Scanner.OSV)
 
 
 MODULES: dict[Scanner, ModuleType] = {
@@ -23,6 +28,39 @@ MODULES: dict[Scanner, ModuleType] = {
     Scanner.GRYPE: grype,
     Scanner.OSV: osv,
 }
+
+
+#: How much of a large report is checked in the request before a job reads it whole.
+SNIFF_BYTES = 64 * 1024
+# Keys at the top of each format's JSON, as the tools write them first.
+_HEAD_KEYS: dict[Scanner, tuple[str, ...]] = {
+    Scanner.SARIF: ('"runs"', '"version"'),
+    Scanner.TRIVY: ('"SchemaVersion"',),
+    Scanner.GRYPE: ('"matches"',),
+    Scanner.OSV: ('"results"',),
+}
+
+
+def sniff(path: Path, claimed: Scanner | None) -> Scanner:
+    """The format of a report too large to read in the request, from its start: UTF-8
+    text of a JSON object with the format's keys. ReportProblem when it is plainly not a
+    report; the job reading it whole finds the rest."""
+    with path.open("rb") as file:
+        head = file.read(SNIFF_BYTES)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not a character cut at the end of the head
+            raise ReportProblem("the report is not UTF-8 text") from None
+        text = head[: err.start].decode("utf-8")
+    if not text.lstrip("\ufeff \t\r\n").startswith("{"):
+        raise ReportProblem("the report must be a JSON object")
+    if claimed is not None:
+        return claimed
+    found = next((s for s, keys in _HEAD_KEYS.items() if all(k in text for k in keys)), None)
+    if found is None:
+        raise ReportProblem("the report is none of SARIF 2.1.0, Trivy, Grype or OSV JSON")
+    return found
 
 
 def read(path: Path, claimed: Scanner | None) -> tuple[Scanner, list[ParsedFinding]]:

@@ -4,9 +4,11 @@ own severity property, else by the result's `level`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
+from opscenter.attack.catalogue import catalogue
 from opscenter.security.importers import (
     ParsedFinding,
     Reader,
@@ -16,6 +18,8 @@ from opscenter.security.importers import (
 )
 
 _LEVELS = {"error": "high", "warning": "medium", "note": "low", "none": "info"}
+# ATT&CK tags as Sigma and the SARIF converters write them: `attack.t1059.001`.
+_ATTACK_TAG = re.compile(r"^(?:attack[.:]|mitre[.:-]attack[.:])?(t\d{4}(?:\.\d{3})?)$", re.I)
 
 
 def looks_like(report: Any) -> bool:
@@ -53,13 +57,29 @@ def _location(result: Reader) -> str:
     return ""
 
 
-def _cwe(result: Reader, rule: dict[str, Any]) -> str | None:
-    tags = [
+def _tags(result: Reader, rule: dict[str, Any]) -> list[Any]:
+    return [
         tag
         for props in (result.get("properties"), rule.get("properties"))
         if isinstance(props, dict)
         for tag in props.get("tags") or []
     ]
+
+
+def _techniques(tags: list[Any]) -> tuple[str, ...]:
+    """The ATT&CK technique ids among the tags, those the catalogue knows (a tag that
+    only looks like one is the tool's business, not an error)."""
+    known = catalogue().techniques
+    found: list[str] = []
+    for tag in tags:
+        m = _ATTACK_TAG.match(tag) if isinstance(tag, str) else None
+        if m and (tid := m[1].upper()) in known and tid not in found:
+            found.append(tid)
+    return tuple(found)
+
+
+def _cwe(result: Reader, rule: dict[str, Any]) -> str | None:
+    tags = _tags(result, rule)
     cwe = (
         (result.get("properties") or {}).get("cwe")
         if isinstance(result.get("properties"), dict)
@@ -101,4 +121,5 @@ def parse(report: Any) -> Iterator[ParsedFinding]:
                 severity=_rating(result, rule_def),
                 cwe=_cwe(result, rule_def),
                 location=location[:500],
+                attack_techniques=_techniques(_tags(result, rule_def)),
             )
