@@ -15,6 +15,7 @@ from opscenter.models.commands import (
     SopStepRun,
     SopVersion,
 )
+from opscenter.models.compliance import ComplianceEvidence, ComplianceReport
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
 from opscenter.models.finops import (
@@ -85,6 +86,8 @@ __all__ = [
     "Command",
     "CommandExecution",
     "CommandResult",
+    "ComplianceEvidence",
+    "ComplianceReport",
     "CostCredit",
     "CostImport",
     "CostLine",
