@@ -52,7 +52,7 @@ async def test_frameworks_list_requirements_and_cross_framework_controls(
         "2022",
         93,
     )
-    backup = [r for r in iso["requirements"] if r["id"] == "A.8.13"][0]
+    backup = next(r for r in iso["requirements"] if r["id"] == "A.8.13")
     assert backup["group"] == "A.8" and backup["group_title"] == "Technological controls"
     assert backup["controls"] == [
         "backup-performed",
@@ -60,7 +60,7 @@ async def test_frameworks_list_requirements_and_cross_framework_controls(
         "restore-tested",
         "backup-encrypted",
     ]
-    performed = [c for c in iso["controls"] if c["id"] == "backup-performed"][0]
+    performed = next(c for c in iso["controls"] if c["id"] == "backup-performed")
     assert performed["requirements"]["soc2"] == ["A1.2", "CC9.1"]
     assert performed["requirements"]["nist-csf"] == ["PR.DS-11", "PR.IR-03"]
     assert performed["gathered_by_platform"] is True
