@@ -63,6 +63,8 @@ def test_evidence_turns_a_requirement_met_and_a_report_is_kept(
     expect(report).to_contain_text("iso27001")
     expect(report).to_contain_text(operator["username"])
     expect(report.get_by_role("link", name="CSV")).to_be_visible()
+    page.goto(f"{live.base}/compliance")
+    expect(page.locator("#compliance-reports")).to_contain_text("iso27001")
     screenshot(page, "compliance")
 
 
