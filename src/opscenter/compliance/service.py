@@ -457,16 +457,17 @@ class Gatherer:
 
     async def _verified(self, kind: str, test_types: frozenset[str] | None) -> Found:
         completed, names = await self._completed(), await self._server_names()
-        runs = await self._verifications()
+        counts: dict[Target, dict[str, int]] = {}
+        for (s, d, test_type, status), n in (await self._verifications()).items():
+            if test_types is None or test_type in test_types:
+                per = counts.setdefault((s, d), {"passed": 0, "failed": 0})
+                per["passed" if status == "passed" else "failed"] += n
         items: list[EvidenceItem] = []
         passed = 0
         for target in sorted(completed, key=lambda t: (t[0] or 0, t[1])):
-            counts = {"passed": 0, "failed": 0}
-            for (s, d, test_type, status), n in runs.items():
-                if (s, d) == target and (test_types is None or test_type in test_types):
-                    counts["passed" if status == "passed" else "failed"] += n
-            passed += counts["passed"] > 0
-            detail = f"{counts['passed']} passed, {counts['failed']} failed in the period"
+            per = counts.get(target, {"passed": 0, "failed": 0})
+            passed += per["passed"] > 0
+            detail = f"{per['passed']} passed, {per['failed']} failed in the period"
             items.append(self._item(kind, self._target_name(target, names), detail))
         return _judge(passed, len(completed)), items
 
