@@ -22,7 +22,8 @@ from opscenter.compliance.schemas import (
     ReportOut,
     ReportRequest,
 )
-from opscenter.core.context import SessionDep, publish_after_commit
+from opscenter.core.context import Ctx, SessionDep, publish_after_commit
+from opscenter.core.db import release
 from opscenter.core.errors import Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, paginate
@@ -170,14 +171,25 @@ async def list_reports(
     responses=responses(InvalidInput, NotFound),
 )
 async def generate_report(
-    body: ReportRequest, principal: WriteCompliance, session: SessionDep, request: Request
+    body: ReportRequest,
+    principal: WriteCompliance,
+    session: SessionDep,
+    ctx: Ctx,
+    request: Request,
 ) -> ReportDetail:
     """Assess a framework over a period and keep the result as an immutable snapshot.
     Runs within the request (an assessment is a few aggregate queries and a walk of the
     audit chain), so the answer is the stored report."""
-    row = await service.generate_report(
-        session, principal, body.framework, body.period_start, body.period_end, body.team_id
-    )
+    scope, team = service.report_scope(principal, body.framework, body.team_id)
+    # The reads run in a read session of their own: on SQLite the request's write session
+    # would hold the one write lock through the whole assessment.
+    await release(session)
+    async with ctx.db.read_session() as reading:
+        assessment = await service.assess_framework(
+            reading, scope, body.framework, body.period_start, body.period_end
+        )
+    row = service.store_report(session, principal, assessment, team)
+    await session.flush()
     await audit.record(
         session,
         action="compliance.report_generate",

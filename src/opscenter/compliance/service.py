@@ -821,24 +821,27 @@ def narrowed(principal: Principal, team_id: int | None) -> tuple[Principal, int 
     )
 
 
-async def generate_report(
-    session: AsyncSession,
-    principal: Principal,
-    framework: str,
-    start: datetime,
-    end: datetime,
-    team_id: int | None,
-) -> ComplianceReport:
+def report_scope(
+    principal: Principal, framework: str, team_id: int | None
+) -> tuple[Principal, int | None]:
+    """Check a report request: the principal its assessment runs as and its team."""
     if framework not in catalogue.frameworks():
         known = ", ".join(catalogue.frameworks())
         raise InvalidInput(f"Unknown framework {framework!r}; one of: {known}")
-    scope, team = narrowed(principal, team_id)
-    assessment = await assess_framework(session, scope, framework, start, end)
+    return narrowed(principal, team_id)
+
+
+def store_report(
+    session: AsyncSession,
+    principal: Principal,
+    assessment: FrameworkAssessment,
+    team_id: int | None,
+) -> ComplianceReport:
     row = ComplianceReport(
-        team_id=team,
-        framework=framework,
-        period_start=start,
-        period_end=end,
+        team_id=team_id,
+        framework=assessment.framework.id,
+        period_start=assessment.period_start,
+        period_end=assessment.period_end,
         generated_at=assessment.generated_at,
         generated_by_id=principal.user_id or None,
         generated_by=principal.username,
@@ -846,7 +849,6 @@ async def generate_report(
         snapshot=assessment.model_dump(mode="json"),
     )
     session.add(row)
-    await session.flush()
     return row
 
 
