@@ -82,6 +82,8 @@ NAMES_SHOWN = 20
 #: The longest period one assessment covers.
 MAX_PERIOD = timedelta(days=3 * 366)
 FAILED_VERIFICATIONS = ("failed", "corrupt")
+#: Rows of completed backups fetched per round trip.
+PARTITION = 10_000
 
 
 # -- the catalogue --------------------------------------------------------------------------
@@ -310,9 +312,13 @@ class Gatherer:
                 Backup.completed_at <= self.period.until,
             )
             found: dict[Target, list[tuple[datetime, bool]]] = {}
-            result = await self.session.stream(stmt.order_by(Backup.completed_at))
-            async for server_id, database, at, encrypted in result:
-                found.setdefault((server_id, database), []).append((at, encrypted))
+            # Fetched in large partitions: a row at a time would cross to the driver's
+            # thread (aiosqlite) or the network once per backup.
+            ordered = stmt.order_by(Backup.completed_at).execution_options(yield_per=PARTITION)
+            result = await self.session.stream(ordered)
+            async for partition in result.partitions():
+                for server_id, database, at, encrypted in partition:
+                    found.setdefault((server_id, database), []).append((at, encrypted))
             return found
 
         return cast(dict[Target, list[tuple[datetime, bool]]], await self._once("completed", load))
