@@ -14,6 +14,7 @@ from opscenter.audit import plugin as audit
 from opscenter.auth import plugin as auth
 from opscenter.backups import plugin as backups
 from opscenter.commands import plugin as commands
+from opscenter.compliance import plugin as compliance
 from opscenter.core.registry import Registry
 from opscenter.encryption import plugin as encryption
 from opscenter.external_jobs import plugin as external_jobs
@@ -68,6 +69,7 @@ DOMAINS = (
     knowledge,
     resources,
     security,
+    compliance,
     analytics,
     reports,
 )

@@ -16,6 +16,7 @@ from opscenter.models.commands import (
     SopStepRun,
     SopVersion,
 )
+from opscenter.models.compliance import ComplianceEvidence, ComplianceReport
 from opscenter.models.encryption import EscrowRecipient
 from opscenter.models.external_jobs import ExternalJob, ExternalJobReport
 from opscenter.models.finops import (
@@ -91,6 +92,8 @@ __all__ = [
     "Command",
     "CommandExecution",
     "CommandResult",
+    "ComplianceEvidence",
+    "ComplianceReport",
     "CostCredit",
     "CostImport",
     "CostLine",

@@ -1,0 +1,3 @@
+from tests.schedules.helpers import source_db
+
+__all__ = ["source_db"]
