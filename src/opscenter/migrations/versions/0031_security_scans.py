@@ -1,7 +1,7 @@
 """security: policies (the built-in ones seeded here), scans, the surface allow-list
 
 Revision ID: 0031
-Revises: 0027
+Revises: 0030
 Create Date: 2026-12-07 04:42:37.587146
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0031"
-down_revision: str | None = "0027"
+down_revision: str | None = "0030"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

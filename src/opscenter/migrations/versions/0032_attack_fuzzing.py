@@ -1,7 +1,7 @@
 """security: ATT&CK technique ids on findings and incidents; fuzzing campaigns and crashes
 
 Revision ID: 0032
-Revises: 0027
+Revises: 0031
 Create Date: 2026-12-07 05:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0032"
-down_revision: str | None = "0027"
+down_revision: str | None = "0031"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

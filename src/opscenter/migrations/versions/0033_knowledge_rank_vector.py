@@ -3,7 +3,7 @@ summary, tags and the body's first 2,000 characters, weighted as in search_vecto
 in the row, so ranking a page of candidates reads no TOAST
 
 Revision ID: 0033
-Revises: 0027
+Revises: 0032
 Create Date: 2026-12-07 05:15:00.000000
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0033"
-down_revision: str | None = "0027"
+down_revision: str | None = "0032"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
