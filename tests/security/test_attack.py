@@ -4,6 +4,7 @@ tags) and incidents (checked against the catalogue), and the coverage per tactic
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from tests.core.helpers import assert_error
 from tests.security.helpers import findings, imported, new_asset, own_team
 
 MITRE = "/api/v1/secops/mitre"
+POLICIES = "/api/v1/security/policies"
 INCIDENTS = "/api/v1/infra/incidents"
 
 
@@ -136,7 +138,11 @@ async def test_coverage_counts_findings_and_incidents_of_the_team(
         theirs = (await o.get(f"{MITRE}/coverage")).json()
 
     assert cov["attack_version"] == "18.1" and cov["incidents_counted"] is True
-    cells = {(t["shortname"], x["id"]): x for t in cov["tactics"] for x in t["techniques"]}
+    cells = {
+        (t["shortname"], x["id"]): {k: v for k, v in x.items() if k != "policies"}
+        for t in cov["tactics"]
+        for x in t["techniques"]
+    }
     # T1059: ps-encoded (via T1059.001) and made-up, and the incident.
     assert cells[("execution", "T1059")] == {
         "id": "T1059",
@@ -155,11 +161,13 @@ async def test_coverage_counts_findings_and_incidents_of_the_team(
             "subtechniques": [],
         },
     )
-    referenced = {t["shortname"]: t["techniques_referenced"] for t in cov["tactics"]}
-    assert referenced == {
-        t["shortname"]: {"execution": 1, "credential-access": 1, "impact": 1}.get(t["shortname"], 0)
-        for t in cov["tactics"]
-    }
+    # A tactic counts a technique that a finding, an incident or an enabled policy names.
+    for tactic in cov["tactics"]:
+        named = [x for x in tactic["techniques"] if x["findings"] or x["incidents"]]
+        assert tactic["techniques_referenced"] >= len(named)
+        assert tactic["techniques_referenced"] == len(
+            [x for x in tactic["techniques"] if x["findings"] or x["incidents"] or x["policies"]]
+        )
     assert sum(t["techniques_total"] for t in cov["tactics"]) == sum(
         len(t["techniques"]) for t in cov["tactics"]
     )
@@ -206,3 +214,39 @@ async def test_incident_techniques_are_checked_against_the_catalogue(
     async with api.client() as anonymous:
         for path in ("tactics", "techniques", "techniques/T1059", "coverage"):
             assert_error(await anonymous.get(f"{MITRE}/{path}"), 401, "UNAUTHORIZED")
+
+
+async def test_coverage_counts_enabled_policies_and_policies_name_known_techniques(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    async def cell(tactic: str, technique: str) -> dict[str, Any]:
+        cov = (await admin.get(f"{MITRE}/coverage")).json()
+        found = next(t for t in cov["tactics"] if t["shortname"] == tactic)["techniques"]
+        return next(x for x in found if x["id"] == technique)
+
+    # Every built-in policy names techniques of the catalogue.
+    for p in (await admin.get(POLICIES, params={"limit": 1000})).json()["items"]:
+        for tid in p["attack"]:
+            assert (await admin.get(f"{MITRE}/techniques/{tid}")).status_code == 200, tid
+
+    before = await cell("execution", "T1059")
+    body = {
+        "key": f"custom.attack-{uuid.uuid4().hex[:8]}",
+        "check": "open_ports",
+        "title": "Interpreter reachable",
+        "parameters": {"ports": [5432]},
+        "attack": ["T1059.001"],
+    }
+    bad = await admin.post(POLICIES, json={**body, "attack": ["T1059.001", "T9999"]})
+    assert_error(bad, 422, "UNKNOWN_ATTACK_TECHNIQUE")
+    made = await admin.post(POLICIES, json=body)
+    assert made.status_code == 201, made.text
+    after = await cell("execution", "T1059")
+    assert after["policies"] == before["policies"] + 1
+    assert "T1059.001" in after["subtechniques"]
+
+    url = f"{POLICIES}/{made.json()['id']}"
+    assert_error(await admin.put(url, json={"attack": ["T0000"]}), 422, "UNKNOWN_ATTACK_TECHNIQUE")
+    assert (await admin.get(url)).json()["attack"] == ["T1059.001"]
+    assert (await admin.put(url, json={"enabled": False})).status_code == 200
+    assert (await cell("execution", "T1059"))["policies"] == before["policies"]

@@ -1,5 +1,6 @@
-"""ATT&CK coverage: for each tactic of the matrix, its techniques with the open findings
-and the unresolved incidents that name them (a sub-technique counts for its parent)."""
+"""ATT&CK coverage: for each tactic of the matrix, its techniques with the open findings,
+the unresolved incidents and the enabled policies that name them (a sub-technique counts
+for its parent)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from opscenter.core.principal import Principal
 from opscenter.core.scoping import readable
 from opscenter.models.incidents import Incident, IncidentStatus
 from opscenter.models.security import Finding, FindingStatus
+from opscenter.models.security_scan import SecurityPolicy
 from opscenter.security.threat_schemas import CoverageOut, TacticCoverage, TechniqueCoverage
 
 _NONE = "[]"  # how an empty list is stored: rows without a technique are not read
@@ -74,6 +76,11 @@ async def coverage(
         incidents, incident_subs = await _mentions(session, stmt)
         for parent, named in incident_subs.items():
             subs.setdefault(parent, set()).update(named)
+    # Policies are the installation's, not a team's: every reader sees them.
+    enabled = select(SecurityPolicy.attack).where(SecurityPolicy.enabled.is_(True))
+    policies, policy_subs = await _mentions(session, cast("Select[Any]", enabled))
+    for parent, named in policy_subs.items():
+        subs.setdefault(parent, set()).update(named)
     known = catalogue()
     tactics = []
     for tactic in known.tactics:
@@ -83,6 +90,7 @@ async def coverage(
                 name=t.name,
                 findings=found[t.id],
                 incidents=incidents[t.id],
+                policies=policies[t.id],
                 subtechniques=sorted(subs.get(t.id, ())),
             )
             for t in known.techniques.values()
@@ -94,7 +102,9 @@ async def coverage(
                 shortname=tactic.shortname,
                 name=tactic.name,
                 techniques_total=len(techniques),
-                techniques_referenced=sum(1 for t in techniques if t.findings or t.incidents),
+                techniques_referenced=sum(
+                    1 for t in techniques if t.findings or t.incidents or t.policies
+                ),
                 techniques=techniques,
             )
         )

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.attack import catalogue as attack
 from opscenter.core.errors import Conflict, InvalidInput, NotFound
 from opscenter.core.schemas import InputModel
 from opscenter.models.security_scan import SecurityPolicy
@@ -151,7 +152,7 @@ async def create_policy(session: AsyncSession, body: PolicyIn) -> SecurityPolicy
         builtin=False,
         parameters=_checked(body.check, body.parameters),
         compliance=[r.model_dump() for r in body.compliance],
-        attack=list(dict.fromkeys(body.attack)),
+        attack=attack.checked(body.attack),
     )
     session.add(policy)
     await session.flush()
@@ -163,14 +164,15 @@ async def update_policy(
 ) -> tuple[SecurityPolicy, list[str]]:
     policy = await get_policy(session, policy_id)
     changes = body.model_dump(exclude_unset=True)
+    techniques = None if body.attack is None else attack.checked(body.attack)
     if "parameters" in changes:
         # Given parameters replace only the ones named; the rest keep their values.
         merged = {**policy.parameters, **(body.parameters or {})}
         policy.parameters = _checked(Check(policy.check), merged)
     if body.compliance is not None:
         policy.compliance = [r.model_dump() for r in body.compliance]
-    if body.attack is not None:
-        policy.attack = list(dict.fromkeys(body.attack))
+    if techniques is not None:
+        policy.attack = techniques
     for field in ("title", "description", "severity", "enabled"):
         if field in changes and changes[field] is not None:
             setattr(policy, field, changes[field])

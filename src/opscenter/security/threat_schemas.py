@@ -77,6 +77,7 @@ class TechniqueCoverage(OutputModel):
     name: str
     findings: int = Field(description="Open findings naming it or one of its sub-techniques")
     incidents: int = Field(description="Incidents not yet resolved naming it or a sub-technique")
+    policies: int = Field(description="Enabled security policies naming it or a sub-technique")
     subtechniques: list[str] = Field(description="Its sub-techniques that are referenced")
 
 
