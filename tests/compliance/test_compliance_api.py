@@ -26,6 +26,7 @@ from tests.compliance.helpers import (
 )
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error, role_user
+from tests.reports.helpers import pdf_text
 
 Q1 = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 31, 23, 59, 59, tzinfo=UTC))
 
@@ -198,6 +199,10 @@ async def test_a_report_is_an_immutable_snapshot_with_downloads(
         assert [
             (row["control_id"], row["control_status"], row["evidence_source"]) for row in cc53
         ] == [("security-policy", "met", "upload")]
+        as_pdf = await c.get(f"{REPORTS}/{report['id']}/download", params={"format": "pdf"})
+        assert as_pdf.headers["content-type"] == "application/pdf"
+        text = pdf_text(as_pdf.content)
+        assert "SOC 2" in text and "CC5.3" in text and "security-policy: met" in text
 
 
 async def test_bad_input_is_refused_with_nothing_written(

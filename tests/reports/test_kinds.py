@@ -241,3 +241,32 @@ async def test_costs(
     values = dict(zip(chart["labels"], chart["series"][0]["values"], strict=True))
     assert values[first] == 12.25 and values[second] == 5.5
     assert sum(values.values()) == 17.75
+
+
+async def test_compliance_matches_the_live_assessment_in_json_and_pdf(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, tmp_path: Path
+) -> None:
+    """The compliance kind is the compliance domain's own assessment of the team for the
+    period: each framework's requirements with the same statuses, and real text in the PDF."""
+    team = await own_team(api, admin, make_user, tmp_path)
+    period, mid = last_month()
+    start = mid.replace(day=1, hour=0)
+    end = (start + timedelta(days=32)).replace(day=1)
+    doc = await report_json(api, team, "compliance", period)
+    frameworks = (await team.client.get("/api/v1/audit/frameworks")).json()
+    frameworks = frameworks["items"] if isinstance(frameworks, dict) else frameworks
+    assert len(doc["sections"]) == len(frameworks) == 3
+    for framework in frameworks:
+        live = await team.client.get(
+            f"/api/v1/audit/frameworks/{framework['id']}/assessment",
+            params={"start": start.isoformat(), "end": end.isoformat()},
+        )
+        assert live.status_code == 200, live.text
+        expected = {r["id"]: r["status"] for r in live.json()["requirements"]}
+        [found] = [s for s in doc["sections"] if s["heading"].startswith(framework["name"])]
+        [table] = found["tables"]
+        assert {row[0]: row[2] for row in table["rows"]} == expected
+    accepted, job = await generate(api, team.client, kind="compliance", period=period, format="pdf")
+    assert job["status"] == "succeeded", job
+    text = pdf_text((await download(team.client, accepted["id"])).content)
+    assert "Compliance status" in text and "A.8.13" in text

@@ -3,6 +3,8 @@ there): `/audit/frameworks`, `/audit/controls`, `/audit/evidence`, `/audit/repor
 
 from __future__ import annotations
 
+import asyncio
+import io
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -11,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.compliance import catalogue, service
+from opscenter.compliance.document import assessment_document
 from opscenter.compliance.schemas import (
     ControlOut,
     EvidenceIn,
@@ -28,6 +31,7 @@ from opscenter.core.errors import Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, paginate
 from opscenter.core.principal import Principal
+from opscenter.documents import ReportDocument, to_pdf
 
 router = APIRouter(prefix="/audit", tags=["Compliance"])
 ReadCompliance = Annotated[Principal, Depends(require("read:compliance"))]
@@ -223,11 +227,12 @@ async def get_report(
     responses={
         **responses(NotFound),
         200: {
-            "description": "The snapshot as JSON, or as CSV (a row per requirement, control "
-            "and evidence item)",
+            "description": "The snapshot as JSON, as CSV (a row per requirement, control "
+            "and evidence item), or as PDF (each requirement's status and controls)",
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/ReportDetail"}},
                 "text/csv": {"schema": {"type": "string"}},
+                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
             },
         },
     },
@@ -236,13 +241,19 @@ async def download_report(
     report_id: PathId,
     principal: ReadCompliance,
     session: SessionDep,
-    format: Literal["json", "csv"] = "json",
+    format: Literal["json", "csv", "pdf"] = "json",
 ) -> Response:
     row = await service.get_report(session, principal, report_id)
     detail = service.report_detail(row)
     stamp = f"compliance-{row.framework}-{row.id}-{_day(row.period_start)}-{_day(row.period_end)}"
+    body: str | bytes
     if format == "csv":
         body, media = service.report_csv(detail.assessment), "text/csv"
+    elif format == "pdf":
+        await release(session)
+        # Layout takes seconds of CPU: off the event loop, so other requests go on.
+        doc = assessment_document(detail.assessment, f"Report {row.id}")
+        body, media = await asyncio.to_thread(_pdf, doc), "application/pdf"
     else:
         body, media = detail.model_dump_json(indent=2), "application/json"
     return Response(
@@ -250,6 +261,12 @@ async def download_report(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{stamp}.{format}"'},
     )
+
+
+def _pdf(doc: ReportDocument) -> bytes:
+    out = io.BytesIO()
+    to_pdf(doc, out)
+    return out.getvalue()
 
 
 def _day(at: datetime) -> str:

@@ -1,20 +1,23 @@
 """Report kinds: a name, a description and a builder that reads one team's rows for a
 period with aggregate SQL and returns a `ReportDocument`. Adding a kind is one line in
-`KINDS` (compliance is added where the compliance domain is available)."""
+`KINDS`."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Float, Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.compliance import catalogue as compliance_catalogue
+from opscenter.compliance import service as compliance
+from opscenter.compliance.document import assessment_section
 from opscenter.core.clock import utcnow
-from opscenter.core.principal import SYSTEM
+from opscenter.core.principal import SYSTEM, Principal
 from opscenter.documents import Chart, ReportDocument, Section, Series, Table
 from opscenter.finops import service as finops
 from opscenter.models import (
@@ -685,6 +688,28 @@ async def costs(session: AsyncSession, scope: Scope, period: Period) -> ReportDo
     return _document("costs", scope, period, [overview])
 
 
+# -- compliance -------------------------------------------------------------------------
+async def compliance_status(session: AsyncSession, scope: Scope, period: Period) -> ReportDocument:
+    """Every framework's requirements over the period, as the compliance domain assesses
+    them from the team's own evidence (and the installation's: the audit chain)."""
+    reader = Principal(
+        user_id=0,
+        username=f"report for team {scope.team_name}",
+        role="viewer",
+        permissions=frozenset(),
+        team_ids=frozenset({scope.team_id}),
+    )
+    start, end = _moment(period.start), min(_moment(period.end), utcnow())
+    ids = list(compliance_catalogue.frameworks())
+    found = await compliance.assess_frameworks(session, reader, ids, start, end)
+    sections = [assessment_section(f) for f in found]
+    return _document("compliance", scope, period, sections)
+
+
+def _moment(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
 KINDS: dict[str, Kind] = {
     k.name: k
     for k in (
@@ -713,5 +738,11 @@ KINDS: dict[str, Kind] = {
             security_findings,
         ),
         Kind("costs", "Costs", "Cloud costs by service and the backup storage cost", costs),
+        Kind(
+            "compliance",
+            "Compliance status",
+            "SOC 2, ISO 27001:2022 and NIST CSF 2.0: each requirement's status and controls",
+            compliance_status,
+        ),
     )
 }
