@@ -88,8 +88,8 @@ def test_utc_datetimes_leave_with_z() -> None:
         ({"limit": MAX_LIMIT}, MAX_LIMIT, 0),
     ],
 )
-def test_page_params(kwargs: dict[str, int], limit: int, offset: int) -> None:
-    params = page_params(**kwargs)  # type: ignore[arg-type]
+async def test_page_params(kwargs: dict[str, int], limit: int, offset: int) -> None:
+    params = await page_params(**kwargs)  # type: ignore[arg-type]
     assert (params.limit, params.offset) == (limit, offset)
 
 

@@ -246,7 +246,7 @@ async def test_roles_teams_and_bad_input(
     async with viewer.client(api) as v:
         assert [r["id"] for r in (await v.get(BASE)).json()["items"]] == [report_id]
         assert (await v.get(f"{BASE}/{report_id}/download")).status_code == 200
-        assert (await v.get(f"{BASE}/kinds")).json()["total"] == 5
+        assert (await v.get(f"{BASE}/kinds")).json()["total"] == 6
         assert_error(
             await v.post(f"{BASE}/generate", json={"kind": "costs", "period": period}),
             403,
