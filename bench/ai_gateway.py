@@ -19,19 +19,16 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import threading
 import time
 import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
+from common import admin_client, running_app
 
-from opscenter.app import create_app
-from opscenter.config import Settings
 from opscenter.core.clock import utcnow
 from opscenter.models import AiCall
 
@@ -73,111 +70,93 @@ async def main(rounds: int, calls: int) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            OPSCENTER_DATA_DIR=Path(tmp),
-            OPSCENTER_ADMIN_PASSWORD="bench-password-1",
-            OPSCENTER_RATE_LIMIT_ENABLED=False,
-            OPSCENTER_LOG_LEVEL="WARNING",
-            OPSCENTER_HEALTH_INTERVAL=0,
-            OPSCENTER_SCHEDULER_INTERVAL=0,
-            OPSCENTER_OUTBOUND_ALLOWLIST="127.0.0.1",
+    async with (
+        running_app(OPSCENTER_OUTBOUND_ALLOWLIST="127.0.0.1") as app,
+        admin_client(app, base_url="http://bench") as client,
+        httpx.AsyncClient() as direct,
+    ):
+        base = "/api/v1/ai-models"
+        model = (
+            await client.post(
+                f"{base}/",
+                json={
+                    "name": "bench",
+                    "provider": "local",
+                    "model": "m",
+                    "endpoint": endpoint,
+                },
+            )
+        ).json()
+        await client.put(
+            f"{base}/fallback-config",
+            json={"chains": [{"purpose": "default", "model_ids": [model["id"]]}]},
         )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with (
-                httpx.AsyncClient(transport=transport, base_url="http://bench") as client,
-                httpx.AsyncClient() as direct,
-            ):
-                r = await client.post(
-                    "/api/v1/auth/login",
-                    json={"username": "admin", "password": "bench-password-1"},
-                )
-                client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-                base = "/api/v1/ai-models"
-                model = (
-                    await client.post(
-                        f"{base}/",
-                        json={
-                            "name": "bench",
-                            "provider": "local",
-                            "model": "m",
-                            "endpoint": endpoint,
-                        },
-                    )
-                ).json()
-                await client.put(
-                    f"{base}/fallback-config",
-                    json={"chains": [{"purpose": "default", "model_ids": [model["id"]]}]},
-                )
-                await client.post(
-                    f"{base}/prompts",
-                    json={"name": "p", "template": "Say {{x}}", "labels": ["production"]},
-                )
-                request = {"model": "m", "messages": [{"role": "user", "content": "Say hi"}]}
-                run = {"prompt": "p", "variables": {"x": "hi"}}
-                render = {"name": "p", "variables": {"x": "hi"}}
-                alone: list[float] = []
-                request_only: list[float] = []
-                through: list[float] = []
-                for _ in range(rounds):
-                    started = time.perf_counter()
-                    await direct.post(f"{endpoint}/chat/completions", json=request)
-                    alone.append(time.perf_counter() - started)
-                    started = time.perf_counter()
-                    await client.post(f"{base}/prompts/render", json=render)
-                    request_only.append(time.perf_counter() - started)
-                    started = time.perf_counter()
-                    r = await client.post(f"{base}/run", json=run)
-                    through.append(time.perf_counter() - started)
-                    assert r.status_code == 200, r.text
-                own = ms(through) - ms(alone) - ms(request_only)
-                print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-                print(f"provider alone (httpx):         median {ms(alone):7.2f} ms, {rounds} calls")
-                print(f"API request alone (render):     median {ms(request_only):7.2f} ms")
-                print(f"call through the registry:      median {ms(through):7.2f} ms")
-                print(
-                    f"the registry's own cost:        {own:7.2f} ms"
-                    f"  limit {OVERHEAD_LIMIT_MS:.0f} ms  ratio {own / OVERHEAD_LIMIT_MS:.2f}"
-                )
+        await client.post(
+            f"{base}/prompts",
+            json={"name": "p", "template": "Say {{x}}", "labels": ["production"]},
+        )
+        request = {"model": "m", "messages": [{"role": "user", "content": "Say hi"}]}
+        run = {"prompt": "p", "variables": {"x": "hi"}}
+        render = {"name": "p", "variables": {"x": "hi"}}
+        alone: list[float] = []
+        request_only: list[float] = []
+        through: list[float] = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await direct.post(f"{endpoint}/chat/completions", json=request)
+            alone.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await client.post(f"{base}/prompts/render", json=render)
+            request_only.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            r = await client.post(f"{base}/run", json=run)
+            through.append(time.perf_counter() - started)
+            assert r.status_code == 200, r.text
+        own = ms(through) - ms(alone) - ms(request_only)
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(f"provider alone (httpx):         median {ms(alone):7.2f} ms, {rounds} calls")
+        print(f"API request alone (render):     median {ms(request_only):7.2f} ms")
+        print(f"call through the registry:      median {ms(through):7.2f} ms")
+        print(
+            f"the registry's own cost:        {own:7.2f} ms"
+            f"  limit {OVERHEAD_LIMIT_MS:.0f} ms  ratio {own / OVERHEAD_LIMIT_MS:.2f}"
+        )
 
-                ctx = app.state.ctx
-                now = utcnow()
-                async with ctx.db.write_session() as session:
-                    team = (await client.get(f"{base}/{model['id']}")).json()["team_id"]
-                    for start in range(0, calls, 10_000):
-                        session.add_all(
-                            AiCall(
-                                team_id=team,
-                                request_id=uuid.uuid4().hex,
-                                model_id=model["id"],
-                                model_name="bench",
-                                purpose="default",
-                                outcome="success" if i % 10 else "timeout",
-                                latency_ms=float(i % 900),
-                                tokens_in=50,
-                                tokens_out=20,
-                                cost_usd=0.0001,
-                                final=True,
-                                created_at=now - timedelta(seconds=(i * 2_592_000) // calls),
-                            )
-                            for i in range(start, min(calls, start + 10_000))
-                        )
-                        await session.flush()
-                    await session.commit()
-                timings = []
-                for _ in range(5):
-                    started = time.perf_counter()
-                    r = await client.get(f"{base}/{model['id']}/metrics", params={"hours": 720})
-                    timings.append(time.perf_counter() - started)
-                assert r.json()["calls"] >= calls, r.text
-                took = ms(timings)
-                print(
-                    f"metrics, 30 days over {r.json()['calls']} calls: median {took:7.1f} ms  "
-                    f"limit {METRICS_LIMIT_MS:.0f} ms  ratio {took / METRICS_LIMIT_MS:.2f}"
+        ctx = app.state.ctx
+        now = utcnow()
+        async with ctx.db.write_session() as session:
+            team = (await client.get(f"{base}/{model['id']}")).json()["team_id"]
+            for start in range(0, calls, 10_000):
+                session.add_all(
+                    AiCall(
+                        team_id=team,
+                        request_id=uuid.uuid4().hex,
+                        model_id=model["id"],
+                        model_name="bench",
+                        purpose="default",
+                        outcome="success" if i % 10 else "timeout",
+                        latency_ms=float(i % 900),
+                        tokens_in=50,
+                        tokens_out=20,
+                        cost_usd=0.0001,
+                        final=True,
+                        created_at=now - timedelta(seconds=(i * 2_592_000) // calls),
+                    )
+                    for i in range(start, min(calls, start + 10_000))
                 )
+                await session.flush()
+            await session.commit()
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            r = await client.get(f"{base}/{model['id']}/metrics", params={"hours": 720})
+            timings.append(time.perf_counter() - started)
+        assert r.json()["calls"] >= calls, r.text
+        took = ms(timings)
+        print(
+            f"metrics, 30 days over {r.json()['calls']} calls: median {took:7.1f} ms  "
+            f"limit {METRICS_LIMIT_MS:.0f} ms  ratio {took / METRICS_LIMIT_MS:.2f}"
+        )
     server.shutdown()
 
 

@@ -24,29 +24,22 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
+from common import (
+    admin_client,
+    limit_ratio,
+    percentile,
+    postgres_url,
+    psql,
+    running_app,
+    scratch_database,
+    time_requests,
+)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from opscenter.app import create_app
-from opscenter.config import Settings
-
-PASSWORD = "bench-password-1"
-PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-X", "-qAt", "-v", "ON_ERROR_STOP=1"]
 SERVERS = 100
-
-
-def psql(db: str, sql: str) -> str:
-    out = subprocess.run([*PSQL, "-d", db, "-c", sql], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 def fill(db: str, backups: int, targets: int, runs: int, incidents: int) -> None:
@@ -101,10 +94,10 @@ def fill(db: str, backups: int, targets: int, runs: int, incidents: int) -> None
             b.created_at + interval '1 hour', b.created_at + interval '1 hour'
         FROM backups AS b WHERE b.status = 'completed' ORDER BY b.id DESC LIMIT {runs};
         INSERT INTO incidents (team_id, title, description, severity, status, environment,
-            squad, affected_services, alert_count, created_at, updated_at, acknowledged_at,
-            resolved_at)
+            squad, affected_services, attack_techniques, alert_count, created_at, updated_at,
+            acknowledged_at, resolved_at)
         SELECT {team}, 'Incident ' || g, '', (ARRAY['critical','high','medium','low'])[1 + g % 4],
-            (ARRAY['open','resolved','closed'])[1 + g % 3], 'production', 'squad', '[]', 0,
+            (ARRAY['open','resolved','closed'])[1 + g % 3], 'production', 'squad', '[]', '[]', 0,
             now() - ({incidents} - g) * (interval '365 days' / {incidents}),
             now() - ({incidents} - g) * (interval '365 days' / {incidents}),
             now() - ({incidents} - g) * (interval '365 days' / {incidents}) + interval '7 minutes',
@@ -116,89 +109,54 @@ def fill(db: str, backups: int, targets: int, runs: int, incidents: int) -> None
     psql(db, "VACUUM ANALYZE backups, verification_runs, incidents, schedules, servers")
 
 
-def percentile(samples: list[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 async def measure(
     name: str, limit_ms: float | None, n: int, call: Callable[[], Awaitable[httpx.Response]]
 ) -> httpx.Response:
-    for _ in range(min(5, n)):  # warm the pool and the caches
-        (await call()).raise_for_status()
-    samples = []
-    r = None
-    for _ in range(n):
-        started = time.perf_counter()
-        r = await call()
-        samples.append((time.perf_counter() - started) * 1000)
-        r.raise_for_status()
-    assert r is not None
+    samples, r = await time_requests(lambda _: call(), n, warm=5)
     p50, p99 = statistics.median(samples), percentile(samples, 0.99)
-    tail = f"  limit {limit_ms:.0f} ms  ratio {p99 / limit_ms:.2f}" if limit_ms else ""
+    tail = f"  {limit_ratio(p99, limit_ms, 'ms')}" if limit_ms else ""
     print(f"{name:<40} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  (n={n}){tail}")
     return r
 
 
 async def run(args: argparse.Namespace) -> None:
-    name = f"oc_bench_{uuid.uuid4().hex[:8]}"
-    psql("postgres", f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(  # type: ignore[call-arg]
-                _env_file=None,
-                OPSCENTER_DATA_DIR=Path(tmp),
-                DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
-                OPSCENTER_ADMIN_PASSWORD=PASSWORD,
-                OPSCENTER_RATE_LIMIT_ENABLED=False,
-                OPSCENTER_LOG_LEVEL="WARNING",
-                OPSCENTER_HEALTH_INTERVAL=0,
-                OPSCENTER_SCHEDULER_INTERVAL=0,
+    with scratch_database() as name:
+        async with running_app(postgres_url(name)) as app:
+            started = time.perf_counter()
+            fill(name, args.backups, args.targets, args.runs, args.incidents)
+            print(
+                f"filled {args.backups:,} backups of {args.targets} targets, "
+                f"{args.runs:,} verification runs, {args.incidents:,} incidents in "
+                f"{time.perf_counter() - started:.0f} s "
+                f"(load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})"
             )
-            app = create_app(settings)
-            async with app.router.lifespan_context(app):
-                started = time.perf_counter()
-                fill(name, args.backups, args.targets, args.runs, args.incidents)
-                print(
-                    f"filled {args.backups:,} backups of {args.targets} targets, "
-                    f"{args.runs:,} verification runs, {args.incidents:,} incidents in "
-                    f"{time.perf_counter() - started:.0f} s "
-                    f"(load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})"
+            async with admin_client(app) as c:
+                n = args.requests
+                await measure("floor: GET /auth/me", None, n, lambda: c.get("/api/v1/auth/me"))
+                board = await measure(
+                    "GET /analytics/dashboard-data",
+                    150,
+                    n,
+                    lambda: c.get("/api/v1/analytics/dashboard-data"),
                 )
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://b") as c:
-                    r = await c.post(
-                        "/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
-                    )
-                    c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-                    n = args.requests
-                    await measure("floor: GET /auth/me", None, n, lambda: c.get("/api/v1/auth/me"))
-                    board = await measure(
-                        "GET /analytics/dashboard-data",
-                        150,
-                        n,
-                        lambda: c.get("/api/v1/analytics/dashboard-data"),
-                    )
-                    found = await measure(
-                        "GET /analytics/insights (all targets)",
-                        1000,
-                        n,
-                        lambda: c.get("/api/v1/analytics/insights", params={"limit": 1000}),
-                    )
-                    await measure(
-                        "GET /analytics/metrics?window=30d",
-                        None,
-                        n,
-                        lambda: c.get("/api/v1/analytics/metrics", params={"window": "30d"}),
-                    )
-                    kinds = found.json()["items"]
-                    print(
-                        f"dashboard: {board.json()['backups']['finished']:,} backups this week; "
-                        f"insights: {len(kinds)} ({', '.join(sorted({i['kind'] for i in kinds}))})"
-                    )
-                print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    finally:
-        psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                found = await measure(
+                    "GET /analytics/insights (all targets)",
+                    1000,
+                    n,
+                    lambda: c.get("/api/v1/analytics/insights", params={"limit": 1000}),
+                )
+                await measure(
+                    "GET /analytics/metrics?window=30d",
+                    None,
+                    n,
+                    lambda: c.get("/api/v1/analytics/metrics", params={"window": "30d"}),
+                )
+                kinds = found.json()["items"]
+                print(
+                    f"dashboard: {board.json()['backups']['finished']:,} backups this week; "
+                    f"insights: {len(kinds)} ({', '.join(sorted({i['kind'] for i in kinds}))})"
+                )
+            print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,7 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from common import Quiet, alternate_rounds, mb, print_backup_medians, shell
 
 from opscenter.engines.postgres import PgConnection
 from opscenter.stores.backends import LocalStorage
@@ -60,12 +59,6 @@ def psql(db: str, sql: str) -> str:
         check=True,
     )
     return res.stdout.strip()
-
-
-def shell(cmd: str) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], check=True)
-    return time.perf_counter() - t0
 
 
 def pgbench_init(db: str, scale: int) -> None:
@@ -121,58 +114,6 @@ class RssSampler:
         self._t.join()
 
 
-def cpu_busy(interval: float = 1.0) -> float | None:
-    """Share of the machine's CPU time spent busy over ``interval`` (Linux), else None."""
-
-    def snap() -> tuple[int, int]:
-        with open("/proc/stat") as fh:
-            vals = [int(v) for v in fh.readline().split()[1:]]
-        return sum(vals), vals[3] + vals[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = snap()
-        time.sleep(interval)
-        total1, idle1 = snap()
-    except OSError:
-        return None
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-class Quiet:
-    """Before each timed run, wait (bounded) until the machine is idle, so other work on
-    a shared machine does not land on one contender; report what was waited for."""
-
-    def __init__(self, max_wait: float, threshold: float = 0.08) -> None:
-        self.max_wait = max_wait
-        self.threshold = threshold
-        self.waited = 0.0
-        self.busy_starts = 0
-
-    def wait(self) -> None:
-        if self.max_wait <= 0:
-            return
-        t0 = time.monotonic()
-        while True:
-            busy = cpu_busy()
-            if busy is None or busy < self.threshold:
-                break
-            if time.monotonic() - t0 > self.max_wait:
-                self.busy_starts += 1
-                break
-            time.sleep(2)
-        self.waited += time.monotonic() - t0
-
-    def summary(self) -> str:
-        text = f"waited {self.waited:.0f} s in total for an idle machine"
-        if self.busy_starts:
-            text += f"; {self.busy_starts} runs started busy (gave up after {self.max_wait:g} s)"
-        return text
-
-
-def mb(n: float) -> str:
-    return f"{n / 1e6:,.1f} MB"
-
-
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--scale", type=int, default=80, help="pgbench scale (80 ~ 1.1 GB plain dump)")
@@ -224,7 +165,6 @@ async def main() -> None:
         quiet = Quiet(args.quiet_wait)
         fc_file, gz_file, raw_file = work / "fc.dump", work / "plain.sql.gz", work / "raw.dump"
         sizes: dict[str, int] = {}
-        times: dict[str, list[float]] = {k: [] for k in ("floor", "ours", "pg_dump -Fc", "gzip")}
         ours_key = ""
 
         async def ours() -> float:
@@ -250,28 +190,12 @@ async def main() -> None:
             "pg_dump -Fc": lambda: run_shell(f"pg_dump {' '.join(PG)} -Fc {db} > {fc_file}"),
             "gzip": lambda: run_shell(f"pg_dump {' '.join(PG)} {db} | gzip > {gz_file}"),
         }
-        for r in range(args.rounds):
-            order = list(contenders)
-            if r % 2:
-                order.reverse()
-            for name in order:
-                quiet.wait()
-                times[name].append(await contenders[name]())
-            print(
-                f"round {r + 1}: "
-                + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in contenders)
-                + f" (load {os.getloadavg()[0]:.2f})"
-            )
+        times = await alternate_rounds(contenders, args.rounds, quiet)
         sizes["pg_dump -Fc"] = fc_file.stat().st_size
         sizes["gzip"] = gz_file.stat().st_size
 
-        floor = statistics.median(times["floor"])
-        print("\nbackup (median of rounds)        time    vs floor   size        vs gzip")
-        for name in contenders:
-            med = statistics.median(times[name])
-            size = sizes.get(name)
-            size_txt = f"{mb(size):>11}  {size / sizes['gzip']:.2f}x" if size else ""
-            print(f"  {name:<30} {med:6.2f}s  {med / floor:6.2f}x  {size_txt}")
+        print()
+        print_backup_medians(contenders, times, sizes)
         print(f"  raw custom-format dump size: {mb(sizes['raw -Fc -Z0'])}")
         print(f"  {quiet.summary()}")
 

@@ -21,21 +21,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from backup import Quiet, mb, shell
+from common import Quiet, alternate_rounds, mb, print_backup_medians, shell
 
 from opscenter.engines.mysql import MySQLConnection
 from opscenter.stores.backends import LocalStorage
@@ -132,28 +126,10 @@ async def main() -> None:
             zflag = f"-{level}" if level > 0 else f"--fast={max(1, -level)}"
             contenders[f"ours-{tag}"] = ours(f"ours-{tag}", level)
             contenders[f"zstd-cli-{tag}"] = cli(f"{tool} {flags} | zstd -q {zflag} -T1 > /dev/null")
-        times: dict[str, list[float]] = {k: [] for k in contenders}
-        for r in range(args.rounds):
-            order = list(contenders)
-            if r % 2:
-                order.reverse()
-            for name in order:
-                quiet.wait()
-                times[name].append(await contenders[name]())
-            print(
-                f"round {r + 1}: "
-                + ", ".join(f"{k} {times[k][-1]:.2f}s" for k in contenders)
-                + f" (load {os.getloadavg()[0]:.2f})"
-            )
+        times = await alternate_rounds(contenders, args.rounds, quiet)
         sizes["gzip"] = gz_file.stat().st_size
-        floor = statistics.median(times["floor"])
         print(f"\nplain dump {mb(sizes['plain'])}")
-        print("backup (median of rounds)        time    vs floor   size        vs gzip")
-        for name in contenders:
-            med = statistics.median(times[name])
-            size = sizes.get(name)
-            size_txt = f"{mb(size):>11}  {size / sizes['gzip']:.2f}x" if size else ""
-            print(f"  {name:<30} {med:6.2f}s  {med / floor:6.2f}x  {size_txt}")
+        print_backup_medians(contenders, times, sizes)
         print(f"  {quiet.summary()}")
     finally:
         mariadb(f"DROP DATABASE IF EXISTS {db}")

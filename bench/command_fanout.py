@@ -22,10 +22,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-
-from opscenter.app import create_app
-from opscenter.config import Settings
+from common import admin_client, running_app
 
 LIMIT = 1.3
 SCRIPT = "uname -a; hostname; echo fan-out"
@@ -121,74 +118,55 @@ async def main(targets: int, rounds: int) -> None:
         key = root / "id_ed25519"
         _keygen(key)
         with sshds(root, targets, key) as ports:
-            settings = Settings(  # type: ignore[call-arg]
-                _env_file=None,
-                OPSCENTER_DATA_DIR=root / "data",
-                OPSCENTER_ADMIN_PASSWORD="bench-password-1",
-                OPSCENTER_RATE_LIMIT_ENABLED=False,
-                OPSCENTER_LOG_LEVEL="WARNING",
-                OPSCENTER_HEALTH_INTERVAL=0,
-                OPSCENTER_SCHEDULER_INTERVAL=0,
-            )
-            app = create_app(settings)
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://b") as c:
+            async with running_app() as app, admin_client(app) as c:
+                ids = []
+                for i, port in enumerate(ports):
                     r = await c.post(
-                        "/api/v1/auth/login",
-                        json={"username": "admin", "password": "bench-password-1"},
-                    )
-                    c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-                    ids = []
-                    for i, port in enumerate(ports):
-                        r = await c.post(
-                            "/api/v1/servers",
-                            json={
-                                "name": f"target-{i}",
-                                "type": "ssh",
-                                "host": "127.0.0.1",
-                                "port": port,
-                                "credentials": {
-                                    "username": getpass.getuser(),
-                                    "ssh_key": key.read_text(),
-                                },
+                        "/api/v1/servers",
+                        json={
+                            "name": f"target-{i}",
+                            "type": "ssh",
+                            "host": "127.0.0.1",
+                            "port": port,
+                            "credentials": {
+                                "username": getpass.getuser(),
+                                "ssh_key": key.read_text(),
                             },
-                        )
-                        assert r.status_code == 201, r.text
-                        ids.append(r.json()["id"])
-                    r = await c.post(
-                        "/api/v1/commands", json={"name": "fan-out", "command_template": SCRIPT}
+                        },
                     )
-                    command_id = r.json()["id"]
-                    bus = app.state.ctx.events
+                    assert r.status_code == 201, r.text
+                    ids.append(r.json()["id"])
+                r = await c.post(
+                    "/api/v1/commands", json={"name": "fan-out", "command_template": SCRIPT}
+                )
+                command_id = r.json()["id"]
+                bus = app.state.ctx.events
 
-                    async def ours() -> float:
-                        async with bus.subscribe() as queue:
-                            started = time.perf_counter()
-                            r = await c.post(
-                                f"/api/v1/commands/{command_id}/execute", json={"server_ids": ids}
-                            )
-                            execution_id = r.json()["execution_id"]
-                            while True:
-                                event = await queue.get()
-                                if event.data.get(
-                                    "execution_id"
-                                ) == execution_id and event.type in (
-                                    "command.completed",
-                                    "command.failed",
-                                ):
-                                    break
-                            elapsed = time.perf_counter() - started
-                        e = (await c.get(f"/api/v1/commands/executions/{execution_id}")).json()
-                        assert e["status"] == "completed", e
-                        return elapsed
+                async def ours() -> float:
+                    async with bus.subscribe() as queue:
+                        started = time.perf_counter()
+                        r = await c.post(
+                            f"/api/v1/commands/{command_id}/execute", json={"server_ids": ids}
+                        )
+                        execution_id = r.json()["execution_id"]
+                        while True:
+                            event = await queue.get()
+                            if event.data.get("execution_id") == execution_id and event.type in (
+                                "command.completed",
+                                "command.failed",
+                            ):
+                                break
+                        elapsed = time.perf_counter() - started
+                    e = (await c.get(f"/api/v1/commands/executions/{execution_id}")).json()
+                    assert e["status"] == "completed", e
+                    return elapsed
 
-                    await ours()  # warm-up: imports, first connections, host key pins
-                    await plain_ssh(ports, key)
-                    mine, plain = [], []
-                    for _ in range(rounds):  # interleaved, so drift hits both alike
-                        mine.append(await ours())
-                        plain.append(await plain_ssh(ports, key))
+                await ours()  # warm-up: imports, first connections, host key pins
+                await plain_ssh(ports, key)
+                mine, plain = [], []
+                for _ in range(rounds):  # interleaved, so drift hits both alike
+                    mine.append(await ours())
+                    plain.append(await plain_ssh(ports, key))
     m, p = statistics.median(mine), statistics.median(plain)
     print(f"{targets} SSH targets, {rounds} rounds, command: {SCRIPT!r}")
     print(f"plain ssh in parallel:        median {p * 1000:.0f} ms")

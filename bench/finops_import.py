@@ -16,21 +16,16 @@ import argparse
 import asyncio
 import csv
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from common import Peak, limit_ratio, load_line, migrated, postgres_url, scratch_database
 
-from opscenter.bootstrap import migrate
 from opscenter.core.db import Database
 from opscenter.core.principal import SYSTEM
 from opscenter.finops import importer, service
@@ -38,7 +33,6 @@ from opscenter.models import CostImport, Team
 
 IMPORT_LIMIT = 4.0  # x the csv module alone
 BREAKDOWN_LIMIT_MS = 200.0
-PG = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
 SERVICES = [f"Service {i:02d}" for i in range(40)]
 REGIONS = ["eu-west-1", "eu-central-1", "us-east-1", "us-west-2", "ap-south-1"]
 TEAMS = ["web", "db", "data", "ml", "ops", "payments"]
@@ -87,33 +81,6 @@ def read_with_csv(path: Path) -> int:
     return rows
 
 
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class Peak:
-    """Samples this process's RSS every 10 ms while it runs."""
-
-    def __init__(self) -> None:
-        self.base = rss_mib()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss_mib())
-
-    def __enter__(self) -> Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 async def import_file(db: Database, team_id: int, path: Path) -> tuple[float, float, int]:
     size = await asyncio.to_thread(lambda: path.stat().st_size)
     async with db.write_session() as session:
@@ -150,9 +117,7 @@ async def breakdown_ms(db: Database, span: service.Span, aggregate: str) -> floa
 
 
 async def run(url: str, lines: int) -> None:
-    db = Database(url)
-    try:
-        await asyncio.to_thread(migrate, url)
+    async with migrated(url) as db:
         async with db.write_session() as session:
             team = Team(name="bench")
             session.add(team)
@@ -188,26 +153,17 @@ async def run(url: str, lines: int) -> None:
             ms = await breakdown_ms(db, span, aggregate)
             print(
                 f"breakdown by {aggregate:<8} over {lines + lines // 5:,} lines:"
-                f" {ms:6.1f} ms  limit {BREAKDOWN_LIMIT_MS:.0f} ms"
-                f"  ratio {ms / BREAKDOWN_LIMIT_MS:.2f}"
+                f" {ms:6.1f} ms  {limit_ratio(ms, BREAKDOWN_LIMIT_MS, 'ms')}"
             )
-        print(f"load average: {os.getloadavg()[0]:.1f} (wall times move with it)")
-    finally:
-        await db.dispose()
+        print(load_line())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     args = parser.parse_args()
-    name = f"oc_bench_finops_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", *PG, "-qc", f'CREATE DATABASE "{name}"'], check=True)
-    try:
-        asyncio.run(run(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", args.lines))
-    finally:
-        subprocess.run(
-            ["psql", *PG, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True
-        )
+    with scratch_database("oc_bench_finops") as name:
+        asyncio.run(run(postgres_url(name), args.lines))
 
 
 if __name__ == "__main__":

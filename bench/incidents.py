@@ -25,29 +25,22 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from opscenter.app import create_app
-from opscenter.config import Settings
-
-PASSWORD = "bench-password-1"
-PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-X", "-qAt", "-v", "ON_ERROR_STOP=1"]
-
-
-def psql(db: str, sql: str) -> str:
-    out = subprocess.run([*PSQL, "-d", db, "-c", sql], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
+from common import (
+    HeapPeak,
+    admin_client,
+    limit_ratio,
+    percentile,
+    postgres_url,
+    psql,
+    running_app,
+    scratch_database,
+    time_requests,
+)
 
 
 def fill(db: str, incidents: int, per_incident: int, tasks: int) -> None:
@@ -56,13 +49,13 @@ def fill(db: str, incidents: int, per_incident: int, tasks: int) -> None:
         db,
         f"""
         INSERT INTO incidents (team_id, jira_id, title, description, severity, status,
-            environment, squad, affected_services, alert_count, created_at, updated_at,
-            acknowledged_at, resolved_at)
+            environment, squad, affected_services, attack_techniques, alert_count, created_at,
+            updated_at, acknowledged_at, resolved_at)
         SELECT {team}, 'INC-' || g, 'Incident ' || g, 'Generated for the benchmark ' || g,
             (ARRAY['critical','high','medium','low'])[1 + g % 4],
             (ARRAY['open','investigating','mitigated','resolved','closed'])[1 + g % 5],
             (ARRAY['production','staging','development'])[1 + g % 3],
-            'squad-' || (g % 20), '["api"]', 0,
+            'squad-' || (g % 20), '["api"]', '[]', 0,
             now() - (({incidents} - g) * interval '10 minutes'),
             now() - (({incidents} - g) * interval '10 minutes'),
             now() - (({incidents} - g) * interval '10 minutes') + interval '5 minutes',
@@ -88,26 +81,14 @@ def fill(db: str, incidents: int, per_incident: int, tasks: int) -> None:
     psql(db, "VACUUM ANALYZE incidents, incident_events, incident_tasks")
 
 
-def p99(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-
-
 async def measure(
     name: str, limit_ms: float, n: int, call: Callable[[int], Awaitable[httpx.Response]]
 ) -> None:
-    for i in range(min(20, n)):  # warm the pool and the caches
-        (await call(i)).raise_for_status()
-    samples = []
-    for i in range(n):
-        started = time.perf_counter()
-        r = await call(i)
-        samples.append((time.perf_counter() - started) * 1000)
-        r.raise_for_status()
-    figure = p99(samples)
+    samples, _ = await time_requests(call, n, warm=20)
+    figure = percentile(samples, 0.99)
     print(
         f"{name:<44} p99 {figure:7.1f} ms  (median {statistics.median(samples):6.1f} ms, "
-        f"n={n})  limit {limit_ms:.0f} ms  ratio {figure / limit_ms:.2f}"
+        f"n={n})  {limit_ratio(figure, limit_ms, 'ms')}"
     )
 
 
@@ -132,100 +113,76 @@ async def upload_peak(client: httpx.AsyncClient, incident_id: int, size: int) ->
             yield piece
         yield tail
 
-    tracemalloc.start()
-    started = time.perf_counter()
-    r = await client.post(
-        f"/api/v1/infra/incidents/{incident_id}/evidence",
-        content=body(),
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    elapsed = time.perf_counter() - started
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    with HeapPeak() as heap:
+        started = time.perf_counter()
+        r = await client.post(
+            f"/api/v1/infra/incidents/{incident_id}/evidence",
+            content=body(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        elapsed = time.perf_counter() - started
+    peak = heap.peak
     assert r.status_code == 201, r.text
     assert r.json()["size_bytes"] == size
     limit = 8 * 1024 * 1024
     print(
         f"{'25 MB evidence upload: peak Python heap':<44} {peak / 2**20:7.1f} MiB "
-        f"({size / 2**20:.0f} MiB file, {elapsed:.1f} s)  limit {limit / 2**20:.0f} MiB  "
-        f"ratio {peak / limit:.2f}"
+        f"({size / 2**20:.0f} MiB file, {elapsed:.1f} s)  "
+        f"{limit_ratio(peak / 2**20, limit / 2**20, 'MiB')}"
     )
 
 
 async def run(args: argparse.Namespace) -> None:
-    name = f"oc_bench_{uuid.uuid4().hex[:8]}"
-    psql("postgres", f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(  # type: ignore[call-arg]
-                _env_file=None,
-                OPSCENTER_DATA_DIR=Path(tmp),
-                DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
-                OPSCENTER_ADMIN_PASSWORD=PASSWORD,
-                OPSCENTER_RATE_LIMIT_ENABLED=False,
-                OPSCENTER_LOG_LEVEL="WARNING",
-                OPSCENTER_HEALTH_INTERVAL=0,
-                OPSCENTER_SCHEDULER_INTERVAL=0,
+    with scratch_database() as name:
+        async with running_app(postgres_url(name)) as app:
+            started = time.perf_counter()
+            fill(name, args.incidents, args.per_incident, args.tasks)
+            entries = args.incidents * args.per_incident
+            took = time.perf_counter() - started
+            print(
+                f"filled {args.incidents:,} incidents, {entries:,} timeline entries, "
+                f"{args.tasks:,} tasks in {took:.0f} s (load average {os.getloadavg()[0]:.1f})"
             )
-            app = create_app(settings)
-            async with app.router.lifespan_context(app):
-                started = time.perf_counter()
-                fill(name, args.incidents, args.per_incident, args.tasks)
-                entries = args.incidents * args.per_incident
-                took = time.perf_counter() - started
-                print(
-                    f"filled {args.incidents:,} incidents, {entries:,} timeline entries, "
-                    f"{args.tasks:,} tasks in {took:.0f} s (load average {os.getloadavg()[0]:.1f})"
+            async with admin_client(app) as c:
+                rng = random.Random(14)
+
+                async def me(i: int) -> httpx.Response:
+                    return await c.get("/api/v1/auth/me")
+
+                # The floor: what any authenticated request costs here, for scale.
+                await measure("floor: GET /auth/me", 50, args.requests, me)
+                filters = [
+                    {"environment": "production"},
+                    {"severity": "critical", "status": "open"},
+                    {"environment": "staging", "severity": "high"},
+                    {"squad": "squad-7"},
+                    {"status": "resolved", "environment": "development"},
+                    {},
+                ]
+
+                async def listed(i: int) -> httpx.Response:
+                    params = filters[i % len(filters)] | {"limit": 20}
+                    return await c.get("/api/v1/infra/incidents", params=params)
+
+                await measure("filtered incident list (20 rows + total)", 50, args.requests, listed)
+
+                async def incident_page(i: int) -> httpx.Response:
+                    ident = rng.randint(1, args.incidents)
+                    (await c.get(f"/api/v1/infra/incidents/{ident}")).raise_for_status()
+                    return await c.get(
+                        f"/api/v1/infra/incidents/{ident}/timeline", params={"limit": 100}
+                    )
+
+                await measure(
+                    "incident + its timeline (2 requests)", 50, args.requests, incident_page
                 )
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://b") as c:
-                    r = await c.post(
-                        "/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
-                    )
-                    c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-                    rng = random.Random(14)
 
-                    async def me(i: int) -> httpx.Response:
-                        return await c.get("/api/v1/auth/me")
+                async def sla(i: int) -> httpx.Response:
+                    params = {"weeks": 52} | ({"squad": "squad-3"} if i % 2 else {})
+                    return await c.get("/api/v1/infra/sla-metrics", params=params)
 
-                    # The floor: what any authenticated request costs here, for scale.
-                    await measure("floor: GET /auth/me", 50, args.requests, me)
-                    filters = [
-                        {"environment": "production"},
-                        {"severity": "critical", "status": "open"},
-                        {"environment": "staging", "severity": "high"},
-                        {"squad": "squad-7"},
-                        {"status": "resolved", "environment": "development"},
-                        {},
-                    ]
-
-                    async def listed(i: int) -> httpx.Response:
-                        params = filters[i % len(filters)] | {"limit": 20}
-                        return await c.get("/api/v1/infra/incidents", params=params)
-
-                    await measure(
-                        "filtered incident list (20 rows + total)", 50, args.requests, listed
-                    )
-
-                    async def incident_page(i: int) -> httpx.Response:
-                        ident = rng.randint(1, args.incidents)
-                        (await c.get(f"/api/v1/infra/incidents/{ident}")).raise_for_status()
-                        return await c.get(
-                            f"/api/v1/infra/incidents/{ident}/timeline", params={"limit": 100}
-                        )
-
-                    await measure(
-                        "incident + its timeline (2 requests)", 50, args.requests, incident_page
-                    )
-
-                    async def sla(i: int) -> httpx.Response:
-                        params = {"weeks": 52} | ({"squad": "squad-3"} if i % 2 else {})
-                        return await c.get("/api/v1/infra/sla-metrics", params=params)
-
-                    await measure("SLA metrics, 52 weeks (+ forecast)", 100, args.requests, sla)
-                    await upload_peak(c, args.incidents, 25 * 1024 * 1024)
-    finally:
-        psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await measure("SLA metrics, 52 weeks (+ forecast)", 100, args.requests, sla)
+                await upload_peak(c, args.incidents, 25 * 1024 * 1024)
 
 
 def main() -> None:

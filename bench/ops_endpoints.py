@@ -18,22 +18,16 @@ import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from common import postgres_url, running_app, scratch_database
 from sqlalchemy import insert, select
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from opscenter.app import create_app
-from opscenter.config import Settings
 from opscenter.core.clock import utcnow
 from opscenter.models import Job, Team
 from opscenter.ops import service as ops
@@ -49,13 +43,8 @@ def metadata_database(backend: str, data_dir: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{data_dir / 'opscenter.db'}"
         return
-    name = f"oc_bench_{uuid.uuid4().hex[:8]}"
-    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qAtX", "-c"]
-    subprocess.run([*psql, f'CREATE DATABASE "{name}"'], check=True)
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        subprocess.run([*psql, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True)
+    with scratch_database() as name:
+        yield postgres_url(name)
 
 
 async def fill(app: object, jobs: int, backlog: int) -> None:
@@ -106,19 +95,13 @@ async def run(backend: str, args: argparse.Namespace) -> None:
         tempfile.TemporaryDirectory() as tmp,
         metadata_database(backend, Path(tmp)) as url,
     ):
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            OPSCENTER_DATA_DIR=Path(tmp),
-            OPSCENTER_ADMIN_PASSWORD="bench-password-1",
-            OPSCENTER_LOG_LEVEL="WARNING",
-            OPSCENTER_SCHEDULER_INTERVAL=0,
-            OPSCENTER_HEALTH_INTERVAL=0,
+        # The rate limit keeps its default (on), as this bench has always run it.
+        async with running_app(
+            url,
+            OPSCENTER_RATE_LIMIT_ENABLED=True,
             OPSCENTER_RESOURCES_INTERVAL=0,
             OPSCENTER_EXTERNAL_JOBS_INTERVAL=0,
-            DATABASE_URL=url,
-        )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
+        ) as app:
             started = time.perf_counter()
             await fill(app, args.jobs, args.backlog)
             print(

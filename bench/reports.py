@@ -20,62 +20,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+from common import (
+    HeapPeak,
+    Peak,
+    limit_ratio,
+    load_line,
+    migrated,
+    postgres_url,
+    scratch_database,
+    sqlite_url,
+)
 from pypdf import PdfReader
 from sqlalchemy import insert
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from opscenter.bootstrap import migrate
 from opscenter.core.db import Database
 from opscenter.models import Backup, StorageProvider, Team
 from opscenter.reports.jobs import render
 from opscenter.reports.kinds import KINDS, Scope
 from opscenter.reports.periods import parse_period
 
-PG = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
 PAGES = 50
 TIME_LIMIT_S = 60.0  # collect + render of the 50-page PDF
 HEAP_LIMIT_MIB = 400.0  # Python's heap: WeasyPrint holds the whole layout
 RSS_LIMIT_MIB = 600.0  # the process, Pango and cairo's buffers included
 PERIOD = "2026-10"
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class Peak:
-    """Samples this process's RSS every 10 ms while it runs."""
-
-    def __init__(self) -> None:
-        self.base = rss_mib()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss_mib())
-
-    def __enter__(self) -> Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def seed(db: Database, databases: int, per_database: int, failed: int) -> Scope:
@@ -124,16 +97,12 @@ async def seed(db: Database, databases: int, per_database: int, failed: int) -> 
 
 
 def verdict(figure: float, limit: float, unit: str) -> str:
-    ratio = figure / limit
-    return f"{figure:8.1f} {unit}  limit {limit:.0f} {unit}  ratio {ratio:.2f}" + (
-        "" if ratio <= 1 else "  OVER"
-    )
+    over = "" if figure <= limit else "  OVER"
+    return f"{figure:8.1f} {unit}  {limit_ratio(figure, limit, unit)}{over}"
 
 
 async def run(url: str, args: argparse.Namespace, label: str) -> None:
-    db = Database(url)
-    try:
-        await asyncio.to_thread(migrate, url)
+    async with migrated(url) as db:
         scope = await seed(db, args.databases, args.per_database, args.failed)
         period = parse_period(PERIOD, datetime.now(UTC).date())
         with tempfile.TemporaryFile() as out, Peak() as peak:
@@ -149,13 +118,11 @@ async def run(url: str, args: argparse.Namespace, label: str) -> None:
             pages = len(PdfReader(out).pages)
         # Again under tracemalloc, which slows allocation-heavy code several times over:
         # its run gives the heap's peak, the one before the time.
-        with tempfile.TemporaryFile() as out:
-            tracemalloc.start()
+        with tempfile.TemporaryFile() as out, HeapPeak() as traced:
             async with db.read_session() as session:
                 doc = await KINDS["backup_summary"].build(session, scope, period)
             await asyncio.to_thread(render, doc, "pdf", out)
-            _, heap = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
+        heap = traced.peak
         rss = peak.peak - peak.base
         rows = args.databases * args.per_database + args.failed
         print(f"[{label}] {rows:,} backups of {args.databases:,} databases in {PERIOD}")
@@ -167,9 +134,7 @@ async def run(url: str, args: argparse.Namespace, label: str) -> None:
         print(f"[{label}] RSS peak above start:    {verdict(rss, RSS_LIMIT_MIB, 'MiB')}")
         if pages < PAGES:
             print(f"[{label}] only {pages} pages (< {PAGES}): give more --databases and --failed")
-        print(f"[{label}] load average: {os.getloadavg()[0]:.1f} (wall times move with it)")
-    finally:
-        await db.dispose()
+        print(f"[{label}] {load_line()}")
 
 
 def main() -> None:
@@ -180,18 +145,11 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="on SQLite instead of PostgreSQL")
     args = parser.parse_args()
     if args.sqlite:
-        with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(run(f"sqlite+aiosqlite:///{tmp}/bench.db", args, "sqlite"))
+        with sqlite_url() as url:
+            asyncio.run(run(url, args, "sqlite"))
         return
-    name = f"oc_bench_reports_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", *PG, "-qc", f'CREATE DATABASE "{name}"'], check=True)
-    try:
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        asyncio.run(run(url, args, "postgresql"))
-    finally:
-        subprocess.run(
-            ["psql", *PG, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True
-        )
+    with scratch_database("oc_bench_reports") as name:
+        asyncio.run(run(postgres_url(name), args, "postgresql"))
 
 
 if __name__ == "__main__":

@@ -23,20 +23,18 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
+from common import admin_client, postgres_url, running_app, scratch_database
 from fastapi import FastAPI
 from sqlalchemy import insert, select, update
 
-from opscenter.app import create_app
 from opscenter.config import Settings
 from opscenter.core.clock import utcnow
 from opscenter.core.context import AppContext
@@ -45,45 +43,19 @@ from opscenter.schedules.scheduler import Scheduler
 
 TICK_GOAL = 0.100
 LAG_GOAL = 1.0
-PASSWORD = "bench-password-1"
 FAR = timedelta(days=1)  # where the schedules that do not take part wait
-
-
-def _psql(sql: str) -> None:
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qAt", "-c", sql],
-        check=True,
-        capture_output=True,
-    )
 
 
 @asynccontextmanager
 async def started_app(backend: str, root: Path) -> AsyncIterator[FastAPI]:
     """A started app (its own scheduler off) on a fresh database of `backend`."""
-    name = f"oc_bench_{uuid.uuid4().hex[:10]}"
-    if backend == "postgres":
-        _psql(f'CREATE DATABASE "{name}"')
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    else:
-        url = f"sqlite+aiosqlite:///{root / 'opscenter.db'}"
-    try:
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            DATABASE_URL=url,
-            OPSCENTER_DATA_DIR=root / "data",
-            OPSCENTER_ADMIN_PASSWORD=PASSWORD,
-            OPSCENTER_RATE_LIMIT_ENABLED=False,
-            OPSCENTER_LOG_LEVEL="WARNING",
-            OPSCENTER_HEALTH_INTERVAL=0,
-            OPSCENTER_RESOURCES_INTERVAL=0,
-            OPSCENTER_SCHEDULER_INTERVAL=0,
-        )
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            yield app
-    finally:
+    with contextlib.ExitStack() as stack:
         if backend == "postgres":
-            _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            url = postgres_url(stack.enter_context(scratch_database()))
+        else:
+            url = f"sqlite+aiosqlite:///{root / 'opscenter.db'}"
+        async with running_app(url, OPSCENTER_RESOURCES_INTERVAL=0) as app:
+            yield app
 
 
 async def add_schedules(
@@ -92,8 +64,6 @@ async def add_schedules(
     """A local files server (through the API, as a user makes one) and `count` enabled daily
     schedules backing up a directory of it, all far from due (inserted in bulk: the API
     would take minutes, and it is not what is measured)."""
-    r = await client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
-    client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
     r = await client.post(
         "/api/v1/servers", json={"name": "bench-files", "type": "local", "paths": [str(source)]}
     )
@@ -194,8 +164,7 @@ async def bench(backend: str, count: int, due: int, firing: int, window: float) 
         (source / "a.txt").write_text("alpha")
         async with started_app(backend, root) as app:
             ctx: AppContext = app.state.ctx
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+            async with admin_client(app) as client:
                 await add_schedules(ctx, client, source, count)
             async with ctx.db.read_session() as session:
                 ids = list(await session.scalars(select(Schedule.id).order_by(Schedule.id)))

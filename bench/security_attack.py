@@ -17,25 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
+from common import against_floor, load_line, migrated, postgres_url, scratch_database, sqlite_url
 from sqlalchemy import String, cast, select
 
 from opscenter.attack.catalogue import catalogue
-from opscenter.bootstrap import migrate
 from opscenter.config import DEFAULT_SLA_DAYS
 from opscenter.core.clock import utcnow
-from opscenter.core.db import Database
 from opscenter.core.principal import SYSTEM
 from opscenter.models import Finding, SecurityAsset, Team
 from opscenter.security import attack, service
@@ -46,14 +39,11 @@ from opscenter.security.importers.formats import Scanner
 COVERAGE_LIMIT = 3.0  # x reading the tagged rows' column alone
 PARSE_LIMIT = 10.0  # x splitting the log into lines
 ROUNDS = 3
-PG = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
 FIXTURES = Path(__file__).resolve().parents[1] / "tests/security/fixtures/fuzzing"
 
 
 def verdict(seconds: float, floor: float, limit: float) -> str:
-    ratio = seconds / floor
-    within = "within" if ratio <= limit else "OVER"
-    return f"{seconds:7.3f} s  ratio {ratio:.1f}x  limit {limit:.0f}x ({within} the goal)"
+    return against_floor(seconds, floor, limit, digits=3)
 
 
 def best(times: list[float]) -> float:
@@ -77,9 +67,7 @@ def tagged_findings(count: int) -> list[ParsedFinding]:
 
 
 async def coverage_bench(url: str, findings: int, label: str) -> None:
-    db = Database(url)
-    try:
-        await asyncio.to_thread(migrate, url)
+    async with migrated(url) as db:
         async with db.write_session() as session:
             team = Team(name=f"bench-{uuid.uuid4().hex[:6]}")
             session.add(team)
@@ -121,8 +109,6 @@ async def coverage_bench(url: str, findings: int, label: str) -> None:
             f"[{label}] coverage view:     {verdict(best(view_times), floor, COVERAGE_LIMIT)}"
             f"  ({referenced} technique cells referenced)"
         )
-    finally:
-        await db.dispose()
 
 
 def parse_bench(repeats: int) -> None:
@@ -152,21 +138,12 @@ def main() -> None:
     parser.add_argument("--sqlite", action="store_true", help="also on SQLite")
     args = parser.parse_args()
     parse_bench(args.log_repeats)
-    name = f"oc_bench_attack_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", *PG, "-qc", f'CREATE DATABASE "{name}"'], check=True)
-    try:
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        asyncio.run(coverage_bench(url, args.findings, "postgresql"))
-    finally:
-        subprocess.run(
-            ["psql", *PG, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True
-        )
+    with scratch_database("oc_bench_attack") as name:
+        asyncio.run(coverage_bench(postgres_url(name), args.findings, "postgresql"))
     if args.sqlite:
-        with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(
-                coverage_bench(f"sqlite+aiosqlite:///{tmp}/bench.db", args.findings, "sqlite")
-            )
-    print(f"load average: {os.getloadavg()[0]:.1f} (wall times move with it)")
+        with sqlite_url() as url:
+            asyncio.run(coverage_bench(url, args.findings, "sqlite"))
+    print(load_line())
 
 
 if __name__ == "__main__":

@@ -16,19 +16,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from common import (
+    Peak,
+    against_floor,
+    load_line,
+    migrated,
+    postgres_url,
+    scratch_database,
+    sqlite_url,
+)
 
-from opscenter.bootstrap import migrate
 from opscenter.config import DEFAULT_SLA_DAYS
 from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
@@ -39,7 +42,6 @@ from opscenter.security.importers.formats import Scanner, read
 
 IMPORT_LIMIT = 5.0  # x json.load of the same file alone
 ROUNDS = 3
-PG = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
 SEVERITIES = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"]
 VECTORS = [
     f"CVSS:3.1/AV:{av}/AC:{ac}/PR:{pr}/UI:N/S:U/C:{c}/I:{i}/A:N"
@@ -97,33 +99,6 @@ def generate(path: Path, findings: int) -> None:
     path.write_text(json.dumps(report))
 
 
-def rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class Peak:
-    """Samples this process's RSS every 10 ms while it runs."""
-
-    def __init__(self) -> None:
-        self.base = rss_mib()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, rss_mib())
-
-    def __enter__(self) -> Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 async def import_once(
     db: Database, asset_id: int, path: Path
 ) -> tuple[float, float, dict[str, int]]:
@@ -151,9 +126,7 @@ async def import_once(
 
 
 def verdict(seconds: float, floor: float) -> str:
-    ratio = seconds / floor
-    within = "within" if ratio <= IMPORT_LIMIT else "OVER"
-    return f"{seconds:7.2f} s  ratio {ratio:.1f}x  limit {IMPORT_LIMIT:.0f}x ({within} the goal)"
+    return against_floor(seconds, floor, IMPORT_LIMIT)
 
 
 def load_alone(path: Path) -> tuple[float, float]:
@@ -167,9 +140,7 @@ def load_alone(path: Path) -> tuple[float, float]:
 async def run(url: str, findings: int, label: str) -> None:
     """Each figure is the best of ROUNDS (the machine is shared: the best is the one least
     disturbed), the imports each into an asset of their own."""
-    db = Database(url)
-    try:
-        await asyncio.to_thread(migrate, url)
+    async with migrated(url) as db:
         async with db.write_session() as session:
             team = Team(name=f"bench-{uuid.uuid4().hex[:6]}")
             session.add(team)
@@ -202,9 +173,7 @@ async def run(url: str, findings: int, label: str) -> None:
             print(
                 f"[{label}] reimport (dups):   {verdict(again_s, floor)}  peak +{again_mem:.0f} MiB"
             )
-        print(f"[{label}] load average: {os.getloadavg()[0]:.1f} (wall times move with it)")
-    finally:
-        await db.dispose()
+        print(f"[{label}] {load_line()}")
 
 
 def main() -> None:
@@ -212,18 +181,11 @@ def main() -> None:
     parser.add_argument("--findings", type=int, default=50_000)
     parser.add_argument("--sqlite", action="store_true", help="also on SQLite")
     args = parser.parse_args()
-    name = f"oc_bench_security_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", *PG, "-qc", f'CREATE DATABASE "{name}"'], check=True)
-    try:
-        url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-        asyncio.run(run(url, args.findings, "postgresql"))
-    finally:
-        subprocess.run(
-            ["psql", *PG, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'], check=True
-        )
+    with scratch_database("oc_bench_security") as name:
+        asyncio.run(run(postgres_url(name), args.findings, "postgresql"))
     if args.sqlite:
-        with tempfile.TemporaryDirectory() as tmp:
-            asyncio.run(run(f"sqlite+aiosqlite:///{tmp}/bench.db", args.findings, "sqlite"))
+        with sqlite_url() as url:
+            asyncio.run(run(url, args.findings, "sqlite"))
 
 
 if __name__ == "__main__":

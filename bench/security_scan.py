@@ -24,29 +24,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
+from common import admin_client, limit_ratio, postgres_url, psql, running_app, scratch_database
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from opscenter.app import create_app
-from opscenter.config import Settings
 from opscenter.security import surface
-
-PASSWORD = "bench-password-1"
-PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-X", "-qAt", "-v", "ON_ERROR_STOP=1"]
-
-
-def psql(db: str, sql: str) -> str:
-    out = subprocess.run([*PSQL, "-d", db, "-c", sql], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 def fill(db: str, users: int) -> None:
@@ -80,7 +64,7 @@ def fix(db: str) -> None:
 
 def report(name: str, seconds: float, limit: float, extra: str = "") -> None:
     print(
-        f"{name:<52} {seconds:6.2f} s  limit {limit:.0f} s  ratio {seconds / limit:.2f}"
+        f"{name:<52} {seconds:6.2f} s  {limit_ratio(seconds, limit, 's')}"
         f"{'  ' + extra if extra else ''}"
     )
 
@@ -97,61 +81,40 @@ async def scan(app: Any, c: httpx.AsyncClient) -> tuple[float, dict[str, Any]]:
 
 
 async def run(args: argparse.Namespace) -> None:
-    name = f"oc_bench_{uuid.uuid4().hex[:8]}"
-    psql("postgres", f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(  # type: ignore[call-arg]
-                _env_file=None,
-                OPSCENTER_DATA_DIR=Path(tmp),
-                DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
-                OPSCENTER_ADMIN_PASSWORD=PASSWORD,
-                OPSCENTER_RATE_LIMIT_ENABLED=False,
-                OPSCENTER_LOG_LEVEL="WARNING",
-                OPSCENTER_HEALTH_INTERVAL=0,
-                OPSCENTER_SCHEDULER_INTERVAL=0,
-            )
-            app = create_app(settings)
-            async with app.router.lifespan_context(app):
-                fill(name, args.users)
-                print(f"filled {args.users:,} users with {args.users:,} keys "
-                      f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://b") as c:
-                    r = await c.post(
-                        "/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
-                    )
-                    c.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
-                    # The app's first write pays for warming its pools and caches (seconds
-                    # on a loaded machine): a write of no consequence takes it, not a scan.
-                    started = time.perf_counter()
-                    warm = await c.put("/api/v1/security/surface-allowlist", json={"entries": []})
-                    warm.raise_for_status()
-                    print(f"first write request (warm-up): {time.perf_counter() - started:.2f} s")
-                    took, first = await scan(app, c)
-                    assert first["new"] >= 2 * args.users, first
-                    report("posture scan, all new", took, 10, f"({first['new']:,} new findings)")
-                    took, again = await scan(app, c)
-                    assert again["new"] == 0 and again["closed"] == 0, again
-                    report("posture scan, all duplicates", took, 5)
-                    fix(name)
-                    took, fixed = await scan(app, c)
-                    assert fixed["closed"] >= 2 * args.users, fixed
-                    report("posture scan, all closing", took, 5, f"({fixed['closed']:,} closed)")
-                target = surface.Target(0, "127.0.0.1", ())
-                ports = set(range(40000, 40000 + args.ports))
+    with scratch_database() as name:
+        async with running_app(postgres_url(name)) as app:
+            fill(name, args.users)
+            print(f"filled {args.users:,} users with {args.users:,} keys "
+                  f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+            async with admin_client(app) as c:
+                # The app's first write pays for warming its pools and caches (seconds
+                # on a loaded machine): a write of no consequence takes it, not a scan.
                 started = time.perf_counter()
-                seen = await surface.probe(target, "127.0.0.1", ports, 0.5)
-                took = time.perf_counter() - started
-                report(
-                    f"connect scan of {args.ports:,} ports",
-                    took,
-                    2,
-                    f"({len(seen.open_ports)} open)",
-                )
-                print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    finally:
-        psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                warm = await c.put("/api/v1/security/surface-allowlist", json={"entries": []})
+                warm.raise_for_status()
+                print(f"first write request (warm-up): {time.perf_counter() - started:.2f} s")
+                took, first = await scan(app, c)
+                assert first["new"] >= 2 * args.users, first
+                report("posture scan, all new", took, 10, f"({first['new']:,} new findings)")
+                took, again = await scan(app, c)
+                assert again["new"] == 0 and again["closed"] == 0, again
+                report("posture scan, all duplicates", took, 5)
+                fix(name)
+                took, fixed = await scan(app, c)
+                assert fixed["closed"] >= 2 * args.users, fixed
+                report("posture scan, all closing", took, 5, f"({fixed['closed']:,} closed)")
+            target = surface.Target(0, "127.0.0.1", ())
+            ports = set(range(40000, 40000 + args.ports))
+            started = time.perf_counter()
+            seen = await surface.probe(target, "127.0.0.1", ports, 0.5)
+            took = time.perf_counter() - started
+            report(
+                f"connect scan of {args.ports:,} ports",
+                took,
+                2,
+                f"({len(seen.open_ports)} open)",
+            )
+            print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def main() -> None:

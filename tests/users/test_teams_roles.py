@@ -237,7 +237,7 @@ async def test_permissions_catalogue(api: Api, viewer: CreatedUser) -> None:
         "access:host_files",
     } <= set(names)
     assert all(p["description"] for p in body["items"])
-    verbs = {"read", "write", "execute", "download", "access", "scope"}
+    verbs = {"read", "write", "execute", "download", "access", "scope", "scan"}
     assert {name.split(":")[0] for name in names} == verbs
 
 

@@ -69,6 +69,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         OPSCENTER_SCHEDULER_INTERVAL="0",
         # The notification tests' webhook receiver listens on loopback.
         OPSCENTER_OUTBOUND_ALLOWLIST="127.0.0.1",
+        # `admin_api` logs in once per session, and the browser tests of one worker can
+        # span more than the default 15 minutes of a token when the suite is long.
+        OPSCENTER_ACCESS_TOKEN_MINUTES="240",
     )
     server.start()
     yield server

@@ -58,14 +58,16 @@ def test_fuzzing_import_and_attack_matrix(
     page.goto(f"{live.base}/security/attack")
     matrix = page.locator("#attack-matrix")
     expect(matrix.locator("thead th")).to_have_count(14)
-    # T1059: two findings (T1059.001 and T1059) and no incident; T1486: the incident.
+    # findings/incidents/policies. T1059: two findings (T1059.001 and T1059), no incident
+    # and no policy; T1486: the incident, and the built-in policy on unencrypted backups.
     execution = matrix.locator("td[data-tactic=execution] [data-technique=T1059]")
     expect(execution).to_have_class("cell heat-1")
-    expect(execution.locator(".refs")).to_have_text("2/0")
+    expect(execution.locator(".refs")).to_have_text("2/0/0")
     impact = matrix.locator("td[data-tactic=impact] [data-technique=T1486]")
-    expect(impact.locator(".refs")).to_have_text("0/1")
+    expect(impact.locator(".refs")).to_have_text("0/1/1")
     expect(matrix.locator("[data-technique=T1001]").first).to_have_class("cell heat-0")
-    expect(page.locator("#attack-summary")).to_contain_text("3 of")
+    # The 3 cells named above, and those the built-in policies name.
+    expect(page.locator("#attack-summary")).to_contain_text("22 of 250 technique cells")
     screenshot(page, "security_attack")
 
 
