@@ -98,20 +98,40 @@ class Api:
         return {"Authorization": f"Bearer {data['access_token']}"}
 
 
+class StartedApps:
+    """One started app per backend, for the whole session."""
+
+    def __init__(self, tmp: pytest.TempPathFactory, stack: contextlib.AsyncExitStack) -> None:
+        self._tmp = tmp
+        self._stack = stack
+        self._apps: dict[str, Api] = {}
+
+    async def get(self, backend: str, name: str = "data", **overrides: Any) -> Api:
+        """The app `name` on `backend`, started with `overrides` the first time it is asked."""
+        key = f"{name}-{backend}"
+        if key not in self._apps:
+            # Its own data dir *and* metadata database, as a real installation has them.
+            data_dir = self._tmp.mktemp(key)
+            url = self._stack.enter_context(fresh_pg_database()) if backend == "postgres" else None
+            settings = make_settings(data_dir, url, **overrides)
+            app = create_app(settings)
+            await self._stack.enter_async_context(app.router.lifespan_context(app))
+            self._apps[key] = Api(app, backend, settings)
+        return self._apps[key]
+
+
+@pytest.fixture(scope="session")
+async def started_apps(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[StartedApps]:
+    async with contextlib.AsyncExitStack() as stack:
+        yield StartedApps(tmp_path_factory, stack)
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-async def api(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Api]:
-    # pytest may set a session-scoped parameter up more than once (when the order of the
-    # tests, e.g. under xdist, switches between them): each instance gets its own data
-    # dir *and* metadata database, as a real installation has them together.
-    data_dir = tmp_path_factory.mktemp(f"data-{request.param}")
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(fresh_pg_database()) if request.param == "postgres" else None
-        settings = make_settings(data_dir, url)
-        app = create_app(settings)
-        async with app.router.lifespan_context(app):
-            yield Api(app, request.param, settings)
+async def api(request: pytest.FixtureRequest, started_apps: StartedApps) -> Api:
+    # pytest tears a parametrized session fixture down whenever the order of the tests
+    # switches between its parameters, which under xdist's per-file distribution is at
+    # every file: the apps live in `started_apps`, so a switch costs nothing.
+    return await started_apps.get(request.param)
 
 
 @pytest.fixture(scope="session")

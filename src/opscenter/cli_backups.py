@@ -26,7 +26,6 @@ from opscenter.core.principal import SYSTEM
 from opscenter.core.security import Keyring
 from opscenter.jobs.runner import TERMINAL
 from opscenter.models import Backup, Job, JobStatus
-from opscenter.runtime import build_context, running
 from opscenter.streaming import keys as backup_keys
 from opscenter.streaming.crypto import decrypt_stream, identity_file_text
 from opscenter.verify import service as verify
@@ -44,6 +43,8 @@ def _run(work: Callable[[AppContext], Awaitable[int]]) -> None:
             # Workers are there: the CLI hands its job to them and follows it, rather than
             # taking other people's jobs for as long as it runs.
             settings = settings.model_copy(update={"run_jobs": False})
+        from opscenter.runtime import build_context, running  # every domain: only when run
+
         ctx = build_context(settings)
         async with running(ctx):
             return await work(ctx)

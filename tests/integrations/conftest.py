@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from tests.conftest import ADMIN_PASSWORD, Api
-from tests.core.helpers import BACKENDS, own_app
+from tests.conftest import ADMIN_PASSWORD, Api, StartedApps
+from tests.core.helpers import BACKENDS
 from tests.integrations.receiver import HOST, Receiver, receiver
 
 RETRY_SCHEDULE = "0.05,0.1"  # three attempts in all
@@ -16,20 +16,16 @@ DISABLE_AFTER = 3
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-async def iapi(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Api]:
-    data_dir = tmp_path_factory.mktemp(f"integrations-{request.param}")
-    async with own_app(
+async def iapi(request: pytest.FixtureRequest, started_apps: StartedApps) -> Api:
+    return await started_apps.get(
         request.param,
-        data_dir,
+        "integrations",
         OPSCENTER_INTEGRATION_RETRY_SCHEDULE=RETRY_SCHEDULE,
         OPSCENTER_INTEGRATION_DISABLE_AFTER=DISABLE_AFTER,
         OPSCENTER_INTEGRATION_TIMEOUT=3,
         OPSCENTER_OUTBOUND_ALLOWLIST=HOST,
         OPSCENTER_LOG_LEVEL="INFO",
-    ) as api:
-        yield api
+    )
 
 
 @pytest.fixture(scope="session")

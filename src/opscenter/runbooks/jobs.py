@@ -162,18 +162,21 @@ class RunbookJobs:
                 if run.status in TERMINAL:
                     await session.commit()
                     return {"run_id": run_id}
-                self.publish(
-                    run, "progress", step=row.position, step_name=row.name, step_status=row.status
-                )
-                if not ok and not row.definition.get("continue_on_failure"):
+                stops = not ok and not row.definition.get("continue_on_failure")
+                if stops:
                     run.status = "failed"
                     run.error = f"step {row.position + 1} ({row.name}) failed"
                     run.completed_at = utcnow()
-                    await session.commit()
-                    self.publish(run, "failed", status="failed", error=run.error)
-                    return {"run_id": run_id, "status": "failed"}
-                run.current_step += 1
+                else:
+                    run.current_step += 1
                 await session.commit()
+            # After the commit: a page that reloads on this event must find the step settled.
+            self.publish(
+                run, "progress", step=row.position, step_name=row.name, step_status=row.status
+            )
+            if stops:
+                self.publish(run, "failed", status="failed", error=run.error)
+                return {"run_id": run_id, "status": "failed"}
 
     async def _start_verify(
         self, session: AsyncSession, run: SopRun, step: SopStepRun
