@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opscenter.auth.deps import load_user
 from opscenter.config import Settings
 from opscenter.core.clock import as_utc, utcnow
+from opscenter.core.db import release
 from opscenter.core.security import Keyring, new_token, sha256_hex, verify_password
 from opscenter.models import RefreshToken, User
 
@@ -74,8 +75,12 @@ async def authenticate_password(session: AsyncSession, identifier: str, password
     time taken does not reveal whether an account exists."""
     user = await session.scalar(select(User).where(_named(identifier)))
     # argon2 takes a few hundred ms of CPU: off the event loop, or every login stalls
-    # every other request of this process.
+    # every other request of this process; and outside the transaction, or every login
+    # holds SQLite's one write lock (or the user's row) that long.
+    await release(session)
     ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
+    if user is not None:  # as it is now: it may have been disabled meanwhile
+        user = await session.get(User, user.id, populate_existing=True)
     if user is None or not ok:
         raise LoginFailed("bad_credentials", user)
     if not user.is_active:
