@@ -1,6 +1,6 @@
-"""A multipart/form-data body read as it arrives: the form fields are kept (they are
-small), the one file part goes straight into a storage writer, hashed and counted on the
-way, its type judged on its first bytes. Nothing of the file is held whole."""
+"""Evidence sent as a form: multipart (`core.multipart`), its one file part going straight
+into a storage writer, hashed and counted on the way, its type judged on its first bytes;
+or urlencoded, for text evidence."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 import filetype
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 
 from opscenter.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from opscenter.core.multipart import boundary_of, read_form
 from opscenter.stores.backends import StorageWriter
 
 #: Judged on the content, never on the name: what a file really is.
@@ -78,14 +78,6 @@ class Form:
     file: StoredFile | None = None
 
 
-@dataclass
-class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
-    name: str = ""
-    file_name: str | None = None
-    data: bytearray = field(default_factory=bytearray)
-
-
 OpenWriter = Callable[[], Awaitable[StorageWriter]]
 Validate = Callable[[Form], Awaitable[None]]
 
@@ -100,88 +92,33 @@ async def receive(
 ) -> Form:
     """Parse the body; store the file part through `open_writer`. `validate` sees the
     whole form before the object is committed: if it raises, nothing is kept."""
-    kind, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
+    kind, _ = parse_options_header(content_type)
     if kind == b"application/x-www-form-urlencoded":
         form = await _urlencoded(stream)
         await validate(form)
         return form
-    if kind != b"multipart/form-data" or not boundary:
+    boundary = boundary_of(content_type)
+    if boundary is None:
         raise UnsupportedMediaType(
             "Send multipart/form-data (or a urlencoded form for text) with title, type "
             "and a file or content"
         )
-    events: list[tuple[str, bytes]] = []
-    header_field = bytearray()
-    header_value = bytearray()
-
-    def on_header_end() -> None:
-        events.append(("header", bytes(header_field) + b"\0" + bytes(header_value)))
-        header_field.clear()
-        header_value.clear()
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": lambda: events.append(("begin", b"")),
-            "on_part_data": lambda d, s, e: events.append(("data", bytes(d[s:e]))),
-            "on_part_end": lambda: events.append(("end", b"")),
-            "on_header_field": lambda d, s, e: header_field.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: header_value.extend(d[s:e]),
-            "on_header_end": on_header_end,
-            "on_headers_finished": lambda: events.append(("headers", b"")),
-        },
-    )
-    form = Form()
-    reader = _FileSink(open_writer, max_file_bytes)
+    sink = _FileSink(open_writer, max_file_bytes)
     try:
-        parts = 0
-        part = _Part()
-        async for chunk in stream:
-            try:
-                parser.write(chunk)
-            except MultipartParseError as err:
-                raise InvalidInput(f"The multipart body is malformed: {err}") from None
-            for what, data in events:
-                if what == "begin":
-                    parts += 1
-                    if parts > MAX_PARTS:
-                        raise InvalidInput(f"At most {MAX_PARTS} form fields")
-                    part = _Part()
-                elif what == "header":
-                    name, _, value = data.partition(b"\0")
-                    part.headers[name.decode("latin-1").lower()] = value.decode("utf-8", "replace")
-                elif what == "headers":
-                    _, disposition = parse_options_header(part.headers.get("content-disposition"))
-                    part.name = disposition.get(b"name", b"").decode("utf-8", "replace")
-                    raw_name = disposition.get(b"filename")
-                    if raw_name is not None:
-                        if part.name != "file" or reader.started:
-                            raise InvalidInput("Send one file, in the field named file")
-                        part.file_name = display_name(raw_name.decode("utf-8", "replace"))
-                elif what == "data":
-                    if part.file_name is not None:
-                        await reader.write(data)
-                    else:
-                        part.data.extend(data)
-                        if len(part.data) > MAX_FIELD_BYTES:
-                            raise PayloadTooLarge(
-                                f"The field {part.name} is over {MAX_FIELD_BYTES} bytes"
-                            )
-                elif what == "end":
-                    if part.file_name is not None:
-                        form.file = await reader.finish(part.file_name)
-                    else:
-                        _keep_field(form, part)
-            events.clear()
-        parser.finalize()
-        if form.file is None and reader.started:
-            raise InvalidInput("The multipart body ended inside the file")
+        fields = await read_form(
+            stream,
+            boundary,
+            sink,
+            what="file",
+            max_parts=MAX_PARTS,
+            max_field_bytes=MAX_FIELD_BYTES,
+        )
+        form = Form(fields, sink.stored)
         await validate(form)
-        await reader.commit()
+        await sink.commit()
         return form
     except BaseException:
-        await reader.abort()
+        await sink.abort()
         raise
 
 
@@ -206,15 +143,6 @@ async def _urlencoded(stream: AsyncIterator[bytes]) -> Form:
     return form
 
 
-def _keep_field(form: Form, part: _Part) -> None:
-    if part.name in form.fields:
-        raise InvalidInput(f"The field {part.name} is given twice")
-    try:
-        form.fields[part.name] = part.data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"The field {part.name} is not UTF-8 text") from None
-
-
 class _FileSink:
     """Holds back the first bytes until their type is judged, then streams."""
 
@@ -224,12 +152,15 @@ class _FileSink:
         self.head = bytearray()
         self.hash = hashlib.sha256()
         self.size = 0
-        self.started = False
+        self.name = ""
         self.writer: StorageWriter | None = None
         self.media_type: str | None = None
+        self.stored: StoredFile | None = None
+
+    async def start(self, filename: str) -> None:
+        self.name = display_name(filename)
 
     async def write(self, data: bytes) -> None:
-        self.started = True
         self.size += len(data)
         if self.size > self.max_bytes:
             raise PayloadTooLarge(f"Evidence files are limited to {self.max_bytes} bytes")
@@ -252,13 +183,15 @@ class _FileSink:
         await self.writer.write(bytes(self.head))
         self.head.clear()
 
-    async def finish(self, name: str) -> StoredFile:
+    async def end(self) -> None:
         if self.size == 0:
             raise InvalidInput("The file is empty")
         if self.writer is None:
             await self._start()
         assert self.writer is not None and self.media_type is not None
-        return StoredFile(name, self.hash.hexdigest(), self.size, self.media_type, self.writer.key)
+        self.stored = StoredFile(
+            self.name, self.hash.hexdigest(), self.size, self.media_type, self.writer.key
+        )
 
     async def commit(self) -> None:
         if self.writer is not None:

@@ -11,10 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-
-from opscenter.core.errors import AppError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from opscenter.core.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from opscenter.core.multipart import boundary_of, read_form
 
 MAX_FIELD_BYTES = 4096
 MAX_PARTS = 8
@@ -34,99 +32,57 @@ def remove(path: Path | None) -> None:
         path.unlink(missing_ok=True)
 
 
+class _Spool:
+    """The report's bytes into a temporary file, hashed and counted."""
+
+    def __init__(self, fd: int, path: Path, max_bytes: int) -> None:
+        self.fd = fd
+        self.upload = Upload()
+        self.path = path
+        self.max_bytes = max_bytes
+        self.digest = hashlib.sha256()
+
+    async def start(self, filename: str) -> None:
+        self.upload.filename = _display(filename)
+
+    async def write(self, data: bytes) -> None:
+        self.upload.size += len(data)
+        if self.upload.size > self.max_bytes:
+            raise PayloadTooLarge(f"Scanner reports are limited to {self.max_bytes} bytes")
+        self.digest.update(data)
+        os.write(self.fd, data)
+
+    async def end(self) -> None:
+        self.upload.path = self.path
+        self.upload.sha256 = self.digest.hexdigest()
+
+
 async def receive(
     stream: AsyncIterator[bytes], content_type: str, spool_dir: Path, max_bytes: int
 ) -> Upload:
     """The form, with the file named `file` on disk; nothing is left behind on an error."""
-    kind, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if kind != b"multipart/form-data" or not boundary:
+    boundary = boundary_of(content_type)
+    if boundary is None:
         raise UnsupportedMediaType(
             "Send multipart/form-data with the report in the field named file"
         )
     os.makedirs(spool_dir, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="security-", suffix=".json", dir=spool_dir)
-    upload = Upload()
-    digest = hashlib.sha256()
-    state: dict[str, object] = {"parts": 0, "name": "", "is_file": False}
-    value = bytearray()
-    problems: list[AppError] = []
-
-    def on_part_begin() -> None:
-        state["parts"] = int(str(state["parts"])) + 1
-        if int(str(state["parts"])) > MAX_PARTS:
-            problems.append(InvalidInput(f"At most {MAX_PARTS} form fields"))
-        state["name"], state["is_file"] = "", False
-        value.clear()
-
-    header: dict[str, bytearray] = {"field": bytearray(), "value": bytearray()}
-
-    def on_header_end() -> None:
-        if bytes(header["field"]).lower() == b"content-disposition":
-            _, disposition = parse_options_header(bytes(header["value"]))
-            state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
-            filename = disposition.get(b"filename")
-            if filename is not None:
-                if state["name"] != "file" or upload.path is not None:
-                    problems.append(InvalidInput("Send one report, in the field named file"))
-                state["is_file"] = True
-                upload.filename = _display(filename.decode("utf-8", "replace"))
-        header["field"].clear()
-        header["value"].clear()
-
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        chunk = data[start:end]
-        if state["is_file"]:
-            upload.size += len(chunk)
-            if upload.size > max_bytes:
-                problems.append(
-                    PayloadTooLarge(f"Scanner reports are limited to {max_bytes} bytes")
-                )
-                return
-            digest.update(chunk)
-            os.write(fd, chunk)
-        else:
-            value.extend(chunk)
-            if len(value) > MAX_FIELD_BYTES:
-                problems.append(PayloadTooLarge(f"The field {state['name']} is too long"))
-
-    def on_part_end() -> None:
-        if state["is_file"]:
-            upload.path = Path(name)
-        elif str(state["name"]) in upload.fields:
-            problems.append(InvalidInput(f"The field {state['name']} is given twice"))
-        else:
-            try:
-                upload.fields[str(state["name"])] = value.decode("utf-8")
-            except UnicodeDecodeError:
-                problems.append(InvalidInput(f"The field {state['name']} is not UTF-8"))
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-            "on_header_field": lambda d, s, e: header["field"].extend(d[s:e]),
-            "on_header_value": lambda d, s, e: header["value"].extend(d[s:e]),
-            "on_header_end": on_header_end,
-        },
-    )
+    spool = _Spool(fd, Path(name), max_bytes)
     try:
-        async for chunk in stream:
-            try:
-                parser.write(chunk)
-            except MultipartParseError as err:
-                raise InvalidInput(f"The multipart body is malformed: {err}") from None
-            if problems:
-                raise problems[0]
-        parser.finalize()
-        if upload.path is None:
+        spool.upload.fields = await read_form(
+            stream,
+            boundary,
+            spool,
+            what="report",
+            max_parts=MAX_PARTS,
+            max_field_bytes=MAX_FIELD_BYTES,
+        )
+        if spool.upload.path is None:
             raise InvalidInput("No report: send the file in the field named file")
-        if upload.size == 0:
+        if spool.upload.size == 0:
             raise InvalidInput("The report is empty")
-        upload.sha256 = digest.hexdigest()
-        return upload
+        return spool.upload
     except BaseException:
         remove(Path(name))
         raise
