@@ -1,13 +1,13 @@
 """Insights: anomalies found, on request, by median and MAD per target.
 
 For each target (server, database) the last SERIES finished backups of the last
-LOOKBACK_DAYS are read in one windowed query; a completed backup whose size is more than
-Z_LIMIT robust standard deviations (1.4826 MAD) from the target's median is a size
-anomaly, one whose duration is that far above it a duration jump (Iglewicz and Hoaglin's
-3.5). A failing streak is STREAK or more failures in a row up to the newest; a
-verification gap is an active target none of whose backups of the last GAP_DAYS were
-verified. Incidents per team per calendar week: this week far above the median of the
-previous weeks is a rise.
+LOOKBACK_DAYS, and when it was last verified, are read in one windowed query; a
+completed backup whose size is more than Z_LIMIT robust standard deviations (1.4826 MAD)
+from the target's median is a size anomaly, one whose duration is that far above it a
+duration jump (Iglewicz and Hoaglin's 3.5). A failing streak is STREAK or more failures
+in a row up to the newest; a verification gap is an active target none of whose backups
+of the last GAP_DAYS were verified. Incidents per team per calendar week: this week far
+above the median of the previous weeks is a rise.
 
 Each insight has a fingerprint: sha256 of its kind, its subject and the anomalous data
 point (a backup id, the first failure of the streak, the last verified backup, the week),
@@ -359,8 +359,8 @@ def _history(b: Subquery) -> list[Any]:
 
 async def _targets(session: AsyncSession, principal: Principal, now: datetime) -> list[_Target]:
     """Every target's series and history. PostgreSQL gathers each target's series into
-    arrays, a row per target (a row per backup costs ten times as much to read); SQLite,
-    without ordered aggregates, reads the series' rows."""
+    arrays: a row per target, not one per backup, to decode and keep; SQLite, without
+    ordered aggregates, reads the series' rows."""
     b = _ranked(principal, now)
     newest = b.c.rank <= SERIES
     by_target = (b.c.server_id, b.c.database_name)
