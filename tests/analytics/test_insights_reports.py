@@ -4,14 +4,17 @@ dismissal that survives recomputation. Custom reports: saved, generated into ver
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
+from opscenter.analytics import insights
 from opscenter.analytics.plugin import generate_due
 from opscenter.core.clock import utcnow
 from opscenter.models import AnalyticsReport, AnalyticsReportResult, InsightDismissal
@@ -83,6 +86,34 @@ async def test_an_injected_anomaly_is_found_and_a_normal_series_is_not(
         board = (await c.get(f"{BASE}/dashboard-data")).json()
         assert board["insights_total"] == 2
         assert board["insights_by_kind"] == {"size_anomaly": 1, "failing_streak": 1}
+
+
+async def test_the_dashboard_answers_recent_insights_while_it_computes_them_anew(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = await own_team(api, admin, make_user)
+    await series(api, team)
+    monkeypatch.setattr(insights, "RECENT_SECONDS", 0.0)  # every answer is due for renewal
+    async with team.client as c:
+
+        async def shown() -> int:
+            r = await c.get(f"{BASE}/dashboard-data")
+            assert r.status_code == 200, r.text
+            total: int = r.json()["insights_total"]
+            return total
+
+        assert await shown() == 2  # none yet: computed in the request
+        now = utcnow()
+        await add(
+            api,
+            *(backup(team, "failing", now - timedelta(hours=h), "failed") for h in (3, 2, 1)),
+        )
+        assert await shown() == 2  # the last answer, while the new one is computed
+        for _ in range(100):
+            if await shown() == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert await shown() == 3
 
 
 async def test_a_duration_jump_and_verification_gaps_are_found(

@@ -15,7 +15,9 @@ so a dismissal (`analytics_dismissals`) outlives the recomputation."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +33,10 @@ from opscenter.analytics.schemas import InsightOut
 from opscenter.analytics.service import scoped, server_names
 from opscenter.core import stats
 from opscenter.core.cache import TtlCache
+from opscenter.core.clock import utcnow
+from opscenter.core.db import Database
 from opscenter.core.errors import Conflict, NotFound
+from opscenter.core.logging import get_logger
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import readable
 from opscenter.models import Backup, BackupStatus, Incident, InsightDismissal
@@ -49,10 +54,14 @@ GAP_DAYS = 14
 INCIDENT_WEEKS = 8
 MIN_INCIDENTS = 3
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
-#: The dashboard shows insights at most this old: computing them reads every target's
-#: recent backups, too much for each refresh of the dashboard. `/insights` always computes.
+#: The dashboard shows insights about this old at most (while newer ones are computed):
+#: computing them reads every target's recent backups, too much to wait for on each refresh
+#: of the dashboard; older than STALE_SECONDS they are computed in the request again.
+#: `/insights` always computes.
 RECENT_SECONDS = 60.0
+STALE_SECONDS = 600.0
 API = "/api/v1"
+log = get_logger("opscenter.analytics")
 
 
 def fingerprint(kind: str, subject: str, point: object) -> str:
@@ -432,24 +441,48 @@ async def compute(session: AsyncSession, principal: Principal, now: datetime) ->
     return found
 
 
-_recent: TtlCache[tuple[str, bool, frozenset[int]], list[InsightOut]] = TtlCache(
-    RECENT_SECONDS, 1000
-)
+_Key = tuple[str, bool, frozenset[int]]
+#: Per database and teams: when computed (monotonic seconds), and what.
+_recent: TtlCache[_Key, tuple[float, list[InsightOut]]] = TtlCache(STALE_SECONDS, 1000)
+_refreshing: dict[_Key, asyncio.Task[None]] = {}
+#: Moves on at each dismissal: a computation that began before one does not keep its answer.
+_dismissals = 0
 
 
-async def recent(session: AsyncSession, principal: Principal, now: datetime) -> list[InsightOut]:
-    """`compute`, or its answer for the same teams (of the same database) of the last
-    RECENT_SECONDS; a dismissal in this process forgets them."""
+async def recent(
+    session: AsyncSession, principal: Principal, now: datetime, db: Database
+) -> list[InsightOut]:
+    """`compute`, or its answer for the same teams of the same database: one older than
+    RECENT_SECONDS is answered while a fresh one is computed in a session of `db`'s; none,
+    or one older than STALE_SECONDS, is computed now. A dismissal in this process forgets
+    them."""
     key = (
         str(session.get_bind().engine.url),
         principal.sees_all_teams,
         frozenset() if principal.sees_all_teams else principal.team_ids,
     )
-    found = _recent.get(key)
-    if found is None:
+    entry = _recent.get(key)
+    if entry is None:
         found = await compute(session, principal, now)
-        _recent.put(key, found)
+        _recent.put(key, (time.monotonic(), found))
+        return found
+    made, found = entry
+    if time.monotonic() - made > RECENT_SECONDS and key not in _refreshing:
+        _refreshing[key] = asyncio.create_task(_refresh(db, principal, key))
     return found
+
+
+async def _refresh(db: Database, principal: Principal, key: _Key) -> None:
+    began = _dismissals
+    try:
+        async with db.read_session() as session:
+            found = await compute(session, principal, utcnow())
+        if began == _dismissals:
+            _recent.put(key, (time.monotonic(), found))
+    except Exception:
+        log.exception("computing the dashboard's insights failed")
+    finally:
+        del _refreshing[key]
 
 
 async def _dismissed(
@@ -491,6 +524,8 @@ async def dismiss(
     )
     session.add(row)
     await session.flush()
+    global _dismissals
+    _dismissals += 1
     _recent.clear()
     match.dismissed, match.dismissed_at = True, now
     return match, row
