@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from opscenter.analytics import insights, service
 from opscenter.analytics.figures import Period
 from opscenter.analytics.schemas import DashboardOut
-from opscenter.core.db import Database
 from opscenter.core.principal import Principal
 
 WINDOW_DAYS = 7
@@ -19,13 +18,10 @@ DAILY_DAYS = 14
 SHOWN_INSIGHTS = 5
 
 
-async def data(
-    session: AsyncSession, principal: Principal, now: datetime, db: Database
-) -> DashboardOut:
-    """`db` computes the insights anew beside the request when they are a minute old."""
+async def data(session: AsyncSession, principal: Principal, now: datetime) -> DashboardOut:
     period = Period(now - timedelta(days=WINDOW_DAYS), now)
     backups, verification = await service.backup_totals(session, principal, period)
-    found = [i for i in await insights.recent(session, principal, now, db) if not i.dismissed]
+    found = [i for i in await insights.recent(session, principal, now) if not i.dismissed]
     return DashboardOut(
         generated_at=now,
         window=period.out(),

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Subquery, and_, func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from opscenter.analytics import figures as fig
 from opscenter.analytics.figures import MONDAY_ORIGIN, WEEK, Period
@@ -34,7 +34,6 @@ from opscenter.analytics.service import scoped, server_names
 from opscenter.core import stats
 from opscenter.core.cache import TtlCache
 from opscenter.core.clock import utcnow
-from opscenter.core.db import Database
 from opscenter.core.errors import Conflict, NotFound
 from opscenter.core.logging import get_logger
 from opscenter.core.principal import Principal
@@ -449,13 +448,11 @@ _refreshing: dict[_Key, asyncio.Task[None]] = {}
 _dismissals = 0
 
 
-async def recent(
-    session: AsyncSession, principal: Principal, now: datetime, db: Database
-) -> list[InsightOut]:
+async def recent(session: AsyncSession, principal: Principal, now: datetime) -> list[InsightOut]:
     """`compute`, or its answer for the same teams of the same database: one older than
-    RECENT_SECONDS is answered while a fresh one is computed in a session of `db`'s; none,
-    or one older than STALE_SECONDS, is computed now. A dismissal in this process forgets
-    them."""
+    RECENT_SECONDS is answered while a fresh one is computed beside the request, in a
+    session of its own; none, or one older than STALE_SECONDS, is computed now. A dismissal
+    in this process forgets them."""
     key = (
         str(session.get_bind().engine.url),
         principal.sees_all_teams,
@@ -467,15 +464,15 @@ async def recent(
         _recent.put(key, (time.monotonic(), found))
         return found
     made, found = entry
-    if time.monotonic() - made > RECENT_SECONDS and key not in _refreshing:
-        _refreshing[key] = asyncio.create_task(_refresh(db, principal, key))
+    if time.monotonic() - made > RECENT_SECONDS and key not in _refreshing and session.bind:
+        _refreshing[key] = asyncio.create_task(_refresh(session.bind, principal, key))
     return found
 
 
-async def _refresh(db: Database, principal: Principal, key: _Key) -> None:
+async def _refresh(bind: AsyncEngine | AsyncConnection, principal: Principal, key: _Key) -> None:
     began = _dismissals
     try:
-        async with db.read_session() as session:
+        async with AsyncSession(bind) as session:  # reads only, on the request's engine
             found = await compute(session, principal, utcnow())
         if began == _dismissals:
             _recent.put(key, (time.monotonic(), found))

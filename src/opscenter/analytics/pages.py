@@ -7,7 +7,7 @@ from opscenter.analytics import dashboard, insights, reports, service
 from opscenter.analytics.figures import parse_window
 from opscenter.analytics.schemas import GroupBy, ReportMetric
 from opscenter.core.clock import utcnow
-from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.context import SessionDep
 from opscenter.core.pages import LIST_LIMIT, View
 from opscenter.core.principal import Principal
 from opscenter.models import AnalyticsReportResult
@@ -39,9 +39,9 @@ async def analytics_page(principal: Principal, session: SessionDep) -> View:
     )
 
 
-async def dashboard_widget(principal: Principal, session: SessionDep, ctx: Ctx) -> View:
+async def dashboard_widget(principal: Principal, session: SessionDep) -> View:
     """The dashboard's analytics panel: the week's figures, daily backups, open insights."""
-    data = await dashboard.data(session, principal, utcnow(), ctx.db)
+    data = await dashboard.data(session, principal, utcnow())
     return View(
         "partials/analytics_widget.html",
         {

@@ -25,7 +25,7 @@ from opscenter.analytics.schemas import (
 from opscenter.audit import service as audit
 from opscenter.auth.deps import origin_of, require
 from opscenter.core.clock import utcnow
-from opscenter.core.context import Ctx, SessionDep, publish_after_commit
+from opscenter.core.context import SessionDep, publish_after_commit
 from opscenter.core.errors import Conflict, InvalidInput, NotFound, responses
 from opscenter.core.events import Event
 from opscenter.core.pagination import Page, Paging, PathId, paginate
@@ -130,9 +130,9 @@ async def dismiss_insight(
 
 
 @router.get("/dashboard-data", response_model=DashboardOut)
-async def dashboard_data(principal: ReadAnalytics, session: SessionDep, ctx: Ctx) -> DashboardOut:
+async def dashboard_data(principal: ReadAnalytics, session: SessionDep) -> DashboardOut:
     """The dashboard's figures, daily backups and open insights, in one call."""
-    return await dashboard.data(session, principal, utcnow(), ctx.db)
+    return await dashboard.data(session, principal, utcnow())
 
 
 # -- custom reports -------------------------------------------------------------------------
