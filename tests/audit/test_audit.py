@@ -374,6 +374,10 @@ async def test_tampering_is_refused_and_then_detected(backend: str, tmp_path: Pa
             # A checkpoint at the head holds what it saw: a stretch rewritten with its
             # hashes and links recomputed to fit, and a truncated tail, which no link shows.
             assert (await checkpoint(own.app.state.ctx.db)).valid
+            checkpoints = AuditCheckpoint.__table__
+            for stmt in (sa.update(checkpoints).values(last_hash="0" * 64), sa.delete(checkpoints)):
+                with pytest.raises(DBAPIError, match="append-only"):
+                    await execute(stmt)
             prev = rows[1]["hash"]
             for i, original in enumerate(rows[2:]):
                 rewritten = AuditLog(
