@@ -58,6 +58,7 @@ def make_settings(data_dir: Path, database_url: str | None = None, **overrides: 
         "OPSCENTER_RATE_LIMIT_ENABLED": False,
         "OPSCENTER_LOG_LEVEL": "WARNING",
         "OPSCENTER_HEALTH_INTERVAL": 0,
+        "OPSCENTER_AUDIT_CHECKPOINT_INTERVAL": 0,
         # Bursts in tests run on a loaded 2-core machine: they test behaviour, not overload
         # (tests/core/test_overload.py sets its own short wait).
         "OPSCENTER_DB_POOL_TIMEOUT": 30,

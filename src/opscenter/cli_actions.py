@@ -8,6 +8,7 @@ import signal
 from opscenter.audit import service as audit
 from opscenter.bootstrap import bootstrap
 from opscenter.config import Settings, get_settings
+from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
 from opscenter.core.principal import SYSTEM
 from opscenter.users import service as users
@@ -48,10 +49,17 @@ async def create_user(username: str, email: str, role: str, full_name: str, pass
 
 
 async def verify_audit() -> audit.ChainReport:
+    """Walk the whole chain; when it holds, record a checkpoint at its head, so that
+    assessments walk only the entries written after it."""
     db = await _database()
     try:
         async with db.read_session() as session:
-            return await audit.verify_chain(session)
+            report = await audit.verify_chain(session)
+        # A write session of its own: on SQLite it holds the one write lock, not for the walk.
+        async with db.write_session() as session:
+            await audit.save_checkpoint(session, report, utcnow())
+            await session.commit()
+        return report
     finally:
         await db.dispose()
 

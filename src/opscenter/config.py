@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     health_interval_seconds: float = Field(
         60, ge=0, le=86400, validation_alias="OPSCENTER_HEALTH_INTERVAL"
     )
+    # Seconds between audit chain checkpoints (the entries written since the last one are
+    # verified, so an assessment walks only those of the last interval); 0 turns them off.
+    audit_checkpoint_interval_seconds: float = Field(
+        900, ge=0, le=86400, validation_alias="OPSCENTER_AUDIT_CHECKPOINT_INTERVAL"
+    )
     # Seconds between resource collection rounds (this host, servers, storage); 0 turns it off.
     resources_interval_seconds: float = Field(
         15, ge=0, le=86400, validation_alias="OPSCENTER_RESOURCES_INTERVAL"

@@ -4,13 +4,17 @@ dismissal that survives recomputation. Custom reports: saved, generated into ver
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
+from opscenter.analytics import insights
 from opscenter.analytics.plugin import generate_due
 from opscenter.core.clock import utcnow
 from opscenter.models import AnalyticsReport, AnalyticsReportResult, InsightDismissal
@@ -27,6 +31,10 @@ async def count(api: Api, model: type, team_id: int) -> int:
             select(func.count()).select_from(model).where(model.team_id == team_id)  # type: ignore[attr-defined]
         )
     return int(n or 0)
+
+
+def at(insight: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(insight["at"].replace("Z", "+00:00"))
 
 
 async def series(api: Api, team: Team) -> dict[str, int]:
@@ -78,6 +86,82 @@ async def test_an_injected_anomaly_is_found_and_a_normal_series_is_not(
         board = (await c.get(f"{BASE}/dashboard-data")).json()
         assert board["insights_total"] == 2
         assert board["insights_by_kind"] == {"size_anomaly": 1, "failing_streak": 1}
+
+
+async def test_the_dashboard_answers_recent_insights_while_it_computes_them_anew(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team = await own_team(api, admin, make_user)
+    await series(api, team)
+    monkeypatch.setattr(insights, "RECENT_SECONDS", 0.0)  # every answer is due for renewal
+    async with team.client as c:
+
+        async def shown() -> int:
+            r = await c.get(f"{BASE}/dashboard-data")
+            assert r.status_code == 200, r.text
+            total: int = r.json()["insights_total"]
+            return total
+
+        assert await shown() == 2  # none yet: computed in the request
+        now = utcnow()
+        await add(
+            api,
+            *(backup(team, "failing", now - timedelta(hours=h), "failed") for h in (3, 2, 1)),
+        )
+        assert await shown() == 2  # the last answer, while the new one is computed
+        for _ in range(100):
+            if await shown() == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert await shown() == 3
+
+
+async def test_a_duration_jump_and_verification_gaps_are_found(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """`slow`: eight backups over three weeks, none verified, the newest far slower (a
+    faster one is never flagged). `lapsed`: verified three weeks ago, not since."""
+    team = await own_team(api, admin, make_user)
+    now = utcnow()
+    durations = [60, 62, 61, 1, 60, 61, 60, 300]
+    slow = [
+        backup(team, "slow", now - timedelta(days=21 - 3 * i), size=1000, duration=d)
+        for i, d in enumerate(durations)
+    ]
+    lapsed = [
+        backup(
+            team,
+            "lapsed",
+            now - timedelta(days=d),
+            size=1000,
+            duration=60,
+            verification="deep_ok" if d == 21 else "unverified",
+        )
+        for d in (21, 12, 3)
+    ]
+    await add(api, *slow, *lapsed)
+    async with team.client as c:
+        r = await c.get(f"{BASE}/insights")
+        assert r.status_code == 200, r.text
+        found = {(i["kind"], i["database_name"]): i for i in r.json()["items"]}
+    assert set(found) == {
+        ("duration_jump", "slow"),
+        ("verification_gap", "slow"),
+        ("verification_gap", "lapsed"),
+    }
+    jump = found["duration_jump", "slow"]
+    # sorted: 1, 60, 60, 60, 61, 61, 62, 300: median (60 + 61) / 2; deviations 0.5 (five
+    # times), 1.5, 1.5, 59.5, 239.5: MAD 0.5; the floor, 10 % of the median (6.05), beats
+    # 1.4826 * 0.5: z = 239.5 / 6.05
+    assert (jump["value"], jump["median"], jump["mad"], jump["score"]) == (300, 60.5, 0.5, 39.59)
+    assert f"/api/v1/backups/{slow[-1].id}" in jump["links"]
+    assert at(jump) == slow[-1].completed_at
+    assert jump["team_id"] == team.id and jump["server_id"] == team.server_id
+    never = found["verification_gap", "slow"]
+    assert never["at"] is None and "none of its backups" in never["detail"]
+    gap = found["verification_gap", "lapsed"]
+    assert f"the last verified backup is backup {lapsed[0].id}" in gap["detail"]
+    assert at(gap) == lapsed[0].created_at
 
 
 async def test_a_dismissed_insight_stays_dismissed(

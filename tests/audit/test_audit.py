@@ -16,8 +16,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
+from opscenter.audit.checkpoints import checkpoint
 from opscenter.audit.router import CSV_COLUMNS
-from opscenter.models import AuditLog
+from opscenter.audit.service import _digest
+from opscenter.models import AuditCheckpoint, AuditLog
 from tests.conftest import ADMIN_PASSWORD, Api, CreatedUser, UserFactory
 from tests.core.helpers import BACKENDS, assert_error, own_app, role_user, uid
 
@@ -354,8 +356,6 @@ async def test_tampering_is_refused_and_then_detected(backend: str, tmp_path: Pa
             assert "edited" in report["problem"] and report["checked"] == 2
 
             # Re-hashing the edited row moves the break to the link of the next one.
-            from opscenter.audit.service import _digest
-
             row = AuditLog(**{**target, "details": forged})
             await execute(
                 sa.update(table).where(table.c.id == target["id"]).values(hash=_digest(row))
@@ -370,6 +370,44 @@ async def test_tampering_is_refused_and_then_detected(backend: str, tmp_path: Pa
                 .values(details=target["details"], hash=target["hash"])
             )
             assert (await verify())["valid"] is True
+
+            # A checkpoint at the head holds what it saw: a stretch rewritten with its
+            # hashes and links recomputed to fit, and a truncated tail, which no link shows.
+            assert (await checkpoint(own.app.state.ctx.db)).valid
+            checkpoints = AuditCheckpoint.__table__
+            for stmt in (sa.update(checkpoints).values(last_hash="0" * 64), sa.delete(checkpoints)):
+                with pytest.raises(DBAPIError, match="append-only"):
+                    await execute(stmt)
+            prev = rows[1]["hash"]
+            for i, original in enumerate(rows[2:]):
+                rewritten = AuditLog(
+                    **{**original, "details": forged if i == 0 else original["details"]}
+                )
+                rewritten.prev_hash = prev
+                prev = rewritten.hash = _digest(rewritten)
+                await execute(
+                    sa.update(table)
+                    .where(table.c.id == original["id"])
+                    .values(details=rewritten.details, prev_hash=rewritten.prev_hash, hash=prev)
+                )
+            report = await verify()
+            assert (report["valid"], report["first_bad_id"]) == (False, rows[-1]["id"])
+            assert "checkpoint" in report["problem"] and report["checked"] == 4
+            assert not (await checkpoint(own.app.state.ctx.db)).valid  # and nothing recorded
+            async with engine.connect() as conn:
+                recorded = await conn.scalar(sa.select(sa.func.count(AuditCheckpoint.id)))
+            assert recorded == 1
+            for original in rows[2:]:
+                await execute(
+                    sa.update(table)
+                    .where(table.c.id == original["id"])
+                    .values(**{k: original[k] for k in ("details", "prev_hash", "hash")})
+                )
+            assert (await verify())["valid"] is True
+            await execute(sa.delete(table).where(table.c.id == rows[-1]["id"]))
+            report = await verify()
+            assert (report["valid"], report["first_bad_id"]) == (False, rows[-1]["id"])
+            assert "gone" in report["problem"] and report["checked"] == 4
 
             # A removed row breaks the link of the row after it.
             await execute(sa.delete(table).where(table.c.id == target["id"]))

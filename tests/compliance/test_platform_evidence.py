@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from opscenter.core.clock import utcnow
 from opscenter.models import AuditLog, Incident, Schedule, User
-from tests.compliance.helpers import assess, control, own_team, requirement
+from tests.compliance.helpers import REPORTS, assess, control, own_team, requirement, z
 from tests.conftest import ADMIN_PASSWORD, Api, UserFactory
 from tests.core.helpers import BACKENDS, own_app
 from tests.schedules.helpers import make_schedule, make_server, set_next_run, uid
@@ -203,17 +203,47 @@ async def test_incident_response_times_against_their_targets(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_the_audit_chain_evidences_logging(backend: str, tmp_path: Path) -> None:
-    """On an app of its own: the trail is damaged on purpose."""
+    """On an app of its own: the trail is damaged on purpose, before and after the
+    checkpoint a generated report leaves."""
     async with own_app(backend, tmp_path) as own:
         now = utcnow()
+        period = {"period_start": z(now - timedelta(days=1)), "period_end": z(now)}
+        table = AuditLog.__table__
+
+        async def trail_evidence() -> tuple[str, str]:
+            a = await assess(admin, "iso27001", now - timedelta(days=1), now)
+            trail = control(a, "audit-trail-intact")
+            assert requirement(a, "A.8.15")["status"] == trail["status"]
+            return trail["status"], trail["evidence"][0]["detail"]
+
+        async def forge(entry: int, action: str) -> None:
+            async with own.app.state.ctx.db.engine.begin() as conn:
+                await conn.execute(
+                    sa.update(table).where(table.c.id == entry).values(action=action)
+                )
+
         async with own.client(await own.headers_for("admin", ADMIN_PASSWORD)) as admin:
             r = await admin.post("/api/v1/users/teams", json={"name": "audited"})
             assert r.status_code == 201
-            intact = await assess(admin, "iso27001", now - timedelta(days=1), now)
-            assert control(intact, "audit-trail-intact")["status"] == "met"
-            assert requirement(intact, "A.8.15")["status"] == "met"
+            status, detail = await trail_evidence()
+            assert status == "met" and detail.endswith(
+                "every entry's hash and link hold, from the first"
+            )
 
-            # Someone with the database owner's rights drops the protection and edits a row.
+            # A generated report checkpoints the chain as it verified it.
+            async with own.app.state.ctx.db.engine.connect() as conn:
+                first, checkpointed = (
+                    await conn.execute(sa.select(sa.func.min(table.c.id), sa.func.max(table.c.id)))
+                ).one()
+            r = await admin.post(f"{REPORTS}/generate", json={"framework": "iso27001", **period})
+            assert r.status_code == 201, r.text
+            r = await admin.post("/api/v1/users/teams", json={"name": "audited-later"})
+            assert r.status_code == 201
+            status, detail = await trail_evidence()
+            # after it: the report's own entry and the team's
+            assert status == "met" and "the 2 entries since the checkpoint of " in detail
+
+            # Someone with the database owner's rights drops the protection and edits rows.
             drops = (
                 ["DROP TRIGGER audit_logs_no_update ON audit_logs"]
                 if backend == "postgres"
@@ -222,15 +252,28 @@ async def test_the_audit_chain_evidences_logging(backend: str, tmp_path: Path) -
             async with own.app.state.ctx.db.engine.begin() as conn:
                 for drop in drops:
                     await conn.execute(sa.text(drop))
-                table = AuditLog.__table__
-                first = await conn.scalar(sa.select(sa.func.min(table.c.id)))
-                await conn.execute(
-                    sa.update(table).where(table.c.id == first).values(action="forged")
+            # Before the checkpoint: the assessment does not walk it again (and says so);
+            # the full verification finds it.
+            await forge(first, "forged")
+            status, detail = await trail_evidence()
+            assert status == "met" and "only a full verification" in detail
+            full = (await admin.get("/api/v1/audit/verify")).json()
+            assert (full["valid"], full["first_bad_id"]) == (False, first)
+            # The checkpoint's own last entry, and one after it.
+            async with own.app.state.ctx.db.engine.connect() as conn:
+                action = await conn.scalar(
+                    sa.select(table.c.action).where(table.c.id == checkpointed)
                 )
-            broken = await assess(admin, "iso27001", now - timedelta(days=1), now)
-    trail = control(broken, "audit-trail-intact")
-    assert trail["status"] == "not_met"
-    assert trail["evidence"][0]["detail"] == (
-        f"broken at entry {first}: this row was edited after it was written"
+            await forge(checkpointed, "forged")
+            status, detail = await trail_evidence()
+            assert status == "not_met" and detail.startswith(
+                f"broken at entry {checkpointed}: this entry was removed or changed since the "
+                "checkpoint of "
+            )
+            await forge(checkpointed, action)
+            await forge(checkpointed + 1, "forged")
+            status, detail = await trail_evidence()
+    assert (status, detail) == (
+        "not_met",
+        f"broken at entry {checkpointed + 1}: this row was edited after it was written",
     )
-    assert requirement(broken, "A.8.15")["status"] == "not_met"

@@ -1,5 +1,5 @@
 """What the dashboard shows, in one call: the week's figures, the last 14 days of backups
-and the open insights (at most a minute old: `insights.recent`)."""
+and the open insights (about a minute old at most: `insights.recent`)."""
 
 from __future__ import annotations
 

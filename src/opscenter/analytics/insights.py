@@ -1,13 +1,13 @@
 """Insights: anomalies found, on request, by median and MAD per target.
 
 For each target (server, database) the last SERIES finished backups of the last
-LOOKBACK_DAYS are read in one windowed query; a completed backup whose size is more than
-Z_LIMIT robust standard deviations (1.4826 MAD) from the target's median is a size
-anomaly, one whose duration is that far above it a duration jump (Iglewicz and Hoaglin's
-3.5). A failing streak is STREAK or more failures in a row up to the newest; a
-verification gap is an active target none of whose backups of the last GAP_DAYS were
-verified. Incidents per team per calendar week: this week far above the median of the
-previous weeks is a rise.
+LOOKBACK_DAYS, and when it was last verified, are read in one windowed query; a
+completed backup whose size is more than Z_LIMIT robust standard deviations (1.4826 MAD)
+from the target's median is a size anomaly, one whose duration is that far above it a
+duration jump (Iglewicz and Hoaglin's 3.5). A failing streak is STREAK or more failures
+in a row up to the newest; a verification gap is an active target none of whose backups
+of the last GAP_DAYS were verified. Incidents per team per calendar week: this week far
+above the median of the previous weeks is a rise.
 
 Each insight has a fingerprint: sha256 of its kind, its subject and the anomalous data
 point (a backup id, the first failure of the streak, the last verified backup, the week),
@@ -15,14 +15,17 @@ so a dismissal (`analytics_dismissals`) outlives the recomputation."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Subquery, and_, func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from opscenter.analytics import figures as fig
 from opscenter.analytics.figures import MONDAY_ORIGIN, WEEK, Period
@@ -30,7 +33,9 @@ from opscenter.analytics.schemas import InsightOut
 from opscenter.analytics.service import scoped, server_names
 from opscenter.core import stats
 from opscenter.core.cache import TtlCache
+from opscenter.core.clock import utcnow
 from opscenter.core.errors import Conflict, NotFound
+from opscenter.core.logging import get_logger
 from opscenter.core.principal import Principal
 from opscenter.core.scoping import readable
 from opscenter.models import Backup, BackupStatus, Incident, InsightDismissal
@@ -48,10 +53,14 @@ GAP_DAYS = 14
 INCIDENT_WEEKS = 8
 MIN_INCIDENTS = 3
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
-#: The dashboard shows insights at most this old: computing them reads every target's
-#: recent backups, too much for each refresh of the dashboard. `/insights` always computes.
+#: The dashboard shows insights about this old at most (while newer ones are computed):
+#: computing them reads every target's recent backups, too much to wait for on each refresh
+#: of the dashboard; older than STALE_SECONDS they are computed in the request again.
+#: `/insights` always computes.
 RECENT_SECONDS = 60.0
+STALE_SECONDS = 600.0
 API = "/api/v1"
+log = get_logger("opscenter.analytics")
 
 
 def fingerprint(kind: str, subject: str, point: object) -> str:
@@ -60,14 +69,40 @@ def fingerprint(kind: str, subject: str, point: object) -> str:
 
 @dataclass
 class _Target:
+    """A target's finished backups of the last LOOKBACK_DAYS: the newest SERIES of them,
+    newest first, column by column, and when its backups were completed and verified."""
+
     team_id: int
     server_id: int | None
     database_name: str
-    rows: list[Any]  # newest first
+    first_done: datetime | None = None
+    last_done: datetime | None = None
+    verified_id: int | None = None
+    verified_at: datetime | None = None
+    ids: list[int] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    sizes: list[int | None] = field(default_factory=list)
+    durations: list[float | None] = field(default_factory=list)
 
     @property
     def subject(self) -> str:
         return f"{self.server_id}/{self.database_name}"
+
+
+@dataclass
+class _Flag:
+    """An unusual backup of a target: a size or duration far from its median, or the first
+    failure of a streak. Only the flagged backups' times are read, after."""
+
+    kind: str
+    target: _Target
+    backup_id: int
+    value: float
+    center: float | None = None
+    spread: float | None = None
+    score: float | None = None
+    samples: int = 0
+    newest_id: int = 0
 
 
 def _insight(
@@ -114,64 +149,96 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _outliers(target: _Target, name: str) -> list[InsightOut]:
+def _outliers(target: _Target, *, sizes: bool) -> list[_Flag]:
+    values = target.sizes if sizes else target.durations
     done = [
-        r
-        for r in target.rows
-        if r.status == BackupStatus.COMPLETED and getattr(r, name) is not None
+        (i, float(v))
+        for i, status, v in zip(target.ids, target.statuses, values, strict=True)
+        if status == BackupStatus.COMPLETED and v is not None
     ]
     if len(done) < MIN_SERIES:
         return []
-    values = [float(getattr(r, name)) for r in done]
-    center = stats.median(values)
-    spread = stats.mad(values, center)
-    sizes = name == "size_bytes"
+    center = stats.median([v for _, v in done])
+    spread = stats.mad([v for _, v in done], center)
     floor = (
         SIZE_FLOOR * abs(center)
         if sizes
         else max(DURATION_FLOOR * abs(center), DURATION_FLOOR_SECONDS)
     )
+    sigma = stats.robust_sigma(spread, max(floor, 1e-9))
     found = []
-    for r, value in zip(done, values, strict=True):
-        z = stats.robust_z(value, center, spread, max(floor, 1e-9))
+    for i, value in done:
+        z = (value - center) / sigma  # stats.robust_z, its sigma computed once per series
         if abs(z) <= Z_LIMIT or (not sizes and z < 0):
             continue
-        where = f"{target.database_name} (server {target.server_id})"
-        if sizes:
-            smaller = value < center
-            kind, severity = "size_anomaly", "warning" if smaller else "info"
-            title = (
-                f"Backup {r.id} of {where} is far {'smaller' if smaller else 'larger'} than usual"
-            )
-            detail = (
-                f"{_size(value)} against a median of {_size(center)} over the last {len(done)} "
-                f"completed backups (robust z {z:.1f})"
-            )
-        else:
-            kind, severity = "duration_jump", "warning"
-            title = f"Backup {r.id} of {where} took far longer than usual"
-            detail = (
-                f"{value:.0f} s against a median of {center:.0f} s over the last {len(done)} "
-                f"completed backups (robust z {z:.1f})"
-            )
-        found.append(
-            _insight(
-                kind,
-                severity,
-                title,
-                detail,
-                target,
-                r.id,
-                team_id=target.team_id,
-                at=r.completed_at or r.created_at,
-                links=[f"{API}/backups/{r.id}", _target_link(target)],
-                value=value,
-                center=center,
-                spread=spread,
-                score=z,
-            )
-        )
+        kind = "size_anomaly" if sizes else "duration_jump"
+        found.append(_Flag(kind, target, i, value, center, spread, z, len(done)))
     return found
+
+
+def _streak(target: _Target) -> list[_Flag]:
+    length = next(
+        (n for n, status in enumerate(target.statuses) if status == BackupStatus.COMPLETED),
+        len(target.statuses),
+    )
+    if length < STREAK:
+        return []
+    first = target.ids[length - 1]
+    return [_Flag("failing_streak", target, first, float(length), newest_id=target.ids[0])]
+
+
+def _described(flag: _Flag, created: datetime, completed: datetime | None) -> InsightOut:
+    target, value = flag.target, flag.value
+    where = f"{target.database_name} (server {target.server_id})"
+    if flag.kind == "failing_streak":
+        return _insight(
+            flag.kind,
+            "critical" if value >= 2 * STREAK else "warning",
+            f"{value:.0f} failed backups in a row of {where}",
+            f"every backup since backup {flag.backup_id} failed; the newest is backup "
+            f"{flag.newest_id}",
+            target,
+            flag.backup_id,
+            team_id=target.team_id,
+            at=created,
+            links=[f"{API}/backups/{flag.newest_id}", f"{_target_link(target)}&status=failed"],
+            value=value,
+        )
+    assert flag.center is not None and flag.score is not None
+    center, z, n = flag.center, flag.score, flag.samples
+    if flag.kind == "size_anomaly":
+        smaller = value < center
+        severity = "warning" if smaller else "info"
+        title = (
+            f"Backup {flag.backup_id} of {where} is far "
+            f"{'smaller' if smaller else 'larger'} than usual"
+        )
+        detail = (
+            f"{_size(value)} against a median of {_size(center)} over the last {n} "
+            f"completed backups (robust z {z:.1f})"
+        )
+    else:
+        severity = "warning"
+        title = f"Backup {flag.backup_id} of {where} took far longer than usual"
+        detail = (
+            f"{value:.0f} s against a median of {center:.0f} s over the last {n} "
+            f"completed backups (robust z {z:.1f})"
+        )
+    return _insight(
+        flag.kind,
+        severity,
+        title,
+        detail,
+        target,
+        flag.backup_id,
+        team_id=target.team_id,
+        at=completed or created,
+        links=[f"{API}/backups/{flag.backup_id}", _target_link(target)],
+        value=value,
+        center=center,
+        spread=flag.spread,
+        score=z,
+    )
 
 
 def _target_link(target: _Target) -> str:
@@ -179,76 +246,35 @@ def _target_link(target: _Target) -> str:
     return f"{API}/backups?{server}database_name={target.database_name}"
 
 
-def _streak(target: _Target) -> list[InsightOut]:
-    streak = []
-    for r in target.rows:
-        if r.status == BackupStatus.COMPLETED:
-            break
-        streak.append(r)
-    if len(streak) < STREAK:
+def _gap(target: _Target, now: datetime) -> list[InsightOut]:
+    """An active, old enough target with no verified backup in the last GAP_DAYS."""
+    since = now - timedelta(days=GAP_DAYS)
+    first, last, vid, vat = (
+        target.first_done,
+        target.last_done,
+        target.verified_id,
+        target.verified_at,
+    )
+    if first is None or last is None or first > since or last < since:
+        return []  # new, or no longer backed up: nothing to verify regularly
+    if vat is not None and vat >= since:
         return []
-    first = streak[-1]
+    db, sid = target.database_name, target.server_id
     return [
         _insight(
-            "failing_streak",
-            "critical" if len(streak) >= 2 * STREAK else "warning",
-            f"{len(streak)} failed backups in a row of {target.database_name} "
-            f"(server {target.server_id})",
-            f"every backup since backup {first.id} failed; the newest is backup {streak[0].id}",
+            "verification_gap",
+            "warning",
+            f"No backup of {db} (server {sid}) verified in {GAP_DAYS} days",
+            f"none of its backups of the last {LOOKBACK_DAYS} days was verified"
+            if vid is None or vat is None
+            else f"the last verified backup is backup {vid}, made {vat:%Y-%m-%d}",
             target,
-            first.id,
+            vid or 0,
             team_id=target.team_id,
-            at=first.created_at,
-            links=[f"{API}/backups/{streak[0].id}", f"{_target_link(target)}&status=failed"],
-            value=float(len(streak)),
+            at=vat,
+            links=[_target_link(target), f"{API}/verify"],
         )
     ]
-
-
-async def _gaps(session: AsyncSession, principal: Principal, now: datetime) -> list[InsightOut]:
-    """Active, old enough targets with no verified backup in the last GAP_DAYS."""
-    done = Backup.status == BackupStatus.COMPLETED
-    verified = and_(done, Backup.verification_status.in_(fig.VERIFIED))
-    stmt = (
-        select(
-            Backup.server_id,
-            Backup.database_name,
-            func.max(Backup.team_id),
-            func.min(case((done, Backup.created_at))),
-            func.max(case((done, Backup.created_at))),
-            func.max(case((verified, Backup.id))),
-            func.max(case((verified, Backup.created_at))),
-        )
-        .where(fig.backup_filter(Period(now - timedelta(days=LOOKBACK_DAYS), now)))
-        .group_by(Backup.server_id, Backup.database_name)
-    )
-    since = now - timedelta(days=GAP_DAYS)
-    found = []
-    for sid, db, team, first, last, vid, vat in (
-        await session.execute(scoped(stmt, Backup, principal))
-    ).all():
-        if first is None or last is None or first > since or last < since:
-            continue  # new, or no longer backed up: nothing to verify regularly
-        if vat is not None and vat >= since:
-            continue
-        target = _Target(int(team), sid, db, [])
-        never = vid is None
-        found.append(
-            _insight(
-                "verification_gap",
-                "warning",
-                f"No backup of {db} (server {sid}) verified in {GAP_DAYS} days",
-                "none of its backups of the last 90 days was verified"
-                if never
-                else f"the last verified backup is backup {vid}, made {vat:%Y-%m-%d}",
-                target,
-                vid or 0,
-                team_id=int(team),
-                at=vat,
-                links=[_target_link(target), f"{API}/verify"],
-            )
-        )
-    return found
 
 
 async def _incident_rises(
@@ -302,48 +328,103 @@ async def _incident_rises(
     return found
 
 
-async def _targets(session: AsyncSession, principal: Principal, now: datetime) -> list[_Target]:
-    rank = (
-        func.row_number()
-        .over(partition_by=(Backup.server_id, Backup.database_name), order_by=Backup.id.desc())
-        .label("rank")
+def _ranked(principal: Principal, now: datetime) -> Subquery:
+    """The caller's finished backups of the last LOOKBACK_DAYS, ranked per target from the
+    newest."""
+    rank = func.row_number().over(
+        partition_by=(Backup.server_id, Backup.database_name), order_by=Backup.id.desc()
     )
-    inner = scoped(
-        select(
-            Backup.id,
-            Backup.team_id,
-            Backup.server_id,
-            Backup.database_name,
-            Backup.status,
-            Backup.size_bytes,
-            Backup.duration_seconds,
-            Backup.created_at,
-            Backup.completed_at,
-            rank,
-        ).where(fig.backup_filter(Period(now - timedelta(days=LOOKBACK_DAYS), now))),
-        Backup,
-        principal,
-    ).subquery()
-    rows = (
-        await session.execute(select(inner).where(inner.c.rank <= SERIES).order_by(inner.c.rank))
-    ).all()
-    targets: dict[tuple[int | None, str], _Target] = {}
-    for r in rows:
-        key = (r.server_id, r.database_name)
-        if key not in targets:
-            targets[key] = _Target(r.team_id, r.server_id, r.database_name, [])
-        targets[key].rows.append(r)
+    stmt = select(
+        Backup.id,
+        Backup.team_id,
+        Backup.server_id,
+        Backup.database_name,
+        Backup.status,
+        Backup.size_bytes,
+        Backup.duration_seconds,
+        Backup.created_at,
+        Backup.verification_status,
+        rank.label("rank"),
+    ).where(fig.backup_filter(Period(now - timedelta(days=LOOKBACK_DAYS), now)))
+    return scoped(stmt, Backup, principal).subquery()
+
+
+def _history(b: Subquery) -> list[Any]:
+    """Per target: the newest backup's team, its first and last completed backup, its last
+    verified one."""
+    done = b.c.status == BackupStatus.COMPLETED
+    verified = and_(done, b.c.verification_status.in_(fig.VERIFIED))
+    return [
+        b.c.server_id,
+        b.c.database_name,
+        func.max(b.c.team_id).filter(b.c.rank == 1).label("team_id"),
+        func.min(b.c.created_at).filter(done).label("first_done"),
+        func.max(b.c.created_at).filter(done).label("last_done"),
+        func.max(b.c.id).filter(verified).label("verified_id"),
+        func.max(b.c.created_at).filter(verified).label("verified_at"),
+    ]
+
+
+async def _targets(session: AsyncSession, principal: Principal, now: datetime) -> list[_Target]:
+    """Every target's series and history. PostgreSQL gathers each target's series into
+    arrays: a row per target, not one per backup, to decode and keep; SQLite, without
+    ordered aggregates, reads the series' rows."""
+    b = _ranked(principal, now)
+    newest = b.c.rank <= SERIES
+    by_target = (b.c.server_id, b.c.database_name)
+    if session.get_bind().dialect.name == "postgresql":
+
+        def series(column: Any) -> Any:
+            return func.array_agg(aggregate_order_by(column, b.c.id.desc())).filter(newest)
+
+        stmt = select(
+            *_history(b),
+            series(b.c.id).label("ids"),
+            series(b.c.status).label("statuses"),
+            series(b.c.size_bytes).label("sizes"),
+            series(b.c.duration_seconds).label("durations"),
+        ).group_by(*by_target)
+        return [_Target(**row._mapping) for row in await session.execute(stmt)]
+    history = await session.execute(select(*_history(b)).group_by(*by_target))
+    targets = {(r.server_id, r.database_name): _Target(**r._mapping) for r in history}
+    rows = await session.execute(
+        select(*by_target, b.c.id, b.c.status, b.c.size_bytes, b.c.duration_seconds)
+        .where(newest)
+        .order_by(b.c.rank)
+    )
+    for sid, db, id_, status, size, duration in rows:
+        target = targets[(sid, db)]
+        target.ids.append(id_)
+        target.statuses.append(status)
+        target.sizes.append(size)
+        target.durations.append(duration)
     return list(targets.values())
+
+
+async def _times(
+    session: AsyncSession, ids: set[int]
+) -> dict[int, tuple[datetime, datetime | None]]:
+    """When the flagged backups were made and completed."""
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Backup.id, Backup.created_at, Backup.completed_at).where(Backup.id.in_(ids))
+    )
+    return {i: (created, completed) for i, created, completed in rows}
 
 
 async def compute(session: AsyncSession, principal: Principal, now: datetime) -> list[InsightOut]:
     """Every insight the caller's teams have, dismissed ones marked, most severe first."""
-    found: list[InsightOut] = []
-    for target in await _targets(session, principal, now):
-        found += _outliers(target, "size_bytes")
-        found += _outliers(target, "duration_seconds")
-        found += _streak(target)
-    found += await _gaps(session, principal, now)
+    targets = await _targets(session, principal, now)
+    flags = [
+        flag
+        for t in targets
+        for flag in (*_outliers(t, sizes=True), *_outliers(t, sizes=False), *_streak(t))
+    ]
+    times = await _times(session, {f.backup_id for f in flags})
+    # A flagged backup deleted since it was read has nothing left to show.
+    found = [_described(f, *times[f.backup_id]) for f in flags if f.backup_id in times]
+    found += [gap for t in targets for gap in _gap(t, now)]
     found += await _incident_rises(session, principal, now)
     names = await server_names(session, {i.server_id for i in found if i.server_id})
     for i in found:
@@ -359,24 +440,46 @@ async def compute(session: AsyncSession, principal: Principal, now: datetime) ->
     return found
 
 
-_recent: TtlCache[tuple[str, bool, frozenset[int]], list[InsightOut]] = TtlCache(
-    RECENT_SECONDS, 1000
-)
+_Key = tuple[str, bool, frozenset[int]]
+#: Per database and teams: when computed (monotonic seconds), and what.
+_recent: TtlCache[_Key, tuple[float, list[InsightOut]]] = TtlCache(STALE_SECONDS, 1000)
+_refreshing: dict[_Key, asyncio.Task[None]] = {}
+#: Moves on at each dismissal: a computation that began before one does not keep its answer.
+_dismissals = 0
 
 
 async def recent(session: AsyncSession, principal: Principal, now: datetime) -> list[InsightOut]:
-    """`compute`, or its answer for the same teams (of the same database) of the last
-    RECENT_SECONDS; a dismissal in this process forgets them."""
+    """`compute`, or its answer for the same teams of the same database: one older than
+    RECENT_SECONDS is answered while a fresh one is computed beside the request, in a
+    session of its own; none, or one older than STALE_SECONDS, is computed now. A dismissal
+    in this process forgets them."""
     key = (
         str(session.get_bind().engine.url),
         principal.sees_all_teams,
         frozenset() if principal.sees_all_teams else principal.team_ids,
     )
-    found = _recent.get(key)
-    if found is None:
+    entry = _recent.get(key)
+    if entry is None:
         found = await compute(session, principal, now)
-        _recent.put(key, found)
+        _recent.put(key, (time.monotonic(), found))
+        return found
+    made, found = entry
+    if time.monotonic() - made > RECENT_SECONDS and key not in _refreshing and session.bind:
+        _refreshing[key] = asyncio.create_task(_refresh(session.bind, principal, key))
     return found
+
+
+async def _refresh(bind: AsyncEngine | AsyncConnection, principal: Principal, key: _Key) -> None:
+    began = _dismissals
+    try:
+        async with AsyncSession(bind) as session:  # reads only, on the request's engine
+            found = await compute(session, principal, utcnow())
+        if began == _dismissals:
+            _recent.put(key, (time.monotonic(), found))
+    except Exception:
+        log.exception("computing the dashboard's insights failed")
+    finally:
+        del _refreshing[key]
 
 
 async def _dismissed(
@@ -418,6 +521,8 @@ async def dismiss(
     )
     session.add(row)
     await session.flush()
+    global _dismissals
+    _dismissals += 1
     _recent.clear()
     match.dismissed, match.dismissed_at = True, now
     return match, row

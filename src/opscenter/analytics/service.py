@@ -131,30 +131,41 @@ async def server_names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
     return {i: n for i, n in rows.all()}
 
 
-def interval(schedule: Schedule, at: datetime) -> timedelta | None:
-    tz = cron.zone(schedule.timezone)
-    first = cron.next_after(schedule.cron_expression, tz, at)
-    second = first and cron.next_after(schedule.cron_expression, tz, first)
+def interval(cron_expression: str, timezone: str, at: datetime) -> timedelta | None:
+    tz = cron.zone(timezone)
+    first = cron.next_after(cron_expression, tz, at)
+    second = first and cron.next_after(cron_expression, tz, first)
     return second - first if first and second else None
 
 
 async def rpo(session: AsyncSession, principal: Principal, at: datetime) -> RpoFigures:
     """Targets of enabled schedules whose last good backup, at `at`, is at most 1.5 of the
     schedule's intervals old. A target with several schedules is judged by the tightest."""
-    schedules = (
-        await session.scalars(scoped(select(Schedule).where(Schedule.enabled), Schedule, principal))
-    ).all()
+    # Columns, not Schedule objects: an installation has hundreds of schedules.
+    schedules = await session.execute(
+        scoped(
+            select(
+                Schedule.server_id,
+                Schedule.database_name,
+                Schedule.source_path,
+                Schedule.cron_expression,
+                Schedule.timezone,
+            ).where(Schedule.enabled),
+            Schedule,
+            principal,
+        )
+    )
     allowed: dict[tuple[int, str], timedelta] = {}
     # Schedules mostly share a few expressions: each (cron, timezone) is evaluated once.
     steps: dict[tuple[str, str], timedelta | None] = {}
-    for s in schedules:
-        known = (s.cron_expression, s.timezone)
+    for server_id, database_name, source_path, expression, timezone in schedules:
+        known = (expression, timezone)
         if known not in steps:
-            steps[known] = interval(s, at)
+            steps[known] = interval(expression, timezone, at)
         step = steps[known]
         if step is None:
             continue
-        key = (s.server_id, s.database_name or s.source_path or "")
+        key = (server_id, database_name or source_path or "")
         allowed[key] = min(allowed.get(key, step * RPO_INTERVALS), step * RPO_INTERVALS)
     if not allowed:
         return RpoFigures(scheduled_targets=0, compliant=0, compliance_percent=None, late=[])

@@ -18,6 +18,7 @@ from opscenter.core.logging import redact
 from opscenter.core.principal import Principal
 from opscenter.models import (
     AlertPolicy,
+    AuditCheckpoint,
     AuditLog,
     Backup,
     ExternalJob,
@@ -75,14 +76,22 @@ class AuditFilters:
 
 @dataclass(frozen=True)
 class ChainReport:
+    """A walk of the chain: `checked` entries after entry `after_id` (0: from the first),
+    up to entry `head_id`, or where it broke."""
+
     valid: bool
     checked: int
     first_bad_id: int | None = None
     problem: str | None = None
     head_hash: str | None = None
+    head_id: int | None = None
+    after_id: int = 0
+    #: When the checkpoint the walk continued was made.
+    after_at: datetime | None = None
 
 
-def _digest(row: AuditLog) -> str:
+def _digest(row: Any) -> str:
+    """The entry's hash; `row` is an AuditLog or a row of its columns."""
     body = {
         "created_at": isoformat_z(row.created_at),
         "user_id": row.user_id,
@@ -232,28 +241,92 @@ async def iter_rows(
         last_id = rows[-1].id
 
 
-async def verify_chain(session: AsyncSession, batch: int = 1000) -> ChainReport:
-    """Walk the chain oldest first: an edited row fails its hash, a removed one its link."""
-    prev_hash = GENESIS
+#: What an entry's hash covers, with its id: a walk reads these as rows, not objects.
+CHAINED = list(AuditLog.__table__.columns)
+
+
+async def verify_chain(
+    session: AsyncSession, since: AuditCheckpoint | None = None, batch: int = 1000
+) -> ChainReport:
+    """Walk the chain oldest first: an edited row fails its hash, a removed one its link.
+
+    From the first entry, or with `since` only the entries after that checkpoint's last
+    one, once that entry still carries the hash the checkpoint recorded. An edit before it
+    shows only in a walk from the first entry. Such a walk also holds every entry a
+    checkpoint recorded to that hash (a stretch rewritten with recomputed hashes and links
+    still differs from it) and finds the entries gone that a checkpoint saw (a truncated
+    tail, which no link betrays)."""
+    prev_hash, last_id = GENESIS, 0
+    if since is not None:
+        row = (await session.execute(select(*CHAINED).where(AuditLog.id == since.last_id))).first()
+        if row is None or row.hash != since.last_hash or _digest(row) != row.hash:
+            problem = (
+                "this entry was removed or changed since the checkpoint of "
+                f"{isoformat_z(since.verified_at)}"
+            )
+            return ChainReport(False, 0, since.last_id, problem)
+        prev_hash, last_id = since.last_hash, since.last_id
+    after_id, after_at = last_id, since.verified_at if since else None
     checked = 0
-    last_id = 0
+    recorded = await _recorded(session, after_id)
     while True:
         rows = (
-            await session.scalars(
-                select(AuditLog).where(AuditLog.id > last_id).order_by(AuditLog.id).limit(batch)
+            await session.execute(
+                select(*CHAINED).where(AuditLog.id > last_id).order_by(AuditLog.id).limit(batch)
             )
         ).all()
         for row in rows:
+            broken: str | None = None
             if row.prev_hash != prev_hash:
-                return ChainReport(
-                    False, checked, row.id, "a row before this one was removed or reordered"
-                )
-            if _digest(row) != row.hash:
-                return ChainReport(
-                    False, checked, row.id, "this row was edited after it was written"
-                )
-            prev_hash = row.hash
+                broken = "a row before this one was removed or reordered"
+            elif _digest(row) != row.hash:
+                broken = "this row was edited after it was written"
+            elif recorded.get(row.id, row.hash) != row.hash:
+                broken = "this row differs from the hash a checkpoint recorded for it"
+            if broken:
+                return ChainReport(False, checked, row.id, broken)
+            prev_hash, last_id = row.hash, row.id
             checked += 1
-            last_id = row.id
         if len(rows) < batch:
-            return ChainReport(True, checked, head_hash=prev_hash if checked else None)
+            break
+    if recorded and max(recorded) > last_id:
+        gone = "the entries up to this one, seen by a checkpoint, are gone"
+        return ChainReport(False, checked, max(recorded), gone)
+    if not last_id:  # an empty trail
+        return ChainReport(True, 0)
+    return ChainReport(True, checked, None, None, prev_hash, last_id, after_id, after_at)
+
+
+async def _recorded(session: AsyncSession, after_id: int) -> dict[int, str]:
+    """The hashes checkpoints recorded for entries after `after_id`."""
+    rows = await session.execute(
+        select(AuditCheckpoint.last_id, AuditCheckpoint.last_hash).where(
+            AuditCheckpoint.last_id > after_id
+        )
+    )
+    return {i: h for i, h in rows}
+
+
+async def latest_checkpoint(session: AsyncSession) -> AuditCheckpoint | None:
+    """The checkpoint that reached furthest."""
+    stmt = (
+        select(AuditCheckpoint)
+        .order_by(AuditCheckpoint.last_id.desc(), AuditCheckpoint.id.desc())
+        .limit(1)
+    )
+    return (await session.scalars(stmt)).first()
+
+
+async def save_checkpoint(
+    session: AsyncSession, report: ChainReport, at: datetime
+) -> AuditCheckpoint | None:
+    """Record a walk that held and verified entries (nothing else is worth a checkpoint)."""
+    if not report.valid or not report.checked or report.head_id is None:
+        return None
+    assert report.head_hash is not None
+    row = AuditCheckpoint(
+        verified_at=at, after_id=report.after_id, last_id=report.head_id, last_hash=report.head_hash
+    )
+    session.add(row)
+    await session.flush()
+    return row

@@ -189,11 +189,14 @@ async def generate_report(
     # would hold the one write lock through the whole assessment.
     await release(session)
     async with ctx.db.read_session() as reading:
+        chain = await service.verify_chain(reading)
         assessment = await service.assess_framework(
-            reading, scope, body.framework, body.period_start, body.period_end
+            reading, scope, body.framework, body.period_start, body.period_end, chain
         )
     row = service.store_report(session, principal, assessment, team)
     await session.flush()
+    # The next assessment walks only the entries written after this one's.
+    await audit.save_checkpoint(session, chain, assessment.generated_at)
     await audit.record(
         session,
         action="compliance.report_generate",

@@ -256,14 +256,26 @@ Target = tuple[int | None, str]
 Found = tuple[Status, list[EvidenceItem]]
 
 
+async def verify_chain(session: AsyncSession) -> audit.ChainReport:
+    """The audit chain's entries after its latest checkpoint: what an assessment claims."""
+    return await audit.verify_chain(session, await audit.latest_checkpoint(session))
+
+
 class Gatherer:
     """The platform's facts for one principal and period, each read once however many
     controls use them: a bounded number of aggregate queries, none per target."""
 
-    def __init__(self, session: AsyncSession, principal: Principal, period: Period) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        period: Period,
+        chain: audit.ChainReport | None = None,
+    ) -> None:
         self.session = session
         self.principal = principal
         self.period = period
+        self.chain = chain
         self._cache: dict[str, Any] = {}
 
     async def _once(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
@@ -497,9 +509,21 @@ class Gatherer:
 
     # -- the audit trail ----------------------------------------------------------------
     async def audit_trail(self) -> Found:
-        report = await audit.verify_chain(self.session)
-        if report.valid:
-            detail = f"verified at {isoformat_z(utcnow())}: every entry's hash and link hold"
+        """The chain after the latest checkpoint (or as the caller just verified it)."""
+        report = self.chain or await verify_chain(self.session)
+        now = isoformat_z(utcnow())
+        if report.valid and report.after_at is None:
+            detail = f"verified at {now}: every entry's hash and link hold, from the first"
+        elif report.valid:
+            assert report.after_at is not None
+            detail = (
+                f"verified at {now}: the {report.checked} entries since the checkpoint of "
+                f"{isoformat_z(report.after_at)} hold their hashes and links, and the last "
+                "entry that checkpoint verified still carries the hash it recorded; the "
+                "entries up to it were verified by that checkpoint and those before it, not "
+                "again now: only a full verification (GET /audit/verify) would show an edit "
+                "made to them since"
+            )
         else:
             where = f" at entry {report.first_bad_id}" if self.principal.sees_all_teams else ""
             detail = f"broken{where}: {report.problem}"
@@ -752,10 +776,16 @@ def check_period(start: datetime, end: datetime, now: datetime) -> None:
 
 
 async def assess_framework(
-    session: AsyncSession, principal: Principal, framework: str, start: datetime, end: datetime
+    session: AsyncSession,
+    principal: Principal,
+    framework: str,
+    start: datetime,
+    end: datetime,
+    chain: audit.ChainReport | None = None,
 ) -> FrameworkAssessment:
-    """Each requirement of `framework` over [start, end], as `principal`'s teams stand."""
-    [assessment] = await assess_frameworks(session, principal, [framework], start, end)
+    """Each requirement of `framework` over [start, end], as `principal`'s teams stand;
+    with the audit chain as `chain` says when given (`verify_chain`'s report)."""
+    [assessment] = await assess_frameworks(session, principal, [framework], start, end, chain)
     return assessment
 
 
@@ -765,12 +795,13 @@ async def assess_frameworks(
     framework_ids: Sequence[str],
     start: datetime,
     end: datetime,
+    chain: audit.ChainReport | None = None,
 ) -> list[FrameworkAssessment]:
     """Several frameworks over one period, each control assessed once for all of them."""
     found = [get_framework(f) for f in framework_ids]
     now = utcnow()
     check_period(start, end, now)
-    gatherer = Gatherer(session, principal, Period(start, end, min(end, now)))
+    gatherer = Gatherer(session, principal, Period(start, end, min(end, now)), chain)
     assessed: dict[str, ControlAssessment] = {}
     results = []
     for framework in found:

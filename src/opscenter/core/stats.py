@@ -29,13 +29,17 @@ def mad(values: Sequence[float], center: float | None = None) -> float:
     return median([abs(v - mid) for v in values])
 
 
-def robust_z(value: float, center: float, spread: float, floor: float) -> float:
-    """How many robust standard deviations (1.4826 MAD) `value` is from `center`.
+def robust_sigma(spread: float, floor: float) -> float:
+    """The robust standard deviation (1.4826 MAD) of a series whose MAD is `spread`.
 
-    `floor` bounds the deviation from below: a perfectly regular series (MAD 0) would
-    otherwise call the smallest wobble infinitely unusual."""
-    sigma = max(MAD_TO_SIGMA * spread, floor)
-    return (value - center) / sigma
+    `floor` bounds it from below: a perfectly regular series (MAD 0) would otherwise call
+    the smallest wobble infinitely unusual."""
+    return max(MAD_TO_SIGMA * spread, floor)
+
+
+def robust_z(value: float, center: float, spread: float, floor: float) -> float:
+    """How many robust standard deviations `value` is from `center`."""
+    return (value - center) / robust_sigma(spread, floor)
 
 
 def spread_points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

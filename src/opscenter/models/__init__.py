@@ -2,7 +2,7 @@
 
 from opscenter.models.ai_models import AiCall, AiFallbackConfig, AiModel, AiPrompt
 from opscenter.models.analytics import AnalyticsReport, AnalyticsReportResult, InsightDismissal
-from opscenter.models.audit import AuditLog
+from opscenter.models.audit import AuditCheckpoint, AuditLog
 from opscenter.models.auth import ApiKey, RefreshToken, Role, Team, User, team_members
 from opscenter.models.backups import Backup, BackupStatus, Job, JobStatus
 from opscenter.models.base import Base, IdMixin, TimestampMixin
@@ -84,6 +84,7 @@ __all__ = [
     "AnalyticsReport",
     "AnalyticsReportResult",
     "ApiKey",
+    "AuditCheckpoint",
     "AuditLog",
     "Backup",
     "BackupStatus",

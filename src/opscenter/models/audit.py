@@ -30,3 +30,18 @@ class AuditLog(IdMixin, Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpoint(IdMixin, Base):
+    """A verified stretch of the audit chain: at `verified_at`, the entries after
+    `after_id` up to `last_id` held their hashes and links, entry `last_id` carrying
+    `last_hash`. `after_id` 0 is a walk from the first entry; any other continues the
+    checkpoint that ended at that entry. Appended only."""
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    verified_at: Mapped[datetime]
+    after_id: Mapped[int]
+    last_id: Mapped[int]
+    last_hash: Mapped[str] = mapped_column(String(64))
