@@ -3,6 +3,7 @@ a team with its own operator, so another test's rows never reach the figures."""
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,7 +45,12 @@ async def own_team(
     server, storage = await add(
         api,
         Server(team_id=team["id"], name=f"db-{uuid.uuid4().hex[:6]}", type="local"),
-        StorageProvider(team_id=team["id"], name=f"st-{uuid.uuid4().hex[:6]}", type="local"),
+        StorageProvider(
+            team_id=team["id"],
+            name=f"st-{uuid.uuid4().hex[:6]}",
+            type="local",
+            config={"path": tempfile.gettempdir()},  # a whole row, as the API writes them
+        ),
     )
     return Team(team["id"], user, user.client(api), server.id, storage.id)
 

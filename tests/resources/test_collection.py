@@ -12,7 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import delete
 
+from opscenter.models import StorageProvider
 from opscenter.resources.service import collect_round
 from tests.conftest import Api, UserFactory
 from tests.resources.conftest import mem_total
@@ -63,6 +65,26 @@ async def test_this_host_is_collected_and_matches_the_kernel(
 
     text = (await admin.get("/metrics")).text
     assert 'opscenter_resource_value{label="",metric="memory_total_bytes",source="host"}' in text
+
+
+async def test_a_storage_that_cannot_be_opened_is_an_error_of_the_round_not_its_end(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    ctx = api.app.state.ctx
+    async with ctx.db.write_session() as session:  # a row no API call could write
+        broken = StorageProvider(team_id=1, name=f"broken-{uuid.uuid4().hex[:6]}", type="local")
+        session.add(broken)
+        await session.commit()
+    try:
+        source = f"storage:{broken.id}"
+        host_only = await collect_round(ctx, only={"host"})
+        assert host_only.errors == {} and host_only.sources == 1
+        both = await collect_round(ctx, only={"host", source})
+        assert both.sources == 1 and set(both.errors) == {source}
+    finally:
+        async with ctx.db.write_session() as session:
+            await session.execute(delete(StorageProvider).where(StorageProvider.id == broken.id))
+            await session.commit()
 
 
 async def test_an_ssh_host_is_read_through_its_transport(

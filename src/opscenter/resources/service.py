@@ -144,7 +144,14 @@ async def _round(
                 )
             ).all()
         )
-        backends = [(p.id, p.team_id, app.storages.get(p)) for p in providers]
+    backends = []
+    for provider in providers:
+        if not wanted(storage_source(provider.id)):
+            continue
+        try:
+            backends.append((provider.id, provider.team_id, app.storages.get(provider)))
+        except Exception as err:  # one provider that cannot be opened must not stop the round
+            errors[storage_source(provider.id)] = _explain(err)
     gate = asyncio.Semaphore(PARALLEL)
 
     async def bounded(name: str, coro: object) -> list[Sample]:
@@ -165,8 +172,6 @@ async def _round(
         task = asyncio.create_task(bounded(server.name, coro))
         tasks.append((server_source(server.id), server.team_id, server.id, task))
     for provider_id, provider_team, backend in backends:
-        if not wanted(storage_source(provider_id)):
-            continue
         task = asyncio.create_task(bounded(str(provider_id), _storage(backend)))
         tasks.append((storage_source(provider_id), provider_team, None, task))
     for source, team_id, server_id, task in tasks:
