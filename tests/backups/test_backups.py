@@ -286,6 +286,9 @@ async def test_production_target_needs_confirmation(
         ({"database_name": "x", "server_id": True}, 422),  # true is not server 1
         ({"database_name": "x", "storage_ids": [True]}, 422),
         ({"database_name": "x\nDROP"}, 422),
+        ({"database_name": "x", "parallel_streams": 0}, 422),
+        ({"database_name": "x", "parallel_streams": 17}, 422),
+        ({"database_name": "x", "parallel_streams": 2.5}, 422),
     ],
 )
 async def test_bad_backup_requests(
@@ -299,6 +302,17 @@ async def test_bad_backup_requests(
     assert r.status_code == status, r.text
     after = (await admin.get("/api/v1/backups", params={"server_id": server["id"]})).json()["total"]
     assert before == after == 0
+
+
+async def test_parallel_streams_are_for_postgresql(api: Api, admin: httpx.AsyncClient) -> None:
+    server = await make_server(admin, type="mysql", port=3306, credentials={"username": "root"})
+    r = await admin.post(
+        "/api/v1/backups",
+        json={"server_id": server["id"], "database_name": "x", "parallel_streams": 2},
+    )
+    assert "PostgreSQL" in assert_error(r, 422, "VALIDATION_ERROR")["detail"]
+    listed = await admin.get("/api/v1/backups", params={"server_id": server["id"]})
+    assert listed.json()["total"] == 0
 
 
 async def test_roles_on_backups(api: Api, admin: httpx.AsyncClient, make_user: UserFactory) -> None:

@@ -79,6 +79,7 @@ def backup_out(backup: Backup) -> BackupOut:
         is_encrypted=backup.is_encrypted,
         is_compressed=backup.compression_type != "none",
         compression_type=backup.compression_type,
+        parallel_streams=backup.parallel_streams,
         checksum=backup.checksum,
         encryption_key_ids=backup.encryption_key_ids,
         row_counts=backup.row_counts,
@@ -189,6 +190,13 @@ def engine_for(server: Server, data: BackupCreate) -> str:
     return server.db_engine
 
 
+def check_parallel_streams(engine: str, parallel_streams: int) -> None:
+    if parallel_streams > 1 and engine != "postgresql":
+        raise InvalidInput(
+            f"parallel_streams above 1 is for PostgreSQL; a {engine} backup is one stream"
+        )
+
+
 def check_target(server: Server, engine: str, target: str) -> None:
     """The thing to back up must be something this server serves."""
     kind = ServerType(server.type)
@@ -247,6 +255,7 @@ async def create_backup(
     server = await servers.get_server(session, principal, data.server_id)
     engine = engine_for(server, data)
     check_target(server, engine, data.target)
+    check_parallel_streams(engine, data.parallel_streams)
     if data.storage_ids:
         try:
             providers = await check_storages(session, principal, server.team_id, data.storage_ids)
@@ -273,6 +282,7 @@ async def create_backup(
             status=BackupStatus.PENDING,
             is_encrypted=data.encrypt,
             compression_type=data.compression.value,
+            parallel_streams=data.parallel_streams,
             created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
         )
 
@@ -323,6 +333,7 @@ async def queue_retry(session: AsyncSession, backup_id: int, attempt: int) -> Jo
         if compressed
         else CompressionType.ZSTD,
         encrypt=old.is_encrypted,
+        parallel_streams=old.parallel_streams,
         storage_id=None if copies else old.storage_id,
         storage_ids=[old.storage_id, *copies] if copies else None,
     )
