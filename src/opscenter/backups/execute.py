@@ -583,19 +583,21 @@ class BackupJobs:
             state = await connect.database_state(target, database, engine)
             loop = asyncio.get_running_loop()
 
+            total = manifest.total_size_bytes
+
             def on_progress(p: RestoreProgress) -> None:
-                percent = (
-                    100.0 * p.bytes_read / manifest.size_bytes if manifest.size_bytes else None
-                )
+                percent = 100.0 * p.bytes_read / total if total else None
                 loop.call_soon_threadsafe(
                     lambda: loop.create_task(ctx.progress(bytes_done=p.bytes_read, percent=percent))
                 )
 
-            await ctx.progress(phase="restoring", bytes_total=manifest.size_bytes)
+            await ctx.progress(phase="restoring", bytes_total=total)
             jobs = int(params.get("parallel_jobs", 1))
             # A failure or crash while writing leaves the target as it was if one
             # transaction or a staged rename holds the whole restore.
-            atomic = engine in ("sqlite", "files") or (engine == "postgresql" and jobs == 1)
+            atomic = engine in ("sqlite", "files") or (
+                engine == "postgresql" and jobs == 1 and not manifest.parts
+            )
             writing = False
 
             async def on_write() -> None:
