@@ -45,11 +45,12 @@ async def backup_from_manifest(
         backup_type="full",
         status=BackupStatus.COMPLETED,
         storage_key=manifest.key,
-        size_bytes=manifest.size_bytes,
-        original_size_bytes=manifest.original_size_bytes,
+        size_bytes=manifest.total_size_bytes,
+        original_size_bytes=manifest.total_original_size_bytes,
         checksum=f"sha256:{manifest.sha256}",
         is_encrypted=manifest.encrypted,
         compression_type=manifest.compression,
+        parallel_streams=max(1, len(manifest.parts) - 2),
         encryption_key_ids=[r["key_id"] for r in manifest.encryption.recipients]
         if manifest.encryption
         else [],
@@ -98,6 +99,12 @@ async def import_upload(
     )
     if await session.scalar(known):
         raise Conflict(f"The catalog already holds {manifest.key}")
+    if manifest.parts:
+        raise InvalidInput(
+            f"This is a parallel backup of {len(manifest.parts)} parts: put its parts and "
+            "manifest in a storage and import them with POST /api/v1/storage/"
+            "{id}/import; an upload takes a one-archive backup"
+        )
     await release(session)  # the body arrives at the client's pace
     digest = hashlib.sha256()
     size = 0

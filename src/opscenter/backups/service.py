@@ -29,7 +29,7 @@ from opscenter.servers import service as servers
 from opscenter.servers.schemas import HOSTS, ServerType
 from opscenter.storage import service as storage
 from opscenter.stores.backends import StorageError
-from opscenter.streaming.manifest import manifest_key
+from opscenter.streaming.manifest import delete_backup_objects
 
 if TYPE_CHECKING:
     from opscenter.core.context import AppContext
@@ -595,14 +595,14 @@ async def remove_backup(
     backup_id: int,
     origin: Origin | None,
 ) -> None:
-    """The artifact, then its manifest, then the catalog row (409 while in use); the
-    row stays when the storage refuses, so nothing is lost track of."""
+    """Every object of the backup (its parts, its globals), then its manifest, then the
+    catalog row (409 while in use); the row stays when the storage refuses, so nothing
+    is lost track of."""
     backup = await delete_backup(session, principal, backup_id)
     if backup.storage_key:
         store = storages.get(await provider_of(session, backup))
         try:
-            await store.delete(backup.storage_key)
-            await store.delete(manifest_key(backup.storage_key))
+            await delete_backup_objects(store, backup.storage_key)
         except StorageError as err:
             raise Conflict(
                 f"The storage refused the deletion ({err}); nothing was removed from the catalog"
