@@ -443,7 +443,7 @@ async def test_a_storage_that_refuses_writes_is_not_retried(
     assert job["result"]["attempts"] == 1
 
 
-async def test_start_up_removes_the_globals_a_killed_backup_left(
+async def test_start_up_removes_the_globals_and_parts_a_killed_backup_left(
     api: Api, admin: httpx.AsyncClient, source_db: str
 ) -> None:
     """Killed after the cluster globals were stored but before the dump's manifest: the
@@ -474,9 +474,12 @@ async def test_start_up_removes_the_globals_a_killed_backup_left(
         await session.commit()
     storage = ctx.storages.get(provider)
     orphan = f"postgresql/{source_db}/20260101T000000Z-0a1b2c3d.globals.sql.zst.age"
-    async with await storage.open_writer(orphan) as writer:
-        await writer.write(b"roles")
-        await writer.commit()
+    # and the committed parts of a parallel backup (its first part is committed last)
+    part = f"postgresql/{source_db}/20260101T000000Z-0a1b2c3d.data-2.dump.zst.age"
+    for key in (orphan, part):
+        async with await storage.open_writer(key) as writer:
+            await writer.write(b"roles")
+            await writer.commit()
     other = f"postgresql/{source_db}/notes.txt"  # not ours: stays
     async with await storage.open_writer(other) as writer:
         await writer.write(b"mine")
@@ -484,12 +487,13 @@ async def test_start_up_removes_the_globals_a_killed_backup_left(
 
     await ctx.runner.reconcile()  # what start-up does after a kill
 
-    assert not await storage.exists(orphan) and await storage.exists(other)
+    assert not await storage.exists(orphan) and not await storage.exists(part)
+    assert await storage.exists(other)
     await storage.delete(other)  # the storage outlives this test
     assert (await admin.get(f"/api/v1/backups/{backup.id}")).json()["status"] == "interrupted"
     log = (await admin.get("/api/v1/audit/logs", params={"action": "backup.interrupted"})).json()
     [entry] = [e for e in log["items"] if e["resource_id"] == str(backup.id)]
-    assert entry["details"]["orphans_removed"] == [orphan]
+    assert entry["details"]["orphans_removed"] == [part, orphan]
 
 
 async def test_downloading_a_backup_needs_download_permission(

@@ -246,6 +246,7 @@ class BackupJobs:
             stall_timeout=self.app.settings.backup_stall_seconds,
             time_limit=self.app.settings.backup_time_limit_seconds or None,
             row_counts=backup.db_type in {"postgresql", "mysql"},
+            parallel_streams=backup.parallel_streams,
             labels={
                 "backup_id": str(backup.id),
                 "server_id": str(server.id),
