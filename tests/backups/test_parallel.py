@@ -223,6 +223,26 @@ async def test_a_failed_or_cancelled_part_leaves_nothing(pg_db, pg_conn, tmp_pat
     assert all(p.returncode is not None for p in runner.started)  # dumps and the snapshot
 
 
+async def test_a_copy_holds_every_part_or_none(pg_db, pg_conn, storage, tmp_path):
+    src = pg_db()
+    psql(src, SCHEMA)
+    good, bad = LocalStorage(tmp_path / "copy"), HookedStorage(tmp_path / "bad")
+    bad.fail_after = 64 << 10  # the biggest data part fails there, the others commit
+    result = await run_backup(
+        PostgresSource(pg_conn(src)),
+        storage,
+        options=BackupOptions(parallel_streams=2),
+        copies=[good, bad],
+    )
+    assert [c.committed for c in result.copies] == [True, False]
+    assert result.copies[1].error is not None
+    assert result.copies[1].error.code is ErrorCode.DISK_FULL
+    assert all_files(bad.root) == []
+    scan = await scan_catalog(good)
+    assert [m.key for m in scan.manifests] == [result.key] and not scan.orphans
+    await quick_verify(good, scan.manifests[0])
+
+
 async def test_kill_9_mid_way_leaves_nothing_that_looks_usable(pg_db, tmp_path):
     """The first part waits for all the others before it commits, the manifest comes
     last: killed with parts committed, storage holds no backup, only leftovers that the

@@ -862,16 +862,15 @@ async def _dump_parallel(
     for i, c in enumerate(first.copies):
         # A copy is whole only if every part reached it; otherwise it keeps none.
         lost = [b.copies[i] for _, b in results if not b.copies[i].committed]
-        if lost and c.committed:
-            c.error = next((x.error for x in lost if x.error), None)
-        if lost:
-            for spec, (_, b) in zip(specs, results, strict=True):
-                if b.copies[i].committed:
-                    await b.copies[i].discard(spec.key)
-            c.error = c.error or next(
-                (x.error for x in lost if x.error),
-                BackupError(ErrorCode.STORAGE_FAILED, "a part was not written", stage="storage"),
-            )
+        if not lost:
+            continue
+        for spec, (_, b) in zip(specs, results, strict=True):
+            if b.copies[i].committed:
+                await b.copies[i].discard(spec.key)
+        c.error = next(
+            (x.error for x in lost if x.error),
+            BackupError(ErrorCode.STORAGE_FAILED, "a part was not written", stage="storage"),
+        )
     parts = tuple(
         PartInfo(spec.key, i, spec.section, obj.size, b.bytes_read, b.sha256)
         for i, (spec, (obj, b)) in enumerate(zip(specs, results, strict=True))
