@@ -4,6 +4,7 @@ snapshot, restored, verified, damaged, interrupted, downloaded and restored by h
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import os
 import signal
@@ -310,6 +311,7 @@ async def test_downloaded_parallel_backup_restores_with_the_documented_script(
         async with api.client() as anonymous:
             r = await anonymous.get(link["download_url"])
         assert r.status_code == 200 and int(r.headers["content-length"]) == len(r.content)
+        r_tar = r.content
         with tarfile.open(fileobj=io.BytesIO(r.content)) as tar:
             names = tar.getnames()
             tar.extractall(tmp_path, filter="data")
@@ -352,6 +354,23 @@ async def test_downloaded_parallel_backup_restores_with_the_documented_script(
         r = await admin.delete(f"/api/v1/backups/{backup['id']}")
         assert r.status_code == 204, r.text
         assert [o async for o in storage.list(stem)] == []
+
+        # The downloaded tar uploads again (a new installation): a damaged part is
+        # refused with nothing stored, the whole tar lands as the same backup.
+        header = {
+            "X-Backup-Manifest": base64.b64encode(manifest.to_json()).decode(),
+            "Content-Type": "application/octet-stream",
+        }
+        tampered = bytearray(r_tar)
+        tampered[len(tampered) // 2] ^= 1
+        r = await admin.post("/api/v1/backups/import", content=bytes(tampered), headers=header)
+        assert r.status_code == 422 and r.json()["code"] == "VALIDATION_ERROR", r.text
+        assert [o async for o in storage.list(stem)] == []
+        r = await admin.post("/api/v1/backups/import", content=r_tar, headers=header)
+        assert r.status_code == 201, r.text
+        assert r.json()["parallel_streams"] == 2 and r.json()["size_bytes"] == backup["size_bytes"]
+        scan = await scan_catalog(storage, stem)
+        assert [m.parts for m in scan.manifests] == [manifest.parts] and not scan.orphans
     finally:
         for db in (src, manual, restored):
             psql("postgres", f'drop database if exists "{db}" with (force)')

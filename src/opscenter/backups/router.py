@@ -345,7 +345,8 @@ async def import_backup(
     storage_id: QueryId = None,
 ) -> BackupOut:
     """Upload an artifact (the raw bytes as the body) with its manifest, for example to
-    restore on a new installation. Size and sha256 are checked before anything commits."""
+    restore on a new installation. Size and sha256 are checked before anything commits.
+    A parallel backup (a manifest with parts) is uploaded as the tar its download gives."""
     try:
         manifest = Manifest.from_json(base64.b64decode(manifest_header, validate=True))
     except (ValueError, BackupError) as err:

@@ -64,7 +64,7 @@ MANIFEST_FORMAT = "opscenter.backup-manifest.v1"
 MANIFEST_SUFFIX = ".manifest.json"
 #: Replaces the ``.dump`` of a PostgreSQL artifact's name for its cluster globals.
 GLOBALS_INFIX = ".globals.sql"
-_MAX_MANIFEST = 4 << 20
+MAX_MANIFEST = 4 << 20
 #: The name of a part of a parallel backup other than its first (see :func:`part_key`).
 PART_NAME = re.compile(r"\.(data-\d+|post-data)(\.dump|$)")
 SECTIONS = ("pre-data", "data", "post-data")
@@ -522,7 +522,7 @@ async def read_manifest(storage: StorageBackend, key: str) -> Manifest:
     mkey = manifest_key(artifact)
     try:
         info = await storage.stat(mkey)
-        if info.size > _MAX_MANIFEST:
+        if info.size > MAX_MANIFEST:
             raise BackupError(ErrorCode.MANIFEST_INVALID, f"{mkey} is too large")
         reader = await storage.open_reader(mkey)
         async with reader:
