@@ -31,6 +31,7 @@ from opscenter.streaming.sinks import PostgresTarget
 from opscenter.streaming.sources import PostgresSource
 from opscenter.streaming.verification import deep_verify, quick_verify
 from tests.conftest import Api
+from tests.core.helpers import assert_error
 
 from .conftest import all_files, ensure_age_cli, pg_table_hashes, psql
 from .helpers import HookedStorage, RecordingRunner
@@ -344,6 +345,11 @@ async def test_downloaded_parallel_backup_restores_with_the_documented_script(
         )
         assert job["status"] == "succeeded", job
         assert pg_table_hashes(restored) == pg_table_hashes(src)
+        again = await admin.post(
+            f"/api/v1/backups/{backup['id']}/restore",
+            json={"target_database": restored, "drop_existing": True},
+        )
+        assert "new database" in assert_error(again, 422, "VALIDATION_ERROR")["detail"]
 
         async with ctx.db.read_session() as session:
             storage = ctx.storages.get(await session.get(StorageProvider, backup["storage_id"]))

@@ -560,6 +560,12 @@ async def queue_restore(
             "drop_existing replaces the database in one transaction, which a parallel "
             "restore cannot do: drop parallel_jobs, or restore into a new database"
         )
+    if data.drop_existing and backup.parallel_streams > 1 and state != "missing":
+        raise InvalidInput(
+            "drop_existing replaces the database in one transaction, which a backup of "
+            f"{backup.parallel_streams} parallel streams cannot be restored in: restore it "
+            "into a new database"
+        )
     if state == "non_empty" and not data.drop_existing:
         raise Conflict(
             f"{data.target_database} on {target_server.name} is not empty: restore "
