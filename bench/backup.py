@@ -17,7 +17,7 @@ restore time of our artifact (one stream, and the N=2 parallel one) against a
 single-stream ``pg_restore`` from an uncompressed local file (all into an empty
 database, alternating, medians of the rounds), and the peak RSS of this Python process
 during our backup at two dump sizes and in parallel at N=4. ``--parallel-only`` runs
-just the floor, the parallel rows and their restore (quicker). ``ours`` is the default
+just the floor, ours, the parallel rows and the restores (quicker). ``ours`` is the default
 product path: it includes the cluster globals saved beside the dump. Wall times on a
 shared machine move with its load: the load average is printed with every round.
 The database is dropped at the end.
@@ -133,7 +133,12 @@ async def main() -> None:
     ap.add_argument(
         "--parallel-only",
         action="store_true",
-        help="only the floor, the parallel backups, pg_dump -Fd -j2 and the restores",
+        help="only the floor, ours, the parallel backups, pg_dump -Fd -j2 and the restores",
+    )
+    ap.add_argument(
+        "--balanced",
+        action="store_true",
+        help="instead of pgbench, four tables of the same size (about as big in all)",
     )
     args = ap.parse_args()
 
@@ -147,24 +152,34 @@ async def main() -> None:
     restored: list[str] = []
     try:
         t0 = time.perf_counter()
-        pgbench_init(db, args.scale)
-        psql(
-            db,
-            # Less compressible than pgbench's blank-padded rows: hashes, numbers, JSON.
-            "create table docs as select g as id, "
+        # Less compressible than pgbench's blank-padded rows: hashes, numbers, JSON.
+        docs = (
+            "select g as id, "
             "md5(random()::text) || ' ' || md5(g::text) || ' user' || (g % 1000) || "
             "' lorem ipsum dolor ' || (random() * 1e6)::int as body, "
             "jsonb_build_object('id', g, 'tags', jsonb_build_array('a', 'b', g % 97), "
             "'score', round((random() * 1000)::numeric, 3), 'ref', md5(random()::text), "
-            "'at', now() - random() * interval '900 days') as doc "
-            f"from generate_series(1, {args.scale * 10000}) g",
+            "'at', now() - random() * interval '900 days') as doc from generate_series(1, {}) g"
         )
+        if args.balanced:  # four tables of a quarter each: as much as per-table streams gain
+            for i in range(4):
+                psql(db, f"create table docs_{i} as " + docs.format(args.scale * 12_500))
+        else:
+            pgbench_init(db, args.scale)
+            psql(db, "create table docs as " + docs.format(args.scale * 10_000))
         psql(db, "vacuum analyze")
         print(
             f"dataset ready in {time.perf_counter() - t0:.1f} s; "
             f"database size {psql(db, f'select pg_size_pretty(pg_database_size({db!r}))')}"
         )
 
+        # Parts are split by table: the largest one bounds what N streams can gain.
+        share = psql(
+            db,
+            "select round(100.0 * max(pg_table_size(oid)) / sum(pg_table_size(oid))) from "
+            "pg_class where relkind = 'r' and relnamespace = 'public'::regnamespace",
+        )
+        print(f"largest table: {share}% of the table data (no part can be smaller)")
         plain = work / "plain.sql"
         shell(f"pg_dump {' '.join(PG)} {db} > {plain}")
         plain_size = plain.stat().st_size
@@ -218,10 +233,10 @@ async def main() -> None:
 
         contenders: dict[str, Callable[[], Awaitable[float]]] = {
             "floor": lambda: run_shell(f"pg_dump {' '.join(PG)} -Fc -Z0 {db} > /dev/null"),
+            "ours": ours,
         }
         if not args.parallel_only:
             contenders |= {
-                "ours": ours,
                 "pg_dump -Fc": lambda: run_shell(f"pg_dump {' '.join(PG)} -Fc {db} > {fc_file}"),
                 "gzip": lambda: run_shell(f"pg_dump {' '.join(PG)} {db} | gzip > {gz_file}"),
             }
@@ -253,8 +268,8 @@ async def main() -> None:
         shell(f"pg_dump {' '.join(PG)} -Fc -Z0 {db} > {raw_file}")
         os.sync()  # its write-back would otherwise land on the first restore timed
         manifests = {
+            "ours": await read_manifest(store, ours_key),
             "ours N=2": await read_manifest(store, parallel_keys[2]),
-            **({} if args.parallel_only else {"ours": await read_manifest(store, ours_key)}),
         }
 
         def restore_ours(name: str) -> Callable[[str], Awaitable[float]]:
