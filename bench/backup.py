@@ -8,11 +8,16 @@ Then, alternating the contenders in each round:
 * ours: zstd-3 + age + sha256 + local storage (``run_backup``)
 * ``pg_dump -Fc`` (built-in compression) to a file
 * ``pg_dump | gzip`` to a file
+* ours with ``parallel_streams`` 2 and 4 (one snapshot, the data in N concurrent
+  archives), and ``pg_dump -Fd -j2 -Z0`` to a local directory (its parallel dump,
+  which needs that directory as big as the dump)
 
 It prints medians and ratios against the floor, sizes against the gzip output, the
-restore time of our artifact against ``pg_restore`` from an uncompressed local file
-(both into an empty database, alternating, medians of the rounds), and the peak RSS
-of this Python process during our backup at two dump sizes. ``ours`` is the default
+restore time of our artifact (one stream, and the N=2 parallel one) against a
+single-stream ``pg_restore`` from an uncompressed local file (all into an empty
+database, alternating, medians of the rounds), and the peak RSS of this Python process
+during our backup at two dump sizes and in parallel at N=4. ``--parallel-only`` runs
+just the floor, ours, the parallel rows and the restores (quicker). ``ours`` is the default
 product path: it includes the cluster globals saved beside the dump. Wall times on a
 shared machine move with its load: the load average is printed with every round.
 The database is dropped at the end.
@@ -41,7 +46,7 @@ from common import Quiet, alternate_rounds, mb, print_backup_medians, shell
 from opscenter.engines.postgres import PgConnection
 from opscenter.stores.backends import LocalStorage
 from opscenter.streaming.crypto import generate_identity, recipient_of
-from opscenter.streaming.manifest import read_manifest
+from opscenter.streaming.manifest import delete_backup_objects, read_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
 from opscenter.streaming.restore import run_restore
 from opscenter.streaming.sinks import PostgresTarget
@@ -125,6 +130,16 @@ async def main() -> None:
         default=120.0,
         help="before each timed run wait up to this many seconds for an idle machine (0: no)",
     )
+    ap.add_argument(
+        "--parallel-only",
+        action="store_true",
+        help="only the floor, ours, the parallel backups, pg_dump -Fd -j2 and the restores",
+    )
+    ap.add_argument(
+        "--balanced",
+        action="store_true",
+        help="instead of pgbench, four tables of the same size (about as big in all)",
+    )
     args = ap.parse_args()
 
     db = f"oc_bench_{uuid.uuid4().hex[:8]}"
@@ -137,24 +152,34 @@ async def main() -> None:
     restored: list[str] = []
     try:
         t0 = time.perf_counter()
-        pgbench_init(db, args.scale)
-        psql(
-            db,
-            # Less compressible than pgbench's blank-padded rows: hashes, numbers, JSON.
-            "create table docs as select g as id, "
+        # Less compressible than pgbench's blank-padded rows: hashes, numbers, JSON.
+        docs = (
+            "select g as id, "
             "md5(random()::text) || ' ' || md5(g::text) || ' user' || (g % 1000) || "
             "' lorem ipsum dolor ' || (random() * 1e6)::int as body, "
             "jsonb_build_object('id', g, 'tags', jsonb_build_array('a', 'b', g % 97), "
             "'score', round((random() * 1000)::numeric, 3), 'ref', md5(random()::text), "
-            "'at', now() - random() * interval '900 days') as doc "
-            f"from generate_series(1, {args.scale * 10000}) g",
+            "'at', now() - random() * interval '900 days') as doc from generate_series(1, {}) g"
         )
+        if args.balanced:  # four tables of a quarter each: as much as per-table streams gain
+            for i in range(4):
+                psql(db, f"create table docs_{i} as " + docs.format(args.scale * 12_500))
+        else:
+            pgbench_init(db, args.scale)
+            psql(db, "create table docs as " + docs.format(args.scale * 10_000))
         psql(db, "vacuum analyze")
         print(
             f"dataset ready in {time.perf_counter() - t0:.1f} s; "
             f"database size {psql(db, f'select pg_size_pretty(pg_database_size({db!r}))')}"
         )
 
+        # Parts are split by table: the largest one bounds what N streams can gain.
+        share = psql(
+            db,
+            "select round(100.0 * max(pg_table_size(oid)) / sum(pg_table_size(oid))) from "
+            "pg_class where relkind = 'r' and relnamespace = 'public'::regnamespace",
+        )
+        print(f"largest table: {share}% of the table data (no part can be smaller)")
         plain = work / "plain.sql"
         shell(f"pg_dump {' '.join(PG)} {db} > {plain}")
         plain_size = plain.stat().st_size
@@ -166,6 +191,28 @@ async def main() -> None:
         fc_file, gz_file, raw_file = work / "fc.dump", work / "plain.sql.gz", work / "raw.dump"
         sizes: dict[str, int] = {}
         ours_key = ""
+        parallel_keys: dict[int, str] = {}
+        fd_dir = work / "fd"
+
+        def ours_parallel(n: int) -> Callable[[], Awaitable[float]]:
+            async def run() -> float:
+                if n in parallel_keys:
+                    await delete_backup_objects(store, parallel_keys[n])
+                t = time.perf_counter()
+                res = await run_backup(
+                    PostgresSource(conn),
+                    store,
+                    options=BackupOptions(recipients=(recipient,), parallel_streams=n),
+                )
+                parallel_keys[n] = res.key
+                sizes[f"ours N={n}"] = res.size_bytes
+                return time.perf_counter() - t
+
+            return run
+
+        async def dump_dir() -> float:
+            shutil.rmtree(fd_dir, ignore_errors=True)
+            return await run_shell(f"pg_dump {' '.join(PG)} -Fd -j2 -Z0 -f {fd_dir} {db}")
 
         async def ours() -> float:
             nonlocal ours_key
@@ -187,16 +234,32 @@ async def main() -> None:
         contenders: dict[str, Callable[[], Awaitable[float]]] = {
             "floor": lambda: run_shell(f"pg_dump {' '.join(PG)} -Fc -Z0 {db} > /dev/null"),
             "ours": ours,
-            "pg_dump -Fc": lambda: run_shell(f"pg_dump {' '.join(PG)} -Fc {db} > {fc_file}"),
-            "gzip": lambda: run_shell(f"pg_dump {' '.join(PG)} {db} | gzip > {gz_file}"),
+        }
+        if not args.parallel_only:
+            contenders |= {
+                "pg_dump -Fc": lambda: run_shell(f"pg_dump {' '.join(PG)} -Fc {db} > {fc_file}"),
+                "gzip": lambda: run_shell(f"pg_dump {' '.join(PG)} {db} | gzip > {gz_file}"),
+            }
+        contenders |= {
+            "ours N=2": ours_parallel(2),
+            "ours N=4": ours_parallel(4),
+            "pg_dump -Fd -j2 -Z0 (local dir)": dump_dir,
         }
         times = await alternate_rounds(contenders, args.rounds, quiet)
-        sizes["pg_dump -Fc"] = fc_file.stat().st_size
-        sizes["gzip"] = gz_file.stat().st_size
+        shutil.rmtree(fd_dir, ignore_errors=True)
+        if args.parallel_only:
+            sizes.clear()  # the size column compares with gzip, not run here
+        else:
+            sizes["pg_dump -Fc"] = fc_file.stat().st_size
+            sizes["gzip"] = gz_file.stat().st_size
 
         print()
         print_backup_medians(contenders, times, sizes)
-        print(f"  raw custom-format dump size: {mb(sizes['raw -Fc -Z0'])}")
+        floor = statistics.median(times["floor"])
+        two = statistics.median(times["ours N=2"])
+        print(f"  goal: ours N=2 at 0.85x of the floor or better: {two / floor:.2f}x")
+        if "raw -Fc -Z0" in sizes:
+            print(f"  raw custom-format dump size: {mb(sizes['raw -Fc -Z0'])}")
         print(f"  {quiet.summary()}")
 
         # Restore: our artifact vs pg_restore from an uncompressed local file, each into
@@ -204,24 +267,33 @@ async def main() -> None:
         # backups; medians of the rounds.
         shell(f"pg_dump {' '.join(PG)} -Fc -Z0 {db} > {raw_file}")
         os.sync()  # its write-back would otherwise land on the first restore timed
-        manifest = await read_manifest(store, ours_key)
-        rtimes: dict[str, list[float]] = {"ours": [], "pg_restore": []}
+        manifests = {
+            "ours": await read_manifest(store, ours_key),
+            "ours N=2": await read_manifest(store, parallel_keys[2]),
+        }
 
-        async def restore_ours(target: str) -> float:
-            t = time.perf_counter()
-            await run_restore(
-                store, manifest, PostgresTarget(conn.with_database(target)), identities=[identity]
-            )
-            return time.perf_counter() - t
+        def restore_ours(name: str) -> Callable[[str], Awaitable[float]]:
+            async def run(target: str) -> float:
+                t = time.perf_counter()
+                await run_restore(
+                    store,
+                    manifests[name],
+                    PostgresTarget(conn.with_database(target)),
+                    identities=[identity],
+                )
+                return time.perf_counter() - t
+
+            return run
 
         async def restore_plain(target: str) -> float:
             cmd = f"pg_restore {' '.join(PG)} --exit-on-error --single-transaction -d {target}"
             return await asyncio.to_thread(shell, f"{cmd} {raw_file}")
 
         restorers: dict[str, Callable[[str], Awaitable[float]]] = {
-            "ours": restore_ours,
+            **{name: restore_ours(name) for name in manifests},
             "pg_restore": restore_plain,
         }
+        rtimes: dict[str, list[float]] = {name: [] for name in restorers}
         for r in range(args.rounds):
             order = list(restorers)
             if r % 2:
@@ -240,30 +312,35 @@ async def main() -> None:
                 + ", ".join(f"{k} {rtimes[k][-1]:.2f}s" for k in restorers)
                 + f" (load {os.getloadavg()[0]:.2f})"
             )
-        ours_restore = statistics.median(rtimes["ours"])
         plain_restore = statistics.median(rtimes["pg_restore"])
         print("\nrestore (median of rounds, into an empty database)")
-        print(
-            f"  ours (storage→sha256→age→zstd→pg_restore)  {ours_restore:6.2f}s  "
-            f"{ours_restore / plain_restore:.2f}x"
-        )
-        print(f"  pg_restore from uncompressed local file     {plain_restore:6.2f}s  1.00x")
+        labels = {
+            "ours": "ours (storage→sha256→age→zstd→pg_restore)",
+            "ours N=2": "ours, N=2 parts (data parts in parallel)",
+        }
+        for name in manifests:
+            med = statistics.median(rtimes[name])
+            print(f"  {labels[name]:<43} {med:6.2f}s  {med / plain_restore:.2f}x")
+        print(f"  {'pg_restore from uncompressed local file':<43} {plain_restore:6.2f}s  1.00x")
+        n2 = statistics.median(rtimes["ours N=2"]) / plain_restore
+        print(f"  goal: parallel restore within 0.75x of pg_restore: {n2:.2f}x")
         print(f"  {quiet.summary()}")
 
         # Peak RSS of this process during our backup at two dump sizes.
         print("\npeak RSS of the Python process during our backup")
-        for label, extra in (
-            ("small (no pgbench_accounts data)", ("--exclude-table-data=pgbench_accounts",)),
-            ("full", ()),
+        for label, extra, streams in (
+            ("small (no pgbench_accounts data)", ("--exclude-table-data=pgbench_accounts",), 1),
+            ("full", (), 1),
+            ("full, parallel N=4", (), 4),
         ):
             base = RssSampler.rss()
             with RssSampler() as sampler:
                 res = await run_backup(
                     PostgresSource(conn, extra_args=extra),
                     store,
-                    options=BackupOptions(recipients=(recipient,), write_manifest=False),
+                    options=BackupOptions(recipients=(recipient,), parallel_streams=streams),
                 )
-            await store.delete(res.key)
+            await delete_backup_objects(store, res.key)
             print(
                 f"  {label:<34} dump {mb(res.original_size_bytes):>11}: peak RSS "
                 f"{mb(sampler.peak)} (before: {mb(base)})"

@@ -8,6 +8,10 @@ contenders in each round (medians printed with ratios against the floor):
 * ours: zstd-3 + age + sha256 + local storage (``run_backup``, the product's flags:
   also ``--routines --triggers --events``)
 * ``mariadb-dump | gzip`` to a file (what scripts usually run)
+* with ``--parallel`` (the data in two equal tables): two dump tools at once, one per
+  table, to /dev/null and each through ``zstd -1``: an upper bound of what a
+  per-table parallel dump could bring here (without the consistent snapshot that
+  would need one FLUSH TABLES WITH READ LOCK and a transaction per stream)
 * with ``--levels 3,1,-1``: ours at each zstd level (``ours-z1`` ...), and
   ``mariadb-dump | zstd -N -T1 > /dev/null`` beside it (the C tools at the same level)
 
@@ -61,6 +65,7 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quiet-wait", type=float, default=60.0)
     ap.add_argument("--levels", default="", help="extra zstd levels to compare, e.g. 1,-1")
+    ap.add_argument("--parallel", action="store_true", help="two tables, two dumps at once")
     args = ap.parse_args()
 
     db = f"oc_bench_{uuid.uuid4().hex[:8]}"
@@ -69,6 +74,7 @@ async def main() -> None:
     rows = args.mb * 1_000_000 // ROW_BYTES
     print(f"database {db}, ~{args.mb} MB dump ({rows:,} rows), {args.rounds} rounds")
     mariadb(f"CREATE DATABASE {db} CHARACTER SET utf8mb4")
+    first_table_rows = rows // 2 if args.parallel else rows
     try:
         t0 = time.perf_counter()
         mariadb(
@@ -79,7 +85,7 @@ async def main() -> None:
         mariadb(
             "SET SESSION max_recursive_iterations = 100000000; "
             "INSERT INTO docs WITH RECURSIVE s(n) AS "
-            f"(SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows}) "
+            f"(SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {first_table_rows}) "
             "SELECT n, CONCAT(MD5(RAND()), ' ', MD5(n), ' user', n % 1000, "
             "' lorem ipsum dolor sit amet ', FLOOR(RAND() * 1000000)), "
             "JSON_OBJECT('id', n, 'tags', JSON_ARRAY('a', 'b', n % 97), "
@@ -87,6 +93,8 @@ async def main() -> None:
             "ROUND(RAND() * 1000, 3), NOW() - INTERVAL FLOOR(RAND() * 900) DAY FROM s",
             db,
         )
+        if args.parallel:
+            mariadb("CREATE TABLE docs_b LIKE docs; INSERT INTO docs_b SELECT * FROM docs", db)
         print(f"dataset ready in {time.perf_counter() - t0:.1f} s")
 
         tool = dump_tool()
@@ -121,6 +129,15 @@ async def main() -> None:
             "ours": ours("ours", None),
             "gzip": lambda: asyncio.to_thread(shell, f"{tool} {flags} | gzip > {gz_file}"),
         }
+        if args.parallel:
+            base = f"{tool} {' '.join(MY)} --single-transaction --quick {db}"
+
+            def both(tail: str) -> str:
+                return f"{base} docs {tail} & a=$!; {base} docs_b {tail} & b=$!; wait $a && wait $b"
+
+            contenders["2 dumps at once"] = cli(both("> /dev/null"))
+            contenders["2 dumps at once | zstd -1"] = cli(both("| zstd -q -1 -T1 > /dev/null"))
+            contenders["1 dump | zstd -1"] = cli(f"{base} | zstd -q -1 -T1 > /dev/null")
         for level in (int(x) for x in args.levels.split(",") if x.strip()):
             tag = f"z{level}" if level >= 0 else f"z-fast{-level}"
             zflag = f"-{level}" if level > 0 else f"--fast={max(1, -level)}"

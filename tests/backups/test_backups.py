@@ -286,6 +286,9 @@ async def test_production_target_needs_confirmation(
         ({"database_name": "x", "server_id": True}, 422),  # true is not server 1
         ({"database_name": "x", "storage_ids": [True]}, 422),
         ({"database_name": "x\nDROP"}, 422),
+        ({"database_name": "x", "parallel_streams": 0}, 422),
+        ({"database_name": "x", "parallel_streams": 17}, 422),
+        ({"database_name": "x", "parallel_streams": 2.5}, 422),
     ],
 )
 async def test_bad_backup_requests(
@@ -299,6 +302,17 @@ async def test_bad_backup_requests(
     assert r.status_code == status, r.text
     after = (await admin.get("/api/v1/backups", params={"server_id": server["id"]})).json()["total"]
     assert before == after == 0
+
+
+async def test_parallel_streams_are_for_postgresql(api: Api, admin: httpx.AsyncClient) -> None:
+    server = await make_server(admin, type="mysql", port=3306, credentials={"username": "root"})
+    r = await admin.post(
+        "/api/v1/backups",
+        json={"server_id": server["id"], "database_name": "x", "parallel_streams": 2},
+    )
+    assert "PostgreSQL" in assert_error(r, 422, "VALIDATION_ERROR")["detail"]
+    listed = await admin.get("/api/v1/backups", params={"server_id": server["id"]})
+    assert listed.json()["total"] == 0
 
 
 async def test_roles_on_backups(api: Api, admin: httpx.AsyncClient, make_user: UserFactory) -> None:
@@ -429,7 +443,7 @@ async def test_a_storage_that_refuses_writes_is_not_retried(
     assert job["result"]["attempts"] == 1
 
 
-async def test_start_up_removes_the_globals_a_killed_backup_left(
+async def test_start_up_removes_the_globals_and_parts_a_killed_backup_left(
     api: Api, admin: httpx.AsyncClient, source_db: str
 ) -> None:
     """Killed after the cluster globals were stored but before the dump's manifest: the
@@ -460,9 +474,12 @@ async def test_start_up_removes_the_globals_a_killed_backup_left(
         await session.commit()
     storage = ctx.storages.get(provider)
     orphan = f"postgresql/{source_db}/20260101T000000Z-0a1b2c3d.globals.sql.zst.age"
-    async with await storage.open_writer(orphan) as writer:
-        await writer.write(b"roles")
-        await writer.commit()
+    # and the committed parts of a parallel backup (its first part is committed last)
+    part = f"postgresql/{source_db}/20260101T000000Z-0a1b2c3d.data-2.dump.zst.age"
+    for key in (orphan, part):
+        async with await storage.open_writer(key) as writer:
+            await writer.write(b"roles")
+            await writer.commit()
     other = f"postgresql/{source_db}/notes.txt"  # not ours: stays
     async with await storage.open_writer(other) as writer:
         await writer.write(b"mine")
@@ -470,12 +487,13 @@ async def test_start_up_removes_the_globals_a_killed_backup_left(
 
     await ctx.runner.reconcile()  # what start-up does after a kill
 
-    assert not await storage.exists(orphan) and await storage.exists(other)
+    assert not await storage.exists(orphan) and not await storage.exists(part)
+    assert await storage.exists(other)
     await storage.delete(other)  # the storage outlives this test
     assert (await admin.get(f"/api/v1/backups/{backup.id}")).json()["status"] == "interrupted"
     log = (await admin.get("/api/v1/audit/logs", params={"action": "backup.interrupted"})).json()
     [entry] = [e for e in log["items"] if e["resource_id"] == str(backup.id)]
-    assert entry["details"]["orphans_removed"] == [orphan]
+    assert entry["details"]["orphans_removed"] == [part, orphan]
 
 
 async def test_downloading_a_backup_needs_download_permission(

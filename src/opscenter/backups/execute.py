@@ -37,7 +37,7 @@ from opscenter.servers.schemas import ServerType
 from opscenter.storage import service as storage_service
 from opscenter.stores.backends import StorageBackend, StorageError
 from opscenter.streaming import keys as backup_keys
-from opscenter.streaming.manifest import GLOBALS_INFIX, read_manifest, scan_catalog
+from opscenter.streaming.manifest import GLOBALS_INFIX, PART_NAME, read_manifest, scan_catalog
 from opscenter.streaming.masking import mask_mysql, mask_postgres, salt_for
 from opscenter.streaming.pipeline import BackupOptions, BackupProgress, run_backup, target_directory
 from opscenter.streaming.restore import RestoreProgress, drop_created, run_restore
@@ -246,6 +246,7 @@ class BackupJobs:
             stall_timeout=self.app.settings.backup_stall_seconds,
             time_limit=self.app.settings.backup_time_limit_seconds or None,
             row_counts=backup.db_type in {"postgresql", "mysql"},
+            parallel_streams=backup.parallel_streams,
             labels={
                 "backup_id": str(backup.id),
                 "server_id": str(server.id),
@@ -436,7 +437,7 @@ class BackupJobs:
                 continue
             storage = self.app.storages.get(provider)
             removed = await storage.cleanup_partials()
-            orphans = await self._remove_orphan_globals(storage, rows[0])
+            orphans = await self._remove_orphan_parts(storage, rows[0])
             async with self.app.db.write_session() as session:
                 await audit.record(
                     session,
@@ -459,18 +460,20 @@ class BackupJobs:
                 removed=removed,
             )
 
-    async def _remove_orphan_globals(
+    async def _remove_orphan_parts(
         self, storage: StorageBackend, backup: Backup | None
     ) -> list[str]:
-        """The cluster globals a killed PostgreSQL backup stored before its dump had a
-        manifest: nothing refers to them. No other job runs on this target (one job per
-        target), so every globals object there without a manifest is such a leftover."""
+        """The cluster globals, and the parts of a parallel backup, that a killed
+        PostgreSQL backup stored before its manifest: nothing refers to them. No other job
+        runs on this target (one job per target), so every such object there without a
+        manifest is such a leftover."""
         if backup is None or backup.db_type != "postgresql":
             return []
         scan = await scan_catalog(storage, target_directory("postgresql", backup.database_name))
         removed = []
         for key in scan.orphans:
-            if GLOBALS_INFIX in key.rpartition("/")[2]:
+            name = key.rpartition("/")[2]
+            if GLOBALS_INFIX in name or PART_NAME.search(name):
                 with contextlib.suppress(StorageError):
                     await storage.delete(key)
                     removed.append(key)
@@ -583,19 +586,21 @@ class BackupJobs:
             state = await connect.database_state(target, database, engine)
             loop = asyncio.get_running_loop()
 
+            total = manifest.total_size_bytes
+
             def on_progress(p: RestoreProgress) -> None:
-                percent = (
-                    100.0 * p.bytes_read / manifest.size_bytes if manifest.size_bytes else None
-                )
+                percent = 100.0 * p.bytes_read / total if total else None
                 loop.call_soon_threadsafe(
                     lambda: loop.create_task(ctx.progress(bytes_done=p.bytes_read, percent=percent))
                 )
 
-            await ctx.progress(phase="restoring", bytes_total=manifest.size_bytes)
+            await ctx.progress(phase="restoring", bytes_total=total)
             jobs = int(params.get("parallel_jobs", 1))
             # A failure or crash while writing leaves the target as it was if one
             # transaction or a staged rename holds the whole restore.
-            atomic = engine in ("sqlite", "files") or (engine == "postgresql" and jobs == 1)
+            atomic = engine in ("sqlite", "files") or (
+                engine == "postgresql" and jobs == 1 and not manifest.parts
+            )
             writing = False
 
             async def on_write() -> None:

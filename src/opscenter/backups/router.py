@@ -26,7 +26,7 @@ from opscenter.backups.schemas import (
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.db import release
 from opscenter.core.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound, responses
-from opscenter.core.failures import BackupError
+from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import (
     CursorPaging,
@@ -41,8 +41,9 @@ from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
 from opscenter.models import Backup, BackupStatus
 from opscenter.storage import service as storage_service
-from opscenter.stores.backends import StorageError
-from opscenter.streaming.manifest import Manifest
+from opscenter.stores.backends import StorageBackend, StorageError
+from opscenter.streaming.bundle import bundle_name, bundle_size, bundle_stream
+from opscenter.streaming.manifest import Manifest, read_manifest
 
 router = APIRouter(prefix="/backups", tags=["Backups"])
 #: Rebuilding the catalog from a storage's manifests is asked of the storage, but it
@@ -154,10 +155,15 @@ async def download_link(
     expires_at = service.download_expiry()
     expires = int(expires_at.timestamp())
     storage = ctx.storages.get(await service.provider_of(session, backup))
-    url = await storage.signed_url(
-        backup.storage_key,
-        int(expires - time.time()),
-        download_name=backup.storage_key.rsplit("/", 1)[-1],
+    # A parallel backup is several objects: it downloads as one tar, through us.
+    url = (
+        None
+        if backup.parallel_streams > 1
+        else await storage.signed_url(
+            backup.storage_key,
+            int(expires - time.time()),
+            download_name=backup.storage_key.rsplit("/", 1)[-1],
+        )
     )
     if url is None:
         signature = service.download_signature(ctx.keyring, backup.id, expires)
@@ -193,7 +199,8 @@ async def download_file(
     signature: Annotated[str, Query(max_length=200)],
     range_header: Annotated[str | None, Header(alias="Range", max_length=100)] = None,
 ) -> StreamingResponse:
-    """The artifact itself; the signed query string is the authorization. Supports Range."""
+    """The artifact itself; the signed query string is the authorization. Supports Range.
+    A parallel backup comes as one tar of its parts and manifest (no Range)."""
     if expires < time.time() or not ctx.keyring.verify_signature(
         f"download:{backup_id}:{expires}", signature
     ):
@@ -203,6 +210,8 @@ async def download_file(
         raise NotFound("Backup", backup_id)
     storage = ctx.storages.get(await service.provider_of(session, backup))
     await release(session)  # opening and streaming the object is storage I/O
+    if backup.parallel_streams > 1:
+        return await _download_bundle(ctx, backup, storage)
     size = backup.size_bytes
     start, end = 0, size - 1
     status_code = 200
@@ -232,6 +241,29 @@ async def download_file(
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     return StreamingResponse(
         body(), status_code=status_code, headers=headers, media_type="application/octet-stream"
+    )
+
+
+async def _download_bundle(ctx: Ctx, backup: Backup, storage: StorageBackend) -> StreamingResponse:
+    assert backup.storage_key is not None
+    try:
+        manifest = await read_manifest(storage, backup.storage_key)
+        # Every part is there before the answer starts: a missing one is a 404, not a
+        # tar cut short.
+        for part in manifest.part_manifests():
+            await storage.stat(part.key)
+    except (BackupError, StorageError) as err:
+        gone = err.code in (ErrorCode.ARTIFACT_MISSING, "not_found")
+        if not gone:
+            raise
+        await service.note_missing(ctx, backup.id, str(err), "download")
+        raise NotFound("Backup artifact", backup.id) from None
+    headers = {
+        "Content-Length": str(bundle_size(manifest)),
+        "Content-Disposition": f'attachment; filename="{bundle_name(manifest)}"',
+    }
+    return StreamingResponse(
+        bundle_stream(storage, manifest), headers=headers, media_type="application/x-tar"
     )
 
 
@@ -313,7 +345,8 @@ async def import_backup(
     storage_id: QueryId = None,
 ) -> BackupOut:
     """Upload an artifact (the raw bytes as the body) with its manifest, for example to
-    restore on a new installation. Size and sha256 are checked before anything commits."""
+    restore on a new installation. Size and sha256 are checked before anything commits.
+    A parallel backup (a manifest with parts) is uploaded as the tar its download gives."""
     try:
         manifest = Manifest.from_json(base64.b64decode(manifest_header, validate=True))
     except (ValueError, BackupError) as err:

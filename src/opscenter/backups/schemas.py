@@ -20,6 +20,11 @@ ColumnRef = Annotated[
 
 #: Destinations of one backup (the primary and its copies).
 MAX_DESTINATIONS = 5
+PARALLEL_STREAMS_DOC = (
+    "PostgreSQL: dump the table data in this many concurrent streams, one snapshot shared "
+    "(1: one stream). Each stream is its own stored part, all listed by the one manifest"
+)
+ParallelStreams = Annotated[int, Field(ge=1, le=16)]
 
 
 class CompressionType(StrEnum):
@@ -43,6 +48,7 @@ class BackupCreate(InputModel):
     compress: bool = True
     compression_type: CompressionType = CompressionType.ZSTD
     encrypt: bool = True
+    parallel_streams: ParallelStreams = Field(1, description=PARALLEL_STREAMS_DOC)
     storage_id: Id | None = Field(None, description="Default: the team's default storage")
     storage_ids: list[Id] | None = Field(
         None,
@@ -96,6 +102,7 @@ class BackupOut(OutputModel):
     is_encrypted: bool
     is_compressed: bool
     compression_type: str
+    parallel_streams: int = Field(description=PARALLEL_STREAMS_DOC)
     checksum: str | None
     encryption_key_ids: list[str]
     row_counts: dict[str, int]

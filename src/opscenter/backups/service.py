@@ -29,7 +29,7 @@ from opscenter.servers import service as servers
 from opscenter.servers.schemas import HOSTS, ServerType
 from opscenter.storage import service as storage
 from opscenter.stores.backends import StorageError
-from opscenter.streaming.manifest import manifest_key
+from opscenter.streaming.manifest import delete_backup_objects
 
 if TYPE_CHECKING:
     from opscenter.core.context import AppContext
@@ -79,6 +79,7 @@ def backup_out(backup: Backup) -> BackupOut:
         is_encrypted=backup.is_encrypted,
         is_compressed=backup.compression_type != "none",
         compression_type=backup.compression_type,
+        parallel_streams=backup.parallel_streams,
         checksum=backup.checksum,
         encryption_key_ids=backup.encryption_key_ids,
         row_counts=backup.row_counts,
@@ -189,6 +190,13 @@ def engine_for(server: Server, data: BackupCreate) -> str:
     return server.db_engine
 
 
+def check_parallel_streams(engine: str, parallel_streams: int) -> None:
+    if parallel_streams > 1 and engine != "postgresql":
+        raise InvalidInput(
+            f"parallel_streams above 1 is for PostgreSQL; a {engine} backup is one stream"
+        )
+
+
 def check_target(server: Server, engine: str, target: str) -> None:
     """The thing to back up must be something this server serves."""
     kind = ServerType(server.type)
@@ -247,6 +255,7 @@ async def create_backup(
     server = await servers.get_server(session, principal, data.server_id)
     engine = engine_for(server, data)
     check_target(server, engine, data.target)
+    check_parallel_streams(engine, data.parallel_streams)
     if data.storage_ids:
         try:
             providers = await check_storages(session, principal, server.team_id, data.storage_ids)
@@ -273,6 +282,7 @@ async def create_backup(
             status=BackupStatus.PENDING,
             is_encrypted=data.encrypt,
             compression_type=data.compression.value,
+            parallel_streams=data.parallel_streams,
             created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
         )
 
@@ -323,6 +333,7 @@ async def queue_retry(session: AsyncSession, backup_id: int, attempt: int) -> Jo
         if compressed
         else CompressionType.ZSTD,
         encrypt=old.is_encrypted,
+        parallel_streams=old.parallel_streams,
         storage_id=None if copies else old.storage_id,
         storage_ids=[old.storage_id, *copies] if copies else None,
     )
@@ -549,6 +560,12 @@ async def queue_restore(
             "drop_existing replaces the database in one transaction, which a parallel "
             "restore cannot do: drop parallel_jobs, or restore into a new database"
         )
+    if data.drop_existing and backup.parallel_streams > 1 and state != "missing":
+        raise InvalidInput(
+            "drop_existing replaces the database in one transaction, which a backup of "
+            f"{backup.parallel_streams} parallel streams cannot be restored in: restore it "
+            "into a new database"
+        )
     if state == "non_empty" and not data.drop_existing:
         raise Conflict(
             f"{data.target_database} on {target_server.name} is not empty: restore "
@@ -584,14 +601,14 @@ async def remove_backup(
     backup_id: int,
     origin: Origin | None,
 ) -> None:
-    """The artifact, then its manifest, then the catalog row (409 while in use); the
-    row stays when the storage refuses, so nothing is lost track of."""
+    """Every object of the backup (its parts, its globals), then its manifest, then the
+    catalog row (409 while in use); the row stays when the storage refuses, so nothing
+    is lost track of."""
     backup = await delete_backup(session, principal, backup_id)
     if backup.storage_key:
         store = storages.get(await provider_of(session, backup))
         try:
-            await store.delete(backup.storage_key)
-            await store.delete(manifest_key(backup.storage_key))
+            await delete_backup_objects(store, backup.storage_key)
         except StorageError as err:
             raise Conflict(
                 f"The storage refused the deletion ({err}); nothing was removed from the catalog"

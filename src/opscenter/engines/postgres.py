@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -15,7 +16,13 @@ import secrets
 from dataclasses import dataclass, field
 
 from opscenter.core.failures import BackupError, ErrorCode
-from opscenter.remote.runner import PROBE_TIMEOUT, Command, CommandRunner, LocalRunner
+from opscenter.remote.runner import (
+    PROBE_TIMEOUT,
+    Command,
+    CommandRunner,
+    LocalRunner,
+    RunningCommand,
+)
 
 
 def quote_ident(name: str) -> str:
@@ -314,3 +321,159 @@ async def pg_can_read_authid(runner: CommandRunner, psql: str, conn: PgConnectio
             detail=res.stderr.strip()[-2000:],
         )
     return res.stdout.decode().strip() == "t"
+
+
+def dump_pattern(schema: str, name: str) -> str:
+    """A ``pg_dump --table`` pattern matching exactly ``schema.name`` (inside double
+    quotes the pattern characters ``*``, ``?`` and ``.`` are literal)."""
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+_SNAPSHOT_END = "__opscenter_snapshot_listed__"
+_USER_TABLES = (
+    "from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+    "where n.nspname not in ('pg_catalog', 'information_schema') "
+    "and n.nspname not like 'pg\\_toast%' and n.nspname not like 'pg\\_temp%' "
+)
+
+
+class PgSnapshot:
+    """A ``REPEATABLE READ`` transaction held open by a psql coprocess, its snapshot
+    exported (``pg_export_snapshot()``) for several ``pg_dump --snapshot`` to share.
+
+    It also takes ``ACCESS SHARE`` locks on every table (as the leader of ``pg_dump
+    -j`` does), so no TRUNCATE or DROP slips in before each dump locks its own, and
+    lists the tables whose data the dumps split: ``(pg_dump pattern, bytes)``,
+    largest first, as seen by the snapshot. Extension member tables are left out:
+    pg_dump decides about their data with their extension.
+    """
+
+    def __init__(self, proc: RunningCommand, stdin: int, snapshot_id: str) -> None:
+        self._proc = proc
+        self._stdin: int | None = stdin
+        self.id = snapshot_id
+        self.tables: list[tuple[str, int]] = []
+
+    @classmethod
+    async def export(
+        cls, runner: CommandRunner, psql: str, conn: PgConnection, lock_timeout_ms: int
+    ) -> PgSnapshot:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        command = Command(
+            (
+                psql,
+                *conn.args(),
+                "--no-psqlrc",
+                "--quiet",
+                "--no-align",
+                "--tuples-only",
+                "--field-separator=\t",
+                "--set=ON_ERROR_STOP=1",
+            ),
+            env=conn.env(),
+            secrets=conn.secrets(),
+        )
+        try:
+            proc = await runner.start(command, stdin=in_r, stdout=out_w)
+        except BaseException:
+            for fd in (in_w, out_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        # Hex, so no name (tabs, newlines) can break the listing apart.
+        script = (
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"  # noqa: S608 (an int, constants)
+            "SELECT pg_export_snapshot();\n"
+            f"SET LOCAL lock_timeout = {int(lock_timeout_ms)};\n"
+            "SELECT format('LOCK TABLE %s IN ACCESS SHARE MODE', "
+            "string_agg(c.oid::regclass::text, ', ')) "
+            f"{_USER_TABLES} and c.relkind in ('r', 'p') having count(*) > 0 \\gexec\n"
+            "SELECT encode(convert_to(n.nspname, 'UTF8'), 'hex'), "
+            "encode(convert_to(c.relname, 'UTF8'), 'hex'), pg_table_size(c.oid) "
+            f"{_USER_TABLES} and c.relkind = 'r' and not exists (select 1 from pg_depend d "
+            "where d.classid = 'pg_class'::regclass and d.objid = c.oid and d.deptype = 'e') "
+            "order by 3 desc, 1, 2;\n"
+            f"\\echo {_SNAPSHOT_END}\n"
+        )
+        try:
+            await asyncio.to_thread(os.write, in_w, script.encode())
+            limit = PROBE_TIMEOUT + lock_timeout_ms / 1000
+            lines = await asyncio.wait_for(asyncio.to_thread(_read_until, out_r), limit)
+        except BaseException as exc:
+            proc.kill()
+            os.close(in_w)
+            with contextlib.suppress(BaseException):
+                await proc.wait()
+            if isinstance(exc, (OSError, TimeoutError)):
+                raise BackupError(
+                    ErrorCode.DUMP_FAILED,
+                    f"could not export a snapshot: {exc!r}",
+                    stage="snapshot",
+                    detail=proc.stderr_tail(),
+                ) from None
+            raise
+        finally:
+            os.close(out_r)
+        if not lines or lines[-1] != _SNAPSHOT_END:
+            os.close(in_w)
+            await proc.wait()
+            stderr = proc.stderr_tail()
+            raise BackupError(
+                classify_pg_error(stderr) or ErrorCode.DUMP_FAILED,
+                "could not export a snapshot for the parallel dump",
+                stage="snapshot",
+                detail=stderr,
+            )
+        snapshot = cls(proc, in_w, lines[0])
+        for line in lines[1:-1]:
+            schema, name, size = line.split("\t")
+            snapshot.tables.append(
+                (
+                    dump_pattern(bytes.fromhex(schema).decode(), bytes.fromhex(name).decode()),
+                    int(size),
+                )
+            )
+        return snapshot
+
+    async def close(self) -> None:
+        """End the transaction (nothing was written) and the coprocess."""
+        fd, self._stdin = self._stdin, None
+        if fd is None:
+            return
+        try:
+            with contextlib.suppress(OSError):
+                os.write(fd, b"ROLLBACK;\n")
+        finally:
+            os.close(fd)
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await self._proc.wait()
+        except BaseException:
+            self._proc.kill()
+            raise
+
+
+def _read_until(fd: int) -> list[str]:
+    """psql's output lines up to and including the end marker (or EOF)."""
+    data = b""
+    while not data.endswith(_SNAPSHOT_END.encode() + b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace").splitlines()
+
+
+def split_by_size(tables: list[tuple[str, int]], groups: int) -> list[list[str]]:
+    """Tables in ``groups`` lists of about equal total size: largest first, each to the
+    lightest list so far (ties: the first). Lists may be empty."""
+    bins: list[list[str]] = [[] for _ in range(groups)]
+    loads = [0] * groups
+    for name, size in sorted(tables, key=lambda t: -t[1]):
+        i = loads.index(min(loads))
+        bins[i].append(name)
+        loads[i] += max(size, 1)
+    return bins

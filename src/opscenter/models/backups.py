@@ -104,6 +104,7 @@ class Backup(IdMixin, TimestampMixin, Base):
     checksum: Mapped[str | None] = mapped_column(String(80))  # "sha256:<hex>"
     is_encrypted: Mapped[bool] = mapped_column(default=True)
     compression_type: Mapped[str] = mapped_column(String(10), default="zstd")
+    parallel_streams: Mapped[int] = mapped_column(default=1, server_default="1")
     encryption_key_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     row_counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     server_version: Mapped[str | None] = mapped_column(String(200))

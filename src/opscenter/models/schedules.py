@@ -56,6 +56,7 @@ class Schedule(IdMixin, TimestampMixin, Base):
     retention_days: Mapped[int | None]
     # Destinations, in order: each run dumps once into the first and copies to the others.
     storage_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    parallel_streams: Mapped[int] = mapped_column(default=1, server_default="1")
     priority: Mapped[int] = mapped_column(default=5)
     enabled: Mapped[bool] = mapped_column(default=True)
     notify_on_success: Mapped[bool] = mapped_column(default=False)

@@ -51,7 +51,7 @@ from opscenter.retention.schemas import (
 from opscenter.servers import service as servers
 from opscenter.storage.service import StoragePool
 from opscenter.stores.backends import StorageError
-from opscenter.streaming.manifest import manifest_key
+from opscenter.streaming.manifest import delete_backup_objects
 
 log = get_logger("opscenter.retention")
 # A backup counts as verified once a check read its whole dump: deep_ok (decrypted,
@@ -436,13 +436,12 @@ async def _delete_one(
             await session.commit()
         elif backup.status != DELETING:
             return False
-    # 2. the artifact, then its manifest; deleting what is absent is not an error.
+    # 2. every object of the backup, then its manifest; deleting what is absent is not
+    # an error.
     if key:
         if provider is None:
             raise NotFound("Storage provider", storage_id)
-        storage = storages.get(provider)
-        await storage.delete(key)
-        await storage.delete(manifest_key(key))
+        await delete_backup_objects(storages.get(provider), key)
     # 3. the row, audited in the same transaction.
     async with db.write_session() as session:
         result = await session.execute(

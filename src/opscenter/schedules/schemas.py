@@ -4,7 +4,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from opscenter.backups.schemas import MAX_DESTINATIONS, DatabaseName
+from opscenter.backups.schemas import (
+    MAX_DESTINATIONS,
+    PARALLEL_STREAMS_DOC,
+    DatabaseName,
+    ParallelStreams,
+)
 from opscenter.core import cron
 from opscenter.core.schemas import Id, InputModel, Name, NoControlChars, OutputModel, UtcDatetime
 
@@ -115,6 +120,7 @@ class ScheduleCreate(_TimeFields):
         "Default: the team's default storage",
     )
     priority: Priority = 5
+    parallel_streams: ParallelStreams = Field(1, description=PARALLEL_STREAMS_DOC)
     enabled: bool | None = Field(None, description="Default true")
     is_active: bool | None = Field(None, description="Seed 000's name for enabled")
     notify_on_success: bool = False
@@ -152,6 +158,7 @@ class ScheduleUpdate(_TimeFields):
     retention_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
     storage_ids: StorageIds | None = None
     priority: Priority | None = None
+    parallel_streams: ParallelStreams | None = Field(None, description=PARALLEL_STREAMS_DOC)
     enabled: bool | None = None
     is_active: bool | None = None
     notify_on_success: bool | None = None
@@ -197,6 +204,7 @@ class ScheduleOut(OutputModel):
     retention_policy_id: int | None
     retention_days: int | None
     storage_ids: list[int]
+    parallel_streams: int = Field(description=PARALLEL_STREAMS_DOC)
     priority: int
     enabled: bool
     is_active: bool

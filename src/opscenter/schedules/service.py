@@ -65,6 +65,7 @@ def schedule_out(schedule: Schedule) -> ScheduleOut:
         retention_policy_id=schedule.retention_policy_id,
         retention_days=schedule.retention_days,
         storage_ids=list(schedule.storage_ids),
+        parallel_streams=schedule.parallel_streams,
         priority=schedule.priority,
         enabled=schedule.enabled,
         is_active=schedule.enabled,
@@ -135,6 +136,7 @@ def backup_request(schedule: Schedule, backup_type: str | None = None) -> Backup
             db_type=schedule.db_type,
             backup_type=backup_type or schedule.backup_type,
             storage_ids=list(schedule.storage_ids) or None,
+            parallel_streams=schedule.parallel_streams,
         )
     except ValidationError as err:  # e.g. more storages than a backup takes, stored earlier
         raise InvalidInput(err.errors()[0]["msg"]) from None
@@ -145,6 +147,7 @@ def _check_target(server: Server, schedule: Schedule) -> None:
     request = backup_request(schedule)
     engine = backups.engine_for(server, request)
     backups.check_target(server, engine, request.target)
+    backups.check_parallel_streams(engine, request.parallel_streams)
     if schedule.restore_test_every_days is not None and engine not in RESTORE_TEST_ENGINES:
         raise InvalidInput(
             f"Restore tests need a PostgreSQL or MySQL target (this one is {engine}); "
@@ -268,6 +271,7 @@ async def create_schedule(
         retention_policy_id=data.retention_policy_id,
         retention_days=data.retention_days,
         storage_ids=list(data.storage_ids or []),
+        parallel_streams=data.parallel_streams,
         priority=data.priority,
         enabled=enabled,
         notify_on_success=data.notify_on_success,
@@ -297,6 +301,7 @@ _NOT_NULL = frozenset(
         "server_id",
         "backup_type",
         "priority",
+        "parallel_streams",
         "enabled",
         "is_active",
         "notify_on_success",
@@ -316,6 +321,7 @@ _PLAIN = (
     "db_type",
     "backup_type",
     "priority",
+    "parallel_streams",
     "notify_on_success",
     "notify_on_failure",
     "misfire_policy",
@@ -413,6 +419,7 @@ async def update_schedule(
         "source_path",
         "db_type",
         "backup_type",
+        "parallel_streams",
         "restore_test_every_days",
     }:
         _check_target(server, schedule)

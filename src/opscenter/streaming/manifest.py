@@ -6,12 +6,19 @@ completed. An object without a manifest is never shown as usable (:func:`scan_ca
 reports it as an orphan), so the catalog can be rebuilt from storage alone. The objects
 of one backup are listed by :func:`backup_object_keys` and removed, manifest last, by
 :func:`delete_backup_objects`.
+
+A parallel PostgreSQL backup (``parallel_streams``) is several pg_dump archives of one
+snapshot, listed in order by ``Manifest.parts``: the pre-data section under the
+backup's own key, the table data in ``.data-N`` parts, the post-data section in a
+``.post-data`` part (:func:`part_key`). A manifest without parts is one archive.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import re
 import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +44,7 @@ __all__ = [
     "EncryptionInfo",
     "GlobalsInfo",
     "Manifest",
+    "PartInfo",
     "RowCounts",
     "backup_object_keys",
     "build_manifest",
@@ -45,6 +53,7 @@ __all__ = [
     "globals_key",
     "globals_restore_command",
     "manifest_key",
+    "part_key",
     "read_manifest",
     "restore_command",
     "scan_catalog",
@@ -55,7 +64,10 @@ MANIFEST_FORMAT = "opscenter.backup-manifest.v1"
 MANIFEST_SUFFIX = ".manifest.json"
 #: Replaces the ``.dump`` of a PostgreSQL artifact's name for its cluster globals.
 GLOBALS_INFIX = ".globals.sql"
-_MAX_MANIFEST = 4 << 20
+MAX_MANIFEST = 4 << 20
+#: The name of a part of a parallel backup other than its first (see :func:`part_key`).
+PART_NAME = re.compile(r"\.(data-\d+|post-data)(\.dump|$)")
+SECTIONS = ("pre-data", "data", "post-data")
 #: Tables with up to this many (estimated) rows get an exact count(*).
 EXACT_COUNT_MAX_ROWS = 2_000_000
 
@@ -128,6 +140,49 @@ class GlobalsInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One archive of a parallel backup: restored in ``order`` (pre-data, the data
+    parts in parallel, post-data)."""
+
+    key: str
+    order: int
+    section: str  # "pre-data" | "data" | "post-data"
+    size_bytes: int
+    original_size_bytes: int
+    sha256: str
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> PartInfo:
+        section = _str(raw, "section")
+        if section not in SECTIONS:
+            raise ValueError(f"unknown section {section!r}")
+        return cls(
+            key=_str(raw, "key"),
+            order=_int(raw, "order"),
+            section=section,
+            size_bytes=_int(raw, "size_bytes"),
+            original_size_bytes=_int(raw, "original_size_bytes"),
+            sha256=_sha(raw),
+        )
+
+
+def _check_parts(m: Manifest) -> None:
+    """The first part is the backup's own object, then data parts, post-data last."""
+    if not m.parts:
+        return
+    first, last = m.parts[0], m.parts[-1]
+    if (first.key, first.size_bytes, first.sha256) != (m.key, m.size_bytes, m.sha256):
+        raise ValueError("the first part must be the backup's own object")
+    if [p.order for p in m.parts] != list(range(len(m.parts))):
+        raise ValueError("parts must be listed in order 0, 1, ...")
+    middle = {p.section for p in m.parts[1:-1]}
+    if first.section != "pre-data" or last.section != "post-data" or middle != {"data"}:
+        raise ValueError("parts must be pre-data, data..., post-data")
+    if len({p.key for p in m.parts}) != len(m.parts):
+        raise ValueError("a part is listed twice")
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     key: str
     engine: str
@@ -149,11 +204,40 @@ class Manifest:
     labels: dict[str, str] = field(default_factory=dict)
     #: PostgreSQL only: the cluster globals saved beside the dump (or why not).
     globals: GlobalsInfo | None = None
+    #: Parallel backups: every archive in restore order, the first being ``key``
+    #: (whose size and sha256 are the fields above); empty: ``key`` is the whole dump.
+    parts: tuple[PartInfo, ...] = ()
     format: str = MANIFEST_FORMAT
 
     @property
     def encrypted(self) -> bool:
         return self.encryption is not None
+
+    @property
+    def total_size_bytes(self) -> int:
+        return sum(p.size_bytes for p in self.parts) if self.parts else self.size_bytes
+
+    @property
+    def total_original_size_bytes(self) -> int:
+        if not self.parts:
+            return self.original_size_bytes
+        return sum(p.original_size_bytes for p in self.parts)
+
+    def part_manifests(self) -> list[Manifest]:
+        """One manifest per stored archive, in restore order, to stream each through the
+        same checks (``[self]`` for a one-archive backup)."""
+        return [
+            dataclasses.replace(
+                self,
+                key=p.key,
+                size_bytes=p.size_bytes,
+                original_size_bytes=p.original_size_bytes,
+                sha256=p.sha256,
+                globals=None,
+                parts=(),
+            )
+            for p in self.parts
+        ] or [self]
 
     @property
     def compression_kind(self) -> Compression:
@@ -205,7 +289,9 @@ class Manifest:
                 ),
                 labels={str(k): str(v) for k, v in raw.get("labels", {}).items()},
                 globals=None if gl is None else GlobalsInfo.from_dict(gl),
+                parts=tuple(PartInfo.from_dict(p) for p in raw.get("parts", ())),
             )
+            _check_parts(m)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BackupError(
                 ErrorCode.MANIFEST_INVALID, f"invalid manifest: {exc}", stage="manifest"
@@ -282,11 +368,26 @@ def globals_key(
     return head + sep + name
 
 
+def part_key(artifact_key: str, section: str, index: int = 0) -> str:
+    """Key of a part of a parallel backup beside its first (pre-data) archive.
+
+    ``.../20240501T030000Z-1a2b3c4d.dump.zst.age`` -> ``...-1a2b3c4d.data-2.dump.zst.age``
+    (``section`` "data", ``index`` 2) or ``...-1a2b3c4d.post-data.dump.zst.age``.
+    """
+    infix = f".data-{index}" if section == "data" else f".{section}"
+    head, sep, name = artifact_key.rpartition("/")
+    i = _dump_token(name)
+    name = name[:i] + infix + name[i:] if i >= 0 else name + infix
+    return head + sep + name
+
+
 def backup_object_keys(artifact_key: str, manifest: Manifest | None = None) -> list[str]:
     """Every object that belongs to the backup of ``artifact_key``, its manifest last:
-    the artifact, the cluster globals beside it (as recorded, and where the naming
-    scheme puts them), the manifest."""
+    the artifact, the other parts of a parallel backup, the cluster globals beside it
+    (as recorded, and where the naming scheme puts them), the manifest."""
     keys = [artifact_key]
+    if manifest is not None:
+        keys += [p.key for p in manifest.parts]
     if manifest is not None and manifest.globals is not None and manifest.globals.key:
         keys.append(manifest.globals.key)
     if _dump_token(artifact_key.rpartition("/")[2]) >= 0:
@@ -341,6 +442,13 @@ def restore_command(
     return " | ".join(parts)
 
 
+def parts_restore_command(*, key: str, database: str) -> str:
+    """A parallel backup's restore with standard tools: the documented script
+    (docs/restore-parts.sh: age, zstd, pg_restore) run beside the parts."""
+    name = shlex.quote(key.rsplit("/", 1)[-1])
+    return f"sh restore-parts.sh {name} {shlex.quote(database)} key.txt"
+
+
 def build_manifest(
     *,
     key: str,
@@ -356,6 +464,7 @@ def build_manifest(
     row_counts: RowCounts | None = None,
     labels: dict[str, str] | None = None,
     globals_info: GlobalsInfo | None = None,
+    parts: tuple[PartInfo, ...] = (),
 ) -> Manifest:
     encryption = (
         EncryptionInfo(
@@ -381,7 +490,9 @@ def build_manifest(
         started_at=started_at.isoformat(),
         created_at=finished_at.isoformat(),
         duration_seconds=round((finished_at - started_at).total_seconds(), 3),
-        restore_command=restore_command(
+        restore_command=parts_restore_command(key=key, database=plan.database)
+        if parts
+        else restore_command(
             key=key,
             dump_format=plan.dump_format,
             compression=compression,
@@ -391,6 +502,7 @@ def build_manifest(
         row_counts=row_counts,
         labels=dict(labels or {}),
         globals=globals_info,
+        parts=parts,
     )
 
 
@@ -410,7 +522,7 @@ async def read_manifest(storage: StorageBackend, key: str) -> Manifest:
     mkey = manifest_key(artifact)
     try:
         info = await storage.stat(mkey)
-        if info.size > _MAX_MANIFEST:
+        if info.size > MAX_MANIFEST:
             raise BackupError(ErrorCode.MANIFEST_INVALID, f"{mkey} is too large")
         reader = await storage.open_reader(mkey)
         async with reader:
@@ -464,6 +576,8 @@ async def scan_catalog(storage: StorageBackend, prefix: str = "") -> CatalogScan
             invalid.append((mkey, "the artifact is missing"))
         elif size != m.size_bytes:
             invalid.append((mkey, f"the artifact is {size} bytes, expected {m.size_bytes}"))
+        elif problem := _missing_part(m, objects):
+            invalid.append((mkey, problem))
         else:
             good.append(m)
             g = m.globals
@@ -478,6 +592,17 @@ async def scan_catalog(storage: StorageBackend, prefix: str = "") -> CatalogScan
     good.sort(key=lambda m: m.created_at)
     orphans = sorted(k for k in objects if k not in described)
     return CatalogScan(good, invalid, orphans, warnings)
+
+
+def _missing_part(m: Manifest, objects: dict[str, int]) -> str:
+    """Why a part of a parallel backup cannot be used ('' when all are there)."""
+    for p in m.parts[1:]:
+        size = objects.get(p.key)
+        if size is None:
+            return f"part {p.order} ({p.key}) is missing"
+        if size != p.size_bytes:
+            return f"part {p.order} ({p.key}) is {size} bytes, expected {p.size_bytes}"
+    return ""
 
 
 # --------------------------------------------------------------------------- row counts

@@ -32,6 +32,17 @@ PostgreSQL: the cluster globals (roles, tablespaces; ``pg_dumpall --globals-only
 go through the same stages, concurrently, into a small second object beside the dump,
 recorded in the manifest; commit order: both objects, then the manifest.
 
+Parallel PostgreSQL backups (``BackupOptions.parallel_streams`` above 1): a psql
+coprocess holds a REPEATABLE READ transaction open and exports its snapshot; every
+pg_dump imports it (``--snapshot``), so all parts see the same instant. The pre-data
+section, the table data split into N groups of about equal size (largest tables
+first; the first group is "everything but the other groups' tables", so sequence
+values and large objects go there) and the post-data section each stream through
+their own stages (each with its bounded buffers) into their own object, concurrently.
+The first object (pre-data, the backup's own key) is committed only once every other
+part is, then the manifest lists them all: a failure removes every part, and a killed
+process leaves part objects without a manifest, which the job's finisher removes.
+
 Copies (``run_backup(copies=...)``): the stored byte stream also goes to every extra
 destination, block by block, so the dump runs once and every copy has the same bytes,
 sha256 and key. Each copy is written by its own task from its own queue, so a slow
@@ -63,6 +74,7 @@ from importlib import metadata
 import zstandard
 
 from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.engines.postgres import PgSnapshot, split_by_size
 from opscenter.remote.runner import CommandRunner, LocalRunner
 from opscenter.stores.backends import (
     ObjectInfo,
@@ -75,11 +87,13 @@ from opscenter.streaming.crypto import encrypt_stream, key_id, parse_recipients
 from opscenter.streaming.manifest import (
     GlobalsInfo,
     Manifest,
+    PartInfo,
     RowCounts,
     build_manifest,
     collect_row_counts,
     globals_key,
     globals_restore_command,
+    part_key,
     write_manifest,
 )
 from opscenter.streaming.sources import DumpPlan, DumpSource, PgGlobalsSource, PostgresSource
@@ -171,6 +185,9 @@ class BackupOptions:
     #: Niceness added to the compress and encrypt threads (Linux, per thread): the
     #: dump tool and the database keep first call on the CPU. 0 = same priority.
     nice: int = 10
+    #: PostgreSQL: dump the table data in this many concurrent streams of one snapshot,
+    #: each its own object (see the module's docstring). 1: one archive.
+    parallel_streams: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +221,9 @@ class BackupResult:
     warnings: tuple[str, ...] = ()
     #: One per extra destination, in the order given (same key, bytes and sha256).
     copies: tuple[CopyOutcome, ...] = ()
+    #: Parallel backups: every archive, in restore order (``size_bytes`` is their sum,
+    #: ``sha256`` the first one's).
+    parts: tuple[PartInfo, ...] = ()
 
 
 @functools.cache
@@ -681,9 +701,12 @@ async def _dump_object(
     options: BackupOptions,
     runner: CommandRunner,
     copies: Sequence[StorageBackend] = (),
+    gate: asyncio.Future[None] | None = None,
 ) -> tuple[ObjectInfo, _Backup]:
     """Stream one dump into one committed object (and the same bytes into each of
-    ``copies``, see ``_Backup.copies``); nothing is left behind on failure."""
+    ``copies``, see ``_Backup.copies``); nothing is left behind on failure. With a
+    ``gate``, the object is committed only once it is done (the other parts of a
+    parallel backup are)."""
     try:
         writer = await storage.open_writer(key)
     except StorageError as exc:
@@ -694,6 +717,8 @@ async def _dump_object(
         facts = await backup.run()
         error = backup.error_from(facts)
         if error is None:
+            if gate is not None:
+                await gate
             try:
                 info = await writer.commit()
             except StorageError as exc:
@@ -724,6 +749,141 @@ async def _dump_object(
                 await c.discard(key)
         raise
     return info, backup
+
+
+@dataclass(frozen=True, slots=True)
+class _PartSpec:
+    key: str
+    section: str
+    plan: DumpPlan
+
+
+def _part_specs(plan: DumpPlan, key: str, snapshot: PgSnapshot, streams: int) -> list[_PartSpec]:
+    """pre-data, the data in up to ``streams`` groups, post-data; all of one snapshot."""
+
+    def part(section: str, *args: str) -> DumpPlan:
+        argv = (*plan.command.argv, f"--snapshot={snapshot.id}", f"--section={section}", *args)
+        return dataclasses.replace(plan, command=dataclasses.replace(plan.command, argv=argv))
+
+    groups = [g for g in split_by_size(snapshot.tables, streams)[1:] if g]
+    # The first group is everything the others do not take: sequence values, large
+    # objects and whatever pg_dump adds on its own come with it.
+    specs = [
+        _PartSpec(key, "pre-data", part("pre-data")),
+        _PartSpec(
+            part_key(key, "data", 1),
+            "data",
+            part("data", *(f"--exclude-table-data={t}" for g in groups for t in g)),
+        ),
+    ]
+    for i, group in enumerate(groups, start=2):
+        specs.append(
+            _PartSpec(
+                part_key(key, "data", i), "data", part("data", *(f"--table={t}" for t in group))
+            )
+        )
+    specs.append(_PartSpec(part_key(key, "post-data"), "post-data", part("post-data")))
+    return specs
+
+
+def _part_progress(options: BackupOptions, count: int) -> list[BackupOptions]:
+    """Each part's options; their progress is reported as one sum."""
+    cb = options.on_progress
+    if cb is None:
+        return [options] * count
+    seen = [BackupProgress(0, 0, 0.0)] * count
+
+    def reporter(i: int) -> ProgressCallback:
+        def report(p: BackupProgress) -> None:
+            seen[i] = p
+            read = sum(s.bytes_read for s in seen)
+            cb(BackupProgress(read, sum(s.bytes_written for s in seen), p.elapsed_seconds))
+
+        return report
+
+    return [dataclasses.replace(options, on_progress=reporter(i)) for i in range(count)]
+
+
+async def _dump_parallel(
+    source: PostgresSource,
+    plan: DumpPlan,
+    storage: StorageBackend,
+    key: str,
+    options: BackupOptions,
+    runner: CommandRunner,
+    copies: Sequence[StorageBackend] = (),
+) -> tuple[ObjectInfo, _Backup, tuple[PartInfo, ...]]:
+    """Every part of a parallel backup committed (the first one last), or none: the
+    first part's object and ``_Backup`` (its copies stand for the whole backup's), and
+    the parts in order."""
+    psql = posixpath.join(posixpath.dirname(plan.command.argv[0]), "psql")
+    snapshot = await PgSnapshot.export(runner, psql, source.conn, source.lock_wait_timeout_ms)
+    try:
+        specs = _part_specs(plan, key, snapshot, options.parallel_streams)
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        tasks = [
+            asyncio.create_task(
+                _dump_object(
+                    source,
+                    spec.plan,
+                    storage,
+                    spec.key,
+                    opts,
+                    runner,
+                    copies,
+                    gate if i == 0 else None,
+                )
+            )
+            for i, (spec, opts) in enumerate(
+                zip(specs, _part_progress(options, len(specs)), strict=True)
+            )
+        ]
+        try:
+            pending: set[asyncio.Task[tuple[ObjectInfo, _Backup]]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if (exc := task.exception()) is not None:
+                        raise exc
+                if all(t.done() for t in tasks[1:]) and not gate.done():
+                    gate.set_result(None)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for spec, task in zip(specs, tasks, strict=True):
+                if not task.cancelled() and task.exception() is None:
+                    await _discard_part(storage, spec.key, task.result()[1])
+            raise
+    finally:
+        await snapshot.close()
+    results = [t.result() for t in tasks]
+    info, first = results[0]
+    for i, c in enumerate(first.copies):
+        # A copy is whole only if every part reached it; otherwise it keeps none.
+        lost = [b.copies[i] for _, b in results if not b.copies[i].committed]
+        if not lost:
+            continue
+        for spec, (_, b) in zip(specs, results, strict=True):
+            if b.copies[i].committed:
+                await b.copies[i].discard(spec.key)
+        c.error = next(
+            (x.error for x in lost if x.error),
+            BackupError(ErrorCode.STORAGE_FAILED, "a part was not written", stage="storage"),
+        )
+    parts = tuple(
+        PartInfo(spec.key, i, spec.section, obj.size, b.bytes_read, b.sha256)
+        for i, (spec, (obj, b)) in enumerate(zip(specs, results, strict=True))
+    )
+    return info, first, parts
+
+
+async def _discard_part(storage: StorageBackend, key: str, backup: _Backup) -> None:
+    with contextlib.suppress(Exception):
+        await storage.delete(key)
+    for c in backup.copies:
+        if c.committed:
+            await c.discard(key)
 
 
 def _first_line(text: str) -> str:
@@ -855,8 +1015,14 @@ async def run_backup(
             _backup_globals(source, plan, storage, key, options, runner, copies)
         )
     backup: _Backup | None = None
+    parts: tuple[PartInfo, ...] = ()
     try:
-        info, backup = await _dump_object(source, plan, storage, key, options, runner, copies)
+        if options.parallel_streams > 1 and isinstance(source, PostgresSource):
+            info, backup, parts = await _dump_parallel(
+                source, plan, storage, key, options, runner, copies
+            )
+        else:
+            info, backup = await _dump_object(source, plan, storage, key, options, runner, copies)
         globals_info: GlobalsInfo | None = None
         globals_in = (False,) * len(copies)
         warnings: list[str] = []
@@ -867,11 +1033,12 @@ async def run_backup(
     except BaseException:
         await _discard_globals(globals_task, [storage, *copies], gkey)
         if backup is not None:  # committed, then cancelled while waiting for the globals
-            with contextlib.suppress(Exception):
-                await storage.delete(key)
+            for k in [key, *(p.key for p in parts[1:])]:
+                with contextlib.suppress(Exception):
+                    await storage.delete(k)
             for c in backup.copies:
                 if c.committed:
-                    await c.discard(key)
+                    await c.discard(key, *(p.key for p in parts[1:]))
         raise
     finished_at = datetime.now(UTC)
     tool_versions = {plan.tool: plan.tool_version, **_lib_versions()}
@@ -880,6 +1047,7 @@ async def run_backup(
     manifest_key: str | None = None
     duration = time.monotonic() - t0
     saved_globals = globals_info is not None and globals_info.saved
+    others = [p.key for p in parts[1:]]
     for c in backup.copies:  # a copy without its dump keeps no globals either
         if not c.committed and globals_in[c.index]:
             await c.discard(gkey)
@@ -898,19 +1066,21 @@ async def run_backup(
             row_counts=counts,
             labels=options.labels,
             globals_info=globals_info,
+            parts=parts,
         )
         try:
             manifest_key = await write_manifest(storage, manifest)
         except BaseException as exc:
             # Nothing without a manifest is ever usable: remove the objects too.
-            with contextlib.suppress(Exception):
-                await storage.delete(key)
+            for k in [key, *others]:
+                with contextlib.suppress(Exception):
+                    await storage.delete(k)
             if saved_globals:
                 with contextlib.suppress(Exception):
                     await storage.delete(gkey)
             for c in backup.copies:
                 if c.committed:
-                    await c.discard(key, gkey)
+                    await c.discard(key, gkey, *others)
             if isinstance(exc, StorageError):
                 raise storage_error(exc, "manifest") from exc
             raise
@@ -923,7 +1093,7 @@ async def run_backup(
             try:
                 await write_manifest(c.storage, m)
             except BaseException as exc:
-                await c.discard(key, gkey)
+                await c.discard(key, gkey, *others)
                 if not isinstance(exc, Exception):
                     raise
                 c.error = _copy_error(exc, "manifest")
@@ -931,8 +1101,10 @@ async def run_backup(
         await asyncio.gather(*(copy_manifest(c, manifest) for c in backup.copies if c.committed))
     return BackupResult(
         key=key,
-        size_bytes=info.size,
-        original_size_bytes=backup.bytes_read,
+        size_bytes=sum(p.size_bytes for p in parts) if parts else info.size,
+        original_size_bytes=sum(p.original_size_bytes for p in parts)
+        if parts
+        else backup.bytes_read,
         sha256=backup.sha256,
         compression=options.compression,
         encrypted=bool(options.recipients),
@@ -947,4 +1119,5 @@ async def run_backup(
         globals=globals_info,
         warnings=tuple(warnings),
         copies=tuple(CopyOutcome(c.index, c.committed, c.error) for c in backup.copies),
+        parts=parts,
     )

@@ -15,12 +15,24 @@ is killed before its input is closed, so ``pg_restore --single-transaction`` rol
 back; SQLite and directory restores are staged beside the target and renamed into
 place only on success. MySQL commits statement by statement: its artifact is read and
 checked whole before the first statement reaches the target (see :class:`MySQLTarget`).
+
+A parallel PostgreSQL backup (``Manifest.parts``) is restored in its order: pre-data,
+then the data parts concurrently (one pg_restore and connection each, each in its own
+transaction), then post-data. Each part streams through the same checks. The whole is
+not one transaction, so a failure part-way drops a database the restore created, and
+into an existing database every part's size and sha256 is checked (one read) before
+the first statement. post-data (indexes, constraints, triggers: definitions only, a
+few KiB) is restored with ``pg_restore --jobs``, one job per data part: that needs a
+seekable archive, so that small archive alone is staged in a private temp file once
+it is proven whole (as ``PostgresTarget.jobs`` does for a whole dump).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -67,6 +79,7 @@ from opscenter.streaming.streams import (
 __all__ = [
     "RestoreProgress",
     "RestoreResult",
+    "check_stored",
     "drop_created",
     "globals_manifest",
     "globals_part",
@@ -288,6 +301,106 @@ async def run_stream(
     return stream
 
 
+async def check_stored(storage: StorageBackend, key: str, size_bytes: int, sha256: str) -> int:
+    """Re-read ``key``: its size and sha256 must be the recorded ones."""
+    try:
+        info = await storage.stat(key)
+        if info.size != size_bytes:
+            raise BackupError(
+                ErrorCode.CHECKSUM_MISMATCH,
+                f"stored object {key} is {info.size} bytes, the manifest says {size_bytes}",
+                stage="verify",
+            )
+        digest = hashlib.sha256()
+        size = 0
+        reader = await storage.open_reader(key)
+        async with reader:
+            while chunk := await reader.read(BLOCK_SIZE):
+                await asyncio.to_thread(digest.update, chunk)
+                size += len(chunk)
+    except StorageError as exc:
+        raise storage_error(exc, "verify") from exc
+    if size != size_bytes or digest.hexdigest() != sha256:
+        raise BackupError(
+            ErrorCode.CHECKSUM_MISMATCH,
+            f"sha256 of the stored object {key} is {digest.hexdigest()}, "
+            f"the manifest says {sha256}",
+            stage="verify",
+        )
+    return size
+
+
+class _Totals:
+    """The progress of several streams reported as one."""
+
+    def __init__(self, on_progress: Callable[[RestoreProgress], None] | None) -> None:
+        self.on_progress = on_progress
+        self.seen: dict[int, RestoreProgress] = {}
+
+    def reporter(self, part: int) -> Callable[[RestoreProgress], None] | None:
+        cb = self.on_progress
+        if cb is None:
+            return None
+
+        def report(p: RestoreProgress) -> None:
+            self.seen[part] = p
+            done = self.seen.values()
+            cb(
+                RestoreProgress(
+                    sum(x.bytes_read for x in done),
+                    sum(x.bytes_restored for x in done),
+                    p.elapsed_seconds,
+                )
+            )
+
+        return report
+
+
+async def _restore_parts(
+    storage: StorageBackend,
+    manifest: Manifest,
+    target: PostgresTarget,
+    identities: Sequence[str],
+    runner: CommandRunner,
+    stall_timeout: float | None,
+    time_limit: float | None,
+    on_progress: Callable[[RestoreProgress], None] | None,
+) -> tuple[int, int]:
+    """pre-data, the data parts concurrently, post-data; ``(bytes read, restored)``."""
+    # The target is prepared (created, or found empty) once, with the first part.
+    rest = dataclasses.replace(
+        target,
+        create=False,
+        replace=False,
+        allow_non_empty=True,
+        clean=False,
+        jobs=1,
+        single_transaction=True,
+    )
+    totals = _Totals(on_progress)
+    parts = manifest.part_manifests()
+    post = dataclasses.replace(rest, jobs=max(target.jobs, len(parts) - 2))
+
+    async def one(i: int, part: Manifest) -> _Stream:
+        into = target if i == 0 else post if i == len(parts) - 1 else rest
+        sink = await pg_sink(runner, into, time_limit)
+        return await run_stream(
+            storage, part, sink, identities, runner, stall_timeout, time_limit, totals.reporter(i)
+        )
+
+    streams = [await one(0, parts[0])]
+    data = [asyncio.ensure_future(one(i, p)) for i, p in enumerate(parts[1:-1], start=1)]
+    try:
+        streams += await asyncio.gather(*data)
+    except BaseException:
+        for task in data:
+            task.cancel()
+        await asyncio.gather(*data, return_exceptions=True)
+        raise
+    streams.append(await one(len(parts) - 1, parts[-1]))
+    return sum(s.bytes_read for s in streams), sum(s.bytes_out for s in streams)
+
+
 async def drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
     """A database this restore created is dropped again when the restore fails."""
     with contextlib.suppress(BaseException):
@@ -330,9 +443,25 @@ async def run_restore(
     _check_format(manifest, target)
     if isinstance(target, PostgresTarget) and target.restore_globals:
         globals_manifest(manifest)  # refuse early, before creating anything
-    sink: Sink
+    sink: Sink | None = None
     warnings: list[str] = []
-    if isinstance(target, PostgresTarget):
+    if isinstance(target, PostgresTarget) and manifest.parts:
+        if target.replace and not target.create:
+            raise BackupError(
+                ErrorCode.INVALID_CONFIG,
+                "a parallel backup cannot replace a database in one transaction: restore "
+                "it into a new database",
+                stage="check",
+            )
+        if not target.create:  # nothing to drop again: every part is proven whole first
+            if manifest.encrypted:
+                parse_identities(identities)
+            for part in manifest.part_manifests():
+                await check_stored(storage, part.key, part.size_bytes, part.sha256)
+        if on_write is not None:
+            await on_write()
+        label = f"postgresql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
+    elif isinstance(target, PostgresTarget):
         if on_write is not None:
             await on_write()
         sink = await pg_sink(runner, target, time_limit)
@@ -371,20 +500,34 @@ async def run_restore(
                 warnings += await _restore_globals(
                     storage, manifest, target, identities, runner, stall_timeout, time_limit
                 )
-        stream = await run_stream(
-            storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
-        )
+        if sink is None:
+            assert isinstance(target, PostgresTarget)
+            read, restored = await _restore_parts(
+                storage,
+                manifest,
+                target,
+                identities,
+                runner,
+                stall_timeout,
+                time_limit,
+                on_progress,
+            )
+        else:
+            stream = await run_stream(
+                storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
+            )
+            read, restored = stream.bytes_read, stream.bytes_out
     except BaseException:
         await drop_created(runner, target)
         raise
     return RestoreResult(
         key=manifest.key,
         target=label,
-        bytes_read=stream.bytes_read,
-        bytes_restored=stream.bytes_out,
+        bytes_read=read,
+        bytes_restored=restored,
         sha256=manifest.sha256,
         duration_seconds=time.monotonic() - t0,
-        tool=sink.name,
+        tool=sink.name if sink is not None else "pg_restore",
         warnings=tuple(warnings),
         globals_restored=isinstance(target, PostgresTarget) and target.restore_globals,
     )

@@ -1,12 +1,11 @@
 """Verification of stored artifacts: ``quick_verify`` re-reads the object and checks
 its size and sha256; ``deep_verify`` streams it through the restore's checks into a
-sink that parses the whole dump without touching any database.
+sink that parses the whole dump without touching any database. A parallel backup is
+checked part by part, every part.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,10 +13,9 @@ from dataclasses import dataclass
 from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.engines.postgres import select_pg_tool
 from opscenter.remote.runner import Command, CommandRunner, LocalRunner
-from opscenter.stores.backends import StorageBackend, StorageError
+from opscenter.stores.backends import StorageBackend
 from opscenter.streaming.manifest import Manifest
-from opscenter.streaming.pipeline import storage_error
-from opscenter.streaming.restore import globals_manifest, globals_part, run_stream
+from opscenter.streaming.restore import check_stored, globals_manifest, globals_part, run_stream
 from opscenter.streaming.sinks import (
     MYSQL_TRAILER,
     ProcessSink,
@@ -26,7 +24,6 @@ from opscenter.streaming.sinks import (
     TrailerSink,
     tar_path,
 )
-from opscenter.streaming.streams import BLOCK_SIZE
 
 __all__ = ["VerifyResult", "deep_verify", "quick_verify"]
 
@@ -65,14 +62,20 @@ async def deep_verify(
     t0 = time.monotonic()
     sink: Sink
     fmt = manifest.dump_format
+    read = dumped = 0
     if fmt == "pg_custom":
         tool = await select_pg_tool(runner, "pg_restore", None)
-        sink = ProcessSink(
-            "pg_restore",
-            Command((tool.path, "--file=/dev/null")),
-            lambda _s: None,
-            failure_code=ErrorCode.VERIFY_FAILED,
-        )
+        for part in manifest.part_manifests():
+            sink = ProcessSink(
+                "pg_restore",
+                Command((tool.path, "--file=/dev/null")),
+                lambda _s: None,
+                failure_code=ErrorCode.VERIFY_FAILED,
+            )
+            stream = await run_stream(
+                storage, part, sink, identities, runner, stall_timeout, time_limit, None
+            )
+            read, dumped = read + stream.bytes_read, dumped + stream.bytes_out
     elif fmt == "mysql_sql":
         sink = TrailerSink(MYSQL_TRAILER)
     elif fmt == "sqlite_db":
@@ -86,10 +89,14 @@ async def deep_verify(
         )
     else:
         raise BackupError(ErrorCode.INVALID_CONFIG, f"unknown dump format {fmt!r}")
-    stream = await run_stream(
-        storage, manifest, sink, identities, runner, stall_timeout, time_limit, None
-    )
+    if fmt != "pg_custom":
+        stream = await run_stream(
+            storage, manifest, sink, identities, runner, stall_timeout, time_limit, None
+        )
+        read, dumped = stream.bytes_read, stream.bytes_out
     detail = f"{sink.name}: whole dump parsed"
+    if manifest.parts:
+        detail += f" ({len(manifest.parts)} parts)"
     g = manifest.globals
     if g is not None and g.saved:
         # The globals beside it: checked, decrypted, decompressed, and complete.
@@ -108,53 +115,26 @@ async def deep_verify(
     return VerifyResult(
         key=manifest.key,
         level="deep",
-        size_bytes=stream.bytes_read,
+        size_bytes=read,
         sha256=manifest.sha256,
-        dump_bytes=stream.bytes_out,
+        dump_bytes=dumped,
         duration_seconds=time.monotonic() - t0,
         detail=detail,
     )
-
-
-async def _check_object(storage: StorageBackend, key: str, size_bytes: int, sha256: str) -> int:
-    """Re-read ``key``: its size and sha256 must be the recorded ones."""
-    try:
-        info = await storage.stat(key)
-        if info.size != size_bytes:
-            raise BackupError(
-                ErrorCode.CHECKSUM_MISMATCH,
-                f"stored object {key} is {info.size} bytes, the manifest says {size_bytes}",
-                stage="verify",
-            )
-        digest = hashlib.sha256()
-        size = 0
-        reader = await storage.open_reader(key)
-        async with reader:
-            while chunk := await reader.read(BLOCK_SIZE):
-                await asyncio.to_thread(digest.update, chunk)
-                size += len(chunk)
-    except StorageError as exc:
-        raise storage_error(exc, "verify") from exc
-    if size != size_bytes or digest.hexdigest() != sha256:
-        raise BackupError(
-            ErrorCode.CHECKSUM_MISMATCH,
-            f"sha256 of the stored object {key} is {digest.hexdigest()}, "
-            f"the manifest says {sha256}",
-            stage="verify",
-        )
-    return size
 
 
 async def quick_verify(storage: StorageBackend, manifest: Manifest) -> VerifyResult:
     """The object exists with the recorded size, and its sha256 re-read from storage
     matches; so do the cluster globals saved beside it, if any."""
     t0 = time.monotonic()
-    size = await _check_object(storage, manifest.key, manifest.size_bytes, manifest.sha256)
+    size = 0
+    for part in manifest.part_manifests():
+        size += await check_stored(storage, part.key, part.size_bytes, part.sha256)
     g = manifest.globals
     if g is not None and g.saved:
         gm = globals_manifest(manifest)
         with globals_part():
-            await _check_object(storage, gm.key, gm.size_bytes, gm.sha256)
+            await check_stored(storage, gm.key, gm.size_bytes, gm.sha256)
     return VerifyResult(
         key=manifest.key,
         level="quick",

@@ -190,12 +190,12 @@ class VerifyJobs:
                     stage="verify",
                 )
             if run.test_type == "checksum":
-                await ctx.progress(phase="checksum", bytes_total=manifest.size_bytes)
+                await ctx.progress(phase="checksum", bytes_total=manifest.total_size_bytes)
                 quick = await quick_verify(storage, manifest)
                 detail = f"size {quick.size_bytes} bytes and sha256 match {quick.detail}".strip()
                 extra: dict[str, Any] = {}
             elif run.test_type == "deep":
-                await ctx.progress(phase="deep", bytes_total=manifest.size_bytes)
+                await ctx.progress(phase="deep", bytes_total=manifest.total_size_bytes)
                 deep = await deep_verify(
                     storage,
                     manifest,
@@ -237,7 +237,8 @@ class VerifyJobs:
         loop = asyncio.get_running_loop()
 
         def on_progress(p: RestoreProgress) -> None:
-            percent = 100.0 * p.bytes_read / manifest.size_bytes if manifest.size_bytes else None
+            total = manifest.total_size_bytes
+            percent = 100.0 * p.bytes_read / total if total else None
             loop.call_soon_threadsafe(
                 lambda: loop.create_task(ctx.progress(bytes_done=p.bytes_read, percent=percent))
             )
@@ -245,7 +246,7 @@ class VerifyJobs:
         untested = ""
         async with connect.open_runner(target) as runner:
             try:
-                await ctx.progress(phase="restoring", bytes_total=manifest.size_bytes)
+                await ctx.progress(phase="restoring", bytes_total=manifest.total_size_bytes)
                 t0 = time.monotonic()
 
                 async def restore(no_owner: bool) -> None:
