@@ -151,6 +151,27 @@ async def test_many_matches_rank_a_bounded_set_led_by_the_title(
     assert titled["id"] not in {h["id"] for h in later["items"]}
 
 
+async def test_postgresql_reads_a_bounded_number_of_matches(
+    api: Api, admin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past SCANNED of the index's matches, PostgreSQL ranks those it read and says its
+    # total is a lower bound; a phrase is looked for among them. SQLite counts every one.
+    monkeypatch.setattr(search, "SCANNED", 3)
+    tag, word = uid("scan"), uid("wombat")
+    for n in range(5):
+        await make_article(
+            admin, title=f"Note {n}", content=f"The {word} sleeps. " * (n + 1), tags=[tag]
+        )
+    bounded = api.backend == "postgres"
+    for typed in (word, f'"{word} sleeps"'):
+        found = await _search(admin, typed, tag, limit="2")
+        expected = (3, True) if bounded else (5, False)
+        assert (found["total"], found["total_estimated"]) == expected, typed
+        assert len(found["items"]) == 2
+    last = await _search(admin, word, tag, limit="2", offset="4")  # read to the page's end
+    assert (last["total"], last["total_estimated"], len(last["items"])) == (5, False, 1)
+
+
 @pytest.mark.parametrize(
     "typed",
     [

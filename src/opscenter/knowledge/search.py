@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.core.pagination import PageParams
+from opscenter.core.pagination import PageParams, Total
 from opscenter.knowledge.render import MARK_CLOSE, MARK_OPEN
 from opscenter.models import KnowledgeArticle, KnowledgeTag
 
@@ -161,20 +161,42 @@ def _pg_term(term: Term) -> ColumnElement[Any]:
     return func.tsquery_phrase(head, last)
 
 
-def _any(terms: list[Term]) -> ColumnElement[Any]:
-    expression = _pg_term(terms[0])
+def _loose_term(term: Term) -> ColumnElement[Any]:
+    """A term's words anywhere, in any order: what the GIN index answers by itself (a
+    phrase it can only suggest, every suggestion then read whole from TOAST)."""
+    if not term.prefix:
+        return func.plainto_tsquery(ENGLISH, bindparam(None, " ".join(term.words)))
+    last = func.to_tsquery(ENGLISH, bindparam(None, f"'{term.words[-1]}':*"))
+    if len(term.words) == 1:
+        return last
+    head = func.plainto_tsquery(ENGLISH, bindparam(None, " ".join(term.words[:-1])))
+    return head.op("&&")(last)
+
+
+def _any(terms: list[Term], *, loose: bool = False) -> ColumnElement[Any]:
+    of = _loose_term if loose else _pg_term
+    expression = of(terms[0])
     for term in terms[1:]:
-        expression = expression.op("||")(_pg_term(term))
+        expression = expression.op("||")(of(term))
     return expression
 
 
-def pg_tsquery(query: Query) -> ColumnElement[Any]:
-    expression = _any(query.groups[0])
+def pg_tsquery(query: Query, *, loose: bool = False) -> ColumnElement[Any]:
+    """The query as a tsquery; `loose`: phrases as their words anywhere, and only single
+    words excluded, so that a match of the query is always a match of the loose one."""
+    expression = _any(query.groups[0], loose=loose)
     for group in query.groups[1:]:
-        expression = expression.op("&&")(_any(group))
-    if query.excluded:
-        expression = expression.op("&&")(func.tsquery_not(_any(query.excluded)))
+        expression = expression.op("&&")(_any(group, loose=loose))
+    excluded = [t for t in query.excluded if len(t.words) == 1] if loose else query.excluded
+    if excluded:
+        expression = expression.op("&&")(func.tsquery_not(_any(excluded, loose=loose)))
     return expression
+
+
+def _has_phrase(query: Query) -> bool:
+    return any(len(t.words) > 1 for group in query.groups for t in group) or any(
+        len(t.words) > 1 for t in query.excluded
+    )
 
 
 # --- Snippets ---------------------------------------------------------------------------
@@ -214,12 +236,16 @@ RANK_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vect
 #: How many matches are ranked on their whole text when more match (at least to the
 #: page's end): chosen first by title, summary and tags (PostgreSQL) or title (SQLite).
 CANDIDATES = 200
+#: PostgreSQL reads at most this many of the GIN index's matches (at least to the page's
+#: end): past it, a search for a word in most articles would read them all. The page is
+#: the best of those, and the total a lower bound.
+SCANNED = 500
 #: Up to this many matches, PostgreSQL ranks them on their whole text (TOAST, a few
 #: kilobytes each); past it, on the bounded RANK_VECTOR.
 WHOLE_RANK_UP_TO = 40
 #: The stretch of a body a PostgreSQL snippet is chosen from: around the first place a
 #: searched word's stem appears (ts_headline parses all the text it is given).
-SNIPPET_WINDOW = 1200
+SNIPPET_WINDOW = 600
 _TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
 _BODY_OPTS = (
     f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, MaxWords=24, MinWords=12, "
@@ -322,18 +348,35 @@ def _pg_scope(scope: Scope) -> list[ColumnElement[bool]]:
 
 async def _pg_hits(
     session: AsyncSession, query: Query, scope: Scope, page: PageParams
-) -> tuple[list[Hit], int]:
+) -> tuple[list[Hit], Total]:
     # The tsquery inline (not from a CTE or a join): a constant to the planner, so the GIN
     # index finds the matches.
     tsquery = pg_tsquery(query)
-    # Ranking reads a match's whole vector (TOAST, kilobytes): for a common word, every
-    # article. So the matches are first ordered by the small in-row title/summary/tags
-    # vector, and only the best CANDIDATES of them are ranked: on the whole text when few
-    # match, else on the bounded in-row rank vector (title to the body's head).
+    # A bounded read of the index's matches, in its order: only their small in-row columns
+    # (a vector stays a TOAST pointer until read). A phrase is matched there as its words
+    # anywhere, which the index answers alone; the phrase itself is then checked on those
+    # only, each whole vector read once.
+    phrase = _has_phrase(query)
+    limited = (
+        select(KnowledgeArticle.id, SEARCH_VECTOR.label("vector"), HEAD_VECTOR.label("head"))
+        .where(SEARCH_VECTOR.op("@@")(pg_tsquery(query, loose=True)), _pg_conditions(scope))
+        .limit(max(SCANNED, page.offset + page.limit))
+        .subquery()
+    )
+    # Counted above the LIMIT: a window below it would read every match first.
+    scanned = select(limited, func.count().over().label("scanned")).subquery()
+    # Ranking reads a match's whole vector (TOAST, kilobytes): so the matches are first
+    # ordered by the small in-row title/summary/tags vector, and only the best CANDIDATES
+    # of them are ranked: on the whole text when few match, else on the bounded in-row
+    # rank vector (title to the body's head).
     candidates = (
-        select(KnowledgeArticle.id, func.count().over().label("total"))
-        .where(SEARCH_VECTOR.op("@@")(tsquery), _pg_conditions(scope))
-        .order_by(func.ts_rank(HEAD_VECTOR, tsquery).desc(), KnowledgeArticle.id)
+        select(
+            scanned.c.id,
+            scanned.c.scanned,
+            func.count().over().label("total"),
+        )
+        .where(*([scanned.c.vector.op("@@")(tsquery)] if phrase else []))
+        .order_by(func.ts_rank(scanned.c.head, tsquery).desc(), scanned.c.id)
         .limit(max(CANDIDATES, page.offset + page.limit))
         .subquery()
     )
@@ -346,7 +389,9 @@ async def _pg_hits(
     await session.execute(text("SET LOCAL enable_seqscan = off"))
     ranked = (
         await session.execute(
-            select(KnowledgeArticle.id, score.label("score"), candidates.c.total)
+            select(
+                KnowledgeArticle.id, score.label("score"), candidates.c.total, candidates.c.scanned
+            )
             .join(candidates, candidates.c.id == KnowledgeArticle.id)
             .order_by(literal_column("score").desc(), KnowledgeArticle.id)
             .limit(page.limit)
@@ -354,9 +399,11 @@ async def _pg_hits(
         )
     ).all()
     await session.execute(text("SET LOCAL enable_seqscan = on"))
-    total = int(ranked[0].total) if ranked else 0
     if not ranked:
-        return [], total
+        return [], Total(0)
+    first = ranked[0]
+    complete = first.scanned < max(SCANNED, page.offset + page.limit)
+    total = Total(first.total) if complete else Total.lower_bound(first.total)
     marks = select(
         KnowledgeArticle.id,
         func.ts_headline(ENGLISH, KnowledgeArticle.title, tsquery, _TITLE_OPTS),
