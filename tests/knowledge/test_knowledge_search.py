@@ -154,22 +154,27 @@ async def test_many_matches_rank_a_bounded_set_led_by_the_title(
 async def test_postgresql_reads_a_bounded_number_of_matches(
     api: Api, admin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Past SCANNED of the index's matches, PostgreSQL ranks those it read and says its
-    # total is a lower bound; a phrase is looked for among them. SQLite counts every one.
+    # Past SCANNED of the index's matches, PostgreSQL ranks those it read and the title
+    # matches, wherever they are, and says its total is a lower bound; a phrase is looked
+    # for among them. SQLite counts every match.
     monkeypatch.setattr(search, "SCANNED", 3)
     tag, word = uid("scan"), uid("wombat")
     for n in range(5):
         await make_article(
             admin, title=f"Note {n}", content=f"The {word} sleeps. " * (n + 1), tags=[tag]
         )
+    titled = await make_article(  # the newest: last in the index's order
+        admin, title=f"The {word} sleeps", content="Nothing else here.", tags=[tag]
+    )
     bounded = api.backend == "postgres"
     for typed in (word, f'"{word} sleeps"'):
         found = await _search(admin, typed, tag, limit="2")
-        expected = (3, True) if bounded else (5, False)
+        expected = (4, True) if bounded else (6, False)
         assert (found["total"], found["total_estimated"]) == expected, typed
+        assert [h["id"] for h in found["items"]][:1] == [titled["id"]], typed
         assert len(found["items"]) == 2
-    last = await _search(admin, word, tag, limit="2", offset="4")  # read to the page's end
-    assert (last["total"], last["total_estimated"], len(last["items"])) == (5, False, 1)
+    last = await _search(admin, word, tag, limit="2", offset="5")  # read to the page's end
+    assert (last["total"], last["total_estimated"], len(last["items"])) == (6, False, 1)
 
 
 @pytest.mark.parametrize(

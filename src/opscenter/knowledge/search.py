@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     table,
     text,
+    union,
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -181,12 +182,15 @@ def _any(terms: list[Term], *, loose: bool = False) -> ColumnElement[Any]:
     return expression
 
 
-def pg_tsquery(query: Query, *, loose: bool = False) -> ColumnElement[Any]:
+def pg_tsquery(query: Query, *, loose: bool = False, excluding: bool = True) -> ColumnElement[Any]:
     """The query as a tsquery; `loose`: phrases as their words anywhere, and only single
-    words excluded, so that a match of the query is always a match of the loose one."""
+    words excluded, so that a match of the query is always a match of the loose one;
+    `excluding=False`: without the excluded words."""
     expression = _any(query.groups[0], loose=loose)
     for group in query.groups[1:]:
         expression = expression.op("&&")(_any(group, loose=loose))
+    if not excluding:
+        return expression
     excluded = [t for t in query.excluded if len(t.words) == 1] if loose else query.excluded
     if excluded:
         expression = expression.op("&&")(func.tsquery_not(_any(excluded, loose=loose)))
@@ -357,14 +361,35 @@ async def _pg_hits(
     # anywhere, which the index answers alone; the phrase itself is then checked on those
     # only, each whole vector read once.
     phrase = _has_phrase(query)
-    limited = (
-        select(KnowledgeArticle.id, SEARCH_VECTOR.label("vector"), HEAD_VECTOR.label("head"))
-        .where(SEARCH_VECTOR.op("@@")(pg_tsquery(query, loose=True)), _pg_conditions(scope))
-        .limit(max(SCANNED, page.offset + page.limit))
+    loose = pg_tsquery(query, loose=True)
+    bound = max(SCANNED, page.offset + page.limit)
+    anywhere = (
+        select(KnowledgeArticle.id)
+        .where(SEARCH_VECTOR.op("@@")(loose), _pg_conditions(scope))
+        .limit(bound)
+        .cte("anywhere")
+    )
+    read = select(func.count()).select_from(anywhere).scalar_subquery()
+    # When that read stopped short of all the matches, the title, summary and tags matches
+    # wherever they are: found by the small vector's own GIN index (migration 0035). It
+    # holds none of an excluded word's places in the body: those are read in the whole.
+    in_head = HEAD_VECTOR.op("@@")(pg_tsquery(query, loose=True, excluding=False))
+    titled = (
+        select(KnowledgeArticle.id)
+        .where(in_head, *([SEARCH_VECTOR.op("@@")(loose)] if query.excluded else []))
+        .where(_pg_conditions(scope), read >= bound)
+        .limit(bound)
+    )
+    scanned = (
+        select(
+            KnowledgeArticle.id,
+            SEARCH_VECTOR.label("vector"),
+            HEAD_VECTOR.label("head"),
+            read.label("scanned"),
+        )
+        .where(KnowledgeArticle.id.in_(union(select(anywhere.c.id), titled)))
         .subquery()
     )
-    # Counted above the LIMIT: a window below it would read every match first.
-    scanned = select(limited, func.count().over().label("scanned")).subquery()
     # Ranking reads a match's whole vector (TOAST, kilobytes): so the matches are first
     # ordered by the small in-row title/summary/tags vector, and only the best CANDIDATES
     # of them are ranked: on the whole text when few match, else on the bounded in-row
@@ -402,7 +427,7 @@ async def _pg_hits(
     if not ranked:
         return [], Total(0)
     first = ranked[0]
-    complete = first.scanned < max(SCANNED, page.offset + page.limit)
+    complete = first.scanned < bound  # else the index has more matches than were read
     total = Total(first.total) if complete else Total.lower_bound(first.total)
     marks = select(
         KnowledgeArticle.id,
