@@ -212,6 +212,9 @@ def test_the_query_reading() -> None:
         'NOT ("mysql")'
     )
     assert parse("the of and").empty
+    assert fts5_match(parse('"the restore of" "what api" "point in"')) == (
+        '"restore" AND "api" AND "point"'
+    )
     assert fts5_match(parse("restore", prefix_last=True)) == '("restore"* OR "rest"*)'
     assert fts5_match(parse("verificat", prefix_last=True)) == '("verificat"* OR "verif"*)'
     assert fts5_match(parse("restore ", prefix_last=True)) == '"restore"'

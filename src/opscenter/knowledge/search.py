@@ -79,7 +79,13 @@ def _term(chunk: str, *, phrase: bool, prefix: bool = False) -> Term | None:
     words = [w.lower() for w in _WORD.findall(chunk)]
     if not phrase:  # a single typed word split by punctuation ("dump_failed") stays a phrase
         words = [w for w in words if w not in STOP_WORDS] if len(words) == 1 else words
-    if not words or all(w in STOP_WORDS for w in words):
+    # A stop word at either end of a phrase binds nothing (PostgreSQL's phraseto_tsquery
+    # drops it), and FTS5 would read its place in nearly every article.
+    while words and words[0] in STOP_WORDS:
+        words.pop(0)
+    while words and words[-1] in STOP_WORDS:
+        words.pop()
+    if not words:
         return None
     return Term(tuple(words[:MAX_TERMS]), prefix)
 
