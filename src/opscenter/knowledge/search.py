@@ -248,7 +248,7 @@ RANK_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vect
 CANDIDATES = 200
 #: PostgreSQL reads at most this many of the GIN index's matches (at least to the page's
 #: end): past it, a search for a word in most articles would read them all. The page is
-#: the best of those, and the total a lower bound.
+#: then the best of those and of as many title matches, and the total a lower bound.
 SCANNED = 500
 #: Up to this many matches, PostgreSQL ranks them on their whole text (TOAST, a few
 #: kilobytes each); past it, on the bounded RANK_VECTOR.
