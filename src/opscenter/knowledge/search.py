@@ -13,7 +13,8 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -218,12 +219,34 @@ def marked(fragment: str | None) -> str:
     return escaped.replace(MARK_OPEN, "<mark>").replace(MARK_CLOSE, "</mark>")
 
 
+class Listed(NamedTuple):
+    """What a hit lists of its article beside the marks (the bodies stay in the database)."""
+
+    slug: str
+    title: str
+    summary: str
+    category: str
+    tags: list[str]
+    updated_at: datetime
+
+
+LISTED = (
+    KnowledgeArticle.slug,
+    KnowledgeArticle.title,
+    KnowledgeArticle.summary,
+    KnowledgeArticle.category,
+    KnowledgeArticle.tags,
+    KnowledgeArticle.updated_at,
+)
+
+
 @dataclass(frozen=True)
 class Hit:
     article_id: int
     score: float  # higher is better, on either backend
     title: str
     snippet: str
+    article: Listed
 
 
 @dataclass(frozen=True)
@@ -255,7 +278,7 @@ SCANNED = 500
 WHOLE_RANK_UP_TO = 40
 #: The stretch of a body a PostgreSQL snippet is chosen from: around the first place a
 #: searched word's stem appears (ts_headline parses all the text it is given).
-SNIPPET_WINDOW = 600
+SNIPPET_WINDOW = 400
 _TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
 _BODY_OPTS = (
     f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, MaxWords=24, MinWords=12, "
@@ -323,14 +346,23 @@ async def _sqlite_hits(
     if not ranked:
         return [], total
     # Highlights only for the page shown: highlight() and snippet() re-read each document.
+    ids = [row.id for row in ranked]
     marks = select(
         FTS.c.rowid,
         func.highlight(_FTS_NAME, 0, MARK_OPEN, MARK_CLOSE),
         func.snippet(_FTS_NAME, 3, MARK_OPEN, MARK_CLOSE, "…", 24),  # the body, as on PostgreSQL
-    ).where(match, FTS.c.rowid.in_([row.id for row in ranked]))
+    ).where(match, FTS.c.rowid.in_(ids))
     shown = {row[0]: row for row in (await session.execute(marks)).all()}
+    listed = select(KnowledgeArticle.id, *LISTED).where(KnowledgeArticle.id.in_(ids))
+    articles = {row[0]: Listed(*row[1:]) for row in (await session.execute(listed)).all()}
     return [
-        Hit(row.id, -float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
+        Hit(
+            row.id,
+            -float(row.score),
+            marked(shown[row.id][1]),
+            marked(shown[row.id][2]),
+            articles[row.id],
+        )
         for row in ranked
     ], total
 
@@ -415,35 +447,39 @@ async def _pg_hits(
         (candidates.c.total <= WHOLE_RANK_UP_TO, func.ts_rank_cd(SEARCH_VECTOR, tsquery, 1)),
         else_=func.ts_rank_cd(RANK_VECTOR, tsquery, 1),
     )
+    page_rows = (
+        select(KnowledgeArticle.id, score.label("score"), candidates.c.total, candidates.c.scanned)
+        .join(candidates, candidates.c.id == KnowledgeArticle.id)
+        .order_by(literal_column("score").desc(), KnowledgeArticle.id)
+        .limit(page.limit)
+        .offset(page.offset)
+        .subquery()
+    )
+    # Marks and listed fields in the same statement, for the page's rows only: ts_headline
+    # parses the text it is given.
+    shown = (
+        select(
+            page_rows,
+            func.ts_headline(ENGLISH, KnowledgeArticle.title, tsquery, _TITLE_OPTS),
+            func.ts_headline(ENGLISH, _snippet_text(query), tsquery, _BODY_OPTS),
+            *LISTED,
+        )
+        .join(KnowledgeArticle, KnowledgeArticle.id == page_rows.c.id)
+        .order_by(page_rows.c.score.desc(), page_rows.c.id)
+    )
     # A word in most articles makes a sequential scan look cheaper than the GIN index, but
     # its filter reads every whole vector; the index's bitmap needs none of them.
     await session.execute(text("SET LOCAL enable_seqscan = off"))
-    ranked = (
-        await session.execute(
-            select(
-                KnowledgeArticle.id, score.label("score"), candidates.c.total, candidates.c.scanned
-            )
-            .join(candidates, candidates.c.id == KnowledgeArticle.id)
-            .order_by(literal_column("score").desc(), KnowledgeArticle.id)
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-    ).all()
+    rows = (await session.execute(shown)).all()
     await session.execute(text("SET LOCAL enable_seqscan = on"))
-    if not ranked:
+    if not rows:
         return [], Total(0)
-    first = ranked[0]
+    first = rows[0]
     complete = first.scanned < bound  # else the index has more matches than were read
     total = Total(first.total) if complete else Total.lower_bound(first.total)
-    marks = select(
-        KnowledgeArticle.id,
-        func.ts_headline(ENGLISH, KnowledgeArticle.title, tsquery, _TITLE_OPTS),
-        func.ts_headline(ENGLISH, _snippet_text(query), tsquery, _BODY_OPTS),
-    ).where(KnowledgeArticle.id.in_([row.id for row in ranked]))
-    shown = {row[0]: row for row in (await session.execute(marks)).all()}
     return [
-        Hit(row.id, float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
-        for row in ranked
+        Hit(row.id, float(row.score), marked(row[4]), marked(row[5]), Listed(*row[6:]))
+        for row in rows
     ], total
 
 
