@@ -157,22 +157,24 @@ async def test_postgresql_reads_a_bounded_number_of_matches(
     # Past SCANNED of the index's matches, PostgreSQL ranks those it read and the title
     # matches, wherever they are, and says its total is a lower bound; a phrase is looked
     # for among them. SQLite counts every match.
-    monkeypatch.setattr(search, "SCANNED", 3)
+    monkeypatch.setattr(search, "SCANNED", 1)
     tag, word = uid("scan"), uid("wombat")
+    titled = await make_article(
+        admin, title=f"The {word} sleeps", content="Nothing else here.", tags=[tag]
+    )
     for n in range(5):
         await make_article(
             admin, title=f"Note {n}", content=f"The {word} sleeps. " * (n + 1), tags=[tag]
         )
-    titled = await make_article(  # the newest: last in the index's order
-        admin, title=f"The {word} sleeps", content="Nothing else here.", tags=[tag]
-    )
-    bounded = api.backend == "postgres"
     for typed in (word, f'"{word} sleeps"'):
-        found = await _search(admin, typed, tag, limit="2")
-        expected = (4, True) if bounded else (6, False)
-        assert (found["total"], found["total_estimated"]) == expected, typed
-        assert [h["id"] for h in found["items"]][:1] == [titled["id"]], typed
-        assert len(found["items"]) == 2
+        found = await _search(admin, typed, tag, limit="1")
+        # One match read in the index's order (the titled one, or another and then the
+        # titled one by its own index), the best of them first.
+        assert [h["id"] for h in found["items"]] == [titled["id"]], typed
+        if api.backend == "postgres":
+            assert found["total_estimated"] and found["total"] in (1, 2), typed
+        else:
+            assert (found["total"], found["total_estimated"]) == (6, False), typed
     last = await _search(admin, word, tag, limit="2", offset="5")  # read to the page's end
     assert (last["total"], last["total_estimated"], len(last["items"])) == (6, False, 1)
 
