@@ -209,6 +209,7 @@ async def measure(url: str, label: str, count: int, seed: int) -> list[tuple[str
         f"  search over {count}: p50 {pct(timings, 50):.2f} ms, p95 {pct(timings, 95):.2f} ms,"
         f" p99 {pct(timings, 99):.2f} ms; matches per query: median"
         f" {statistics.median(totals):.0f}, max {max(totals)}"
+        f" ({sum(getattr(t, 'estimated', False) for t in totals)} of them lower bounds)"
     )
     print(f"  whole edit, committed: p50 {pct(edits, 50):.2f} ms, p99 {pct(edits, 99):.2f} ms")
     print(f"  reindex alone: p50 {pct(reindexes, 50):.2f} ms, p99 {pct(reindexes, 99):.2f} ms")

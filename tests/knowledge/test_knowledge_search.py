@@ -151,6 +151,34 @@ async def test_many_matches_rank_a_bounded_set_led_by_the_title(
     assert titled["id"] not in {h["id"] for h in later["items"]}
 
 
+async def test_postgresql_reads_a_bounded_number_of_matches(
+    api: Api, admin: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past SCANNED of the index's matches, PostgreSQL ranks those it read and the title
+    # matches, wherever they are, and says its total is a lower bound; a phrase is looked
+    # for among them. SQLite counts every match.
+    monkeypatch.setattr(search, "SCANNED", 1)
+    tag, word = uid("scan"), uid("wombat")
+    titled = await make_article(
+        admin, title=f"The {word} sleeps", content="Nothing else here.", tags=[tag]
+    )
+    for n in range(5):
+        await make_article(
+            admin, title=f"Note {n}", content=f"The {word} sleeps. " * (n + 1), tags=[tag]
+        )
+    for typed in (word, f'"{word} sleeps"'):
+        found = await _search(admin, typed, tag, limit="1")
+        # One match read in the index's order (the titled one, or another and then the
+        # titled one by its own index), the best of them first.
+        assert [h["id"] for h in found["items"]] == [titled["id"]], typed
+        if api.backend == "postgres":
+            assert found["total_estimated"] and found["total"] in (1, 2), typed
+        else:
+            assert (found["total"], found["total_estimated"]) == (6, False), typed
+    last = await _search(admin, word, tag, limit="2", offset="5")  # read to the page's end
+    assert (last["total"], last["total_estimated"], len(last["items"])) == (6, False, 1)
+
+
 @pytest.mark.parametrize(
     "typed",
     [
@@ -186,6 +214,9 @@ def test_the_query_reading() -> None:
         'NOT ("mysql")'
     )
     assert parse("the of and").empty
+    assert fts5_match(parse('"the restore of" "what api" "point in"')) == (
+        '"restore" AND "api" AND "point"'
+    )
     assert fts5_match(parse("restore", prefix_last=True)) == '("restore"* OR "rest"*)'
     assert fts5_match(parse("verificat", prefix_last=True)) == '("verificat"* OR "verif"*)'
     assert fts5_match(parse("restore ", prefix_last=True)) == '"restore"'

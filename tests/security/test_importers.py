@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from opscenter.security.importers import ReportProblem, cvss_score
+from opscenter.security.importers import ParsedFinding, ReportProblem, cvss_score
 from opscenter.security.importers.formats import Scanner, read
+from opscenter.security.service import fingerprint
 from tests.security.helpers import FIXTURES, Vuln, grype, osv, trivy
 
 V31_CRITICAL = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
@@ -178,6 +179,14 @@ def test_osv_report(tmp_path: Path) -> None:
             None,
             "severity 'SEVERE' is not one of",
         ),
+        (
+            b'{"SchemaVersion": 2, "ArtifactName": "x", "Results": [{"Target": "t"}, '
+            b'{"Target": "u", "Vulnerabilities": [{"VulnerabilityID": "CVE-1", '
+            b'"PkgName": "p", "Severity": "LOW"}, {"VulnerabilityID": "CVE-2", '
+            b'"PkgName": "p", "Severity": "LOW", "CweIDs": ["CWE-79", 79]}]}]}',
+            None,
+            "Results[1].Vulnerabilities[1].CweIDs: must be a list of strings",
+        ),
         (b'{"matches": {}, "descriptor": {"name": "grype"}}', None, "matches must be a list"),
         (
             b'{"results": [{"packages": [{"vulnerabilities": []}]}]}',
@@ -198,3 +207,18 @@ def test_a_broken_report_names_its_first_problem(
     with pytest.raises(ReportProblem) as raised:
         read(write(tmp_path, content), claimed)
     assert problem in str(raised.value)
+
+
+def test_a_findings_fingerprint_stays_what_earlier_imports_stored() -> None:
+    """Reimports match findings by the stored fingerprint: its recipe never changes."""
+    found = ParsedFinding(
+        "CVE-2024-1",
+        "t",
+        "high",
+        component="openssl",
+        version="3.0.1",
+        location="app:1 (debian 12)",
+    )
+    assert fingerprint(7, Scanner.TRIVY, found) == (
+        "44aa2b559b84eaaa5b6d274d6ed65ec7ebf2138e294d9f090cfd965ef2a58736"
+    )

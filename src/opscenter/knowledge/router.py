@@ -217,7 +217,8 @@ async def search(
 ) -> Page[SearchHit]:
     """Published articles ranked by relevance, with the matched words in `<mark>`. Words
     match their other forms (restore, restoring); "quoted phrases", `OR`, `-word` and
-    `prefix*` are understood; no input is an error, at worst it finds nothing."""
+    `prefix*` are understood; no input is an error, at worst it finds nothing. For a word
+    in many articles the total may be a lower bound (`total_estimated`)."""
     hits, total = await service.search_articles(
         session, principal, q, paging, category=category, tag=tag
     )

@@ -13,7 +13,8 @@ import hashlib
 import html
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -27,11 +28,12 @@ from sqlalchemy import (
     select,
     table,
     text,
+    union,
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.core.pagination import PageParams
+from opscenter.core.pagination import PageParams, Total
 from opscenter.knowledge.render import MARK_CLOSE, MARK_OPEN
 from opscenter.models import KnowledgeArticle, KnowledgeTag
 
@@ -78,7 +80,13 @@ def _term(chunk: str, *, phrase: bool, prefix: bool = False) -> Term | None:
     words = [w.lower() for w in _WORD.findall(chunk)]
     if not phrase:  # a single typed word split by punctuation ("dump_failed") stays a phrase
         words = [w for w in words if w not in STOP_WORDS] if len(words) == 1 else words
-    if not words or all(w in STOP_WORDS for w in words):
+    # A stop word at either end of a phrase binds nothing (PostgreSQL's phraseto_tsquery
+    # drops it), and FTS5 would read its place in nearly every article.
+    while words and words[0] in STOP_WORDS:
+        words.pop(0)
+    while words and words[-1] in STOP_WORDS:
+        words.pop()
+    if not words:
         return None
     return Term(tuple(words[:MAX_TERMS]), prefix)
 
@@ -161,20 +169,45 @@ def _pg_term(term: Term) -> ColumnElement[Any]:
     return func.tsquery_phrase(head, last)
 
 
-def _any(terms: list[Term]) -> ColumnElement[Any]:
-    expression = _pg_term(terms[0])
+def _loose_term(term: Term) -> ColumnElement[Any]:
+    """A term's words anywhere, in any order: what the GIN index answers by itself (a
+    phrase it can only suggest, every suggestion then read whole from TOAST)."""
+    if not term.prefix:
+        return func.plainto_tsquery(ENGLISH, bindparam(None, " ".join(term.words)))
+    last = func.to_tsquery(ENGLISH, bindparam(None, f"'{term.words[-1]}':*"))
+    if len(term.words) == 1:
+        return last
+    head = func.plainto_tsquery(ENGLISH, bindparam(None, " ".join(term.words[:-1])))
+    return head.op("&&")(last)
+
+
+def _any(terms: list[Term], *, loose: bool = False) -> ColumnElement[Any]:
+    of = _loose_term if loose else _pg_term
+    expression = of(terms[0])
     for term in terms[1:]:
-        expression = expression.op("||")(_pg_term(term))
+        expression = expression.op("||")(of(term))
     return expression
 
 
-def pg_tsquery(query: Query) -> ColumnElement[Any]:
-    expression = _any(query.groups[0])
+def pg_tsquery(query: Query, *, loose: bool = False, excluding: bool = True) -> ColumnElement[Any]:
+    """The query as a tsquery; `loose`: phrases as their words anywhere, and only single
+    words excluded, so that a match of the query is always a match of the loose one;
+    `excluding=False`: without the excluded words."""
+    expression = _any(query.groups[0], loose=loose)
     for group in query.groups[1:]:
-        expression = expression.op("&&")(_any(group))
-    if query.excluded:
-        expression = expression.op("&&")(func.tsquery_not(_any(query.excluded)))
+        expression = expression.op("&&")(_any(group, loose=loose))
+    if not excluding:
+        return expression
+    excluded = [t for t in query.excluded if len(t.words) == 1] if loose else query.excluded
+    if excluded:
+        expression = expression.op("&&")(func.tsquery_not(_any(excluded, loose=loose)))
     return expression
+
+
+def _has_phrase(query: Query) -> bool:
+    return any(len(t.words) > 1 for group in query.groups for t in group) or any(
+        len(t.words) > 1 for t in query.excluded
+    )
 
 
 # --- Snippets ---------------------------------------------------------------------------
@@ -186,12 +219,34 @@ def marked(fragment: str | None) -> str:
     return escaped.replace(MARK_OPEN, "<mark>").replace(MARK_CLOSE, "</mark>")
 
 
+class Listed(NamedTuple):
+    """What a hit lists of its article beside the marks (the bodies stay in the database)."""
+
+    slug: str
+    title: str
+    summary: str
+    category: str
+    tags: list[str]
+    updated_at: datetime
+
+
+LISTED = (
+    KnowledgeArticle.slug,
+    KnowledgeArticle.title,
+    KnowledgeArticle.summary,
+    KnowledgeArticle.category,
+    KnowledgeArticle.tags,
+    KnowledgeArticle.updated_at,
+)
+
+
 @dataclass(frozen=True)
 class Hit:
     article_id: int
     score: float  # higher is better, on either backend
     title: str
     snippet: str
+    article: Listed
 
 
 @dataclass(frozen=True)
@@ -214,12 +269,16 @@ RANK_VECTOR: ColumnElement[Any] = literal_column("knowledge_articles.search_vect
 #: How many matches are ranked on their whole text when more match (at least to the
 #: page's end): chosen first by title, summary and tags (PostgreSQL) or title (SQLite).
 CANDIDATES = 200
+#: PostgreSQL reads at most this many of the GIN index's matches (at least to the page's
+#: end): past it, a search for a word in most articles would read them all. The page is
+#: then the best of those and of as many title matches, and the total a lower bound.
+SCANNED = 500
 #: Up to this many matches, PostgreSQL ranks them on their whole text (TOAST, a few
 #: kilobytes each); past it, on the bounded RANK_VECTOR.
 WHOLE_RANK_UP_TO = 40
 #: The stretch of a body a PostgreSQL snippet is chosen from: around the first place a
 #: searched word's stem appears (ts_headline parses all the text it is given).
-SNIPPET_WINDOW = 1200
+SNIPPET_WINDOW = 400
 _TITLE_OPTS = f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, HighlightAll=true"
 _BODY_OPTS = (
     f"StartSel={MARK_OPEN}, StopSel={MARK_CLOSE}, MaxWords=24, MinWords=12, "
@@ -287,14 +346,23 @@ async def _sqlite_hits(
     if not ranked:
         return [], total
     # Highlights only for the page shown: highlight() and snippet() re-read each document.
+    ids = [row.id for row in ranked]
     marks = select(
         FTS.c.rowid,
         func.highlight(_FTS_NAME, 0, MARK_OPEN, MARK_CLOSE),
         func.snippet(_FTS_NAME, 3, MARK_OPEN, MARK_CLOSE, "…", 24),  # the body, as on PostgreSQL
-    ).where(match, FTS.c.rowid.in_([row.id for row in ranked]))
+    ).where(match, FTS.c.rowid.in_(ids))
     shown = {row[0]: row for row in (await session.execute(marks)).all()}
+    listed = select(KnowledgeArticle.id, *LISTED).where(KnowledgeArticle.id.in_(ids))
+    articles = {row[0]: Listed(*row[1:]) for row in (await session.execute(listed)).all()}
     return [
-        Hit(row.id, -float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
+        Hit(
+            row.id,
+            -float(row.score),
+            marked(shown[row.id][1]),
+            marked(shown[row.id][2]),
+            articles[row.id],
+        )
         for row in ranked
     ], total
 
@@ -322,18 +390,56 @@ def _pg_scope(scope: Scope) -> list[ColumnElement[bool]]:
 
 async def _pg_hits(
     session: AsyncSession, query: Query, scope: Scope, page: PageParams
-) -> tuple[list[Hit], int]:
+) -> tuple[list[Hit], Total]:
     # The tsquery inline (not from a CTE or a join): a constant to the planner, so the GIN
     # index finds the matches.
     tsquery = pg_tsquery(query)
-    # Ranking reads a match's whole vector (TOAST, kilobytes): for a common word, every
-    # article. So the matches are first ordered by the small in-row title/summary/tags
-    # vector, and only the best CANDIDATES of them are ranked: on the whole text when few
-    # match, else on the bounded in-row rank vector (title to the body's head).
+    # A bounded read of the index's matches, in its order: only their small in-row columns
+    # (a vector stays a TOAST pointer until read). A phrase is matched there as its words
+    # anywhere, which the index answers alone; the phrase itself is then checked on those
+    # only, each whole vector read once.
+    phrase = _has_phrase(query)
+    loose = pg_tsquery(query, loose=True)
+    bound = max(SCANNED, page.offset + page.limit)
+    anywhere = (
+        select(KnowledgeArticle.id)
+        .where(SEARCH_VECTOR.op("@@")(loose), _pg_conditions(scope))
+        .limit(bound)
+        .cte("anywhere")
+    )
+    read = select(func.count()).select_from(anywhere).scalar_subquery()
+    # When that read stopped short of all the matches, the title, summary and tags matches
+    # wherever they are: found by the small vector's own GIN index (migration 0035). It
+    # holds none of an excluded word's places in the body: those are read in the whole.
+    in_head = HEAD_VECTOR.op("@@")(pg_tsquery(query, loose=True, excluding=False))
+    titled = (
+        select(KnowledgeArticle.id)
+        .where(in_head, *([SEARCH_VECTOR.op("@@")(loose)] if query.excluded else []))
+        .where(_pg_conditions(scope), read >= bound)
+        .limit(bound)
+    )
+    scanned = (
+        select(
+            KnowledgeArticle.id,
+            SEARCH_VECTOR.label("vector"),
+            HEAD_VECTOR.label("head"),
+            read.label("scanned"),
+        )
+        .where(KnowledgeArticle.id.in_(union(select(anywhere.c.id), titled)))
+        .subquery()
+    )
+    # Ranking reads a match's whole vector (TOAST, kilobytes): so the matches are first
+    # ordered by the small in-row title/summary/tags vector, and only the best CANDIDATES
+    # of them are ranked: on the whole text when few match, else on the bounded in-row
+    # rank vector (title to the body's head).
     candidates = (
-        select(KnowledgeArticle.id, func.count().over().label("total"))
-        .where(SEARCH_VECTOR.op("@@")(tsquery), _pg_conditions(scope))
-        .order_by(func.ts_rank(HEAD_VECTOR, tsquery).desc(), KnowledgeArticle.id)
+        select(
+            scanned.c.id,
+            scanned.c.scanned,
+            func.count().over().label("total"),
+        )
+        .where(*([scanned.c.vector.op("@@")(tsquery)] if phrase else []))
+        .order_by(func.ts_rank(scanned.c.head, tsquery).desc(), scanned.c.id)
         .limit(max(CANDIDATES, page.offset + page.limit))
         .subquery()
     )
@@ -341,31 +447,39 @@ async def _pg_hits(
         (candidates.c.total <= WHOLE_RANK_UP_TO, func.ts_rank_cd(SEARCH_VECTOR, tsquery, 1)),
         else_=func.ts_rank_cd(RANK_VECTOR, tsquery, 1),
     )
+    page_rows = (
+        select(KnowledgeArticle.id, score.label("score"), candidates.c.total, candidates.c.scanned)
+        .join(candidates, candidates.c.id == KnowledgeArticle.id)
+        .order_by(literal_column("score").desc(), KnowledgeArticle.id)
+        .limit(page.limit)
+        .offset(page.offset)
+        .subquery()
+    )
+    # Marks and listed fields in the same statement, for the page's rows only: ts_headline
+    # parses the text it is given.
+    shown = (
+        select(
+            page_rows,
+            func.ts_headline(ENGLISH, KnowledgeArticle.title, tsquery, _TITLE_OPTS),
+            func.ts_headline(ENGLISH, _snippet_text(query), tsquery, _BODY_OPTS),
+            *LISTED,
+        )
+        .join(KnowledgeArticle, KnowledgeArticle.id == page_rows.c.id)
+        .order_by(page_rows.c.score.desc(), page_rows.c.id)
+    )
     # A word in most articles makes a sequential scan look cheaper than the GIN index, but
     # its filter reads every whole vector; the index's bitmap needs none of them.
     await session.execute(text("SET LOCAL enable_seqscan = off"))
-    ranked = (
-        await session.execute(
-            select(KnowledgeArticle.id, score.label("score"), candidates.c.total)
-            .join(candidates, candidates.c.id == KnowledgeArticle.id)
-            .order_by(literal_column("score").desc(), KnowledgeArticle.id)
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-    ).all()
+    rows = (await session.execute(shown)).all()
     await session.execute(text("SET LOCAL enable_seqscan = on"))
-    total = int(ranked[0].total) if ranked else 0
-    if not ranked:
-        return [], total
-    marks = select(
-        KnowledgeArticle.id,
-        func.ts_headline(ENGLISH, KnowledgeArticle.title, tsquery, _TITLE_OPTS),
-        func.ts_headline(ENGLISH, _snippet_text(query), tsquery, _BODY_OPTS),
-    ).where(KnowledgeArticle.id.in_([row.id for row in ranked]))
-    shown = {row[0]: row for row in (await session.execute(marks)).all()}
+    if not rows:
+        return [], Total(0)
+    first = rows[0]
+    complete = first.scanned < bound  # else the index has more matches than were read
+    total = Total(first.total) if complete else Total.lower_bound(first.total)
     return [
-        Hit(row.id, float(row.score), marked(shown[row.id][1]), marked(shown[row.id][2]))
-        for row in ranked
+        Hit(row.id, float(row.score), marked(row[4]), marked(row[5]), Listed(*row[6:]))
+        for row in rows
     ], total
 
 

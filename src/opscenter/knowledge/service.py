@@ -212,31 +212,18 @@ async def search_articles(
     teams = None if principal.sees_all_teams else principal.team_ids
     scope = search.Scope(teams, category=category or None, tag=tag or None)
     found, total = await search.hits(session, search.parse(q, prefix_last=prefix_last), scope, page)
-    # The listed fields only: the bodies (Markdown, HTML, text) stay in the database.
-    rows = await session.execute(
-        select(
-            KnowledgeArticle.id,
-            KnowledgeArticle.slug,
-            KnowledgeArticle.title,
-            KnowledgeArticle.summary,
-            KnowledgeArticle.category,
-            KnowledgeArticle.tags,
-            KnowledgeArticle.updated_at,
-        ).where(KnowledgeArticle.id.in_([h.article_id for h in found]))
-    )
-    articles = {row.id: row for row in rows}
     return [
         SearchHit(
             id=hit.article_id,
-            slug=articles[hit.article_id].slug,
-            title=articles[hit.article_id].title,
+            slug=hit.article.slug,
+            title=hit.article.title,
             title_html=hit.title,
-            summary=articles[hit.article_id].summary,
+            summary=hit.article.summary,
             snippet_html=hit.snippet,
-            category=articles[hit.article_id].category,
-            tags=articles[hit.article_id].tags,
+            category=hit.article.category,
+            tags=hit.article.tags,
             score=round(hit.score, 6),
-            updated_at=articles[hit.article_id].updated_at,
+            updated_at=hit.article.updated_at,
         )
         for hit in found
     ], total

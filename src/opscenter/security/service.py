@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, and_, case, func, null, or_, select, update
@@ -262,8 +261,18 @@ async def asset_of_server(
 # -- imports --------------------------------------------------------------------------------
 def fingerprint(asset_id: int, scanner: str, f: ParsedFinding) -> str:
     """What makes two reports' findings the same finding."""
-    key = "\0".join((str(asset_id), scanner, f.identifier, f.component, f.version, f.location))
-    return hashlib.sha256(key.encode()).hexdigest()
+    return _fingerprints(asset_id, scanner)(f)
+
+
+def _fingerprints(asset_id: int, scanner: str) -> Callable[[ParsedFinding], str]:
+    """`fingerprint` for one asset and scanner, their part of the key joined once."""
+    scope = f"{asset_id}\0{scanner}\0"
+
+    def of(f: ParsedFinding) -> str:
+        key = scope + "\0".join((f.identifier, f.component, f.version, f.location))
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    return of
 
 
 @dataclass(frozen=True)
@@ -286,8 +295,9 @@ async def import_findings(
     """Add what is new, reopen what came back, close what this scanner no longer reports
     for this asset; findings seen again only get their `last_seen`."""
     reported: dict[str, ParsedFinding] = {}
+    of = _fingerprints(asset.id, scanner)
     for f in findings:
-        reported.setdefault(fingerprint(asset.id, scanner, f), f)
+        reported.setdefault(of(f), f)
     scope = and_(Finding.asset_id == asset.id, Finding.scanner == scanner.value)
     rows = await session.execute(select(Finding.fingerprint, Finding.status).where(scope))
     known: dict[str, str] = {fp: status for fp, status in rows.all()}
@@ -303,29 +313,29 @@ async def import_findings(
         FindingStatus.OPEN.value,
     )
     due = {severity: now + timedelta(days=days) for severity, days in sla_days.items()}
-    new = [
-        {
-            "team_id": team_id,
-            "asset_id": asset_id,
-            "scanner": source,
-            "fingerprint": fp,
-            "identifier": f.identifier,
-            "cwe": f.cwe,
-            "title": f.title,
-            "severity": f.severity,
-            "cvss_vector": f.cvss_vector,
-            "cvss_score": f.cvss_score,
-            "component": f.component,
-            "version": f.version,
-            "fixed_version": f.fixed_version,
-            "location": f.location,
-            "status": opened,
-            "first_seen": now,
-            "last_seen": now,
-            "due_at": due[f.severity],
-            # A tuple: hashable for the SQLite path's converter cache, JSON on both.
-            "attack_techniques": f.attack_techniques,
-        }
+    as_json = _JsonTexts()
+    new = [  # in _NEW_COLUMNS' order, as the drivers take them
+        (
+            team_id,
+            asset_id,
+            source,
+            fp,
+            f.identifier,
+            f.cwe,
+            f.title,
+            f.severity,
+            f.cvss_vector,
+            f.cvss_score,
+            f.component,
+            f.version,
+            f.fixed_version,
+            f.location,
+            opened,
+            now,
+            now,
+            due[f.severity],
+            as_json[f.attack_techniques],
+        )
         for fp, f in reported.items()
         if fp not in known
     ]
@@ -374,37 +384,49 @@ async def import_findings(
     return imp
 
 
-def _copy_records(rows: list[dict[str, Any]], columns: list[str]) -> list[tuple[Any, ...]]:
-    """The rows as COPY takes them. COPY bypasses SQLAlchemy, so the JSON column's tuple
-    goes as its JSON text, encoded once per distinct list (most are empty)."""
-    get = itemgetter(*columns)
-    at = columns.index("attack_techniques")
-    encoded: dict[tuple[str, ...], str] = {}
-    records = []
-    for row in rows:
-        values = list(get(row))
-        techniques = values[at]
-        text = encoded.get(techniques)
-        if text is None:
-            text = encoded[techniques] = json.dumps(list(techniques))
-        values[at] = text
-        records.append(tuple(values))
-    return records
+#: The columns of a new finding, in the order of the rows `import_findings` builds.
+_NEW_COLUMNS = (
+    "team_id",
+    "asset_id",
+    "scanner",
+    "fingerprint",
+    "identifier",
+    "cwe",
+    "title",
+    "severity",
+    "cvss_vector",
+    "cvss_score",
+    "component",
+    "version",
+    "fixed_version",
+    "location",
+    "status",
+    "first_seen",
+    "last_seen",
+    "due_at",
+    "attack_techniques",
+)
 
 
-async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+class _JsonTexts(dict[tuple[str, ...], str]):
+    """A list's JSON text, encoded once per distinct list (most are empty): the rows go
+    to the drivers straight, past SQLAlchemy's JSON type."""
+
+    def __missing__(self, techniques: tuple[str, ...]) -> str:
+        text = self[techniques] = json.dumps(list(techniques))
+        return text
+
+
+async def _insert(session: AsyncSession, rows: list[tuple[Any, ...]]) -> None:
     if not rows:
         return
     conn = await session.connection()
-    columns = list(rows[0])
     if conn.dialect.name == "postgresql":
         # COPY: several times faster than INSERTs for a report of tens of thousands.
         raw = await conn.get_raw_connection()
         try:
             await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-                Finding.__tablename__,
-                records=_copy_records(rows, columns),
-                columns=columns,
+                Finding.__tablename__, records=rows, columns=_NEW_COLUMNS
             )
         except Exception as err:  # the driver's own error: COPY bypasses SQLAlchemy
             if getattr(err, "sqlstate", None) == UNIQUE_VIOLATION:
@@ -414,23 +436,26 @@ async def _insert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     # One executemany straight to the driver, half the time of a Core insert: the columns
     # whose type converts (the timestamps) convert each distinct value once.
     table = cast(Table, Finding.__table__)
-    compiled = table.insert().compile(dialect=conn.dialect, column_keys=columns)
-    order = list(compiled.positiontup or ())
-    converters: dict[str, tuple[Any, dict[Any, Any]]] = {
-        c: (convert, {}) for c in order if (convert := table.c[c].type.bind_processor(conn.dialect))
-    }
+    compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(_NEW_COLUMNS))
+    order = [_NEW_COLUMNS.index(c) for c in compiled.positiontup or ()]
+    converters: list[tuple[int, Callable[[Any], Any], dict[Any, Any]]] = [
+        (i, convert, {})
+        for i, c in enumerate(_NEW_COLUMNS)
+        if c != "attack_techniques"  # JSON text already
+        and (convert := table.c[c].type.bind_processor(conn.dialect))
+    ]
 
-    def bound(column: str, value: Any) -> Any:
-        if column not in converters or value is None:
-            return value
-        convert, seen = converters[column]
-        if value not in seen:
-            seen[value] = convert(value)
-        return seen[value]
+    def bound(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = list(row)
+        for i, convert, seen in converters:
+            value = values[i]
+            if value is not None:
+                if value not in seen:
+                    seen[value] = convert(value)
+                values[i] = seen[value]
+        return tuple(values[i] for i in order)
 
-    await conn.exec_driver_sql(
-        compiled.string, [tuple(bound(c, r[c]) for c in order) for r in rows]
-    )
+    await conn.exec_driver_sql(compiled.string, [bound(row) for row in rows])
 
 
 def _concurrent() -> Conflict:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from cvss import CVSS2, CVSS3, CVSS4
 from cvss.exceptions import CVSSError
@@ -20,8 +19,9 @@ class ReportProblem(Exception):
     """The report breaks its format's schema; `str()` says where and how."""
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFinding:
+class ParsedFinding(NamedTuple):
+    """One finding as a report states it (a tuple: a report makes tens of thousands)."""
+
     identifier: str
     title: str
     severity: str
@@ -63,29 +63,56 @@ def severity_of_score(score: float) -> str:
 def cwe_of(values: Any) -> str | None:
     """The first CWE named in a string or list of strings, as `CWE-<n>`."""
     for value in values if isinstance(values, list) else [values]:
-        match = _CWE.search(value) if isinstance(value, str) else None
-        if match:
-            return f"CWE-{match.group(1)}"
+        cwe = _cwe_in(value) if isinstance(value, str) else None
+        if cwe:
+            return cwe
     return None
+
+
+@lru_cache(maxsize=4096)  # a report names a few hundred CWEs over and over
+def _cwe_in(text: str) -> str | None:
+    match = _CWE.search(text)
+    return f"CWE-{match.group(1)}" if match else None
 
 
 class Reader:
     """Typed access to a JSON object of a report that names where it failed
-    (`Results[3].PkgName`)."""
+    (`Results[3].PkgName`). The path is built only for a problem: a report has tens of
+    thousands of objects and nearly all are fine."""
 
-    def __init__(self, value: dict[str, Any], where: str = "") -> None:
+    __slots__ = ("_index", "_key", "_parent", "value")
+
+    def __init__(
+        self,
+        value: dict[str, Any],
+        parent: Reader | None = None,
+        key: str = "",
+        index: int | None = None,
+    ) -> None:
         self.value = value
-        self.where = where
+        self._parent = parent
+        self._key = key  # in its parent
+        self._index = index  # in the list under that key
+
+    @property
+    def where(self) -> str:
+        if self._parent is None:
+            return ""
+        where = self._parent._at(self._key)
+        return where if self._index is None else f"{where}[{self._index}]"
 
     def problem(self, message: str) -> ReportProblem:
         return ReportProblem(f"{self.where or 'the report'}: {message}")
 
     def _at(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
+        where = self.where
+        return f"{where}.{key}" if where else key
 
     def obj(self, key: str, *, required: bool = True) -> Reader | None:
-        value = self._field(key, dict, "an object", required)
-        return None if value is None else Reader(value, self._at(key))
+        value = self.value.get(key)
+        if type(value) is not dict:
+            value = self._field(key, dict, "an object", required)
+        return None if value is None else Reader(value, self, key)
 
     def need(self, key: str) -> Reader:
         reader = self.obj(key)
@@ -95,10 +122,9 @@ class Reader:
     def items(self, key: str, *, required: bool = False) -> Iterator[Reader]:
         value = self._field(key, list, "a list", required) or []
         for i, item in enumerate(value):
-            where = f"{self._at(key)}[{i}]"
-            if not isinstance(item, dict):
-                raise ReportProblem(f"{where}: must be an object")
-            yield Reader(item, where)
+            if type(item) is not dict:
+                raise ReportProblem(f"{self._at(key)}[{i}]: must be an object")
+            yield Reader(item, self, key, i)
 
     def text(self, key: str, *, required: bool = False, limit: int = 500) -> str:
         value = self.value.get(key)
@@ -111,8 +137,9 @@ class Reader:
 
     def strings(self, key: str) -> list[str]:
         value = self._field(key, list, "a list", False) or []
-        if not all(isinstance(v, str) for v in value):
-            raise ReportProblem(f"{self._at(key)}: must be a list of strings")
+        for v in value:
+            if type(v) is not str:
+                raise ReportProblem(f"{self._at(key)}: must be a list of strings")
         return value
 
     def get(self, key: str) -> Any:
