@@ -8,8 +8,8 @@ written, 433 pages of it made a common word's lookup three times slower. Article
 read far more often than written, and an edit's entries go straight into the index in
 about the time the pending list saved.
 
-Revision ID: 0035_knowledge_speed
-Revises: 0033
+Revision ID: 0035
+Revises: 0034
 Create Date: 2026-12-07 08:30:00.000000
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0035_knowledge_speed"
-down_revision: str | None = "0033"
+revision: str = "0035"
+down_revision: str | None = "0034"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
