@@ -140,5 +140,11 @@ async def test_cli_backup_and_standard_tools_restore(
     primary = (tmp_path / "backups" / key1).read_bytes()
     assert (tmp_path / "second" / key2).read_bytes() == primary
 
+    too_many = ("--parallel-streams", "17")
+    refused = cli(
+        tmp_path, "backup", "run", "--server", str(server_id), "--database", source, *too_many
+    )
+    assert refused.returncode == 2 and "--parallel-streams" in refused.stderr, refused.stderr
+
     failed = cli(tmp_path, "backup", "run", "--server", str(server_id), "--database", "nope_db")
     assert failed.returncode == 1 and "database_missing" in failed.stderr

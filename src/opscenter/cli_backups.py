@@ -94,6 +94,9 @@ def backup_run(
     ),
     compression: CompressionType = typer.Option(CompressionType.ZSTD),
     encrypt: bool = typer.Option(True, help="age encryption to the installation's key"),
+    parallel_streams: int = typer.Option(
+        1, min=1, max=16, help="PostgreSQL: dump the data in this many parallel streams"
+    ),
 ) -> None:
     """Back up one database now and wait for it, with a progress bar."""
 
@@ -106,6 +109,7 @@ def backup_run(
                 storage_ids=storage if len(storage) > 1 else None,
                 compression_type=compression,
                 encrypt=encrypt,
+                parallel_streams=parallel_streams,
             )
             backup, job = await service.create_backup(session, SYSTEM, data)
             await session.commit()
