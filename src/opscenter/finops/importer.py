@@ -51,37 +51,43 @@ COPY_COLUMNS = ["import_id", "team_id", *_MIDDLE, "tags"]
 _VALUES = operator.itemgetter(*_MIDDLE)
 
 
-# Tag roll-ups expand each line's tags with the database's own JSON function.
-_TAG_ROLLUP = (
+# SQLite: a statement per dimension, then the tags expanded with its own JSON function.
+TAG_ROLLUP_SQLITE = (
     "INSERT INTO cost_rollups (import_id, team_id, day, dimension, value, currency,"
     " billed_cost, effective_cost, lines)"
     " SELECT l.import_id, l.team_id, l.charge_day, 'tag:' || t.key, t.value, l.currency,"
     " sum(l.billed_cost), sum(l.effective_cost), count(*)"
-    " FROM cost_lines AS l CROSS JOIN {} WHERE l.import_id = :i"
+    " FROM cost_lines AS l CROSS JOIN json_each(l.tags) AS t WHERE l.import_id = :i"
     " GROUP BY l.import_id, l.team_id, l.charge_day, t.key, t.value, l.currency"
 )
-# PostgreSQL rolls every dimension of DIMENSIONS up in one scan (grouping sets).
+# PostgreSQL rolls every dimension of DIMENSIONS and the tag sets up in one scan (grouping
+# sets); only the few per-day tag sets are then expanded into their tags, not every line.
+# `dims` is the GROUPING bit mask: 0 where a set groups by that column (31: the tag sets).
 ROLLUP_PG = """
+WITH g AS (
+    SELECT import_id, team_id, charge_day, currency,
+        charge_category, service, provider, environment, region, tags,
+        GROUPING(charge_category, service, provider, environment, region) AS dims,
+        sum(billed_cost) AS billed, sum(effective_cost) AS effective, count(*) AS lines
+    FROM cost_lines WHERE import_id = :i
+    GROUP BY import_id, team_id, charge_day, currency, GROUPING SETS
+        ((charge_category), (service), (provider), (environment), (region), (tags))
+)
 INSERT INTO cost_rollups
     (import_id, team_id, day, dimension, value, currency, billed_cost, effective_cost, lines)
 SELECT import_id, team_id, charge_day,
-    CASE WHEN GROUPING(charge_category) = 0 THEN 'category'
-         WHEN GROUPING(service) = 0 THEN 'service'
-         WHEN GROUPING(provider) = 0 THEN 'provider'
-         WHEN GROUPING(environment) = 0 THEN 'environment'
-         ELSE 'region' END,
-    COALESCE(CASE WHEN GROUPING(charge_category) = 0 THEN charge_category
-                  WHEN GROUPING(service) = 0 THEN service
-                  WHEN GROUPING(provider) = 0 THEN provider
-                  WHEN GROUPING(environment) = 0 THEN environment
-                  ELSE region END, ''),
-    currency, sum(billed_cost), sum(effective_cost), count(*)
-FROM cost_lines WHERE import_id = :i
-GROUP BY import_id, team_id, charge_day, currency,
-    GROUPING SETS ((charge_category), (service), (provider), (environment), (region))
+    CASE dims WHEN 15 THEN 'category' WHEN 23 THEN 'service' WHEN 27 THEN 'provider'
+              WHEN 29 THEN 'environment' ELSE 'region' END,
+    COALESCE(CASE dims WHEN 15 THEN charge_category WHEN 23 THEN service
+                       WHEN 27 THEN provider WHEN 29 THEN environment ELSE region END, ''),
+    currency, billed, effective, lines
+FROM g WHERE dims <> 31
+UNION ALL
+SELECT import_id, team_id, charge_day, 'tag:' || t.key, t.value, currency,
+    sum(billed), sum(effective), sum(lines)
+FROM g CROSS JOIN jsonb_each_text(g.tags) AS t WHERE dims = 31
+GROUP BY import_id, team_id, charge_day, t.key, t.value, currency
 """
-TAG_ROLLUP_PG = _TAG_ROLLUP.format("jsonb_each_text(l.tags) AS t")
-TAG_ROLLUP_SQLITE = _TAG_ROLLUP.format("json_each(l.tags) AS t")
 
 
 class BadCostFile(InvalidInput):
@@ -249,6 +255,9 @@ async def _write_lines(
     if session.get_bind().dialect.name == "postgresql":
         # COPY: an order of magnitude faster than INSERTs for a million lines. Lines share
         # their tag dicts (formats.py), so each is dumped to JSON once per batch.
+        # A batch need not wait for its WAL flush: until the import's last commit (a durable
+        # one, after every batch's) its lines are invisible, and a crash discards them.
+        await session.execute(text("SET LOCAL synchronous_commit = off"))
         conn = await session.connection()
         raw = await conn.get_raw_connection()
         dumped: dict[int, str] = {}
@@ -273,9 +282,7 @@ async def _write_lines(
 
 async def _write_rollups(session: AsyncSession, import_id: int) -> None:
     if session.get_bind().dialect.name == "postgresql":
-        # One scan of the lines for every dimension, then one for the tags.
         await session.execute(text(ROLLUP_PG), {"i": import_id})
-        await session.execute(text(TAG_ROLLUP_PG), {"i": import_id})
         return
     day, team, currency = CostLine.charge_day, CostLine.team_id, CostLine.currency
     for name, column in DIMENSIONS.items():
