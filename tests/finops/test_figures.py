@@ -298,6 +298,11 @@ async def test_budget_list_reads_the_month_in_a_bounded_number_of_queries(
         event.listen(engine, "before_cursor_execute", count)
         try:
             listed = (await c.get(f"{BASE}/budgets")).json()["items"]
+            listing, selects[:] = list(selects), []
+            # Evaluating them all: one grouped read (then one for the answer's list).
+            async with api.app.state.ctx.events.subscribe() as queue:
+                evaluated = await c.post(f"{BASE}/budgets/evaluate")
+                raised = drain(queue, "finops.budget_threshold")
         finally:
             event.remove(engine, "before_cursor_execute", count)
     got = {b["name"]: (b["spent"], b["percent_used"], b["state"]) for b in listed}
@@ -308,5 +313,14 @@ async def test_budget_list_reads_the_month_in_a_bounded_number_of_queries(
         "eur": (5.0, 10.0, "ok"),
     }
     # One read of the month's roll-ups and one of the backups for four budgets, not 2 each.
-    assert sum("cost_rollups" in s for s in selects) == 1
-    assert sum("FROM backups" in s for s in selects) == 1
+    assert sum("cost_rollups" in s for s in listing) == 1
+    assert sum("FROM backups" in s for s in listing) == 1
+    assert evaluated.status_code == 200, evaluated.text
+    assert evaluated.json()["items"] == listed
+    # The budgets came after the import: their crossings are told now, each budget its own.
+    assert sorted((e.data["name"], e.data["threshold"]) for e in raised) == [
+        ("rds", 50),
+        ("s3", 100),
+    ]
+    assert sum("cost_rollups" in s for s in selects) == 2
+    assert sum("FROM backups" in s for s in selects) == 2

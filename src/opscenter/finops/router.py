@@ -410,7 +410,7 @@ async def evaluate_budgets(
     for type_, data, team in raised:
         _announce(request, type_, data, team)
     budgets = (await session.scalars(service.budgets_query(principal))).all()
-    return Page.whole([await service.budget_state(session, principal, b) for b in budgets])
+    return Page.whole(await service.budget_states(session, principal, budgets))
 
 
 # -- recommendations ------------------------------------------------------------------------

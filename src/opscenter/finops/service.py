@@ -690,28 +690,48 @@ async def create_budget(session: AsyncSession, principal: Principal, data: Budge
     return budget
 
 
-async def budget_daily(
-    session: AsyncSession, principal: Principal, budget: Budget, span: Span
-) -> dict[date, int]:
-    """The budget's spending per day (nano-units, its currency) in the span."""
-    dimension, value = ("service", budget.service) if budget.service else ("category", None)
-    daily: dict[date, int] = defaultdict(int)
-    sums = await rollup_sums(
-        session,
-        principal,
-        span,
-        dimension,
-        by="day",
-        team_id=budget.team_id,
-        value=value,
-        currency=budget.currency,
+BudgetKey = tuple[int, str | None, str]  # team, service (None: the whole team), currency
+
+
+def budget_key(budget: Budget) -> BudgetKey:
+    return (budget.team_id, budget.service, budget.currency)
+
+
+async def budgets_daily(
+    session: AsyncSession, principal: Principal, budgets: Sequence[Budget], span: Span
+) -> dict[BudgetKey, dict[date, int]]:
+    """What each budget counts, per day of the span (nano-units, its currency), whatever
+    the number of budgets in two queries: the span's roll-ups of the budgets' teams, and
+    their priced backups where counted."""
+    r = CostRollup
+    services = {b.service for b in budgets if b.service}
+    # A whole-team budget counts every line once: the category roll-ups, all values.
+    wanted = r.dimension == "category"
+    if services:
+        wanted = or_(wanted, and_(r.dimension == "service", r.value.in_(services)))
+    stmt = (
+        select(r.team_id, r.dimension, r.value, r.currency, r.day, func.sum(r.effective_cost))
+        .where(
+            wanted,
+            r.day >= span.start,
+            r.day < span.end,
+            r.team_id.in_({b.team_id for b in budgets}),
+        )
+        .group_by(r.team_id, r.dimension, r.value, r.currency, r.day)
     )
-    for (text, _), (_, effective) in sums.items():
-        daily[date.fromisoformat(text[:10])] += effective
-    if counts_backups(budget):
-        backups, _ = await priced_backups(session, principal, budget.team_id)
-        for day, cost in backup_daily(backups, budget, span).items():
-            daily[day] += cost
+    daily: dict[BudgetKey, dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    for team, dimension, value, cur, day, effective in await session.execute(
+        readable(cast(Any, stmt), CostRollup, principal)
+    ):
+        service = value if dimension == "service" else None
+        daily[(int(team), service, cur)][day] += int(effective or 0)
+    counted = [b for b in budgets if counts_backups(b)]
+    if counted:
+        backups, _ = await priced_backups(session, principal)
+        for budget in counted:
+            per_day = daily[budget_key(budget)]
+            for day, cost in backup_daily(backups, budget, span).items():
+                per_day[day] += cost
     return daily
 
 
@@ -739,38 +759,15 @@ async def budget_state(session: AsyncSession, principal: Principal, budget: Budg
 async def budget_states(
     session: AsyncSession, principal: Principal, budgets: Sequence[Budget]
 ) -> list[BudgetOut]:
-    """Each budget's month so far, in at most two queries whatever the number of budgets:
-    the month's roll-ups of the budgets' teams, and their priced backups where counted."""
+    """Each budget's month so far, in at most two queries whatever the number of budgets."""
     if not budgets:
         return []
     mtd, days_in_month = month_span(today())
-    teams = {b.team_id for b in budgets}
-    services = {b.service for b in budgets if b.service}
-    r = CostRollup
-    wanted = r.dimension == "category"
-    if services:
-        wanted = or_(wanted, and_(r.dimension == "service", r.value.in_(services)))
-    stmt = (
-        select(r.team_id, r.dimension, r.value, r.currency, func.sum(r.effective_cost))
-        .where(wanted, r.day >= mtd.start, r.day < mtd.end, r.team_id.in_(teams))
-        .group_by(r.team_id, r.dimension, r.value, r.currency)
-    )
-    spent_by: dict[tuple[int, str | None, str], int] = defaultdict(int)
-    for team, dimension, value, cur, effective in await session.execute(
-        readable(cast(Any, stmt), CostRollup, principal)
-    ):
-        # A whole-team budget counts every line once: the category roll-ups, all values.
-        spent_by[(int(team), value if dimension == "service" else None, cur)] += int(effective or 0)
-    backups: list[PricedBackup] = []
-    if any(counts_backups(b) for b in budgets):
-        backups, _ = await priced_backups(session, principal)
-    out = []
-    for budget in budgets:
-        spent = spent_by[(budget.team_id, budget.service, budget.currency)]
-        if counts_backups(budget):
-            spent += sum(backup_daily(backups, budget, mtd).values())
-        out.append(_budget_out(budget, spent, mtd, days_in_month))
-    return out
+    daily = await budgets_daily(session, principal, budgets, mtd)
+    return [
+        _budget_out(budget, sum(daily[budget_key(budget)].values()), mtd, days_in_month)
+        for budget in budgets
+    ]
 
 
 def _budget_out(budget: Budget, spent: int, mtd: Span, days_in_month: int) -> BudgetOut:
@@ -805,13 +802,22 @@ async def evaluate_budgets(
     session: AsyncSession, principal: Principal, team_id: int | None = None
 ) -> list[tuple[str, dict[str, Any], int]]:
     """Thresholds newly crossed this month and spending above its trailing level, each
-    told once: returns the events (type, data, team) to publish after the commit."""
+    told once: returns the events (type, data, team) to publish after the commit. All
+    budgets are read in one grouped pass over the trailing days (the month included)."""
     stmt = budgets_query(principal)
     if team_id is not None:
         stmt = stmt.where(Budget.team_id == team_id)
+    budgets = (await session.scalars(stmt)).all()
+    if not budgets:
+        return []
+    mtd, days_in_month = month_span(today())
+    span = Span(today() - timedelta(days=TRAILING_DAYS + 30), mtd.end)
+    daily = await budgets_daily(session, principal, budgets, span)
     events: list[tuple[str, dict[str, Any], int]] = []
-    for budget in (await session.scalars(stmt)).all():
-        state = await budget_state(session, principal, budget)
+    for budget in budgets:
+        per_day = daily[budget_key(budget)]
+        spent = sum(v for d, v in per_day.items() if d >= mtd.start)
+        state = _budget_out(budget, spent, mtd, days_in_month)
         base = {"budget_id": budget.id, "name": budget.name, "currency": budget.currency}
         top = max(state.crossed, default=None)
         if budget.alerted_month != state.month:
@@ -833,7 +839,7 @@ async def evaluate_budgets(
                     budget.team_id,
                 )
             )
-        anomaly = await _anomaly(session, principal, budget)
+        anomaly = _anomaly(budget, {d: v for d, v in per_day.items() if v})
         if anomaly is not None:
             budget.anomaly_day = anomaly["day_date"]
             anomaly.pop("day_date")
@@ -842,11 +848,7 @@ async def evaluate_budgets(
     return events
 
 
-async def _anomaly(
-    session: AsyncSession, principal: Principal, budget: Budget
-) -> dict[str, Any] | None:
-    span = Span(today() - timedelta(days=TRAILING_DAYS + 30), today() + timedelta(days=1))
-    daily = {d: v for d, v in (await budget_daily(session, principal, budget, span)).items() if v}
+def _anomaly(budget: Budget, daily: dict[date, int]) -> dict[str, Any] | None:
     if not daily:
         return None
     last = max(daily)
