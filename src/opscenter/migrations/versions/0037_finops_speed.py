@@ -1,7 +1,7 @@
 """finops speed: the cost lines' import index is a BRIN index, which a million-line COPY
 maintains almost for free (an import's lines are appended together)
 
-Revision ID: 0037_finops_speed
+Revision ID: 0037
 Revises: 0036
 Create Date: 2026-12-07 09:15:00.000000
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0037_finops_speed"
+revision: str = "0037"
 down_revision: str | None = "0036"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
