@@ -20,6 +20,7 @@ import dataclasses
 import json
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -411,26 +412,26 @@ async def delete_backup_objects(storage: StorageBackend, artifact_key: str) -> l
 
 def globals_restore_command(*, key: str, compression: Compression, encrypted: bool) -> str:
     """The one-line restore of the cluster globals with standard tools."""
-    name = shlex.quote(key.rsplit("/", 1)[-1])
+    parts = _decode(shlex.quote(key.rsplit("/", 1)[-1]), compression, encrypted)
+    parts.append("psql -v ON_ERROR_STOP=0 --dbname=postgres")
+    return " | ".join(parts)
+
+
+def _decode(name: str, compression: Compression, encrypted: bool) -> list[str]:
+    """The shell pipeline that reads one stored object back to its dump bytes."""
     parts = [f"age -d -i key.txt {name}"] if encrypted else [f"cat {name}"]
     if compression is Compression.ZSTD:
         parts.append("zstd -d")
     elif compression is Compression.GZIP:
         parts.append("gzip -d")
-    parts.append("psql -v ON_ERROR_STOP=0 --dbname=postgres")
-    return " | ".join(parts)
+    return parts
 
 
 def restore_command(
     *, key: str, dump_format: str, compression: Compression, encrypted: bool, database: str
 ) -> str:
     """The documented one-line restore with standard tools only."""
-    name = shlex.quote(key.rsplit("/", 1)[-1])
-    parts = [f"age -d -i key.txt {name}"] if encrypted else [f"cat {name}"]
-    if compression is Compression.ZSTD:
-        parts.append("zstd -d")
-    elif compression is Compression.GZIP:
-        parts.append("gzip -d")
+    parts = _decode(shlex.quote(key.rsplit("/", 1)[-1]), compression, encrypted)
     db = shlex.quote(database)
     tail = {
         "pg_custom": f"pg_restore --exit-on-error --single-transaction --dbname={db}",
@@ -447,6 +448,16 @@ def parts_restore_command(*, key: str, database: str) -> str:
     (docs/restore-parts.sh: age, zstd, pg_restore) run beside the parts."""
     name = shlex.quote(key.rsplit("/", 1)[-1])
     return f"sh restore-parts.sh {name} {shlex.quote(database)} key.txt"
+
+
+def mysql_parts_restore_command(
+    *, keys: Sequence[str], compression: Compression, encrypted: bool, database: str
+) -> str:
+    """A parallel MySQL backup's parts, in order, are one SQL dump: decoded one after
+    the other into one client."""
+    names = " ".join(shlex.quote(k.rsplit("/", 1)[-1]) for k in keys)
+    decode = " | ".join(_decode('"$f"', compression, encrypted))
+    return f"for f in {names}; do {decode}; done | mariadb {shlex.quote(database)}"
 
 
 def build_manifest(
@@ -490,7 +501,14 @@ def build_manifest(
         started_at=started_at.isoformat(),
         created_at=finished_at.isoformat(),
         duration_seconds=round((finished_at - started_at).total_seconds(), 3),
-        restore_command=parts_restore_command(key=key, database=plan.database)
+        restore_command=mysql_parts_restore_command(
+            keys=[p.key for p in parts],
+            compression=compression,
+            encrypted=bool(recipients),
+            database=plan.database,
+        )
+        if parts and plan.dump_format == "mysql_sql"
+        else parts_restore_command(key=key, database=plan.database)
         if parts
         else restore_command(
             key=key,
