@@ -13,7 +13,7 @@ import pytest
 
 from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.remote.runner import Command, LocalProcess
-from opscenter.streaming.manifest import read_manifest
+from opscenter.streaming.manifest import PART_NAME, read_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
 from opscenter.streaming.restore import run_restore
 from opscenter.streaming.sinks import MySQLTarget
@@ -21,7 +21,7 @@ from opscenter.streaming.sources import MySQLSource
 from opscenter.streaming.verification import deep_verify, quick_verify
 
 from .conftest import MY_HOST, MY_PORT, MY_USER, ensure_age_cli, my_table_hashes, mysql
-from .helpers import RecordingRunner
+from .helpers import HookedStorage, RecordingRunner
 
 #: Tables of different sizes (so the groups differ), a name with a dot, a space and a
 #: dash, a foreign key across groups, a view, a routine, and a trigger that would
@@ -74,9 +74,8 @@ class _WritesBeforeADumpStarts(RecordingRunner):
         self, command: Command, *, stdin: int | None = None, stdout: int | None = None
     ) -> LocalProcess:
         argv = command.argv
-        dumps_big = argv[-1] == "big" or (
-            argv[-1] == self.db and f"--ignore-table={self.db}.big" not in argv
-        )
+        tables = argv[argv.index("--") + 2 :] if "--" in argv else ()
+        dumps_big = "big" in tables or (not tables and f"--ignore-table={self.db}.big" not in argv)
         if "--single-transaction" in argv and dumps_big:
             self.writer = subprocess.Popen(
                 ["mariadb", "-h", MY_HOST, "-P", str(MY_PORT), "-u", MY_USER, self.db],
@@ -114,6 +113,8 @@ async def test_parallel_backup_restores_equal_to_its_snapshot(
 
     manifest = await read_manifest(storage, result.key)
     assert manifest.parts == result.parts
+    assert all(p.key.endswith(".sql.zst.age") for p in result.parts)
+    assert all(PART_NAME.search(p.key) for p in result.parts[1:])
     dst = my_db(create=False)
     restored = await run_restore(
         storage, manifest, MySQLTarget(my_conn(dst), create=True), identities=[age_identity]
@@ -171,3 +172,65 @@ async def test_tables_a_snapshot_does_not_cover_are_refused(my_db, my_conn, stor
         )
     assert err.value.code is ErrorCode.INVALID_CONFIG and "m (MyISAM)" in err.value.message
     assert list(storage.root.rglob("*")) == []
+
+
+async def test_a_lock_not_granted_in_time_fails_clearly(my_db, my_conn, storage):
+    src = my_db()
+    mysql(src, "CREATE TABLE t (id INT) ENGINE=InnoDB")
+    # Another session holds a table: the read lock waits for it, at most lock_timeout.
+    holder = subprocess.Popen(
+        ["mariadb", "-h", MY_HOST, "-P", str(MY_PORT), "-u", MY_USER, src],
+        stdin=subprocess.PIPE,
+    )
+    assert holder.stdin is not None
+    holder.stdin.write(b"LOCK TABLES t WRITE; SELECT SLEEP(3);\n")
+    holder.stdin.flush()
+    try:
+        await asyncio.sleep(0.3)
+        with pytest.raises(BackupError) as err:
+            await run_backup(
+                MySQLSource(my_conn(src), lock_timeout=1),
+                storage,
+                options=BackupOptions(parallel_streams=2),
+            )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert err.value.code is ErrorCode.DUMP_FAILED and err.value.stage == "snapshot"
+    assert "could not lock the tables" in err.value.message and "1 s" in err.value.message
+    assert list(storage.root.rglob("*")) == []
+
+
+async def test_a_failed_or_cancelled_part_leaves_nothing_and_no_lock(my_db, my_conn, tmp_path):
+    src = my_db()
+    mysql(src, SCHEMA)
+    storage = HookedStorage(tmp_path / "store")
+    storage.fail_after = 32 << 10  # the data part of big fails
+    with pytest.raises(BackupError) as err:
+        await run_backup(
+            MySQLSource(my_conn(src)), storage, options=BackupOptions(parallel_streams=2)
+        )
+    assert err.value.code is ErrorCode.DISK_FULL
+    assert list(storage.root.rglob("*.*")) == []
+
+    storage.fail_after = None
+    storage.paused = asyncio.Event()  # every part backs up to its dump: cancel then
+    runner = RecordingRunner()
+    task = asyncio.ensure_future(
+        run_backup(
+            MySQLSource(my_conn(src)),
+            storage,
+            options=BackupOptions(parallel_streams=2),
+            runner=runner,
+        )
+    )
+    while len([c for c in runner.commands if "--no-create-info" in c.argv]) < 2:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    task.cancel()
+    storage.paused.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert list(storage.root.rglob("*.*")) == []
+    assert all(p.returncode is not None for p in runner.started)  # the dumps and the lock
+    mysql(src, "INSERT INTO small VALUES (3)")  # no read lock is left behind

@@ -204,6 +204,7 @@ class MySQLReadLock:
         self._stdin: int | None = stdin
         self._stdout = stdout
         self._thread_id = thread_id
+        self._hold_limit = hold_limit
         self._deadline = time.monotonic() + hold_limit
         self.tables: list[tuple[str, int]] = []
 
@@ -271,9 +272,10 @@ class MySQLReadLock:
         except BaseException as exc:
             await self._end(kill=True)
             if isinstance(exc, (OSError, TimeoutError)):
+                why = f"{exc!r}" if isinstance(exc, OSError) else "the read lock took too long"
                 raise BackupError(
                     ErrorCode.DUMP_FAILED,
-                    f"{what}: the read lock took longer than allowed ({exc!r})",
+                    f"{what} ({why}; the limit is {self._hold_limit:g} s)",
                     stage="snapshot",
                     detail=self._proc.stderr_tail(),
                 ) from None

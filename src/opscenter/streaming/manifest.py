@@ -67,7 +67,7 @@ MANIFEST_SUFFIX = ".manifest.json"
 GLOBALS_INFIX = ".globals.sql"
 MAX_MANIFEST = 4 << 20
 #: The name of a part of a parallel backup other than its first (see :func:`part_key`).
-PART_NAME = re.compile(r"\.(data-\d+|post-data)(\.dump|$)")
+PART_NAME = re.compile(r"\.(data-\d+|post-data)(\.dump|\.sql|$)")
 SECTIONS = ("pre-data", "data", "post-data")
 #: Tables with up to this many (estimated) rows get an exact count(*).
 EXACT_COUNT_MAX_ROWS = 2_000_000
@@ -339,14 +339,14 @@ def manifest_key(artifact_key: str) -> str:
     return artifact_key + MANIFEST_SUFFIX
 
 
-def _dump_token(name: str) -> int:
-    """Index of the ``.dump`` extension in an object name, or -1."""
-    i = name.rfind(".dump")
+def _dump_token(name: str, extension: str = ".dump") -> int:
+    """Index of the ``extension`` in an object name, or -1."""
+    i = name.rfind(extension)
     while i >= 0:
-        end = i + len(".dump")
+        end = i + len(extension)
         if end == len(name) or name[end] == ".":
             return i
-        i = name.rfind(".dump", 0, i)
+        i = name.rfind(extension, 0, i)
     return -1
 
 
@@ -373,11 +373,12 @@ def part_key(artifact_key: str, section: str, index: int = 0) -> str:
     """Key of a part of a parallel backup beside its first (pre-data) archive.
 
     ``.../20240501T030000Z-1a2b3c4d.dump.zst.age`` -> ``...-1a2b3c4d.data-2.dump.zst.age``
-    (``section`` "data", ``index`` 2) or ``...-1a2b3c4d.post-data.dump.zst.age``.
+    (``section`` "data", ``index`` 2) or ``...-1a2b3c4d.post-data.dump.zst.age``; the
+    same before ``.sql`` for MySQL.
     """
     infix = f".data-{index}" if section == "data" else f".{section}"
     head, sep, name = artifact_key.rpartition("/")
-    i = _dump_token(name)
+    i = max(_dump_token(name), _dump_token(name, ".sql"))
     name = name[:i] + infix + name[i:] if i >= 0 else name + infix
     return head + sep + name
 
