@@ -43,6 +43,12 @@ The first object (pre-data, the backup's own key) is committed only once every o
 part is, then the manifest lists them all: a failure removes every part, and a killed
 process leaves part objects without a manifest, which the job's finisher removes.
 
+Parallel MySQL/MariaDB backups: a client coprocess holds ``FLUSH TABLES WITH READ
+LOCK`` (``MySQLReadLock``) while the data dumps (``--single-transaction``, a group of
+tables each, largest first) open their snapshots, then unlocks: no write lands between
+the first snapshot and the last. The schema part (tables, views, routines, events)
+comes first, the triggers part last, each through the same stages as above.
+
 Copies (``run_backup(copies=...)``): the stored byte stream also goes to every extra
 destination, block by block, so the dump runs once and every copy has the same bytes,
 sha256 and key. Each copy is written by its own task from its own queue, so a slow
@@ -193,8 +199,8 @@ class BackupOptions:
     #: Niceness added to the compress and encrypt threads (Linux, per thread): the
     #: dump tool and the database keep first call on the CPU. 0 = same priority.
     nice: int = 10
-    #: PostgreSQL: dump the table data in this many concurrent streams of one snapshot,
-    #: each its own object (see the module's docstring). 1: one archive.
+    #: PostgreSQL, MySQL: dump the table data in this many concurrent streams of one
+    #: snapshot, each its own object (see the module's docstring). 1: one archive.
     parallel_streams: int = 1
 
 

@@ -24,7 +24,9 @@ into an existing database every part's size and sha256 is checked (one read) bef
 the first statement. post-data (indexes, constraints, triggers: definitions only, a
 few KiB) is restored with ``pg_restore --jobs``, one job per data part: that needs a
 seekable archive, so that small archive alone is staged in a private temp file once
-it is proven whole (as ``PostgresTarget.jobs`` does for a whole dump).
+it is proven whole (as ``PostgresTarget.jobs`` does for a whole dump). A parallel
+MySQL backup (schema, data parts, triggers) has every part checked whole first, then
+restored in the same order, the data parts over one client connection each.
 """
 
 from __future__ import annotations
@@ -494,7 +496,8 @@ async def run_restore(
         await admin.check(target)
         # The whole artifact (every part) first, on this host: nothing reaches the
         # target before it is proven whole.
-        for part in manifest.part_manifests():
+        checked = _Totals(on_progress)
+        for i, part in enumerate(manifest.part_manifests()):
             await run_stream(
                 storage,
                 part,
@@ -503,7 +506,7 @@ async def run_restore(
                 LocalRunner(),
                 stall_timeout,
                 time_limit,
-                on_progress,
+                checked.reporter(i),
             )
         if on_write is not None:
             await on_write()
