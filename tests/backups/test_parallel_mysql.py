@@ -9,9 +9,11 @@ import os
 import subprocess
 import textwrap
 
+import httpx
 import pytest
 
 from opscenter.core.failures import BackupError, ErrorCode
+from opscenter.models import StorageProvider
 from opscenter.remote.runner import Command, LocalProcess
 from opscenter.streaming.manifest import PART_NAME, read_manifest
 from opscenter.streaming.pipeline import BackupOptions, run_backup
@@ -19,9 +21,11 @@ from opscenter.streaming.restore import run_restore
 from opscenter.streaming.sinks import MySQLTarget
 from opscenter.streaming.sources import MySQLSource
 from opscenter.streaming.verification import deep_verify, quick_verify
+from tests.conftest import Api
 
 from .conftest import MY_HOST, MY_PORT, MY_USER, ensure_age_cli, my_table_hashes, mysql
 from .helpers import HookedStorage, RecordingRunner
+from .test_backups import make_server, run_job
 
 #: Tables of different sizes (so the groups differ), a name with a dot, a space and a
 #: dash, a foreign key across groups, a view, a routine, and a trigger that would
@@ -234,3 +238,35 @@ async def test_a_failed_or_cancelled_part_leaves_nothing_and_no_lock(my_db, my_c
     assert list(storage.root.rglob("*.*")) == []
     assert all(p.returncode is not None for p in runner.started)  # the dumps and the lock
     mysql(src, "INSERT INTO small VALUES (3)")  # no read lock is left behind
+
+
+async def test_through_the_api_backup_restore_replace_delete(
+    api: Api, admin: httpx.AsyncClient, my_db
+) -> None:
+    src, restored = my_db(), my_db(create=False)
+    mysql(src, SCHEMA)
+    server = await make_server(admin, type="mysql", port=3306, credentials={"username": "root"})
+    accepted = await admin.post(
+        "/api/v1/backups",
+        json={"server_id": server["id"], "database_name": src, "parallel_streams": 2},
+    )
+    assert (await run_job(api, admin, accepted))["status"] == "succeeded"
+    backup = (await admin.get(f"/api/v1/backups/{accepted.json()['id']}")).json()
+    assert backup["parallel_streams"] == 2
+    url = f"/api/v1/backups/{backup['id']}/restore"
+    for body in ({}, {"drop_existing": True}):  # into a new database, then replacing it
+        job = await run_job(
+            api, admin, await admin.post(url, json={"target_database": restored, **body})
+        )
+        assert job["status"] == "succeeded", job
+        assert (my_table_hashes(restored), _facts(restored)) == (
+            my_table_hashes(src),
+            _facts(src),
+        )
+    ctx = api.app.state.ctx
+    async with ctx.db.read_session() as session:
+        storage = ctx.storages.get(await session.get(StorageProvider, backup["storage_id"]))
+    stem = backup["storage_path"].split(".sql", 1)[0]
+    assert len([o async for o in storage.list(stem)]) == 5  # 4 parts, the manifest
+    assert (await admin.delete(f"/api/v1/backups/{backup['id']}")).status_code == 204
+    assert [o async for o in storage.list(stem)] == []
