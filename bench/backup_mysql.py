@@ -8,10 +8,10 @@ contenders in each round (medians printed with ratios against the floor):
 * ours: zstd-3 + age + sha256 + local storage (``run_backup``, the product's flags:
   also ``--routines --triggers --events``)
 * ``mariadb-dump | gzip`` to a file (what scripts usually run)
-* with ``--parallel`` (the data in two equal tables): two dump tools at once, one per
-  table, to /dev/null and each through ``zstd -1``: an upper bound of what a
-  per-table parallel dump could bring here (without the consistent snapshot that
-  would need one FLUSH TABLES WITH READ LOCK and a transaction per stream)
+* with ``--parallel`` (the data in two equal tables): ours with ``parallel_streams``
+  2 (``ours N=2``: one read lock while both dumps open their snapshots, each table
+  its own stream), and two dump tools at once, one per table, to /dev/null and each
+  through ``zstd -1``: the upper bound without the snapshot and the stages
 * with ``--levels 3,1,-1``: ours at each zstd level (``ours-z1`` ...), and
   ``mariadb-dump | zstd -N -T1 > /dev/null`` beside it (the C tools at the same level)
 
@@ -38,6 +38,7 @@ from common import Quiet, alternate_rounds, mb, print_backup_medians, shell
 from opscenter.engines.mysql import MySQLConnection
 from opscenter.stores.backends import LocalStorage
 from opscenter.streaming.crypto import generate_identity, recipient_of
+from opscenter.streaming.manifest import delete_backup_objects
 from opscenter.streaming.pipeline import BackupOptions, run_backup
 from opscenter.streaming.sources import MySQLSource
 
@@ -104,18 +105,19 @@ async def main() -> None:
         sizes: dict[str, int] = {}
         conn = MySQLConnection("127.0.0.1", db)
 
-        def ours(name: str, level: int | None) -> Callable[[], Awaitable[float]]:
+        def ours(name: str, level: int | None, streams: int = 1) -> Callable[[], Awaitable[float]]:
             async def run() -> float:
                 t = time.perf_counter()
                 res = await run_backup(
                     MySQLSource(conn),
                     store,
-                    options=BackupOptions(recipients=(recipient,), compression_level=level),
+                    options=BackupOptions(
+                        recipients=(recipient,), compression_level=level, parallel_streams=streams
+                    ),
                 )
                 elapsed = time.perf_counter() - t
                 sizes[name], sizes["plain"] = res.size_bytes, res.original_size_bytes
-                await store.delete(res.key)
-                await store.delete(res.key + ".manifest.json")
+                await delete_backup_objects(store, res.key)
                 return elapsed
 
             return run
@@ -135,6 +137,7 @@ async def main() -> None:
             def both(tail: str) -> str:
                 return f"{base} docs {tail} & a=$!; {base} docs_b {tail} & b=$!; wait $a && wait $b"
 
+            contenders["ours N=2"] = ours("ours N=2", None, streams=2)
             contenders["2 dumps at once"] = cli(both("> /dev/null"))
             contenders["2 dumps at once | zstd -1"] = cli(both("| zstd -q -1 -T1 > /dev/null"))
             contenders["1 dump | zstd -1"] = cli(f"{base} | zstd -q -1 -T1 > /dev/null")

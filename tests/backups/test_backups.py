@@ -304,13 +304,16 @@ async def test_bad_backup_requests(
     assert before == after == 0
 
 
-async def test_parallel_streams_are_for_postgresql(api: Api, admin: httpx.AsyncClient) -> None:
-    server = await make_server(admin, type="mysql", port=3306, credentials={"username": "root"})
+async def test_parallel_streams_are_for_postgresql_and_mysql(
+    api: Api, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "app.db")
+    server = await make_server(admin, type="sqlite", paths=[db], host=None, port=None)
     r = await admin.post(
         "/api/v1/backups",
-        json={"server_id": server["id"], "database_name": "x", "parallel_streams": 2},
+        json={"server_id": server["id"], "database_name": db, "parallel_streams": 2},
     )
-    assert "PostgreSQL" in assert_error(r, 422, "VALIDATION_ERROR")["detail"]
+    assert "MySQL" in assert_error(r, 422, "VALIDATION_ERROR")["detail"]
     listed = await admin.get("/api/v1/backups", params={"server_id": server["id"]})
     assert listed.json()["total"] == 0
 

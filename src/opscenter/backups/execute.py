@@ -464,12 +464,12 @@ class BackupJobs:
         self, storage: StorageBackend, backup: Backup | None
     ) -> list[str]:
         """The cluster globals, and the parts of a parallel backup, that a killed
-        PostgreSQL backup stored before its manifest: nothing refers to them. No other job
-        runs on this target (one job per target), so every such object there without a
-        manifest is such a leftover."""
-        if backup is None or backup.db_type != "postgresql":
+        PostgreSQL or MySQL backup stored before its manifest: nothing refers to them. No
+        other job runs on this target (one job per target), so every such object there
+        without a manifest is such a leftover."""
+        if backup is None or backup.db_type not in ("postgresql", "mysql"):
             return []
-        scan = await scan_catalog(storage, target_directory("postgresql", backup.database_name))
+        scan = await scan_catalog(storage, target_directory(backup.db_type, backup.database_name))
         removed = []
         for key in scan.orphans:
             name = key.rpartition("/")[2]

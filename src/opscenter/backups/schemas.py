@@ -21,8 +21,9 @@ ColumnRef = Annotated[
 #: Destinations of one backup (the primary and its copies).
 MAX_DESTINATIONS = 5
 PARALLEL_STREAMS_DOC = (
-    "PostgreSQL: dump the table data in this many concurrent streams, one snapshot shared "
-    "(1: one stream). Each stream is its own stored part, all listed by the one manifest"
+    "PostgreSQL, MySQL/MariaDB (InnoDB tables): dump the table data in this many concurrent "
+    "streams, one snapshot shared (1: one stream). Each stream is its own stored part, all "
+    "listed by the one manifest"
 )
 ParallelStreams = Annotated[int, Field(ge=1, le=16)]
 

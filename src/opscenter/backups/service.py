@@ -191,9 +191,10 @@ def engine_for(server: Server, data: BackupCreate) -> str:
 
 
 def check_parallel_streams(engine: str, parallel_streams: int) -> None:
-    if parallel_streams > 1 and engine != "postgresql":
+    if parallel_streams > 1 and engine not in ("postgresql", "mysql"):
         raise InvalidInput(
-            f"parallel_streams above 1 is for PostgreSQL; a {engine} backup is one stream"
+            f"parallel_streams above 1 is for PostgreSQL and MySQL/MariaDB; a {engine} "
+            "backup is one stream"
         )
 
 
@@ -560,7 +561,9 @@ async def queue_restore(
             "drop_existing replaces the database in one transaction, which a parallel "
             "restore cannot do: drop parallel_jobs, or restore into a new database"
         )
-    if data.drop_existing and backup.parallel_streams > 1 and state != "missing":
+    # A MySQL restore is statement by statement anyway, every part checked first.
+    pg_parts = backup.db_type == "postgresql" and backup.parallel_streams > 1
+    if data.drop_existing and pg_parts and state != "missing":
         raise InvalidInput(
             "drop_existing replaces the database in one transaction, which a backup of "
             f"{backup.parallel_streams} parallel streams cannot be restored in: restore it "

@@ -6,11 +6,22 @@ No ORM: everything runs the real client (mysql, mariadb-dump) through a `Command
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opscenter.core.failures import BackupError, ErrorCode
-from opscenter.remote.runner import PROBE_TIMEOUT, Command, CommandRunner, SecretFile
+from opscenter.remote.runner import (
+    PROBE_TIMEOUT,
+    Command,
+    CommandRunner,
+    RunningCommand,
+    SecretFile,
+)
 
 
 def quote_ident(name: str) -> str:
@@ -158,3 +169,163 @@ async def probe_mysql_server(runner: CommandRunner, conn: MySQLConnection) -> st
             detail=res.stderr.strip()[-2000:],
         )
     return res.stdout.decode().strip()
+
+
+_LOCK_END = "__opscenter_lock_done__"
+
+
+def _read_until_end(fd: int) -> list[str]:
+    """The client's output lines up to and including the end marker (or EOF)."""
+    data = b""
+    while not data.endswith(_LOCK_END.encode() + b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace").splitlines()
+
+
+class MySQLReadLock:
+    """``FLUSH TABLES WITH READ LOCK`` held by a client coprocess while the dumps of a
+    parallel backup open their ``--single-transaction`` snapshots: no write lands
+    between the first snapshot and the last, so they all see the same instant.
+
+    It lists the database's base tables (name, data bytes), largest first, for the
+    dumps to split, and refuses tables of another engine than InnoDB, which a
+    snapshot does not cover. :meth:`release_when_begun` unlocks as soon as the dumps
+    hold their transactions; the lock is never held longer than ``hold_limit``
+    seconds.
+    """
+
+    def __init__(
+        self, proc: RunningCommand, stdin: int, stdout: int, thread_id: int, hold_limit: float
+    ) -> None:
+        self._proc = proc
+        self._stdin: int | None = stdin
+        self._stdout = stdout
+        self._thread_id = thread_id
+        self._hold_limit = hold_limit
+        self._deadline = time.monotonic() + hold_limit
+        self.tables: list[tuple[str, int]] = []
+
+    @classmethod
+    async def take(
+        cls, runner: CommandRunner, client: str, conn: MySQLConnection, hold_limit: float
+    ) -> MySQLReadLock:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        command = mysql_client_command(
+            client,
+            conn,
+            "--batch",
+            "--skip-column-names",
+            "--unbuffered",
+            database=conn.database,
+        )
+        try:
+            proc = await runner.start(command, stdin=in_r, stdout=out_w)
+        except BaseException:
+            for fd in (in_w, out_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        lock = cls(proc, in_w, out_r, 0, hold_limit)
+        # Hex, so no name (tabs, newlines) can break the listing apart.
+        lines = await lock._ask(
+            f"SET SESSION lock_wait_timeout = {max(1, int(hold_limit))};\n"
+            "FLUSH TABLES WITH READ LOCK;\n"
+            "SELECT CONNECTION_ID();\n"
+            "SELECT HEX(TABLE_NAME), COALESCE(DATA_LENGTH, 0), COALESCE(ENGINE, '') "
+            "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+            "AND TABLE_TYPE = 'BASE TABLE' ORDER BY 2 DESC, 1;\n",
+            "could not lock the tables for the parallel dump",
+        )
+        lock._thread_id = int(lines[0])
+        other: list[str] = []
+        for line in lines[1:]:
+            name_hex, size, engine = line.split("\t")
+            name = bytes.fromhex(name_hex).decode()
+            lock.tables.append((name, int(size)))
+            if engine.lower() != "innodb":
+                other.append(f"{name} ({engine})")
+        if other:
+            await lock.close()
+            raise BackupError(
+                ErrorCode.INVALID_CONFIG,
+                "a parallel backup needs InnoDB tables (one snapshot covers only them); "
+                f"not InnoDB: {', '.join(other[:10])}. Use one stream for this database",
+                stage="snapshot",
+            )
+        return lock
+
+    async def _ask(self, script: str, what: str) -> list[str]:
+        """Run ``script`` in the locking session; its output lines (without the end
+        marker). Fails (and ends the session) on any error or past the deadline."""
+        assert self._stdin is not None
+        script += f"SELECT '{_LOCK_END}';\n"
+        try:
+            async with asyncio.timeout(max(0.0, self._deadline - time.monotonic())):
+                await asyncio.to_thread(os.write, self._stdin, script.encode())
+                lines = await asyncio.to_thread(_read_until_end, self._stdout)
+        except BaseException as exc:
+            await self._end(kill=True)
+            if isinstance(exc, (OSError, TimeoutError)):
+                why = f"{exc!r}" if isinstance(exc, OSError) else "the read lock took too long"
+                raise BackupError(
+                    ErrorCode.DUMP_FAILED,
+                    f"{what} ({why}; the limit is {self._hold_limit:g} s)",
+                    stage="snapshot",
+                    detail=self._proc.stderr_tail(),
+                ) from None
+            raise
+        if not lines or lines[-1] != _LOCK_END:
+            await self._end(kill=False)
+            stderr = self._proc.stderr_tail()
+            raise BackupError(
+                classify_mysql_error(stderr) or ErrorCode.DUMP_FAILED,
+                what,
+                stage="snapshot",
+                detail=stderr,
+            )
+        return lines[:-1]
+
+    async def release_when_begun(
+        self, dumps: int, ended: Callable[[], int], poll: float = 0.02
+    ) -> None:
+        """``UNLOCK TABLES`` once ``dumps`` connections opened after the lock (and as
+        the same user) hold a transaction, or ended (``ended()`` of them): each dump
+        has its snapshot."""
+        count = (
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "  # noqa: S608 (an int)
+            "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+            f"WHERE p.ID > {self._thread_id} "
+            "AND p.USER = SUBSTRING_INDEX(USER(), '@', 1);\n"
+        )
+        what = "the dumps did not open their snapshots under the read lock"
+        # Polled: the server tells nobody when a session begins a transaction.
+        while int((await self._ask(count, what))[0]) + ended() < dumps:  # noqa: ASYNC110
+            await asyncio.sleep(poll)
+        await self._ask("UNLOCK TABLES;\n", "could not unlock the tables")
+
+    async def close(self) -> None:
+        """End the session (which releases the lock if it is still held)."""
+        await self._end(kill=False)
+
+    async def _end(self, *, kill: bool) -> None:
+        fd, self._stdin = self._stdin, None
+        if fd is None:
+            return
+        os.close(fd)
+        os.close(self._stdout)
+        if kill:
+            self._proc.kill()
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await self._proc.wait()
+        except BaseException:
+            self._proc.kill()
+            with contextlib.suppress(BaseException):
+                await self._proc.wait()
+            raise

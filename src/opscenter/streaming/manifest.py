@@ -20,6 +20,7 @@ import dataclasses
 import json
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -66,7 +67,7 @@ MANIFEST_SUFFIX = ".manifest.json"
 GLOBALS_INFIX = ".globals.sql"
 MAX_MANIFEST = 4 << 20
 #: The name of a part of a parallel backup other than its first (see :func:`part_key`).
-PART_NAME = re.compile(r"\.(data-\d+|post-data)(\.dump|$)")
+PART_NAME = re.compile(r"\.(data-\d+|post-data)(\.dump|\.sql|$)")
 SECTIONS = ("pre-data", "data", "post-data")
 #: Tables with up to this many (estimated) rows get an exact count(*).
 EXACT_COUNT_MAX_ROWS = 2_000_000
@@ -338,14 +339,14 @@ def manifest_key(artifact_key: str) -> str:
     return artifact_key + MANIFEST_SUFFIX
 
 
-def _dump_token(name: str) -> int:
-    """Index of the ``.dump`` extension in an object name, or -1."""
-    i = name.rfind(".dump")
+def _dump_token(name: str, extension: str = ".dump") -> int:
+    """Index of the ``extension`` in an object name, or -1."""
+    i = name.rfind(extension)
     while i >= 0:
-        end = i + len(".dump")
+        end = i + len(extension)
         if end == len(name) or name[end] == ".":
             return i
-        i = name.rfind(".dump", 0, i)
+        i = name.rfind(extension, 0, i)
     return -1
 
 
@@ -372,11 +373,12 @@ def part_key(artifact_key: str, section: str, index: int = 0) -> str:
     """Key of a part of a parallel backup beside its first (pre-data) archive.
 
     ``.../20240501T030000Z-1a2b3c4d.dump.zst.age`` -> ``...-1a2b3c4d.data-2.dump.zst.age``
-    (``section`` "data", ``index`` 2) or ``...-1a2b3c4d.post-data.dump.zst.age``.
+    (``section`` "data", ``index`` 2) or ``...-1a2b3c4d.post-data.dump.zst.age``; the
+    same before ``.sql`` for MySQL.
     """
     infix = f".data-{index}" if section == "data" else f".{section}"
     head, sep, name = artifact_key.rpartition("/")
-    i = _dump_token(name)
+    i = max(_dump_token(name), _dump_token(name, ".sql"))
     name = name[:i] + infix + name[i:] if i >= 0 else name + infix
     return head + sep + name
 
@@ -411,26 +413,26 @@ async def delete_backup_objects(storage: StorageBackend, artifact_key: str) -> l
 
 def globals_restore_command(*, key: str, compression: Compression, encrypted: bool) -> str:
     """The one-line restore of the cluster globals with standard tools."""
-    name = shlex.quote(key.rsplit("/", 1)[-1])
+    parts = _decode(shlex.quote(key.rsplit("/", 1)[-1]), compression, encrypted)
+    parts.append("psql -v ON_ERROR_STOP=0 --dbname=postgres")
+    return " | ".join(parts)
+
+
+def _decode(name: str, compression: Compression, encrypted: bool) -> list[str]:
+    """The shell pipeline that reads one stored object back to its dump bytes."""
     parts = [f"age -d -i key.txt {name}"] if encrypted else [f"cat {name}"]
     if compression is Compression.ZSTD:
         parts.append("zstd -d")
     elif compression is Compression.GZIP:
         parts.append("gzip -d")
-    parts.append("psql -v ON_ERROR_STOP=0 --dbname=postgres")
-    return " | ".join(parts)
+    return parts
 
 
 def restore_command(
     *, key: str, dump_format: str, compression: Compression, encrypted: bool, database: str
 ) -> str:
     """The documented one-line restore with standard tools only."""
-    name = shlex.quote(key.rsplit("/", 1)[-1])
-    parts = [f"age -d -i key.txt {name}"] if encrypted else [f"cat {name}"]
-    if compression is Compression.ZSTD:
-        parts.append("zstd -d")
-    elif compression is Compression.GZIP:
-        parts.append("gzip -d")
+    parts = _decode(shlex.quote(key.rsplit("/", 1)[-1]), compression, encrypted)
     db = shlex.quote(database)
     tail = {
         "pg_custom": f"pg_restore --exit-on-error --single-transaction --dbname={db}",
@@ -447,6 +449,16 @@ def parts_restore_command(*, key: str, database: str) -> str:
     (docs/restore-parts.sh: age, zstd, pg_restore) run beside the parts."""
     name = shlex.quote(key.rsplit("/", 1)[-1])
     return f"sh restore-parts.sh {name} {shlex.quote(database)} key.txt"
+
+
+def mysql_parts_restore_command(
+    *, keys: Sequence[str], compression: Compression, encrypted: bool, database: str
+) -> str:
+    """A parallel MySQL backup's parts, in order, are one SQL dump: decoded one after
+    the other into one client."""
+    names = " ".join(shlex.quote(k.rsplit("/", 1)[-1]) for k in keys)
+    decode = " | ".join(_decode('"$f"', compression, encrypted))
+    return f"for f in {names}; do {decode}; done | mariadb {shlex.quote(database)}"
 
 
 def build_manifest(
@@ -490,7 +502,14 @@ def build_manifest(
         started_at=started_at.isoformat(),
         created_at=finished_at.isoformat(),
         duration_seconds=round((finished_at - started_at).total_seconds(), 3),
-        restore_command=parts_restore_command(key=key, database=plan.database)
+        restore_command=mysql_parts_restore_command(
+            keys=[p.key for p in parts],
+            compression=compression,
+            encrypted=bool(recipients),
+            database=plan.database,
+        )
+        if parts and plan.dump_format == "mysql_sql"
+        else parts_restore_command(key=key, database=plan.database)
         if parts
         else restore_command(
             key=key,

@@ -43,6 +43,12 @@ The first object (pre-data, the backup's own key) is committed only once every o
 part is, then the manifest lists them all: a failure removes every part, and a killed
 process leaves part objects without a manifest, which the job's finisher removes.
 
+Parallel MySQL/MariaDB backups: a client coprocess holds ``FLUSH TABLES WITH READ
+LOCK`` (``MySQLReadLock``) while the data dumps (``--single-transaction``, a group of
+tables each, largest first) open their snapshots, then unlocks: no write lands between
+the first snapshot and the last. The schema part (tables, views, routines, events)
+comes first, the triggers part last, each through the same stages as above.
+
 Copies (``run_backup(copies=...)``): the stored byte stream also goes to every extra
 destination, block by block, so the dump runs once and every copy has the same bytes,
 sha256 and key. Each copy is written by its own task from its own queue, so a slow
@@ -70,10 +76,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
+from typing import Any
 
 import zstandard
 
 from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.engines.mysql import MySQLReadLock, resolve_mysql_tool
 from opscenter.engines.postgres import PgSnapshot, split_by_size
 from opscenter.remote.runner import CommandRunner, LocalRunner
 from opscenter.stores.backends import (
@@ -96,7 +104,13 @@ from opscenter.streaming.manifest import (
     part_key,
     write_manifest,
 )
-from opscenter.streaming.sources import DumpPlan, DumpSource, PgGlobalsSource, PostgresSource
+from opscenter.streaming.sources import (
+    DumpPlan,
+    DumpSource,
+    MySQLSource,
+    PgGlobalsSource,
+    PostgresSource,
+)
 from opscenter.streaming.stages import ProcessExit, RunFacts, StageRunner
 from opscenter.streaming.streams import (
     BLOCK_SIZE,
@@ -185,8 +199,8 @@ class BackupOptions:
     #: Niceness added to the compress and encrypt threads (Linux, per thread): the
     #: dump tool and the database keep first call on the CPU. 0 = same priority.
     nice: int = 10
-    #: PostgreSQL: dump the table data in this many concurrent streams of one snapshot,
-    #: each its own object (see the module's docstring). 1: one archive.
+    #: PostgreSQL, MySQL: dump the table data in this many concurrent streams of one
+    #: snapshot, each its own object (see the module's docstring). 1: one archive.
     parallel_streams: int = 1
 
 
@@ -804,8 +818,36 @@ def _part_progress(options: BackupOptions, count: int) -> list[BackupOptions]:
     return [dataclasses.replace(options, on_progress=reporter(i)) for i in range(count)]
 
 
+def _mysql_part_specs(
+    plan: DumpPlan, key: str, database: str, lock: MySQLReadLock, streams: int
+) -> list[_PartSpec]:
+    """The schema (tables, views, routines, events), the table data in up to
+    ``streams`` groups, the triggers last (so restoring the data fires none). Only the
+    data dumps take a snapshot: ``MySQLReadLock`` counts their transactions."""
+    head = plan.command.argv[: plan.command.argv.index("--")]
+    schema_only = tuple(a for a in head if a != "--single-transaction")
+
+    def part(argv: tuple[str, ...], *tail: str) -> DumpPlan:
+        command = dataclasses.replace(plan.command, argv=(*argv, "--", database, *tail))
+        return dataclasses.replace(plan, command=command)
+
+    data = (*head, "--no-create-info", "--skip-triggers", "--skip-routines", "--skip-events")
+    groups = [g for g in split_by_size(lock.tables, streams)[1:] if g]
+    # The first group is every table the others do not take.
+    ignored = (f"--ignore-table={database}.{t}" for g in groups for t in g)
+    specs = [
+        _PartSpec(key, "pre-data", part((*schema_only, "--no-data", "--skip-triggers"))),
+        _PartSpec(part_key(key, "data", 1), "data", part((*data, *ignored))),
+    ]
+    for i, group in enumerate(groups, start=2):
+        specs.append(_PartSpec(part_key(key, "data", i), "data", part(data, *group)))
+    triggers = (*schema_only, "--no-data", "--no-create-info", "--skip-routines", "--skip-events")
+    specs.append(_PartSpec(part_key(key, "post-data"), "post-data", part(triggers)))
+    return specs
+
+
 async def _dump_parallel(
-    source: PostgresSource,
+    source: PostgresSource | MySQLSource,
     plan: DumpPlan,
     storage: StorageBackend,
     key: str,
@@ -816,10 +858,18 @@ async def _dump_parallel(
     """Every part of a parallel backup committed (the first one last), or none: the
     first part's object and ``_Backup`` (its copies stand for the whole backup's), and
     the parts in order."""
-    psql = posixpath.join(posixpath.dirname(plan.command.argv[0]), "psql")
-    snapshot = await PgSnapshot.export(runner, psql, source.conn, source.lock_wait_timeout_ms)
-    try:
+    snapshot: PgSnapshot | MySQLReadLock
+    if isinstance(source, PostgresSource):
+        psql = posixpath.join(posixpath.dirname(plan.command.argv[0]), "psql")
+        snapshot = await PgSnapshot.export(runner, psql, source.conn, source.lock_wait_timeout_ms)
         specs = _part_specs(plan, key, snapshot, options.parallel_streams)
+    else:
+        client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
+        snapshot = await MySQLReadLock.take(runner, client, source.conn, source.lock_timeout)
+        specs = _mysql_part_specs(
+            plan, key, source.conn.database, snapshot, options.parallel_streams
+        )
+    try:
         gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         tasks = [
             asyncio.create_task(
@@ -839,7 +889,12 @@ async def _dump_parallel(
             )
         ]
         try:
-            pending: set[asyncio.Task[tuple[ObjectInfo, _Backup]]] = set(tasks)
+            pending: set[asyncio.Future[Any]] = set(tasks)
+            if isinstance(snapshot, MySQLReadLock):
+                data = [t for spec, t in zip(specs, tasks, strict=True) if spec.section == "data"]
+                # A data dump that already ended had its snapshot under the lock too.
+                begun = snapshot.release_when_begun(len(data), lambda: sum(t.done() for t in data))
+                pending.add(asyncio.ensure_future(begun))
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -848,9 +903,11 @@ async def _dump_parallel(
                 if all(t.done() for t in tasks[1:]) and not gate.done():
                     gate.set_result(None)
         except BaseException:
+            for task in pending:
+                task.cancel()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*pending, *tasks, return_exceptions=True)
             for spec, task in zip(specs, tasks, strict=True):
                 if not task.cancelled() and task.exception() is None:
                     await _discard_part(storage, spec.key, task.result()[1])
@@ -1017,7 +1074,7 @@ async def run_backup(
     backup: _Backup | None = None
     parts: tuple[PartInfo, ...] = ()
     try:
-        if options.parallel_streams > 1 and isinstance(source, PostgresSource):
+        if options.parallel_streams > 1 and isinstance(source, (PostgresSource, MySQLSource)):
             info, backup, parts = await _dump_parallel(
                 source, plan, storage, key, options, runner, copies
             )

@@ -24,7 +24,9 @@ into an existing database every part's size and sha256 is checked (one read) bef
 the first statement. post-data (indexes, constraints, triggers: definitions only, a
 few KiB) is restored with ``pg_restore --jobs``, one job per data part: that needs a
 seekable archive, so that small archive alone is staged in a private temp file once
-it is proven whole (as ``PostgresTarget.jobs`` does for a whole dump).
+it is proven whole (as ``PostgresTarget.jobs`` does for a whole dump). A parallel
+MySQL backup (schema, data parts, triggers) has every part checked whole first, then
+restored in the same order, the data parts over one client connection each.
 """
 
 from __future__ import annotations
@@ -359,31 +361,20 @@ class _Totals:
 async def _restore_parts(
     storage: StorageBackend,
     manifest: Manifest,
-    target: PostgresTarget,
+    make_sink: Callable[[int, int], Awaitable[Sink]],
     identities: Sequence[str],
     runner: CommandRunner,
     stall_timeout: float | None,
     time_limit: float | None,
     on_progress: Callable[[RestoreProgress], None] | None,
 ) -> tuple[int, int]:
-    """pre-data, the data parts concurrently, post-data; ``(bytes read, restored)``."""
-    # The target is prepared (created, or found empty) once, with the first part.
-    rest = dataclasses.replace(
-        target,
-        create=False,
-        replace=False,
-        allow_non_empty=True,
-        clean=False,
-        jobs=1,
-        single_transaction=True,
-    )
+    """pre-data, the data parts concurrently, post-data, each into ``make_sink(index,
+    count)``; ``(bytes read, restored)``."""
     totals = _Totals(on_progress)
     parts = manifest.part_manifests()
-    post = dataclasses.replace(rest, jobs=max(target.jobs, len(parts) - 2))
 
     async def one(i: int, part: Manifest) -> _Stream:
-        into = target if i == 0 else post if i == len(parts) - 1 else rest
-        sink = await pg_sink(runner, into, time_limit)
+        sink = await make_sink(i, len(parts))
         return await run_stream(
             storage, part, sink, identities, runner, stall_timeout, time_limit, totals.reporter(i)
         )
@@ -399,6 +390,37 @@ async def _restore_parts(
         raise
     streams.append(await one(len(parts) - 1, parts[-1]))
     return sum(s.bytes_read for s in streams), sum(s.bytes_out for s in streams)
+
+
+def _pg_part_sinks(
+    target: PostgresTarget, runner: CommandRunner, time_limit: float | None
+) -> Callable[[int, int], Awaitable[Sink]]:
+    """The target is prepared (created, or found empty) once, with the first part;
+    post-data gets ``pg_restore --jobs``, one job per data part."""
+    rest = dataclasses.replace(
+        target,
+        create=False,
+        replace=False,
+        allow_non_empty=True,
+        clean=False,
+        jobs=1,
+        single_transaction=True,
+    )
+
+    async def make(i: int, count: int) -> Sink:
+        post = dataclasses.replace(rest, jobs=max(target.jobs, count - 2))
+        return await pg_sink(
+            runner, target if i == 0 else post if i == count - 1 else rest, time_limit
+        )
+
+    return make
+
+
+def _mysql_part_sinks(admin: MySQLAdmin) -> Callable[[int, int], Awaitable[Sink]]:
+    async def make(_i: int, _count: int) -> Sink:
+        return admin.sink()
+
+    return make
 
 
 async def drop_created(runner: CommandRunner, target: RestoreTarget) -> None:
@@ -444,6 +466,7 @@ async def run_restore(
     if isinstance(target, PostgresTarget) and target.restore_globals:
         globals_manifest(manifest)  # refuse early, before creating anything
     sink: Sink | None = None
+    part_sinks: Callable[[int, int], Awaitable[Sink]] | None = None
     warnings: list[str] = []
     if isinstance(target, PostgresTarget) and manifest.parts:
         if target.replace and not target.create:
@@ -460,6 +483,7 @@ async def run_restore(
                 await check_stored(storage, part.key, part.size_bytes, part.sha256)
         if on_write is not None:
             await on_write()
+        part_sinks = _pg_part_sinks(target, runner, time_limit)
         label = f"postgresql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
     elif isinstance(target, PostgresTarget):
         if on_write is not None:
@@ -470,22 +494,27 @@ async def run_restore(
         client, _ = await resolve_mysql_tool(runner, ("mariadb", "mysql"))
         admin = MySQLAdmin(runner, target.conn, client)
         await admin.check(target)
-        # The whole artifact first, on this host: nothing reaches the target before it
-        # is proven whole.
-        await run_stream(
-            storage,
-            manifest,
-            TrailerSink(MYSQL_TRAILER),
-            identities,
-            LocalRunner(),
-            stall_timeout,
-            time_limit,
-            on_progress,
-        )
+        # The whole artifact (every part) first, on this host: nothing reaches the
+        # target before it is proven whole.
+        checked = _Totals(on_progress)
+        for i, part in enumerate(manifest.part_manifests()):
+            await run_stream(
+                storage,
+                part,
+                TrailerSink(MYSQL_TRAILER),
+                identities,
+                LocalRunner(),
+                stall_timeout,
+                time_limit,
+                checked.reporter(i),
+            )
         if on_write is not None:
             await on_write()
         await admin.prepare(target)
-        sink = admin.sink()
+        if manifest.parts:  # each part through its own client and connection
+            part_sinks = _mysql_part_sinks(admin)
+        else:
+            sink = admin.sink()
         label = f"mysql://{target.conn.host}:{target.conn.port}/{target.conn.database}"
     elif isinstance(target, SqliteTarget):
         sink = SqliteSink(_absolute(target.path), overwrite=target.overwrite)
@@ -500,12 +529,11 @@ async def run_restore(
                 warnings += await _restore_globals(
                     storage, manifest, target, identities, runner, stall_timeout, time_limit
                 )
-        if sink is None:
-            assert isinstance(target, PostgresTarget)
+        if part_sinks is not None:
             read, restored = await _restore_parts(
                 storage,
                 manifest,
-                target,
+                part_sinks,
                 identities,
                 runner,
                 stall_timeout,
@@ -513,6 +541,7 @@ async def run_restore(
                 on_progress,
             )
         else:
+            assert sink is not None
             stream = await run_stream(
                 storage, manifest, sink, identities, runner, stall_timeout, time_limit, on_progress
             )
@@ -527,7 +556,11 @@ async def run_restore(
         bytes_restored=restored,
         sha256=manifest.sha256,
         duration_seconds=time.monotonic() - t0,
-        tool=sink.name if sink is not None else "pg_restore",
+        tool=sink.name
+        if sink is not None
+        else "mariadb"
+        if isinstance(target, MySQLTarget)
+        else "pg_restore",
         warnings=tuple(warnings),
         globals_restored=isinstance(target, PostgresTarget) and target.restore_globals,
     )

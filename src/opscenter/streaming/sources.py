@@ -242,6 +242,9 @@ class MySQLSource:
     extra_args: tuple[str, ...] = ()
     tools: tuple[str, ...] = ("mariadb-dump", "mysqldump")
     probe: bool = True
+    #: Parallel dumps: the longest (seconds) the read lock may be waited for and held
+    #: while they open their snapshots; writers queue behind it meanwhile.
+    lock_timeout: float = 10.0
     engine: Engine = Engine.MYSQL
 
     @property

@@ -7,7 +7,7 @@ checked part by part, every part.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opscenter.core.failures import BackupError, ErrorCode
@@ -60,40 +60,45 @@ async def deep_verify(
     """
     runner = runner or LocalRunner()
     t0 = time.monotonic()
-    sink: Sink
+    make_sink: Callable[[], Sink]
     fmt = manifest.dump_format
-    read = dumped = 0
     if fmt == "pg_custom":
         tool = await select_pg_tool(runner, "pg_restore", None)
-        for part in manifest.part_manifests():
-            sink = ProcessSink(
+
+        def make_sink() -> Sink:
+            return ProcessSink(
                 "pg_restore",
                 Command((tool.path, "--file=/dev/null")),
                 lambda _s: None,
                 failure_code=ErrorCode.VERIFY_FAILED,
             )
-            stream = await run_stream(
-                storage, part, sink, identities, runner, stall_timeout, time_limit, None
-            )
-            read, dumped = read + stream.bytes_read, dumped + stream.bytes_out
     elif fmt == "mysql_sql":
-        sink = TrailerSink(MYSQL_TRAILER)
+
+        def make_sink() -> Sink:
+            return TrailerSink(MYSQL_TRAILER)
     elif fmt == "sqlite_db":
-        sink = SqliteSink(None)
+
+        def make_sink() -> Sink:
+            return SqliteSink(None)
     elif fmt == "tar":
-        sink = ProcessSink(
-            "tar",
-            Command((await tar_path(runner), "--list", "--file=-")),
-            lambda _s: None,
-            failure_code=ErrorCode.VERIFY_FAILED,
-        )
+        tar = await tar_path(runner)
+
+        def make_sink() -> Sink:
+            return ProcessSink(
+                "tar",
+                Command((tar, "--list", "--file=-")),
+                lambda _s: None,
+                failure_code=ErrorCode.VERIFY_FAILED,
+            )
     else:
         raise BackupError(ErrorCode.INVALID_CONFIG, f"unknown dump format {fmt!r}")
-    if fmt != "pg_custom":
+    read = dumped = 0
+    for part in manifest.part_manifests():  # every part of a parallel backup
+        sink = make_sink()
         stream = await run_stream(
-            storage, manifest, sink, identities, runner, stall_timeout, time_limit, None
+            storage, part, sink, identities, runner, stall_timeout, time_limit, None
         )
-        read, dumped = stream.bytes_read, stream.bytes_out
+        read, dumped = read + stream.bytes_read, dumped + stream.bytes_out
     detail = f"{sink.name}: whole dump parsed"
     if manifest.parts:
         detail += f" ({len(manifest.parts)} parts)"
