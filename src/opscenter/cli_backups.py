@@ -95,7 +95,10 @@ def backup_run(
     compression: CompressionType = typer.Option(CompressionType.ZSTD),
     encrypt: bool = typer.Option(True, help="age encryption to the installation's key"),
     parallel_streams: int = typer.Option(
-        1, min=1, max=16, help="PostgreSQL: dump the data in this many parallel streams"
+        1,
+        min=1,
+        max=16,
+        help="PostgreSQL, MySQL/MariaDB: dump the data in this many parallel streams",
     ),
 ) -> None:
     """Back up one database now and wait for it, with a progress bar."""
