@@ -272,7 +272,7 @@ async def test_kill_9_mid_way_leaves_nothing_that_looks_usable(pg_db, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     try:
-        for _ in range(200):
+        for _ in range(1200):  # the child imports the package first: seconds when busy
             if len([f for f in root.rglob("*") if f.name[0] != "."]) == 5:  # 3 + 2 dirs
                 break
             await asyncio.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
@@ -327,6 +328,29 @@ async def test_concurrent_writers_same_key_one_wins(tmp_path):
     assert info.value.code == "exists"
     assert (tmp_path / "k/x").read_bytes() == b"a"
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["x"]
+
+
+async def test_a_commit_cancelled_in_flight_leaves_no_object(tmp_path):
+    """The commit's thread cannot be stopped: an abort after its caller was cancelled
+    waits for it, then takes back what it made visible (a parallel backup's failed part
+    cancels the others, which may be committing)."""
+    storage = LocalStorage(tmp_path)
+    for attempt in range(40):  # at each, the cancel lands somewhere else in the commit
+        writer = await storage.open_writer(f"a/{attempt}")
+        await writer.write(b"x" * 100_000)
+        commit = asyncio.ensure_future(writer.commit())
+        await asyncio.sleep(attempt / 20_000)
+        commit.cancel()
+        try:
+            await commit
+        except (asyncio.CancelledError, StorageError):
+            expected = []
+        else:  # it had ended before the cancel came: committed, as asked
+            expected = [str(attempt)]
+        await writer.abort()
+        assert [p.name for p in (tmp_path / "a").iterdir()] == expected, attempt
+        for p in (tmp_path / "a").iterdir():
+            p.unlink()
 
 
 def test_hold_back_withholds_the_tail_without_copying():

@@ -254,8 +254,9 @@ class _LocalWriter(AbortsUnlessCommitted):
         self._fd: int | None = None
         self._written = 0
         self._done = False
-        # Serialises the worker-thread write with abort, so the fd is never closed
-        # (and possibly reused) while a write to it is in flight.
+        self._linked = False  # the object is visible under its name (commit got that far)
+        # Serialises the worker-thread write and commit with abort, so the fd is never
+        # closed (and possibly reused) while a write to it is in flight.
         self._io_lock = threading.Lock()
 
     @property
@@ -293,16 +294,19 @@ class _LocalWriter(AbortsUnlessCommitted):
         self._written += len(data)
 
     def _commit_sync(self) -> ObjectInfo:
-        assert self._fd is not None
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-        if self._overwrite:
-            os.replace(self._tmp, self._final)
-        else:
-            # link() refuses an existing name atomically (no check-then-rename race).
-            os.link(self._tmp, self._final)
-            os.unlink(self._tmp)
+        with self._io_lock:  # an abort meanwhile waits, then takes the object back
+            if self._fd is None:
+                raise StorageError("closed", f"writer for {self.key!r} was aborted")
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            if self._overwrite:
+                os.replace(self._tmp, self._final)
+            else:
+                # link() refuses an existing name atomically (no check-then-rename race).
+                os.link(self._tmp, self._final)
+                self._linked = True
+                os.unlink(self._tmp)
         _fsync_dir(self._final.parent)
         st = self._final.stat()
         return ObjectInfo(self.key, st.st_size, st.st_mtime)
@@ -324,6 +328,11 @@ class _LocalWriter(AbortsUnlessCommitted):
     def _abort_sync(self) -> None:
         with self._io_lock:
             self._close_and_unlink()
+            if self._linked:
+                # A commit whose caller was cancelled ended in its thread: the object it
+                # made visible goes too (a replaced one cannot come back, so that stays).
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._final)
 
     def _close_and_unlink(self) -> None:
         if self._fd is not None:
