@@ -11,7 +11,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from opscenter.core.failures import ErrorCode
+import pytest
+
+from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.remote.runner import (
     Command,
     CommandRunner,
@@ -20,7 +22,9 @@ from opscenter.remote.runner import (
     LocalRunner,
 )
 from opscenter.stores.backends import LocalStorage, StorageError
+from opscenter.streaming.manifest import Manifest, read_manifest
 from opscenter.streaming.sources import DumpPlan, Engine
+from opscenter.streaming.verification import deep_verify, quick_verify
 
 
 class RecordingRunner(LocalRunner):
@@ -189,3 +193,20 @@ async def until(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
             return False
         await asyncio.sleep(0.05)
     return True
+
+
+async def damage_a_data_part(storage: LocalStorage, key: str) -> Manifest:
+    """Flip one byte in the middle of a parallel backup's first data part (same size), and
+    check that quick and deep verification both refuse it. The backup's manifest."""
+    manifest = await read_manifest(storage, key)
+    damaged = storage.path_for(manifest.parts[2].key)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(BackupError) as err:
+        await quick_verify(storage, manifest)
+    assert err.value.code is ErrorCode.CHECKSUM_MISMATCH
+    with pytest.raises(BackupError) as err:  # the codec may see the damage before the hash
+        await deep_verify(storage, manifest)
+    assert err.value.code in (ErrorCode.CHECKSUM_MISMATCH, ErrorCode.VERIFY_FAILED)
+    return manifest
