@@ -21,6 +21,8 @@ from opscenter.remote.runner import (
     CommandRunner,
     RunningCommand,
     SecretFile,
+    read_lines_until,
+    start_piped,
 )
 
 
@@ -174,17 +176,6 @@ async def probe_mysql_server(runner: CommandRunner, conn: MySQLConnection) -> st
 _LOCK_END = "__opscenter_lock_done__"
 
 
-def _read_until_end(fd: int) -> list[str]:
-    """The client's output lines up to and including the end marker (or EOF)."""
-    data = b""
-    while not data.endswith(_LOCK_END.encode() + b"\n"):
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace").splitlines()
-
-
 class MySQLReadLock:
     """``FLUSH TABLES WITH READ LOCK`` held by a client coprocess while the dumps of a
     parallel backup open their ``--single-transaction`` snapshots: no write lands
@@ -212,8 +203,6 @@ class MySQLReadLock:
     async def take(
         cls, runner: CommandRunner, client: str, conn: MySQLConnection, hold_limit: float
     ) -> MySQLReadLock:
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
         command = mysql_client_command(
             client,
             conn,
@@ -222,15 +211,7 @@ class MySQLReadLock:
             "--unbuffered",
             database=conn.database,
         )
-        try:
-            proc = await runner.start(command, stdin=in_r, stdout=out_w)
-        except BaseException:
-            for fd in (in_w, out_r):
-                os.close(fd)
-            raise
-        finally:
-            os.close(in_r)
-            os.close(out_w)
+        proc, in_w, out_r = await start_piped(runner, command)
         lock = cls(proc, in_w, out_r, 0, hold_limit)
         # Hex, so no name (tabs, newlines) can break the listing apart.
         lines = await lock._ask(
@@ -268,7 +249,7 @@ class MySQLReadLock:
         try:
             async with asyncio.timeout(max(0.0, self._deadline - time.monotonic())):
                 await asyncio.to_thread(os.write, self._stdin, script.encode())
-                lines = await asyncio.to_thread(_read_until_end, self._stdout)
+                lines = await asyncio.to_thread(read_lines_until, self._stdout, _LOCK_END)
         except BaseException as exc:
             await self._end(kill=True)
             if isinstance(exc, (OSError, TimeoutError)):

@@ -22,6 +22,8 @@ from opscenter.remote.runner import (
     CommandRunner,
     LocalRunner,
     RunningCommand,
+    read_lines_until,
+    start_piped,
 )
 
 
@@ -358,8 +360,6 @@ class PgSnapshot:
     async def export(
         cls, runner: CommandRunner, psql: str, conn: PgConnection, lock_timeout_ms: int
     ) -> PgSnapshot:
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
         command = Command(
             (
                 psql,
@@ -374,15 +374,7 @@ class PgSnapshot:
             env=conn.env(),
             secrets=conn.secrets(),
         )
-        try:
-            proc = await runner.start(command, stdin=in_r, stdout=out_w)
-        except BaseException:
-            for fd in (in_w, out_r):
-                os.close(fd)
-            raise
-        finally:
-            os.close(in_r)
-            os.close(out_w)
+        proc, in_w, out_r = await start_piped(runner, command)
         # Hex, so no name (tabs, newlines) can break the listing apart.
         script = (
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n"  # noqa: S608 (an int, constants)
@@ -401,7 +393,8 @@ class PgSnapshot:
         try:
             await asyncio.to_thread(os.write, in_w, script.encode())
             limit = PROBE_TIMEOUT + lock_timeout_ms / 1000
-            lines = await asyncio.wait_for(asyncio.to_thread(_read_until, out_r), limit)
+            reading = asyncio.to_thread(read_lines_until, out_r, _SNAPSHOT_END)
+            lines = await asyncio.wait_for(reading, limit)
         except BaseException as exc:
             proc.kill()
             os.close(in_w)
@@ -454,17 +447,6 @@ class PgSnapshot:
         except BaseException:
             self._proc.kill()
             raise
-
-
-def _read_until(fd: int) -> list[str]:
-    """psql's output lines up to and including the end marker (or EOF)."""
-    data = b""
-    while not data.endswith(_SNAPSHOT_END.encode() + b"\n"):
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace").splitlines()
 
 
 def split_by_size(tables: list[tuple[str, int]], groups: int) -> list[list[str]]:

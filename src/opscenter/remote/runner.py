@@ -353,3 +353,33 @@ if TYPE_CHECKING:  # static proof that the local runner satisfies the protocols
     def _conforms(r: LocalRunner, p: LocalProcess) -> None:
         _r: CommandRunner = r
         _p: RunningCommand = p
+
+
+async def start_piped(runner: CommandRunner, command: Command) -> tuple[RunningCommand, int, int]:
+    """Start `command` with a pipe into its stdin and one out of its stdout, for a client
+    kept open as a session (a snapshot, a lock): the process, the write end of its input
+    and the read end of its output (the caller closes both)."""
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    try:
+        proc = await runner.start(command, stdin=in_r, stdout=out_w)
+    except BaseException:
+        for fd in (in_w, out_r):
+            os.close(fd)
+        raise
+    finally:
+        os.close(in_r)
+        os.close(out_w)
+    return proc, in_w, out_r
+
+
+def read_lines_until(fd: int, marker: str) -> list[str]:
+    """Lines read from `fd` (blocking) up to and including the line `marker`, or to EOF."""
+    data = b""
+    end = marker.encode() + b"\n"
+    while not data.endswith(end):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", "replace").splitlines()
