@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from collections.abc import AsyncIterator, Callable, Collection
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import event, text
+import orjson
+from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -14,6 +18,24 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+
+#: A pooled connection unused for longer than this is checked before it is handed out.
+PING_AFTER_IDLE = 2.0
+
+
+#: 19 digits in a row: maybe an integer past 64 bits, which orjson would turn into a float.
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
+def json_loads(text: str) -> Any:
+    """JSON columns, decoded by orjson; by the standard library when orjson would refuse
+    the text (NaN, which `json.dumps` writes) or could change a number."""
+    if _LONG_NUMBER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 class Database:
@@ -25,7 +47,13 @@ class Database:
     """
 
     def __init__(
-        self, url: str, *, echo: bool = False, pool_size: int = 10, pool_timeout: float = 5.0
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 10,
+        pool_timeout: float = 5.0,
+        ping_after_idle: float = PING_AFTER_IDLE,
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -33,7 +61,7 @@ class Database:
         # (core/handlers.py): overload is refused quickly, never queued for minutes.
         kwargs: dict[str, Any] = {
             "echo": echo,
-            "pool_pre_ping": not self.is_sqlite,
+            "json_deserializer": json_loads,
             "pool_size": pool_size,
             "max_overflow": pool_size,
             "pool_timeout": pool_timeout,
@@ -43,6 +71,8 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _ping_when_idle(self.engine, ping_after_idle)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         # A Session class of its own, so the listeners of `on_commit_changing` hear this
         # database's sessions only (tests run several applications in one process).
@@ -101,6 +131,28 @@ def _listen_for_changes(
         for watched, callback in watchers:
             if tables & watched:
                 callback()
+
+
+def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
+    """A connection that sat in the pool is pinged before use, so one that the server
+    dropped meanwhile (a restart, an idle timeout) is replaced instead of failing the
+    request. SQLAlchemy's `pool_pre_ping` pings on every checkout: a round trip per request
+    that a busy pool, whose connections were in use a moment ago, does not need."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < after:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as error:
+            # Every connection pooled before now may be as dead: the pool replaces them all.
+            raise exc.InvalidatePoolError(f"ping failed: {error}") from error
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -9,8 +9,9 @@ import hmac
 import json
 import os
 import secrets
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ class InvalidToken(Exception):
     pass
 
 
+#: How many checked tokens a keyring remembers (see `Keyring._verified`).
+VERIFIED_TOKENS = 4096
+
+
 @dataclass(frozen=True)
 class Keyring:
     """Keys kept outside the database, in the data dir (or JWT_SECRET from the environment)."""
@@ -68,6 +73,10 @@ class Keyring:
     jwt_keys: dict[str, bytes]
     data_kid: str
     data_keys: dict[str, bytes]
+    #: Tokens whose signature and claims were checked, with their claims: a client sends the
+    #: same token with each request, and its checks cost more than the request's own query.
+    #: The time window is checked again at each use. The keys never change in a process.
+    _verified: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load_or_create(cls, keys_dir: Path, jwt_secret: str | None) -> Keyring:
@@ -118,10 +127,18 @@ class Keyring:
         return claims
 
     def claims_or_none(self, token: str) -> dict[str, Any] | None:
+        claims = self._verified.get(token)
+        if claims is not None and claims.get("nbf", 0) <= time.time() < claims["exp"]:
+            return claims
         try:
-            return self.decode_jwt(token)
+            claims = self.decode_jwt(token)
         except InvalidToken:
+            self._verified.pop(token, None)
             return None
+        if len(self._verified) >= VERIFIED_TOKENS:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
 
     def sign(self, message: str) -> str:
         """HMAC for values we hand out and check later (CSRF tokens, signed URLs)."""

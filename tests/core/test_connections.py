@@ -1,0 +1,95 @@
+"""The engine's connections: a pooled connection that the server dropped while it sat idle
+is replaced before use; JSON columns read back as they were written; a checked token's
+claims are remembered only while the token is valid."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from opscenter.core.db import Database, json_loads
+from opscenter.core.security import Keyring
+
+
+async def test_a_connection_dropped_while_idle_is_replaced_not_failed(pg_database: str) -> None:
+    db = Database(pg_database, pool_size=1, ping_after_idle=0.2)
+    try:
+        async with db.engine.connect() as conn:
+            first = await conn.scalar(text("SELECT pg_backend_pid()"))
+        # The server ends the pooled connection (a restart, an idle timeout, an admin).
+        async with db.engine.connect() as conn:  # the same pooled connection, not idle yet
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) == first
+        killer = Database(pg_database, pool_size=1)
+        try:
+            async with killer.engine.connect() as conn:
+                await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        finally:
+            await killer.dispose()
+        await asyncio.sleep(0.3)
+        async with db.engine.connect() as conn:
+            again = await conn.scalar(text("SELECT pg_backend_pid()"))
+        assert again != first
+    finally:
+        await db.dispose()
+
+
+async def test_a_busy_connection_is_not_pinged(pg_database: str) -> None:
+    db = Database(pg_database, pool_size=1, ping_after_idle=60)
+    pings = 0
+    try:
+        original = db.engine.dialect.do_ping
+
+        def counting(conn: Any) -> bool:
+            nonlocal pings
+            pings += 1
+            return original(conn)
+
+        db.engine.dialect.do_ping = counting  # type: ignore[method-assign,assignment]
+        for _ in range(5):
+            async with db.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        assert pings == 0
+        db_idle = Database(pg_database, pool_size=1, ping_after_idle=0)
+        try:
+            db_idle.engine.dialect.do_ping = counting  # type: ignore[method-assign,assignment]
+            for _ in range(3):
+                async with db_idle.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            assert pings == 2  # every checkout but the fresh connection's first
+        finally:
+            await db_idle.dispose()
+    finally:
+        await db.dispose()
+
+
+def test_json_columns_read_what_the_standard_library_wrote() -> None:
+    assert json_loads('{"a": [1, 2.5, "x", null, true]}') == {"a": [1, 2.5, "x", None, True]}
+    assert json_loads('{"k": "\\u00e9t\u00e9", "n": -9223372036854775808}') == {
+        "k": "\u00e9t\u00e9",
+        "n": -9223372036854775808,
+    }
+    # What json.dumps writes and orjson refuses.
+    assert math.isnan(json_loads('{"v": NaN}')["v"])
+    assert json_loads("[123456789012345678901234567890]") == [123456789012345678901234567890]
+    assert json_loads('["\\ud800"]') == ["\ud800"]  # a lone surrogate, as json.dumps writes
+
+
+def test_token_claims_are_remembered_only_while_valid(tmp_path: Path) -> None:
+    keyring = Keyring.load_or_create(tmp_path, None)
+    token, _ = keyring.issue_jwt({"sub": "1", "typ": "access"}, timedelta(seconds=2))
+    claims = keyring.claims_or_none(token)
+    assert claims is not None and claims["sub"] == "1"
+    assert keyring.claims_or_none(token) is claims  # checked once
+    # A token with one character changed is checked, and refused, on its own.
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert keyring.claims_or_none(tampered) is None
+    time.sleep(2.1)
+    assert keyring.claims_or_none(token) is None  # expired: no longer accepted from memory
+    other = Keyring.load_or_create(tmp_path / "other", None)
+    assert other.claims_or_none(token) is None  # another keyring knows nothing of it
