@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -87,9 +88,14 @@ async def running(ctx: AppContext, *, scheduler: bool = False) -> AsyncIterator[
     loops = _made(ctx, scheduler, [s for s in services if not s.outlives_jobs])
     for service in (*listeners, *loops):
         await service.start()
+    # What is alive now (modules, the app, its routes and models) lives as long as the
+    # process: out of the collector's sight, or every full collection walks all of it, a
+    # pause of 60-80 ms in whatever request or job is running then.
+    gc.freeze()
     try:
         yield result
     finally:
+        gc.unfreeze()
         for service in reversed(loops):
             await service.stop()
         await ctx.runner.stop()

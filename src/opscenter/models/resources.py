@@ -23,8 +23,19 @@ class ResourceSample(Base):
     # The series' key is the primary key, and on SQLite the table is stored in its order
     # (WITHOUT ROWID): a 7-day read is one contiguous range, not 2000 scattered rows.
     # Samples are never referred to by id, so there is none (and no AUTOINCREMENT).
+    # On PostgreSQL the key's index carries the values too: a history read is an index-only
+    # scan of one range, not a heap page per point (rows of one series are spread over the
+    # table in time order); its autovacuum settings keep the pages all-visible for that
+    # (migration 0038).
     __table_args__ = (
-        PrimaryKeyConstraint("source", "metric", "resolution", "at", "label"),
+        PrimaryKeyConstraint(
+            "source",
+            "metric",
+            "resolution",
+            "at",
+            "label",
+            postgresql_include=["value", "min", "max", "count"],
+        ),
         Index("ix_resource_samples_resolution_at", "resolution", "at"),
         Index("ix_resource_samples_source_latest", "source", "resolution", "at"),
         {"sqlite_with_rowid": False},
