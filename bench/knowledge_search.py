@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import random
 import re
@@ -152,6 +153,7 @@ async def measure(url: str, label: str, count: int, seed: int) -> list[tuple[str
     text = Text(vocabulary(rng), rng)
     await asyncio.to_thread(migrate, url)
     db = Database(url)
+    gc.freeze()  # as a started server does (runtime.running): no full collection walks it
     try:
         await fill(db, text, count)
         if db.is_sqlite:

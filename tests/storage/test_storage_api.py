@@ -3,7 +3,10 @@ never returned, the outbound address policy, and a backup into S3 that restores.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -282,3 +285,33 @@ async def test_seed_000_connection_strings_are_understood(
     ):
         r = await client.post("/api/v1/storage/test", json=bad)
         assert r.status_code == 422 and r.json()["code"] == "VALIDATION_ERROR", (bad, r.text)
+
+
+async def test_a_slow_name_lookup_stalls_no_other_request(
+    client: httpx.AsyncClient, bucket: str, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving a provider's endpoint blocks for as long as DNS takes: in a thread, and with
+    no transaction held, so the server answers everyone else meanwhile."""
+    resolve = socket.getaddrinfo
+
+    def slow(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "slow-dns.example":
+            time.sleep(1.5)
+            return resolve("127.0.0.1", *args, **kwargs)
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    endpoint = s3_endpoint.replace("127.0.0.1", "slow-dns.example")
+    creating = asyncio.create_task(
+        client.post("/api/v1/storage/providers", json=s3_body(endpoint, bucket))
+    )
+    await asyncio.sleep(0.3)  # the lookup has begun
+    started = time.monotonic()
+    listed = await client.get("/api/v1/storage/providers")
+    renamed = await client.put("/api/v1/storage/providers/1", json={"name": "local-renamed"})
+    answered = time.monotonic() - started
+    assert listed.status_code == 200 and renamed.status_code == 200, renamed.text
+    assert not creating.done() and answered < 1.0, answered
+    created = await creating
+    assert created.status_code == 201, created.text
+    assert created.json()["config"]["endpoint_url"] == endpoint

@@ -133,7 +133,8 @@ async def test_storage(
     if body.provider is None:
         raise InvalidInput("Give provider_id, or provider with type and config")
     try:
-        config = service.validated_config(
+        await release(session)  # authentication's transaction, before the name is resolved
+        config = await service.validated_config(
             StorageType(body.provider.type), body.provider.config.model_dump(), ctx.outbound
         )
     except InvalidInput as unusable:
@@ -145,7 +146,6 @@ async def test_storage(
         )
     credentials = getattr(body.provider, "credentials", None)
     secrets = credentials.model_dump() if credentials else {}
-    await release(session)  # authentication's transaction
     return await service.probe(service.backend_for(body.provider.type, config, secrets))
 
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from opscenter.core.db import release
 from opscenter.core.errors import Conflict, InvalidInput
 from opscenter.core.failures import BackupError
 from opscenter.core.outbound import OutboundPolicy
@@ -79,19 +80,21 @@ def check_path_config(type: StorageType, config: PathConfig) -> None:
         )
 
 
-def validated_config(
+async def validated_config(
     type: StorageType, config: dict[str, Any], policy: OutboundPolicy
 ) -> dict[str, Any]:
-    """The type's config, validated; remote endpoints pass the outbound address policy."""
+    """The type's config, validated; remote endpoints pass the outbound address policy. The
+    endpoint's name is resolved in a thread: a slow DNS answer must not stall the event loop,
+    and callers hold no transaction while it runs (`release` first)."""
     try:
         if type == StorageType.S3:
             s3 = S3Config.model_validate(config)
             if s3.endpoint_url:
-                policy.check_url(s3.endpoint_url)
+                await asyncio.to_thread(policy.check_url, s3.endpoint_url)
             return s3.model_dump()
         if type == StorageType.SFTP:
             sftp = SftpConfig.model_validate(config)
-            policy.check_host(sftp.host, sftp.port)
+            await asyncio.to_thread(policy.check_host, sftp.host, sftp.port)
             return sftp.model_dump()
         path = PathConfig.model_validate(config)
     except ValidationError as err:
@@ -238,7 +241,8 @@ async def create_provider(
     if team_id is None:
         raise InvalidInput("You belong to no team; give team_id")
     check_team_access(principal, team_id)
-    config = validated_config(StorageType(data.type), data.config.model_dump(), policy)
+    await release(session)  # authentication's transaction, before the endpoint is resolved
+    config = await validated_config(StorageType(data.type), data.config.model_dump(), policy)
     await _ensure_unique_name(session, team_id, data.name)
     provider = StorageProvider(
         team_id=team_id,
@@ -266,13 +270,18 @@ async def update_provider(
     data: StorageUpdate,
 ) -> tuple[StorageProvider, list[str]]:
     provider = await get_provider(session, principal, provider_id)
+    config = None
+    if data.config is not None:
+        await release(session)  # no transaction held while the endpoint is resolved
+        config = await validated_config(StorageType(provider.type), data.config, policy)
+        provider = await get_provider(session, principal, provider_id)  # still there?
     changed = []
     if data.name is not None and data.name != provider.name:
         await _ensure_unique_name(session, provider.team_id, data.name, provider.id)
         provider.name = data.name
         changed.append("name")
-    if data.config is not None:
-        provider.config = validated_config(StorageType(provider.type), data.config, policy)
+    if config is not None:
+        provider.config = config
         changed.append("config")
     if data.credentials is not None:
         schemas: dict[StorageType, type[InputModel]] = {
