@@ -11,7 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.db import Database, json_loads
 from opscenter.core.security import Keyring
@@ -93,3 +96,55 @@ def test_token_claims_are_remembered_only_while_valid(tmp_path: Path) -> None:
     assert keyring.claims_or_none(token) is None  # expired: no longer accepted from memory
     other = Keyring.load_or_create(tmp_path / "other", None)
     assert other.claims_or_none(token) is None  # another keyring knows nothing of it
+
+
+async def test_request_reads_run_without_a_transaction_until_something_writes(
+    pg_database: str,
+) -> None:
+    db = Database(pg_database, pool_size=1)
+
+    async def one_transaction(session: AsyncSession) -> bool:
+        """now() is the transaction's start: equal twice only within one transaction."""
+        first = await session.scalar(select(func.now()))
+        await asyncio.sleep(0.01)
+        return bool(first == await session.scalar(select(func.now())))
+
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE reads_first (id int PRIMARY KEY)"))
+        async with db.request_read_session() as session:
+            assert not await one_transaction(session)  # each SELECT on its own
+            # SQL text begins a transaction that holds the rest of the session.
+            await session.execute(text("SET LOCAL statement_timeout = '1234ms'"))
+            assert await session.scalar(text("SHOW statement_timeout")) == "1234ms"
+            assert await one_transaction(session)
+            await session.commit()
+        # A write, then a failing one: neither is kept.
+        async with db.request_read_session() as session:
+            assert not await one_transaction(session)
+            await session.execute(insert(_reads_first).values(id=1))
+            with pytest.raises(IntegrityError):
+                await session.execute(insert(_reads_first).values(id=1))
+            await session.rollback()
+        async with db.request_read_session() as session:
+            await session.execute(insert(_reads_first).values(id=2))
+            await session.execute(insert(_reads_first).values(id=3))
+            assert await one_transaction(session)
+            await session.rollback()
+            assert await session.scalar(select(func.count()).select_from(_reads_first)) == 0
+        # The connection went back to the pool as it came: the next session reads bare.
+        async with db.request_read_session() as session:
+            assert not await one_transaction(session)
+            rows = await session.stream(  # a server-side cursor, which needs a transaction
+                select(_reads_first.c.id).execution_options(yield_per=10)
+            )
+            assert [r async for r in rows] == []
+        async with db.read_session() as session:  # the jobs' reader keeps its transaction
+            assert await one_transaction(session)
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("DROP TABLE IF EXISTS reads_first"))
+        await db.dispose()
+
+
+_reads_first = Table("reads_first", MetaData(), Column("id", Integer, primary_key=True))

@@ -47,7 +47,7 @@ def get_ctx(request: Request) -> AppContext:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     db = get_ctx(request).db
-    factory = db.read_session if request.method in SAFE_METHODS else db.write_session
+    factory = db.request_read_session if request.method in SAFE_METHODS else db.write_session
     async for session in session_scope(factory):
         yield session
 

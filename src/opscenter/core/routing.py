@@ -27,6 +27,13 @@ class FilteredRouter(APIRouter):
         heads = {_head(route) for route in inner.routes}
         # A head that is a prefix of another already admits every path the longer one does.
         self._heads = tuple(h for h in heads if not any(o != h and h.startswith(o) for o in heads))
+        self._version = super()._get_routes_version()
+
+    def _get_routes_version(self, seen: set[int] | None = None) -> int:
+        # FastAPI recounts every route below a router, at each request, to notice routes
+        # added since (five times per request, about 600 routes). A domain's routes are
+        # complete when the app is made: the count taken then stands.
+        return self._version
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         path: str = scope["path"]
