@@ -65,7 +65,8 @@ class _HookedWriter:
         s = self._storage
         if s.fail_after is not None and self._inner.bytes_written + len(data) > s.fail_after:
             raise StorageError("disk_full", "injected: no space left on device")
-        if s.stall_after is not None and self._inner.bytes_written >= s.stall_after:
+        stalled = s.stall_key is not None and s.stall_key in self.key
+        if stalled or (s.stall_after is not None and self._inner.bytes_written >= s.stall_after):
             s.stalls += 1
             await asyncio.Event().wait()  # never set: a server that stopped answering
         if s.delay:
@@ -101,7 +102,9 @@ class HookedStorage(LocalStorage):
         self.fail_after: int | None = None
         #: Once a writer holds this many bytes, its writes hang until cancelled.
         self.stall_after: int | None = None
-        self.stalls = 0  # writes hanging (or that hung) on stall_after
+        #: The writes of an object whose key contains this hang from the first one.
+        self.stall_key: str | None = None
+        self.stalls = 0  # writes hanging (or that hung) on stall_after or stall_key
         #: When set, writes wait until it is set again (the pipeline backs up to the dump).
         self.paused: asyncio.Event | None = None
 

@@ -251,9 +251,9 @@ async def test_kill_9_mid_way_leaves_nothing_that_looks_usable(pg_db, tmp_path):
         from opscenter.streaming.streams import Compression
         from tests.backups.helpers import HookedStorage
         storage = HookedStorage(pathlib.Path({str(root)!r}))
-        # A writer's second block hangs: the parts of one block (all but the data of
-        # the 1.6 MB table, uncompressed) commit, that one never does.
-        storage.stall_after = 1
+        # The part with the largest table's data (the first data part) hangs, whatever
+        # the size of the blocks it comes in; the others commit.
+        storage.stall_key = ".data-1."
         source = PostgresSource(PgConnection("127.0.0.1", {src!r}))
         options = BackupOptions(parallel_streams=2, compression=Compression.NONE)
         asyncio.run(run_backup(source, storage, options=options))
@@ -267,7 +267,8 @@ async def test_kill_9_mid_way_leaves_nothing_that_looks_usable(pg_db, tmp_path):
                 break
             await asyncio.sleep(0.05)
         else:
-            pytest.fail("the post-data part was never committed")
+            seen = sorted(str(f.relative_to(root)) for f in root.rglob("*"))
+            pytest.fail(f"the post-data part was never committed; storage holds {seen}")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
