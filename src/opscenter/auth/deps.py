@@ -24,7 +24,7 @@ from opscenter.auth.permissions import checks
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SAFE_METHODS, AppContext, SessionDep, client_ip, get_ctx
 from opscenter.core.errors import Forbidden, Unauthorized
-from opscenter.core.middleware import defer, jwt_claims
+from opscenter.core.middleware import defer
 from opscenter.core.principal import Principal
 from opscenter.core.security import sha256_hex
 from opscenter.models import ApiKey, RefreshToken, User
@@ -184,14 +184,13 @@ async def authenticate(
     cookie: Annotated[str | None, Depends(cookie_scheme)],
 ) -> Principal:
     ctx = get_ctx(request)
-    state = request.scope.setdefault("state", {})
     if bearer is not None:
-        claims = jwt_claims(state, ctx.keyring, bearer.credentials)
+        claims = ctx.keyring.claims_or_none(bearer.credentials)
         principal = await _from_jwt(ctx, session, claims, via_cookie=False)
     elif api_key:
         principal = await _from_api_key(ctx, session, api_key, request)
     elif cookie:
-        claims = jwt_claims(state, ctx.keyring, cookie)
+        claims = ctx.keyring.claims_or_none(cookie)
         principal = await _from_jwt(ctx, session, claims, via_cookie=True)
         if request.method not in SAFE_METHODS:
             csrf = request.headers.get(CSRF_HEADER, "")

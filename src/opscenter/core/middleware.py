@@ -47,16 +47,6 @@ def defer(scope_state: Any, task: AfterTask) -> None:
     scope_state.after_response = tasks
 
 
-def jwt_claims(state: dict[str, Any], keyring: Keyring, token: str) -> dict[str, Any] | None:
-    """The token's claims (None when it is not valid), decoded once per request: the rate
-    limit and the authentication both need them."""
-    decoded: tuple[str, dict[str, Any] | None] | None = state.get("jwt")
-    if decoded is None or decoded[0] != token:
-        decoded = (token, keyring.claims_or_none(token))
-        state["jwt"] = decoded
-    return decoded[1]
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -208,7 +198,7 @@ class RateLimitMiddleware:
             cookies = headers.get(b"cookie", b"").decode("latin-1")
             match = re.search(r"(?:^|;\s*)session_token=([^;]+)", cookies)
             token = match.group(1) if match else ""
-        claims = jwt_claims(scope.setdefault("state", {}), self.keyring, token) if token else None
+        claims = self.keyring.claims_or_none(token) if token else None
         if claims is not None:
             return "user:" + str(claims["sub"])
         api_key = headers.get(b"x-api-key")
