@@ -553,9 +553,10 @@ async def fire(
     session: AsyncSession, schedule_id: int, now: datetime, *, grace: timedelta
 ) -> Fired | None:
     """Run a due schedule's slot, if it is still due. The INSERT of the run claims the slot:
-    a second claim of the same (schedule, slot) raises IntegrityError, and the caller rolls
-    back and skips. Misfires (the slot is older than `grace`, or later slots passed too)
-    become one coalesced catch-up run, or a skipped one with misfire_policy 'skip'."""
+    a second claim of the same (schedule, slot) raises IntegrityError at the flush, and the
+    caller rolls back (the backup made meanwhile too) and skips. Misfires (the slot is older
+    than `grace`, or later slots passed too) become one coalesced catch-up run, or a skipped
+    one with misfire_policy 'skip'."""
     schedule = await _locked(session, SYSTEM, schedule_id)
     if not schedule.enabled or schedule.next_run is None or schedule.next_run > now:
         return None
@@ -563,6 +564,8 @@ async def fire(
     zone = cron.zone(schedule.timezone)
     missed = cron.count_between(schedule.cron_expression, zone, slot, now, MISSED_CAP)
     late = missed > 0 or now - slot > grace
+    # The run row is written once, with its outcome, by the audit record's flush below: a
+    # scheduler round fires many slots, and each statement saved is a few per round.
     run = ScheduleRun(
         schedule_id=schedule.id,
         team_id=schedule.team_id,
@@ -571,9 +574,6 @@ async def fire(
         status="started",
         missed=missed,
     )
-    session.add(run)
-    await session.flush()  # the claim
-    backup_id = job_id = None
     busy = await active_job(session, schedule.id)
     if late and schedule.misfire_policy == "skip":
         run.status = "skipped"
@@ -594,9 +594,9 @@ async def fire(
             run.status = "failed"
             run.reason = err.detail[:2000]
         else:
-            backup_id, job_id = backup.id, job.id
-            run.backup_id, run.job_id = backup_id, job_id
+            run.backup_id, run.job_id = backup.id, job.id
             schedule.last_run = now
+    session.add(run)
     schedule.next_run = cron.next_after(schedule.cron_expression, zone, max(now, slot))
     await audit.record(
         session,
@@ -604,6 +604,7 @@ async def fire(
         username=SCHEDULER_NAME,
         resource_type="schedule",
         resource_id=schedule.id,
+        team_id=schedule.team_id,
         outcome="failure" if run.status == "failed" else "success",
         details={
             "scheduled_for": slot.isoformat(),
@@ -611,11 +612,10 @@ async def fire(
             "status": run.status,
             "reason": run.reason,
             "missed": missed,
-            "backup_id": backup_id,
-            "job_id": job_id,
+            "backup_id": run.backup_id,
+            "job_id": run.job_id,
         },
     )
-    await session.flush()
     return Fired(
         schedule_id=schedule.id,
         run_id=run.id,
@@ -623,8 +623,8 @@ async def fire(
         trigger=run.trigger,
         status=run.status,
         reason=run.reason,
-        job_id=job_id,
-        backup_id=backup_id,
+        job_id=run.job_id,
+        backup_id=run.backup_id,
     )
 
 
