@@ -207,3 +207,43 @@ async def test_counters_live_in_redis_and_are_shared(data_dir: Path) -> None:
         if keys:
             await store.delete(*keys)
         await store.aclose()
+
+
+async def test_the_memory_sweep_runs_once_a_second_not_per_hit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`limits` as shipped swept every caller's window, a thread hand-off each, after every
+    hit; ours sweeps at most once a second, still frees expired windows, and still refuses
+    exactly at the limit."""
+    import asyncio
+
+    from opscenter.core import ratelimit
+
+    handoffs = 0
+    real_to_thread = asyncio.to_thread
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal handoffs
+        handoffs += 1
+        return await real_to_thread(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    monkeypatch.setattr(ratelimit, "SWEEP_EVERY", 0.5)
+    limiter = ratelimit.RateLimiter(None)
+    callers = [f"user:{n}" for n in range(20)]
+    for _ in range(5):
+        for caller in callers:
+            assert (await limiter.hit("5/second", "all", caller)).allowed
+            await asyncio.sleep(0)  # let a sweep that was started run
+    verdicts = [await limiter.hit("5/second", "all", caller) for caller in callers]
+    assert not any(v.allowed for v in verdicts) and {v.remaining for v in verdicts} == {0}
+    assert handoffs <= len(callers), handoffs  # one sweep at most (swept per hit: 45 here)
+    storage = limiter.storage
+    assert isinstance(storage, ratelimit.MemoryStorage)
+    await asyncio.sleep(1.1)  # every window has expired and the next sweep is due
+    assert (await limiter.hit("5/second", "all", "user:late")).allowed
+    for _ in range(100):
+        if set(storage.events) <= {"LIMITER/all/user:late/5/1/second"}:
+            break
+        await asyncio.sleep(0.01)
+    assert set(storage.events) <= {"LIMITER/all/user:late/5/1/second"}, set(storage.events)

@@ -105,11 +105,15 @@ _OUT_COLUMNS = [
     if name not in ("storage_path", "is_compressed")
 ] + [Backup.storage_key]
 _OUT_NAMES = tuple(column.key for column in _OUT_COLUMNS)
+# Built once: selecting thirty columns costs more to construct (about 0.15 ms) than the
+# database takes to answer a page of the list. Statements are immutable; each request's
+# filters make a copy.
+_OUT_ROWS = select(*_OUT_COLUMNS).order_by(Backup.id.desc())
 
 
 def backup_rows_query(principal: Principal) -> Select[Any]:
     """`backups_query` as rows of `BackupOut`'s columns, for `backup_json`."""
-    return readable(select(*_OUT_COLUMNS), Backup, principal).order_by(Backup.id.desc())
+    return readable(_OUT_ROWS, Backup, principal)
 
 
 def backup_json(row: Any) -> dict[str, Any]:
