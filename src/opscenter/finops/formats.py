@@ -61,15 +61,17 @@ class Format:
 _LIMIT = int(MAX_AMOUNT.scaleb(NANO))
 
 
+_SCALE: tuple[int, ...] = tuple(10 ** (NANO - n) for n in range(NANO + 1))  # by decimals
+
+
 def money(text: str, column: str) -> int:
-    # Plain "123.45" (almost every amount) without Decimal: digits, padded to nano-units.
+    # Plain "123.45" (almost every amount) without Decimal: its digits as one integer,
+    # scaled to nano-units. At most 9 digits before the point stay under the limit.
     whole, _, fraction = text.partition(".")
-    if len(fraction) <= NANO and 0 < len(whole) <= 10:
-        digits = whole + fraction.ljust(NANO, "0")
+    if 0 < len(whole) <= 9 and len(fraction) <= NANO:
+        digits = whole + fraction
         if digits.isdigit() and digits.isascii():
-            nano = int(digits)
-            if nano < _LIMIT:
-                return nano
+            return int(digits) * _SCALE[len(fraction)]
     try:
         nano = int(Decimal(text).scaleb(NANO).to_integral_value(ROUND_HALF_EVEN))
     except (InvalidOperation, ValueError, OverflowError):  # not a number, NaN, Infinity
