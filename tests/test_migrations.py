@@ -4,6 +4,7 @@ and afterwards the schema is exactly what the models describe."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,3 +97,55 @@ async def test_upgrade_downgrade_upgrade_matches_the_models(backend: str, tmp_pa
         assert tables == set(Base.metadata.tables)
         # The append-only protection of the audit trail came back with the schema.
         await _audit_update_refused(url)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_finops_tag_sets_keep_the_lines_tags(backend: str, tmp_path: Path) -> None:
+    """0039 moves each import's distinct tags into numbered sets and back on downgrade."""
+    with fresh_database(backend, tmp_path) as url:
+        config = alembic_config(url)
+        await asyncio.to_thread(command.upgrade, config, "0038")
+        now = datetime.now(UTC)
+        engine = create_async_engine(url)
+        line = (
+            "INSERT INTO cost_lines (import_id, team_id, billing_period_start,"
+            " charge_period_start, charge_period_end, charge_day, charge_category, provider,"
+            " service, billed_cost, effective_cost, currency, tags) VALUES (1, 1, '2026-10-01',"
+            " :t, :t, '2026-10-02', 'Usage', 'AWS', 'S3', 1, 1, 'USD', :tags)"
+        )
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO teams (id, name, description, created_at, updated_at)"
+                        " VALUES (1, 't', '', :t, :t)"
+                    ),
+                    {"t": now},
+                )
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO cost_imports (id, team_id, filename, format, sha256,"
+                        " size_bytes, status, rows_total, rows_imported, rows_rejected,"
+                        " rejected, created_at, updated_at) VALUES (1, 1, 'f', 'focus', 'x', 1,"
+                        " 'completed', 3, 3, 0, '[]', :t, :t)"
+                    ),
+                    {"t": now},
+                )
+                for tags in ('{"team": "web"}', '{"team": "db"}', '{"team": "web"}'):
+                    await conn.execute(sa.text(line), {"t": now, "tags": tags})
+            await asyncio.to_thread(command.upgrade, config, "head")
+            async with engine.connect() as conn:
+                sets = (await conn.execute(sa.text("SELECT count(*) FROM cost_tag_sets"))).scalar()
+                numbers = (
+                    (await conn.execute(sa.text("SELECT tag_set FROM cost_lines ORDER BY id")))
+                    .scalars()
+                    .all()
+                )
+                assert sets == 2 and numbers[0] == numbers[2] != numbers[1]
+            await asyncio.to_thread(command.downgrade, config, "0038")
+            async with engine.connect() as conn:
+                rows = await conn.execute(sa.text("SELECT tags FROM cost_lines ORDER BY id"))
+                tags = [t if isinstance(t, dict) else json.loads(t) for t in rows.scalars()]
+                assert tags == [{"team": "web"}, {"team": "db"}, {"team": "web"}]
+        finally:
+            await engine.dispose()

@@ -18,7 +18,26 @@ MAX_AMOUNT = Decimal(1_000_000_000)  # per line; keeps sums far inside 64 bits
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS = 128, 256, 50
 
-Line = dict[str, Any]
+#: A parsed line is a tuple: the values of LINE_COLUMNS in their order, then its tags (a
+#: dict the lines of equal tags text share). A tuple, not a dict: it is built a million
+#: times an import and goes to COPY as it is.
+LINE_COLUMNS = (
+    "billing_period_start",
+    "charge_period_start",
+    "charge_period_end",
+    "charge_day",
+    "charge_category",
+    "provider",
+    "service",
+    "region",
+    "environment",
+    "currency",
+    "resource_id",
+    "resource_name",
+    "billed_cost",
+    "effective_cost",
+)
+Line = tuple[Any, ...]
 
 
 class RowError(Exception):
@@ -42,15 +61,17 @@ class Format:
 _LIMIT = int(MAX_AMOUNT.scaleb(NANO))
 
 
+_SCALE: tuple[int, ...] = tuple(10 ** (NANO - n) for n in range(NANO + 1))  # by decimals
+
+
 def money(text: str, column: str) -> int:
-    # Plain "123.45" (almost every amount) without Decimal: digits, padded to nano-units.
+    # Plain "123.45" (almost every amount) without Decimal: its digits as one integer,
+    # scaled to nano-units. At most 9 digits before the point stay under the limit.
     whole, _, fraction = text.partition(".")
-    if len(fraction) <= NANO and 0 < len(whole) <= 10:
-        digits = whole + fraction.ljust(NANO, "0")
+    if 0 < len(whole) <= 9 and len(fraction) <= NANO:
+        digits = whole + fraction
         if digits.isdigit() and digits.isascii():
-            nano = int(digits)
-            if nano < _LIMIT:
-                return nano
+            return int(digits) * _SCALE[len(fraction)]
     try:
         nano = int(Decimal(text).scaleb(NANO).to_integral_value(ROUND_HALF_EVEN))
     except (InvalidOperation, ValueError, OverflowError):  # not a number, NaN, Infinity
@@ -71,10 +92,10 @@ class Times:
     """ISO 8601 timestamps, parsed once per distinct text (a bill repeats a few hours)."""
 
     def __init__(self) -> None:
-        self._seen: dict[str, datetime] = {}
+        self.seen: dict[str, datetime] = {}
 
     def __call__(self, text: str, column: str) -> datetime:
-        found = self._seen.get(text)
+        found = self.seen.get(text)
         if found is not None:
             return found
         try:
@@ -82,9 +103,9 @@ class Times:
         except ValueError:
             raise RowError(column, f"'{text[:40]}' is not an ISO 8601 date or time") from None
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        if len(self._seen) > 10_000:
-            self._seen.clear()
-        self._seen[text] = value
+        if len(self.seen) > 10_000:
+            self.seen.clear()
+        self.seen[text] = value
         return value
 
 
@@ -131,23 +152,23 @@ def _line(
         raise RowError(None, "the charge period ends before it starts")
     if not service:
         raise RowError(service_column, "is empty")
-    return {
-        "billing_period_start": billing,
-        "charge_period_start": start,
-        "charge_period_end": end,
-        "charge_day": start.date(),
-        "charge_category": category,
-        "provider": provider or "(unknown)",
-        "service": service,
-        "resource_id": resource_id,
-        "resource_name": resource_name,
-        "region": region,
-        "environment": environment,
-        "billed_cost": billed,
-        "effective_cost": effective,
-        "currency": code,
-        "tags": tags,
-    }
+    return (
+        billing,
+        start,
+        end,
+        start.date(),
+        category,
+        provider or "(unknown)",
+        service,
+        region,
+        environment,
+        code,
+        resource_id,
+        resource_name,
+        billed,
+        effective,
+        tags,
+    )
 
 
 def _getter(columns: dict[str, int]) -> Callable[[Sequence[str], str], str]:
@@ -166,10 +187,17 @@ def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
     # The hot loop of an import (a million rows): one function, no per-field calls. A bill
     # repeats few distinct texts in most columns (timestamps, categories, services,
     # regions, currencies, tag sets), so each column keeps what each distinct text parsed
-    # to; only the amounts and resource ids are read anew per row.
+    # to (a dict of its own: a lookup, no key to build); only the amounts and resource ids
+    # are read anew per row. The checks run in the order of the columns' reasons.
     when = Times()
+    times = when.seen
     seen_tags: dict[str, tuple[dict[str, str], str | None]] = {}
-    seen: dict[str, Any] = {}  # (column letter + text) -> parsed value, bounded below
+    categories: dict[str, str] = {}
+    billings: dict[str, date] = {}
+    providers: dict[str, str | None] = {}
+    services: dict[str, str | None] = {}
+    regions: dict[str, str | None] = {}
+    currencies: dict[str, str] = {}
     # Column positions; a column the file lacks reads the empty cell appended to each row.
     at = {name: columns.get(name, -1) for name in _FOCUS_COLUMNS}
     category_at, tags_at, billing_at = at["chargecategory"], at["tags"], at["billingperiodstart"]
@@ -184,7 +212,7 @@ def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
     )
     missing = object()
 
-    def remembered(key: str, value: Any) -> Any:
+    def remembered(seen: dict[str, Any], key: str, value: Any) -> Any:
         if len(seen) > 10_000:
             seen.clear()
         seen[key] = value
@@ -193,12 +221,12 @@ def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
     def parse(row: Sequence[str]) -> Line:
         row = [*row, ""]
         raw = row[category_at]
-        category = seen.get("c" + raw)
+        category = categories.get(raw)
         if category is None:
             name = raw.strip() or "Usage"
             if name.lower() not in FOCUS_CATEGORIES:
                 raise RowError("ChargeCategory", f"'{name[:30]}' is not a FOCUS charge category")
-            category = remembered("c" + raw, name.capitalize())
+            category = remembered(categories, raw, name.capitalize())
         raw = row[tags_at]
         tagged = seen_tags.get(raw)
         if tagged is None:
@@ -210,56 +238,57 @@ def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
             if not isinstance(loaded, dict):
                 raise RowError("Tags", "is not a JSON object")
             tags = clean_tags(loaded, "Tags")
-            if len(seen_tags) > 10_000:
-                seen_tags.clear()
-            tagged = seen_tags[raw] = (tags, environment_of(tags))
+            tagged = remembered(seen_tags, raw, (tags, environment_of(tags)))
         raw = row[billing_at]
-        billing = seen.get("b" + raw)
+        billing = billings.get(raw)
         if billing is None:
-            billing = remembered("b" + raw, when(raw, "BillingPeriodStart").date())
-        start = when(row[start_at], "ChargePeriodStart")
-        end = when(row[end_at], "ChargePeriodEnd")
+            billing = remembered(billings, raw, when(raw, "BillingPeriodStart").date())
+        raw = row[start_at]
+        start = times.get(raw) or when(raw, "ChargePeriodStart")
+        raw = row[end_at]
+        end = times.get(raw) or when(raw, "ChargePeriodEnd")
         raw = row[provider_at] or row[old_provider_at]
-        provider = seen.get("p" + raw, missing)
+        provider = providers.get(raw, missing)
         if provider is missing:
-            provider = remembered("p" + raw, text(raw, 200))
+            provider = remembered(providers, raw, text(raw, 200) or "(unknown)")
         raw = row[service_at]
-        service = seen.get("s" + raw, missing)
+        service = services.get(raw, missing)
         if service is missing:
-            service = remembered("s" + raw, text(raw, 200))
+            service = remembered(services, raw, text(raw, 200))
         raw = row[region_at] or row[region_name_at]
-        region = seen.get("r" + raw, missing)
+        region = regions.get(raw, missing)
         if region is missing:
-            region = remembered("r" + raw, text(raw, 100))
+            region = remembered(regions, raw, text(raw, 100))
         resource_id = row[resource_at].strip()[:1024] or None
         resource_name = row[name_at].strip()[:1024] or None
         billed = money(row[billed_at], "BilledCost")
         effective = money(row[effective_at], "EffectiveCost")
         raw = row[currency_at]
-        code = seen.get("$" + raw)
+        code = currencies.get(raw)
         if code is None:
-            code = remembered("$" + raw, currency(raw, "BillingCurrency"))
+            code = remembered(currencies, raw, currency(raw, "BillingCurrency"))
         if end < start:
             raise RowError(None, "the charge period ends before it starts")
         if not service:
             raise RowError("ServiceName", "is empty")
-        return {
-            "billing_period_start": billing,
-            "charge_period_start": start,
-            "charge_period_end": end,
-            "charge_day": start.date(),
-            "charge_category": category,
-            "provider": provider or "(unknown)",
-            "service": service,
-            "resource_id": resource_id,
-            "resource_name": resource_name,
-            "region": region,
-            "environment": tagged[1],
-            "billed_cost": billed,
-            "effective_cost": effective,
-            "currency": code,
-            "tags": tagged[0],
-        }
+        tags, environment = tagged
+        return (
+            billing,
+            start,
+            end,
+            start.date(),
+            category,
+            provider,
+            service,
+            region,
+            environment,
+            code,
+            resource_id,
+            resource_name,
+            billed,
+            effective,
+            tags,
+        )
 
     return parse
 

@@ -25,6 +25,7 @@ from opscenter.models.finops import (
     CostImport,
     CostLine,
     CostRollup,
+    CostTagSet,
     Recommendation,
     StoragePrice,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "CostImport",
     "CostLine",
     "CostRollup",
+    "CostTagSet",
     "EscrowRecipient",
     "Evidence",
     "EvidenceAccess",

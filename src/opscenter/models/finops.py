@@ -25,7 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from opscenter.models.base import Base, IdMixin, TimestampMixin
 
-#: Tags are queried by key on PostgreSQL (jsonb_each_text); SQLite keeps JSON text.
+#: Tag sets are expanded by key on PostgreSQL (jsonb_each_text); SQLite keeps JSON text.
 TagsType = JSON().with_variant(JSONB(), "postgresql")
 
 
@@ -97,7 +97,22 @@ class CostLine(IdMixin, Base):
     billed_cost: Mapped[int] = mapped_column(BigInteger)  # nano-units
     effective_cost: Mapped[int] = mapped_column(BigInteger)  # nano-units
     currency: Mapped[str] = mapped_column(String(3))
-    tags: Mapped[dict[str, str]] = mapped_column(TagsType, default=dict)
+    # The number of the line's tag set in its import (CostTagSet): a bill repeats a few
+    # tag sets, and a JSON value per line was a fifth of a million-line COPY.
+    tag_set: Mapped[int]
+
+
+class CostTagSet(Base):
+    """One distinct set of tags of an import's lines, numbered from 1 within the import;
+    only the roll-ups read it (expanded into tag:<key> dimensions)."""
+
+    __tablename__ = "cost_tag_sets"
+
+    import_id: Mapped[int] = mapped_column(
+        ForeignKey("cost_imports.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    tags: Mapped[dict[str, str]] = mapped_column(TagsType)
 
 
 class CostRollup(IdMixin, Base):
