@@ -6,8 +6,7 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
-from limits.aio import storage as aio_storage
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -29,27 +28,6 @@ class Verdict:
             "X-RateLimit-Remaining": str(self.remaining),
             "X-RateLimit-Reset": str(self.reset_at),
         }
-
-
-SWEEP_EVERY = 1.0  # seconds
-
-
-class MemoryStorage(aio_storage.MemoryStorage):
-    """`limits`' in-process storage, sweeping expired entries at most once a second.
-
-    As shipped it starts a sweep after every hit, and the sweep hands each caller's moving
-    window to a worker thread in turn: with a few callers, thread hand-offs were a fifth of
-    a small request's CPU, and they grow with the number of callers. Whether a hit is
-    allowed never depends on the sweep (each check reads the entries' own times); it only
-    frees memory, which stays bounded by the hits of one window plus one second."""
-
-    _next_sweep = 0.0
-
-    async def _MemoryStorage__schedule_expiry(self) -> None:  # the base's private hook
-        now = time.monotonic()
-        if now >= self._next_sweep:
-            self._next_sweep = now + SWEEP_EVERY
-            await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
 
 
 class RateLimiter:
