@@ -34,6 +34,7 @@ from opscenter.models.finops import ImportStatus
 MAX_IMPORT_BYTES = 4 * 1024**3
 BATCH_ROWS = 5000
 MAX_REJECTED_KEPT = 1000
+REMEMBERED = 10_000  # distinct values a cache of the reading thread keeps, at most
 CHUNK = 1024 * 1024
 #: The dimensions rolled up per day; `category` holds each line once, so it gives totals.
 DIMENSIONS = {
@@ -255,8 +256,6 @@ class TagSets:
     bounded (memory stays flat): past that, an equal set may get a second number, which
     the roll-ups merge again (they group by tag key and value)."""
 
-    LIMIT = 10_000
-
     def __init__(self) -> None:
         self._by_id: dict[int, tuple[int, dict[str, str]]] = {}
         self._by_text: dict[str, int] = {}
@@ -270,12 +269,12 @@ class TagSets:
         key = json.dumps(tags, sort_keys=True)
         number = self._by_text.get(key)
         if number is None:
-            if len(self._by_text) >= self.LIMIT:
+            if len(self._by_text) >= REMEMBERED:
                 self._by_text.clear()
             self.count += 1
             number = self._by_text[key] = self.count
             self.new.append((number, tags))
-        if len(self._by_id) >= self.LIMIT:
+        if len(self._by_id) >= REMEMBERED:
             self._by_id.clear()
         self._by_id[id(tags)] = (number, tags)
         return number
@@ -289,7 +288,7 @@ class _Encoded(dict[Any, bytes]):
         self._encode = encode
 
     def __missing__(self, value: Any) -> bytes:
-        if len(self) >= TagSets.LIMIT:
+        if len(self) >= REMEMBERED:
             self.clear()
         field = self[value] = self._encode(value)
         return field
@@ -400,7 +399,7 @@ def prepare(
 async def _write_lines(session: AsyncSession, batch: Batch) -> None:
     if batch.tag_sets:
         await session.execute(insert(CostTagSet), batch.tag_sets)
-    if session.get_bind().dialect.name == "postgresql":
+    if batch.copy:  # PostgreSQL: `run` had the reading thread encode the lines for COPY
         # COPY: an order of magnitude faster than INSERTs for a million lines.
         # A batch need not wait for its WAL flush: until the import's last commit (a durable
         # one, after every batch's) its lines are invisible, and a crash discards them.
@@ -471,8 +470,7 @@ async def run(
         imp.status = ImportStatus.RUNNING
         fmt, team_id, size = formats.FORMATS[imp.format], imp.team_id, imp.size_bytes
         await session.commit()
-    postgres = db.engine.dialect.name == "postgresql"
-    encoder = CopyEncoder(import_id, team_id) if postgres else None
+    encoder = None if db.is_sqlite else CopyEncoder(import_id, team_id)
     batches = prepare(read_batches(path, fmt, progress), import_id, team_id, encoder)
     imported = 0
     # Parsing runs in a thread (the server keeps answering during a big import), one batch
