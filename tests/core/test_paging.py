@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,7 +17,8 @@ from opscenter.audit import service as audit
 from opscenter.audit.schemas import AuditLogOut
 from opscenter.core.pagination import COUNT_LIMIT
 from opscenter.models import Backup, Notification, StorageProvider
-from tests.conftest import Api
+from tests.conftest import Api, UserFactory
+from tests.core.helpers import assert_error
 
 BACKUPS = "/api/v1/backups"
 AUDIT = "/api/v1/audit/logs"
@@ -232,3 +234,97 @@ async def test_audit_list_rows_are_the_models_own_json(api: Api, admin: httpx.As
     assert r.status_code == 200, r.text
     assert r.json()["items"] == [expected]
     assert r.json()["items"][0]["created_at"].endswith("Z")
+
+
+async def test_date_filters_read_an_instant_without_offset_as_utc(
+    api: Api, admin: httpx.AsyncClient
+) -> None:
+    """`start_date` and `end_date` of the backup and recovery-point lists: an instant
+    without an offset is UTC (it was a 500), a date alone as `end_date` takes in its whole
+    day, and a window that ends before it starts is refused."""
+    name = f"dates_{uuid.uuid4().hex[:10]}"
+    times = [
+        "2031-03-04T23:30:00",
+        "2031-03-05T00:30:00",
+        "2031-03-05T23:59:59",
+        "2031-03-06T00:00:01",
+    ]
+    async with api.app.state.ctx.db.write_session() as session:
+        storage = (await session.scalars(select(StorageProvider).limit(1))).one()
+        rows = [
+            {
+                "team_id": storage.team_id,
+                "storage_id": storage.id,
+                "database_name": name,
+                "db_type": "postgresql",
+                "status": "completed",
+                "imported": True,
+                "created_at": datetime.fromisoformat(t).replace(tzinfo=UTC),
+            }
+            for t in times
+        ]
+        ids = list((await session.scalars(insert(Backup).returning(Backup.id), rows)).all())
+        await session.commit()
+    windows = [
+        ({"start_date": "2031-03-05T00:00:00"}, ids[1:]),
+        ({"start_date": "2031-03-05T01:00:00+01:00"}, ids[1:]),
+        ({"start_date": "2031-03-05", "end_date": "2031-03-05"}, ids[1:3]),
+        ({"end_date": "2031-03-05T00:30:00"}, ids[:2]),
+        ({"end_date": "2031-03-05T00:30:00Z"}, ids[:2]),
+    ]
+    for path in (BACKUPS, "/api/v1/backup/recovery-points"):
+        for window, expected in windows:
+            r = await admin.get(path, params={"database_name": name, **window})
+            assert r.status_code == 200, (path, window, r.text)
+            assert sorted(item["id"] for item in r.json()["items"]) == expected, (path, window)
+        for bad in (
+            {"start_date": "2031-03-06", "end_date": "2031-03-05"},
+            {"start_date": "yesterday"},
+        ):
+            assert_error(await admin.get(path, params=bad), 422, "VALIDATION_ERROR")
+    r = await admin.get(NOTIFICATIONS, params={"since": "2031-03-05T00:00:00"})
+    assert r.status_code == 200, r.text
+
+
+async def test_the_backup_list_keeps_a_member_to_their_teams(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory
+) -> None:
+    """The list's statement is built once per set of filters (`FilterTemplate`); the
+    caller's teams are a bound value of it, so two members of different teams who ask the
+    same question each see their own team's rows, and a member of no team sees none."""
+    name = f"teams_{uuid.uuid4().hex[:10]}"
+    teams = [
+        (await admin.post("/api/v1/users/teams", json={"name": f"{name}{i}"})).json()["id"]
+        for i in range(2)
+    ]
+    async with api.app.state.ctx.db.write_session() as session:
+        storage = (await session.scalars(select(StorageProvider).limit(1))).one()
+        rows = [
+            {
+                "team_id": team,
+                "storage_id": storage.id,
+                "database_name": name,
+                "db_type": "postgresql",
+                "status": "completed",
+                "imported": True,
+            }
+            for team in (*teams, teams[0])
+        ]
+        ids = list((await session.scalars(insert(Backup).returning(Backup.id), rows)).all())
+        await session.commit()
+    expected = {teams[0]: [ids[2], ids[0]], teams[1]: [ids[1]]}
+    for team in (*teams, teams[0]):  # the same statement again, for another caller
+        member = await make_user("viewer", team_ids=[team])
+        async with member.client(api) as c:
+            for params in ({}, {"status": "completed"}, {"limit": 1}):
+                r = await c.get(BACKUPS, params={"database_name": name, **params})
+                assert r.status_code == 200, r.text
+                listed = [item["id"] for item in r.json()["items"]]
+                assert listed == expected[team][: params.get("limit", 50)], (team, params)
+                assert r.json()["total"] == len(expected[team])
+    loner = await make_user("viewer")
+    async with loner.client(api) as c:
+        r = await c.get(BACKUPS, params={"database_name": name})
+        assert r.json()["items"] == [] and r.json()["total"] == 0
+    r = await admin.get(BACKUPS, params={"database_name": name})
+    assert [item["id"] for item in r.json()["items"]] == sorted(ids, reverse=True)

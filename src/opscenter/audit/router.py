@@ -6,72 +6,46 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BeforeValidator
 
 from opscenter.audit import service
 from opscenter.audit.schemas import AuditLogOut, AuditPage, ChainReportOut
 from opscenter.auth.deps import require
-from opscenter.core.clock import as_utc
 from opscenter.core.context import Ctx, SessionDep
-from opscenter.core.errors import InvalidInput
-from opscenter.core.pagination import PageParams, Paging, QueryId, keyset_json, keyset_page
+from opscenter.core.pagination import Dates, PageParams, Paging, QueryId, keyset_json, keyset_page
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import MAX_ID
 from opscenter.models import AuditLog
 
 router = APIRouter(tags=["Audit"])
 Reader = Annotated[Principal, Depends(require("read:audit"))]
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _through_the_day(value: Any) -> Any:
-    """A date-only `end_date` means up to the end of that day, not its first instant."""
-    if isinstance(value, str) and _DATE_ONLY.fullmatch(value):
-        return datetime.fromisoformat(value) + timedelta(days=1, microseconds=-1)
-    return value
-
-
-EndDate = Annotated[
-    datetime | None,
-    BeforeValidator(_through_the_day),
-    Query(description="Up to this instant; a date alone includes that whole day"),
-]
 
 
 async def audit_filters(
     principal: Reader,
+    dates: Dates,
     user_id: QueryId = None,
     action: Annotated[str | None, Query(max_length=100)] = None,
     resource_type: Annotated[str | None, Query(max_length=64)] = None,
     resource_id: Annotated[str | None, Query(max_length=64)] = None,
     outcome: Annotated[Literal["success", "failure", "denied"] | None, Query()] = None,
-    start_date: datetime | None = None,
-    end_date: EndDate = None,
     cursor: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Return rows older than this id")
     ] = None,
 ) -> service.AuditFilters:
-    # A date without an offset is read as UTC, like every timestamp of the API.
-    start_date = as_utc(start_date) if start_date else None
-    end_date = as_utc(end_date) if end_date else None
-    if start_date and end_date and start_date > end_date:
-        raise InvalidInput("start_date must not be after end_date")
     return service.AuditFilters(
         user_id=user_id,
         action=action,
         resource_type=resource_type,
         resource_id=resource_id,
         outcome=outcome,
-        start=start_date,
-        end=end_date,
+        start=dates.start,
+        end=dates.end,
         before_id=cursor,
         **service.reader_scope(principal),
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
@@ -30,6 +29,7 @@ from opscenter.core.failures import BackupError, ErrorCode
 from opscenter.core.hostfiles import HostFiles
 from opscenter.core.pagination import (
     CursorPaging,
+    Dates,
     KeysetPage,
     PathId,
     QueryId,
@@ -103,26 +103,25 @@ async def list_backups(
     principal: ReadBackups,
     session: SessionDep,
     paging: CursorPaging,
+    dates: Dates,
     server_id: QueryId = None,
     schedule_id: QueryId = None,
     db_type: Annotated[str | None, Query(max_length=20)] = None,
     status: BackupStatusFilter = None,
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
-    start_date: datetime | None = None,
-    end_date: datetime | None = None,
 ) -> Response:
     # Read as rows and encoded once (core/jsonresponse.py): the most read list of all.
-    stmt = service.filter_backups(
-        service.backup_rows_query(principal),
+    bound = service.BACKUP_ROWS.bind(
+        principal,
         server_id=server_id,
         db_type=db_type,
         status=status,
         database_name=database_name,
         schedule_id=schedule_id,
-        start=start_date,
-        end=end_date,
+        start=dates.start,
+        end=dates.end,
     )
-    rows, total, next_cursor = await keyset_page(session, stmt, paging, Backup.id, columns=True)
+    rows, total, next_cursor = await keyset_page(session, bound, paging, Backup.id, columns=True)
     return keyset_json([service.backup_json(row) for row in rows], total, paging, next_cursor)
 
 

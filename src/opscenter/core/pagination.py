@@ -8,18 +8,23 @@ a million rows. Lists of tables that grow without bound also page by `cursor`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Generic, Self, TypeVar
 
 from fastapi import Depends, Path, Query
-from pydantic import BaseModel, Field
-from sqlalchemy import Select, func, select
+from pydantic import BaseModel, BeforeValidator, Field
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from opscenter.core.clock import as_utc
+from opscenter.core.errors import InvalidInput
 from opscenter.core.jsonresponse import JSONResponse
 from opscenter.core.schemas import MAX_ID
+from opscenter.core.templates import Bound
 
 MAX_LIMIT = 1000
 MAX_OFFSET = 10_000_000
@@ -133,7 +138,42 @@ async def cursor_page_params(
     return PageParams(paging.limit, 0 if cursor else paging.offset, cursor)
 
 
+@dataclass(frozen=True)
+class DateWindow:
+    start: datetime | None
+    end: datetime | None
+
+
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _through_the_day(value: Any) -> Any:
+    """A date-only `end_date` means up to the end of that day, not its first instant."""
+    if isinstance(value, str) and _DATE_ONLY.fullmatch(value):
+        return datetime.fromisoformat(value) + timedelta(days=1, microseconds=-1)
+    return value
+
+
+async def date_window(
+    start_date: Annotated[
+        datetime | None, Query(description="From this instant; without an offset it is UTC")
+    ] = None,
+    end_date: Annotated[
+        datetime | None,
+        BeforeValidator(_through_the_day),
+        Query(description="Up to this instant (UTC without an offset); a date alone: that day"),
+    ] = None,
+) -> DateWindow:
+    # Like every timestamp of the API, an instant without an offset is UTC.
+    start = as_utc(start_date) if start_date else None
+    end = as_utc(end_date) if end_date else None
+    if start and end and start > end:
+        raise InvalidInput("start_date must not be after end_date")
+    return DateWindow(start, end)
+
+
 Paging = Annotated[PageParams, Depends(page_params)]
+Dates = Annotated[DateWindow, Depends(date_window)]
 CursorPaging = Annotated[PageParams, Depends(cursor_page_params)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
@@ -167,7 +207,7 @@ async def paginate(
 
 async def keyset_page(
     session: AsyncSession,
-    stmt: Select[Any],
+    stmt: Select[Any] | Bound,
     params: PageParams,
     key: InstrumentedAttribute[int],
     *,
@@ -180,17 +220,49 @@ async def keyset_page(
 
     The total is a scalar subquery of the page's own statement, run once by the database:
     one statement per page instead of two (on SQLite each is several hand-overs to its
-    thread). A page past the end has no row to carry it and counts on its own."""
+    thread). A page past the end has no row to carry it and counts on its own.
+
+    A template's statement (`Bound`, columns only) is paged by a statement built once and
+    run on the connection, without the ORM's result machinery."""
     stop = params.offset + COUNT_LIMIT
-    counted = _counted(stmt.with_only_columns(key), stop).scalar_subquery()
-    page = stmt if params.cursor is None else stmt.where(key < params.cursor)
-    page = page.add_columns(counted).limit(params.limit + 1).offset(params.offset)
-    found = list((await session.execute(page)).all())
+    if isinstance(stmt, Bound):
+        assert columns, "a template pages rows of columns"
+        page = _keyset_template(stmt, key, params.cursor is not None)
+        values = {
+            **stmt.values,
+            "_stop": stop + 1,
+            "_limit": params.limit + 1,
+            "_offset": params.offset,
+        }
+        if params.cursor is not None:
+            values["_cursor"] = params.cursor
+        found = list((await (await session.connection()).execute(page, values)).all())
+        whole, bound = stmt.statement, stmt.values
+    else:
+        counted = _counted(stmt.with_only_columns(key), stop).scalar_subquery()
+        page = stmt if params.cursor is None else stmt.where(key < params.cursor)
+        page = page.add_columns(counted).limit(params.limit + 1).offset(params.offset)
+        found = list((await session.execute(page)).all())
+        whole, bound = stmt, {}
     if not found:
-        return [], await count(session, stmt.with_only_columns(key), params.offset), None
+        counted_alone = _counted(whole.with_only_columns(key), stop)
+        return [], _total(await session.scalar(counted_alone, bound), stop), None
     total = _total(found[0][-1], stop)
     more = len(found) > params.limit
     found = found[: params.limit]
     rows = found if columns else [row[0] for row in found]
     next_cursor = getattr(found[-1] if columns else rows[-1], key.key) if more else None
     return rows, total, next_cursor
+
+
+def _keyset_template(bound: Bound, key: InstrumentedAttribute[int], after: bool) -> Select[Any]:
+    """`keyset_page`'s statement for a template, built once: every value a bind parameter."""
+    page = bound.derived.get((key.key, after))
+    if page is None:
+        stmt = bound.statement
+        keys = stmt.with_only_columns(key).order_by(None).limit(bindparam("_stop"))
+        counted = select(func.count()).select_from(keys.subquery()).scalar_subquery()
+        page = stmt.where(key < bindparam("_cursor")) if after else stmt
+        page = page.add_columns(counted).limit(bindparam("_limit")).offset(bindparam("_offset"))
+        bound.derived[(key.key, after)] = page
+    return page

@@ -4,7 +4,6 @@ completed backup: restore and delete call the very services behind `POST
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -16,7 +15,7 @@ from opscenter.core.clock import utcnow
 from opscenter.core.context import Ctx, SessionDep
 from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound, responses
 from opscenter.core.hostfiles import HostFiles
-from opscenter.core.pagination import Page, Paging, PathId, QueryId, paginate
+from opscenter.core.pagination import Dates, Page, Paging, PathId, QueryId, paginate
 from opscenter.core.principal import Principal
 from opscenter.jobs.accept import accepted
 from opscenter.jobs.schemas import Accepted
@@ -43,11 +42,10 @@ async def list_recovery_points(
     principal: ReadBackups,
     session: SessionDep,
     paging: Paging,
+    dates: Dates,
     server_id: QueryId = None,
     schedule_id: QueryId = None,
     database_name: Annotated[str | None, Query(max_length=4096)] = None,
-    start_date: datetime | None = None,
-    end_date: datetime | None = None,
 ) -> Page[RecoveryPointOut]:
     """Completed backups, newest first."""
     stmt = service.recovery_points_query(
@@ -55,8 +53,8 @@ async def list_recovery_points(
         server_id=server_id,
         database_name=database_name,
         schedule_id=schedule_id,
-        start=start_date,
-        end=end_date,
+        start=dates.start,
+        end=dates.end,
     )
     rows, total = await paginate(session, stmt, paging)
     return Page.of([service.recovery_point_out(b) for b in rows], total, paging)
