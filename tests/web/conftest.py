@@ -104,10 +104,17 @@ def pg_server(admin_api: httpx.Client) -> dict[str, Any]:
 
 
 def wait_backup(client: httpx.Client, backup_id: int, timeout: float = 90) -> dict[str, Any]:
+    """The backup once it and its job have ended: a backup shows `completed` a moment
+    before its job has finished, and its schedule takes no other run until then."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         backup: dict[str, Any] = client.get(f"/api/v1/backups/{backup_id}").json()
-        if backup["status"] not in ("pending", "running"):
+        job_id = backup["job_id"]
+        job = client.get(f"/api/v1/jobs/{job_id}").json() if job_id else {"status": "none"}
+        if backup["status"] not in ("pending", "running") and job["status"] not in (
+            "queued",
+            "running",
+        ):
             return backup
         time.sleep(0.3)
     raise AssertionError(f"backup {backup_id} did not finish")
