@@ -207,3 +207,36 @@ async def test_counters_live_in_redis_and_are_shared(data_dir: Path) -> None:
         if keys:
             await store.delete(*keys)
         await store.aclose()
+
+
+async def test_the_memory_limiter_hands_no_hit_to_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`limits`' asynchronous memory storage swept every caller's window after each hit,
+    handing each to a worker thread (about 100 us of CPU per hit); the synchronous storage
+    the limiter uses in memory answers on the event loop and still refuses exactly at the
+    limit, and a window that has passed allows again."""
+    import asyncio
+
+    from opscenter.core.ratelimit import RateLimiter
+
+    handoffs = 0
+    real_to_thread = asyncio.to_thread
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal handoffs
+        handoffs += 1
+        return await real_to_thread(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    limiter = RateLimiter(None)
+    callers = [f"user:{n}" for n in range(20)]
+    for _ in range(5):
+        for caller in callers:
+            assert (await limiter.hit("5/second", "all", caller)).allowed
+            await asyncio.sleep(0)  # a sweep that was started would run here
+    verdicts = [await limiter.hit("5/second", "all", caller) for caller in callers]
+    assert not any(v.allowed for v in verdicts) and {v.remaining for v in verdicts} == {0}
+    assert not await limiter.test("5/second", "all", callers[0])
+    assert handoffs == 0
+    await asyncio.sleep(1.1)
+    assert (await limiter.hit("5/second", "all", callers[0])).allowed
+    assert await limiter.check()

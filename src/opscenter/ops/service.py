@@ -51,7 +51,7 @@ async def health(ctx: AppContext) -> Health:
         return None
 
     async def rate_limit_store() -> str | None:
-        return None if await ctx.limiter.storage.check() else "unreachable"
+        return None if await ctx.limiter.check() else "unreachable"
 
     async def event_bus() -> str | None:
         relay = ctx.events.relay
