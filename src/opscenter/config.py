@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     # Connections per server process (as many again may open under a burst), and how
     # long a request waits for one before it is answered 503 with Retry-After.
-    db_pool_size: int = Field(10, ge=1, le=500, validation_alias="OPSCENTER_DB_POOL_SIZE")
+    db_pool_size: int = Field(20, ge=1, le=500, validation_alias="OPSCENTER_DB_POOL_SIZE")
     db_pool_timeout: float = Field(5.0, gt=0, le=120, validation_alias="OPSCENTER_DB_POOL_TIMEOUT")
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     # How events reach the other server processes: not at all (one process), Redis

@@ -148,3 +148,36 @@ async def test_request_reads_run_without_a_transaction_until_something_writes(
 
 
 _reads_first = Table("reads_first", MetaData(), Column("id", Integer, primary_key=True))
+
+
+async def test_every_connection_the_pool_opened_is_kept(pg_database: str) -> None:
+    """A busy process once closed a returning connection whenever the pool's idle part was
+    full (the overflow), and opened another a moment later: a connect, and a backend start
+    on the server, for one request in 25 of a loaded list. The pool now holds at most its
+    size, and keeps what it opened."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    db = Database(pg_database, pool_size=3, pool_timeout=0.2)
+
+    async def all_the_pool_gives() -> list[int]:
+        held = []
+        try:
+            while True:
+                conn = await db.engine.connect()
+                held.append(conn)
+                if len(held) > 10:
+                    break
+        except PoolTimeout:
+            pass
+        try:
+            return [await conn.scalar(text("SELECT pg_backend_pid()")) for conn in held]
+        finally:
+            for conn in held:
+                await conn.close()
+
+    try:
+        first = await all_the_pool_gives()
+        assert len(first) == 3
+        assert sorted(await all_the_pool_gives()) == sorted(first)
+    finally:
+        await db.dispose()

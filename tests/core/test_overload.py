@@ -23,7 +23,7 @@ async def test_a_request_past_the_pool_gets_503_with_retry_after(
         )
         async with admin_client(settings) as client:
             engine = client.app.state.ctx.db.engine  # type: ignore[attr-defined]
-            held = [await engine.connect(), await engine.connect()]  # size 1 + overflow 1
+            held = [await engine.connect()]  # the whole pool: one connection, no overflow
             try:
                 started = time.monotonic()
                 r = await client.get("/api/v1/backups")
