@@ -209,34 +209,49 @@ async def test_counters_live_in_redis_and_are_shared(data_dir: Path) -> None:
         await store.aclose()
 
 
-async def test_the_memory_limiter_hands_no_hit_to_a_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`limits`' asynchronous memory storage swept every caller's window after each hit,
-    handing each to a worker thread (about 100 us of CPU per hit); the synchronous storage
-    the limiter uses in memory answers on the event loop and still refuses exactly at the
-    limit, and a window that has passed allows again."""
+async def test_the_memory_limiter_starts_no_thread_per_hit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`limits`' asynchronous memory storage swept every caller's window in a worker thread
+    after each hit (about 100 us of CPU per hit), its synchronous one from a timer thread
+    started every 10 ms of traffic. Ours sweeps inline at most once a second: no thread, no
+    hand-off; it still refuses exactly at the limit, and expired windows are freed."""
     import asyncio
+    import threading
 
-    from opscenter.core.ratelimit import RateLimiter
+    from opscenter.core import ratelimit
 
-    handoffs = 0
+    limiter = ratelimit.RateLimiter(None)
+    started = 0
+    real_start = threading.Thread.start
+
+    def counted(self: threading.Thread) -> None:
+        nonlocal started
+        started += 1
+        real_start(self)
+
     real_to_thread = asyncio.to_thread
 
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal handoffs
-        handoffs += 1
+    async def counted_to_thread(*args: Any, **kwargs: Any) -> Any:
+        nonlocal started
+        started += 1
         return await real_to_thread(*args, **kwargs)
 
-    monkeypatch.setattr(asyncio, "to_thread", counted)
-    limiter = RateLimiter(None)
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    monkeypatch.setattr(asyncio, "to_thread", counted_to_thread)
+    monkeypatch.setattr(ratelimit, "SWEEP_EVERY", 0.5)
     callers = [f"user:{n}" for n in range(20)]
     for _ in range(5):
         for caller in callers:
             assert (await limiter.hit("5/second", "all", caller)).allowed
-            await asyncio.sleep(0)  # a sweep that was started would run here
+            await asyncio.sleep(0.005)  # traffic long enough for the old timer to fire
     verdicts = [await limiter.hit("5/second", "all", caller) for caller in callers]
     assert not any(v.allowed for v in verdicts) and {v.remaining for v in verdicts} == {0}
     assert not await limiter.test("5/second", "all", callers[0])
-    assert handoffs == 0
-    await asyncio.sleep(1.1)
-    assert (await limiter.hit("5/second", "all", callers[0])).allowed
-    assert await limiter.check()
+    assert started == 0
+    await asyncio.sleep(1.1)  # every window has passed, and a sweep is due
+    assert (await limiter.hit("5/second", "all", "user:late")).allowed
+    storage = limiter._storage
+    assert isinstance(storage, ratelimit.SweptMemoryStorage)
+    assert {key for key, entries in storage.events.items() if entries} == {
+        "LIMITER/all/user:late/5/1/second"
+    }
+    assert await limiter.check() and started == 0
