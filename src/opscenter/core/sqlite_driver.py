@@ -1,0 +1,118 @@
+"""SQLite statements in one trip to the connection's thread.
+
+aiosqlite runs each connection's calls on a thread of its own; every call is a wake-up of
+that thread and a hand-back to the event loop, and each waits for the interpreter lock.
+SQLAlchemy's aiosqlite cursor makes four such trips per statement: open a cursor, execute,
+fetch the rows, close. On a loaded process the hand-offs were most of SQLite's cost: a
+list request made nine, a scheduler's fired slot about thirty. `OneTripCursor` does the
+four steps in one trip. `adopt` gives it to a connection as the pool opens it.
+
+Both libraries are pinned: this reads aiosqlite's `_execute` and `_conn`, as SQLAlchemy's
+own adapter does, and keeps SQLAlchemy's cursor contract (rows in `_rows`,
+`description`, `rowcount`, `lastrowid`); `tests/core/test_sqlite_driver.py` holds both.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+)
+from sqlalchemy.util import EMPTY_DICT
+
+Outcome = tuple[list[Any], Any, int, int | None]
+
+
+def _run(raw: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
+    """On the connection's thread: the whole statement, the cursor closed after it."""
+    cursor = raw.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        return rows, cursor.description, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
+    """A buffered cursor whose statements each take one trip to the connection's thread."""
+
+    __slots__ = ("_arraysize", "_description", "_lastrowid", "_rowcount")
+
+    def __init__(self, adapt_connection: Any) -> None:  # no cursor opened in advance
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self._arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid  # type: ignore[return-value]
+
+    @property
+    def arraysize(self) -> int:
+        return self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        self._arraysize = value
+
+    async def _trip(self, operation: Any, parameters: Any, many: bool) -> None:
+        async with self._adapt_connection._execute_mutex:
+            connection = self._connection
+            rows, self._description, self._rowcount, self._lastrowid = await connection._execute(
+                _run, connection._conn, operation, parameters, many
+            )
+            self._rows = collections.deque(rows)
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> None:
+        await self._trip(operation, parameters, False)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Sequence[Any]) -> None:
+        await self._trip(operation, seq_of_parameters, True)
+
+    async def _async_soft_close(self) -> None:
+        return  # nothing stays open: the rows are already here
+
+    def close(self) -> None:
+        self._rows.clear()
+
+
+class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = OneTripCursor
+
+
+def in_transaction(dbapi_connection: Any) -> bool:
+    """Whether SQLite holds a transaction open on this connection (read without a trip)."""
+    return bool(dbapi_connection._connection._conn.in_transaction)
+
+
+def adopt(dbapi_connection: Any) -> None:
+    """From the pool's `connect` event: give the new connection the one-trip cursor
+    (server-side cursors, for streamed reads, stay the library's own)."""
+    if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
+        dbapi_connection.__class__ = OneTripConnection
