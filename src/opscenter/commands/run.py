@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from opscenter.core.pipes import loop_file
 from opscenter.models import ResultStatus
 from opscenter.remote.runner import Command, CommandRunner
 
@@ -213,7 +214,7 @@ async def _pump(fd: int, out: _Stream) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        lambda: asyncio.StreamReaderProtocol(reader), loop_file(fd, "rb")
     )
     try:
         while chunk := await reader.read(1 << 16):

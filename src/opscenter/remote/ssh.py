@@ -62,6 +62,7 @@ from asyncssh.public_key import get_default_public_key_algs
 
 from opscenter.core.closing import ClosesOnExit
 from opscenter.core.failures import BackupError, ErrorCode, scrub
+from opscenter.core.pipes import loop_file
 from opscenter.remote.runner import (
     Command,
     CommandRunner,
@@ -433,7 +434,7 @@ class _PipeSink(_Sink):
 
     @classmethod
     async def open(cls, fd: int) -> _PipeSink:
-        fh = os.fdopen(os.dup(fd), "wb", buffering=0)
+        fh = loop_file(os.dup(fd), "wb")
         try:
             transport, protocol = await asyncio.get_running_loop().connect_write_pipe(
                 _PipeProtocol, fh
@@ -835,7 +836,7 @@ class SshRunner(ClosesOnExit):
         try:
             proc.stdin.write(script)
             if stdin is not None:
-                fin = os.fdopen(os.dup(stdin), "rb", buffering=0)
+                fin = loop_file(os.dup(stdin), "rb")
                 try:
                     await proc.redirect_stdin(fin)
                 except BaseException:
