@@ -51,6 +51,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from common import load_line
 
 PASSWORD = "bench-admin-password"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -472,7 +473,8 @@ def bench_backend(backend: str, args: argparse.Namespace) -> list[Result]:
             load_sqlite(data_dir / "opscenter.db", args.backups, args.audit, args.servers)
         print(
             f"\n[{backend}] loaded {args.backups:,} backups and {args.audit:,} audit rows "
-            f"in {time.perf_counter() - started:.0f} s; server RSS {rss_mb(pid):.0f} MB",
+            f"in {time.perf_counter() - started:.0f} s; server RSS {rss_mb(pid):.0f} MB; "
+            f"{load_line()}",
             flush=True,
         )
         print_header()

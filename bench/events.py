@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import load_line
 
 LIMIT = 0.200
 PASSWORD = "bench-password-1"
@@ -298,7 +299,9 @@ def run(relay: str, clients: int, backups: int, gap: float) -> None:
             a.stop()
             b.stop()
 
-    print(f"\nrelay {relay}: {clients} WebSocket clients on A subscribed to `backups`")
+    print(
+        f"\nrelay {relay}: {clients} WebSocket clients on A subscribed to `backups`; {load_line()}"
+    )
     by_case: dict[str, list[float]] = {"A": [], "B": []}
     by_type: dict[str, list[float]] = {}
     spreads: list[float] = []  # per event: its last client's receipt minus its first's

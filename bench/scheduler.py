@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-from common import admin_client, postgres_url, running_app, scratch_database
+from common import admin_client, load_line, postgres_url, running_app, scratch_database
 from fastapi import FastAPI
 from sqlalchemy import insert, select, update
 
@@ -174,7 +174,7 @@ async def bench(backend: str, count: int, due: int, firing: int, window: float) 
             lags = await fire_lags(ctx, ids[20 * due : 20 * due + firing], window, interval)
     print(
         f"{backend}: {count} enabled schedules; scheduler interval {interval:g} s; "
-        f"{firing} slots due over {window:g} s"
+        f"{firing} slots due over {window:g} s; {load_line()}"
     )
     report("tick, nothing due", idle, TICK_GOAL, 1000, "ms")
     report(f"tick, {due} due", busy, TICK_GOAL, 1000, "ms")
