@@ -3,6 +3,7 @@ backend, an app of one's own (for tests that break things on purpose), error che
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -74,11 +75,20 @@ def no_stack_trace(text: str) -> bool:
 # Users are expensive here (an argon2id hash to create, another to log in), so the plain
 # viewer and operator that permission tests act as are made once per app and reused.
 _role_users: dict[tuple[int, str], CreatedUser] = {}
+_logged_in_at: dict[tuple[int, str], float] = {}
+#: A reused user logs in again after this long: the app's access tokens last 15 minutes,
+#: and a suite on a loaded machine runs longer than that (a late test got a 401).
+RELOGIN_SECONDS = 600
 
 
 async def role_user(api: Api, admin_headers: dict[str, str], role: str) -> CreatedUser:
     """A logged-in user of `role` on `api`, shared by the tests that only read as it."""
     key = (id(api.app), role)
+    if key in _role_users and time.monotonic() - _logged_in_at[key] > RELOGIN_SECONDS:
+        user = _role_users[key]
+        headers = await api.headers_for(user.username, user.password)
+        _role_users[key] = CreatedUser(user.id, user.username, user.password, headers)
+        _logged_in_at[key] = time.monotonic()
     if key not in _role_users:
         username, password = uid(f"{role[:3]}-"), f"pw-{uuid.uuid4().hex}"
         async with api.client(admin_headers) as c:
@@ -94,4 +104,5 @@ async def role_user(api: Api, admin_headers: dict[str, str], role: str) -> Creat
         assert r.status_code == 201, r.text
         headers = await api.headers_for(username, password)
         _role_users[key] = CreatedUser(r.json()["id"], username, password, headers)
+        _logged_in_at[key] = time.monotonic()
     return _role_users[key]
