@@ -17,8 +17,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, insert, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +28,7 @@ from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
 from opscenter.core.errors import InvalidInput, PayloadTooLarge
 from opscenter.finops import formats
-from opscenter.finops.formats import LINE_COLUMNS, Format, Line, RowError
+from opscenter.finops.formats import LINE_COLUMNS, Format, Groups, Line, RowError
 from opscenter.models import CostImport, CostLine, CostRollup, CostTagSet
 from opscenter.models.finops import ImportStatus
 
@@ -36,6 +37,7 @@ BATCH_ROWS = 5000
 MAX_REJECTED_KEPT = 1000
 REMEMBERED = 10_000  # distinct values a cache of the reading thread keeps, at most
 CHUNK = 1024 * 1024
+T = TypeVar("T")
 #: The dimensions rolled up per day; `category` holds each line once, so it gives totals.
 DIMENSIONS = {
     "category": CostLine.charge_category,
@@ -44,8 +46,28 @@ DIMENSIONS = {
     "environment": CostLine.environment,
     "region": CostLine.region,
 }
-#: A line's columns as written: its import's, the parsed line's, its tag set's number.
-COPY_COLUMNS = ["import_id", "team_id", *LINE_COLUMNS, "tag_set"]
+#: A line's columns as COPY writes them: its import's, then the parsed line's in the order
+#: of their groups (`formats.Groups`: dates and times, names, tags), its tag set's number
+#: with its tags, then the per-row columns.
+COPY_COLUMNS = [
+    "import_id",
+    "team_id",
+    "billing_period_start",
+    "charge_period_start",
+    "charge_period_end",
+    "charge_day",
+    "charge_category",
+    "provider",
+    "service",
+    "region",
+    "currency",
+    "environment",
+    "tag_set",
+    "resource_id",
+    "resource_name",
+    "billed_cost",
+    "effective_cost",
+]
 
 
 # SQLite: a statement per dimension, then the tag sets expanded with its JSON function.
@@ -208,9 +230,12 @@ class _Counting(io.RawIOBase):
         return n
 
 
-def read_batches(path: Path, fmt: Format, progress: Progress) -> Iterator[list[Line]]:
-    """Parsed lines in batches; rejected rows go to `progress`. Raises ImportFailed when
-    the file is not UTF-8 or not CSV past its header."""
+def read_batches(
+    path: Path, progress: Progress, converter: Callable[[list[str]], Callable[[list[str]], T]]
+) -> Iterator[list[T]]:
+    """The rows made into lines (or whatever `converter(header)` makes of a row) in
+    batches; rejected rows go to `progress`. Raises ImportFailed when the file is not
+    UTF-8 or not CSV past its header."""
     with path.open("rb") as raw:
         stream = io.TextIOWrapper(
             io.BufferedReader(_Counting(raw, progress), CHUNK), encoding="utf-8-sig", newline=""
@@ -218,8 +243,8 @@ def read_batches(path: Path, fmt: Format, progress: Progress) -> Iterator[list[L
         reader = csv.reader(stream)
         try:
             header = next(reader)
-            parse, width = formats.row_parser(fmt, header), len(header)
-            batch: list[Line] = []
+            convert, width = converter(header), len(header)
+            batch: list[T] = []
             for row in reader:
                 progress.rows += 1
                 if len(row) != width:
@@ -229,7 +254,7 @@ def read_batches(path: Path, fmt: Format, progress: Progress) -> Iterator[list[L
                     progress.reject(reader.line_num, None, f"{len(row)} fields, header has {width}")
                     continue
                 try:
-                    batch.append(parse(row))
+                    batch.append(convert(row))
                 except RowError as err:
                     progress.reject(reader.line_num, err.column, err.reason)
                     continue
@@ -280,24 +305,16 @@ class TagSets:
         return number
 
 
-class _Encoded(dict[Any, bytes]):
-    """A value's binary COPY field (length, then data), encoded once per distinct value."""
-
-    def __init__(self, encode: Callable[[Any], bytes]) -> None:
-        super().__init__()
-        self._encode = encode
-
-    def __missing__(self, value: Any) -> bytes:
-        if len(self) >= REMEMBERED:
-            self.clear()
-        field = self[value] = self._encode(value)
-        return field
-
-
 _NULL = b"\xff\xff\xff\xff"  # length -1
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # PostgreSQL's binary dates and times count from it
 _EPOCH_DAY = _EPOCH.toordinal()
+_INT4 = struct.Struct(">ii")
 _INT8 = struct.Struct(">iq")
+_AMOUNTS = struct.Struct(">iqiq")  # billed, effective: int8 fields
+_NAMELESS_AMOUNTS = struct.Struct(">iiqiq")  # a NULL resource name, then the amounts
+#: A text field's length prefix by its length in bytes (a resource id: at most 1024
+#: characters, so 4096 bytes).
+_LENGTHS = [n.to_bytes(4) for n in range(4097)]
 
 
 def _text_field(value: str | None) -> bytes:
@@ -316,43 +333,145 @@ def _date_field(value: date) -> bytes:
     return b"\x00\x00\x00\x04" + (value.toordinal() - _EPOCH_DAY).to_bytes(4, signed=True)
 
 
+class _Remembered(dict[Any, bytes]):
+    """The encoded part of a line by the texts it was made from; bounded."""
+
+    def put(self, key: Any, value: bytes) -> bytes:
+        if len(self) >= REMEMBERED:
+            self.clear()
+        self[key] = value
+        return value
+
+
+def _key(positions: tuple[int, ...]) -> Callable[[list[str]], Any]:
+    """A row's texts at `positions`, as one dict key."""
+    if not positions:
+        return lambda row: ""
+    return itemgetter(*positions)
+
+
 class CopyEncoder:
-    """An import's lines as PostgreSQL binary COPY data, in COPY_COLUMNS order. asyncpg's
-    copy_records_to_table encodes every value anew (half the Python time of an import);
-    here each distinct date, time and name is encoded once, and a row is one join."""
+    """An import's lines as PostgreSQL binary COPY data, in COPY_COLUMNS order, one line's
+    bytes per row. asyncpg's copy_records_to_table encodes every value anew (half the
+    Python time of an import); here each distinct group of texts of a format with
+    `formats.Groups` (the dates and times, the names, the tags) is parsed, checked and
+    encoded once, and a row costs three lookups, its amounts and its resource id. Any
+    other row (a format without groups, a group not seen yet, an amount that is not a
+    plain number) goes through the format's parser, so its line or its rejection is the
+    parser's own."""
 
     HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
     TRAILER = b"\xff\xff"
 
-    def __init__(self, import_id: int, team_id: int) -> None:
+    def __init__(self, import_id: int, team_id: int, tag_sets: TagSets) -> None:
         fields = len(COPY_COLUMNS).to_bytes(2)
         self._head = fields + struct.pack(">iiii", 4, import_id, 4, team_id)
-        self._dates = _Encoded(_date_field)
-        self._times = _Encoded(_time_field)
-        self._texts = _Encoded(_text_field)
-        self._sets = _Encoded(lambda n: struct.pack(">ii", 4, n))
+        self.tag_sets = tag_sets
 
-    def encode(self, lines: list[Line], tag_sets: TagSets) -> bytes:
-        head, dates, times, texts, sets = (
-            self._head, self._dates, self._times, self._texts, self._sets,
+    def _times(self, line: Line) -> bytes:
+        billing, start, end, day = line[:4]
+        return (
+            self._head + _date_field(billing) + _time_field(start) + _time_field(end)
+            + _date_field(day)
         )  # fmt: skip
-        number, amounts = tag_sets.number, struct.Struct(">iqiq").pack
-        out = [self.HEADER]
-        for (
-            billing, start, end, day, category, provider, service, region, environment,
-            code, resource_id, resource_name, billed, effective, tags,
-        ) in lines:  # fmt: skip
-            out += (
-                head, dates[billing], times[start], times[end], dates[day], texts[category],
-                texts[provider], texts[service], texts[region], texts[environment],
-                texts[code],
-                _text_field(resource_id),  # mostly one per line: not worth remembering
-                texts[resource_name],
-                amounts(8, billed, 8, effective),
-                sets[number(tags)],
+
+    @staticmethod
+    def _names(line: Line) -> bytes:
+        category, provider, service, region, _, code = line[4:10]
+        return b"".join(map(_text_field, (category, provider, service, region, code)))
+
+    def _tags(self, line: Line) -> bytes:
+        return _text_field(line[8]) + _INT4.pack(4, self.tag_sets.number(line[14]))
+
+    def line(self, line: Line) -> bytes:
+        """One parsed line's COPY data."""
+        return self._join(line, self._times(line), self._names(line), self._tags(line))
+
+    @staticmethod
+    def _join(line: Line, times: bytes, names: bytes, tags: bytes) -> bytes:
+        resource_id, resource_name, billed, effective = line[10:14]
+        return b"".join(
+            (
+                times,
+                names,
+                tags,
+                _text_field(resource_id),
+                _text_field(resource_name),
+                _AMOUNTS.pack(8, billed, 8, effective),
+            )
+        )
+
+    def converter(self, fmt: Format) -> Callable[[list[str]], Callable[[list[str]], bytes]]:
+        """For `read_batches`: from the header, what makes a row its line's COPY data."""
+
+        def convert(header: list[str]) -> Callable[[list[str]], bytes]:
+            parse, groups = formats.row_parser(fmt, header), formats.row_groups(fmt, header)
+            if groups is None:
+                return lambda row: self.line(parse(row))
+            return self._rows(parse, groups)
+
+        return convert
+
+    def _rows(
+        self, parse: Callable[[list[str]], Line], groups: Groups
+    ) -> Callable[[list[str]], bytes]:
+        times, names, tags = _Remembered(), _Remembered(), _Remembered()
+        times_of, names_of = _key(groups.times), _key(groups.names)
+        tags_at, id_at, name_at = groups.tags, groups.resource_id, groups.resource_name
+        billed_at, effective_at = groups.billed, groups.effective
+        time_part, name_part, tags_part = times.get, names.get, tags.get
+        lengths, scale, amounts = _LENGTHS, formats.SCALE, _NAMELESS_AMOUNTS.pack
+
+        def parsed(row: list[str]) -> bytes:
+            # The parser's line, or its rejection; its groups are remembered for the rows
+            # that repeat them.
+            line = parse(row)
+            return self._join(
+                line,
+                times.put(times_of(row), self._times(line)),
+                names.put(names_of(row), self._names(line)),
+                tags.put("" if tags_at is None else row[tags_at], self._tags(line)),
+            )
+
+        def convert(row: list[str]) -> bytes:
+            t = time_part(times_of(row))
+            n = name_part(names_of(row))
+            g = tags_part("" if tags_at is None else row[tags_at])
+            if t is None or n is None or g is None:
+                return parsed(row)
+            # formats.money's plain case ("123.45"), written out here; anything else is
+            # the parser's to read or reject.
+            text = row[billed_at]
+            whole, _, fraction = text.partition(".")
+            if not (0 < len(whole) <= 9 and len(fraction) <= 9):
+                return parsed(row)
+            digits = whole + fraction
+            if not (digits.isdigit() and digits.isascii()):
+                return parsed(row)
+            billed = int(digits) * scale[len(fraction)]
+            text = row[effective_at]
+            whole, _, fraction = text.partition(".")
+            if not (0 < len(whole) <= 9 and len(fraction) <= 9):
+                return parsed(row)
+            digits = whole + fraction
+            if not (digits.isdigit() and digits.isascii()):
+                return parsed(row)
+            effective = int(digits) * scale[len(fraction)]
+            # The resource id and name as the parser reads them, encoded as they come.
+            resource_id = "" if id_at is None else row[id_at].strip()[:1024]
+            data = resource_id.encode()
+            length = lengths[len(data)] if data else _NULL
+            if name_at is None:
+                return b"".join((t, n, g, length, data, amounts(-1, 8, billed, 8, effective)))
+            name = row[name_at].strip()[:1024].encode()
+            return b"".join(
+                (
+                    t, n, g, length, data, lengths[len(name)] if name else _NULL, name,
+                    _AMOUNTS.pack(8, billed, 8, effective),
+                )
             )  # fmt: skip
-        out.append(self.TRAILER)
-        return b"".join(out)
+
+        return convert
 
 
 @dataclass
@@ -366,33 +485,34 @@ class Batch:
 
 
 def prepare(
-    batches: Iterator[list[Line]],
-    import_id: int,
-    team_id: int,
-    encoder: CopyEncoder | None,
+    path: Path, fmt: Format, progress: Progress, import_id: int, team_id: int, copy: bool
 ) -> Iterator[Batch]:
-    """The parsed batches made ready to write, in the reading thread: the tag sets
-    numbered, and the lines encoded for COPY (PostgreSQL) or as rows (SQLite)."""
+    """The file's lines in batches ready to write, made in the reading thread: the tag
+    sets numbered, and the lines encoded for COPY (PostgreSQL) or as rows (SQLite)."""
     sets = TagSets()
-    for lines in batches:
-        if encoder is not None:
-            copy, rows = encoder.encode(lines, sets), []
-        else:
-            copy, rows = (
-                b"",
-                [
-                    {
-                        **dict(zip(LINE_COLUMNS, line, strict=False)),
-                        "import_id": import_id,
-                        "team_id": team_id,
-                        "tag_set": sets.number(line[-1]),
-                    }
-                    for line in lines
-                ],
-            )
+
+    def new_sets() -> list[dict[str, Any]]:
         new = [{"import_id": import_id, "number": n, "tags": t} for n, t in sets.new]
         sets.new.clear()
-        yield Batch(len(lines), new, copy, rows)
+        return new
+
+    if copy:
+        encoder = CopyEncoder(import_id, team_id, sets)
+        for encoded in read_batches(path, progress, encoder.converter(fmt)):
+            data = b"".join((CopyEncoder.HEADER, *encoded, CopyEncoder.TRAILER))
+            yield Batch(len(encoded), new_sets(), copy=data)
+        return
+    for lines in read_batches(path, progress, lambda header: formats.row_parser(fmt, header)):
+        rows = [
+            {
+                **dict(zip(LINE_COLUMNS, line, strict=False)),
+                "import_id": import_id,
+                "team_id": team_id,
+                "tag_set": sets.number(line[-1]),
+            }
+            for line in lines
+        ]
+        yield Batch(len(lines), new_sets(), rows=rows)
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -470,8 +590,7 @@ async def run(
         imp.status = ImportStatus.RUNNING
         fmt, team_id, size = formats.FORMATS[imp.format], imp.team_id, imp.size_bytes
         await session.commit()
-    encoder = None if db.is_sqlite else CopyEncoder(import_id, team_id)
-    batches = prepare(read_batches(path, fmt, progress), import_id, team_id, encoder)
+    batches = prepare(path, fmt, progress, import_id, team_id, copy=not db.is_sqlite)
     imported = 0
     # Parsing runs in a thread (the server keeps answering during a big import), one batch
     # ahead: the next batch is parsed while the database writes this one.
