@@ -29,7 +29,7 @@ from opscenter.core.db import Database
 from opscenter.core.errors import InvalidInput, PayloadTooLarge
 from opscenter.finops import formats
 from opscenter.finops.formats import LINE_COLUMNS, Format, Groups, Line, RowError
-from opscenter.models import CostImport, CostLine, CostRollup, CostTagSet
+from opscenter.models import CostImport, CostLine, CostRollup, CostRollupPart, CostTagSet
 from opscenter.models.finops import ImportStatus
 
 MAX_IMPORT_BYTES = 4 * 1024**3
@@ -38,14 +38,9 @@ MAX_REJECTED_KEPT = 1000
 REMEMBERED = 10_000  # distinct values a cache of the reading thread keeps, at most
 CHUNK = 1024 * 1024
 T = TypeVar("T")
-#: The dimensions rolled up per day; `category` holds each line once, so it gives totals.
-DIMENSIONS = {
-    "category": CostLine.charge_category,
-    "service": CostLine.service,
-    "provider": CostLine.provider,
-    "environment": CostLine.environment,
-    "region": CostLine.region,
-}
+#: Lines rolled up at a time (parts), while the next batches are read and written: the
+#: import's last commit only sums the parts (a few per day and value), not its lines.
+ROLLUP_ROWS = 10 * BATCH_ROWS
 #: A line's columns as COPY writes them: its import's, then the parsed line's in the order
 #: of their groups (`formats.Groups`: dates and times, names, tags), its tag set's number
 #: with its tags, then the per-row columns.
@@ -68,35 +63,47 @@ COPY_COLUMNS = [
     "billed_cost",
     "effective_cost",
 ]
-
-
-# SQLite: a statement per dimension, then the tag sets expanded with its JSON function.
-TAG_ROLLUP_SQLITE = (
-    "INSERT INTO cost_rollups (import_id, team_id, day, dimension, value, currency,"
+#: The dimensions rolled up per day; `category` holds each line once, so it gives totals.
+DIMENSIONS = {
+    "category": CostLine.charge_category,
+    "service": CostLine.service,
+    "provider": CostLine.provider,
+    "environment": CostLine.environment,
+    "region": CostLine.region,
+}
+PART_COLUMNS = ["import_id", "day", "dimension", "value", "currency"]
+PART_COLUMNS += ["billed_cost", "effective_cost", "lines"]
+# One part: the import's lines with ids in (after, upto], which are the lines written
+# since the last part (ids grow; other imports' lines in the range are not theirs).
+# SQLite: a statement per dimension, then the tag sets expanded with its JSON function;
+# `+import_id` (and `import_id + 0` in `_roll_up`) keeps SQLite on the id range, off the
+# import's index (all of the import's lines).
+TAG_PART_SQLITE = (
+    "INSERT INTO cost_rollup_parts (import_id, day, dimension, value, currency,"
     " billed_cost, effective_cost, lines)"
-    " SELECT l.import_id, l.team_id, l.charge_day, 'tag:' || t.key, t.value, l.currency,"
+    " SELECT :i, l.charge_day, 'tag:' || t.key, t.value, l.currency,"
     " sum(l.billed_cost), sum(l.effective_cost), count(*)"
     " FROM cost_lines AS l JOIN cost_tag_sets AS s"
-    " ON s.import_id = l.import_id AND s.number = l.tag_set"
-    " CROSS JOIN json_each(s.tags) AS t WHERE l.import_id = :i"
-    " GROUP BY l.import_id, l.team_id, l.charge_day, t.key, t.value, l.currency"
+    " ON s.import_id = :i AND s.number = l.tag_set CROSS JOIN json_each(s.tags) AS t"
+    " WHERE l.id > :after AND l.id <= :upto AND +l.import_id = :i"
+    " GROUP BY l.charge_day, t.key, t.value, l.currency"
 )
 # PostgreSQL rolls every dimension of DIMENSIONS and the tag sets up in one scan (grouping
 # sets); only the few per-day tag sets are then expanded into their tags, not every line.
 # `dims` is the GROUPING bit mask: 0 where a set groups by that column (31: the tag sets).
-ROLLUP_PG = """
+PART_PG = """
 WITH g AS (
-    SELECT import_id, team_id, charge_day, currency,
+    SELECT charge_day, currency,
         charge_category, service, provider, environment, region, tag_set,
         GROUPING(charge_category, service, provider, environment, region) AS dims,
         sum(billed_cost) AS billed, sum(effective_cost) AS effective, count(*) AS lines
-    FROM cost_lines WHERE import_id = :i
-    GROUP BY import_id, team_id, charge_day, currency, GROUPING SETS
+    FROM cost_lines WHERE id > :after AND id <= :upto AND import_id = :i
+    GROUP BY charge_day, currency, GROUPING SETS
         ((charge_category), (service), (provider), (environment), (region), (tag_set))
 )
-INSERT INTO cost_rollups
-    (import_id, team_id, day, dimension, value, currency, billed_cost, effective_cost, lines)
-SELECT import_id, team_id, charge_day,
+INSERT INTO cost_rollup_parts
+    (import_id, day, dimension, value, currency, billed_cost, effective_cost, lines)
+SELECT :i, charge_day,
     CASE dims WHEN 15 THEN 'category' WHEN 23 THEN 'service' WHEN 27 THEN 'provider'
               WHEN 29 THEN 'environment' ELSE 'region' END,
     COALESCE(CASE dims WHEN 15 THEN charge_category WHEN 23 THEN service
@@ -104,12 +111,12 @@ SELECT import_id, team_id, charge_day,
     currency, billed, effective, lines
 FROM g WHERE dims <> 31
 UNION ALL
-SELECT g.import_id, team_id, charge_day, 'tag:' || t.key, t.value, currency,
+SELECT :i, charge_day, 'tag:' || t.key, t.value, currency,
     sum(billed), sum(effective), sum(lines)
-FROM g JOIN cost_tag_sets AS s ON s.import_id = g.import_id AND s.number = g.tag_set
+FROM g JOIN cost_tag_sets AS s ON s.import_id = :i AND s.number = g.tag_set
     CROSS JOIN jsonb_each_text(s.tags) AS t
 WHERE dims = 31
-GROUP BY g.import_id, team_id, charge_day, t.key, t.value, currency
+GROUP BY charge_day, t.key, t.value, currency
 """
 
 
@@ -534,17 +541,26 @@ async def _write_lines(session: AsyncSession, batch: Batch) -> None:
         await session.execute(insert(CostLine), batch.rows)
 
 
-async def _write_rollups(session: AsyncSession, import_id: int) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text(ROLLUP_PG), {"i": import_id})
+async def _last_line(session: AsyncSession) -> int:
+    """The highest line id written so far (visible to this session): every line written
+    after it gets a higher one."""
+    return int(await session.scalar(select(func.max(CostLine.id))) or 0)
+
+
+async def _roll_up(session: AsyncSession, import_id: int, after: int, upto: int) -> None:
+    """One part: the daily sums of the import's lines with ids in (after, upto]."""
+    if upto <= after:
         return
-    day, team, currency = CostLine.charge_day, CostLine.team_id, CostLine.currency
+    values = {"i": import_id, "after": after, "upto": upto}
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text(PART_PG), values)
+        return
+    day, currency = CostLine.charge_day, CostLine.currency
     for name, column in DIMENSIONS.items():
         value = func.coalesce(column, "")
-        select_rows = (
+        sums = (
             select(
-                CostLine.import_id,
-                team,
+                literal(import_id),
                 day,
                 literal(name),
                 value,
@@ -553,26 +569,40 @@ async def _write_rollups(session: AsyncSession, import_id: int) -> None:
                 func.sum(CostLine.effective_cost),
                 func.count(),
             )
-            .where(CostLine.import_id == import_id)
-            .group_by(CostLine.import_id, team, day, value, currency)
+            .where(CostLine.id > after, CostLine.id <= upto, CostLine.import_id + 0 == import_id)
+            .group_by(day, value, currency)
         )
-        await session.execute(
-            insert(CostRollup).from_select(
-                [
-                    "import_id",
-                    "team_id",
-                    "day",
-                    "dimension",
-                    "value",
-                    "currency",
-                    "billed_cost",
-                    "effective_cost",
-                    "lines",
-                ],
-                select_rows,
-            )
+        await session.execute(insert(CostRollupPart).from_select(PART_COLUMNS, sums))
+    await session.execute(text(TAG_PART_SQLITE), values)
+
+
+async def _roll_up_apart(db: Database, import_id: int, after: int, upto: int) -> None:
+    async with db.write_session() as session:
+        await _roll_up(session, import_id, after, upto)
+        await session.commit()
+
+
+async def _write_rollups(session: AsyncSession, import_id: int, team_id: int) -> None:
+    """The import's roll-ups: its parts summed (an equal tag set under two numbers, or a
+    day over two parts, becomes one row), and the parts removed."""
+    part = CostRollupPart
+    key = (part.day, part.dimension, part.value, part.currency)
+    sums = (
+        select(
+            part.import_id,
+            literal(team_id),
+            *key,
+            func.sum(part.billed_cost),
+            func.sum(part.effective_cost),
+            func.sum(part.lines),
         )
-    await session.execute(text(TAG_ROLLUP_SQLITE), {"i": import_id})
+        .where(part.import_id == import_id)
+        .group_by(part.import_id, *key)
+    )
+    columns = ["import_id", "team_id", "day", "dimension", "value", "currency"]
+    columns += ["billed_cost", "effective_cost", "lines"]
+    await session.execute(insert(CostRollup).from_select(columns, sums))
+    await session.execute(delete(CostRollupPart).where(CostRollupPart.import_id == import_id))
 
 
 ProgressHook = Any  # an async callable (percent: float) -> None
@@ -591,23 +621,39 @@ async def run(
         fmt, team_id, size = formats.FORMATS[imp.format], imp.team_id, imp.size_bytes
         await session.commit()
     batches = prepare(path, fmt, progress, import_id, team_id, copy=not db.is_sqlite)
-    imported = 0
+    imported, pending = 0, 0
+    async with db.read_session() as session:
+        after = await _last_line(session)
     # Parsing runs in a thread (the server keeps answering during a big import), one batch
-    # ahead: the next batch is parsed while the database writes this one.
+    # ahead: the next batch is parsed while the database writes this one. Every
+    # ROLLUP_ROWS lines, the lines written since the last part are rolled up into one in
+    # a session of its own, beside the next batches (on PostgreSQL: a second backend,
+    # on the core the reading thread leaves); one part at a time, in order.
     ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
+    rolling: asyncio.Future[None] | None = None
     try:
         while (batch := await ahead) is not None:
             ahead = asyncio.ensure_future(asyncio.to_thread(next, batches, None))
             async with db.write_session() as session:
                 await _write_lines(session, batch)
+                pending += batch.lines
+                upto = await _last_line(session) if pending >= ROLLUP_ROWS else after
                 await session.commit()
             imported += batch.lines
+            if upto > after:
+                if rolling is not None:
+                    await rolling
+                rolling = asyncio.ensure_future(_roll_up_apart(db, import_id, after, upto))
+                after, pending = upto, 0
             await on_progress(100.0 * progress.bytes_read / max(size, 1))
+        if rolling is not None:
+            await rolling
     finally:
-        if not ahead.done():
-            await asyncio.wait([ahead])  # a thread cannot be cancelled: let it end
-        if ahead.done() and not ahead.cancelled():
-            ahead.exception()  # retrieved: a failure here is the one already raised
+        for task in (ahead, rolling):
+            if task is not None and not task.done():
+                await asyncio.wait([task])  # a thread cannot be cancelled: let it end
+            if task is not None and task.done() and not task.cancelled():
+                task.exception()  # retrieved: a failure here is the one already raised
     if progress.rows == 0:
         raise ImportFailed("no_rows", "The file has a header but no rows")
     if progress.rejected * 2 > progress.rows:
@@ -619,7 +665,8 @@ async def run(
             f" {example.get('column')}: {example.get('reason')}); nothing was imported",
         )
     async with db.write_session() as session:
-        await _write_rollups(session, import_id)
+        await _roll_up(session, import_id, after, await _last_line(session))
+        await _write_rollups(session, import_id, team_id)
         await session.execute(
             update(CostImport)
             .where(CostImport.id == import_id)
@@ -640,6 +687,7 @@ async def discard(db: Database, import_id: int, message: str, progress: Progress
     """Remove every line of a failed import and say why it failed."""
     async with db.write_session() as session:
         await session.execute(delete(CostRollup).where(CostRollup.import_id == import_id))
+        await session.execute(delete(CostRollupPart).where(CostRollupPart.import_id == import_id))
         await session.execute(delete(CostLine).where(CostLine.import_id == import_id))
         await session.execute(delete(CostTagSet).where(CostTagSet.import_id == import_id))
         values: dict[str, Any] = {"status": ImportStatus.FAILED, "error": message[:2000]}
