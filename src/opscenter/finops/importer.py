@@ -455,15 +455,16 @@ class CopyEncoder:
             digits = whole + fraction
             if not (digits.isdigit() and digits.isascii()):
                 return parsed(row)
-            billed = int(digits) * scale[len(fraction)]
-            text = row[effective_at]
-            whole, _, fraction = text.partition(".")
-            if not (0 < len(whole) <= 9 and len(fraction) <= 9):
-                return parsed(row)
-            digits = whole + fraction
-            if not (digits.isdigit() and digits.isascii()):
-                return parsed(row)
-            effective = int(digits) * scale[len(fraction)]
+            billed = effective = int(digits) * scale[len(fraction)]
+            if row[effective_at] != text:  # mostly the same text: no discount
+                text = row[effective_at]
+                whole, _, fraction = text.partition(".")
+                if not (0 < len(whole) <= 9 and len(fraction) <= 9):
+                    return parsed(row)
+                digits = whole + fraction
+                if not (digits.isdigit() and digits.isascii()):
+                    return parsed(row)
+                effective = int(digits) * scale[len(fraction)]
             # The resource id and name as the parser reads them, encoded as they come.
             resource_id = "" if id_at is None else row[id_at].strip()[:1024]
             data = resource_id.encode()
