@@ -4,6 +4,8 @@ the same file imported once, and who may import what."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from opscenter.finops import importer
-from opscenter.models import CostLine, CostRollup, CostRollupPart, CostTagSet
+from opscenter.models import CostImport, CostLine, CostRollup, CostRollupPart, CostTagSet
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error, role_user
 from tests.finops.helpers import (
@@ -324,3 +326,44 @@ async def test_an_import_failing_after_some_parts_leaves_nothing(
     for model in (CostLine, CostRollup, CostRollupPart, CostTagSet):
         assert await _count(api, model, failed["id"]) == 0, model
     assert summary["totals"] == []
+
+
+async def test_imports_running_together_roll_up_their_own_lines(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, small_parts: None, tmp_path: Path
+) -> None:
+    """Two imports write at once, so their line ids interleave: each part holds its own
+    import's lines only, and each import's figures are its own file's."""
+    team = await own_team(api, admin, make_user)
+    db = api.app.state.ctx.db
+    files = {}
+    for n, cost in ((60, "1.5"), (45, "2")):
+        path = tmp_path / f"{n}.csv"
+        path.write_bytes(focus_csv([focus_row("2026-10-01", "Amazon S3", cost)] * n))
+        async with db.write_session() as session:
+            imp = CostImport(
+                team_id=team.id, filename=path.name, format="focus", sha256=uid("sha-"),
+                size_bytes=path.stat().st_size,
+            )  # fmt: skip
+            session.add(imp)
+            await session.commit()
+        files[imp.id] = path
+
+    async def ignore(_: float) -> None:
+        return None
+
+    await asyncio.gather(
+        *(importer.run(db, i, path, importer.Progress(), ignore) for i, path in files.items())
+    )
+    async with db.read_session() as session:
+        totals = dict(
+            (
+                await session.execute(
+                    select(CostRollup.import_id, func.sum(CostRollup.billed_cost))
+                    .where(CostRollup.import_id.in_(files), CostRollup.dimension == "category")
+                    .group_by(CostRollup.import_id)
+                )
+            ).all()
+        )
+    a, b = files
+    assert totals == {a: 90 * 10**9, b: 90 * 10**9}
+    assert [await _count(api, CostRollupPart, i) for i in files] == [0, 0]

@@ -544,7 +544,8 @@ async def _write_lines(session: AsyncSession, batch: Batch) -> None:
 
 async def _last_line(session: AsyncSession) -> int:
     """The highest line id written so far (visible to this session): every line written
-    after it gets a higher one."""
+    after it gets a higher one (SQLite's AUTOINCREMENT; PostgreSQL's serial, whose
+    sequence caches no ids per session, so ids grow across the pool's connections)."""
     return int(await session.scalar(select(func.max(CostLine.id))) or 0)
 
 
