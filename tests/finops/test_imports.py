@@ -4,10 +4,16 @@ the same file imported once, and who may import what."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 import httpx
 import pytest
+from sqlalchemy import func, select
 
-from opscenter.models import CostLine
+from opscenter.finops import importer
+from opscenter.models import CostImport, CostLine, CostRollup, CostRollupPart, CostTagSet
 from tests.conftest import Api, UserFactory
 from tests.core.helpers import assert_error, role_user
 from tests.finops.helpers import (
@@ -23,8 +29,6 @@ from tests.schedules.helpers import uid
 
 
 async def lines_of(api: Api, import_id: int) -> int:
-    from sqlalchemy import func, select
-
     async with api.app.state.ctx.db.read_session() as session:
         return int(
             await session.scalar(
@@ -241,3 +245,125 @@ async def test_upload_limits_roles_and_teams(
     async with team.user.client(api) as c:
         assert (await c.delete(f"{BASE}/imports/{mine['id']}")).status_code == 204
     assert await lines_of(api, mine["id"]) == 0
+
+
+async def _count(api: Api, model: Any, import_id: int) -> int:
+    async with api.app.state.ctx.db.read_session() as session:
+        return int(
+            await session.scalar(
+                select(func.count()).select_from(model).where(model.import_id == import_id)
+            )
+            or 0
+        )
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of 2 lines, a roll-up part every 4: a short file rolls up in several parts."""
+    monkeypatch.setattr(importer, "BATCH_ROWS", 2)
+    monkeypatch.setattr(importer, "ROLLUP_ROWS", 4)
+
+
+async def test_figures_rolled_up_in_parts_are_summed_once(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, small_parts: None
+) -> None:
+    team = await own_team(api, admin, make_user)
+    tags = [{"team": "web"}, {"team": "db"}, {}]
+    rows = [
+        focus_row("2026-10-0" + str(1 + i % 2), "Amazon S3", "1.5", tags=tags[i % 3])
+        for i in range(11)
+    ]
+    rows += [focus_row("2026-10-01", "Amazon S3", "2", "EUR", tags={"team": "web"})]
+    window = {"window": "2026-10-01,2026-10-03"}
+    async with team.client as c:
+        report = await imported(api, c, focus_csv(rows))
+        service = await c.get(f"{BASE}/breakdown", params={**window, "aggregate": "service"})
+        tagged = await c.get(f"{BASE}/breakdown", params={**window, "aggregate": "tag:team"})
+    assert report["status"] == "completed" and report["rows_imported"] == 12, report
+    assert await _count(api, CostRollupPart, report["id"]) == 0
+    # One roll-up row per day, dimension, value and currency, whatever the parts.
+    async with api.app.state.ctx.db.read_session() as session:
+        keys = (
+            await session.execute(
+                select(
+                    CostRollup.day, CostRollup.dimension, CostRollup.value, CostRollup.currency
+                ).where(CostRollup.import_id == report["id"])
+            )
+        ).all()
+        lines = await session.scalar(
+            select(func.sum(CostRollup.lines)).where(
+                CostRollup.import_id == report["id"], CostRollup.dimension == "category"
+            )
+        )
+    assert len(keys) == len(set(keys)) and lines == 12
+    items = {(i["key"], i["currency"]): i["effective_cost"] for i in service.json()["items"]}
+    assert items == {("Amazon S3", "USD"): 16.5, ("Amazon S3", "EUR"): 2.0}
+    items = {(i["key"], i["currency"]): i["effective_cost"] for i in tagged.json()["items"]}
+    # 11 USD lines: tags web, db, none in turn (4, 4, 3 lines).
+    assert items == {
+        ("web", "USD"): 6.0,
+        ("db", "USD"): 6.0,
+        ("(untagged)", "USD"): 4.5,
+        ("web", "EUR"): 2.0,
+    }
+
+
+async def test_an_import_failing_after_some_parts_leaves_nothing(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, small_parts: None
+) -> None:
+    team = await own_team(api, admin, make_user)
+    # Past the first 8 KiB the reader decodes: the failure comes after lines and parts
+    # were written and committed.
+    rows = [focus_row("2026-10-0" + str(1 + i % 5), "Amazon S3", "1.0") for i in range(200)]
+    latin1 = focus_csv(rows) + "2026-10-01,Café".encode("latin-1") + b"\n"
+    async with team.client as c:
+        failed = await imported(api, c, latin1)
+        summary = (
+            await c.get(f"{BASE}/summary", params={"window": "2026-10-01,2026-11-01"})
+        ).json()
+    assert failed["status"] == "failed" and "UTF-8" in failed["error"], failed
+    assert failed["rows_total"] >= 2 * importer.ROLLUP_ROWS
+    for model in (CostLine, CostRollup, CostRollupPart, CostTagSet):
+        assert await _count(api, model, failed["id"]) == 0, model
+    assert summary["totals"] == []
+
+
+async def test_imports_running_together_roll_up_their_own_lines(
+    api: Api, admin: httpx.AsyncClient, make_user: UserFactory, small_parts: None, tmp_path: Path
+) -> None:
+    """Two imports write at once, so their line ids interleave: each part holds its own
+    import's lines only, and each import's figures are its own file's."""
+    team = await own_team(api, admin, make_user)
+    db = api.app.state.ctx.db
+    files = {}
+    for n, cost in ((60, "1.5"), (45, "2")):
+        path = tmp_path / f"{n}.csv"
+        path.write_bytes(focus_csv([focus_row("2026-10-01", "Amazon S3", cost)] * n))
+        async with db.write_session() as session:
+            imp = CostImport(
+                team_id=team.id, filename=path.name, format="focus", sha256=uid("sha-"),
+                size_bytes=path.stat().st_size,
+            )  # fmt: skip
+            session.add(imp)
+            await session.commit()
+        files[imp.id] = path
+
+    async def ignore(_: float) -> None:
+        return None
+
+    await asyncio.gather(
+        *(importer.run(db, i, path, importer.Progress(), ignore) for i, path in files.items())
+    )
+    async with db.read_session() as session:
+        totals = dict(
+            (
+                await session.execute(
+                    select(CostRollup.import_id, func.sum(CostRollup.billed_cost))
+                    .where(CostRollup.import_id.in_(files), CostRollup.dimension == "category")
+                    .group_by(CostRollup.import_id)
+                )
+            ).all()
+        )
+    a, b = files
+    assert totals == {a: 90 * 10**9, b: 90 * 10**9}
+    assert [await _count(api, CostRollupPart, i) for i in files] == [0, 0]

@@ -48,6 +48,29 @@ class RowError(Exception):
 
 
 @dataclass(frozen=True)
+class Groups:
+    """Which columns of a row a format reads each part of its line from (positions in the
+    row), for a reader that turns each distinct combination of texts into its part of the
+    line once: the dates and times (billing period start, charge period start and end, the
+    charge day) come from the `times` columns alone; the names (category, provider,
+    service, region, currency) from the `names` columns alone; the environment and the
+    tags from the `tags` column alone (None: the file has none); each check of a row looks
+    at one of these groups only. The rest is read per row: the resource id and name (None:
+    no such column) as `row_parser` reads them (stripped, at most 1024 characters, None
+    when empty), the amounts with `money`. So a row whose three groups of texts were
+    parsed before without a rejection, and whose amounts are plain numbers, is the line
+    the parser would make from those parts: the parser need not run."""
+
+    times: tuple[int, ...]
+    names: tuple[int, ...]
+    tags: int | None
+    resource_id: int | None
+    resource_name: int | None
+    billed: int
+    effective: int
+
+
+@dataclass(frozen=True)
 class Format:
     name: str
     label: str
@@ -55,13 +78,15 @@ class Format:
     optional: tuple[str, ...]
     #: Builds the row parser from the header's column positions (lower-cased names).
     parser: Callable[[dict[str, int]], Callable[[Sequence[str]], Line]]
+    #: Where the parser reads each group of a line from (a format with none: None).
+    groups: Callable[[dict[str, int]], Groups] | None = None
 
 
 # -- field parsers --------------------------------------------------------------------------
 _LIMIT = int(MAX_AMOUNT.scaleb(NANO))
 
 
-_SCALE: tuple[int, ...] = tuple(10 ** (NANO - n) for n in range(NANO + 1))  # by decimals
+SCALE: tuple[int, ...] = tuple(10 ** (NANO - n) for n in range(NANO + 1))  # by decimals
 
 
 def money(text: str, column: str) -> int:
@@ -71,7 +96,7 @@ def money(text: str, column: str) -> int:
     if 0 < len(whole) <= 9 and len(fraction) <= NANO:
         digits = whole + fraction
         if digits.isdigit() and digits.isascii():
-            return int(digits) * _SCALE[len(fraction)]
+            return int(digits) * SCALE[len(fraction)]
     try:
         nano = int(Decimal(text).scaleb(NANO).to_integral_value(ROUND_HALF_EVEN))
     except (InvalidOperation, ValueError, OverflowError):  # not a number, NaN, Infinity
@@ -295,6 +320,29 @@ def _focus(columns: dict[str, int]) -> Callable[[Sequence[str]], Line]:
     return parse
 
 
+def _focus_groups(columns: dict[str, int]) -> Groups:
+    def present(*names: str) -> tuple[int, ...]:
+        return tuple(columns[n] for n in names if n in columns)
+
+    return Groups(
+        times=present("billingperiodstart", "chargeperiodstart", "chargeperiodend"),
+        names=present(
+            "chargecategory",
+            "serviceprovidername",
+            "providername",
+            "servicename",
+            "regionid",
+            "regionname",
+            "billingcurrency",
+        ),
+        tags=columns.get("tags"),
+        resource_id=columns.get("resourceid"),
+        resource_name=columns.get("resourcename"),
+        billed=columns["billedcost"],
+        effective=columns["effectivecost"],
+    )
+
+
 _FOCUS_COLUMNS = (
     "chargecategory",
     "tags",
@@ -439,6 +487,7 @@ FORMATS: dict[str, Format] = {
             "Tags",
         ),
         _focus,
+        _focus_groups,
     ),
     "aws_cur": Format(
         "aws_cur",
@@ -472,8 +521,16 @@ def detect(header: Sequence[str]) -> Format | None:
     return next((f for f in FORMATS.values() if not missing(f, header)), None)
 
 
-def row_parser(fmt: Format, header: Sequence[str]) -> Callable[[Sequence[str]], Line]:
+def _columns(header: Sequence[str]) -> dict[str, int]:
     columns: dict[str, int] = {}
     for index, name in enumerate(header):
         columns.setdefault(name.strip().lower(), index)
-    return fmt.parser(columns)
+    return columns
+
+
+def row_parser(fmt: Format, header: Sequence[str]) -> Callable[[Sequence[str]], Line]:
+    return fmt.parser(_columns(header))
+
+
+def row_groups(fmt: Format, header: Sequence[str]) -> Groups | None:
+    return None if fmt.groups is None else fmt.groups(_columns(header))

@@ -138,6 +138,27 @@ class CostRollup(IdMixin, Base):
     lines: Mapped[int] = mapped_column(BigInteger)
 
 
+class CostRollupPart(IdMixin, Base):
+    """A running import's partial daily sums, one part per few tens of thousands of its
+    lines, rolled up while the file is still being read; the import's last commit sums
+    them into `cost_rollups` and removes them. Nothing reads them otherwise, so a running
+    or failed import counts nowhere."""
+
+    __tablename__ = "cost_rollup_parts"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    import_id: Mapped[int] = mapped_column(
+        ForeignKey("cost_imports.id", ondelete="CASCADE"), index=True
+    )
+    day: Mapped[date] = mapped_column(Date)
+    dimension: Mapped[str] = mapped_column(String(140))
+    value: Mapped[str] = mapped_column(String(1024))
+    currency: Mapped[str] = mapped_column(String(3))
+    billed_cost: Mapped[int] = mapped_column(BigInteger)
+    effective_cost: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[int] = mapped_column(BigInteger)
+
+
 class StoragePrice(IdMixin, TimestampMixin, Base):
     """What a GB-month (2^30 bytes for 730 hours) costs in one storage provider."""
 
