@@ -27,20 +27,23 @@ NOTIFICATIONS = "/api/v1/notifications"
 
 async def add_backups(api: Api, count: int, database_name: str) -> list[int]:
     """Catalog rows (as an import leaves them), in one statement."""
+    return await insert_backups(api, [{"database_name": database_name}] * count)
+
+
+async def insert_backups(api: Api, rows: list[dict[str, Any]]) -> list[int]:
+    """Catalog rows of the given fields, the rest as an import leaves them (the first
+    storage's team and storage, completed), in one statement."""
     async with api.app.state.ctx.db.write_session() as session:
         storage = (await session.scalars(select(StorageProvider).limit(1))).one()
-        rows = [
-            {
-                "team_id": storage.team_id,
-                "storage_id": storage.id,
-                "database_name": database_name,
-                "db_type": "postgresql",
-                "status": "completed",
-                "imported": True,
-            }
-            for _ in range(count)
-        ]
-        ids = list((await session.scalars(insert(Backup).returning(Backup.id), rows)).all())
+        defaults = {
+            "team_id": storage.team_id,
+            "storage_id": storage.id,
+            "db_type": "postgresql",
+            "status": "completed",
+            "imported": True,
+        }
+        values = [{**defaults, **row} for row in rows]
+        ids = list((await session.scalars(insert(Backup).returning(Backup.id), values)).all())
         await session.commit()
     return ids
 
@@ -249,22 +252,13 @@ async def test_date_filters_read_an_instant_without_offset_as_utc(
         "2031-03-05T23:59:59",
         "2031-03-06T00:00:01",
     ]
-    async with api.app.state.ctx.db.write_session() as session:
-        storage = (await session.scalars(select(StorageProvider).limit(1))).one()
-        rows = [
-            {
-                "team_id": storage.team_id,
-                "storage_id": storage.id,
-                "database_name": name,
-                "db_type": "postgresql",
-                "status": "completed",
-                "imported": True,
-                "created_at": datetime.fromisoformat(t).replace(tzinfo=UTC),
-            }
+    ids = await insert_backups(
+        api,
+        [
+            {"database_name": name, "created_at": datetime.fromisoformat(t).replace(tzinfo=UTC)}
             for t in times
-        ]
-        ids = list((await session.scalars(insert(Backup).returning(Backup.id), rows)).all())
-        await session.commit()
+        ],
+    )
     windows = [
         ({"start_date": "2031-03-05T00:00:00"}, ids[1:]),
         ({"start_date": "2031-03-05T01:00:00+01:00"}, ids[1:]),
@@ -297,21 +291,9 @@ async def test_the_backup_list_keeps_a_member_to_their_teams(
         (await admin.post("/api/v1/users/teams", json={"name": f"{name}{i}"})).json()["id"]
         for i in range(2)
     ]
-    async with api.app.state.ctx.db.write_session() as session:
-        storage = (await session.scalars(select(StorageProvider).limit(1))).one()
-        rows = [
-            {
-                "team_id": team,
-                "storage_id": storage.id,
-                "database_name": name,
-                "db_type": "postgresql",
-                "status": "completed",
-                "imported": True,
-            }
-            for team in (*teams, teams[0])
-        ]
-        ids = list((await session.scalars(insert(Backup).returning(Backup.id), rows)).all())
-        await session.commit()
+    ids = await insert_backups(
+        api, [{"team_id": team, "database_name": name} for team in (*teams, teams[0])]
+    )
     expected = {teams[0]: [ids[2], ids[0]], teams[1]: [ids[1]]}
     for team in (*teams, teams[0]):  # the same statement again, for another caller
         member = await make_user("viewer", team_ids=[team])

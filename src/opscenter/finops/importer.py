@@ -446,8 +446,9 @@ class CopyEncoder:
             g = tags_part("" if tags_at is None else row[tags_at])
             if t is None or n is None or g is None:
                 return parsed(row)
-            # formats.money's plain case ("123.45"), written out here; anything else is
-            # the parser's to read or reject.
+            # formats.money's plain case ("123.45"), written out here, for the billed and
+            # then the effective amount (a call per amount was 3 % of an import); anything
+            # else is the parser's to read or reject.
             text = row[billed_at]
             whole, _, fraction = text.partition(".")
             if not (0 < len(whole) <= 9 and len(fraction) <= 9):
