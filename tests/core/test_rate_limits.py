@@ -249,7 +249,8 @@ async def test_the_memory_limiter_starts_no_thread_per_hit(monkeypatch: pytest.M
     assert started == 0
     await asyncio.sleep(1.1)  # every window has passed, and a sweep is due
     assert (await limiter.hit("5/second", "all", "user:late")).allowed
-    storage = limiter._storage
+    assert limiter._memory is not None
+    storage = limiter._memory.storage
     assert isinstance(storage, ratelimit.SweptMemoryStorage)
     assert {key for key, entries in storage.events.items() if entries} == {
         "LIMITER/all/user:late/5/1/second"

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Generic, Self, TypeVar
 
 from fastapi import Depends, Path, Query
 from pydantic import BaseModel, BeforeValidator, Field
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import BindParameter, Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -184,12 +184,12 @@ async def count(session: AsyncSession, stmt: Select[Any], offset: int = 0) -> To
     one narrow column where it can be (`keyset_page` does): the database then counts off
     an index instead of reading every row."""
     stop = offset + COUNT_LIMIT
-    return _total(await session.scalar(_counted(stmt, stop)), stop)
+    return _total(await session.scalar(_counted(stmt, stop + 1)), stop)
 
 
-def _counted(stmt: Select[Any], stop: int) -> Select[Any]:
-    """The rows of `stmt`, counted up to one past `stop`."""
-    return select(func.count()).select_from(stmt.order_by(None).limit(stop + 1).subquery())
+def _counted(stmt: Select[Any], rows: int | BindParameter[int]) -> Select[Any]:
+    """The rows of `stmt`, counted up to `rows` (one past the stop: see `_total`)."""
+    return select(func.count()).select_from(stmt.order_by(None).limit(rows).subquery())
 
 
 def _total(found: int | None, stop: int) -> Total:
@@ -239,13 +239,13 @@ async def keyset_page(
         found = list((await (await session.connection()).execute(page, values)).all())
         whole, bound = stmt.statement, stmt.values
     else:
-        counted = _counted(stmt.with_only_columns(key), stop).scalar_subquery()
+        counted = _counted(stmt.with_only_columns(key), stop + 1).scalar_subquery()
         page = stmt if params.cursor is None else stmt.where(key < params.cursor)
         page = page.add_columns(counted).limit(params.limit + 1).offset(params.offset)
         found = list((await session.execute(page)).all())
         whole, bound = stmt, {}
     if not found:
-        counted_alone = _counted(whole.with_only_columns(key), stop)
+        counted_alone = _counted(whole.with_only_columns(key), stop + 1)
         return [], _total(await session.scalar(counted_alone, bound), stop), None
     total = _total(found[0][-1], stop)
     more = len(found) > params.limit
@@ -260,8 +260,7 @@ def _keyset_template(bound: Bound, key: InstrumentedAttribute[int], after: bool)
     page = bound.derived.get((key.key, after))
     if page is None:
         stmt = bound.statement
-        keys = stmt.with_only_columns(key).order_by(None).limit(bindparam("_stop"))
-        counted = select(func.count()).select_from(keys.subquery()).scalar_subquery()
+        counted = _counted(stmt.with_only_columns(key), bindparam("_stop")).scalar_subquery()
         page = stmt.where(key < bindparam("_cursor")) if after else stmt
         page = page.add_columns(counted).limit(bindparam("_limit")).offset(bindparam("_offset"))
         bound.derived[(key.key, after)] = page

@@ -58,15 +58,14 @@ class RateLimiter:
     is); with Redis, the library's asynchronous storage, shared by every process."""
 
     def __init__(self, redis_url: str | None, *, enabled: bool = True) -> None:
+        # Exactly one of the two, by where the counters live.
         self._memory: strategies.MovingWindowRateLimiter | None = None
         self._shared: aio_strategies.MovingWindowRateLimiter | None = None
         if redis_url:
             storage: Storage = storage_from_string("async+" + redis_url, implementation="redispy")  # type: ignore[assignment]
             self._shared = aio_strategies.MovingWindowRateLimiter(storage)
-            self._storage: Storage | MemoryStorage = storage
         else:
-            self._storage = SweptMemoryStorage()
-            self._memory = strategies.MovingWindowRateLimiter(self._storage)
+            self._memory = strategies.MovingWindowRateLimiter(SweptMemoryStorage())
         self.enabled = enabled
 
     async def hit(self, rule: str, *identifiers: str) -> Verdict:
@@ -94,12 +93,11 @@ class RateLimiter:
 
     async def check(self) -> bool:
         """Whether the storage answers (Redis); memory always does."""
-        if isinstance(self._storage, MemoryStorage):
-            return True
-        return await self._storage.check()
+        return self._shared is None or await self._shared.storage.check()
 
     async def reset(self) -> None:
-        if isinstance(self._storage, MemoryStorage):
-            self._storage.reset()
+        if self._memory is not None:
+            self._memory.storage.reset()
         else:
-            await self._storage.reset()
+            assert self._shared is not None
+            await self._shared.storage.reset()

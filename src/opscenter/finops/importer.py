@@ -71,8 +71,8 @@ DIMENSIONS = {
     "environment": CostLine.environment,
     "region": CostLine.region,
 }
-PART_COLUMNS = ["import_id", "day", "dimension", "value", "currency"]
-PART_COLUMNS += ["billed_cost", "effective_cost", "lines"]
+SUMS = ["day", "dimension", "value", "currency", "billed_cost", "effective_cost", "lines"]
+PART_COLUMNS = ["import_id", *SUMS]
 # One part: the import's lines with ids in (after, upto], which are the lines written
 # since the last part (ids grow; other imports' lines in the range are not theirs).
 # SQLite: a statement per dimension, then the tag sets expanded with its JSON function;
@@ -602,9 +602,7 @@ async def _write_rollups(session: AsyncSession, import_id: int, team_id: int) ->
         .where(part.import_id == import_id)
         .group_by(part.import_id, *key)
     )
-    columns = ["import_id", "team_id", "day", "dimension", "value", "currency"]
-    columns += ["billed_cost", "effective_cost", "lines"]
-    await session.execute(insert(CostRollup).from_select(columns, sums))
+    await session.execute(insert(CostRollup).from_select(["import_id", "team_id", *SUMS], sums))
     await session.execute(delete(CostRollupPart).where(CostRollupPart.import_id == import_id))
 
 

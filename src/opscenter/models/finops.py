@@ -115,7 +115,23 @@ class CostTagSet(Base):
     tags: Mapped[dict[str, str]] = mapped_column(TagsType)
 
 
-class CostRollup(IdMixin, Base):
+class DailySums:
+    """An import's sums of one day by one dimension's value, per currency: the columns a
+    roll-up and a part of one share."""
+
+    import_id: Mapped[int] = mapped_column(
+        ForeignKey("cost_imports.id", ondelete="CASCADE"), index=True
+    )
+    day: Mapped[date] = mapped_column(Date)
+    dimension: Mapped[str] = mapped_column(String(140))
+    value: Mapped[str] = mapped_column(String(1024))
+    currency: Mapped[str] = mapped_column(String(3))
+    billed_cost: Mapped[int] = mapped_column(BigInteger)
+    effective_cost: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[int] = mapped_column(BigInteger)
+
+
+class CostRollup(IdMixin, DailySums, Base):
     """Daily sums of one completed import by one dimension (service, provider,
     environment, region, resource or tag:<key>), per currency: what summaries read."""
 
@@ -125,20 +141,10 @@ class CostRollup(IdMixin, Base):
         {"sqlite_autoincrement": True},
     )
 
-    import_id: Mapped[int] = mapped_column(
-        ForeignKey("cost_imports.id", ondelete="CASCADE"), index=True
-    )
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="RESTRICT"), index=True)
-    day: Mapped[date] = mapped_column(Date)
-    dimension: Mapped[str] = mapped_column(String(140))
-    value: Mapped[str] = mapped_column(String(1024))
-    currency: Mapped[str] = mapped_column(String(3))
-    billed_cost: Mapped[int] = mapped_column(BigInteger)
-    effective_cost: Mapped[int] = mapped_column(BigInteger)
-    lines: Mapped[int] = mapped_column(BigInteger)
 
 
-class CostRollupPart(IdMixin, Base):
+class CostRollupPart(IdMixin, DailySums, Base):
     """A running import's partial daily sums, one part per few tens of thousands of its
     lines, rolled up while the file is still being read; the import's last commit sums
     them into `cost_rollups` and removes them. Nothing reads them otherwise, so a running
@@ -146,17 +152,6 @@ class CostRollupPart(IdMixin, Base):
 
     __tablename__ = "cost_rollup_parts"
     __table_args__ = ({"sqlite_autoincrement": True},)
-
-    import_id: Mapped[int] = mapped_column(
-        ForeignKey("cost_imports.id", ondelete="CASCADE"), index=True
-    )
-    day: Mapped[date] = mapped_column(Date)
-    dimension: Mapped[str] = mapped_column(String(140))
-    value: Mapped[str] = mapped_column(String(1024))
-    currency: Mapped[str] = mapped_column(String(3))
-    billed_cost: Mapped[int] = mapped_column(BigInteger)
-    effective_cost: Mapped[int] = mapped_column(BigInteger)
-    lines: Mapped[int] = mapped_column(BigInteger)
 
 
 class StoragePrice(IdMixin, TimestampMixin, Base):
