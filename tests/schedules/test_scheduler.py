@@ -4,13 +4,15 @@ and two scheduler processes racing for the same slot on one database."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
+from opscenter.audit import service as audit
 from opscenter.core.clock import utcnow
 from opscenter.core.db import Database
 from opscenter.models import Backup, Schedule, ScheduleRun
@@ -350,3 +352,97 @@ async def test_a_slot_held_by_another_process_does_not_hold_up_the_others(
         (held["id"], slot),
         (free["id"], slot),
     }
+
+
+async def test_a_round_fires_its_slots_together_and_a_claimed_one_alone(
+    api: Api, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A round writes its slots' runs, backups (with their copies), jobs and audit entries
+    in one transaction, chained in order, and hands the jobs over in priority order. When
+    that transaction fails (here: one slot was already claimed), the round fires the others
+    one by one and moves the claimed one on."""
+    storages = []
+    for name in ("first", "second", "disabled"):
+        r = await admin.post(
+            "/api/v1/storage/providers",
+            json={"name": uid(name), "type": "local", "config": {"path": str(tmp_path / name)}},
+        )
+        assert r.status_code == 201, r.text
+        storages.append(r.json()["id"])
+    server = await make_server(admin)
+    hourly = {"cron_expression": "0 * * * *"}
+    copied = await make_schedule(
+        admin, server["id"], priority=3, storage_ids=storages[:2], **hourly
+    )
+    plain = await make_schedule(admin, server["id"], priority=2, **hourly)
+    broken = await make_schedule(
+        admin, server["id"], priority=1, storage_ids=[storages[2]], **hourly
+    )
+    ids = [broken["id"], plain["id"], copied["id"]]
+    ctx = api.app.state.ctx
+    collector = Collector()
+    scheduler = Scheduler(ctx, submit=collector)
+    statements: list[str] = []
+
+    commits: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    def commit(*args: object) -> None:
+        commits.append("commit")
+
+    try:
+        for schedule_id in ids:
+            slot = await set_next_run(api, schedule_id, utc(2022, 10, 1))
+        r = await admin.put(  # the broken schedule's storage: it cannot start
+            f"/api/v1/storage/providers/{storages[2]}", json={"is_active": False}
+        )
+        assert r.status_code == 200, r.text
+        engine = ctx.db.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", count)
+        event.listen(engine, "commit", commit)
+        try:
+            first = await scheduler.tick(slot, schedule_ids=ids)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+            event.remove(engine, "commit", commit)
+        for job_id in collector.jobs:
+            await end_job(api, job_id)
+        # the copied schedule's slot is rewound to the one it already ran
+        await set_next_run(api, copied["id"], slot - timedelta(seconds=1))
+        later = await set_next_run(api, plain["id"], slot)
+        second = await scheduler.tick(later, schedule_ids=ids)
+        for job_id in collector.jobs[2:]:
+            await end_job(api, job_id)
+        states = {i: (await admin.get(f"/api/v1/schedules/{i}")).json() for i in ids}
+        async with ctx.db.read_session() as session:
+            chain = await audit.verify_chain(session)
+            copies = (
+                await session.scalars(select(Backup).where(Backup.copy_of_id == first[0].backup_id))
+            ).all()
+    finally:
+        for schedule_id in ids:
+            await disable(api, schedule_id)
+    assert [(f.schedule_id, f.status) for f in first] == [
+        (copied["id"], "started"),
+        (plain["id"], "started"),
+        (broken["id"], "failed"),
+    ]
+    assert collector.jobs[:2] == [first[0].job_id, first[1].job_id]
+    assert [(c.storage_id, c.job_id) for c in copies] == [(storages[1], first[0].job_id)]
+    # one transaction; on PostgreSQL each kind of row is one INSERT for the whole round
+    # (SQLite's RETURNING keeps no order, so SQLAlchemy inserts its rows one at a time)
+    assert commits == ["commit"]
+    inserts = Counter(s.split("(")[0].strip() for s in statements if s.startswith("INSERT"))
+    rows = {"audit_logs": 3, "backups": 3, "jobs": 2, "schedule_runs": 3}
+    if api.backend == "postgres":
+        rows = {**{table: 1 for table in rows}, "backups": 2}  # the primaries, the copy
+    assert inserts == {f"INSERT INTO {table}": n for table, n in rows.items()}
+    assert [(f.schedule_id, f.status) for f in second] == [
+        (plain["id"], "started"),
+        (broken["id"], "failed"),
+    ]
+    assert states[copied["id"]]["next_run"] == "2022-10-01T03:00:00Z"  # moved past the round
+    assert states[plain["id"]]["next_run"] == "2022-10-01T03:00:00Z"
+    assert chain.valid, chain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -112,6 +112,22 @@ def _digest(row: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One entry to append: what was done, by whom, to what (see `record`)."""
+
+    action: str
+    actor: Principal | None = None
+    user_id: int | None = None
+    username: str | None = None
+    resource_type: str | None = None
+    resource_id: object | None = None
+    details: dict[str, Any] | None = None
+    outcome: str = "success"
+    origin: Origin | None = None
+    team_id: int | None = None
+
+
 async def record(
     session: AsyncSession,
     *,
@@ -130,35 +146,58 @@ async def record(
 
     The entry's team is the subject's (`resource_type`, `resource_id`), looked up unless
     given: give it when the subject is already deleted.
+    """
+    entry = Entry(
+        action=action,
+        actor=actor,
+        user_id=user_id,
+        username=username,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        details=details,
+        outcome=outcome,
+        origin=origin,
+        team_id=team_id,
+    )
+    [row] = await append(session, [entry])
+    return row
+
+
+async def append(session: AsyncSession, entries: Sequence[Entry]) -> list[AuditLog]:
+    """Append entries, in order, in the caller's transaction: one INSERT for them all.
 
     The chain head is read under a lock: an advisory lock on PostgreSQL; on SQLite every
     write transaction already holds the database's single write lock (BEGIN IMMEDIATE).
     """
     await advisory_xact_lock(session, AdvisoryLock.AUDIT_CHAIN)
-    if team_id is None:
-        team_id = await _team_of(session, resource_type, resource_id)
     prev = await session.scalar(select(AuditLog.hash).order_by(AuditLog.id.desc()).limit(1))
-    origin = origin or Origin()
-    row = AuditLog(
-        created_at=utcnow(),
-        user_id=actor.user_id if actor else user_id,
-        username=actor.username if actor else username,
-        team_id=team_id,
-        api_key_id=actor.api_key_id if actor else None,
-        action=action,
-        resource_type=resource_type,
-        resource_id=None if resource_id is None else str(resource_id),
-        outcome=outcome,
-        details=redact(details or {}),
-        ip_address=origin.ip_address,
-        user_agent=(origin.user_agent or "")[:300] or None,
-        request_id=origin.request_id,
-        prev_hash=prev or GENESIS,
-    )
-    row.hash = _digest(row)
-    session.add(row)
+    rows = []
+    for entry in entries:
+        team_id = entry.team_id
+        if team_id is None:
+            team_id = await _team_of(session, entry.resource_type, entry.resource_id)
+        actor, origin = entry.actor, entry.origin or Origin()
+        row = AuditLog(
+            created_at=utcnow(),
+            user_id=actor.user_id if actor else entry.user_id,
+            username=actor.username if actor else entry.username,
+            team_id=team_id,
+            api_key_id=actor.api_key_id if actor else None,
+            action=entry.action,
+            resource_type=entry.resource_type,
+            resource_id=None if entry.resource_id is None else str(entry.resource_id),
+            outcome=entry.outcome,
+            details=redact(entry.details or {}),
+            ip_address=origin.ip_address,
+            user_agent=(origin.user_agent or "")[:300] or None,
+            request_id=origin.request_id,
+            prev_hash=prev or GENESIS,
+        )
+        row.hash = prev = _digest(row)
+        rows.append(row)
+    session.add_all(rows)
     await session.flush()
-    return row
+    return rows
 
 
 def reader_scope(principal: Principal) -> dict[str, Any]:

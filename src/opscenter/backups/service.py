@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -251,15 +253,27 @@ async def check_storages(
     return providers
 
 
-async def create_backup(
+@dataclass(frozen=True)
+class PlannedBackup:
+    """A checked backup request, nothing written yet: its server, engine and destinations
+    (the first is the primary's)."""
+
+    data: BackupCreate
+    server: Server
+    engine: str
+    providers: list[StorageProvider]
+    schedule_id: int | None
+
+
+async def plan_backup(
     session: AsyncSession,
     principal: Principal,
     data: BackupCreate,
     *,
     schedule_id: int | None = None,
-) -> tuple[Backup, Job]:
-    """The backup row, a pending copy row per extra destination (``storage_ids``), and
-    the one job that writes them all. Returns the primary."""
+) -> PlannedBackup:
+    """Check a backup request against its server and storages; raises AppError, writes
+    nothing."""
     server = await servers.get_server(session, principal, data.server_id)
     engine = engine_for(server, data)
     check_target(server, engine, data.target)
@@ -276,16 +290,26 @@ async def create_backup(
     for provider in providers:
         if not provider.is_active:
             raise InvalidInput(f"Storage provider {provider.name} is disabled")
+    return PlannedBackup(data, server, engine, providers, schedule_id)
 
-    def row(provider: StorageProvider, copy_of: Backup | None) -> Backup:
+
+async def add_backups(
+    session: AsyncSession, principal: Principal, plans: Sequence[PlannedBackup]
+) -> list[tuple[Backup, Job]]:
+    """The rows of planned backups: per plan the backup, a pending copy row per extra
+    destination, and the one job that writes them all. Each kind of row is one INSERT
+    for all plans (a scheduler round adds many). Returns the primaries and their jobs."""
+
+    def row(plan: PlannedBackup, provider: StorageProvider, copy_of: Backup | None) -> Backup:
+        data = plan.data
         return Backup(
-            team_id=server.team_id,
-            server_id=server.id,
+            team_id=plan.server.team_id,
+            server_id=plan.server.id,
             storage_id=provider.id,
-            schedule_id=schedule_id,
+            schedule_id=plan.schedule_id,
             copy_of_id=copy_of.id if copy_of is not None else None,
             database_name=data.target,
-            db_type=engine,
+            db_type=plan.engine,
             backup_type=data.backup_type,
             status=BackupStatus.PENDING,
             is_encrypted=data.encrypt,
@@ -294,28 +318,52 @@ async def create_backup(
             created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
         )
 
-    backup = row(providers[0], None)
-    session.add(backup)
+    primaries = [row(plan, plan.providers[0], None) for plan in plans]
+    session.add_all(primaries)
     await session.flush()
-    copies = [row(provider, backup) for provider in providers[1:]]
-    session.add_all(copies)
+    copies = [
+        [row(plan, provider, backup) for provider in plan.providers[1:]]
+        for plan, backup in zip(plans, primaries, strict=True)
+    ]
+    if any(copies):
+        session.add_all([copy for group in copies for copy in group])
+        await session.flush()
+    jobs_ = []
+    for plan, backup, group in zip(plans, primaries, copies, strict=True):
+        params: dict[str, Any] = {"backup_id": backup.id}
+        if group:
+            params["copy_ids"] = [c.id for c in group]
+        jobs_.append(
+            jobs.new_job(
+                principal,
+                kind="backup",
+                team_id=plan.server.team_id,
+                lock_key=lock_key(plan.server.id, plan.data.target),
+                resource_type="backup",
+                resource_id=backup.id,
+                params=params,
+            )
+        )
+    session.add_all(jobs_)
     await session.flush()
-    params: dict[str, Any] = {"backup_id": backup.id}
-    if copies:
-        params["copy_ids"] = [c.id for c in copies]
-    job = await jobs.create_job(
-        session,
-        principal,
-        kind="backup",
-        team_id=server.team_id,
-        lock_key=lock_key(server.id, data.target),
-        resource_type="backup",
-        resource_id=backup.id,
-        params=params,
-    )
-    for b in (backup, *copies):
-        b.job_id = job.id
+    for backup, group, job in zip(primaries, copies, jobs_, strict=True):
+        for b in (backup, *group):
+            b.job_id = job.id
     await session.flush()
+    return list(zip(primaries, jobs_, strict=True))
+
+
+async def create_backup(
+    session: AsyncSession,
+    principal: Principal,
+    data: BackupCreate,
+    *,
+    schedule_id: int | None = None,
+) -> tuple[Backup, Job]:
+    """The backup row, a pending copy row per extra destination (``storage_ids``), and
+    the one job that writes them all. Returns the primary."""
+    plan = await plan_backup(session, principal, data, schedule_id=schedule_id)
+    [(backup, job)] = await add_backups(session, principal, [plan])
     return backup, job
 
 

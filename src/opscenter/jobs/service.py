@@ -13,6 +13,28 @@ from opscenter.core.scoping import get_readable, readable
 from opscenter.models import Job, JobStatus
 
 
+def new_job(
+    principal: Principal,
+    *,
+    kind: str,
+    team_id: int,
+    lock_key: str | None,
+    resource_type: str,
+    resource_id: int,
+    params: dict[str, Any],
+) -> Job:
+    """A queued job's row, not yet added (callers that add many flush them together)."""
+    return Job(
+        kind=kind,
+        team_id=team_id,
+        lock_key=lock_key,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        params=params,
+        created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
+    )
+
+
 async def create_job(
     session: AsyncSession,
     principal: Principal,
@@ -24,14 +46,14 @@ async def create_job(
     resource_id: int,
     params: dict[str, Any],
 ) -> Job:
-    job = Job(
+    job = new_job(
+        principal,
         kind=kind,
         team_id=team_id,
         lock_key=lock_key,
         resource_type=resource_type,
         resource_id=resource_id,
         params=params,
-        created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
     )
     session.add(job)
     await session.flush()

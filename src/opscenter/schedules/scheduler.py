@@ -6,7 +6,9 @@ Safe with any number of processes on one database: each due slot is claimed by I
 its `schedule_runs` row (UNIQUE schedule_id + scheduled_for) in the transaction that
 creates the backup and its job and advances next_run, with the schedule's row locked.
 Whoever loses the race finds the slot no longer due, or gets the IntegrityError, and
-skips it. Jobs reach the runner only after that transaction commits.
+skips it. Jobs reach the runner only after that transaction commits. A round fires its
+due slots together, up to 50 per transaction (one statement per kind of row for them all);
+if that transaction fails, it fires them one by one, so one bad slot holds up no other.
 
 Misfires: after downtime, a schedule whose slots passed gets ONE coalesced catch-up run
 (trigger `catch_up`, `missed` = how many later slots it stands for), then resumes at its
@@ -42,7 +44,7 @@ from opscenter.verify import automatic as verify_automatic
 log = get_logger("opscenter.scheduler")
 RETENTION_EVERY = timedelta(days=1)
 MIN_GRACE = timedelta(minutes=5)
-FIRING_AT_ONCE = 4  # connections of the pool: requests still get theirs
+SLOTS_PER_TRANSACTION = 50  # slots per transaction: a round at 03:00 may find thousands due
 
 
 class Scheduler:
@@ -83,38 +85,58 @@ class Scheduler:
             stmt = stmt.where(Schedule.id.in_(list(schedule_ids)))
         async with self.db.read_session() as session:
             due = list((await session.scalars(stmt)).all())
-        # On PostgreSQL due slots fire side by side, each in its own transaction: a round
-        # takes less than the sum of its runs, and one slot waiting on a lock (another
-        # process firing it) does not hold up the others. SQLite has one writer anyway.
-        gate = asyncio.Semaphore(1 if self.db.is_sqlite else FIRING_AT_ONCE)
+        fired: list[Fired] = []
+        for start in range(0, len(due), SLOTS_PER_TRANSACTION):
+            fired += await self._fire(due[start : start + SLOTS_PER_TRANSACTION], now)
+        return fired
 
-        async def fire(schedule_id: int) -> Fired | None:
-            async with gate:
-                try:
-                    return await self._fire(schedule_id, now)
-                except Exception:
-                    log.exception("schedule run failed", schedule_id=schedule_id)
-                    return None
-
-        results = await asyncio.gather(*(fire(schedule_id) for schedule_id in due))
-        return [result for result in results if result is not None]
-
-    async def _fire(self, schedule_id: int, now: datetime) -> Fired | None:
-        async with self.db.write_session() as session:
-            try:
-                result = await service.fire(session, schedule_id, now, grace=self.grace)
-            except IntegrityError:
-                await session.rollback()
-                log.info("slot already claimed elsewhere", schedule_id=schedule_id)
-                await service.pass_claimed(session, schedule_id, now)
+    async def _fire(self, schedule_ids: list[int], now: datetime) -> list[Fired]:
+        """Fire these slots in one transaction, passing over any whose schedule row another
+        transaction holds (another process deciding its run); then those, one by one and
+        waiting for their lock. If the transaction fails, all one by one, so a slot that
+        cannot be fired (claimed elsewhere, a broken schedule) holds up no other."""
+        try:
+            async with self.db.write_session() as session:
+                fired = await service.fire_due(
+                    session, schedule_ids, now, grace=self.grace, skip_locked=True
+                )
                 await session.commit()
-                return None
-            await session.commit()
-        if result is not None and result.job_id is not None:
-            self.submit(result.job_id)
-        if result is not None and result.trigger == "catch_up":
-            await self._announce_missed(result)
-        return result
+        except Exception:
+            log.warning("firing slots together failed; firing them one by one", exc_info=True)
+            fired = []
+        self._hand_over(fired)
+        done = {result.schedule_id for result in fired}
+        for schedule_id in schedule_ids:
+            if schedule_id not in done:
+                alone = await self._fire_one(schedule_id, now)
+                self._hand_over(alone)
+                fired += alone
+        for result in fired:
+            if result.trigger == "catch_up":
+                await self._announce_missed(result)
+        return fired
+
+    def _hand_over(self, fired: list[Fired]) -> None:
+        for result in fired:
+            if result.job_id is not None:
+                self.submit(result.job_id)
+
+    async def _fire_one(self, schedule_id: int, now: datetime) -> list[Fired]:
+        try:
+            async with self.db.write_session() as session:
+                try:
+                    fired = await service.fire_due(session, [schedule_id], now, grace=self.grace)
+                except IntegrityError:
+                    await session.rollback()
+                    log.info("slot already claimed elsewhere", schedule_id=schedule_id)
+                    await service.pass_claimed(session, schedule_id, now)
+                    await session.commit()
+                    return []
+                await session.commit()
+        except Exception:
+            log.exception("schedule run failed", schedule_id=schedule_id)
+            return []
+        return fired
 
     async def _announce_missed(self, fired: Fired) -> None:
         """`schedule.missed`: a slot passed while nothing ran it (downtime)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -549,83 +550,131 @@ class Fired:
     backup_id: int | None
 
 
-async def fire(
-    session: AsyncSession, schedule_id: int, now: datetime, *, grace: timedelta
-) -> Fired | None:
-    """Run a due schedule's slot, if it is still due. The INSERT of the run claims the slot:
-    a second claim of the same (schedule, slot) raises IntegrityError at the flush, and the
-    caller rolls back (the backup made meanwhile too) and skips. Misfires (the slot is older
-    than `grace`, or later slots passed too) become one coalesced catch-up run, or a skipped
-    one with misfire_policy 'skip'."""
-    schedule = await _locked(session, SYSTEM, schedule_id)
-    if not schedule.enabled or schedule.next_run is None or schedule.next_run > now:
-        return None
-    slot = schedule.next_run
-    zone = cron.zone(schedule.timezone)
-    missed = cron.count_between(schedule.cron_expression, zone, slot, now, MISSED_CAP)
-    late = missed > 0 or now - slot > grace
-    # The run row is written once, with its outcome, by the audit record's flush below: a
-    # scheduler round fires many slots, and each statement saved is a few per round.
-    run = ScheduleRun(
-        schedule_id=schedule.id,
-        team_id=schedule.team_id,
-        scheduled_for=slot,
-        trigger="catch_up" if late else "scheduled",
-        status="started",
-        missed=missed,
+async def fire_due(
+    session: AsyncSession,
+    schedule_ids: Sequence[int],
+    now: datetime,
+    *,
+    grace: timedelta,
+    skip_locked: bool = False,
+) -> list[Fired]:
+    """Run the due slots of these schedules, in the order given, in the caller's
+    transaction: a scheduler round writes all its runs, backups, jobs and audit entries
+    with one statement per kind of row. Each schedule's row is locked (in id order, so two
+    processes firing at once never deadlock) and its slot fired only if still due; with
+    `skip_locked`, a schedule whose row another transaction holds is left out (PostgreSQL).
+
+    The INSERT of a run claims its slot: a second claim of a (schedule, slot) raises
+    IntegrityError at the flush, and the caller rolls back and fires slot by slot.
+    Misfires (the slot is older than `grace`, or later slots passed too) become one
+    coalesced catch-up run, or a skipped one with misfire_policy 'skip'."""
+    locked = await session.scalars(
+        select(Schedule)
+        .where(Schedule.id.in_(schedule_ids))
+        .order_by(Schedule.id)
+        .with_for_update(skip_locked=skip_locked)
     )
-    busy = await active_job(session, schedule.id)
-    if late and schedule.misfire_policy == "skip":
-        run.status = "skipped"
-        run.reason = (
-            f"missed by {int((now - slot).total_seconds())} s while opscenter was not "
-            "running; misfire_policy is 'skip'"
+    by_id = {schedule.id: schedule for schedule in locked}
+    due = [
+        (schedule, schedule.next_run)
+        for schedule in (by_id.get(schedule_id) for schedule_id in schedule_ids)
+        if schedule is not None
+        and schedule.enabled
+        and schedule.next_run is not None
+        and schedule.next_run <= now
+    ]
+    if not due:
+        return []
+    active = await session.execute(
+        select(ScheduleRun.schedule_id, func.min(Job.id))
+        .join(Job, ScheduleRun.job_id == Job.id)
+        .where(
+            ScheduleRun.schedule_id.in_([schedule.id for schedule, _ in due]),
+            Job.status.in_(ACTIVE_JOB),
         )
-    elif busy is not None:
-        run.status = "skipped"
-        run.reason = f"the previous run (job {busy}) is still queued or running"
-    else:
-        try:
-            async with session.begin_nested():
-                backup, job = await backups.create_backup(
+        .group_by(ScheduleRun.schedule_id)
+    )
+    busy: dict[int, int] = {schedule_id: job_id for schedule_id, job_id in active}
+    runs: list[tuple[ScheduleRun, datetime]] = []  # with its slot
+    plans: dict[int, backups.PlannedBackup] = {}
+    for schedule, slot in due:
+        zone = cron.zone(schedule.timezone)
+        missed = cron.count_between(schedule.cron_expression, zone, slot, now, MISSED_CAP)
+        late = missed > 0 or now - slot > grace
+        run = ScheduleRun(
+            schedule_id=schedule.id,
+            team_id=schedule.team_id,
+            scheduled_for=slot,
+            trigger="catch_up" if late else "scheduled",
+            status="started",
+            missed=missed,
+        )
+        if late and schedule.misfire_policy == "skip":
+            run.status = "skipped"
+            run.reason = (
+                f"missed by {int((now - slot).total_seconds())} s while opscenter was not "
+                "running; misfire_policy is 'skip'"
+            )
+        elif schedule.id in busy:
+            run.status = "skipped"
+            run.reason = f"the previous run (job {busy[schedule.id]}) is still queued or running"
+        else:
+            try:
+                plans[schedule.id] = await backups.plan_backup(
                     session, SYSTEM, backup_request(schedule), schedule_id=schedule.id
                 )
-        except AppError as err:
-            run.status = "failed"
-            run.reason = err.detail[:2000]
-        else:
+            except AppError as err:
+                run.status = "failed"
+                run.reason = err.detail[:2000]
+        runs.append((run, slot))
+    added = await backups.add_backups(session, SYSTEM, list(plans.values()))
+    made = dict(zip(plans, added, strict=True))
+    # The schedules change only now: a change before the planning's queries would be
+    # flushed by each of them, an UPDATE per schedule instead of one for all.
+    for (schedule, slot), (run, _) in zip(due, runs, strict=True):
+        zone = cron.zone(schedule.timezone)
+        schedule.next_run = cron.next_after(schedule.cron_expression, zone, max(now, slot))
+        if schedule.id in made:
+            backup, job = made[schedule.id]
             run.backup_id, run.job_id = backup.id, job.id
             schedule.last_run = now
-    session.add(run)
-    schedule.next_run = cron.next_after(schedule.cron_expression, zone, max(now, slot))
-    await audit.record(
+    session.add_all([run for run, _ in runs])
+    await audit.append(
         session,
-        action="schedule.run",
-        username=SCHEDULER_NAME,
-        resource_type="schedule",
-        resource_id=schedule.id,
-        team_id=schedule.team_id,
-        outcome="failure" if run.status == "failed" else "success",
-        details={
-            "scheduled_for": slot.isoformat(),
-            "trigger": run.trigger,
-            "status": run.status,
-            "reason": run.reason,
-            "missed": missed,
-            "backup_id": run.backup_id,
-            "job_id": run.job_id,
-        },
+        [
+            audit.Entry(
+                action="schedule.run",
+                username=SCHEDULER_NAME,
+                resource_type="schedule",
+                resource_id=run.schedule_id,
+                team_id=run.team_id,
+                outcome="failure" if run.status == "failed" else "success",
+                details={
+                    "scheduled_for": slot.isoformat(),
+                    "trigger": run.trigger,
+                    "status": run.status,
+                    "reason": run.reason,
+                    "missed": run.missed,
+                    "backup_id": run.backup_id,
+                    "job_id": run.job_id,
+                },
+            )
+            for run, slot in runs
+        ],
     )
-    return Fired(
-        schedule_id=schedule.id,
-        run_id=run.id,
-        scheduled_for=slot,
-        trigger=run.trigger,
-        status=run.status,
-        reason=run.reason,
-        job_id=run.job_id,
-        backup_id=run.backup_id,
-    )
+    return [
+        Fired(
+            schedule_id=run.schedule_id,
+            run_id=run.id,
+            scheduled_for=slot,
+            trigger=run.trigger,
+            status=run.status,
+            reason=run.reason,
+            job_id=run.job_id,
+            backup_id=run.backup_id,
+        )
+        for run, slot in runs
+    ]
 
 
 async def pass_claimed(session: AsyncSession, schedule_id: int, now: datetime) -> None:
