@@ -309,8 +309,8 @@ async def test_the_loop_fires_a_slot_at_its_time_not_an_interval_later(tmp_path:
 async def test_a_slot_held_by_another_process_does_not_hold_up_the_others(
     api: Api, admin: httpx.AsyncClient
 ) -> None:
-    """On PostgreSQL a round fires its due slots side by side: one whose schedule row is
-    locked (another process is deciding its run) does not keep the others waiting."""
+    """On PostgreSQL a round passes over a slot whose schedule row is locked (another
+    process is deciding its run): the others fire without waiting, then it, alone."""
     if api.backend == "sqlite":
         pytest.skip("SQLite has one writer: a round fires its slots one at a time")
     server = await make_server(admin)
