@@ -14,12 +14,7 @@ from opscenter.bootstrap import announce
 from opscenter.config import Settings, get_settings
 from opscenter.core.handlers import install_error_handlers, use_error_body_for_validation
 from opscenter.core.logging import configure_logging
-from opscenter.core.middleware import (
-    BodyLimitMiddleware,
-    RateLimitMiddleware,
-    RequestContextMiddleware,
-    TrailingSlashMiddleware,
-)
+from opscenter.core.middleware import Gateway, RateLimits
 from opscenter.core.routing import FilteredRouter
 from opscenter.domains import registry
 from opscenter.runtime import build_context, running
@@ -43,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Self-hosted ops control center built around trustworthy database backups.",
         lifespan=lifespan,
-        redirect_slashes=False,  # TrailingSlashMiddleware serves both spellings instead
+        redirect_slashes=False,  # the Gateway serves both spellings instead
     )
     app.state.ctx = ctx
     install_error_handlers(app)
@@ -58,41 +53,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The browser UI last: its pages are exact paths, so it never shadows an API route.
     web.install(app)
 
-    # Starlette runs the last added middleware first.
+    # Starlette runs the last added middleware first: CORS (only when origins are allowed:
+    # it wraps every response) before the gateway, so its answers (429, 413) carry CORS too.
     app.add_middleware(
-        RateLimitMiddleware,
-        limiter=ctx.limiter,
-        keyring=ctx.keyring,
-        default_rule=settings.rate_limit_default,
-        write_rule=settings.rate_limit_write,
+        Gateway,
+        limits=RateLimits(
+            ctx.limiter, ctx.keyring, settings.rate_limit_default, settings.rate_limit_write
+        ),
+        max_body_bytes=settings.max_body_bytes,
+        body_exempt=tuple(
+            re.compile(f"{API_PREFIX}{path}/?") for path in registry().streamed_uploads
+        ),
     )
-    # Uploads that stream to storage are bounded by their own limits (the domains say which).
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_bytes=settings.max_body_bytes,
-        exempt=tuple(re.compile(f"{API_PREFIX}{path}/?") for path in registry().streamed_uploads),
-    )
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.allowed_origins,
-        allow_credentials=True,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=[
-            "Authorization",
-            "Content-Type",
-            "X-API-Key",
-            "X-CSRF-Token",
-            "X-Request-ID",
-            "Idempotency-Key",
-        ],
-        expose_headers=[
-            "X-Request-ID",
-            "X-RateLimit-Limit",
-            "X-RateLimit-Remaining",
-            "X-RateLimit-Reset",
-            "Retry-After",
-        ],
-    )
-    app.add_middleware(RequestContextMiddleware)
-    app.add_middleware(TrailingSlashMiddleware)
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-API-Key",
+                "X-CSRF-Token",
+                "X-Request-ID",
+                "Idempotency-Key",
+            ],
+            expose_headers=[
+                "X-Request-ID",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+            ],
+        )
     return app

@@ -92,6 +92,40 @@ async def test_headers_count_down_and_429_with_retry_after(data_dir: Path) -> No
                 assert "x-ratelimit-limit" not in r.headers
 
 
+async def test_cross_origin_answers_only_for_the_allowed_origins(data_dir: Path) -> None:
+    """CORS headers go to the origins ALLOWED_ORIGINS lists, on every answer, a 429 too;
+    with none listed (the default), no answer carries any."""
+    allowed, other = "https://ops.example.com", "https://evil.example.net"
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "X-CSRF-Token",
+    }
+    async with running(data_dir, OPSCENTER_RATE_LIMIT="2/minute", ALLOWED_ORIGINS=allowed) as app:
+        headers = await admin_token(app)
+        async with client(app, headers=headers) as c:
+            r = await c.options(ME, headers={"Origin": allowed, **preflight})
+            assert r.status_code == 200, r.text
+            assert r.headers["access-control-allow-origin"] == allowed
+            assert r.headers["access-control-allow-credentials"] == "true"
+            assert "x-csrf-token" in r.headers["access-control-allow-headers"].lower()
+            r = await c.options(ME, headers={"Origin": other, **preflight})
+            assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
+            answers = [await c.get(ME, headers={"Origin": allowed}) for _ in range(3)]
+            assert [a.status_code for a in answers] == [200, 200, 429]
+            for answer in answers:
+                assert answer.headers["access-control-allow-origin"] == allowed
+                assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
+                assert "Origin" in answer.headers["vary"]
+            r = await c.get("/health", headers={"Origin": other})
+            assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    async with running(data_dir) as app, client(app) as c:
+        r = await c.options(ME, headers={"Origin": allowed, **preflight})
+        assert not any(h.startswith("access-control-") for h in r.headers)
+        r = await c.get("/health", headers={"Origin": allowed})
+        assert r.status_code == 200
+        assert not any(h.startswith("access-control-") for h in r.headers)
+
+
 async def test_writes_are_limited_more_strictly_than_reads(data_dir: Path) -> None:
     async with running(
         data_dir, OPSCENTER_RATE_LIMIT="20/minute", OPSCENTER_RATE_LIMIT_WRITE="2/minute"

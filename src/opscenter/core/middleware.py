@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, logs and metrics, deferred work, body limit, rate limit."""
+"""The pure ASGI layer in front of the routes: request ids, logs and metrics, deferred work,
+rate limit, body limit."""
 
 from __future__ import annotations
 
@@ -47,151 +48,19 @@ def defer(scope_state: Any, task: AfterTask) -> None:
     scope_state.after_response = tasks
 
 
-class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        status = 500
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id.encode()),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
-            # Every change and every failure is logged; a successful read only at DEBUG:
-            # writing a line per read costs more than the read itself.
-            quiet = status < 400 and scope["method"] in {"GET", "HEAD", "OPTIONS"}
-            (log.debug if quiet else log.info)(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                route=route,
-                status=status,
-                ms=round(elapsed * 1000, 1),
-                request_id=request_id,
-            )
-            for task in state.get("after_response", []):
-                try:
-                    await task()
-                except Exception:
-                    log.exception("after_response task failed", request_id=request_id)
-
-
-class TrailingSlashMiddleware:
-    """`/servers/` is `/servers`: the seeds write collection routes both ways, and a redirect
-    would make clients resend (or drop) their body and credentials."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] in ("http", "websocket") and len(path) > 1 and path.endswith("/"):
-            stripped = path.rstrip("/") or "/"
-            raw: bytes = scope.get("raw_path") or path.encode()
-            scope = {**scope, "path": stripped, "raw_path": raw.rstrip(b"/") or b"/"}
-        await self.app(scope, receive, send)
-
-
-class BodyLimitMiddleware:
-    """413 before parsing: by Content-Length, and by counting a chunked body as it arrives."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        max_bytes: int,
-        exempt: tuple[re.Pattern[str], ...] = (),
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.exempt = exempt
-
-    def _exempt(self, path: str) -> bool:
-        return any(pattern.fullmatch(path) for pattern in self.exempt)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._exempt(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        too_big = f"Request body larger than {self.max_bytes} bytes"
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await send_error(send, 413, "PAYLOAD_TOO_LARGE", too_big)
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge(too_big)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await send_error(send, 413, "PAYLOAD_TOO_LARGE", too_big)
-
-
-class _TooLarge(HTTPException):
-    """Raised from receive(); an HTTPException, so FastAPI's body parsing lets it through
-    as a 413 instead of wrapping it into a 400."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(413, detail)
-
-
-class RateLimitMiddleware:
+class RateLimits:
     """Per caller (user, API key, or address when anonymous): a general limit on every
-    request and a stricter one on writes. Headers on every response, 429 + Retry-After."""
+    request and a stricter one on writes."""
 
     def __init__(
-        self,
-        app: ASGIApp,
-        limiter: RateLimiter,
-        keyring: Keyring,
-        default_rule: str,
-        write_rule: str,
+        self, limiter: RateLimiter, keyring: Keyring, default_rule: str, write_rule: str
     ) -> None:
-        self.app = app
         self.limiter = limiter
         self.keyring = keyring
         self.default_rule = default_rule
         self.write_rule = write_rule
 
-    def _caller(self, scope: Scope) -> str:
-        headers = dict(scope["headers"])
+    def caller(self, scope: Scope, headers: dict[bytes, bytes]) -> str:
         auth = headers.get(b"authorization", b"").decode("latin-1")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
         if not token:
@@ -206,15 +75,12 @@ class RateLimitMiddleware:
             return "key:" + sha256_hex(api_key.decode("latin-1"))[:24]
         return _address(scope)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
-            await self.app(scope, receive, send)
-            return
-        caller = self._caller(scope)
+    async def verdict(self, scope: Scope, caller: str) -> Verdict:
+        # An API key is only checked after this, so each made-up key would get a fresh
+        # budget: keys that fail authentication count against the address (`refused_key`),
+        # and once they have spent its budget, unverified keys from there are limited as
+        # the address.
         address = _address(scope)
-        # An API key is only checked after this middleware, so each made-up key would get a
-        # fresh budget: keys that fail authentication count against the address, and once
-        # they have spent its budget, unverified keys from there are limited as the address.
         if caller.startswith("key:") and not await self.limiter.test(
             self.default_rule, "all", address
         ):
@@ -223,40 +89,165 @@ class RateLimitMiddleware:
         if verdict.allowed and scope["method"] not in {"GET", "HEAD", "OPTIONS"}:
             write = await self.limiter.hit(self.write_rule, "write", caller)
             verdict = write if not write.allowed else verdict
-        if not verdict.allowed:
-            await _send_limited(send, verdict)
+        return verdict
+
+    async def refused_key(self, scope: Scope) -> None:
+        await self.limiter.hit(self.default_rule, "all", _address(scope))
+
+
+class Gateway:
+    """The one pure-ASGI layer in front of the routes, doing in order:
+
+    - `/servers/` is `/servers`: the seeds write collection routes both ways, and a redirect
+      would make clients resend (or drop) their body and credentials;
+    - a request id (the caller's `X-Request-ID` if well formed), the request's log line and
+      metrics, and the work `defer`red until after the response;
+    - rate limits on /api/: headers on every response, 429 + Retry-After past them;
+    - the body limit: 413 before parsing, by Content-Length and by counting a chunked body
+      as it arrives (uploads that stream to storage are `body_exempt`).
+
+    One layer rather than one per concern: each layer wraps `send` (and adds a frame) for
+    every request, a cost measured in the filtered list's requests per second.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limits: RateLimits,
+        max_body_bytes: int,
+        body_exempt: tuple[re.Pattern[str], ...] = (),
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.max_body_bytes = max_body_bytes
+        self.body_exempt = body_exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            raw: bytes = scope.get("raw_path") or path.encode()
+            scope = {**scope, "path": path.rstrip("/") or "/", "raw_path": raw.rstrip(b"/") or b"/"}
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        added = [(b"x-request-id", request_id.encode())]
+        status = 0  # none sent yet
+        started = time.perf_counter()
 
-        status = 0
-
-        async def with_headers(message: Message) -> None:
+        async def respond(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                present = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [
-                    (k.lower().encode(), v.encode())
-                    for k, v in verdict.headers().items()
-                    if k.lower().encode() not in present
-                ]
-                message["headers"] = [*message.get("headers", []), *extra]
+                own = message.get("headers", [])
+                present = {k.lower() for k, _ in own}
+                message["headers"] = [*own, *(h for h in added if h[0] not in present)]
             await send(message)
 
-        await self.app(scope, receive, with_headers)
-        if status == 401 and caller.startswith("key:"):
-            await self.limiter.hit(self.default_rule, "all", address)
+        try:
+            caller = await self._limited(scope, headers, receive, respond, added)
+            if status == 401 and caller.startswith("key:"):
+                await self.limits.refused_key(scope)
+        except _TooLarge as err:
+            if not status:
+                await send_error(respond, 413, "PAYLOAD_TOO_LARGE", err.detail)
+        finally:
+            self._finished(scope, status or 500, time.perf_counter() - started, request_id)
+            for task in state.get("after_response", []):
+                try:
+                    await task()
+                except Exception:
+                    log.exception("after_response task failed", request_id=request_id)
+
+    async def _limited(
+        self,
+        scope: Scope,
+        headers: dict[bytes, bytes],
+        receive: Receive,
+        respond: Send,
+        added: list[tuple[bytes, bytes]],
+    ) -> str:
+        """Answer the request unless a limit refuses it; returns the rate-limited caller
+        ("" off /api/)."""
+        path: str = scope["path"]
+        exempt = any(pattern.fullmatch(path) for pattern in self.body_exempt)
+        too_big = f"Request body larger than {self.max_body_bytes} bytes"
+        length = headers.get(b"content-length")
+        declared_too_big = length is not None and (
+            not length.isdigit() or int(length) > self.max_body_bytes
+        )
+        if not exempt and declared_too_big:
+            await send_error(respond, 413, "PAYLOAD_TOO_LARGE", too_big)
+            return ""
+        caller = ""
+        if path.startswith("/api/"):
+            caller = self.limits.caller(scope, headers)
+            verdict = await self.limits.verdict(scope, caller)
+            if not verdict.allowed:
+                await send_error(
+                    respond,
+                    429,
+                    "RATE_LIMITED",
+                    f"Too many requests; retry in {verdict.retry_after} s",
+                    {**verdict.headers(), "Retry-After": str(verdict.retry_after)},
+                )
+                return caller
+            added += [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
+        if not exempt and (length is None or int(length) > 0):
+            receive = self._counted(receive, too_big)
+        await self.app(scope, receive, respond)
+        return caller
+
+    def _counted(self, receive: Receive, too_big: str) -> Receive:
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _TooLarge(too_big)
+            return message
+
+        return counted
+
+    @staticmethod
+    def _finished(scope: Scope, status: int, elapsed: float, request_id: str) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+        REQUESTS.labels(method, route, str(status)).inc()
+        LATENCY.labels(method, route).observe(elapsed)
+        # Every change and every failure is logged; a successful read only at DEBUG:
+        # writing a line per read costs more than the read itself.
+        quiet = status < 400 and scope["method"] in {"GET", "HEAD", "OPTIONS"}
+        (log.debug if quiet else log.info)(
+            "request",
+            method=scope["method"],
+            path=scope["path"],
+            route=route,
+            status=status,
+            ms=round(elapsed * 1000, 1),
+            request_id=request_id,
+        )
+
+
+class _TooLarge(HTTPException):
+    """Raised from receive(); an HTTPException, so FastAPI's body parsing lets it through
+    as a 413 instead of wrapping it into a 400."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
 
 
 def _address(scope: Scope) -> str:
     client = scope.get("client")
     return "ip:" + (client[0] if client else "unknown")
-
-
-async def _send_limited(send: Send, verdict: Verdict) -> None:
-    await send_error(
-        send,
-        429,
-        "RATE_LIMITED",
-        f"Too many requests; retry in {verdict.retry_after} s",
-        {**verdict.headers(), "Retry-After": str(verdict.retry_after)},
-    )
