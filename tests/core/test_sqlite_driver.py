@@ -129,3 +129,58 @@ async def test_a_connection_returned_in_a_transaction_is_rolled_back(
             assert names == ["kept"]
     finally:
         await db.dispose()
+
+
+async def test_begin_rides_with_the_first_statement_and_reads_begin_none(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write transaction is one trip for its statement (its BEGIN IMMEDIATE rides along)
+    and one for its COMMIT; one that ran nothing takes none. A safe request's plain reads
+    take one trip each and hold no transaction (as on PostgreSQL); a write in such a
+    session begins one, which its commit or rollback ends as usual."""
+    trips = count_trips(monkeypatch)
+    async with db.write_session() as session:
+        await session.execute(insert(things).values(name="w1"))
+        raw = (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        assert raw._connection._conn.in_transaction  # BEGIN did run
+        await session.commit()
+    assert trips == ["_run", "commit"], trips
+    trips.clear()
+    async with db.write_session() as session:
+        await session.connection()
+        await session.commit()
+    assert trips == [], trips
+
+    async with db.request_read_session() as session:
+        assert await session.scalar(select(things.c.name)) == "w1"
+        raw = (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        assert not raw._connection._conn.in_transaction
+        await session.commit()
+    assert trips == ["_run"], trips
+
+    async with db.request_read_session() as session:
+        await session.execute(insert(things).values(name="kept"))
+        await session.commit()
+    async with db.request_read_session() as session:
+        await session.execute(insert(things).values(name="undone"))
+        assert await session.scalar(select(things.c.name).where(things.c.name == "undone"))
+        await session.rollback()
+    async with db.read_session() as session:
+        names = (await session.scalars(select(things.c.name).order_by(things.c.id))).all()
+    assert names == ["w1", "kept"]
+
+
+async def test_a_streamed_read_first_in_a_write_transaction(db: Database) -> None:
+    """A server-side cursor is not ours: the deferred BEGIN IMMEDIATE goes first, alone, so
+    the stream reads inside the transaction that holds the write lock."""
+    async with db.write_session() as session:
+        await session.execute(insert(things), [{"name": f"r{i}"} for i in range(3)])
+        await session.commit()
+    async with db.write_session() as session:
+        streamed = await session.stream(select(things.c.name).order_by(things.c.id))
+        names = [row.name async for row in streamed]
+        raw = (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        assert raw._connection._conn.in_transaction
+        await session.execute(insert(things).values(name="after"))
+        await session.commit()
+    assert names == ["r0", "r1", "r2"]

@@ -90,14 +90,14 @@ class Database:
         self.write_session = async_sessionmaker(
             writer, expire_on_commit=False, sync_session_class=session_class
         )
-        # A safe request's reads on PostgreSQL: each statement on its own, as READ COMMITTED
-        # would see it anyway, without BEGIN and COMMIT round trips (a third of a small
-        # list's database time). Anything that is not a plain SELECT begins a transaction
-        # that holds the rest of the session (`_begin_before_writes`). SQLite keeps its
-        # transaction: there it is what holds one snapshot across statements.
-        reader = self.engine
+        # A safe request's reads: each statement on its own, as READ COMMITTED would see it
+        # anyway, without BEGIN and COMMIT round trips (a third of a small list's database
+        # time; on SQLite two of its three trips to the driver's thread). Anything that is
+        # not a plain SELECT begins a transaction that holds the rest of the session
+        # (`_begin_before_writes`, and on SQLite `_configure_sqlite`).
+        reader = self.engine.execution_options(**{_READS: True})
         if not self.is_sqlite:
-            reader = self.engine.execution_options(isolation_level="AUTOCOMMIT", **{_READS: True})
+            reader = reader.execution_options(isolation_level="AUTOCOMMIT")
             _begin_before_writes(self.engine)
         self.request_read_session = async_sessionmaker(
             reader, expire_on_commit=False, sync_session_class=session_class
@@ -190,16 +190,20 @@ def _begin_before_writes(engine: AsyncEngine) -> None:
         driver = conn.connection.dbapi_connection  # SQLAlchemy's asyncpg adapter
         if driver.isolation_level != "autocommit":
             return  # already begun
-        compiled = getattr(context, "compiled", None)
-        statement = getattr(compiled, "statement", None)
-        plain_select = (
-            context is not None
-            and not (context.is_text or context.isinsert or context.isupdate or context.isdelete)
-            and getattr(statement, "_for_update_arg", None) is None
-            and not context.execution_options.get("stream_results")
-        )
-        if not plain_select:
+        if not _plain_select(context):
             driver.isolation_level = "read_committed"  # the next execute sends BEGIN
+
+
+def _plain_select(context: Any) -> bool:
+    """A SELECT that neither writes, locks rows, runs SQL text nor streams."""
+    compiled = getattr(context, "compiled", None)
+    statement = getattr(compiled, "statement", None)
+    return (
+        context is not None
+        and not (context.is_text or context.isinsert or context.isupdate or context.isdelete)
+        and getattr(statement, "_for_update_arg", None) is None
+        and not context.execution_options.get("stream_results")
+    )
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -220,13 +224,28 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     # that is still in a transaction.
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
+        sqlite_driver.forget_begin(dbapi_conn)
         if state.asyncio_safe and sqlite_driver.in_transaction(dbapi_conn):
             dbapi_conn.rollback()
 
+    # BEGIN rides along with the transaction's first statement (`sqlite_driver`); a safe
+    # request's reads begin none at all unless a statement needs one, as on PostgreSQL.
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "")
-        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+        options = conn.get_execution_options()
+        if not options.get(_READS):
+            mode = options.get("sqlite_begin", "")
+            conn.connection.dbapi_connection.defer_begin(f"BEGIN {mode}".strip())
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _before(conn: Any, cursor: Any, _sql: str, _params: Any, context: Any, _many: bool) -> None:
+        driver = conn.connection.dbapi_connection
+        if conn.get_execution_options().get(_READS) and not (
+            driver.begin_pending or sqlite_driver.in_transaction(driver) or _plain_select(context)
+        ):
+            driver.defer_begin("BEGIN")
+        if driver.begin_pending and not isinstance(cursor, sqlite_driver.OneTripCursor):
+            driver.begin_now()
 
 
 async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:

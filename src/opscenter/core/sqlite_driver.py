@@ -7,6 +7,10 @@ fetch the rows, close. On a loaded process the hand-offs were most of SQLite's c
 list request made nine, a scheduler's fired slot about thirty. `OneTripCursor` does the
 four steps in one trip. `adopt` gives it to a connection as the pool opens it.
 
+A transaction's BEGIN rides along with its first statement (`OneTripConnection.defer_begin`),
+and a COMMIT or ROLLBACK with nothing begun takes no trip: a small request's transaction
+is then one trip for its statement and one for its end, not three.
+
 Both libraries are pinned: this reads aiosqlite's `_execute` and `_conn`, as SQLAlchemy's
 own adapter does, and keeps SQLAlchemy's cursor contract (rows in `_rows`,
 `description`, `rowcount`, `lastrowid`); `tests/core/test_sqlite_driver.py` holds both.
@@ -28,10 +32,15 @@ from sqlalchemy.util import EMPTY_DICT
 Outcome = tuple[list[Any], Any, int, int | None]
 
 
-def _run(raw: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
-    """On the connection's thread: the whole statement, the cursor closed after it."""
+def _run(
+    raw: sqlite3.Connection, operation: str, parameters: Any, many: bool, begin: str | None
+) -> Outcome:
+    """On the connection's thread: the deferred BEGIN if any, then the whole statement, the
+    cursor closed after it."""
     cursor = raw.cursor()
     try:
+        if begin is not None:
+            cursor.execute(begin)
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:
@@ -83,8 +92,9 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     async def _trip(self, operation: Any, parameters: Any, many: bool) -> None:
         async with self._adapt_connection._execute_mutex:
             connection = self._connection
+            begin, connection.begin_first = connection.begin_first, None
             rows, self._description, self._rowcount, self._lastrowid = await connection._execute(
-                _run, connection._conn, operation, parameters, many
+                _run, connection._conn, operation, parameters, many, begin
             )
             self._rows = collections.deque(rows)
 
@@ -102,8 +112,39 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """The deferred BEGIN waits on the aiosqlite connection (`begin_first`): the adapter
+    has slots, and `adopt` can only swap its class for one of the same layout."""
+
     __slots__ = ()
     _cursor_cls = OneTripCursor
+
+    def defer_begin(self, sql: str) -> None:
+        """Send `sql` (a BEGIN) in the trip of the next statement."""
+        self._connection.begin_first = sql
+
+    @property
+    def begin_pending(self) -> bool:
+        return self._connection.begin_first is not None
+
+    def begin_now(self) -> None:
+        """Send a deferred BEGIN at once (before a statement that is not ours: a streamed
+        read's server-side cursor)."""
+        if self.begin_pending:
+            self.cursor().execute("SELECT 1")  # carries it
+
+    def _nothing_begun(self) -> bool:
+        if self.begin_pending:
+            self._connection.begin_first = None
+            return True
+        return not self._connection._conn.in_transaction
+
+    def commit(self) -> None:
+        if not self._nothing_begun():
+            super().commit()
+
+    def rollback(self) -> None:
+        if not self._nothing_begun():
+            super().rollback()
 
 
 def in_transaction(dbapi_connection: Any) -> bool:
@@ -111,8 +152,14 @@ def in_transaction(dbapi_connection: Any) -> bool:
     return bool(dbapi_connection._connection._conn.in_transaction)
 
 
+def forget_begin(dbapi_connection: Any) -> None:
+    """A deferred BEGIN whose transaction ran no statement: nothing to end, nothing to send."""
+    dbapi_connection._connection.begin_first = None
+
+
 def adopt(dbapi_connection: Any) -> None:
     """From the pool's `connect` event: give the new connection the one-trip cursor
     (server-side cursors, for streamed reads, stay the library's own)."""
     if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
         dbapi_connection.__class__ = OneTripConnection
+        dbapi_connection._connection.begin_first = None
