@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,48 +13,24 @@ from opscenter.core.scoping import get_readable, readable
 from opscenter.models import Job, JobStatus
 
 
-def new_job(
-    principal: Principal,
-    *,
-    kind: str,
-    team_id: int,
-    lock_key: str | None,
-    resource_type: str,
-    resource_id: int,
-    params: dict[str, Any],
-) -> Job:
+class JobFields(TypedDict):
+    kind: str
+    team_id: int
+    lock_key: str | None
+    resource_type: str
+    resource_id: int
+    params: dict[str, Any]
+
+
+def new_job(principal: Principal, **fields: Unpack[JobFields]) -> Job:
     """A queued job's row, not yet added (callers that add many flush them together)."""
-    return Job(
-        kind=kind,
-        team_id=team_id,
-        lock_key=lock_key,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        params=params,
-        created_by=principal.user_id or None,  # the CLI acts as user 0, "system"
-    )
+    return Job(**fields, created_by=principal.user_id or None)  # the CLI acts as user 0
 
 
 async def create_job(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    kind: str,
-    team_id: int,
-    lock_key: str | None,
-    resource_type: str,
-    resource_id: int,
-    params: dict[str, Any],
+    session: AsyncSession, principal: Principal, **fields: Unpack[JobFields]
 ) -> Job:
-    job = new_job(
-        principal,
-        kind=kind,
-        team_id=team_id,
-        lock_key=lock_key,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        params=params,
-    )
+    job = new_job(principal, **fields)
     session.add(job)
     await session.flush()
     return job
