@@ -129,8 +129,9 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     def begin_now(self) -> None:
         """Send a deferred BEGIN at once (before a statement that is not ours: a streamed
         read's server-side cursor)."""
-        if self.begin_pending:
-            self.cursor().execute("SELECT 1")  # carries it
+        begin, self._connection.begin_first = self._connection.begin_first, None
+        if begin is not None:
+            self.cursor().execute(begin)
 
     def _nothing_begun(self) -> bool:
         if self.begin_pending:

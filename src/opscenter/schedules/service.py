@@ -596,6 +596,7 @@ async def fire_due(
     )
     busy: dict[int, int] = {schedule_id: job_id for schedule_id, job_id in active}
     runs: list[tuple[ScheduleRun, datetime]] = []  # with its slot
+    next_runs: list[datetime | None] = []
     plans: dict[int, backups.PlannedBackup] = {}
     for schedule, slot in due:
         zone = cron.zone(schedule.timezone)
@@ -627,13 +628,13 @@ async def fire_due(
                 run.status = "failed"
                 run.reason = err.detail[:2000]
         runs.append((run, slot))
+        next_runs.append(cron.next_after(schedule.cron_expression, zone, max(now, slot)))
     added = await backups.add_backups(session, SYSTEM, list(plans.values()))
     made = dict(zip(plans, added, strict=True))
     # The schedules change only now: a change before the planning's queries would be
     # flushed by each of them, an UPDATE per schedule instead of one for all.
-    for (schedule, slot), (run, _) in zip(due, runs, strict=True):
-        zone = cron.zone(schedule.timezone)
-        schedule.next_run = cron.next_after(schedule.cron_expression, zone, max(now, slot))
+    for (schedule, _), (run, _), next_run in zip(due, runs, next_runs, strict=True):
+        schedule.next_run = next_run
         if schedule.id in made:
             backup, job = made[schedule.id]
             run.backup_id, run.job_id = backup.id, job.id
