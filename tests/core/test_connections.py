@@ -1,13 +1,14 @@
 """The engine's connections: a pooled connection that the server dropped while it sat idle
-is replaced before use; JSON columns read back as they were written; a checked token's
-claims are remembered only while the token is valid."""
+is replaced before use; JSON columns read back as they were written; timestamps read back
+as the UTC instants they were; a checked token's claims are remembered only while the
+token is valid."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.db import Database, json_loads
 from opscenter.core.security import Keyring
+from opscenter.models.base import UtcDateTime
 
 
 async def test_a_connection_dropped_while_idle_is_replaced_not_failed(pg_database: str) -> None:
@@ -67,6 +69,35 @@ async def test_a_busy_connection_is_not_pinged(pg_database: str) -> None:
             assert pings == 2  # every checkout but the fresh connection's first
         finally:
             await db_idle.dispose()
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_timestamps_read_back_as_utc_whatever_the_session_time_zone(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """On PostgreSQL asyncpg's own decoding is trusted to answer UTC (UtcDateTime adds no
+    call per value there): a session in another time zone must not change the answer."""
+    url = (
+        request.getfixturevalue("pg_database")
+        if backend == "postgres"
+        else f"sqlite+aiosqlite:///{tmp_path / 'utc.db'}"
+    )
+    table = Table(
+        "instants", MetaData(), Column("id", Integer, primary_key=True), Column("at", UtcDateTime())
+    )
+    written = datetime(2026, 3, 29, 0, 30, 0, 250_000, tzinfo=timezone(timedelta(hours=5)))
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+            if backend == "postgres":
+                await conn.execute(text("SET TIME ZONE 'America/New_York'"))
+            await conn.execute(insert(table), [{"at": written}, {"at": None}])
+            rows = (await conn.execute(select(table.c.at).order_by(table.c.id))).scalars().all()
+        assert rows == [written, None]
+        assert rows[0].tzinfo is UTC and rows[0].hour == 19 and rows[0].day == 28
     finally:
         await db.dispose()
 

@@ -17,6 +17,7 @@ from opscenter.audit import service
 from opscenter.audit.schemas import AuditLogOut, AuditPage, ChainReportOut
 from opscenter.auth.deps import require
 from opscenter.core.context import Ctx, SessionDep
+from opscenter.core.jsonresponse import as_stored
 from opscenter.core.pagination import Dates, PageParams, Paging, QueryId, keyset_json, keyset_page
 from opscenter.core.principal import Principal
 from opscenter.core.schemas import MAX_ID
@@ -56,7 +57,7 @@ Filters = Annotated[service.AuditFilters, Depends(audit_filters)]
 
 # `AuditLogOut`'s fields are the trail's columns: a page is read as rows and encoded once
 # (core/jsonresponse.py), not built as objects and models.
-_OUT_COLUMNS = [getattr(AuditLog, name) for name in AuditLogOut.model_fields]
+_OUT_COLUMNS = [as_stored(getattr(AuditLog, name)) for name in AuditLogOut.model_fields]
 _OUT_NAMES = tuple(AuditLogOut.model_fields)
 
 

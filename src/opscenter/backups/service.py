@@ -21,6 +21,7 @@ from opscenter.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from opscenter.core.events import Event
 from opscenter.core.failures import BackupError
 from opscenter.core.hostfiles import HostFiles, check_shape
+from opscenter.core.jsonresponse import as_stored, embedded, json_as_text
 from opscenter.core.principal import SYSTEM, Principal
 from opscenter.core.scoping import get_readable, readable
 from opscenter.core.security import Keyring
@@ -101,13 +102,17 @@ def backups_query(principal: Principal) -> Select[Backup]:
     return readable(select(Backup), Backup, principal).order_by(Backup.id.desc())
 
 
-# The columns of `BackupOut`, for lists read as rows (`backup_json`), not objects.
+# The columns of `BackupOut`, for lists read as rows (`backup_json`), not objects; the two
+# JSON columns as their text, written into the answer without a round through Python.
+_EMBEDDED = ("encryption_key_ids", "row_counts")
+_OUT_NAMES = (
+    *(name for name in BackupOut.model_fields if name not in ("storage_path", "is_compressed")),
+    "storage_key",
+)
 _OUT_COLUMNS = [
-    getattr(Backup, name)
-    for name in BackupOut.model_fields
-    if name not in ("storage_path", "is_compressed")
-] + [Backup.storage_key]
-_OUT_NAMES = tuple(column.key for column in _OUT_COLUMNS)
+    json_as_text(getattr(Backup, name)) if name in _EMBEDDED else as_stored(getattr(Backup, name))
+    for name in _OUT_NAMES
+]
 # The list's statement, built once per combination of filters in use (core/templates.py):
 # building and keying thirty columns cost more than the database's answer to a page.
 BACKUP_ROWS = FilterTemplate(
@@ -131,6 +136,8 @@ def backup_json(row: Any) -> dict[str, Any]:
     item = dict(zip(_OUT_NAMES, row, strict=False))
     item["storage_path"] = item.pop("storage_key")
     item["is_compressed"] = item["compression_type"] != "none"
+    for name in _EMBEDDED:
+        item[name] = embedded(item[name])
     return item
 
 
