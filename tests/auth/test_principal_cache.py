@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import Executable, update
+from sqlalchemy import Executable, event, update
 
 from opscenter.core.cache import TtlCache
 from opscenter.core.clock import utcnow
@@ -111,3 +111,73 @@ async def test_logging_out_ends_the_access_token_at_once(api: Api, make_user: Us
         r = await c.post("/api/v1/auth/logout")
     assert r.status_code in (200, 204), r.text
     assert_unauthorized(await get(api, user.headers))
+
+
+async def test_requests_that_miss_together_share_one_load(
+    api: Api, make_user: UserFactory, short_lived_cache: TtlCache[tuple[str, ...], Principal]
+) -> None:
+    """When an entry expires under load, every request in flight for it misses at once:
+    they wait for one lookup of the user instead of each running its own."""
+    user = await make_user("viewer")
+    lookups = 0
+
+    def count(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        nonlocal lookups  # a token's lookup ends with its session's logout check
+        lookups += "FROM refresh_tokens" in sql and "revoked_at IS NOT NULL" in sql
+
+    engine = api.app.state.ctx.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        short_lived_cache.clear()
+        assert (await get(api, user.headers)).status_code == 200
+        assert lookups == 1
+        short_lived_cache.clear()
+        answers = await asyncio.gather(*(get(api, user.headers) for _ in range(10)))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [r.json()["id"] for r in answers] == [user.id] * 10
+    assert lookups == 2
+
+
+async def test_a_load_that_fails_or_predates_a_clear_is_not_shared() -> None:
+    cache: TtlCache[str, int] = TtlCache(60)
+    release = asyncio.Event()
+    calls = 0
+
+    async def failing() -> tuple[int, float | None]:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        raise RuntimeError("database gone")
+
+    async def working() -> tuple[int, float | None]:
+        nonlocal calls
+        calls += 1
+        return 7, None
+
+    first = asyncio.create_task(cache.get_or_load("k", failing))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(cache.get_or_load("k", working))
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(RuntimeError):
+        await first
+    assert await waiter == 7 and calls == 2  # the waiter loaded for itself
+    assert cache.get("k") == 7
+
+    # A load under way when the cache is cleared answers its callers but is not kept.
+    cache.clear()
+    gate = asyncio.Event()
+
+    async def slow() -> tuple[int, float | None]:
+        await gate.wait()
+        return 1, None
+
+    before = asyncio.create_task(cache.get_or_load("k", slow))
+    await asyncio.sleep(0)
+    cache.clear()
+    after = asyncio.create_task(cache.get_or_load("k", working))
+    await asyncio.sleep(0)
+    gate.set()
+    assert await before == 1 and await after == 7
+    assert cache.get("k") == 7

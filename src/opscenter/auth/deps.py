@@ -1,7 +1,8 @@
 """Authentication (Bearer JWT, X-API-Key, session cookie) and permission dependencies.
 
 Who a token or key stands for (user, role, teams, key) is read from the database and kept
-in `ctx.principals` for `OPSCENTER_AUTH_CACHE_SECONDS` (5 s). A commit that changes a
+in `ctx.principals` for `OPSCENTER_AUTH_CACHE_SECONDS` (5 s); the requests that miss it
+together (an entry expiring under load) share one lookup. A commit that changes a
 user, role, team, key or login session in this process empties that cache, so disabling a
 user, changing a role, revoking a key or logging out takes effect on the very next request
 here, and within those seconds in other processes. The token's signature and expiry are
@@ -108,21 +109,21 @@ async def _from_jwt(
         raise Unauthorized("This token cannot be used here")
     family = str(claims.get("sid", ""))
     cache_key = ("jwt", typ, str(claims["sub"]), family, str(claims.get("sv")))
-    if (cached := ctx.principals.get(cache_key)) is not None:
-        return cached
-    user = await load_user(session, int(claims["sub"]))
-    if user is None or not user.is_active or claims.get("sv") != user.session_version:
-        raise Unauthorized("Session is no longer valid; log in again")
-    revoked = await session.scalar(
-        select(RefreshToken.id)
-        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_not(None))
-        .limit(1)
-    )
-    if revoked is not None:
-        raise Unauthorized("Session was logged out; log in again")
-    principal = principal_for(user, session_id=family, via_cookie=via_cookie)
-    ctx.principals.put(cache_key, principal)
-    return principal
+
+    async def load() -> tuple[Principal, float | None]:
+        user = await load_user(session, int(claims["sub"]))
+        if user is None or not user.is_active or claims.get("sv") != user.session_version:
+            raise Unauthorized("Session is no longer valid; log in again")
+        revoked = await session.scalar(
+            select(RefreshToken.id)
+            .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_not(None))
+            .limit(1)
+        )
+        if revoked is not None:
+            raise Unauthorized("Session was logged out; log in again")
+        return principal_for(user, session_id=family, via_cookie=via_cookie), None
+
+    return await ctx.principals.get_or_load(cache_key, load)
 
 
 async def _write(ctx: AppContext, statement: Executable) -> None:
@@ -136,44 +137,45 @@ async def _from_api_key(
     ctx: AppContext, session: AsyncSession, raw_key: str, request: Request | None = None
 ) -> Principal:
     cache_key = ("key", sha256_hex(raw_key))
-    if (cached := ctx.principals.get(cache_key)) is not None:
-        return cached
-    key = await session.scalar(
-        select(ApiKey)
-        .where(ApiKey.key_hash == cache_key[1])
-        .options(selectinload(ApiKey.role), selectinload(ApiKey.user))
-    )
-    now = utcnow()
-    if key is None or key.revoked_at is not None or (key.expires_at and key.expires_at <= now):
-        raise Unauthorized("Invalid, revoked or expired API key")
-    owner = await load_user(session, key.user_id)
-    if owner is None or not owner.is_active:
-        raise Unauthorized("The API key's owner is disabled")
-    # Noted when the key is read, so at most once per cache lifetime; not a change of who
-    # the key stands for, so the cache is kept.
-    touch = (
-        update(ApiKey)
-        .where(ApiKey.id == key.id)
-        .values(last_used_at=now)
-        .execution_options(unwatched=True)
-    )
-    if request is None:
-        await session.execute(touch)
-    else:
-        defer(request.state, lambda: _write(ctx, touch))
-    # A key never does more than its owner can do today, whatever it was created with.
-    permissions = frozenset(key.role.permissions) & frozenset(owner.role.permissions)
-    principal = Principal(
-        user_id=owner.id,
-        username=owner.username,
-        role=key.role.name,
-        permissions=permissions,
-        team_ids=frozenset(t.id for t in owner.teams),
-        api_key_id=key.id,
-    )
-    expires_in = (key.expires_at - now).total_seconds() if key.expires_at else None
-    ctx.principals.put(cache_key, principal, ttl=expires_in)
-    return principal
+
+    async def load() -> tuple[Principal, float | None]:
+        key = await session.scalar(
+            select(ApiKey)
+            .where(ApiKey.key_hash == cache_key[1])
+            .options(selectinload(ApiKey.role), selectinload(ApiKey.user))
+        )
+        now = utcnow()
+        if key is None or key.revoked_at is not None or (key.expires_at and key.expires_at <= now):
+            raise Unauthorized("Invalid, revoked or expired API key")
+        owner = await load_user(session, key.user_id)
+        if owner is None or not owner.is_active:
+            raise Unauthorized("The API key's owner is disabled")
+        # Noted when the key is read, so at most once per cache lifetime; not a change of who
+        # the key stands for, so the cache is kept.
+        touch = (
+            update(ApiKey)
+            .where(ApiKey.id == key.id)
+            .values(last_used_at=now)
+            .execution_options(unwatched=True)
+        )
+        if request is None:
+            await session.execute(touch)
+        else:
+            defer(request.state, lambda: _write(ctx, touch))
+        # A key never does more than its owner can do today, whatever it was created with.
+        permissions = frozenset(key.role.permissions) & frozenset(owner.role.permissions)
+        principal = Principal(
+            user_id=owner.id,
+            username=owner.username,
+            role=key.role.name,
+            permissions=permissions,
+            team_ids=frozenset(t.id for t in owner.teams),
+            api_key_id=key.id,
+        )
+        expires_in = (key.expires_at - now).total_seconds() if key.expires_at else None
+        return principal, expires_in
+
+    return await ctx.principals.get_or_load(cache_key, load)
 
 
 async def authenticate(
