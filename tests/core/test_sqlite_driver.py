@@ -1,17 +1,30 @@
-"""SQLite statements take one trip to aiosqlite's thread (`core/sqlite_driver.py`) and keep
-the cursor contract SQLAlchemy relies on: rows, column names, row counts, the inserted
-row's id, errors as SQLAlchemy's own, streamed reads."""
+"""SQLite statements take one trip to aiosqlite's thread, quick reads none
+(`core/sqlite_driver.py`), and keep the cursor contract SQLAlchemy relies on: rows, column
+names, row counts, the inserted row's id, errors as SQLAlchemy's own, streamed reads."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from opscenter.core import sqlite_driver
 from opscenter.core.db import Database
 
 meta = MetaData()
@@ -44,16 +57,52 @@ def count_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return trips
 
 
-async def test_a_statement_is_one_trip_to_the_driver_thread(
+async def test_a_statement_is_one_trip_to_the_driver_thread_and_a_quick_read_none(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with db.engine.connect() as conn:
         await conn.execute(insert(things), [{"name": "a"}, {"name": "b"}])
         trips = count_trips(monkeypatch)
-        rows = (await conn.execute(select(things).order_by(things.c.id))).all()
+        await conn.execute(update(things).where(things.c.id == 2).values(name="c"))
         assert len(trips) == 1, trips  # was four: cursor, execute, fetchall, close
-        assert [tuple(r) for r in rows] == [(1, "a"), (2, "b")]
+        rows = (await conn.execute(select(things).order_by(things.c.id))).all()
+        assert len(trips) == 1, trips  # on the event loop's thread: none
+        assert [tuple(r) for r in rows] == [(1, "a"), (2, "c")]  # in the same transaction
         await conn.rollback()
+
+
+async def test_a_slow_read_is_moved_to_the_driver_thread(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that outruns LOOP_READ_SECONDS on the event loop is stopped there, answered
+    from the driver's thread all the same, and sent there directly from then on; stopping
+    it undoes nothing of the transaction it reads in."""
+    async with db.write_session() as session:
+        await session.execute(insert(things), [{"name": f"n{i}"} for i in range(150)])
+        await session.commit()
+    slow = text("SELECT count(*) FROM things a, things b, things c WHERE a.id > :floor")
+    tried_here: list[str] = []
+    quick_read = sqlite_driver._quick_read
+
+    def counted(raw: Any, operation: str, parameters: Any) -> Any:
+        tried_here.append(operation)
+        return quick_read(raw, operation, parameters)
+
+    monkeypatch.setattr(sqlite_driver, "_quick_read", counted)
+    trips = count_trips(monkeypatch)
+    async with db.write_session() as session:
+        await session.execute(insert(things).values(name="kept"))
+        started = time.perf_counter()
+        assert await session.scalar(slow, {"floor": 0}) == 151**3
+        assert time.perf_counter() - started > sqlite_driver.LOOP_READ_SECONDS
+        assert len(tried_here) == 1 and trips == ["_run", "_run"], (tried_here, trips)
+        assert await session.scalar(slow, {"floor": 1}) == 150 * 151**2
+        assert len(tried_here) == 1 and trips == ["_run", "_run", "_run"], (tried_here, trips)
+        assert await session.scalar(select(things.c.id).where(things.c.name == "kept"))
+        assert len(tried_here) == 2  # another statement: quick, on the loop
+        await session.commit()
+    async with db.read_session() as session:
+        assert await session.scalar(select(func.count()).select_from(things)) == 151
 
 
 async def test_the_cursor_contract_holds(db: Database) -> None:
@@ -136,8 +185,8 @@ async def test_begin_rides_with_the_first_statement_and_reads_begin_none(
 ) -> None:
     """A write transaction is one trip for its statement (its BEGIN IMMEDIATE rides along)
     and one for its COMMIT; one that ran nothing takes none. A safe request's plain reads
-    take one trip each and hold no transaction (as on PostgreSQL); a write in such a
-    session begins one, which its commit or rollback ends as usual."""
+    take no trip and hold no transaction (as on PostgreSQL); a write in such a session
+    begins one, which its commit or rollback ends as usual."""
     trips = count_trips(monkeypatch)
     async with db.write_session() as session:
         await session.execute(insert(things).values(name="w1"))
@@ -156,7 +205,7 @@ async def test_begin_rides_with_the_first_statement_and_reads_begin_none(
         raw = (await session.connection()).sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
         assert not raw._connection._conn.in_transaction
         await session.commit()
-    assert trips == ["_run"], trips
+    assert trips == [], trips  # a quick read runs on the event loop's thread
 
     async with db.request_read_session() as session:
         await session.execute(insert(things).values(name="kept"))

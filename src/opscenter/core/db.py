@@ -73,7 +73,8 @@ class Database:
             "pool_timeout": pool_timeout,
         }
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            # Quick reads run on the event loop's thread (`sqlite_driver._quick_read`).
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
             kwargs["pool_reset_on_return"] = None  # `_configure_sqlite` resets, if need be
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if self.is_sqlite:
