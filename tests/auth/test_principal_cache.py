@@ -181,3 +181,17 @@ async def test_a_load_that_fails_or_predates_a_clear_is_not_shared() -> None:
     gate.set()
     assert await before == 1 and await after == 7
     assert cache.get("k") == 7
+
+    # A load run for its caller alone (a write request's, which may wait for SQLite's write
+    # lock) is not waited on by the others.
+    held = asyncio.Event()
+
+    async def locked() -> tuple[int, float | None]:
+        await held.wait()
+        return 2, None
+
+    alone = asyncio.create_task(cache.get_or_load("j", locked, share=False))
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(cache.get_or_load("j", working), 5) == 7
+    held.set()
+    assert await alone == 2

@@ -101,6 +101,7 @@ async def _from_jwt(
     claims: dict[str, Any] | None,
     *,
     via_cookie: bool,
+    shared: bool = True,
 ) -> Principal:
     if claims is None:
         raise Unauthorized("Invalid or expired token; log in again")
@@ -123,7 +124,7 @@ async def _from_jwt(
             raise Unauthorized("Session was logged out; log in again")
         return principal_for(user, session_id=family, via_cookie=via_cookie), None
 
-    return await ctx.principals.get_or_load(cache_key, load)
+    return await ctx.principals.get_or_load(cache_key, load, share=shared)
 
 
 async def _write(ctx: AppContext, statement: Executable) -> None:
@@ -134,7 +135,12 @@ async def _write(ctx: AppContext, statement: Executable) -> None:
 
 
 async def _from_api_key(
-    ctx: AppContext, session: AsyncSession, raw_key: str, request: Request | None = None
+    ctx: AppContext,
+    session: AsyncSession,
+    raw_key: str,
+    request: Request | None = None,
+    *,
+    shared: bool = True,
 ) -> Principal:
     cache_key = ("key", sha256_hex(raw_key))
 
@@ -175,7 +181,7 @@ async def _from_api_key(
         expires_in = (key.expires_at - now).total_seconds() if key.expires_at else None
         return principal, expires_in
 
-    return await ctx.principals.get_or_load(cache_key, load)
+    return await ctx.principals.get_or_load(cache_key, load, share=shared)
 
 
 async def authenticate(
@@ -186,14 +192,17 @@ async def authenticate(
     cookie: Annotated[str | None, Depends(cookie_scheme)],
 ) -> Principal:
     ctx = get_ctx(request)
+    # A write request's session takes SQLite's write lock with its first statement: its
+    # lookup may wait for it, so other requests do not wait on that lookup.
+    shared = request.method in SAFE_METHODS
     if bearer is not None:
         claims = ctx.keyring.claims_or_none(bearer.credentials)
-        principal = await _from_jwt(ctx, session, claims, via_cookie=False)
+        principal = await _from_jwt(ctx, session, claims, via_cookie=False, shared=shared)
     elif api_key:
-        principal = await _from_api_key(ctx, session, api_key, request)
+        principal = await _from_api_key(ctx, session, api_key, request, shared=shared)
     elif cookie:
         claims = ctx.keyring.claims_or_none(cookie)
-        principal = await _from_jwt(ctx, session, claims, via_cookie=True)
+        principal = await _from_jwt(ctx, session, claims, via_cookie=True, shared=shared)
         if request.method not in SAFE_METHODS:
             csrf = request.headers.get(CSRF_HEADER, "")
             if not ctx.keyring.verify_signature(f"csrf:{principal.session_id}", csrf):
@@ -217,14 +226,18 @@ async def principal_from(
     token: str | None = None,
     cookie: str | None = None,
     api_key: str | None = None,
+    shared: bool = True,
 ) -> Principal:
-    """The same checks as a request's, for callers that are not requests (WebSockets)."""
+    """The same checks as a request's, for callers that are not requests (WebSockets);
+    `shared=False` in a write session (see `authenticate`)."""
     if token:
-        return await _from_jwt(ctx, session, ctx.keyring.claims_or_none(token), via_cookie=False)
+        claims = ctx.keyring.claims_or_none(token)
+        return await _from_jwt(ctx, session, claims, via_cookie=False, shared=shared)
     if api_key:
-        return await _from_api_key(ctx, session, api_key)
+        return await _from_api_key(ctx, session, api_key, shared=shared)
     if cookie:
-        return await _from_jwt(ctx, session, ctx.keyring.claims_or_none(cookie), via_cookie=True)
+        claims = ctx.keyring.claims_or_none(cookie)
+        return await _from_jwt(ctx, session, claims, via_cookie=True, shared=shared)
     raise Unauthorized()
 
 

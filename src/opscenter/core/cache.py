@@ -43,12 +43,16 @@ class TtlCache(Generic[K, V]):
         self._loading.clear()
         self._cleared += 1
 
-    async def get_or_load(self, key: K, load: Callable[[], Awaitable[tuple[V, float | None]]]) -> V:
+    async def get_or_load(
+        self, key: K, load: Callable[[], Awaitable[tuple[V, float | None]]], *, share: bool = True
+    ) -> V:
         """The cached value, else the one `load` answers (with its own ttl, or None for
         the cache's), kept. The callers that ask for a key while it is being loaded wait
         for that load instead of each running their own: when an entry expires under
         load, every request in flight for it missed at once. A load that fails, or whose
-        caller went away, is shared with nobody: each of its waiters then loads anew."""
+        caller went away, is shared with nobody: each of its waiters then loads anew.
+        `share=False`: a load that may wait for something its waiters should not (a
+        write transaction's lock) is run for its caller alone."""
         if (value := self.get(key)) is not None:
             return value
         pending = self._loading.get(key)
@@ -56,11 +60,14 @@ class TtlCache(Generic[K, V]):
             await asyncio.wait((pending,))  # not cancelled if this caller is
             if not pending.cancelled():
                 return pending.result()
-        return await self._load(key, load)
+        return await self._load(key, load, share)
 
-    async def _load(self, key: K, load: Callable[[], Awaitable[tuple[V, float | None]]]) -> V:
+    async def _load(
+        self, key: K, load: Callable[[], Awaitable[tuple[V, float | None]]], share: bool
+    ) -> V:
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
+        if share:
+            self._loading[key] = future
         cleared = self._cleared
         try:
             value, ttl = await load()
