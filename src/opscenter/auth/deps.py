@@ -24,6 +24,7 @@ from opscenter.audit import service as audit
 from opscenter.auth.permissions import checks
 from opscenter.core.clock import utcnow
 from opscenter.core.context import SAFE_METHODS, AppContext, SessionDep, client_ip, get_ctx
+from opscenter.core.db import waits_for_writers
 from opscenter.core.errors import Forbidden, Unauthorized
 from opscenter.core.middleware import defer
 from opscenter.core.principal import Principal
@@ -95,13 +96,18 @@ def forget_principals_on_change(ctx: AppContext) -> None:
     ctx.db.on_commit_changing(PRINCIPAL_TABLES, ctx.principals.clear)
 
 
+def _shareable(session: AsyncSession) -> bool:
+    """Whether other requests may wait on a lookup in this session: not when it may wait
+    for SQLite's write lock (a write request's), which they need not."""
+    return not waits_for_writers(session)
+
+
 async def _from_jwt(
     ctx: AppContext,
     session: AsyncSession,
     claims: dict[str, Any] | None,
     *,
     via_cookie: bool,
-    shared: bool = True,
 ) -> Principal:
     if claims is None:
         raise Unauthorized("Invalid or expired token; log in again")
@@ -124,7 +130,7 @@ async def _from_jwt(
             raise Unauthorized("Session was logged out; log in again")
         return principal_for(user, session_id=family, via_cookie=via_cookie), None
 
-    return await ctx.principals.get_or_load(cache_key, load, share=shared)
+    return await ctx.principals.get_or_load(cache_key, load, share=_shareable(session))
 
 
 async def _write(ctx: AppContext, statement: Executable) -> None:
@@ -139,8 +145,6 @@ async def _from_api_key(
     session: AsyncSession,
     raw_key: str,
     request: Request | None = None,
-    *,
-    shared: bool = True,
 ) -> Principal:
     cache_key = ("key", sha256_hex(raw_key))
 
@@ -181,7 +185,7 @@ async def _from_api_key(
         expires_in = (key.expires_at - now).total_seconds() if key.expires_at else None
         return principal, expires_in
 
-    return await ctx.principals.get_or_load(cache_key, load, share=shared)
+    return await ctx.principals.get_or_load(cache_key, load, share=_shareable(session))
 
 
 async def authenticate(
@@ -192,17 +196,14 @@ async def authenticate(
     cookie: Annotated[str | None, Depends(cookie_scheme)],
 ) -> Principal:
     ctx = get_ctx(request)
-    # A write request's session takes SQLite's write lock with its first statement: its
-    # lookup may wait for it, so other requests do not wait on that lookup.
-    shared = request.method in SAFE_METHODS
     if bearer is not None:
         claims = ctx.keyring.claims_or_none(bearer.credentials)
-        principal = await _from_jwt(ctx, session, claims, via_cookie=False, shared=shared)
+        principal = await _from_jwt(ctx, session, claims, via_cookie=False)
     elif api_key:
-        principal = await _from_api_key(ctx, session, api_key, request, shared=shared)
+        principal = await _from_api_key(ctx, session, api_key, request)
     elif cookie:
         claims = ctx.keyring.claims_or_none(cookie)
-        principal = await _from_jwt(ctx, session, claims, via_cookie=True, shared=shared)
+        principal = await _from_jwt(ctx, session, claims, via_cookie=True)
         if request.method not in SAFE_METHODS:
             csrf = request.headers.get(CSRF_HEADER, "")
             if not ctx.keyring.verify_signature(f"csrf:{principal.session_id}", csrf):
@@ -226,18 +227,14 @@ async def principal_from(
     token: str | None = None,
     cookie: str | None = None,
     api_key: str | None = None,
-    shared: bool = True,
 ) -> Principal:
-    """The same checks as a request's, for callers that are not requests (WebSockets);
-    `shared=False` in a write session (see `authenticate`)."""
+    """The same checks as a request's, for callers that are not requests (WebSockets)."""
     if token:
-        claims = ctx.keyring.claims_or_none(token)
-        return await _from_jwt(ctx, session, claims, via_cookie=False, shared=shared)
+        return await _from_jwt(ctx, session, ctx.keyring.claims_or_none(token), via_cookie=False)
     if api_key:
-        return await _from_api_key(ctx, session, api_key, shared=shared)
+        return await _from_api_key(ctx, session, api_key)
     if cookie:
-        claims = ctx.keyring.claims_or_none(cookie)
-        return await _from_jwt(ctx, session, claims, via_cookie=True, shared=shared)
+        return await _from_jwt(ctx, session, ctx.keyring.claims_or_none(cookie), via_cookie=True)
     raise Unauthorized()
 
 

@@ -164,7 +164,7 @@ async def refresh(
 
 
 async def _extend(ctx: Ctx, session: SessionDep, access_token: str) -> AccessToken:
-    principal = await principal_from(ctx, session, token=access_token, shared=False)
+    principal = await principal_from(ctx, session, token=access_token)
     user = await load_user(session, principal.user_id)
     if user is None or principal.session_id is None:
         raise Unauthorized()

@@ -260,6 +260,17 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
             raise
 
 
+def waits_for_writers(session: AsyncSession) -> bool:
+    """Whether this session's first statement may wait for another writer: a write
+    session on SQLite begins IMMEDIATE, taking the database's one write lock."""
+    bind = session.bind
+    return (
+        isinstance(bind, AsyncEngine)
+        and bind.dialect.name == "sqlite"
+        and bind.get_execution_options().get("sqlite_begin") == "IMMEDIATE"
+    )
+
+
 async def release(session: AsyncSession) -> None:
     """End the request's transaction before calling out (network, subprocess, storage).
 

@@ -55,13 +55,7 @@ def _trusted_origin(websocket: WebSocket) -> bool:
 async def _authenticate(ctx: AppContext, credentials: dict[str, str]) -> Principal:
     try:
         async with ctx.db.read_session() as session:
-            return await principal_from(
-                ctx,
-                session,
-                token=credentials.get("token"),
-                cookie=credentials.get("cookie"),
-                api_key=credentials.get("api_key"),
-            )
+            return await principal_from(ctx, session, **credentials)
     except AppError as err:
         raise _Closed(POLICY_VIOLATION, err.detail) from None
 

@@ -18,7 +18,7 @@ from opscenter import __version__
 from opscenter.auth.deps import SESSION_COOKIE, defer_security_event, principal_from
 from opscenter.auth.permissions import checks
 from opscenter.core.clock import utcnow
-from opscenter.core.context import SAFE_METHODS, SessionDep, get_ctx
+from opscenter.core.context import SessionDep, get_ctx
 from opscenter.core.errors import AppError, Forbidden, Unauthorized
 from opscenter.core.principal import Principal
 from opscenter.web.nav import nav_for
@@ -66,8 +66,7 @@ async def cookie_principal(request: Request, session: SessionDep) -> Principal:
     if not cookie:
         raise LoginRequired(request.url.path)
     try:
-        shared = request.method in SAFE_METHODS  # see `authenticate`
-        principal = await principal_from(get_ctx(request), session, cookie=cookie, shared=shared)
+        principal = await principal_from(get_ctx(request), session, cookie=cookie)
     except Unauthorized:
         raise LoginRequired(request.url.path) from None
     request.state.principal = principal
