@@ -23,10 +23,10 @@ from sqlalchemy.orm import selectinload
 from opscenter.audit import service as audit
 from opscenter.auth.permissions import checks
 from opscenter.core.clock import utcnow
-from opscenter.core.context import SAFE_METHODS, AppContext, SessionDep, client_ip, get_ctx
+from opscenter.core.context import AppContext, SessionDep, client_ip, get_ctx
 from opscenter.core.db import waits_for_writers
 from opscenter.core.errors import Forbidden, Unauthorized
-from opscenter.core.middleware import defer
+from opscenter.core.middleware import SAFE_METHODS, defer
 from opscenter.core.principal import Principal
 from opscenter.core.security import sha256_hex
 from opscenter.models import ApiKey, RefreshToken, User

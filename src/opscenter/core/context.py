@@ -13,7 +13,7 @@ from opscenter.config import Settings
 from opscenter.core.cache import TtlCache
 from opscenter.core.db import Database, session_scope
 from opscenter.core.events import Event, EventBus
-from opscenter.core.middleware import defer
+from opscenter.core.middleware import SAFE_METHODS, defer
 from opscenter.core.outbound import OutboundPolicy
 from opscenter.core.principal import Principal
 from opscenter.core.ratelimit import RateLimiter
@@ -22,8 +22,6 @@ from opscenter.core.security import Keyring
 if TYPE_CHECKING:
     from opscenter.jobs.runner import JobRunner
     from opscenter.storage.service import StoragePool
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass

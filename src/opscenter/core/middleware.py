@@ -25,6 +25,8 @@ AfterTask = Callable[[], Awaitable[None]]
 # Metric labels take these methods as they are and any other as "OTHER": a client that
 # makes methods up must not make up time series too.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Methods that change nothing: a lighter rate limit, a read session, no log line.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def send_error(
@@ -86,7 +88,7 @@ class RateLimits:
         ):
             caller = address
         verdict = await self.limiter.hit(self.default_rule, "all", caller)
-        if verdict.allowed and scope["method"] not in {"GET", "HEAD", "OPTIONS"}:
+        if verdict.allowed and scope["method"] not in SAFE_METHODS:
             write = await self.limiter.hit(self.write_rule, "write", caller)
             verdict = write if not write.allowed else verdict
         return verdict
@@ -228,7 +230,7 @@ class Gateway:
         LATENCY.labels(method, route).observe(elapsed)
         # Every change and every failure is logged; a successful read only at DEBUG:
         # writing a line per read costs more than the read itself.
-        quiet = status < 400 and scope["method"] in {"GET", "HEAD", "OPTIONS"}
+        quiet = status < 400 and scope["method"] in SAFE_METHODS
         (log.debug if quiet else log.info)(
             "request",
             method=scope["method"],
