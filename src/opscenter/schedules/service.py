@@ -445,13 +445,18 @@ async def delete_schedule(
 # -- runs -------------------------------------------------------------------------------------
 async def active_job(session: AsyncSession, schedule_id: int) -> int | None:
     """The job of a run of this schedule that is still queued or running, if any."""
-    found: int | None = await session.scalar(
-        select(Job.id)
-        .join(ScheduleRun, ScheduleRun.job_id == Job.id)
-        .where(ScheduleRun.schedule_id == schedule_id, Job.status.in_(ACTIVE_JOB))
-        .limit(1)
+    return (await active_jobs(session, [schedule_id])).get(schedule_id)
+
+
+async def active_jobs(session: AsyncSession, schedule_ids: Sequence[int]) -> dict[int, int]:
+    """Per schedule with a run still queued or running, that run's job (the oldest)."""
+    found = await session.execute(
+        select(ScheduleRun.schedule_id, func.min(Job.id))
+        .join(Job, ScheduleRun.job_id == Job.id)
+        .where(ScheduleRun.schedule_id.in_(schedule_ids), Job.status.in_(ACTIVE_JOB))
+        .group_by(ScheduleRun.schedule_id)
     )
-    return found
+    return {schedule_id: job_id for schedule_id, job_id in found}
 
 
 async def _locked(session: AsyncSession, principal: Principal, schedule_id: int) -> Schedule:
@@ -585,18 +590,9 @@ async def fire_due(
     ]
     if not due:
         return []
-    active = await session.execute(
-        select(ScheduleRun.schedule_id, func.min(Job.id))
-        .join(Job, ScheduleRun.job_id == Job.id)
-        .where(
-            ScheduleRun.schedule_id.in_([schedule.id for schedule, _ in due]),
-            Job.status.in_(ACTIVE_JOB),
-        )
-        .group_by(ScheduleRun.schedule_id)
-    )
-    busy: dict[int, int] = {schedule_id: job_id for schedule_id, job_id in active}
-    runs: list[tuple[ScheduleRun, datetime]] = []  # with its slot
-    next_runs: list[datetime | None] = []
+    busy = await active_jobs(session, [schedule.id for schedule, _ in due])
+    # Each run with its schedule, its slot and the schedule's next slot.
+    runs: list[tuple[Schedule, ScheduleRun, datetime, datetime | None]] = []
     plans: dict[int, backups.PlannedBackup] = {}
     for schedule, slot in due:
         zone = cron.zone(schedule.timezone)
@@ -627,19 +623,19 @@ async def fire_due(
             except AppError as err:
                 run.status = "failed"
                 run.reason = err.detail[:2000]
-        runs.append((run, slot))
-        next_runs.append(cron.next_after(schedule.cron_expression, zone, max(now, slot)))
+        next_run = cron.next_after(schedule.cron_expression, zone, max(now, slot))
+        runs.append((schedule, run, slot, next_run))
     added = await backups.add_backups(session, SYSTEM, list(plans.values()))
     made = dict(zip(plans, added, strict=True))
     # The schedules change only now: a change before the planning's queries would be
     # flushed by each of them, an UPDATE per schedule instead of one for all.
-    for (schedule, _), (run, _), next_run in zip(due, runs, next_runs, strict=True):
+    for schedule, run, _, next_run in runs:
         schedule.next_run = next_run
         if schedule.id in made:
             backup, job = made[schedule.id]
             run.backup_id, run.job_id = backup.id, job.id
             schedule.last_run = now
-    session.add_all([run for run, _ in runs])
+    session.add_all([run for _, run, _, _ in runs])
     await audit.append(
         session,
         [
@@ -660,7 +656,7 @@ async def fire_due(
                     "job_id": run.job_id,
                 },
             )
-            for run, slot in runs
+            for _, run, slot, _ in runs
         ],
     )
     return [
@@ -674,7 +670,7 @@ async def fire_due(
             job_id=run.job_id,
             backup_id=run.backup_id,
         )
-        for run, slot in runs
+        for _, run, slot, _ in runs
     ]
 
 
