@@ -6,7 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from opscenter import __version__, web
@@ -15,7 +15,7 @@ from opscenter.config import Settings, get_settings
 from opscenter.core.handlers import install_error_handlers, use_error_body_for_validation
 from opscenter.core.logging import configure_logging
 from opscenter.core.middleware import Gateway, RateLimits
-from opscenter.core.routing import FilteredRouter
+from opscenter.core.routing import FilteredRouter, SettledRouter, memoize_parameter_shapes
 from opscenter.domains import registry
 from opscenter.runtime import build_context, running
 
@@ -44,9 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     use_error_body_for_validation(app)
 
-    api = APIRouter(prefix=API_PREFIX)
+    memoize_parameter_shapes()
+    api = SettledRouter(prefix=API_PREFIX)
     for router in registry().api_routers:
         api.include_router(FilteredRouter(router))
+    api.settle()
     app.include_router(api)
     for router in registry().root_routers:
         app.include_router(router)
