@@ -111,30 +111,46 @@ class PageParams:
     cursor: int | None = None
 
 
-async def page_params(
-    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
-    offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
-    page: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    page_size: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
+_Limit = Annotated[int | None, Query(ge=1, le=MAX_LIMIT)]
+_Offset = Annotated[int | None, Query(ge=0, le=MAX_OFFSET)]
+_Page = Annotated[int | None, Query(ge=1, le=100_000)]
+_PageSize = Annotated[int | None, Query(ge=1, le=MAX_LIMIT)]
+_Cursor = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_ID,
+        description="The `next_cursor` of the page before: the rows after it (the offset is "
+        "then ignored). A cursor page costs what the first page costs.",
+    ),
+]
+
+
+def _paging(
+    limit: int | None, offset: int | None, page: int | None, size: int | None
 ) -> PageParams:
-    size = limit or page_size or 100
+    size = limit or size or 100
     if offset is None:
         offset = (page - 1) * size if page else 0
     return PageParams(limit=size, offset=offset)
 
 
-async def cursor_page_params(
-    paging: Annotated[PageParams, Depends(page_params)],
-    cursor: Annotated[
-        int | None,
-        Query(
-            ge=1,
-            le=MAX_ID,
-            description="The `next_cursor` of the page before: the rows after it (the "
-            "offset is then ignored). A cursor page costs what the first page costs.",
-        ),
-    ] = None,
+async def page_params(
+    limit: _Limit = None, offset: _Offset = None, page: _Page = None, page_size: _PageSize = None
 ) -> PageParams:
+    return _paging(limit, offset, page, page_size)
+
+
+async def cursor_page_params(
+    limit: _Limit = None,
+    offset: _Offset = None,
+    page: _Page = None,
+    page_size: _PageSize = None,
+    cursor: _Cursor = None,
+) -> PageParams:
+    # The same parameters as `page_params` and `cursor`, in one dependency rather than one
+    # depending on the other: FastAPI's work per dependency is a per-request cost.
+    paging = _paging(limit, offset, page, page_size)
     return PageParams(paging.limit, 0 if cursor else paging.offset, cursor)
 
 
