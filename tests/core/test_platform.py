@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from opscenter import runtime
 from opscenter.app import create_app
 from opscenter.ops import service as ops_service
 from tests.conftest import Api, CreatedUser, make_settings
@@ -374,3 +376,14 @@ async def test_docs_are_served_and_every_operation_declares_its_response(api: Ap
     assert not missing, missing
     for ref in set(re.findall(r'"#/components/schemas/([^"]+)"', spec_response.text)):
         assert ref in components, ref
+
+
+async def test_the_collector_runs_less_often_while_serving(tmp_path: Path) -> None:
+    """While the app runs, the collector's first threshold is `YOUNG_OBJECTS` (the
+    objects of requests in flight no longer set it off); the process's own is back after."""
+    before = gc.get_threshold()
+    app = create_app(make_settings(tmp_path))
+    async with app.router.lifespan_context(app):
+        assert gc.get_threshold() == (runtime.YOUNG_OBJECTS, *before[1:])
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
