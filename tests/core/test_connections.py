@@ -1,23 +1,40 @@
 """The engine's connections: a pooled connection that the server dropped while it sat idle
 is replaced before use; JSON columns read back as they were written; timestamps read back
 as the UTC instants they were; a checked token's claims are remembered only while the
-token is valid."""
+token is valid; a plain SELECT sent to asyncpg itself reads and fails as SQLAlchemy's."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    JSON,
+    Column,
+    Integer,
+    MetaData,
+    Numeric,
+    Select,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from opscenter.core.db import Database, json_loads
+from opscenter.core.clock import as_utc
+from opscenter.core.db import Database, DriverSelect, json_loads
+from opscenter.core.jsonresponse import as_stored
 from opscenter.core.security import Keyring
 from opscenter.models.base import UtcDateTime
 
@@ -210,5 +227,146 @@ async def test_every_connection_the_pool_opened_is_kept(pg_database: str) -> Non
         first = await all_the_pool_gives()
         assert len(first) == 3
         assert sorted(await all_the_pool_gives()) == sorted(first)
+    finally:
+        await db.dispose()
+
+
+_readings = Table(
+    "driver_readings",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("team_id", Integer),
+    Column("at", UtcDateTime()),
+    Column("doc", JSON),
+    Column("note", String),
+    Column("ratio", Numeric(10, 2, asdecimal=False)),
+)
+_READINGS = [
+    {
+        "id": i,
+        "team_id": i % 3,
+        "at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=i),
+        "doc": {"n": i, "tags": ["a", "b"]},
+        "note": None if i % 4 == 0 else f"note {i}",
+        "ratio": i / 4,
+    }
+    for i in range(1, 41)
+]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def readings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    url = (
+        request.getfixturevalue("pg_database")
+        if request.param == "postgres"
+        else f"sqlite+aiosqlite:///{tmp_path / 'readings.db'}"
+    )
+    db = Database(url, pool_size=2)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_readings.metadata.create_all)
+        await conn.execute(insert(_readings), _READINGS)
+    try:
+        yield db
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_readings.metadata.drop_all)
+        await db.dispose()
+
+
+def _filtered(columns: list[Any]) -> Select[Any]:
+    t = _readings.c
+    return (
+        select(*columns)
+        .where(t.team_id.in_(bindparam("teams", expanding=True)))
+        .where(t.at >= bindparam("since"))
+        .order_by(t.id.desc())
+        .limit(bindparam("size"))
+    )
+
+
+async def _both_ways(db: Database, page: DriverSelect, values: dict[str, Any]) -> tuple[Any, Any]:
+    async with db.request_read_session() as session:
+        found = await page.rows(session, values)
+    async with db.request_read_session() as session:
+        expected = (await (await session.connection()).execute(page.statement, values)).all()
+    return found, expected
+
+
+async def test_a_driver_select_reads_what_sqlalchemy_reads(readings: Database) -> None:
+    """Expanded IN, a converted parameter (an instant in another zone) and nulls: the
+    same rows, on PostgreSQL from asyncpg itself."""
+    t = _readings.c
+    page = DriverSelect(_filtered([t.id, t.team_id, as_stored(t.at), t.note]))
+    since = datetime(2026, 1, 1, 15, tzinfo=timezone(timedelta(hours=5)))  # 10:00 UTC
+    for teams in ([0], [1, 2], [0, 1, 2]):
+        values = {"teams": teams, "since": since, "size": 7}
+        found, expected = await _both_ways(readings, page, values)
+        assert [tuple(r) for r in found] == [tuple(r) for r in expected]
+        assert len(found) == 7 and all(r[1] in teams and as_utc(r[2]) >= since for r in found)
+    direct = readings.dialect == "postgresql"
+    assert page._direct is (True if direct else None)
+    assert type(found[0]).__name__ == ("Record" if direct else "Row")
+
+
+async def test_a_driver_select_leaves_converting_columns_to_sqlalchemy(
+    readings: Database,
+) -> None:
+    """A numeric column read as float: asyncpg answers a Decimal, which SQLAlchemy
+    converts. (JSON needs nothing: SQLAlchemy gives asyncpg its decoder.)"""
+    t = _readings.c
+    values = {"teams": [0, 1, 2], "since": datetime(2026, 1, 1, tzinfo=UTC), "size": 3}
+    as_is = DriverSelect(_filtered([t.id, t.doc]))
+    converted = DriverSelect(_filtered([t.id, t.ratio]))
+    postgres = readings.dialect == "postgresql"
+    for page, first in ((as_is, {"n": 40, "tags": ["a", "b"]}), (converted, 10.0)):
+        found, expected = await _both_ways(readings, page, values)
+        assert [tuple(r) for r in found] == [tuple(r) for r in expected]
+        assert found[0][1] == first
+        assert type(found[0][1]) is type(first) or not postgres  # SQLite answers 10
+    assert (as_is._direct, converted._direct) == ((True, False) if postgres else (None, None))
+
+
+async def test_a_driver_select_in_a_transaction_is_sqlalchemys(pg_database: str) -> None:
+    """A write session's reads stay in its transaction: SQLAlchemy runs them, and they
+    see the session's own uncommitted rows."""
+    db = Database(pg_database, pool_size=1)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_readings.metadata.create_all)
+        page = DriverSelect(select(_readings.c.id).order_by(_readings.c.id))
+        async with db.write_session() as session:
+            await session.execute(insert(_readings).values(id=1, team_id=0))
+            found = await page.rows(session, {})
+            assert [tuple(r) for r in found] == [(1,)]
+            assert type(found[0]).__name__ == "Row"
+            await session.rollback()
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(_readings.metadata.drop_all)
+        await db.dispose()
+
+
+async def test_a_driver_select_on_a_lost_connection_fails_as_sqlalchemy_would(
+    pg_database: str,
+) -> None:
+    """The server ends the connection mid-request: the error is SQLAlchemy's, the pool
+    drops that connection, and the next request reads."""
+    db = Database(pg_database, pool_size=1, ping_after_idle=60)
+    page = DriverSelect(select(func.pg_backend_pid()))
+    try:
+        async with db.request_read_session() as session:
+            first = (await page.rows(session, {}))[0][0]
+            killer = Database(pg_database, pool_size=1)
+            try:
+                async with killer.engine.connect() as conn:
+                    await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            finally:
+                await killer.dispose()
+            with pytest.raises(DBAPIError) as lost:
+                await page.rows(session, {})
+            assert lost.value.connection_invalidated
+        async with db.request_read_session() as session:
+            again = (await page.rows(session, {}))[0][0]
+        assert again != first
     finally:
         await db.dispose()

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from opscenter.core.clock import as_utc
+from opscenter.core.db import DriverSelect
 from opscenter.core.errors import InvalidInput
 from opscenter.core.jsonresponse import JSONResponse
 from opscenter.core.schemas import MAX_ID
@@ -239,7 +240,8 @@ async def keyset_page(
     thread). A page past the end has no row to carry it and counts on its own.
 
     A template's statement (`Bound`, columns only) is paged by a statement built once and
-    run on the connection, without the ORM's result machinery."""
+    run on the connection (on PostgreSQL, by the driver itself: `DriverSelect`), without the
+    ORM's result machinery."""
     stop = params.offset + COUNT_LIMIT
     if isinstance(stmt, Bound):
         assert columns, "a template pages rows of columns"
@@ -252,13 +254,13 @@ async def keyset_page(
         }
         if params.cursor is not None:
             values["_cursor"] = params.cursor
-        found = list((await (await session.connection()).execute(page, values)).all())
+        found = list(await page.rows(session, values))
         whole, bound = stmt.statement, stmt.values
     else:
         counted = _counted(stmt.with_only_columns(key), stop + 1).scalar_subquery()
-        page = stmt if params.cursor is None else stmt.where(key < params.cursor)
-        page = page.add_columns(counted).limit(params.limit + 1).offset(params.offset)
-        found = list((await session.execute(page)).all())
+        paged = stmt if params.cursor is None else stmt.where(key < params.cursor)
+        paged = paged.add_columns(counted).limit(params.limit + 1).offset(params.offset)
+        found = list((await session.execute(paged)).all())
         whole, bound = stmt, {}
     if not found:
         counted_alone = _counted(whole.with_only_columns(key), stop + 1)
@@ -267,17 +269,22 @@ async def keyset_page(
     more = len(found) > params.limit
     found = found[: params.limit]
     rows = found if columns else [row[0] for row in found]
-    next_cursor = getattr(found[-1] if columns else rows[-1], key.key) if more else None
+    if not more:
+        next_cursor = None
+    elif isinstance(stmt, Bound):  # the template's rows may be the driver's: by position
+        next_cursor = found[-1][stmt.statement.selected_columns.keys().index(key.key)]
+    else:
+        next_cursor = getattr(found[-1] if columns else rows[-1], key.key)
     return rows, total, next_cursor
 
 
-def _keyset_template(bound: Bound, key: InstrumentedAttribute[int], after: bool) -> Select[Any]:
+def _keyset_template(bound: Bound, key: InstrumentedAttribute[int], after: bool) -> DriverSelect:
     """`keyset_page`'s statement for a template, built once: every value a bind parameter."""
     page = bound.derived.get((key.key, after))
     if page is None:
         stmt = bound.statement
         counted = _counted(stmt.with_only_columns(key), bindparam("_stop")).scalar_subquery()
-        page = stmt.where(key < bindparam("_cursor")) if after else stmt
-        page = page.add_columns(counted).limit(bindparam("_limit")).offset(bindparam("_offset"))
-        bound.derived[(key.key, after)] = page
+        paged = stmt.where(key < bindparam("_cursor")) if after else stmt
+        paged = paged.add_columns(counted).limit(bindparam("_limit")).offset(bindparam("_offset"))
+        page = bound.derived[(key.key, after)] = DriverSelect(paged)
     return page

@@ -27,7 +27,7 @@ class Bound:
 
     statement: Select[Any]
     values: dict[str, Any]
-    derived: dict[Any, Select[Any]]
+    derived: dict[Any, Any]
 
 
 class FilterTemplate:
