@@ -208,6 +208,9 @@ async def test_backup_list_rows_are_the_models_own_json(api: Api, admin: httpx.A
         first.row_counts = {"public.users": 3, "public.orders": 0}
         first.started_at = first.created_at.replace(microsecond=120_000)
         first.error_message = 'quote " and ünïcode'
+        second = await session.get(Backup, ids[1])
+        assert second is not None
+        second.compression_type = "none"
         await session.commit()
     r = await admin.get(BACKUPS, params={"database_name": name, "limit": 10})
     assert r.status_code == 200, r.text
@@ -217,6 +220,7 @@ async def test_backup_list_rows_are_the_models_own_json(api: Api, admin: httpx.A
         alone = await admin.get(f"{BACKUPS}/{item['id']}")
         assert item == alone.json()
     assert listed[-1]["started_at"].endswith(".120000Z")
+    assert [item["is_compressed"] for item in listed] == [False, True]
 
 
 async def test_audit_list_rows_are_the_models_own_json(api: Api, admin: httpx.AsyncClient) -> None:

@@ -102,17 +102,25 @@ def backups_query(principal: Principal) -> Select[Backup]:
     return readable(select(Backup), Backup, principal).order_by(Backup.id.desc())
 
 
-# The columns of `BackupOut`, for lists read as rows (`backup_json`), not objects; the two
-# JSON columns as their text, written into the answer without a round through Python.
+# The columns of `BackupOut`, for lists read as rows (`backup_json`), not objects, named
+# and in the order of its fields; the two JSON columns as their text, written into the
+# answer without a round through Python.
 _EMBEDDED = ("encryption_key_ids", "row_counts")
-_OUT_NAMES = (
-    *(name for name in BackupOut.model_fields if name not in ("storage_path", "is_compressed")),
-    "storage_key",
-)
-_OUT_COLUMNS = [
-    json_as_text(getattr(Backup, name)) if name in _EMBEDDED else as_stored(getattr(Backup, name))
-    for name in _OUT_NAMES
-]
+_DERIVED: dict[str, Any] = {
+    "storage_path": Backup.storage_key,
+    "is_compressed": Backup.compression_type != "none",
+}
+_OUT_NAMES = tuple(BackupOut.model_fields)
+
+
+def _out_column(name: str) -> Any:
+    if name in _DERIVED:
+        return _DERIVED[name].label(name)
+    column = getattr(Backup, name)
+    return json_as_text(column) if name in _EMBEDDED else as_stored(column)
+
+
+_OUT_COLUMNS = [_out_column(name) for name in _OUT_NAMES]
 # The list's statement, built once per combination of filters in use (core/templates.py):
 # building and keying thirty columns cost more than the database's answer to a page.
 BACKUP_ROWS = FilterTemplate(
@@ -134,8 +142,6 @@ def backup_json(row: Any) -> dict[str, Any]:
     """A row of `BACKUP_ROWS` as `BackupOut`'s JSON fields (the list's fast path);
     a column after them (`keyset_page`'s total) is left out."""
     item = dict(zip(_OUT_NAMES, row, strict=False))
-    item["storage_path"] = item.pop("storage_key")
-    item["is_compressed"] = item["compression_type"] != "none"
     for name in _EMBEDDED:
         item[name] = embedded(item[name])
     return item
