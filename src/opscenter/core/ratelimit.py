@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,14 @@ class Verdict:
             "X-RateLimit-Remaining": str(self.remaining),
             "X-RateLimit-Reset": str(self.reset_at),
         }
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(rule: str) -> RateLimitItem:
+    """A rule such as "100/minute", parsed once (a regular expression and an object per
+    request otherwise); the settings hold a handful."""
+    item: RateLimitItem = parse(rule)
+    return item
 
 
 SWEEP_EVERY = 1.0  # seconds between two sweeps of expired windows in memory
@@ -69,7 +78,7 @@ class RateLimiter:
         self.enabled = enabled
 
     async def hit(self, rule: str, *identifiers: str) -> Verdict:
-        item: RateLimitItem = parse(rule)
+        item = _parsed(rule)
         if not self.enabled:
             return Verdict(True, item.amount, item.amount, int(time.time()) + item.get_expiry())
         stats: WindowStats
@@ -87,9 +96,9 @@ class RateLimiter:
         if not self.enabled:
             return True
         if self._memory is not None:
-            return self._memory.test(parse(rule), *identifiers)
+            return self._memory.test(_parsed(rule), *identifiers)
         assert self._shared is not None
-        return await self._shared.test(parse(rule), *identifiers)
+        return await self._shared.test(_parsed(rule), *identifiers)
 
     async def check(self) -> bool:
         """Whether the storage answers (Redis); memory always does."""
