@@ -24,16 +24,18 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    event,
     func,
     insert,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.core.clock import as_utc
-from opscenter.core.db import Database, DriverSelect, json_loads
+from opscenter.core.db import Database, DriverSelect, json_loads, read_scope
 from opscenter.core.jsonresponse import as_stored
 from opscenter.core.security import Keyring
 from opscenter.models.base import UtcDateTime
@@ -368,5 +370,54 @@ async def test_a_driver_select_on_a_lost_connection_fails_as_sqlalchemy_would(
         async with db.request_read_session() as session:
             again = (await page.rows(session, {}))[0][0]
         assert again != first
+    finally:
+        await db.dispose()
+
+
+async def test_a_read_scope_commits_what_was_written_and_only_that(readings: Database) -> None:
+    """A safe request's session commits when it wrote (ORM or statement), not when it
+    only read; a failure rolls back."""
+    commits = 0
+
+    def counted(_session: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    session_class = readings.request_read_session.kw["sync_session_class"]
+    event.listen(session_class, "after_commit", counted)
+    t = _readings.c
+    read = select(func.count()).select_from(_readings)
+    try:
+        async for session in read_scope(readings.request_read_session):
+            assert await session.scalar(read) == 40
+            await DriverSelect(select(t.id).where(t.id == bindparam("id"))).rows(session, {"id": 1})
+        assert commits == 0
+        async for session in read_scope(readings.request_read_session):
+            await session.execute(insert(_readings).values(id=41, team_id=0))
+        async for session in read_scope(readings.request_read_session):
+            await session.execute(update(_readings).where(t.id == 1).values(note="changed"))
+        assert commits == 2
+        with pytest.raises(RuntimeError):
+            async for session in read_scope(readings.request_read_session):
+                await session.execute(insert(_readings).values(id=42, team_id=0))
+                raise RuntimeError("the route failed")
+        async for session in read_scope(readings.request_read_session):
+            assert await session.scalar(read) == 41
+            assert await session.scalar(select(t.note).where(t.id == 1)) == "changed"
+    finally:
+        event.remove(session_class, "after_commit", counted)
+
+
+async def test_a_read_scope_commits_objects_added_but_not_flushed(tmp_path: Path) -> None:
+    from opscenter.models import Team
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'orm.db'}")
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(Team.__table__.create)  # type: ignore[attr-defined]
+        async for session in read_scope(db.request_read_session):
+            session.add(Team(name="added in a GET"))
+        async with db.read_session() as session:
+            assert await session.scalar(select(Team.name)) == "added in a GET"
     finally:
         await db.dispose()

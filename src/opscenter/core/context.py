@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from opscenter.config import Settings
 from opscenter.core.cache import TtlCache
-from opscenter.core.db import Database, session_scope
+from opscenter.core.db import Database, read_scope, session_scope
 from opscenter.core.events import Event, EventBus
 from opscenter.core.middleware import SAFE_METHODS, defer
 from opscenter.core.outbound import OutboundPolicy
@@ -45,8 +45,11 @@ def get_ctx(request: Request) -> AppContext:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     db = get_ctx(request).db
-    factory = db.request_read_session if request.method in SAFE_METHODS else db.write_session
-    async for session in session_scope(factory):
+    if request.method in SAFE_METHODS:
+        scope = read_scope(db.request_read_session)
+    else:
+        scope = session_scope(db.write_session)
+    async for session in scope:
         yield session
 
 

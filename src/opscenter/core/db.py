@@ -317,6 +317,34 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
             raise
 
 
+async def read_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """`session_scope` for a safe request's session (`request_read_session`): it commits
+    only what there is to commit, ORM changes not yet flushed or a transaction that a
+    statement began (`_begin_before_writes`; on SQLite `_configure_sqlite`). A session
+    that only read has no transaction in the database, and closing it is all its end
+    needs: SQLAlchemy's commit and its events cost a list request about 5 % of its CPU."""
+    async with factory() as session:
+        try:
+            yield session
+            if session.new or session.dirty or session.deleted or await _began(session):
+                await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def _began(session: AsyncSession) -> bool:
+    """Whether a statement of this read session began a database transaction."""
+    if not session.in_transaction():
+        return False  # no statement ran
+    connection = (await session.connection()).sync_connection
+    assert connection is not None
+    driver = connection.connection.dbapi_connection
+    if isinstance(driver, sqlite_driver.OneTripConnection):
+        return driver.begin_pending or sqlite_driver.in_transaction(driver)
+    return getattr(driver, "isolation_level", None) != "autocommit"  # asyncpg's adapter
+
+
 def waits_for_writers(session: AsyncSession) -> bool:
     """Whether this session's first statement may wait for another writer: a write
     session on SQLite begins IMMEDIATE, taking the database's one write lock."""
