@@ -92,17 +92,21 @@ async def test_a_busy_connection_is_not_pinged(pg_database: str) -> None:
         await db.dispose()
 
 
+def _database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The run's PostgreSQL database, or a SQLite file of this test's own."""
+    if backend == "postgres":
+        url: str = request.getfixturevalue("pg_database")
+        return url
+    return f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_timestamps_read_back_as_utc_whatever_the_session_time_zone(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """On PostgreSQL asyncpg's own decoding is trusted to answer UTC (UtcDateTime adds no
     call per value there): a session in another time zone must not change the answer."""
-    url = (
-        request.getfixturevalue("pg_database")
-        if backend == "postgres"
-        else f"sqlite+aiosqlite:///{tmp_path / 'utc.db'}"
-    )
+    url = _database_url(backend, request, tmp_path)
     table = Table(
         "instants", MetaData(), Column("id", Integer, primary_key=True), Column("at", UtcDateTime())
     )
@@ -258,12 +262,7 @@ _READINGS = [
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def readings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    url = (
-        request.getfixturevalue("pg_database")
-        if request.param == "postgres"
-        else f"sqlite+aiosqlite:///{tmp_path / 'readings.db'}"
-    )
-    db = Database(url, pool_size=2)
+    db = Database(_database_url(request.param, request, tmp_path), pool_size=2)
     async with db.engine.begin() as conn:
         await conn.run_sync(_readings.metadata.create_all)
         await conn.execute(insert(_readings), _READINGS)

@@ -10,8 +10,9 @@ from itertools import chain
 from typing import Any
 
 import orjson
-from sqlalchemy import Dialect, PoolResetState, Select, event, exc, text
+from sqlalchemy import Dialect, PoolProxiedConnection, PoolResetState, Select, event, exc, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -178,6 +179,15 @@ def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
 _READS = "opscenter_reads"
 
 
+def _began(driver: Any) -> bool:
+    """Whether a request-read connection is in a database transaction: on SQLite one
+    begun or about to be (a deferred BEGIN), on PostgreSQL once SQLAlchemy's asyncpg
+    adapter has left autocommit (`_begin_before_writes`)."""
+    if isinstance(driver, sqlite_driver.OneTripConnection):
+        return driver.begin_pending or sqlite_driver.in_transaction(driver)
+    return getattr(driver, "isolation_level", None) != "autocommit"
+
+
 def _begin_before_writes(engine: AsyncEngine) -> None:
     """On a request-read connection (no transaction), a statement that is not a plain
     SELECT (a write, a row lock, SQL text such as `SET LOCAL` or an advisory lock, a
@@ -189,8 +199,8 @@ def _begin_before_writes(engine: AsyncEngine) -> None:
         if not conn.get_execution_options().get(_READS):
             return
         driver = conn.connection.dbapi_connection  # SQLAlchemy's asyncpg adapter
-        if driver.isolation_level != "autocommit":
-            return  # already begun
+        if _began(driver):
+            return
         if not _plain_select(context):
             driver.isolation_level = "read_committed"  # the next execute sends BEGIN
 
@@ -242,7 +252,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _before(conn: Any, cursor: Any, _sql: str, _params: Any, context: Any, _many: bool) -> None:
         driver = conn.connection.dbapi_connection
         if conn.get_execution_options().get(_READS) and not (
-            driver.begin_pending or sqlite_driver.in_transaction(driver) or _plain_select(context)
+            _began(driver) or _plain_select(context)
         ):
             driver.defer_begin("BEGIN")
         if driver.begin_pending and not isinstance(cursor, sqlite_driver.OneTripCursor):
@@ -266,15 +276,16 @@ class DriverSelect:
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
+        #: Each column's position by name: the driver's records are read by position.
+        self.positions = {name: i for i, name in enumerate(statement.selected_columns.keys())}
         self._compiled: Any = None
         self._direct: bool | None = None  # decided at the first call on PostgreSQL
 
     async def rows(self, session: AsyncSession, values: dict[str, Any]) -> Sequence[Sequence[Any]]:
         connection = await session.connection()
         if connection.dialect.driver == "asyncpg" and self._direct is not False:
-            pooled = await connection.get_raw_connection()
-            adapter = pooled.dbapi_connection
-            if getattr(adapter, "isolation_level", None) == "autocommit":
+            pooled = _pooled(connection)
+            if not _began(pooled.dbapi_connection):
                 try:
                     found = await self._fetch(connection.dialect, pooled.driver_connection, values)
                 except Exception:  # run again below, where SQLAlchemy reports it
@@ -326,23 +337,25 @@ async def read_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator
     async with factory() as session:
         try:
             yield session
-            if session.new or session.dirty or session.deleted or await _began(session):
+            if session.new or session.dirty or session.deleted or await _session_began(session):
                 await session.commit()
         except BaseException:
             await session.rollback()
             raise
 
 
-async def _began(session: AsyncSession) -> bool:
+async def _session_began(session: AsyncSession) -> bool:
     """Whether a statement of this read session began a database transaction."""
     if not session.in_transaction():
         return False  # no statement ran
-    connection = (await session.connection()).sync_connection
-    assert connection is not None
-    driver = connection.connection.dbapi_connection
-    if isinstance(driver, sqlite_driver.OneTripConnection):
-        return driver.begin_pending or sqlite_driver.in_transaction(driver)
-    return getattr(driver, "isolation_level", None) != "autocommit"  # asyncpg's adapter
+    return _began(_pooled(await session.connection()).dbapi_connection)
+
+
+def _pooled(connection: AsyncConnection) -> PoolProxiedConnection:
+    """The pooled DBAPI connection of a connection in use (no trip: it is checked out)."""
+    sync = connection.sync_connection
+    assert sync is not None
+    return sync.connection
 
 
 def waits_for_writers(session: AsyncSession) -> bool:

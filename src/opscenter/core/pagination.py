@@ -271,8 +271,8 @@ async def keyset_page(
     rows = found if columns else [row[0] for row in found]
     if not more:
         next_cursor = None
-    elif isinstance(stmt, Bound):  # the template's rows may be the driver's: by position
-        next_cursor = found[-1][stmt.statement.selected_columns.keys().index(key.key)]
+    elif isinstance(stmt, Bound):  # its rows may be the driver's: by position
+        next_cursor = found[-1][page.positions[key.key]]
     else:
         next_cursor = getattr(found[-1] if columns else rows[-1], key.key)
     return rows, total, next_cursor
