@@ -41,6 +41,16 @@ from opscenter.core.security import Keyring
 from opscenter.models.base import UtcDateTime
 
 
+async def _terminate(pg_database: str, pid: int) -> None:
+    """The server ends a backend, as a restart, an idle timeout or an admin would."""
+    killer = Database(pg_database, pool_size=1)
+    try:
+        async with killer.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        await killer.dispose()
+
+
 async def test_a_connection_dropped_while_idle_is_replaced_not_failed(pg_database: str) -> None:
     db = Database(pg_database, pool_size=1, ping_after_idle=0.2)
     try:
@@ -49,12 +59,7 @@ async def test_a_connection_dropped_while_idle_is_replaced_not_failed(pg_databas
         # The server ends the pooled connection (a restart, an idle timeout, an admin).
         async with db.engine.connect() as conn:  # the same pooled connection, not idle yet
             assert await conn.scalar(text("SELECT pg_backend_pid()")) == first
-        killer = Database(pg_database, pool_size=1)
-        try:
-            async with killer.engine.connect() as conn:
-                await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
-        finally:
-            await killer.dispose()
+        await _terminate(pg_database, first)
         await asyncio.sleep(0.3)
         async with db.engine.connect() as conn:
             again = await conn.scalar(text("SELECT pg_backend_pid()"))
@@ -357,12 +362,7 @@ async def test_a_driver_select_on_a_lost_connection_fails_as_sqlalchemy_would(
     try:
         async with db.request_read_session() as session:
             first = (await page.rows(session, {}))[0][0]
-            killer = Database(pg_database, pool_size=1)
-            try:
-                async with killer.engine.connect() as conn:
-                    await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
-            finally:
-                await killer.dispose()
+            await _terminate(pg_database, first)
             with pytest.raises(DBAPIError) as lost:
                 await page.rows(session, {})
             assert lost.value.connection_invalidated
